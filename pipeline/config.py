@@ -1,0 +1,363 @@
+"""Configuration: read once from config.yaml plus environment, validated, frozen.
+
+Every setting lives in a msgspec Struct below, so the schema, the defaults and the validation are
+one piece of code. Environment variables override the file: ``PIPELINE__<SECTION>__<KEY>`` (double
+underscores separate levels, e.g. ``PIPELINE__MQTT__PORT=1884``). Secrets come only from the
+environment (see ``SECRET_ENV``) and are wrapped in :class:`Secret`, whose repr never shows them.
+"""
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+import yaml
+
+ENV_PREFIX = "PIPELINE__"
+DEFAULT_PATH = Path(__file__).resolve().parent.parent / "config.yaml"
+
+PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+NonNegInt = Annotated[int, msgspec.Meta(ge=0)]
+Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
+PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
+NonNegFloat = Annotated[float, msgspec.Meta(ge=0)]
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+
+
+class ConfigError(Exception):
+    """A configuration problem; the message names the key and what was expected."""
+
+
+class Secret:
+    """A string that never prints itself: repr/str show '***'."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str):
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __repr__(self) -> str:
+        return "Secret('***')" if self._value else "Secret('')"
+
+    __str__ = __repr__
+
+
+class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class MqttConfig(_Section):
+    host: Name = "localhost"
+    port: Port = 1883
+    protocol: Literal["3.1.1", "5"] = "3.1.1"
+    # A stable client id plus clean_session=false is what makes the broker keep our session (and
+    # the QoS 1 messages queued for it) while the daemon restarts.
+    client_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] = "realtime-pipeline"
+    clean_session: bool = False
+    session_expiry_s: NonNegInt = 86400
+    username: str = ""
+    keepalive_s: Annotated[int, msgspec.Meta(ge=5, le=3600)] = 30
+    topics: tuple[Name, ...] = ("sensors/#", "system/#", "logs/#")
+    qos: Literal[0, 1] = 1
+    # MQTT 5 Receive Maximum: how many unacknowledged QoS 1 messages the broker may send us.
+    receive_maximum: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 1000
+    reconnect_min_delay_s: PositiveFloat = 0.5
+    reconnect_max_delay_s: PositiveFloat = 10.0
+
+
+class KafkaTopics(_Section):
+    raw: Name = "sensor-readings"
+    dead_letter: Name = "sensor-readings.dlq"
+
+
+class KafkaConfig(_Section):
+    bootstrap_servers: Name = "localhost:9092"
+    topics: KafkaTopics = KafkaTopics()
+    partitions: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 4
+    replication_factor: Annotated[int, msgspec.Meta(ge=1, le=16)] = 1
+    consumer_group: Name = "realtime-pipeline"
+    session_timeout_ms: Annotated[int, msgspec.Meta(ge=1000, le=300000)] = 10000
+    heartbeat_interval_ms: Annotated[int, msgspec.Meta(ge=100, le=60000)] = 2000
+    # fetch.wait.max.ms is the floor of end-to-end latency at low and medium rates.
+    fetch_wait_max_ms: Annotated[int, msgspec.Meta(ge=1, le=10000)] = 20
+    linger_ms: Annotated[int, msgspec.Meta(ge=0, le=10000)] = 5
+    producer_queue_max_messages: Annotated[int, msgspec.Meta(ge=100, le=10_000_000)] = 100000
+    poll_timeout_s: PositiveFloat = 0.1
+    # Any librdkafka property (security.protocol, sasl.*, ssl.*), passed through unchanged.
+    client: dict[str, str | int | float | bool] = {}
+
+
+class RedisStreams(_Section):
+    readings: Name = "readings"
+
+
+class RedisConfig(_Section):
+    host: Name = "localhost"
+    port: Port = 6379
+    db: Annotated[int, msgspec.Meta(ge=0, le=15)] = 0
+    username: str = ""
+    # Prefix for every key and stream the pipeline writes (lets several deployments share a Redis).
+    key_prefix: str = ""
+    streams: RedisStreams = RedisStreams()
+    stream_maxlen: Annotated[int, msgspec.Meta(ge=100)] = 100000
+    socket_timeout_s: PositiveFloat = 5.0
+
+
+class PostgresConfig(_Section):
+    host: Name = "localhost"
+    port: Port = 5432
+    database: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")] = "sensor_data"
+    user: Name = "postgres"
+    maintenance_database: Name = "postgres"
+    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "prefer"
+    pool_min: Annotated[int, msgspec.Meta(ge=1, le=100)] = 1
+    pool_max: Annotated[int, msgspec.Meta(ge=1, le=100)] = 4
+    connect_timeout_s: PositiveInt = 5
+    # Skip readings already stored (unique sensor_id, metric, timestamp): exactly-once effect.
+    # false: plain COPY, faster, but a redelivered reading then fails the batch on the unique key.
+    deduplicate: bool = True
+
+
+class ProcessingConfig(_Section):
+    # Readings per Kafka consume call and the default flush size of the batch writers.
+    batch_size: Annotated[int, msgspec.Meta(ge=1, le=100000)] = 1000
+    # How often timed work runs (alert evaluation, window closing on idle partitions).
+    interval_s: PositiveFloat = 5.0
+    # Bounded hand-off queues between threads, in batches.
+    queue_max_batches: Annotated[int, msgspec.Meta(ge=1, le=10000)] = 16
+    shutdown_timeout_s: PositiveFloat = 20.0
+
+
+class ValidationConfig(_Section):
+    # Kafka's default message.max.bytes is 1 MB: larger payloads are truncated before Kafka and dead-lettered.
+    max_payload_bytes: Annotated[int, msgspec.Meta(ge=64, le=900 * 1024)] = 65536
+    max_readings_per_message: Annotated[int, msgspec.Meta(ge=1, le=10000)] = 100
+    max_future_skew_s: NonNegFloat = 300.0
+    max_age_s: PositiveFloat = 30 * 86400.0
+    default_type: Annotated[str, msgspec.Meta(min_length=1, max_length=20)] = "sensor"
+    default_location: Annotated[str, msgspec.Meta(max_length=100)] | None = None
+
+
+class UnitRule(_Section):
+    """Readings of a metric sent in ``unit`` are converted to the canonical unit: value*scale+offset."""
+
+    unit: Annotated[str, msgspec.Meta(min_length=1, max_length=20)]
+    scale: float = 1.0
+    offset: float = 0.0
+
+
+class MetricUnits(_Section):
+    canonical: Annotated[str, msgspec.Meta(min_length=1, max_length=20)]
+    convert: tuple[UnitRule, ...] = ()
+
+
+class Bounds(_Section):
+    min: float | None = None
+    max: float | None = None
+
+
+class ThresholdRule(_Section):
+    warning: Bounds = Bounds()
+    critical: Bounds = Bounds()
+
+
+class SinkConfig(_Section):
+    batch_size: Annotated[int, msgspec.Meta(ge=1, le=100000)] = 1000
+    flush_interval_ms: Annotated[int, msgspec.Meta(ge=1, le=60000)] = 100
+
+
+class SinksConfig(_Section):
+    postgres: SinkConfig = SinkConfig(flush_interval_ms=200)
+    redis: SinkConfig = SinkConfig(flush_interval_ms=20)
+    dead_letter: SinkConfig = SinkConfig(flush_interval_ms=200)
+
+
+class RetryConfig(_Section):
+    initial_interval_s: PositiveFloat = 0.1
+    max_interval_s: PositiveFloat = 5.0
+    multiplier: Annotated[float, msgspec.Meta(ge=1.0, le=10.0)] = 2.0
+    jitter: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.2
+    # How long a data error may keep failing before the record is dead-lettered as retry exhaustion.
+    max_elapsed_s: PositiveFloat = 30.0
+
+
+class DashboardConfig(_Section):
+    enabled: bool = True
+    host: Name = "127.0.0.1"
+    port: Port = 8080
+
+
+class Config(_Section):
+    instance_id: Annotated[str, msgspec.Meta(max_length=64)] = ""
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    mqtt: MqttConfig = MqttConfig()
+    kafka: KafkaConfig = KafkaConfig()
+    redis: RedisConfig = RedisConfig()
+    postgres: PostgresConfig = PostgresConfig()
+    processing: ProcessingConfig = ProcessingConfig()
+    validation: ValidationConfig = ValidationConfig()
+    units: dict[str, MetricUnits] = {}
+    thresholds: dict[str, ThresholdRule] = {}
+    sinks: SinksConfig = SinksConfig()
+    retry: RetryConfig = RetryConfig()
+    dashboard: DashboardConfig = DashboardConfig()
+
+
+# Secrets are never read from config.yaml: only from these environment variables.
+SECRET_ENV = {
+    "mqtt_password": "MQTT_PASSWORD",
+    "postgres_password": "POSTGRES_PASSWORD",
+    "redis_password": "REDIS_PASSWORD",
+    "dashboard_token": "DASHBOARD_TOKEN",
+}
+
+
+class Secrets(msgspec.Struct, frozen=True):
+    mqtt_password: Secret
+    postgres_password: Secret
+    redis_password: Secret
+    dashboard_token: Secret
+
+    @classmethod
+    def from_env(cls, env: dict[str, str]) -> "Secrets":
+        return cls(**{k: Secret(env.get(v, "")) for k, v in SECRET_ENV.items()})
+
+
+class Settings(msgspec.Struct, frozen=True):
+    """The validated config, the secrets and where they came from."""
+
+    config: Config
+    secrets: Secrets
+    path: str
+
+
+def _set_path(tree: dict, keys: list[str], value: str) -> None:
+    node = tree
+    for key in keys[:-1]:
+        child = node.get(key)
+        if not isinstance(child, dict):
+            child = {}
+            node[key] = child
+        node = child
+    # Environment values are text; YAML parsing gives lists, numbers and booleans their types.
+    try:
+        node[keys[-1]] = yaml.safe_load(value) if value != "" else ""
+    except yaml.YAMLError:
+        node[keys[-1]] = value
+
+
+def apply_env(tree: dict, env: dict[str, str]) -> dict:
+    """Overlay PIPELINE__A__B=value variables onto the parsed YAML tree."""
+    for name, value in env.items():
+        if name.startswith(ENV_PREFIX) and len(name) > len(ENV_PREFIX):
+            keys = [k.lower() for k in name[len(ENV_PREFIX):].split("__")]
+            if all(keys):
+                _set_path(tree, keys, value)
+    return tree
+
+
+def _describe(err: msgspec.ValidationError) -> str:
+    text = str(err)
+    message, sep, where = text.rpartition(" - at `")
+    if not sep:
+        message, where = text, "$"
+    key = where.rstrip("`").removeprefix("$").lstrip(".").replace("[...]", "")
+    if message.startswith("Object contains unknown field"):
+        field = message.split("`")[1]
+        full = f"{key}.{field}" if key else field
+        return f"{full}: unknown key"
+    return f"{key}: {message}"
+
+
+def _check_dict_sections(tree: dict) -> None:
+    """Validate dict-of-struct sections entry by entry so the error names the entry."""
+    for section, kind in (("units", MetricUnits), ("thresholds", ThresholdRule)):
+        entries = tree.get(section) or {}
+        if not isinstance(entries, dict):
+            raise ConfigError(f"{section}: expected a mapping of metric name to settings")
+        for name, value in entries.items():
+            try:
+                msgspec.convert(value, kind, strict=False)
+            except msgspec.ValidationError as err:
+                raise ConfigError(f"{section}.{name}.{_describe(err)}".replace(".: ", ": ")) from None
+
+
+def _cross_checks(cfg: Config) -> None:
+    if cfg.postgres.pool_min > cfg.postgres.pool_max:
+        raise ConfigError("postgres.pool_min: must not exceed postgres.pool_max")
+    if cfg.kafka.heartbeat_interval_ms >= cfg.kafka.session_timeout_ms:
+        raise ConfigError("kafka.heartbeat_interval_ms: must be below kafka.session_timeout_ms")
+    if cfg.retry.initial_interval_s > cfg.retry.max_interval_s:
+        raise ConfigError("retry.initial_interval_s: must not exceed retry.max_interval_s")
+    if cfg.mqtt.reconnect_min_delay_s > cfg.mqtt.reconnect_max_delay_s:
+        raise ConfigError("mqtt.reconnect_min_delay_s: must not exceed mqtt.reconnect_max_delay_s")
+    if not cfg.mqtt.topics:
+        raise ConfigError("mqtt.topics: expected at least one topic filter")
+    for metric, rule in cfg.thresholds.items():
+        for level in ("warning", "critical"):
+            b = getattr(rule, level)
+            if b.min is not None and b.max is not None and b.min >= b.max:
+                raise ConfigError(f"thresholds.{metric}.{level}: min must be below max")
+
+
+def parse(tree: Any, env: dict[str, str] | None = None) -> Config:
+    """Validate a parsed YAML tree (plus environment overrides) into a frozen Config."""
+    if tree is None:
+        tree = {}
+    if not isinstance(tree, dict):
+        raise ConfigError("(top level): expected a mapping of sections")
+    tree = apply_env(tree, env or {})
+    _check_dict_sections(tree)
+    try:
+        cfg = msgspec.convert(tree, Config, strict=False)
+    except msgspec.ValidationError as err:
+        raise ConfigError(_describe(err)) from None
+    if not cfg.instance_id:
+        cfg = msgspec.structs.replace(cfg, instance_id=socket.gethostname()[:64])
+    _cross_checks(cfg)
+    return cfg
+
+
+def load(path: str | os.PathLike | None = None, env: dict[str, str] | None = None) -> Settings:
+    """Read config.yaml (or `path`), apply environment overrides, validate and freeze."""
+    if env is None:
+        env = dict(os.environ)
+    file = Path(path) if path else Path(env.get("PIPELINE_CONFIG", DEFAULT_PATH))
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(f"{file}: cannot read config file ({err.strerror})") from None
+    try:
+        tree = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{file}:{where}: invalid YAML") from None
+    return Settings(config=parse(tree, env), secrets=Secrets.from_env(env), path=str(file))
+
+
+def load_dotenv_file(path: str | os.PathLike = ".env") -> None:
+    """Load .env into os.environ if present; real environment variables win."""
+    from dotenv import load_dotenv
+
+    load_dotenv(path, override=False)
+
+
+def env_names(struct: type = Config, prefix: str = ENV_PREFIX) -> list[str]:
+    """Every environment variable that can override a leaf setting (for .env.example and docs)."""
+    names = []
+    for field in msgspec.structs.fields(struct):
+        typ = field.type
+        if isinstance(typ, type) and issubclass(typ, _Section):
+            names.extend(env_names(typ, f"{prefix}{field.name.upper()}__"))
+        else:
+            names.append(f"{prefix}{field.name.upper()}")
+    return names

@@ -1,0 +1,117 @@
+"""Kafka -> stages -> sinks: the consumer thread turns raw messages into batches and commits offsets
+only for batches that every sink holds."""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Sequence
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+
+from ..config import KafkaConfig
+from ..observability.metrics import Metrics
+from ..records import RawMessage
+from ..runtime.batch import Batch, InFlight
+from ..runtime.chain import StageChain
+from ..sinks.base import BatchingSink
+from .kafka import consumer_conf
+from .mqtt_bridge import MQTT_TOPIC_HEADER, ORIGINAL_SIZE_HEADER
+
+log = logging.getLogger(__name__)
+
+
+def to_raw(msg) -> RawMessage:
+    """A consumed Kafka message -> RawMessage (mqtt topic and original size from headers)."""
+    mqtt_topic = ""
+    original_size = 0
+    for name, value in msg.headers() or ():
+        if name == MQTT_TOPIC_HEADER:
+            mqtt_topic = value.decode("utf-8", "replace")
+        elif name == ORIGINAL_SIZE_HEADER:
+            original_size = int(value)
+    return RawMessage(mqtt_topic, msg.value() or b"", msg.timestamp()[1] / 1000.0, msg.key(), msg.topic(),
+                      msg.partition(), msg.offset(), original_size)
+
+
+class KafkaSource:
+    """Consumes the raw topic in batches, runs the stage chain, fans batches out to the sinks."""
+
+    def __init__(self, cfg: KafkaConfig, client_id: str, chain: StageChain, sinks: Sequence[BatchingSink],
+                 metrics: Metrics, batch_size: int, revoke_timeout_s: float):
+        self.cfg = cfg
+        self.chain = chain
+        self.sinks = list(sinks)
+        self.metrics = metrics
+        self.batch_size = batch_size
+        self.revoke_timeout_s = revoke_timeout_s
+        self.inflight = InFlight()
+        self.stop_event = threading.Event()
+        self.assigned: list[TopicPartition] = []
+        self.consumer = Consumer(consumer_conf(cfg, f"{client_id}-consumer"))
+        self._consumed = metrics.kafka_consumed
+
+    # -- rebalance: finish and commit what we hold before a partition moves ------------------------
+    def _on_assign(self, consumer, partitions) -> None:
+        self.assigned = list(partitions)
+        log.info("event=partitions_assigned partitions=%s", ",".join(str(p.partition) for p in partitions))
+
+    def _on_revoke(self, consumer, partitions) -> None:
+        if self.inflight.wait_all(self.revoke_timeout_s):
+            self._commit(asynchronous=False)
+        else:
+            log.warning("event=revoke_before_sinks_done note=uncommitted_batches_will_be_redelivered")
+            self.inflight.drop()
+        self.assigned = []
+        log.info("event=partitions_revoked partitions=%s", ",".join(str(p.partition) for p in partitions))
+
+    def _commit(self, asynchronous: bool = True) -> None:
+        offsets = self.inflight.completed()
+        if not offsets:
+            return
+        tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+        try:
+            self.consumer.commit(offsets=tps, asynchronous=asynchronous)
+            self.metrics.kafka_commits.inc()
+        except KafkaException as err:
+            # A failed commit only means redelivery after a restart; the next commit supersedes it.
+            log.warning("event=commit_failed error=%s", err)
+
+    # -- main loop ---------------------------------------------------------------------------------
+    def run(self) -> None:
+        self.consumer.subscribe([self.cfg.topics.raw], on_assign=self._on_assign, on_revoke=self._on_revoke,
+                                on_lost=self._on_revoke)
+        timeout = self.cfg.poll_timeout_s
+        while not self.stop_event.is_set():
+            self._commit()
+            msgs = self.consumer.consume(self.batch_size, timeout)
+            if msgs:
+                self._handle(msgs)
+
+    def _handle(self, msgs: list) -> None:
+        readings: list = []
+        dead: list = []
+        offsets: dict[tuple[str, int], int] = {}
+        run = self.chain.run
+        for msg in msgs:
+            err = msg.error()
+            if err is not None:
+                if err.fatal():
+                    raise KafkaException(err)
+                if err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("event=consume_error error=%s", err)
+                continue
+            run(to_raw(msg), readings, dead)
+            offsets[(msg.topic(), msg.partition())] = msg.offset() + 1
+        self._consumed.inc(len(msgs))
+        batch = Batch(readings, dead, offsets, len(self.sinks))
+        self.inflight.add(batch)
+        for sink in self.sinks:
+            if not sink.put(batch, self.stop_event):
+                return
+
+    def drain_and_close(self, timeout: float) -> bool:
+        """After the loop ended: wait for the sinks to hold every batch, commit, leave the group."""
+        ok = self.inflight.wait_all(timeout)
+        self._commit(asynchronous=False)
+        self.consumer.close()
+        return ok

@@ -1,0 +1,158 @@
+"""MQTT -> Kafka: the paho network thread hands each raw message to the Kafka producer, nothing more.
+
+Parsing happens after Kafka. A QoS 1 message is acknowledged to the MQTT broker only once Kafka
+confirmed its delivery (paho `manual_ack`), so a crash between the two leaves it with the broker,
+which sends it again on reconnect (persistent session).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+from confluent_kafka import Producer
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from ..config import KafkaConfig, MqttConfig, Secret
+from ..observability.metrics import Metrics
+from ..runtime.worker import Failures
+from .kafka import producer_conf
+
+log = logging.getLogger(__name__)
+MQTT_TOPIC_HEADER = "mqtt_topic"
+ORIGINAL_SIZE_HEADER = "original_size"
+
+
+def partition_key(mqtt_topic: str) -> bytes:
+    """The sensor id level of the topic: one sensor's readings stay in one partition, in order."""
+    parts = mqtt_topic.split("/", 2)
+    return (parts[1] if len(parts) > 1 else parts[0]).encode("utf-8", "surrogateescape")
+
+
+class MqttBridge:
+    """Subscribes to the configured filters and produces every message to the raw Kafka topic."""
+
+    def __init__(self, mqtt_cfg: MqttConfig, kafka_cfg: KafkaConfig, password: Secret, metrics: Metrics,
+                 failures: Failures, max_payload_bytes: int, client_id_suffix: str = ""):
+        self.cfg = mqtt_cfg
+        self.max_payload_bytes = max_payload_bytes
+        self.topic = kafka_cfg.topics.raw
+        self.metrics = metrics
+        self.failures = failures
+        self.producer = Producer(producer_conf(kafka_cfg, f"{mqtt_cfg.client_id}{client_id_suffix}-producer"))
+        self.connected = threading.Event()
+        self._stopping = threading.Event()
+        self._generation = 0  # bumps on every (re)connect: a mid is only meaningful on its own connection
+        self._poller: threading.Thread | None = None
+        v5 = mqtt_cfg.protocol == "5"
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=mqtt_cfg.client_id + client_id_suffix,
+                                  protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+                                  clean_session=None if v5 else mqtt_cfg.clean_session, manual_ack=True)
+        if mqtt_cfg.username:
+            self.client.username_pw_set(mqtt_cfg.username, password.reveal() or None)
+        self.client.reconnect_delay_set(mqtt_cfg.reconnect_min_delay_s, mqtt_cfg.reconnect_max_delay_s)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        self._produced = metrics.kafka_produced.labels("raw")
+        self._received = metrics.mqtt_received
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        self._poller = threading.Thread(target=self._poll_loop, name="kafka-producer", daemon=True)
+        self._poller.start()
+        props = None
+        kwargs = {}
+        if self.cfg.protocol == "5":
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = self.cfg.session_expiry_s
+            props.ReceiveMaximum = self.cfg.receive_maximum
+            kwargs["clean_start"] = self.cfg.clean_session
+        self.client.connect_async(self.cfg.host, self.cfg.port, self.cfg.keepalive_s, properties=props, **kwargs)
+        self.client.loop_start()
+
+    def stop(self, timeout: float) -> None:
+        """Stop taking messages, let Kafka confirm (and MQTT acks go out) for what we took, disconnect."""
+        self._stopping.set()
+        remaining = self.producer.flush(timeout)
+        if remaining:
+            log.warning("event=producer_unflushed messages=%d note=unacknowledged_mqtt_messages_will_be_resent", remaining)
+        self.client.disconnect()
+        self.client.loop_stop()
+        if self._poller is not None:
+            self._poller.join(timeout=2.0)
+        self.metrics.mqtt_connected.set(0)
+
+    # -- paho callbacks (network thread: errors are reported, never lost) ---------------------
+    def _on_connect(self, client, _userdata, _flags, reason_code, _properties) -> None:
+        try:
+            if reason_code.is_failure:
+                log.error("event=mqtt_connect_refused reason=%s", reason_code)
+                return
+            self._generation += 1
+            self.connected.set()
+            self.metrics.mqtt_connected.set(1)
+            client.subscribe([(t, self.cfg.qos) for t in self.cfg.topics])
+            log.info("event=mqtt_connected host=%s port=%d topics=%s", self.cfg.host, self.cfg.port, ",".join(self.cfg.topics))
+        except Exception as err:  # noqa: BLE001
+            self.failures.report("mqtt.on_connect", err)
+
+    def _on_disconnect(self, _client, _userdata, _flags, reason_code, _properties) -> None:
+        self.connected.clear()
+        self.metrics.mqtt_connected.set(0)
+        if not self._stopping.is_set():
+            log.warning("event=mqtt_disconnected reason=%s note=reconnecting", reason_code)
+
+    def _on_message(self, _client, _userdata, msg) -> None:
+        if self._stopping.is_set():
+            return  # not acknowledged: the broker keeps it for our next session
+        try:
+            self._received.inc()
+            mid, qos, gen = msg.mid, msg.qos, self._generation
+            topic, payload = msg.topic, msg.payload
+            headers = [(MQTT_TOPIC_HEADER, topic.encode("utf-8", "surrogateescape"))]
+            if len(payload) > self.max_payload_bytes:
+                # Too big to validate (and maybe for Kafka): pass a truncated copy on so the decode stage
+                # dead-letters it with its real size, instead of losing it or blocking here.
+                headers.append((ORIGINAL_SIZE_HEADER, str(len(payload)).encode()))
+                payload = payload[: self.max_payload_bytes]
+            self._produce(payload, partition_key(topic), headers, int(time.time() * 1000),
+                          lambda err, kmsg: self._delivered(err, kmsg, mid, qos, gen))
+        except Exception as err:  # noqa: BLE001
+            self.failures.report("mqtt.on_message", err)
+
+    # -- Kafka side ---------------------------------------------------------------------------
+    def _produce(self, payload: bytes, key: bytes, headers: list, ts_ms: int, callback) -> None:
+        while True:
+            try:
+                self.producer.produce(self.topic, value=payload, key=key, headers=headers, timestamp=ts_ms,
+                                      on_delivery=callback)
+                return
+            except BufferError:
+                # Producer queue full: Kafka is slow or away. Waiting here stops us reading from the
+                # MQTT socket, so the broker holds the backlog: back-pressure, not loss.
+                self.metrics.kafka_backpressure.inc()
+                self.producer.poll(0.05)
+
+    def _delivered(self, err, kmsg, mid: int, qos: int, generation: int) -> None:
+        if err is not None:
+            # With message.timeout.ms=0 librdkafka retries forever; a failure here is permanent for that
+            # attempt (e.g. message too large), so we produce it again and count it.
+            self.metrics.kafka_produce_errors.inc()
+            log.error("event=kafka_delivery_failed error=%s", err)
+            self._produce(kmsg.value(), kmsg.key(), kmsg.headers(), kmsg.timestamp()[1],
+                          lambda e, m: self._delivered(e, m, mid, qos, generation))
+            return
+        self._produced.inc()
+        if qos and generation == self._generation:
+            self.client.ack(mid, qos)
+
+    def _poll_loop(self) -> None:
+        try:
+            while not self._stopping.is_set() or len(self.producer):
+                self.producer.poll(0.1)
+        except Exception as err:  # noqa: BLE001
+            self.failures.report("kafka-producer", err)

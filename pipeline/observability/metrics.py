@@ -1,0 +1,40 @@
+"""Every metric the pipeline exports, declared in one place with an injectable registry.
+
+Labels are bounded: stage, sink, reason, operation names. Never a sensor id.
+"""
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0, 30.0)
+BATCH_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
+DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class Metrics:
+    """All pipeline metrics on one registry (a fresh one per test, the default one in the daemon)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = registry = registry if registry is not None else CollectorRegistry()
+        ns = "pipeline"
+        self.mqtt_received = Counter("mqtt_messages_received", "MQTT messages received", namespace=ns, registry=registry)
+        self.mqtt_connected = Gauge("mqtt_connected", "1 while connected to the MQTT broker", namespace=ns, registry=registry)
+        self.kafka_produced = Counter("kafka_messages_produced", "Messages confirmed by Kafka", ["topic_kind"], namespace=ns, registry=registry)
+        self.kafka_produce_errors = Counter("kafka_produce_errors", "Failed Kafka deliveries (retried)", namespace=ns, registry=registry)
+        self.kafka_backpressure = Counter("kafka_producer_backpressure", "Times the producer queue was full", namespace=ns, registry=registry)
+        self.kafka_consumed = Counter("kafka_messages_consumed", "Messages consumed from Kafka", namespace=ns, registry=registry)
+        self.kafka_commits = Counter("kafka_commits", "Offset commits", namespace=ns, registry=registry)
+        self.consumer_lag = Gauge("kafka_consumer_lag", "Messages behind the high watermark", ["partition"], namespace=ns, registry=registry)
+        self.stage_out = Counter("stage_records_out", "Records a stage passed on", ["stage"], namespace=ns, registry=registry)
+        self.invalid = Counter("invalid_records", "Records refused, by reason", ["stage", "reason"], namespace=ns, registry=registry)
+        self.dead_lettered = Counter("dead_letters", "Records sent to a dead-letter topic", ["kind", "reason"], namespace=ns, registry=registry)
+        self.sink_written = Counter("sink_records_written", "Records durably written", ["sink"], namespace=ns, registry=registry)
+        self.sink_batch = Histogram("sink_batch_size", "Records per sink write", ["sink"], buckets=BATCH_BUCKETS, namespace=ns, registry=registry)
+        self.sink_write_seconds = Histogram("sink_write_seconds", "Duration of one sink write", ["sink"], buckets=DURATION_BUCKETS, namespace=ns, registry=registry)
+        self.sink_last_success = Gauge("sink_last_success_timestamp_seconds", "When the sink last wrote successfully", ["sink"], namespace=ns, registry=registry)
+        self.retries = Counter("retries", "Retried operations", ["operation"], namespace=ns, registry=registry)
+        self.queue_depth = Gauge("queue_depth", "Batches waiting in a hand-off queue", ["queue"], namespace=ns, registry=registry)
+        self.sensors_registered = Counter("sensors_registered", "Sensors inserted by automatic registration", namespace=ns, registry=registry)
+        self.e2e_latency = Histogram("end_to_end_latency_seconds", "From MQTT receive to durable write", ["sink"], buckets=LATENCY_BUCKETS, namespace=ns, registry=registry)
+        self.device_latency = Histogram("device_latency_seconds", "From device timestamp to durable write", ["sink"], buckets=LATENCY_BUCKETS, namespace=ns, registry=registry)
+        self.thread_alive = Gauge("thread_alive", "1 while the worker thread runs", ["thread"], namespace=ns, registry=registry)

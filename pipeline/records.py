@@ -1,0 +1,87 @@
+"""The data contracts that travel between threads: a raw message, a reading, a dead letter."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class RawMessage:
+    """One MQTT message as it came out of Kafka: payload untouched, plus where it was read from."""
+
+    mqtt_topic: str
+    payload: bytes
+    received_at: float  # epoch seconds, when the MQTT thread received it
+    key: bytes | None = None
+    topic: str = ""  # Kafka position, for dead letters and replay
+    partition: int = -1
+    offset: int = -1
+    original_size: int = 0  # set when the bridge truncated an oversized payload
+
+
+@dataclass(slots=True)
+class Reading:
+    """One validated, flat reading: the unit every sink writes."""
+
+    sensor_id: str
+    sensor_type: str
+    location: str | None
+    metric: str
+    value: float
+    ts: float  # event time, epoch seconds UTC
+    received_at: float
+    source: RawMessage | None = None
+    unit: str | None = None  # as sent; the transform stage converts to the metric's canonical unit
+
+    @property
+    def reading_id(self) -> str:
+        """Identity used to drop duplicates downstream: sensor, metric and event time (µs)."""
+        return f"{self.sensor_id}|{self.metric}|{round(self.ts * 1_000_000)}"
+
+
+class Invalid(Exception):
+    """Raised by a stage for bad input; `reason` is a short stable name used in metrics and DLQ headers."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+# Reason classes decide the dead-letter topic and the retry policy.
+INVALID = "invalid"
+FAILED = "processing_failure"
+EXHAUSTED = "retry_exhausted"
+
+
+@dataclass(slots=True)
+class DeadLetter:
+    """A record the pipeline could not handle, with why and where it came from."""
+
+    source: RawMessage
+    reason: str
+    stage: str
+    error: str
+    kind: str = INVALID
+    attempts: int = 1
+    metric: str | None = None
+    first_failure_at: float = field(default_factory=time.time)
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        src = self.source
+        items = [
+            ("reason", self.reason),
+            ("kind", self.kind),
+            ("stage", self.stage),
+            ("error", self.error[:1000]),
+            ("attempts", str(self.attempts)),
+            ("mqtt_topic", src.mqtt_topic),
+            ("source_topic", src.topic),
+            ("source_partition", str(src.partition)),
+            ("source_offset", str(src.offset)),
+            ("received_at", repr(src.received_at)),
+            ("first_failure_at", repr(self.first_failure_at)),
+        ]
+        if self.metric:
+            items.append(("metric", self.metric))
+        return [(k, v.encode("utf-8", "replace")) for k, v in items]

@@ -1,0 +1,134 @@
+"""The daemon: builds components from the frozen config, runs their threads, shuts down in order.
+
+Shutdown order: stop ingest (MQTT takes no more; Kafka confirms what it took, MQTT acks go out),
+stop consuming, let the sinks drain and flush, commit offsets, close connections.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from .. import __version__
+from ..config import Settings
+from ..ingest.kafka import ensure_topics
+from ..ingest.kafka_source import KafkaSource
+from ..ingest.mqtt_bridge import MqttBridge
+from ..observability.metrics import Metrics
+from ..sinks.deadletter import DeadLetterSink
+from ..sinks.postgres import PostgresSink
+from ..sinks.redis_stream import RedisSink
+from ..stages.decode import Decode
+from ..stages.transform import NormalizeUnits
+from ..stages.validate import Validate
+from .chain import StageChain
+from .worker import Failures, Worker
+
+log = logging.getLogger(__name__)
+
+
+def build_stages(settings: Settings) -> list:
+    """The processing stages in order, each given only its own section of the config."""
+    cfg = settings.config
+    v = cfg.validation
+    return [
+        Decode(v.max_payload_bytes, v.max_readings_per_message),
+        Validate(v.max_future_skew_s, v.max_age_s, v.default_type, v.default_location),
+        NormalizeUnits(cfg.units),
+    ]
+
+
+class Pipeline:
+    """All threads of one pipeline instance; `start()`, then `wait()` or `stop()`."""
+
+    def __init__(self, settings: Settings, metrics: Metrics | None = None):
+        self.settings = settings
+        cfg = settings.config
+        self.metrics = metrics or Metrics()
+        self.failures = Failures()
+        self.started_at = time.time()
+        self.workers: list[Worker] = []
+        self._stopped = threading.Event()
+        common = dict(retry=cfg.retry, metrics=self.metrics, queue_max_batches=cfg.processing.queue_max_batches)
+        self.sinks = [
+            PostgresSink(cfg.postgres, settings.secrets.postgres_password, settings=cfg.sinks.postgres, **common),
+            RedisSink(cfg.redis, settings.secrets.redis_password, settings=cfg.sinks.redis, **common),
+            DeadLetterSink(cfg.kafka, cfg.instance_id, settings=cfg.sinks.dead_letter, **common),
+        ]
+        self.chain = StageChain(build_stages(settings), self.metrics)
+        self.source: KafkaSource | None = None
+        self.bridge: MqttBridge | None = None
+
+    def start(self) -> None:
+        cfg = self.settings.config
+        log.info("event=starting version=%s instance=%s config=%s", __version__, cfg.instance_id, self.settings.path)
+        ensure_topics(cfg.kafka, [cfg.kafka.topics.raw, cfg.kafka.topics.dead_letter])
+        for sink in self.sinks:
+            sink.start()
+            self._spawn(f"sink-{sink.name}", sink.run)
+        self.source = KafkaSource(cfg.kafka, cfg.instance_id, self.chain, self.sinks, self.metrics,
+                                  cfg.processing.batch_size, cfg.processing.shutdown_timeout_s / 2)
+        self._spawn("kafka-consumer", self.source.run)
+        self.bridge = MqttBridge(cfg.mqtt, cfg.kafka, self.settings.secrets.mqtt_password, self.metrics, self.failures,
+                                 cfg.validation.max_payload_bytes)
+        self.bridge.start()
+        log.info("event=started threads=%s", ",".join(w.name for w in self.workers))
+
+    def _spawn(self, name: str, target) -> None:
+        worker = Worker(name, target, self.failures)
+        self.workers.append(worker)
+        self.metrics.thread_alive.labels(name).set(1)
+        worker.start()
+
+    def healthy(self) -> bool:
+        return not self.failures.event.is_set() and all(w.is_alive() for w in self.workers)
+
+    def wait(self, stop: threading.Event) -> int:
+        """Block until `stop` is set or a thread fails; then shut down. Returns the exit code."""
+        while not stop.is_set():
+            if self.failures.event.wait(0.5):
+                where, err = self.failures.first()  # type: ignore[misc]
+                log.error("event=thread_failed thread=%s error=%r", where, str(err)[:500])
+                self.stop()
+                return 1
+            dead = [w.name for w in self.workers if not w.is_alive()]
+            if dead:
+                log.error("event=thread_died threads=%s", ",".join(dead))
+                self.stop()
+                return 1
+        return self.stop()
+
+    def stop(self) -> int:
+        """Fixed order, bounded by processing.shutdown_timeout_s. Returns 0 if everything drained."""
+        if self._stopped.is_set():
+            return 0
+        self._stopped.set()
+        budget = self.settings.config.processing.shutdown_timeout_s
+        deadline = time.monotonic() + budget
+        left = lambda: max(0.5, deadline - time.monotonic())  # noqa: E731
+        log.info("event=stopping step=ingest")
+        if self.bridge is not None:
+            self.bridge.stop(left() / 3)
+        log.info("event=stopping step=consumer")
+        if self.source is not None:
+            self.source.stop_event.set()
+        for w in self.workers:
+            if w.name == "kafka-consumer":
+                w.join(left())
+        log.info("event=stopping step=sinks")
+        for sink in self.sinks:
+            sink.finish()
+        for w in self.workers:
+            if w.name.startswith("sink-"):
+                w.join(left())
+        drained = True
+        if self.source is not None:
+            drained = self.source.drain_and_close(min(2.0, left()))
+        for sink in self.sinks:
+            sink.stop_event.set()
+            sink.close()
+        for w in self.workers:
+            self.metrics.thread_alive.labels(w.name).set(1 if w.is_alive() else 0)
+        log.info("event=stopped drained=%s uptime_s=%.0f consumed=%d", drained, time.time() - self.started_at,
+                 self.metrics.kafka_consumed._value.get())
+        return 0 if drained else 1

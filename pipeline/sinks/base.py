@@ -1,0 +1,123 @@
+"""The batching sink runner: one thread, one bounded queue, flush at size or interval.
+
+A backend only implements `select(batch)` (which records it writes), `write(records)` and
+`is_transient(err)`. The runner owns batching, retries with backoff, metrics and telling each batch
+it is durable here (which is what lets the consumer commit offsets).
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from typing import Sequence
+
+from ..config import RetryConfig, SinkConfig
+from ..observability.metrics import Metrics
+from ..runtime.batch import Batch
+from ..runtime.retry import Stopped, retry_call
+
+log = logging.getLogger(__name__)
+_STOP = object()
+
+
+class BatchingSink:
+    """Base class; subclasses set `name` and implement select/write/is_transient (and start/close)."""
+
+    name = "sink"
+
+    def __init__(self, settings: SinkConfig, retry: RetryConfig, metrics: Metrics, queue_max_batches: int):
+        self.settings = settings
+        self.retry = retry
+        self.metrics = metrics
+        self.queue: queue.Queue = queue.Queue(maxsize=queue_max_batches)
+        self.stop_event = threading.Event()
+        self.last_success: float | None = None
+
+    # -- to implement ------------------------------------------------------------------------
+    def start(self) -> None:
+        """Open connections; called before the thread starts."""
+
+    def select(self, batch: Batch) -> Sequence:
+        raise NotImplementedError
+
+    def write(self, records: Sequence) -> None:
+        raise NotImplementedError
+
+    def is_transient(self, err: BaseException) -> bool:
+        return False
+
+    def close(self) -> None:
+        """Release connections; called after the thread ended."""
+
+    # -- runner ------------------------------------------------------------------------------
+    def put(self, batch: Batch, stop: threading.Event, poll: float = 0.1) -> bool:
+        """Hand a batch over, waiting while the queue is full (back-pressure). False if stopping."""
+        while not stop.is_set():
+            try:
+                self.queue.put(batch, timeout=poll)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def finish(self) -> None:
+        """Ask the thread to flush what it has and end."""
+        self.queue.put(_STOP)
+
+    def run(self) -> None:
+        interval = self.settings.flush_interval_ms / 1000.0
+        limit = self.settings.batch_size
+        gauge = self.metrics.queue_depth.labels(self.name)
+        pending: list[Batch] = []
+        records: list = []
+        deadline = None
+        while True:
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                item = self.queue.get(timeout=timeout)
+            except queue.Empty:
+                item = None
+            gauge.set(self.queue.qsize())
+            if item is _STOP:
+                self._flush(pending, records)
+                return
+            if item is not None:
+                pending.append(item)
+                records.extend(self.select(item))
+                if deadline is None:
+                    deadline = time.monotonic() + interval
+            if pending and (len(records) >= limit or time.monotonic() >= deadline):
+                self._flush(pending, records)
+                pending, records, deadline = [], [], None
+
+    def _flush(self, pending: list[Batch], records: list) -> None:
+        if not pending:
+            return
+        if records:
+            started = time.perf_counter()
+            try:
+                retry_call(lambda: self.write(records), operation=f"{self.name}_write", policy=self.retry,
+                           is_transient=self.is_transient, stop=self.stop_event,
+                           on_retry=lambda *_: self.metrics.retries.labels(f"{self.name}_write").inc())
+            except Stopped:
+                log.warning("event=sink_stopped_unflushed sink=%s records=%d", self.name, len(records))
+                return  # not marked done: offsets stay uncommitted and Kafka redelivers
+            elapsed = time.perf_counter() - started
+            self.metrics.sink_write_seconds.labels(self.name).observe(elapsed)
+            self.metrics.sink_batch.labels(self.name).observe(len(records))
+            self.metrics.sink_written.labels(self.name).inc(len(records))
+            self.after_write(records)
+        self.last_success = time.time()
+        self.metrics.sink_last_success.labels(self.name).set(self.last_success)
+        for batch in pending:
+            batch.sink_done()
+
+    def after_write(self, records: Sequence) -> None:
+        """Once readings are durable: latency from MQTT receive and from the device's timestamp."""
+        now = time.time()
+        e2e = self.metrics.e2e_latency.labels(self.name)
+        dev = self.metrics.device_latency.labels(self.name)
+        for r in records:
+            e2e.observe(now - r.received_at)
+            dev.observe(max(0.0, now - r.ts))

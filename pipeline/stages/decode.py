@@ -1,0 +1,130 @@
+"""Decode stage: an MQTT topic and payload become candidate readings (not yet validated).
+
+Topic contract (README, "Topics and payloads"):
+  <root>/<sensor_id>           JSON object: {"type", "location", "timestamp", "readings": {metric: value}}
+                               or a single reading {"metric": "temperature", "value": 21.4, ...}
+  <root>/<sensor_id>/<metric>  a bare number (what small devices send)
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from ..records import Invalid, RawMessage
+
+# Fields a JSON reading may carry. Anything else is refused so a typo ("temprature") is not lost silently.
+ENVELOPE_FIELDS = frozenset({"type", "location", "timestamp", "readings", "metric", "value", "unit", "seq"})
+_KEY_PATTERN = re.compile(rb'"\s*:')
+
+
+@dataclass(slots=True)
+class Candidate:
+    """One reading as the device sent it; the validate stage checks every field."""
+
+    sensor_id: str
+    metric: Any
+    value: Any
+    timestamp: Any
+    sensor_type: Any
+    location: Any
+    unit: Any
+    source: RawMessage
+
+
+def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise Invalid("duplicate_key", f"key {key!r} appears twice")
+        seen[key] = value
+    return seen
+
+
+def _count_keys(obj: Any) -> int:
+    if isinstance(obj, dict):
+        return len(obj) + sum(_count_keys(v) for v in obj.values() if isinstance(v, (dict, list)))
+    if isinstance(obj, list):
+        return sum(_count_keys(v) for v in obj if isinstance(v, (dict, list)))
+    return 0
+
+
+def parse_json(payload: bytes) -> Any:
+    """orjson on the fast path; duplicate keys (which orjson merges silently) are detected and refused."""
+    try:
+        obj = orjson.loads(payload)
+    except orjson.JSONDecodeError as err:
+        text = str(err)
+        if "UTF-8" in text:
+            raise Invalid("invalid_utf8", text) from None
+        if "infinity" in text:
+            raise Invalid("value_not_finite", text) from None
+        raise Invalid("invalid_json", text) from None
+    # Every '"key":' in the text is a key; fewer keys parsed than written means duplicates
+    # (or a string value containing '":', which the exact slow path below sorts out).
+    if isinstance(obj, (dict, list)) and len(_KEY_PATTERN.findall(payload)) > _count_keys(obj):
+        json.loads(payload, object_pairs_hook=_reject_duplicate_keys)
+    return obj
+
+
+def parse_bare_number(payload: bytes) -> float:
+    text = payload.strip()
+    try:
+        value = float(text)
+    except ValueError:
+        raise Invalid("value_not_number", f"payload {payload[:40]!r} is not a number") from None
+    # float() accepts 'nan' and 'inf' spellings: JSON numbers are what the contract allows.
+    if not re.fullmatch(rb"-?\d+(\.\d+)?([eE][-+]?\d+)?", text):
+        raise Invalid("value_not_number", f"payload {payload[:40]!r} is not a plain number")
+    return value
+
+
+class Decode:
+    """RawMessage -> candidate readings; message-level problems raise Invalid."""
+
+    name = "decode"
+
+    def __init__(self, max_payload_bytes: int, max_readings: int):
+        self.max_payload_bytes = max_payload_bytes
+        self.max_readings = max_readings
+
+    def process(self, msg: RawMessage) -> list[Candidate]:
+        payload = msg.payload
+        size = msg.original_size or len(payload)
+        if size > self.max_payload_bytes:
+            raise Invalid("payload_too_large", f"{size} bytes > {self.max_payload_bytes}")
+        if not payload or not payload.strip():
+            raise Invalid("payload_empty")
+        parts = msg.mqtt_topic.split("/")
+        if len(parts) < 2 or parts[1] == "":
+            raise Invalid("topic_missing_sensor_id", f"topic {msg.mqtt_topic!r} has no sensor id level")
+        if len(parts) > 3:
+            raise Invalid("topic_too_deep", f"topic {msg.mqtt_topic!r} has {len(parts)} levels, at most 3")
+        sensor_id = parts[1]
+        if len(parts) == 3:
+            value = parse_bare_number(payload)
+            return [Candidate(sensor_id, parts[2], value, None, None, None, None, msg)]
+        obj = parse_json(payload)
+        if not isinstance(obj, dict):
+            raise Invalid("not_an_object", f"payload is a JSON {type(obj).__name__}, expected an object")
+        unknown = obj.keys() - ENVELOPE_FIELDS
+        if unknown:
+            raise Invalid("unknown_field", f"unknown field(s): {', '.join(sorted(map(repr, unknown)))[:200]}")
+        ts, stype, loc, unit = obj.get("timestamp"), obj.get("type"), obj.get("location"), obj.get("unit")
+        readings = obj.get("readings")
+        if readings is not None:
+            if "metric" in obj or "value" in obj:
+                raise Invalid("ambiguous_reading", "both 'readings' and 'metric'/'value' given")
+            if not isinstance(readings, dict):
+                raise Invalid("readings_not_object", "'readings' must be an object of metric: value")
+            if not readings:
+                raise Invalid("missing_field", "'readings' is empty")
+            if len(readings) > self.max_readings:
+                raise Invalid("too_many_readings", f"{len(readings)} readings > {self.max_readings}")
+            return [Candidate(sensor_id, m, v, ts, stype, loc, unit, msg) for m, v in readings.items()]
+        if "metric" not in obj or "value" not in obj:
+            raise Invalid("missing_field", "expected 'readings' or both 'metric' and 'value'")
+        return [Candidate(sensor_id, obj["metric"], obj["value"], ts, stype, loc, unit, msg)]

@@ -1,0 +1,123 @@
+"""Validate stage: a candidate becomes a Reading, or raises Invalid with a named reason.
+
+Rules (README, "Validation"): sensor id ^[A-Za-z0-9][A-Za-z0-9_.:-]*$ up to 50 characters; metric
+^[A-Za-z][A-Za-z0-9_]*$ up to 20; value a finite number (not a boolean, not a string); timestamp an
+ISO-8601 date-time or epoch seconds within the configured skew of now; type up to 20 printable
+characters; location up to 100.
+"""
+from __future__ import annotations
+
+import math
+import re
+import time
+from datetime import datetime, timezone
+
+from ..records import Invalid, Reading
+from .decode import Candidate
+
+SENSOR_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]*")
+METRIC_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+TYPE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
+SENSOR_ID_MAX, METRIC_MAX, TYPE_MAX, LOCATION_MAX = 50, 20, 20, 100
+
+
+def check_sensor_id(sensor_id: str) -> str:
+    if not sensor_id:
+        raise Invalid("sensor_id_empty")
+    if len(sensor_id) > SENSOR_ID_MAX:
+        raise Invalid("sensor_id_too_long", f"{len(sensor_id)} characters > {SENSOR_ID_MAX}")
+    if not SENSOR_ID_RE.fullmatch(sensor_id) or not sensor_id.isascii():
+        raise Invalid("sensor_id_invalid", f"{sensor_id[:60]!r} does not match {SENSOR_ID_RE.pattern}")
+    return sensor_id
+
+
+def check_metric(metric: object) -> str:
+    if not isinstance(metric, str) or not metric:
+        raise Invalid("metric_invalid", f"metric must be a non-empty string, got {type(metric).__name__}")
+    if len(metric) > METRIC_MAX:
+        raise Invalid("metric_too_long", f"{len(metric)} characters > {METRIC_MAX}")
+    if not METRIC_RE.fullmatch(metric) or not metric.isascii():
+        raise Invalid("metric_invalid", f"{metric[:40]!r} does not match {METRIC_RE.pattern}")
+    return metric
+
+
+def check_value(value: object) -> float:
+    # bool is an int subclass in Python: true/false are not measurements.
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise Invalid("value_not_number", f"value must be a number, got {type(value).__name__}")
+    try:
+        number = float(value)
+    except OverflowError:
+        raise Invalid("value_not_finite", "value is beyond the range of a double") from None
+    if not math.isfinite(number):
+        raise Invalid("value_not_finite", f"value {value!r} is not finite")
+    return number
+
+
+def parse_timestamp(raw: object) -> float:
+    """ISO-8601 date-time (naive means UTC) or epoch seconds -> epoch seconds."""
+    if isinstance(raw, bool):
+        raise Invalid("timestamp_invalid", "timestamp must be a date-time string or epoch seconds")
+    if isinstance(raw, (int, float)):
+        if not math.isfinite(raw):
+            raise Invalid("timestamp_invalid", "timestamp is not finite")
+        if raw < 0:
+            raise Invalid("timestamp_invalid", f"negative epoch timestamp {raw!r}")
+        return float(raw)
+    if isinstance(raw, str):
+        if len(raw) > 40 or ("T" not in raw and " " not in raw):
+            raise Invalid("timestamp_invalid", f"{raw[:40]!r} is not an ISO-8601 date-time")
+        try:
+            dt = datetime.fromisoformat(raw)
+        except ValueError:
+            raise Invalid("timestamp_invalid", f"{raw[:40]!r} is not an ISO-8601 date-time") from None
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=timezone.utc)
+        try:
+            return dt.timestamp()
+        except (OverflowError, OSError, ValueError):
+            raise Invalid("timestamp_invalid", f"{raw[:40]!r} is out of range") from None
+    raise Invalid("timestamp_invalid", f"timestamp must be a date-time string or epoch seconds, got {type(raw).__name__}")
+
+
+def _check_text(value: object, field: str, limit: int, pattern: re.Pattern | None = None) -> str:
+    if not isinstance(value, str):
+        raise Invalid(f"{field}_invalid", f"{field} must be a string, got {type(value).__name__}")
+    if len(value) > limit:
+        raise Invalid(f"{field}_too_long", f"{len(value)} characters > {limit}")
+    if not value.isprintable() or (pattern is not None and not pattern.fullmatch(value)):
+        raise Invalid(f"{field}_invalid", f"{field} {value[:40]!r} has characters that are not allowed")
+    return value
+
+
+class Validate:
+    """Candidate -> Reading. `clock` is injectable so tests pin 'now'."""
+
+    name = "validate"
+
+    def __init__(self, max_future_skew_s: float, max_age_s: float, default_type: str,
+                 default_location: str | None, clock=time.time):
+        self.max_future_skew_s = max_future_skew_s
+        self.max_age_s = max_age_s
+        self.default_type = default_type
+        self.default_location = default_location
+        self.clock = clock
+
+    def process(self, c: Candidate) -> list[Reading]:
+        sensor_id = check_sensor_id(c.sensor_id)
+        metric = check_metric(c.metric)
+        value = check_value(c.value)
+        source = c.source
+        if c.timestamp is None:
+            ts = source.received_at
+        else:
+            ts = parse_timestamp(c.timestamp)
+            now = self.clock()
+            if ts > now + self.max_future_skew_s:
+                raise Invalid("timestamp_in_future", f"{ts - now:.0f} s ahead of now (limit {self.max_future_skew_s:g} s)")
+            if ts < now - self.max_age_s:
+                raise Invalid("timestamp_too_old", f"{now - ts:.0f} s old (limit {self.max_age_s:g} s)")
+        stype = self.default_type if c.sensor_type is None else _check_text(c.sensor_type, "type", TYPE_MAX, TYPE_RE)
+        loc = self.default_location if c.location is None else _check_text(c.location, "location", LOCATION_MAX)
+        unit = None if c.unit is None else _check_text(c.unit, "unit", TYPE_MAX)
+        return [Reading(sensor_id, stype, loc, metric, value, ts, source.received_at, source, unit)]
