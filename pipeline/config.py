@@ -65,7 +65,7 @@ class MqttConfig(_Section):
     session_expiry_s: NonNegInt = 86400
     username: str = ""
     keepalive_s: Annotated[int, msgspec.Meta(ge=5, le=3600)] = 30
-    topics: tuple[Name, ...] = ("sensors/#", "system/#", "logs/#")
+    topics: tuple[Name, ...] = ("sensors/#", "system/#")
     qos: Literal[0, 1] = 1
     # MQTT 5 Receive Maximum: how many unacknowledged QoS 1 messages the broker may send us.
     receive_maximum: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 1000

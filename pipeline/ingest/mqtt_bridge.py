@@ -44,6 +44,7 @@ class MqttBridge:
         self.failures = failures
         self.producer = Producer(producer_conf(kafka_cfg, f"{mqtt_cfg.client_id}{client_id_suffix}-producer"))
         self.connected = threading.Event()
+        self.subscribed = threading.Event()  # the broker granted our subscriptions on this connection
         self._stopping = threading.Event()
         self._generation = 0  # bumps on every (re)connect: a mid is only meaningful on its own connection
         self._poller: threading.Thread | None = None
@@ -57,6 +58,7 @@ class MqttBridge:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
         self._produced = metrics.kafka_produced.labels("raw")
         self._received = metrics.mqtt_received
 
@@ -100,8 +102,16 @@ class MqttBridge:
         except Exception as err:  # noqa: BLE001
             self.failures.report("mqtt.on_connect", err)
 
+    def _on_subscribe(self, _client, _userdata, _mid, reason_codes, _properties) -> None:
+        failed = [str(rc) for rc in reason_codes if rc.is_failure]
+        if failed:
+            log.error("event=mqtt_subscribe_refused reasons=%s", ",".join(failed))
+        else:
+            self.subscribed.set()
+
     def _on_disconnect(self, _client, _userdata, _flags, reason_code, _properties) -> None:
         self.connected.clear()
+        self.subscribed.clear()
         self.metrics.mqtt_connected.set(0)
         if not self._stopping.is_set():
             log.warning("event=mqtt_disconnected reason=%s note=reconnecting", reason_code)
