@@ -1,0 +1,56 @@
+# realtime-pipeline: `make run` to see it work, `make test` to prove it.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+export PY
+
+.PHONY: help venv dev-venv services services-down status migrate run test test-unit test-integration clean
+
+help:
+	@echo "make run            set up everything, start the pipeline and the device simulator (Ctrl-C stops both)"
+	@echo "make test           set up everything, run unit and integration tests against the real services"
+	@echo "make test-unit      fast tests, no services needed"
+	@echo "make services       start the services that are not running (Kafka broker, PostgreSQL, Redis, Mosquitto)"
+	@echo "make services-down  stop only what 'make services' started"
+	@echo "make migrate        apply database migrations"
+
+$(VENV)/.installed: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+venv: $(VENV)/.installed
+dev-venv: $(VENV)/.installed-dev
+
+services: venv
+	bash scripts/services.sh up
+
+services-down:
+	bash scripts/services.sh down
+
+status:
+	bash scripts/services.sh status
+
+migrate: services
+	$(PY) migrations.py
+
+run: migrate
+	bash scripts/run.sh
+
+test: dev-venv services
+	$(PY) migrations.py
+	$(PY) -m pytest
+
+test-unit: dev-venv
+	$(PY) -m pytest tests/unit
+
+test-integration: dev-venv services
+	$(PY) -m pytest -m integration
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# `make run`: the daemon plus the device simulator, so readings flow at once. Ctrl-C stops both.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+SIM_ARGS=${SIM_ARGS:---sensors 20 --rate 20 --duration 0}
+
+"$PY" realtime_pipeline.py "$@" &
+daemon=$!
+sleep 2
+"$PY" -m pipeline.simulate $SIM_ARGS &
+sim=$!
+
+stop() {
+  trap - INT TERM
+  kill -INT "$sim" 2>/dev/null
+  kill -TERM "$daemon" 2>/dev/null
+  wait "$sim" 2>/dev/null
+  wait "$daemon"
+  exit $?
+}
+trap stop INT TERM
+wait -n "$daemon" "$sim"
+# One of them ended by itself: if it was the daemon, report its exit code and stop the simulator.
+if ! kill -0 "$daemon" 2>/dev/null; then
+  wait "$daemon"; code=$?
+  kill -INT "$sim" 2>/dev/null; wait "$sim" 2>/dev/null
+  echo "run: the pipeline exited with code $code" >&2
+  exit "$code"
+fi
+wait "$daemon"
