@@ -15,7 +15,7 @@ from ..ingest.kafka import ensure_topics
 from ..ingest.kafka_source import KafkaSource
 from ..ingest.mqtt_bridge import MqttBridge
 from ..observability.metrics import Metrics
-from ..sinks.deadletter import DeadLetterSink
+from ..sinks.deadletter import DeadLetterSink, DeadLetterWriter, dead_letter_topics
 from ..sinks.postgres import PostgresSink
 from ..sinks.redis_stream import RedisSink
 from ..stages.decode import Decode
@@ -49,11 +49,14 @@ class Pipeline:
         self.started_at = time.time()
         self.workers: list[Worker] = []
         self._stopped = threading.Event()
+        self.dead_letters = DeadLetterWriter(cfg.kafka, cfg.instance_id, self.metrics)
         common = dict(retry=cfg.retry, metrics=self.metrics, queue_max_batches=cfg.processing.queue_max_batches)
         self.sinks = [
-            PostgresSink(cfg.postgres, settings.secrets.postgres_password, settings=cfg.sinks.postgres, **common),
-            RedisSink(cfg.redis, settings.secrets.redis_password, settings=cfg.sinks.redis, **common),
-            DeadLetterSink(cfg.kafka, cfg.instance_id, settings=cfg.sinks.dead_letter, **common),
+            PostgresSink(cfg.postgres, settings.secrets.postgres_password, settings=cfg.sinks.postgres,
+                         dead_letters=self.dead_letters, **common),
+            RedisSink(cfg.redis, settings.secrets.redis_password, settings=cfg.sinks.redis,
+                      dead_letters=self.dead_letters, **common),
+            DeadLetterSink(self.dead_letters, settings=cfg.sinks.dead_letter, **common),
         ]
         self.chain = StageChain(build_stages(settings), self.metrics)
         self.source: KafkaSource | None = None
@@ -62,7 +65,7 @@ class Pipeline:
     def start(self) -> None:
         cfg = self.settings.config
         log.info("event=starting version=%s instance=%s config=%s", __version__, cfg.instance_id, self.settings.path)
-        ensure_topics(cfg.kafka, [cfg.kafka.topics.raw, cfg.kafka.topics.dead_letter])
+        ensure_topics(cfg.kafka, [cfg.kafka.topics.raw, *dead_letter_topics(cfg.kafka).values()])
         for sink in self.sinks:
             sink.start()
             self._spawn(f"sink-{sink.name}", sink.run)
