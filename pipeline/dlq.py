@@ -40,7 +40,7 @@ class Letter:
     def summary(self) -> dict:
         h = self.headers
         return {"dlq": f"{self.topic}[{self.partition}]@{self.offset}", "kind": h.get("kind", ""),
-                "reason": h.get("reason", ""), "stage": h.get("stage", ""), "error": h.get("error", ""),
+                "reason": h.get("reason", ""), "stage": h.get("stage", ""), "error": " ".join(h.get("error", "").split()),
                 "mqtt_topic": h.get("mqtt_topic", ""), "source": f"{h.get('source_topic', '')}[{h.get('source_partition', '')}]@{h.get('source_offset', '')}",
                 "attempts": h.get("attempts", ""), "payload": self.payload[:200].decode("utf-8", "replace")}
 
@@ -63,7 +63,8 @@ def read_letters(cfg: KafkaConfig, kinds: list[str], timeout: float = 10.0) -> I
                 consumer.assign([TopicPartition(topic, partition, low)])
                 next_offset = low
                 while next_offset < high:
-                    msgs = consumer.consume(500, timeout)
+                    # consume() waits until it has that many messages or the timeout: ask only for what is there.
+                    msgs = consumer.consume(min(500, high - next_offset), timeout)
                     if not msgs:
                         break
                     for m in msgs:
