@@ -22,6 +22,7 @@ from ..stages.decode import Decode
 from ..stages.transform import NormalizeUnits
 from ..stages.validate import Validate
 from .chain import StageChain
+from .retry import retry_call
 from .worker import Failures, Worker
 
 log = logging.getLogger(__name__)
@@ -65,9 +66,11 @@ class Pipeline:
     def start(self) -> None:
         cfg = self.settings.config
         log.info("event=starting version=%s instance=%s config=%s", __version__, cfg.instance_id, self.settings.path)
-        ensure_topics(cfg.kafka, [cfg.kafka.topics.raw, *dead_letter_topics(cfg.kafka).values()])
+        # Services may still be starting (boot, a restarted host): keep trying for retry.max_elapsed_s.
+        self._at_start("kafka_create_topics",
+                       lambda: ensure_topics(cfg.kafka, [cfg.kafka.topics.raw, *dead_letter_topics(cfg.kafka).values()]))
         for sink in self.sinks:
-            sink.start()
+            self._at_start(f"{sink.name}_connect", sink.start)
             self._spawn(f"sink-{sink.name}", sink.run)
         self.source = KafkaSource(cfg.kafka, cfg.instance_id, self.chain, self.sinks, self.metrics,
                                   cfg.processing.batch_size, cfg.processing.shutdown_timeout_s / 2)
@@ -76,6 +79,12 @@ class Pipeline:
                                  cfg.validation.max_payload_bytes)
         self.bridge.start()
         log.info("event=started threads=%s", ",".join(w.name for w in self.workers))
+
+    def _at_start(self, operation: str, fn) -> None:
+        cfg = self.settings.config
+        retry_call(fn, operation=operation, policy=cfg.retry, is_transient=lambda err: not isinstance(err, (TypeError, ValueError)),
+                   max_elapsed_s=cfg.retry.max_elapsed_s,
+                   on_retry=lambda *_: self.metrics.retries.labels(operation).inc())
 
     def _spawn(self, name: str, target) -> None:
         worker = Worker(name, target, self.failures)
