@@ -114,7 +114,7 @@ class WindowTracker:
             idle = now - self.last_activity.get(partition, now) >= self.idle_close_s
             if (wm is not None and wm >= window.end) or (idle and wall >= window.end):
                 out.append(Due(partition, window, frozenset(keys)))
-        out.sort(key=lambda d: (d.window.start, d.window.period, d.partition))
+        out.sort(key=lambda d: (d.window.end, d.window.start, d.window.period, d.partition))  # in order of closing
         return out
 
     def remove(self, due: Due) -> None:
