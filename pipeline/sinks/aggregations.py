@@ -88,9 +88,9 @@ class WindowAggregator:
         now = self.clock()
         with pool.connection() as conn:
             pending = conn.execute(LOAD_PENDING).fetchall()
+            # Every pending window is closed, even of a period no longer configured: its readings were promised a row.
             for period, start, end, sensor_id, metric, partition in pending:
-                if period in self.tracker.sizes:
-                    self.tracker.load(partition, Window(period, to_us(start), to_us(end)), sensor_id, metric, now)
+                self.tracker.load(partition, Window(period, to_us(start), to_us(end)), sensor_id, metric, now)
             seeds = conn.execute(SEED_PARTIALS).fetchall() if pending else []
         for sensor_id, metric, period, start, end, count, total, lo, hi in seeds:
             if period in self.tracker.sizes:

@@ -206,7 +206,7 @@ class AlertSink(BatchingSink):
 
     def _register_sensors(self, cur: psycopg.Cursor, todo: Sequence[Transition]) -> None:
         # alerts.sensor_id references sensors, and this thread may see a new sensor before the PostgreSQL sink.
-        new = {t.alert.sensor_id: t.context for t in todo if t.event == OPENED}
+        new = {t.alert.sensor_id: t.context for t in todo if t.event == OPENED or t.alert.id is None}
         if new:
             cur.executemany(INSERT_SENSOR, [(s, c.get("type") or "sensor", c.get("location")) for s, c in sorted(new.items())])
 
@@ -214,23 +214,31 @@ class AlertSink(BatchingSink):
         a = t.alert
         at = utc_naive(t.at)
         if t.event == OPENED:
-            cur.execute(INSERT_ALERT, (a.sensor_id, a.metric, a.type, t.message, t.severity, at))
-            row = cur.fetchone()
-            if row is not None:
-                a.id = row[0]
-            else:
-                # Already open in the database (written before a crash, or by another instance): adopt it.
-                a.id, stored = cur.execute(FIND_OPEN, (a.sensor_id, a.metric or "", a.type)).fetchone()
-                if SEVERITY_RANK.get(stored, 0) >= SEVERITY_RANK[a.severity]:
-                    a.severity = stored
-                    t.published = True  # nothing new happened: no second announcement
-                    return
-                cur.execute(ESCALATE, (t.severity, t.message, a.id))
-        elif t.event == ESCALATED:
+            if not self._insert_or_adopt(cur, a, t.severity, t.message, at):
+                t.published = True  # already open in the database at least as severe: nothing new to announce
+                return
+        elif a.id is None:
+            # Its opening was never stored (a tick cut short by shutdown): store it now, then this transition.
+            self._insert_or_adopt(cur, a, a.severity, a.message, utc_naive(a.opened_at))
+        if t.event == ESCALATED:
             cur.execute(ESCALATE, (t.severity, t.message, a.id))
         elif t.event == RESOLVED:
             cur.execute(RESOLVE, (at, a.id))
         cur.execute(INSERT_EVENT, (a.id, t.event, t.severity, t.message, at))
+
+    def _insert_or_adopt(self, cur: psycopg.Cursor, a: Alert, severity: str, message_: str, at: datetime) -> bool:
+        """Insert the open alert and set its id; if one is already open (stored before a crash, or by another
+        instance) adopt it, raising its severity if ours is worse. False if the stored one already says it all."""
+        row = cur.execute(INSERT_ALERT, (a.sensor_id, a.metric, a.type, message_, severity, at)).fetchone()
+        if row is not None:
+            a.id = row[0]
+            return True
+        a.id, stored = cur.execute(FIND_OPEN, (a.sensor_id, a.metric or "", a.type)).fetchone()
+        if SEVERITY_RANK.get(stored, 0) >= SEVERITY_RANK[severity]:
+            a.severity = stored
+            return False
+        cur.execute(ESCALATE, (severity, message_, a.id))
+        return True
 
     def _publish(self, transitions: Sequence[Transition]) -> None:
         assert self.redis is not None
