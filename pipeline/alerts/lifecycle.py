@@ -34,6 +34,7 @@ class Alert:
 
     @property
     def key(self) -> AlertKey:
+        """(sensor_id, metric, type): at most one open alert per key."""
         return (self.sensor_id, self.metric, self.type)
 
 

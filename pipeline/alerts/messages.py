@@ -10,6 +10,7 @@ _VALUE_FIRST = {"threshold", "outlier"}
 
 
 def when(ts: float) -> str:
+    """Epoch seconds as an operator reads them: '2025-10-09 08:53:20 UTC'."""
     return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 

@@ -48,6 +48,7 @@ class WebhookNotifier:
         self.thread: threading.Thread | None = None
 
     def start(self) -> None:
+        """Start the delivery thread."""
         self.thread = threading.Thread(target=self._run, name="alert-webhook", daemon=True)
         self.thread.start()
 

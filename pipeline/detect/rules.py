@@ -30,6 +30,7 @@ class Rules:
         self._cache: dict[tuple[str, str], MetricRules] = {}
 
     def for_metric(self, sensor_id: str, metric: str) -> MetricRules:
+        """The settings each detector uses for this sensor's metric."""
         key = (sensor_id, metric)
         found = self._cache.get(key)
         if found is None:

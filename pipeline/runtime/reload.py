@@ -41,6 +41,7 @@ def changed_keys(old: Config, new: Config) -> list[str]:
 
 
 def is_live(key: str) -> bool:
+    """True if a changed setting takes effect without a restart."""
     return any(key == k or key.startswith(k + ".") for k in LIVE_KEYS)
 
 
@@ -81,6 +82,7 @@ class ConfigHolder:
         self._listeners.append(listener)
 
     def request_reload(self) -> None:
+        """Ask the reload thread to reload (what SIGHUP does); returns at once."""
         self._requested.set()
 
     def reload(self, trigger: str) -> bool:

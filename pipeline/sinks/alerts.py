@@ -52,6 +52,7 @@ INSERT_EVENT = "INSERT INTO alert_events (alert_id, event, severity, message, ti
 
 
 def utc_naive(ts: float) -> datetime:
+    """Epoch seconds -> naive UTC datetime (the schema's TIMESTAMP columns hold UTC)."""
     return datetime.fromtimestamp(ts, _UTC).replace(tzinfo=None)
 
 
@@ -121,6 +122,7 @@ class AlertSink(BatchingSink):
 
     # -- evaluation (once per reading, when its batch arrives) ----------------------------------
     def select(self, batch: Batch) -> Sequence[Transition]:
+        """Judge the batch's readings (once, on arrival) and return the alert transitions to store."""
         rules, book, now = self.rules, self.book, self.clock()
         out: list[Transition] = []
         for r in batch.readings:

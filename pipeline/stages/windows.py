@@ -89,6 +89,7 @@ class WindowTracker:
         return None if high is None else high - self.grace
 
     def is_pending(self, partition: int, window: Window, sensor_id: str, metric: str) -> bool:
+        """True if the window is already recorded as holding unfolded readings of that sensor and metric."""
         keys = self.pending.get((partition, window))
         return keys is not None and (sensor_id, metric) in keys
 
@@ -98,6 +99,7 @@ class WindowTracker:
         return wm is not None and wm >= window.end
 
     def add(self, partition: int, window: Window, sensor_id: str, metric: str) -> None:
+        """The window now holds readings of (sensor, metric) not folded into its row (pending durably too)."""
         self.pending.setdefault((partition, window), set()).add((sensor_id, metric))
 
     def load(self, partition: int, window: Window, sensor_id: str, metric: str, now: float) -> None:
@@ -127,6 +129,7 @@ class WindowTracker:
             del self.pending[(due.partition, due.window)]
 
     def pending_count(self) -> int:
+        """How many (window, sensor, metric) entries wait to be closed."""
         return sum(len(k) for k in self.pending.values())
 
 
@@ -149,6 +152,7 @@ class Partials:
         self.acc: dict[tuple[str, str, str], Partial] = {}
 
     def add(self, sensor_id: str, metric: str, ts: int, value: float) -> None:
+        """Fold one newly stored reading into the running values of its windows."""
         for w in self.tracker.windows(ts):
             key = (sensor_id, metric, w.period)
             p = self.acc.get(key)
