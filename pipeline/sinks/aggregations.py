@@ -84,7 +84,9 @@ class WindowAggregator:
     def start(self, pool: ConnectionPool) -> None:
         """Reload the pending windows (the state a crash must not lose) and their running values."""
         self.pool = pool
-        self.redis = connect(self.redis_cfg, self.redis_password)
+        if self.redis is None:  # start() may be retried while the services come up
+            self.redis = connect(self.redis_cfg, self.redis_password)
+        self.tracker.pending.clear()
         now = self.clock()
         with pool.connection() as conn:
             pending = conn.execute(LOAD_PENDING).fetchall()

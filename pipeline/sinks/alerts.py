@@ -82,9 +82,12 @@ class AlertSink(BatchingSink):
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
-        self.pool = ConnectionPool(kwargs=conninfo(self.pg, self.pg_password), min_size=1, max_size=2, open=True,
-                                   name="alert-evaluator", timeout=10.0)
-        self.redis = connect(self.redis_cfg, self.redis_password)
+        # Created once: start() may be retried while the services come up.
+        if self.pool is None:
+            self.pool = ConnectionPool(kwargs=conninfo(self.pg, self.pg_password), min_size=1, max_size=2, open=True,
+                                       name="alert-evaluator", timeout=10.0)
+        if self.redis is None:
+            self.redis = connect(self.redis_cfg, self.redis_password)
         now = self.clock()
         with self.pool.connection() as conn:
             rows = conn.execute(LOAD_OPEN).fetchall()
