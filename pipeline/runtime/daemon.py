@@ -15,13 +15,17 @@ from ..ingest.kafka import ensure_topics
 from ..ingest.kafka_source import KafkaSource
 from ..ingest.mqtt_bridge import MqttBridge
 from ..observability.metrics import Metrics
+from ..sinks.aggregations import WindowAggregator
+from ..sinks.alerts import AlertSink
 from ..sinks.deadletter import DeadLetterSink, DeadLetterWriter, dead_letter_topics
 from ..sinks.postgres import PostgresSink
 from ..sinks.redis_stream import RedisSink
 from ..stages.decode import Decode
 from ..stages.transform import NormalizeUnits
 from ..stages.validate import Validate
+from ..stages.windows import LateFilter
 from .chain import StageChain
+from .reload import ConfigHolder
 from .retry import retry_call
 from .worker import Failures, Worker
 
@@ -32,11 +36,14 @@ def build_stages(settings: Settings) -> list:
     """The processing stages in order, each given only its own section of the config."""
     cfg = settings.config
     v = cfg.validation
-    return [
+    stages = [
         Decode(v.max_payload_bytes, v.max_readings_per_message),
         Validate(v.max_future_skew_s, v.max_age_s, v.default_type, v.default_location),
         NormalizeUnits(cfg.units),
     ]
+    if cfg.aggregation.enabled:  # readings too late for their window are dead-lettered before they are stored
+        stages.append(LateFilter(cfg.aggregation.grace_s, cfg.aggregation.max_lateness_s))
+    return stages
 
 
 class Pipeline:
@@ -59,9 +66,25 @@ class Pipeline:
                       dead_letters=self.dead_letters, **common),
             DeadLetterSink(self.dead_letters, settings=cfg.sinks.dead_letter, **common),
         ]
+        self._add_processing(settings, common)
         self.chain = StageChain(build_stages(settings), self.metrics)
         self.source: KafkaSource | None = None
         self.bridge: MqttBridge | None = None
+
+    def _add_processing(self, settings: Settings, common: dict) -> None:
+        """Windows (behind the PostgreSQL sink), the alert evaluator (a sink) and live config reload."""
+        cfg = settings.config
+        self.config = ConfigHolder(settings, self.metrics)
+        if cfg.aggregation.enabled:
+            pg = next(s for s in self.sinks if isinstance(s, PostgresSink))
+            pg.aggregator = WindowAggregator(cfg.aggregation, cfg.redis, settings.secrets.redis_password, self.metrics)
+            pg.tick_interval_s = cfg.processing.interval_s
+        self.alerts: AlertSink | None = None
+        if cfg.alerts.enabled:
+            self.alerts = AlertSink(cfg, settings.secrets.postgres_password, settings.secrets.redis_password,
+                                    settings=cfg.sinks.alerts, **common)
+            self.sinks.append(self.alerts)
+            self.config.subscribe(self.alerts.update_config)
 
     def start(self) -> None:
         cfg = self.settings.config
@@ -78,6 +101,8 @@ class Pipeline:
         self.bridge = MqttBridge(cfg.mqtt, cfg.kafka, self.settings.secrets.mqtt_password, self.metrics, self.failures,
                                  cfg.validation.max_payload_bytes)
         self.bridge.start()
+        if self.config.watchable:
+            self._spawn("config-reload", lambda: self.config.run(self._stopped, cfg.reload.watch_interval_s))
         log.info("event=started threads=%s", ",".join(w.name for w in self.workers))
 
     def _at_start(self, operation: str, fn) -> None:
