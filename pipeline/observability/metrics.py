@@ -4,7 +4,7 @@ Labels are bounded: stage, sink, reason, operation names. Never a sensor id.
 """
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
@@ -38,3 +38,14 @@ class Metrics:
         self.e2e_latency = Histogram("end_to_end_latency_seconds", "From MQTT receive to durable write", ["sink"], buckets=LATENCY_BUCKETS, namespace=ns, registry=registry)
         self.device_latency = Histogram("device_latency_seconds", "From device timestamp to durable write", ["sink"], buckets=LATENCY_BUCKETS, namespace=ns, registry=registry)
         self.thread_alive = Gauge("thread_alive", "1 while the worker thread runs", ["thread"], namespace=ns, registry=registry)
+        # Alerts: type and severity come from our own rules, never from devices, so they stay bounded.
+        self.alerts_opened = Counter("alerts_opened", "Alerts opened, by type and severity", ["type", "severity"], namespace=ns, registry=registry)
+        self.alerts_resolved = Counter("alerts_resolved", "Alerts resolved, by type and severity", ["type", "severity"], namespace=ns, registry=registry)
+        self.alerts_open = Gauge("alerts_open", "Open alerts in the database, by severity", ["severity"], namespace=ns, registry=registry)
+        # Monitoring (dashboard): refreshed every second by the dashboard's monitor thread.
+        self.sink_last_success_age = Gauge("sink_last_success_age_seconds", "Seconds since the sink last wrote successfully (since start if never)", ["sink"], namespace=ns, registry=registry)
+        self.dependency_up = Gauge("dependency_up", "1 while the readiness probe of a dependency passes", ["dependency"], namespace=ns, registry=registry)
+        self.config_reload_ok = Gauge("config_reload_ok", "0 while the last configuration reload was refused", namespace=ns, registry=registry)
+        self.http_requests = Counter("dashboard_http_requests", "Dashboard HTTP requests, by route and status", ["route", "status"], namespace=ns, registry=registry)
+        # CPU, memory and open files of the daemon, as every Prometheus target exports them.
+        ProcessCollector(registry=registry)

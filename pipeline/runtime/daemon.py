@@ -58,10 +58,18 @@ class Pipeline:
         self.chain = StageChain(build_stages(settings), self.metrics)
         self.source: KafkaSource | None = None
         self.bridge: MqttBridge | None = None
+        self.dashboard = None  # pipeline.dashboard.server.Dashboard when dashboard.enabled
 
     def start(self) -> None:
         cfg = self.settings.config
         log.info("event=starting version=%s instance=%s config=%s", __version__, cfg.instance_id, self.settings.path)
+        if cfg.dashboard.enabled:
+            # First, so a taken port fails the start at once and /ready shows the start-up as it happens.
+            from ..dashboard.server import Dashboard  # Flask only when the dashboard is wanted
+
+            self.dashboard = Dashboard(self)
+            self._spawn("dashboard", self.dashboard.serve)
+            self._spawn("dashboard-monitor", self.dashboard.monitor)
         ensure_topics(cfg.kafka, [cfg.kafka.topics.raw, cfg.kafka.topics.dead_letter])
         for sink in self.sinks:
             sink.start()
@@ -103,6 +111,9 @@ class Pipeline:
         if self._stopped.is_set():
             return 0
         self._stopped.set()
+        if self.dashboard is not None:
+            # Before anything closes: the monitor reads the consumer, sinks and connections.
+            self.dashboard.stop()
         budget = self.settings.config.processing.shutdown_timeout_s
         deadline = time.monotonic() + budget
         left = lambda: max(0.5, deadline - time.monotonic())  # noqa: E731

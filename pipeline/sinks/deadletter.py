@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from typing import Callable, Sequence
 
 from confluent_kafka import KafkaException, Producer
 
@@ -30,6 +30,8 @@ class DeadLetterSink(BatchingSink):
         self.client_id = client_id
         self.producer: Producer | None = None
         self.topic = kafka.topics.dead_letter
+        # Called with each batch once it is durable (the dashboard keeps the recent ones to show).
+        self.listeners: list[Callable[[Sequence[DeadLetter]], None]] = []
 
     def start(self) -> None:
         self.producer = Producer(producer_conf(self.kafka, f"{self.client_id}-dlq"))
@@ -60,6 +62,8 @@ class DeadLetterSink(BatchingSink):
             self.metrics.dead_lettered.labels(d.kind, d.reason).inc()
             log.info("event=dead_letter reason=%s stage=%s mqtt_topic=%r partition=%d offset=%d",
                      d.reason, d.stage, d.source.mqtt_topic[:120], d.source.partition, d.source.offset)
+        for listener in self.listeners:
+            listener(records)
 
     def close(self) -> None:
         if self.producer is not None:

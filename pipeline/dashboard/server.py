@@ -1,0 +1,72 @@
+"""The dashboard inside the daemon: the Flask app on a threaded werkzeug server, plus the monitor loop.
+
+The daemon runs `serve` and `monitor` as worker threads and calls `stop()` first when it shuts down,
+so nothing reads from the pipeline's components while they close.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+
+from werkzeug.serving import make_server
+
+from ..observability.recent import ErrorLogHandler, RecentErrors
+from .app import create_app
+from .store import Store
+from .view import PipelineView
+
+log = logging.getLogger(__name__)
+
+
+class Dashboard:
+    """Builds the store, view and app for a Pipeline and binds the port (so a taken port fails the start)."""
+
+    def __init__(self, pipeline):
+        settings = pipeline.settings
+        cfg = settings.config
+        self.cfg = cfg.dashboard
+        self.recent = RecentErrors()
+        # Warnings and errors logged anywhere in the pipeline (retries, failed commits) become recent errors;
+        # dead letters arrive with their payload through the dead-letter sink's listeners.
+        self._log_handler = ErrorLogHandler(self.recent)
+        for sink in pipeline.sinks:
+            if hasattr(sink, "listeners"):
+                sink.listeners.append(self.recent.add_dead_letters)
+        self.store = Store(cfg.postgres, settings.secrets.postgres_password, cfg.redis, settings.secrets.redis_password,
+                           self.cfg.raw_fallback_max_range_s)
+        self.view = PipelineView(pipeline, self.store, self.cfg, self.recent)
+        self.app = create_app(self.view, self.cfg, settings.secrets.dashboard_token)
+        self.server = make_server(self.cfg.host, self.cfg.port, self.app, threaded=True)
+        self.server.timeout = 0.25  # how often the serving loop looks at the stop flag
+        self.port = self.server.server_port
+        self.url = f"http://{self.cfg.host}:{self.port}"
+        self._stop = threading.Event()
+        self._threads: dict[str, threading.Thread] = {}
+        self.store.open()
+        logging.getLogger("pipeline").addHandler(self._log_handler)
+        log.info("event=dashboard_listening url=%s token=%s reads_need_token=%s", self.url,
+                 "set" if settings.secrets.dashboard_token else "unset", self.cfg.require_token_for_reads)
+
+    def serve(self) -> None:
+        """Worker thread: answer requests (each on its own thread) until stop()."""
+        self._threads["serve"] = threading.current_thread()
+        while not self._stop.is_set():
+            self.server.handle_request()
+
+    def monitor(self) -> None:
+        """Worker thread: sample metrics every second, probe dependencies every few."""
+        self._threads["monitor"] = threading.current_thread()
+        self.view.run_monitor(self._stop)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop serving and sampling, then release the dashboard's own connections."""
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        logging.getLogger("pipeline").removeHandler(self._log_handler)
+        for thread in self._threads.values():
+            if thread is not threading.current_thread():
+                thread.join(timeout)
+        self.server.server_close()
+        self.store.close()
+        log.info("event=dashboard_stopped url=%s", self.url)
