@@ -92,7 +92,9 @@ class PipelineView:
         kafka = pipeline.settings.config.kafka
         self._raw_topic = kafka.topics.raw
         self._group = kafka.consumer_group
-        self._admin = AdminClient(kafka_client_conf(kafka, f"{pipeline.settings.config.instance_id}-dashboard"))
+        self._admin_conf = kafka_client_conf(kafka, f"{pipeline.settings.config.instance_id}-dashboard")
+        self._admin_client: AdminClient | None = None
+        self._admin_lock = threading.Lock()
         self.probes = {
             "kafka": Probe(self._check_kafka, cfg.probe_cache_s),
             "postgres": Probe(lambda: store.ping_postgres() or "SELECT 1 ok", cfg.probe_cache_s),
@@ -100,6 +102,14 @@ class PipelineView:
         }
 
     # -- probes ---------------------------------------------------------------------------------
+    @property
+    def _admin(self) -> AdminClient:
+        # Created on first use: building a view (in tests, say) does not open broker connections.
+        with self._admin_lock:
+            if self._admin_client is None:
+                self._admin_client = AdminClient(self._admin_conf)
+            return self._admin_client
+
     def _check_kafka(self) -> str:
         md = self._admin.list_topics(topic=self._raw_topic, timeout=2.0)
         topic = md.topics.get(self._raw_topic)

@@ -97,8 +97,9 @@
     const errors = body.recent_errors || [];
     fillRows($("recent-errors").tBodies[0], errors.map((e) =>
       el("tr", {title: e.error},
-         el("td", {className: "nowrap"}, fmtTime(e.time)), el("td", null, e.stage), el("td", {className: "mono"}, e.reason),
-         el("td", {className: "sample"}, e.sample || e.error))));
+         el("td", {className: "nowrap"}, fmtTime(e.time)), el("td", {className: "opt"}, e.stage), el("td", {className: "mono"}, e.reason),
+         el("td", {className: "errtext"}, el("div", null, e.error),
+            e.sample ? el("div", {className: "sample"}, "payload: " + e.sample) : null))));
     $("recent-errors-empty").classList.toggle("hidden", errors.length > 0);
   }
 
@@ -128,7 +129,7 @@
         state.sinkChecks = res.body.checks.sinks ? res.body.checks.sinks.sinks : {};
         fillRows($("health-checks"), Object.entries(res.body.checks).map(([name, check]) =>
           el("li", {className: check.ok ? "ok" : "bad", dataset: {check: name}},
-             el("span", {className: "dot", title: check.ok ? "ok" : "failing"}), el("span", {className: "name"}, name),
+             el("span", {className: "dot", title: check.ok ? "ok" : "failing"}), el("span", {className: "name"}, name.replace(/_/g, " ")),
              el("span", {className: "detail"}, check.detail || ""))));
       }
     } catch (err) { /* the pipeline poll reports an unreachable dashboard */ }
@@ -144,8 +145,8 @@
     const spark = el("div", {className: "spark"});
     const row = el("tr", {dataset: {sensorId: s.sensor_id}},
       el("td", null, el("button", {type: "button", className: "sensor-link mono"}, s.sensor_id)),
-      el("td", null, s.type || ""), el("td", null, s.location || ""), el("td", {className: "latest"}),
-      el("td", {className: "nowrap updated"}), el("td", null, spark));
+      el("td", {className: "opt"}, s.type || ""), el("td", {className: "opt"}, s.location || ""), el("td", {className: "latest"}),
+      el("td", {className: "nowrap updated opt"}), el("td", null, spark));
     row.addEventListener("click", () => openSensor(s.sensor_id));
     return {row, spark, chart: null};
   }
@@ -246,8 +247,8 @@
       : el("td", {className: "nowrap"}, fmtTime(a.resolved_at));
     return el("tr", {dataset: {alertId: String(a.id)}},
       el("td", null, el("span", {className: `badge sev-${String(a.severity).toLowerCase()}`}, a.severity)),
-      el("td", {className: "mono"}, a.sensor_id || ""), el("td", null, kind), el("td", {className: "message"}, a.message),
-      el("td", {className: "nowrap"}, fmtTime(a.timestamp)), last);
+      el("td", {className: "mono"}, a.sensor_id || ""), el("td", {className: "opt"}, kind), el("td", {className: "message"}, a.message),
+      el("td", {className: "nowrap opt"}, fmtTime(a.timestamp)), last);
   }
 
   async function pollAlerts(loop = true) {
