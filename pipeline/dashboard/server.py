@@ -1,14 +1,15 @@
-"""The dashboard inside the daemon: the Flask app on a threaded werkzeug server, plus the monitor loop.
+"""The dashboard inside the daemon: the Flask app on a threaded werkzeug server, plus the monitor loops.
 
-The daemon runs `serve` and `monitor` as worker threads and calls `stop()` first when it shuts down,
+The daemon runs `serve`, `monitor` and `probes` as worker threads and calls `stop()` first when it shuts down,
 so nothing reads from the pipeline's components while they close.
 """
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 
-from werkzeug.serving import make_server
+from werkzeug.serving import get_sockaddr, make_server, select_address_family
 
 from ..observability.recent import ErrorLogHandler, RecentErrors
 from .app import create_app
@@ -16,6 +17,21 @@ from .store import Store
 from .view import PipelineView
 
 log = logging.getLogger(__name__)
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A listening socket, or an OSError naming the address (werkzeug would exit the process instead)."""
+    family = select_address_family(host, port)
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(get_sockaddr(host, port, family))
+        sock.listen(128)
+    except OSError as err:
+        sock.close()
+        raise OSError(err.errno, f"dashboard cannot listen on {host}:{port} (dashboard.host, dashboard.port): "
+                                 f"{err.strerror}") from None
+    return sock
 
 
 class Dashboard:
@@ -36,9 +52,13 @@ class Dashboard:
                            self.cfg.raw_fallback_max_range_s)
         self.view = PipelineView(pipeline, self.store, self.cfg, self.recent)
         self.app = create_app(self.view, self.cfg, settings.secrets.dashboard_token)
-        self.server = make_server(self.cfg.host, self.cfg.port, self.app, threaded=True)
+        listener = listen(self.cfg.host, self.cfg.port)
+        try:
+            self.server = make_server(self.cfg.host, self.cfg.port, self.app, threaded=True, fd=listener.fileno())
+        finally:
+            listener.close()  # the server holds its own duplicate of the socket
         self.server.timeout = 0.25  # how often the serving loop looks at the stop flag
-        self.port = self.server.server_port
+        self.port = self.server.server_address[1]
         self.url = f"http://{self.cfg.host}:{self.port}"
         self._stop = threading.Event()
         self._threads: dict[str, threading.Thread] = {}
@@ -54,9 +74,14 @@ class Dashboard:
             self.server.handle_request()
 
     def monitor(self) -> None:
-        """Worker thread: sample metrics every second, probe dependencies every few."""
+        """Worker thread: sample the metrics every second."""
         self._threads["monitor"] = threading.current_thread()
         self.view.run_monitor(self._stop)
+
+    def probes(self) -> None:
+        """Worker thread: consumer lag, open alerts and dependency probes every few seconds."""
+        self._threads["probes"] = threading.current_thread()
+        self.view.run_probes(self._stop)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop serving and sampling, then release the dashboard's own connections."""

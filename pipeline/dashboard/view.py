@@ -24,7 +24,7 @@ from ..observability.recent import RecentErrors
 from .store import SEVERITY_ORDER, Store, Unavailable
 
 log = logging.getLogger(__name__)
-SLOW_EVERY_S = 5.0  # consumer lag and the open-alert count: a broker or database round trip each
+SLOW_EVERY_S = 5.0  # consumer lag, open alerts, probes: broker and database round trips
 
 
 class View(Protocol):
@@ -184,16 +184,20 @@ class PipelineView:
         self.metrics.config_reload_ok.set(0 if getattr(self.p, "last_reload_error", None) else 1)
 
     def run_monitor(self, stop: threading.Event, interval: float = 1.0) -> None:
-        """The monitor loop: a sample every `interval`, lag, alerts and probes every few seconds."""
-        next_slow = 0.0
+        """The sampling loop: rates, latency quantiles, write ages and queue depths every `interval`."""
         while not stop.is_set():
             started = time.monotonic()
             self.sample()
-            if started >= next_slow:
-                self._consumer_lag()
-                self._refresh_open_alerts()
-                self.ready()  # keeps the dependency_up gauges fresh for Prometheus
-                next_slow = started + SLOW_EVERY_S
+            stop.wait(max(0.05, interval - (time.monotonic() - started)))
+
+    def run_probes(self, stop: threading.Event, interval: float = SLOW_EVERY_S) -> None:
+        """The slow loop, apart so a broker or database that takes seconds to answer never delays sampling:
+        consumer lag, the open-alert count and the dependency probes (for the dependency_up gauges)."""
+        while not stop.is_set():
+            started = time.monotonic()
+            self._consumer_lag()
+            self._refresh_open_alerts()
+            self.ready()
             stop.wait(max(0.05, interval - (time.monotonic() - started)))
 
     # -- endpoints --------------------------------------------------------------------------------

@@ -70,6 +70,7 @@ class Pipeline:
             self.dashboard = Dashboard(self)
             self._spawn("dashboard", self.dashboard.serve)
             self._spawn("dashboard-monitor", self.dashboard.monitor)
+            self._spawn("dashboard-probes", self.dashboard.probes)
         ensure_topics(cfg.kafka, [cfg.kafka.topics.raw, cfg.kafka.topics.dead_letter])
         for sink in self.sinks:
             sink.start()
