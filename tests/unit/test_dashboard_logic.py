@@ -253,3 +253,13 @@ def test_sampling_sets_write_ages_and_queue_depths():
     assert get("pipeline_sink_last_success_age_seconds", {"sink": "redis"}) == 100  # never: since start
     assert get("pipeline_queue_depth", {"queue": "postgres"}) == 2
     assert point["rates"]["mqtt_received"] == 0.0 and "e2e:postgres" not in point["latency"]
+
+
+def test_consumer_must_be_running_but_may_hold_no_partitions():
+    view, pipeline = fake_view()
+    pipeline.source = None
+    ok, body = view.ready()
+    assert not ok and body["failing"] == ["consumer"] and body["problems"]["consumer"] == "not started"
+    pipeline.source = SimpleNamespace(assigned=[], inflight=[])
+    ok, body = view.ready()
+    assert ok and body["checks"]["consumer"]["detail"].startswith("running, no partitions assigned")

@@ -105,7 +105,7 @@
 
   async function pollPipeline(first) {
     try {
-      const res = await getJSON(`/api/pipeline?history=${first ? HISTORY_S : 0}`);
+      const res = await getJSON(`/api/pipeline?errors=15&history=${first ? HISTORY_S : 0}`);
       if (res.ok) {
         (first ? res.body.history : [{t: res.body.time, rates: res.body.throughput, latency: res.body.latency}]).forEach(pushPoint);
         renderPipeline(res.body);
@@ -278,7 +278,7 @@
 
   // -- start ------------------------------------------------------------------------------------------
   document.addEventListener("DOMContentLoaded", () => {
-    state.charts["chart-throughput"] = lineChart("chart-throughput", ["received", "consumed", "PostgreSQL", "Redis", "dead letters"],
+    state.charts["chart-throughput"] = lineChart("chart-throughput", ["received (msg)", "consumed (msg)", "PostgreSQL (readings)", "Redis (readings)", "dead letters"],
                                                  ["#2f6fb0", "#7a5cc4", "#1f8a4c", "#d0702c", "#c62828"], "msg/s");
     state.charts["chart-latency"] = lineChart("chart-latency", ["p50 PostgreSQL", "p95 PostgreSQL", "p50 Redis", "p95 Redis"],
                                               ["#1f8a4c", "#0d5b30", "#d0702c", "#8a4210"], "ms");
