@@ -74,7 +74,8 @@ def create_app(view, config: DashboardConfig, token: Secret | str | None = None)
 
     @app.errorhandler(Unavailable)
     def unavailable(err: Unavailable):
-        log.warning("event=dashboard_dependency_unavailable dependency=%s path=%s", err.dependency, request.path)
+        # Debug only: the page polls every second, and the sinks already log the outage once per retry.
+        log.debug("event=dashboard_dependency_unavailable dependency=%s path=%s", err.dependency, request.path)
         return jsonify(error=str(err), dependency=err.dependency), 503
 
     @app.errorhandler(HTTPException)

@@ -208,16 +208,20 @@ class Store:
     # -- sensors (latest values from Redis) ------------------------------------------------------
     def sensors(self, q: str | None = None, limit: int = 200, offset: int = 0) -> dict:
         """Sensors with their latest values, sorted by id; `q` matches id, type or location (any case)."""
-        ids = sorted(self._redis(lambda r: r.smembers(self.sensors_key)))
-        ids = [i.decode("utf-8", "replace") if isinstance(i, bytes) else i for i in ids]
-        rows = []
+        ids = sorted(_s(i) for i in self._redis(lambda r: r.smembers(self.sensors_key)))
         needle = (q or "").lower()
+        if not needle:  # no filter: read only the page's hashes
+            page = ids[offset:offset + limit]
+            hashes = self._redis(lambda r: self._hgetall_many(r, page))
+            return {"total": len(ids), "offset": offset, "limit": limit,
+                    "sensors": [{"sensor_id": sid, **parse_latest(f)} for sid, f in zip(page, hashes)]}
+        rows = []
         for chunk_start in range(0, len(ids), 500):
             chunk = ids[chunk_start:chunk_start + 500]
             hashes = self._redis(lambda r: self._hgetall_many(r, chunk))
             for sid, fields in zip(chunk, hashes):
                 item = {"sensor_id": sid, **parse_latest(fields)}
-                if needle and not any(needle in (x or "").lower() for x in (sid, item["type"], item["location"])):
+                if not any(needle in (x or "").lower() for x in (sid, item["type"], item["location"])):
                     continue
                 rows.append(item)
         return {"total": len(rows), "offset": offset, "limit": limit, "sensors": rows[offset:offset + limit]}

@@ -62,6 +62,8 @@ class ErrorLogHandler(logging.Handler):
         self.recent = recent
 
     def emit(self, record: logging.LogRecord) -> None:
+        if record.name.startswith("pipeline.dashboard"):
+            return  # the dashboard's own troubles show on the page already; keep this list about the data
         try:
             message = record.getMessage()
             match = _EVENT.search(message)

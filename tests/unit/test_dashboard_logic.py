@@ -89,13 +89,17 @@ def test_dead_letters_become_recent_errors_with_a_payload_sample():
 def test_logged_warnings_become_recent_errors():
     recent = RecentErrors()
     logger = logging.getLogger("pipeline.sinks.base.test")
+    dashboard = logging.getLogger("pipeline.dashboard.test")
     handler = ErrorLogHandler(recent)
     logger.addHandler(handler)
+    dashboard.addHandler(handler)
     try:
         logger.info("event=flushed records=3")
         logger.warning("event=retry operation=postgres_write attempt=%d error=%r", 2, "connection refused")
+        dashboard.warning("event=dashboard_error path=/api/alerts")  # the page shows its own troubles
     finally:
         logger.removeHandler(handler)
+        dashboard.removeHandler(handler)
     (item,) = recent.items()
     assert item["stage"] == "sinks.base.test" and item["reason"] == "retry" and item["kind"] == "warning"
     assert "connection refused" in item["error"]
