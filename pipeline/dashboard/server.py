@@ -9,7 +9,7 @@ import logging
 import socket
 import threading
 
-from werkzeug.serving import get_sockaddr, make_server, select_address_family
+from werkzeug.serving import WSGIRequestHandler, get_sockaddr, make_server, select_address_family
 
 from ..observability.recent import ErrorLogHandler, RecentErrors
 from .app import create_app
@@ -17,6 +17,13 @@ from .store import Store
 from .view import PipelineView
 
 log = logging.getLogger(__name__)
+
+
+class RequestHandler(WSGIRequestHandler):
+    """werkzeug's handler without the server and Python versions in every response."""
+
+    def version_string(self) -> str:
+        return "realtime-pipeline"
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -54,7 +61,8 @@ class Dashboard:
         self.app = create_app(self.view, self.cfg, settings.secrets.dashboard_token)
         listener = listen(self.cfg.host, self.cfg.port)
         try:
-            self.server = make_server(self.cfg.host, self.cfg.port, self.app, threaded=True, fd=listener.fileno())
+            self.server = make_server(self.cfg.host, self.cfg.port, self.app, threaded=True, fd=listener.fileno(),
+                                      request_handler=RequestHandler)
         finally:
             listener.close()  # the server holds its own duplicate of the socket
         self.server.timeout = 0.25  # how often the serving loop looks at the stop flag

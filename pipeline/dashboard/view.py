@@ -111,6 +111,11 @@ class PipelineView:
             return self._admin_client
 
     def _check_kafka(self) -> str:
+        if self.p.source is None:
+            # Still starting: a metadata request naming the topic could make a broker auto-create it with
+            # its defaults before the pipeline creates it with ours, so only ask whether the broker answers.
+            md = self._admin.list_topics(timeout=2.0)
+            return f"{len(md.brokers)} broker(s) reachable"
         md = self._admin.list_topics(topic=self._raw_topic, timeout=2.0)
         topic = md.topics.get(self._raw_topic)
         if topic is None or topic.error is not None:
@@ -121,6 +126,8 @@ class PipelineView:
         """Group lag per partition of the raw topic, as `kafka-consumer-groups` shows it: the high watermark
         minus the committed offset. Asked through our own AdminClient: the consumer handle belongs to its thread."""
         topic, group, timeout = self._raw_topic, self._group, 2.0
+        if self.p.source is None:
+            return  # the topics may not exist yet (see _check_kafka)
         try:
             md = self._admin.list_topics(topic=topic, timeout=timeout)
             tps = [TopicPartition(topic, p) for p in sorted(md.topics[topic].partitions)]

@@ -82,6 +82,7 @@ def test_dashboard_of_a_running_pipeline(env):
         # A live scrape is valid Prometheus text and carries the new gauges.
         status, text, headers = get(url + "/metrics")
         assert status == 200 and headers["Content-Type"].startswith("text/plain")
+        assert headers["Server"] == "realtime-pipeline"  # no server or Python versions given away
         check = promtool_check(text)
         assert check.returncode == 0, check.stdout.decode() + check.stderr.decode()
         scrape = text.decode()

@@ -267,3 +267,22 @@ def test_consumer_must_be_running_but_may_hold_no_partitions():
     pipeline.source = SimpleNamespace(assigned=[], inflight=[])
     ok, body = view.ready()
     assert ok and body["checks"]["consumer"]["detail"].startswith("running, no partitions assigned")
+
+
+def test_kafka_is_not_asked_about_the_topics_before_the_pipeline_created_them():
+    asked = []
+
+    class Admin:
+        def list_topics(self, topic=None, timeout=None):
+            asked.append(topic)
+            topics = {topic: SimpleNamespace(error=None, partitions={0: None, 1: None})} if topic else {}
+            return SimpleNamespace(brokers={1: None}, topics=topics)
+
+    view, pipeline = fake_view()
+    view._admin_client = Admin()
+    pipeline.source = None
+    assert view._check_kafka() == "1 broker(s) reachable"
+    view._consumer_lag()
+    assert asked == [None]  # a request naming the topic could make the broker create it with its defaults
+    pipeline.source = SimpleNamespace(assigned=[], inflight=[])
+    assert view._check_kafka().endswith("has 2 partitions") and asked[-1] == "sensor-readings"
