@@ -1,8 +1,8 @@
 """What the dashboard knows about the running pipeline: liveness, readiness, throughput, lag, errors.
 
 The Flask app only talks to a view (see `View`); the daemon hands it a `PipelineView`, tests may hand it
-a fake. A monitor thread samples the metrics once a second (rates, latency quantiles, queue depths,
-write ages) and the slower things every few seconds (consumer lag, open alerts, dependency probes).
+a fake. One thread samples the metrics once a second (rates, latency quantiles, queue depths, write
+ages); another does the slower things every few seconds (consumer lag, open alerts, dependency probes).
 """
 from __future__ import annotations
 

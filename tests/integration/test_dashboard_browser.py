@@ -134,6 +134,15 @@ def test_dashboard_in_a_real_browser(env):
             page.wait_for_function("() => document.getElementById('history-source').textContent.includes('of 5m')",
                                    timeout=15000)
             assert page.locator("#chart-history canvas").count() == 1
+            # A week at 1m would be more points than the API gives: the page takes 5m by itself.
+            page.click("#period-select button[data-period='1m']")
+            page.wait_for_function("() => document.getElementById('history-source').textContent.includes('of 1m')",
+                                   timeout=15000)
+            page.select_option("#history-range", "604800")
+            page.wait_for_function("() => document.getElementById('history-source').textContent.includes('of 5m')",
+                                   timeout=15000)
+            assert page.locator("#period-select button.active").inner_text() == "5m"
+            page.select_option("#history-range", "3600")
             page.fill("#sensor-filter", "hall")
             page.wait_for_function("() => document.querySelectorAll('#sensor-table tbody tr').length === 2", timeout=10000)
             page.fill("#sensor-filter", "")

@@ -4,6 +4,8 @@
 (() => {
   const {el, fmtTime, fmtAgo, fmtDuration, fmtNum, getJSON} = Dash;
   const HISTORY_S = 300;
+  const PERIOD_S = {"1m": 60, "5m": 300, "1h": 3600};
+  const MAX_POINTS = 5000;  // as api.py allows
   const $ = (id) => document.getElementById(id);
   const state = {
     live: [[], [], [], [], [], []],   // t, received, consumed, postgres, redis, dead letters (per second)
@@ -224,6 +226,10 @@
     const id = state.selected, metric = $("history-metric").value;
     if (!id || !metric) return;
     const range = Number($("history-range").value);
+    if (range / PERIOD_S[state.period] > MAX_POINTS) {  // the API refuses more points: take a coarser period
+      state.period = range / PERIOD_S["5m"] <= MAX_POINTS ? "5m" : "1h";
+      for (const b of $("period-select").querySelectorAll("button")) b.classList.toggle("active", b.dataset.period === state.period);
+    }
     const now = Date.now() / 1000;
     const url = `/api/sensors/${encodeURIComponent(id)}/trend?metric=${encodeURIComponent(metric)}&period=${state.period}` +
                 `&from=${(now - range).toFixed(0)}&to=${(now + 60).toFixed(0)}`;
