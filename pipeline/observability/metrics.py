@@ -42,7 +42,7 @@ class Metrics:
         self.alerts_opened = Counter("alerts_opened", "Alerts opened, by type and severity", ["type", "severity"], namespace=ns, registry=registry)
         self.alerts_resolved = Counter("alerts_resolved", "Alerts resolved, by type and severity", ["type", "severity"], namespace=ns, registry=registry)
         self.alerts_open = Gauge("alerts_open", "Open alerts in the database, by severity", ["severity"], namespace=ns, registry=registry)
-        # Monitoring (dashboard): refreshed every second by the dashboard's monitor thread.
+        # Monitoring: kept fresh by the dashboard's monitor threads (every second, probes every 5 s).
         self.sink_last_success_age = Gauge("sink_last_success_age_seconds", "Seconds since the sink last wrote successfully (since start if never)", ["sink"], namespace=ns, registry=registry)
         self.dependency_up = Gauge("dependency_up", "1 while the readiness probe of a dependency passes", ["dependency"], namespace=ns, registry=registry)
         self.config_reload_ok = Gauge("config_reload_ok", "0 while the last configuration reload was refused", namespace=ns, registry=registry)

@@ -113,7 +113,7 @@ class Pipeline:
             return 0
         self._stopped.set()
         if self.dashboard is not None:
-            # Before anything closes: the monitor reads the consumer, sinks and connections.
+            # Before anything closes: the dashboard reads the sinks, the source and the bridge.
             self.dashboard.stop()
         budget = self.settings.config.processing.shutdown_timeout_s
         deadline = time.monotonic() + budget
