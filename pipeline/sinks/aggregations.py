@@ -59,6 +59,7 @@ ON CONFLICT (sensor_id, metric, period, timestamp) DO UPDATE
        count = EXCLUDED.count
 RETURNING sensor_id, metric, avg_value, min_value, max_value, count"""
 
+PARTIALS_EVERY_S = 0.5
 TRANSIENT = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout, redis.ConnectionError, redis.TimeoutError,
              redis.BusyLoadingError)
 
@@ -80,6 +81,10 @@ class WindowAggregator:
         prefix = redis_cfg.key_prefix
         self.stream = prefix + redis_cfg.streams.aggregations
         self.partial_prefix = prefix + "partial:"
+        # Partials go to Redis at most every PARTIALS_EVERY_S, for every sensor touched since: the dashboard
+        # polls every second or two, and publishing per batch cost more than storing the readings.
+        self._touched: dict[str, set[str]] = {}
+        self._next_partials = 0.0
 
     def start(self, pool: ConnectionPool) -> None:
         """Reload the pending windows (the state a crash must not lose) and their running values."""
@@ -129,16 +134,28 @@ class WindowAggregator:
             tracker.add(partition, w, sensor_id, metric)
         for r in records:
             tracker.observe(r.source.partition if r.source is not None else -1, round(r.ts * US), now)
-        touched: dict[str, set[str]] = {}
+        touched = self._touched
+        add = self.partials.add
         for sensor_id, metric, value, ts in inserted:
-            self.partials.add(sensor_id, metric, to_us(ts), value)
-            touched.setdefault(sensor_id, set()).add(metric)
-        if touched:
-            self._guard("publish_partials", lambda: self._publish_partials(touched))
+            add(sensor_id, metric, to_us(ts), value)
+            metrics = touched.get(sensor_id)
+            if metrics is None:
+                touched[sensor_id] = {metric}
+            else:
+                metrics.add(metric)
+        self.flush_partials(now)
         self.close_due()
+
+    def flush_partials(self, now: float) -> None:
+        """Publish the running values touched since the last time, if PARTIALS_EVERY_S has passed."""
+        if self._touched and now >= self._next_partials:
+            touched, self._touched = self._touched, {}
+            self._next_partials = now + PARTIALS_EVERY_S
+            self._guard("publish_partials", lambda: self._publish_partials(touched))
 
     def close_due(self) -> None:
         """Write the rows of every window that is due; called after each write and on the sink's tick."""
+        self.flush_partials(self.clock())
         due = self.tracker.due(self.clock())
         if due:
             self._guard("close_windows", lambda: self._close(due))
