@@ -112,9 +112,9 @@ class WindowAggregator:
         partition_of = {r.sensor_id: (r.source.partition if r.source is not None else -1) for r in records}
         tracker = self.tracker
         new: dict[tuple, tuple] = {}
-        for sensor_id, metric, _value, ts in inserted:
+        for sensor_id, metric, _value, ts_us in inserted:
             partition = partition_of.get(sensor_id, -1)
-            for w in tracker.windows(to_us(ts)):
+            for w in tracker.windows(ts_us):
                 key = (partition, w, sensor_id, metric)
                 if key not in new and not tracker.is_pending(partition, w, sensor_id, metric):
                     new[key] = (w.period, from_us(w.start), sensor_id, metric, from_us(w.end), partition)
@@ -136,8 +136,8 @@ class WindowAggregator:
             tracker.observe(r.source.partition if r.source is not None else -1, round(r.ts * US), now)
         touched = self._touched
         add = self.partials.add
-        for sensor_id, metric, value, ts in inserted:
-            add(sensor_id, metric, to_us(ts), value)
+        for sensor_id, metric, value, ts_us in inserted:
+            add(sensor_id, metric, ts_us, value)
             metrics = touched.get(sensor_id)
             if metrics is None:
                 touched[sensor_id] = {metric}
@@ -227,6 +227,6 @@ class WindowAggregator:
             self.redis.close()
 
 
-def as_rows(records: Sequence[Reading], utc_naive) -> list[tuple[str, str, float, datetime]]:
-    """Readings as the (sensor_id, metric, value, timestamp) rows a plain COPY stored (no RETURNING there)."""
-    return [(r.sensor_id, r.metric, r.value, utc_naive(r.ts)) for r in records]
+def as_rows(records: Sequence[Reading]) -> list[tuple[str, str, float, int]]:
+    """Readings as the (sensor_id, metric, value, event time in µs) rows a plain COPY stored (no RETURNING there)."""
+    return [(r.sensor_id, r.metric, r.value, round(r.ts * US)) for r in records]
