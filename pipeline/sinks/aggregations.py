@@ -13,12 +13,12 @@ Redis keys (under `redis.key_prefix`):
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 from datetime import datetime
 from typing import Sequence
 
+import orjson
 import psycopg
 import redis
 from psycopg_pool import ConnectionPool, PoolTimeout
@@ -59,7 +59,7 @@ ON CONFLICT (sensor_id, metric, period, timestamp) DO UPDATE
        count = EXCLUDED.count
 RETURNING sensor_id, metric, avg_value, min_value, max_value, count"""
 
-PARTIALS_EVERY_S = 0.5
+PARTIALS_EVERY_S = 1.0
 TRANSIENT = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout, redis.ConnectionError, redis.TimeoutError,
              redis.BusyLoadingError)
 
@@ -180,7 +180,7 @@ class WindowAggregator:
         pipe = self.redis.pipeline(transaction=False)
         for sensor_id, metrics in touched.items():
             fields = self.partials.fields(sensor_id, metrics)
-            pipe.hset(self.partial_prefix + sensor_id, mapping={k: json.dumps(v) for k, v in fields.items()})
+            pipe.hset(self.partial_prefix + sensor_id, mapping={k: orjson.dumps(v) for k, v in fields.items()})
         pipe.execute()
 
     def _close(self, due: list[Due]) -> None:
