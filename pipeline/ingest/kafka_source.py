@@ -11,7 +11,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from ..config import KafkaConfig
 from ..observability.metrics import Metrics
 from ..records import RawMessage
-from ..runtime.batch import Batch, InFlight
+from ..runtime.batch import Batch, InFlight, split_outputs
 from ..runtime.chain import StageChain
 from ..sinks.base import BatchingSink
 from .kafka import consumer_conf
@@ -103,7 +103,8 @@ class KafkaSource:
             run(to_raw(msg), readings, dead)
             offsets[(msg.topic(), msg.partition())] = msg.offset() + 1
         self._consumed.inc(len(msgs))
-        batch = Batch(readings, dead, offsets, len(self.sinks))
+        readings, logs = split_outputs(readings)
+        batch = Batch(readings, dead, offsets, len(self.sinks), logs=logs)
         self.inflight.add(batch)
         for sink in self.sinks:
             if not sink.put(batch, self.stop_event):

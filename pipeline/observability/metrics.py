@@ -38,3 +38,7 @@ class Metrics:
         self.e2e_latency = Histogram("end_to_end_latency_seconds", "From MQTT receive to durable write", ["sink"], buckets=LATENCY_BUCKETS, namespace=ns, registry=registry)
         self.device_latency = Histogram("device_latency_seconds", "From device timestamp to durable write", ["sink"], buckets=LATENCY_BUCKETS, namespace=ns, registry=registry)
         self.thread_alive = Gauge("thread_alive", "1 while the worker thread runs", ["thread"], namespace=ns, registry=registry)
+        self.log_count_readings = Counter("log_count_readings", "Log-count measurements handed to the sinks (new or corrected)", namespace=ns, registry=registry)
+        self.logs_expired = Counter("logs_expired", "Log records deleted by retention", namespace=ns, registry=registry)
+        self.logship_records = Gauge("logship_records", "The daemon's own log records shipped over MQTT, by outcome", ["outcome"], namespace=ns, registry=registry)
+        self.system_samples = Counter("system_agent_samples", "Host metric samples published by the built-in system agent", ["outcome"], namespace=ns, registry=registry)

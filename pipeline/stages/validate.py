@@ -80,6 +80,18 @@ def parse_timestamp(raw: object) -> float:
     raise Invalid("timestamp_invalid", f"timestamp must be a date-time string or epoch seconds, got {type(raw).__name__}")
 
 
+def check_event_time(raw: object, received_at: float, now: float, max_future_skew_s: float, max_age_s: float) -> float:
+    """A record's event time: its own timestamp within the allowed skew of now, or the receive time if it has none."""
+    if raw is None:
+        return received_at
+    ts = parse_timestamp(raw)
+    if ts > now + max_future_skew_s:
+        raise Invalid("timestamp_in_future", f"{ts - now:.0f} s ahead of now (limit {max_future_skew_s:g} s)")
+    if ts < now - max_age_s:
+        raise Invalid("timestamp_too_old", f"{now - ts:.0f} s old (limit {max_age_s:g} s)")
+    return ts
+
+
 def _check_text(value: object, field: str, limit: int, pattern: re.Pattern | None = None) -> str:
     if not isinstance(value, str):
         raise Invalid(f"{field}_invalid", f"{field} must be a string, got {type(value).__name__}")
@@ -94,6 +106,7 @@ class Validate:
     """Candidate -> Reading. `clock` is injectable so tests pin 'now'."""
 
     name = "validate"
+    accepts = Candidate
 
     def __init__(self, max_future_skew_s: float, max_age_s: float, default_type: str,
                  default_location: str | None, clock=time.time):
@@ -108,15 +121,7 @@ class Validate:
         metric = check_metric(c.metric)
         value = check_value(c.value)
         source = c.source
-        if c.timestamp is None:
-            ts = source.received_at
-        else:
-            ts = parse_timestamp(c.timestamp)
-            now = self.clock()
-            if ts > now + self.max_future_skew_s:
-                raise Invalid("timestamp_in_future", f"{ts - now:.0f} s ahead of now (limit {self.max_future_skew_s:g} s)")
-            if ts < now - self.max_age_s:
-                raise Invalid("timestamp_too_old", f"{now - ts:.0f} s old (limit {self.max_age_s:g} s)")
+        ts = check_event_time(c.timestamp, source.received_at, self.clock(), self.max_future_skew_s, self.max_age_s)
         stype = self.default_type if c.sensor_type is None else _check_text(c.sensor_type, "type", TYPE_MAX, TYPE_RE)
         loc = self.default_location if c.location is None else _check_text(c.location, "location", LOCATION_MAX)
         unit = None if c.unit is None else _check_text(c.unit, "unit", TYPE_MAX)
