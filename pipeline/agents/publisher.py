@@ -2,12 +2,15 @@
 publishes with QoS 1, and never holds more than `max_queued` messages in memory."""
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+
+log = logging.getLogger(__name__)
 
 
 class MqttPublisher:
@@ -24,6 +27,10 @@ class MqttPublisher:
         self.client.max_queued_messages_set(max_queued)
         self.client.reconnect_delay_set(1, 30)
         self.client.on_publish = self._on_publish
+        self.client.on_connect = self._on_connect
+        self.client.on_connect_fail = self._on_connect_fail
+        self.client.on_disconnect = self._on_disconnect
+        self._warned = False  # log a connection problem once per streak, not on every retry
         self._cond = threading.Condition()
         self.accepted = 0  # messages paho took (sent or queued until connected)
         self.acked = 0  # messages the broker acknowledged
@@ -45,6 +52,24 @@ class MqttPublisher:
         with self._cond:
             self.accepted += 1
         return True
+
+    def _on_connect(self, _client, _userdata, _flags, reason_code, _properties) -> None:
+        if reason_code.is_failure:
+            self._on_connect_fail(_client, _userdata, reason_code)
+            return
+        self._warned = False
+        log.info("event=mqtt_connected client_id=%s host=%s port=%d", self.client_id, self.host, self.port)
+
+    def _on_connect_fail(self, _client, _userdata, reason=None) -> None:
+        if not self._warned:
+            self._warned = True
+            log.warning("event=mqtt_unreachable client_id=%s host=%s port=%d reason=%s note=retrying", self.client_id,
+                        self.host, self.port, reason or "connection_failed")
+
+    def _on_disconnect(self, _client, _userdata, _flags, reason_code, _properties) -> None:
+        if reason_code.is_failure and not self._warned:
+            self._warned = True
+            log.warning("event=mqtt_disconnected client_id=%s reason=%s note=reconnecting", self.client_id, reason_code)
 
     def _on_publish(self, _client, _userdata, _mid, _reason_code, _properties) -> None:
         with self._cond:
