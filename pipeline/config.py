@@ -346,6 +346,8 @@ def _cross_checks(cfg: Config) -> None:
             b = getattr(rule, level)
             if b.min is not None and b.max is not None and b.min >= b.max:
                 raise ConfigError(f"thresholds.{metric}.{level}: min must be below max")
+    if cfg.agents.system.topic_root == cfg.logs.topic_root:
+        raise ConfigError("agents.system.topic_root: must differ from logs.topic_root (that root carries log records)")
     # A source the daemon feeds itself must reach it: refuse a topic root nothing subscribes to.
     roots = {t.split("/", 1)[0] for t in cfg.mqtt.topics}
     if cfg.agents.system.enabled and not roots & {cfg.agents.system.topic_root, "#", "+"}:

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..records import Invalid, LogRecord, RawMessage
 from .decode import parse_json
-from .validate import SENSOR_ID_RE, check_event_time
+from .validate import check_event_time, check_sensor_id
 
 LOG_FIELDS = frozenset({"timestamp", "level", "message", "logger", "extra"})
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -57,14 +57,6 @@ def _has_nul(value: Any) -> bool:
     return False
 
 
-def check_app(app: str) -> str:
-    if len(app) > APP_MAX:
-        raise Invalid("log_app_too_long", f"{len(app)} characters > {APP_MAX}")
-    if not SENSOR_ID_RE.fullmatch(app) or not app.isascii():
-        raise Invalid("log_app_invalid", f"{app[:60]!r} does not match {SENSOR_ID_RE.pattern}")
-    return app
-
-
 def check_level(level: object) -> str:
     name = LEVEL_NAMES.get(level.upper()) if isinstance(level, str) else None
     if name is None:
@@ -85,7 +77,7 @@ class ValidateLog:
         self.clock = clock
 
     def process(self, c: LogCandidate) -> list[LogRecord]:
-        app = check_app(c.app)
+        app = check_sensor_id(c.app, "log_app", APP_MAX)
         obj = c.obj
         missing = [f for f in ("level", "message") if f not in obj]
         if missing:

@@ -21,13 +21,14 @@ TYPE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
 SENSOR_ID_MAX, METRIC_MAX, TYPE_MAX, LOCATION_MAX = 50, 20, 20, 100
 
 
-def check_sensor_id(sensor_id: str) -> str:
+def check_sensor_id(sensor_id: str, field: str = "sensor_id", limit: int = SENSOR_ID_MAX) -> str:
+    """The sensor id rule; `field` names the reasons when another name follows it (a log record's app)."""
     if not sensor_id:
-        raise Invalid("sensor_id_empty")
-    if len(sensor_id) > SENSOR_ID_MAX:
-        raise Invalid("sensor_id_too_long", f"{len(sensor_id)} characters > {SENSOR_ID_MAX}")
+        raise Invalid(f"{field}_empty")
+    if len(sensor_id) > limit:
+        raise Invalid(f"{field}_too_long", f"{len(sensor_id)} characters > {limit}")
     if not SENSOR_ID_RE.fullmatch(sensor_id) or not sensor_id.isascii():
-        raise Invalid("sensor_id_invalid", f"{sensor_id[:60]!r} does not match {SENSOR_ID_RE.pattern}")
+        raise Invalid(f"{field}_invalid", f"{sensor_id[:60]!r} does not match {SENSOR_ID_RE.pattern}")
     return sensor_id
 
 

@@ -21,7 +21,7 @@ def log_settings(env, **logs):
 
 
 def attach(env, app: str, root: str):
-    handler = MQTTHandler(app, "127.0.0.1", topic_root=root)
+    handler = MQTTHandler(app, "127.0.0.1", topic_root=root, close_timeout=15)  # generous on a busy machine
     logger = logging.getLogger(f"test.{env.run_id}.{app}")
     logger.setLevel(logging.DEBUG)
     logger.propagate = False
