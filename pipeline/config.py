@@ -75,7 +75,10 @@ class MqttConfig(_Section):
 
 class KafkaTopics(_Section):
     raw: Name = "sensor-readings"
+    # Dead letters by reason class: invalid input, processing failure, retry exhaustion.
     dead_letter: Name = "sensor-readings.dlq"
+    dead_letter_failed: Name = "sensor-readings.dlq.failed"
+    dead_letter_exhausted: Name = "sensor-readings.dlq.exhausted"
 
 
 class KafkaConfig(_Section):
@@ -187,7 +190,11 @@ class RetryConfig(_Section):
     max_interval_s: PositiveFloat = 5.0
     multiplier: Annotated[float, msgspec.Meta(ge=1.0, le=10.0)] = 2.0
     jitter: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.2
-    # How long a data error may keep failing before the record is dead-lettered as retry exhaustion.
+    # A record a service refuses (not an outage) is tried this many times, then dead-lettered as
+    # retry exhaustion.
+    max_attempts: Annotated[int, msgspec.Meta(ge=1, le=100)] = 3
+    # How long an operation that can give up (webhook, dead-letter replay, start-up connections) keeps
+    # trying. Sink writes during an outage never give up: they pause the pipeline until it returns.
     max_elapsed_s: PositiveFloat = 30.0
 
 

@@ -3,6 +3,7 @@ only for batches that every sink holds."""
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 from typing import Sequence
 
@@ -107,8 +108,48 @@ class KafkaSource:
         batch = Batch(readings, dead, offsets, len(self.sinks), logs=logs)
         self.inflight.add(batch)
         for sink in self.sinks:
-            if not sink.put(batch, self.stop_event):
+            if not self._offer(sink, batch):
                 return
+
+    def _offer(self, sink: BatchingSink, batch: Batch) -> bool:
+        """Queue the batch for a sink. While the sink's queue is full (its service is slow or down) the
+        partitions are paused, and consume() keeps being called so we stay in the group."""
+        try:
+            sink.queue.put_nowait(batch)
+            return True
+        except queue.Full:
+            pass
+        paused = list(self.assigned)
+        self.consumer.pause(paused)
+        self.metrics.consumer_paused.set(1)
+        log.warning("event=consumer_paused sink=%s note=sink_queue_full", sink.name)
+        rewind: dict[tuple[str, int], int] = {}
+        try:
+            while not self.stop_event.is_set():
+                try:
+                    sink.queue.put(batch, timeout=0.1)
+                    return True
+                except queue.Full:
+                    pass
+                for msg in self.consumer.consume(self.batch_size, 0):
+                    if msg.error() is None:  # fetched before the pause (or newly assigned): read it again later
+                        rewind.setdefault((msg.topic(), msg.partition()), msg.offset())
+            return False
+        finally:
+            self._resume(paused, rewind)
+
+    def _resume(self, paused: list[TopicPartition], rewind: dict[tuple[str, int], int]) -> None:
+        try:
+            self.consumer.resume(paused)
+        except KafkaException as err:  # a rebalance while paused may have taken some of them away
+            log.warning("event=resume_failed error=%s", err)
+        for (topic, partition), offset in rewind.items():
+            try:
+                self.consumer.seek(TopicPartition(topic, partition, offset))
+            except KafkaException as err:
+                log.warning("event=seek_failed partition=%d offset=%d error=%s", partition, offset, err)
+        self.metrics.consumer_paused.set(0)
+        log.info("event=consumer_resumed")
 
     def drain_and_close(self, timeout: float) -> bool:
         """After the loop ended: wait for the sinks to hold every batch, commit, leave the group."""

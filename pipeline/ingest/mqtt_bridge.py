@@ -108,6 +108,7 @@ class MqttBridge:
             log.error("event=mqtt_subscribe_refused reasons=%s", ",".join(failed))
         else:
             self.subscribed.set()
+            log.info("event=mqtt_subscribed topics=%s", ",".join(self.cfg.topics))
 
     def _on_disconnect(self, _client, _userdata, _flags, reason_code, _properties) -> None:
         self.connected.clear()

@@ -24,6 +24,7 @@ class Metrics:
         self.kafka_backpressure = Counter("kafka_producer_backpressure", "Times the producer queue was full", namespace=ns, registry=registry)
         self.kafka_consumed = Counter("kafka_messages_consumed", "Messages consumed from Kafka", namespace=ns, registry=registry)
         self.kafka_commits = Counter("kafka_commits", "Offset commits", namespace=ns, registry=registry)
+        self.consumer_paused = Gauge("kafka_consumer_paused", "1 while consumption is paused because a sink is behind", namespace=ns, registry=registry)
         self.consumer_lag = Gauge("kafka_consumer_lag", "Messages behind the high watermark", ["partition"], namespace=ns, registry=registry)
         self.stage_out = Counter("stage_records_out", "Records a stage passed on", ["stage"], namespace=ns, registry=registry)
         self.invalid = Counter("invalid_records", "Records refused, by reason", ["stage", "reason"], namespace=ns, registry=registry)

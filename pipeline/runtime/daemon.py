@@ -19,7 +19,7 @@ from ..ingest.mqtt_bridge import MqttBridge
 from ..logship import MQTTHandler
 from ..observability.metrics import Metrics
 from ..records import Reading
-from ..sinks.deadletter import DeadLetterSink
+from ..sinks.deadletter import DeadLetterSink, DeadLetterWriter, dead_letter_topics
 from ..sinks.logs import LogSink
 from ..sinks.postgres import PostgresSink
 from ..sinks.redis_stream import RedisSink
@@ -30,6 +30,7 @@ from ..stages.validate import Validate
 from .batch import Batch
 from .chain import StageChain
 from .logcounts import LogCounter
+from .retry import retry_call
 from .worker import Failures, Worker
 
 log = logging.getLogger(__name__)
@@ -58,18 +59,21 @@ class Pipeline:
         self.started_at = time.time()
         self.workers: list[Worker] = []
         self._stopped = threading.Event()
+        self.dead_letters = DeadLetterWriter(cfg.kafka, cfg.instance_id, self.metrics)
         common = dict(retry=cfg.retry, metrics=self.metrics, queue_max_batches=cfg.processing.queue_max_batches)
         self.sinks = [
-            PostgresSink(cfg.postgres, settings.secrets.postgres_password, settings=cfg.sinks.postgres, **common),
-            RedisSink(cfg.redis, settings.secrets.redis_password, settings=cfg.sinks.redis, **common),
-            DeadLetterSink(cfg.kafka, cfg.instance_id, settings=cfg.sinks.dead_letter, **common),
+            PostgresSink(cfg.postgres, settings.secrets.postgres_password, settings=cfg.sinks.postgres,
+                         dead_letters=self.dead_letters, **common),
+            RedisSink(cfg.redis, settings.secrets.redis_password, settings=cfg.sinks.redis,
+                      dead_letters=self.dead_letters, **common),
+            DeadLetterSink(self.dead_letters, settings=cfg.sinks.dead_letter, **common),
         ]
         # Application logs: their own sink, and the counter that turns the stored ones into readings.
         self.log_counter = LogCounter(cfg.postgres, settings.secrets.postgres_password, cfg.logs, cfg.retry, self.metrics,
                                       self.inject)
         self.sinks.append(LogSink(cfg.postgres, settings.secrets.postgres_password, cfg.redis,
                                   settings.secrets.redis_password, settings=cfg.sinks.logs,
-                                  on_written=self.log_counter.mark, **common))
+                                  dead_letters=self.dead_letters, on_written=self.log_counter.mark, **common))
         self.chain = StageChain(build_stages(settings), self.metrics)
         self.source: KafkaSource | None = None
         self.bridge: MqttBridge | None = None
@@ -80,12 +84,14 @@ class Pipeline:
     def start(self) -> None:
         cfg = self.settings.config
         log.info("event=starting version=%s instance=%s config=%s", __version__, cfg.instance_id, self.settings.path)
-        ensure_topics(cfg.kafka, [cfg.kafka.topics.raw, cfg.kafka.topics.dead_letter])
-        self.log_counter.start()
-        self._spawn("log-counter", self.log_counter.run)
+        # Services may still be starting (boot, a restarted host): keep trying for retry.max_elapsed_s.
+        self._at_start("kafka_create_topics",
+                       lambda: ensure_topics(cfg.kafka, [cfg.kafka.topics.raw, *dead_letter_topics(cfg.kafka).values()]))
         for sink in self.sinks:
-            sink.start()
+            self._at_start(f"{sink.name}_connect", sink.start)
             self._spawn(f"sink-{sink.name}", sink.run)
+        self._at_start("log_counter_connect", self.log_counter.start)
+        self._spawn("log-counter", self.log_counter.run)
         self.source = KafkaSource(cfg.kafka, cfg.instance_id, self.chain, self.sinks, self.metrics,
                                   cfg.processing.batch_size, cfg.processing.shutdown_timeout_s / 2)
         self._spawn("kafka-consumer", self.source.run)
@@ -128,6 +134,12 @@ class Pipeline:
             if not sink.put(batch, self._stopped):
                 return None
         return batch
+
+    def _at_start(self, operation: str, fn) -> None:
+        cfg = self.settings.config
+        retry_call(fn, operation=operation, policy=cfg.retry, is_transient=lambda err: not isinstance(err, (TypeError, ValueError)),
+                   max_elapsed_s=cfg.retry.max_elapsed_s,
+                   on_retry=lambda *_: self.metrics.retries.labels(operation).inc())
 
     def _spawn(self, name: str, target) -> None:
         worker = Worker(name, target, self.failures)

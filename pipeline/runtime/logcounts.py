@@ -21,7 +21,7 @@ import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ..config import LogsConfig, PostgresConfig, RetryConfig, Secret
-from ..db import conninfo
+from ..db import open_pool
 from ..observability.metrics import Metrics
 from ..records import LogRecord, RawMessage, Reading
 from ..sinks.postgres import utc_naive
@@ -68,8 +68,8 @@ class LogCounter:
 
     def start(self) -> None:
         """Connect and learn from the stored logs which apps are active; windows since then get counted."""
-        self.pool = ConnectionPool(kwargs=conninfo(self.pg, self.password), min_size=1, max_size=1, open=True,
-                                   name="log-counter", timeout=10.0)
+        if self.pool is None:
+            self.pool = open_pool(self.pg, self.password, "log-counter")
         now = self.clock()
         since = now - self.cfg.count_active_s - 2 * self.cfg.count_window_s
         with self.pool.connection() as conn:

@@ -3,6 +3,11 @@
 A backend only implements `select(batch)` (which records it writes), `write(records)` and
 `is_transient(err)`. The runner owns batching, retries with backoff, metrics and telling each batch
 it is durable here (which is what lets the consumer commit offsets).
+
+Failures: a transient error (the service is away) is retried with backoff until the service returns,
+so an outage pauses the pipeline instead of dead-lettering it. Any other error means some record is
+refused: the batch is split in halves until the refused record is alone, which is retried
+`retry.max_attempts` times and then dead-lettered as retry exhaustion; the rest is written.
 """
 from __future__ import annotations
 
@@ -14,8 +19,9 @@ from typing import Sequence
 
 from ..config import RetryConfig, SinkConfig
 from ..observability.metrics import Metrics
+from ..records import EXHAUSTED, DeadLetter
 from ..runtime.batch import Batch
-from ..runtime.retry import Stopped, retry_call
+from ..runtime.retry import Backoff, Stopped, retry_call
 
 log = logging.getLogger(__name__)
 _STOP = object()
@@ -26,8 +32,10 @@ class BatchingSink:
 
     name = "sink"
 
-    def __init__(self, settings: SinkConfig, retry: RetryConfig, metrics: Metrics, queue_max_batches: int):
+    def __init__(self, settings: SinkConfig, retry: RetryConfig, metrics: Metrics, queue_max_batches: int,
+                 dead_letters=None):
         self.settings = settings
+        self.dead_letters = dead_letters  # a DeadLetterWriter, for records this backend refuses
         self.retry = retry
         self.metrics = metrics
         self.queue: queue.Queue = queue.Queue(maxsize=queue_max_batches)
@@ -95,23 +103,64 @@ class BatchingSink:
         if not pending:
             return
         if records:
-            started = time.perf_counter()
             try:
-                retry_call(lambda: self.write(records), operation=f"{self.name}_write", policy=self.retry,
-                           is_transient=self.is_transient, stop=self.stop_event,
-                           on_retry=lambda *_: self.metrics.retries.labels(f"{self.name}_write").inc())
+                self._write_isolating(records)
             except Stopped:
                 log.warning("event=sink_stopped_unflushed sink=%s records=%d", self.name, len(records))
                 return  # not marked done: offsets stay uncommitted and Kafka redelivers
-            elapsed = time.perf_counter() - started
-            self.metrics.sink_write_seconds.labels(self.name).observe(elapsed)
-            self.metrics.sink_batch.labels(self.name).observe(len(records))
-            self.metrics.sink_written.labels(self.name).inc(len(records))
-            self.after_write(records)
         self.last_success = time.time()
         self.metrics.sink_last_success.labels(self.name).set(self.last_success)
         for batch in pending:
             batch.sink_done()
+
+    def _write_retrying(self, records: Sequence) -> None:
+        started = time.perf_counter()
+        retry_call(lambda: self.write(records), operation=f"{self.name}_write", policy=self.retry,
+                   is_transient=self.is_transient, stop=self.stop_event,
+                   on_retry=lambda *_: self.metrics.retries.labels(f"{self.name}_write").inc())
+        self.metrics.sink_write_seconds.labels(self.name).observe(time.perf_counter() - started)
+        self.metrics.sink_batch.labels(self.name).observe(len(records))
+        self.metrics.sink_written.labels(self.name).inc(len(records))
+        self.after_write(records)
+
+    def _write_isolating(self, records: Sequence) -> None:
+        try:
+            self._write_retrying(records)
+            return
+        except Stopped:
+            raise
+        except Exception as err:  # noqa: BLE001 - not transient: some record is refused
+            if self.dead_letters is None:
+                raise
+            if len(records) > 1:
+                log.warning("event=sink_batch_refused sink=%s records=%d error=%r note=isolating",
+                            self.name, len(records), str(err)[:200])
+                mid = len(records) // 2
+                self._write_isolating(records[:mid])
+                self._write_isolating(records[mid:])
+                return
+            self._retry_or_give_up(records[0], err)
+
+    def _retry_or_give_up(self, record, err: BaseException) -> None:
+        backoff = Backoff(self.retry)
+        first_failure = time.time()
+        attempts = 1
+        while attempts < self.retry.max_attempts:
+            if self.stop_event.wait(backoff.next_delay()):
+                raise Stopped(self.name)
+            attempts += 1
+            self.metrics.retries.labels(f"{self.name}_write").inc()
+            try:
+                self._write_retrying([record])
+                return
+            except Stopped:
+                raise
+            except Exception as again:  # noqa: BLE001
+                err = again
+        dead = DeadLetter(record.source, "sink_rejected", self.name, f"{type(err).__name__}: {err}", EXHAUSTED,
+                          attempts=attempts, metric=getattr(record, "metric", None), first_failure_at=first_failure)
+        retry_call(lambda: self.dead_letters.send([dead]), operation="dead_letter_send", policy=self.retry,
+                   is_transient=lambda e: True, stop=self.stop_event)
 
     def after_write(self, records: Sequence) -> None:
         """Once readings are durable: latency from MQTT receive and from the device's timestamp."""

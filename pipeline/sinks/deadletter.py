@@ -1,4 +1,9 @@
-"""Dead-letter sink: the original payload and key to a Kafka topic, with why and where in headers."""
+"""Dead letters to Kafka: the original payload and key, with why and where in headers.
+
+Three topics by reason class (README, "Dead letters"): invalid input, processing failure, retry
+exhaustion. `DeadLetterWriter` sends synchronously (any sink can use it for records it must give
+up on); `DeadLetterSink` is the batching thread for dead letters the stages produced.
+"""
 from __future__ import annotations
 
 import logging
@@ -8,7 +13,8 @@ from confluent_kafka import KafkaException, Producer
 
 from ..config import KafkaConfig
 from ..ingest.kafka import producer_conf
-from ..records import DeadLetter
+from ..observability.metrics import Metrics
+from ..records import EXHAUSTED, FAILED, INVALID, DeadLetter
 from ..runtime.batch import Batch
 from .base import BatchingSink
 
@@ -16,23 +22,56 @@ log = logging.getLogger(__name__)
 
 
 class DeliveryFailed(Exception):
-    """Some dead letters were not confirmed by Kafka; the batch is sent again."""
+    """Some dead letters were not confirmed by Kafka; they are sent again."""
+
+
+def dead_letter_topics(kafka: KafkaConfig) -> dict[str, str]:
+    t = kafka.topics
+    return {INVALID: t.dead_letter, FAILED: t.dead_letter_failed, EXHAUSTED: t.dead_letter_exhausted}
+
+
+class DeadLetterWriter:
+    """Thread-safe: produce dead letters and wait until Kafka confirmed every one of them."""
+
+    def __init__(self, kafka: KafkaConfig, client_id: str, metrics: Metrics):
+        self.topics = dead_letter_topics(kafka)
+        self.metrics = metrics
+        self.producer = Producer(producer_conf(kafka, f"{client_id}-dlq"))
+
+    def send(self, records: Sequence[DeadLetter], timeout: float = 30.0) -> None:
+        errors: list = []
+        pending = [0]
+
+        def delivered(err, _msg):
+            pending[0] -= 1
+            if err is not None:
+                errors.append(err)
+
+        for d in records:
+            src = d.source
+            pending[0] += 1
+            self.producer.produce(self.topics[d.kind], value=src.payload, key=src.key, headers=d.headers(),
+                                  on_delivery=delivered)
+        self.producer.flush(timeout)
+        if errors or pending[0]:
+            raise DeliveryFailed(f"{len(errors)} failed, {pending[0]} unconfirmed; first: {errors[:1]}")
+        for d in records:
+            self.metrics.dead_lettered.labels(d.kind, d.reason).inc()
+            log.info("event=dead_letter kind=%s reason=%s stage=%s mqtt_topic=%r partition=%d offset=%d",
+                     d.kind, d.reason, d.stage, d.source.mqtt_topic[:120], d.source.partition, d.source.offset)
+
+    def close(self) -> None:
+        self.producer.flush(5.0)
 
 
 class DeadLetterSink(BatchingSink):
-    """Produces each dead letter and waits for Kafka to confirm before the batch counts as held."""
+    """Batches the stages' dead letters; a batch counts as held once Kafka confirmed them all."""
 
     name = "dead_letter"
 
-    def __init__(self, kafka: KafkaConfig, client_id: str, *args, **kwargs):
+    def __init__(self, writer: DeadLetterWriter, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.kafka = kafka
-        self.client_id = client_id
-        self.producer: Producer | None = None
-        self.topic = kafka.topics.dead_letter
-
-    def start(self) -> None:
-        self.producer = Producer(producer_conf(self.kafka, f"{self.client_id}-dlq"))
+        self.writer = writer
 
     def select(self, batch: Batch) -> Sequence[DeadLetter]:
         return batch.dead
@@ -41,26 +80,10 @@ class DeadLetterSink(BatchingSink):
         return isinstance(err, (DeliveryFailed, KafkaException, BufferError))
 
     def write(self, records: Sequence[DeadLetter]) -> None:
-        assert self.producer is not None
-        errors: list = []
-
-        def delivered(err, _msg):
-            if err is not None:
-                errors.append(err)
-
-        for d in records:
-            src = d.source
-            self.producer.produce(self.topic, value=src.payload, key=src.key, headers=d.headers(), on_delivery=delivered)
-        remaining = self.producer.flush(30.0)
-        if errors or remaining:
-            raise DeliveryFailed(f"{len(errors)} failed, {remaining} unconfirmed; first: {errors[:1]}")
+        self.writer.send(records)
 
     def after_write(self, records: Sequence[DeadLetter]) -> None:
-        for d in records:
-            self.metrics.dead_lettered.labels(d.kind, d.reason).inc()
-            log.info("event=dead_letter reason=%s stage=%s mqtt_topic=%r partition=%d offset=%d",
-                     d.reason, d.stage, d.source.mqtt_topic[:120], d.source.partition, d.source.offset)
+        pass  # counted by the writer
 
     def close(self) -> None:
-        if self.producer is not None:
-            self.producer.flush(5.0)
+        self.writer.close()

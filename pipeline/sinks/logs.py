@@ -19,7 +19,7 @@ import redis
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ..config import PostgresConfig, RedisConfig, Secret
-from ..db import conninfo, describe
+from ..db import describe, open_pool
 from ..records import LogRecord
 from ..runtime.batch import Batch
 from .base import BatchingSink
@@ -61,9 +61,10 @@ class LogSink(BatchingSink):
         self.stream = rcfg.key_prefix + rcfg.streams.logs
 
     def start(self) -> None:
-        self.pool = ConnectionPool(kwargs=conninfo(self.pg, self.pg_password), min_size=1, max_size=1, open=True,
-                                   name="logs-sink", timeout=10.0, configure=self._configure)
-        self.client = connect(self.rcfg, self.redis_password)
+        if self.pool is None:  # start may be retried while the services come up
+            self.pool = open_pool(self.pg, self.pg_password, "logs-sink", configure=self._configure)
+        if self.client is None:
+            self.client = connect(self.rcfg, self.redis_password)
         log.info("event=sink_started sink=logs target=%s stream=%s", describe(self.pg), self.stream)
 
     def _configure(self, conn: psycopg.Connection) -> None:

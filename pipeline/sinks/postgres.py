@@ -13,7 +13,7 @@ import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ..config import PostgresConfig, Secret
-from ..db import conninfo, describe
+from ..db import describe, open_pool
 from ..records import Reading
 from ..runtime.batch import Batch
 from .base import BatchingSink
@@ -52,11 +52,14 @@ class PostgresSink(BatchingSink):
         self.known_sensors: set[str] = set()
 
     def start(self) -> None:
-        self.pool = ConnectionPool(kwargs=conninfo(self.pg, self.password), min_size=self.pg.pool_min,
-                                   max_size=self.pg.pool_max, open=True, name="postgres-sink", timeout=10.0,
-                                   configure=self._configure)
-        with self.pool.connection() as conn:
-            self.known_sensors = {row[0] for row in conn.execute("SELECT sensor_id FROM sensors")}
+        pool = open_pool(self.pg, self.password, "postgres-sink", self.pg.pool_min, self.pg.pool_max, self._configure)
+        try:
+            with pool.connection() as conn:
+                self.known_sensors = {row[0] for row in conn.execute("SELECT sensor_id FROM sensors")}
+        except (psycopg.Error, PoolTimeout) as err:
+            pool.close()
+            raise ConnectionError(f"cannot reach {describe(self.pg)}: {err}") from err
+        self.pool = pool
         log.info("event=sink_started sink=postgres target=%s known_sensors=%d", describe(self.pg), len(self.known_sensors))
 
     def _configure(self, conn: psycopg.Connection) -> None:

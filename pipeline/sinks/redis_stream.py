@@ -45,6 +45,7 @@ class RedisSink(BatchingSink):
 
     def start(self) -> None:
         self.client = connect(self.cfg, self.password)
+        self.client.ping()  # fail (and be retried) at start rather than on the first write
         log.info("event=sink_started sink=redis target=%s:%d stream=%s", self.cfg.host, self.cfg.port, self.stream)
 
     def select(self, batch: Batch) -> Sequence[Reading]:

@@ -60,11 +60,15 @@ def parse_timestamp(raw: object) -> float:
     if isinstance(raw, bool):
         raise Invalid("timestamp_invalid", "timestamp must be a date-time string or epoch seconds")
     if isinstance(raw, (int, float)):
-        if not math.isfinite(raw):
+        try:
+            seconds = float(raw)
+        except OverflowError:
+            raise Invalid("timestamp_invalid", "timestamp is beyond the range of a double") from None
+        if not math.isfinite(seconds):
             raise Invalid("timestamp_invalid", "timestamp is not finite")
-        if raw < 0:
+        if seconds < 0:
             raise Invalid("timestamp_invalid", f"negative epoch timestamp {raw!r}")
-        return float(raw)
+        return seconds
     if isinstance(raw, str):
         if len(raw) > 40 or ("T" not in raw and " " not in raw):
             raise Invalid("timestamp_invalid", f"{raw[:40]!r} is not an ISO-8601 date-time")

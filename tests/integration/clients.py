@@ -91,3 +91,96 @@ class RunningPipeline:
     def __exit__(self, *exc):
         self.stop_event.set()
         self.thread.join(30)
+
+
+class DaemonProcess:
+    """`python realtime_pipeline.py --config PATH` as a real child process, for crash and signal tests."""
+
+    def __init__(self, config_path, log_path):
+        self.config_path, self.log_path = str(config_path), log_path
+        self.proc = None
+        self._log_offset = 0
+
+    def start(self, ready_timeout: float = 40.0) -> "DaemonProcess":
+        import subprocess
+        import sys
+        from pathlib import Path
+
+        root = Path(__file__).resolve().parents[2]
+        log = open(self.log_path, "ab")
+        self._log_offset = log.tell()
+        self.proc = subprocess.Popen([sys.executable, str(root / "realtime_pipeline.py"), "--config", self.config_path],
+                                     stdout=log, stderr=subprocess.STDOUT, cwd=root)
+        wait_for(lambda: self._logged("event=partitions_assigned") and self._logged("event=mqtt_subscribed")
+                 or self.proc.poll() is not None, ready_timeout, what="daemon ready")
+        assert self.proc.poll() is None, f"daemon exited early:\n{self.log_tail()}"
+        return self
+
+    def _logged(self, text: str) -> bool:
+        with open(self.log_path, "rb") as f:
+            f.seek(self._log_offset)
+            return text.encode() in f.read()
+
+    def log_tail(self, n: int = 40) -> str:
+        with open(self.log_path, "rb") as f:
+            return b"".join(f.readlines()[-n:]).decode("utf-8", "replace")
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def terminate(self, timeout: float) -> tuple[int, float]:
+        """SIGTERM; returns (exit code, seconds it took to exit)."""
+        started = time.monotonic()
+        self.proc.terminate()
+        code = self.proc.wait(timeout)
+        return code, time.monotonic() - started
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except Exception:  # noqa: BLE001
+                self.proc.kill()
+
+
+class SteadyPublisher(threading.Thread):
+    """Publishes `total` single readings at `rate`/s, each with a unique (sensor, timestamp) and value = sequence
+    number, over a persistent QoS 1 session so paho resends what was in flight when the broker went away."""
+
+    def __init__(self, root: str, total: int, rate: float, port: int = 1883, sensors: int = 8, t0: float | None = None):
+        super().__init__(daemon=True)
+        self.root, self.total, self.rate, self.sensors = root, total, rate, sensors
+        self.t0 = t0 if t0 is not None else time.time() - 3600
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"steady-{uuid.uuid4().hex[:8]}", clean_session=False)
+        self.client.max_inflight_messages_set(100)
+        self.client.max_queued_messages_set(0)
+        self.client.reconnect_delay_set(0.2, 2)
+        # Count broker acknowledgements ourselves: a message published while disconnected stays queued in
+        # paho and goes out after reconnecting, but its info object reports the disconnection as an error.
+        self.acked: set[int] = set()
+        self.client.on_publish = lambda _c, _u, mid, _rc, _p: self.acked.add(mid)
+        self.client.connect(host="127.0.0.1", port=port)
+        self.client.loop_start()
+        self.published = 0
+
+    def payload(self, i: int) -> tuple[str, bytes]:
+        return (f"{self.root}/dev-{i % self.sensors}",
+                f'{{"metric": "temperature", "value": {i}, "timestamp": {self.t0 + i * 0.001:.3f}}}'.encode())
+
+    def run(self) -> None:
+        start = time.monotonic()
+        for i in range(self.total):
+            delay = start + i / self.rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            topic, body = self.payload(i)
+            self.client.publish(topic, body, qos=1)
+            self.published = i + 1
+
+    def finish(self, timeout: float = 60.0) -> None:
+        self.join(timeout)
+        wait_for(lambda: len(self.acked) >= self.total, timeout, what=f"broker acks for {self.total} publishes")
+        self.client.disconnect()
+        self.client.loop_stop()

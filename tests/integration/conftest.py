@@ -58,7 +58,9 @@ class Env:
         self.overrides = {
             "instance_id": f"test-{rid}",
             "mqtt": {"client_id": f"rp-test-{rid}", "topics": [f"{self.root}/#"]},
-            "kafka": {"topics": {"raw": f"t{rid}.sensor-readings", "dead_letter": f"t{rid}.sensor-readings.dlq"},
+            "kafka": {"topics": {"raw": f"t{rid}.sensor-readings", "dead_letter": f"t{rid}.sensor-readings.dlq",
+                                 "dead_letter_failed": f"t{rid}.sensor-readings.dlq.failed",
+                                 "dead_letter_exhausted": f"t{rid}.sensor-readings.dlq.exhausted"},
                       "consumer_group": f"t{rid}", "session_timeout_ms": 6000, "heartbeat_interval_ms": 1000},
             "redis": {"key_prefix": f"t{rid}:"},
             "postgres": {"database": f"test_{rid}"},

@@ -14,6 +14,9 @@ def utc(ts: float) -> datetime:
 
 def test_readings_reach_postgres_and_redis_and_bad_ones_the_dead_letter_topic(env):
     settings = env.migrate()
+    topics = settings.config.kafka.topics
+    assert all(t.startswith(f"t{env.run_id}.") for t in (topics.raw, topics.dead_letter, topics.dead_letter_failed,
+                                                        topics.dead_letter_exhausted))  # no test writes shared topics
     metrics = env.metrics()
     root = env.root
     t0 = round(time.time()) - 60
