@@ -179,8 +179,8 @@ class SinkConfig(_Section):
 
 
 class SinksConfig(_Section):
-    postgres: SinkConfig = SinkConfig(flush_interval_ms=200)
-    redis: SinkConfig = SinkConfig(flush_interval_ms=20)
+    postgres: SinkConfig = SinkConfig(flush_interval_ms=100)
+    redis: SinkConfig = SinkConfig(flush_interval_ms=5)
     dead_letter: SinkConfig = SinkConfig(flush_interval_ms=200)
     logs: SinkConfig = SinkConfig(flush_interval_ms=200)
 

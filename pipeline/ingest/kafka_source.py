@@ -84,9 +84,16 @@ class KafkaSource:
         timeout = self.cfg.poll_timeout_s
         while not self.stop_event.is_set():
             self._commit()
-            msgs = self.consumer.consume(self.batch_size, timeout)
-            if msgs:
-                self._handle(msgs)
+            # consume(n, timeout) waits until it has n messages or the timeout passes: at moderate rates
+            # that wait would be every batch's latency. Wait for the first message only, then take
+            # whatever else is already fetched.
+            first = self.consumer.poll(timeout)
+            if first is None:
+                continue
+            msgs = [first]
+            if self.batch_size > 1:
+                msgs.extend(self.consumer.consume(self.batch_size - 1, 0))
+            self._handle(msgs)
 
     def _handle(self, msgs: list) -> None:
         readings: list = []

@@ -167,6 +167,8 @@ class BatchingSink:
         now = time.time()
         e2e = self.metrics.e2e_latency.labels(self.name)
         dev = self.metrics.device_latency.labels(self.name)
-        for r in records:
+        # An evenly spread sample of at most 64 readings per batch describes the distribution as well as
+        # all of them, at a fraction of the cost on the hot path.
+        for r in records[:: max(1, len(records) // 64)]:
             e2e.observe(now - r.received_at)
             dev.observe(max(0.0, now - r.ts))

@@ -55,6 +55,14 @@ def _count_keys(obj: Any) -> int:
     return 0
 
 
+def _count_keys_flat(obj: Any) -> int:
+    """Keys of a flat reading or a flat `readings` object: exact for the common shapes, a lower bound otherwise."""
+    if type(obj) is not dict:
+        return 0
+    readings = obj.get("readings")
+    return len(obj) + (len(readings) if type(readings) is dict else 0)
+
+
 def parse_json(payload: bytes) -> Any:
     """orjson on the fast path; duplicate keys (which orjson merges silently) are detected and refused."""
     try:
@@ -68,8 +76,10 @@ def parse_json(payload: bytes) -> Any:
         raise Invalid("invalid_json", text) from None
     # Every '"key":' in the text is a key; fewer keys parsed than written means duplicates
     # (or a string value containing '":', which the exact slow path below sorts out).
-    if isinstance(obj, (dict, list)) and len(_KEY_PATTERN.findall(payload)) > _count_keys(obj):
-        json.loads(payload, object_pairs_hook=_reject_duplicate_keys)
+    if isinstance(obj, (dict, list)):
+        written = len(_KEY_PATTERN.findall(payload))
+        if written > _count_keys_flat(obj) and written > _count_keys(obj):
+            json.loads(payload, object_pairs_hook=_reject_duplicate_keys)
     return obj
 
 

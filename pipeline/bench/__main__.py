@@ -1,0 +1,293 @@
+"""End-to-end benchmark against the local services.
+
+    python -m pipeline.bench [--rate 10000] [--duration 60] [--readings-per-message 1|3] [--find-max] [--json]
+
+Starts its own Mosquitto (deploy/mosquitto.conf settings) on a free port, the daemon as a subprocess
+with its own database, topics and streams, drives QoS 1 load from N simulated devices, and measures
+from the data: loss, duplicates, latency to Redis and to the committed PostgreSQL row, the daemon's
+CPU and memory, consumer lag, and Mosquitto's own C-client forwarding rate for comparison.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import psycopg
+import redis
+import yaml
+from confluent_kafka.admin import AdminClient
+
+from ..config import Secrets, Settings, parse
+from ..db import conninfo
+from .loadgen import generate, payload_for
+from .measure import LagSampler, PostgresObserver, RedisObserver, percentiles, process_stats
+from .procs import mosquitto
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def deep_merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+class Bench:
+    """One daemon, one broker, one database for the whole benchmark; `run(rate)` measures one load level."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.id = uuid.uuid4().hex[:8]
+        self.workdir = Path(tempfile.mkdtemp(prefix="pipeline-bench-"))
+        self.broker = None
+        self.daemon: subprocess.Popen | None = None
+        self.step = 0
+        self.seq = 0
+
+    def log(self, text: str) -> None:
+        print(f"bench: {text}", file=sys.stderr, flush=True)
+
+    # -- set-up -------------------------------------------------------------------------------
+    def start(self) -> None:
+        a = self.args
+        if a.mqtt_port:
+            self.mqtt_port = a.mqtt_port
+        else:
+            self.broker = mosquitto(self.workdir).start()
+            self.mqtt_port = self.broker.port
+        base = yaml.safe_load((ROOT / "config.yaml").read_text())
+        rid = self.id
+        tree = deep_merge(base, {
+            "instance_id": f"bench-{rid}", "log_level": "INFO",
+            "mqtt": {"port": self.mqtt_port, "topics": [f"bench{rid}/#"], "client_id": f"bench-{rid}", "protocol": a.mqtt_protocol},
+            "kafka": {"topics": {"raw": f"bench{rid}.raw", "dead_letter": f"bench{rid}.dlq",
+                                 "dead_letter_failed": f"bench{rid}.dlq.failed", "dead_letter_exhausted": f"bench{rid}.dlq.exhausted"},
+                      "consumer_group": f"bench-{rid}", "partitions": a.partitions},
+            "redis": {"key_prefix": f"bench{rid}:", "stream_maxlen": 10_000_000},
+            "postgres": {"database": f"bench_{rid}"},
+            "dashboard": {"enabled": False},
+        })
+        for extra in a.set or []:
+            key, _, value = extra.partition("=")
+            node = tree
+            *path, leaf = key.split(".")
+            for k in path:
+                node = node.setdefault(k, {})
+            node[leaf] = yaml.safe_load(value)
+        self.settings = Settings(parse(tree, {}), Secrets.from_env({}), "bench")
+        cfg_path = self.workdir / "config.yaml"
+        cfg_path.write_text(yaml.safe_dump(tree))
+        from migrations import migrate
+
+        migrate(self.settings, out=open("/dev/null", "w"))
+        self.daemon_log = self.workdir / "daemon.log"
+        self.daemon = subprocess.Popen([sys.executable, str(ROOT / "realtime_pipeline.py"), "--config", str(cfg_path)],
+                                       stdout=open(self.daemon_log, "wb"), stderr=subprocess.STDOUT, cwd=ROOT)
+        deadline = time.monotonic() + 60
+        while True:
+            text = self.daemon_log.read_text(errors="replace")
+            if "event=partitions_assigned" in text and "event=mqtt_subscribed" in text:
+                break
+            if self.daemon.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"bench: the daemon did not become ready; log:\n{text[-3000:]}")
+            time.sleep(0.2)
+        self.redis = redis.Redis(host=self.settings.config.redis.host, port=self.settings.config.redis.port)
+        self.pg = conninfo(self.settings.config.postgres, self.settings.secrets.postgres_password)
+        self.log(f"ready: daemon pid {self.daemon.pid}, mosquitto port {self.mqtt_port}, workdir {self.workdir}")
+
+    def stop(self) -> None:
+        if self.daemon and self.daemon.poll() is None:
+            self.daemon.terminate()
+            try:
+                self.daemon.wait(60)
+            except subprocess.TimeoutExpired:
+                self.daemon.kill()
+        if self.broker:
+            self.broker.stop()
+        cfg = self.settings.config if hasattr(self, "settings") else None
+        if cfg and not self.args.keep:
+            with psycopg.connect(**conninfo(cfg.postgres, self.settings.secrets.postgres_password,
+                                            database=cfg.postgres.maintenance_database), autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{cfg.postgres.database}" WITH (FORCE)')
+            keys = list(self.redis.scan_iter(f"bench{self.id}:*"))
+            if keys:
+                self.redis.delete(*keys)
+            admin = AdminClient({"bootstrap.servers": cfg.kafka.bootstrap_servers})
+            topics = [t for t in admin.list_topics(timeout=10).topics if t.startswith(f"bench{self.id}.")]
+            if topics:
+                admin.delete_topics(topics, operation_timeout=10)
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    # -- the machine's own limit ----------------------------------------------------------------
+    def broker_limit(self, messages: int = 200_000) -> float:
+        """Mosquitto C client to C client, QoS 0, the same payload size: messages per second."""
+        pub, sub = shutil.which("mosquitto_pub"), shutil.which("mosquitto_sub")
+        if not pub or not sub:
+            self.log("mosquitto_pub/mosquitto_sub not found (Debian package mosquitto-clients): no broker limit")
+            return 0.0
+        payload = payload_for(123456, time.time(), self.args.readings_per_message)
+        topic = f"limit{self.id}/x"
+        s = subprocess.Popen([sub, "-h", "127.0.0.1", "-p", str(self.mqtt_port), "-t", topic, "-q", "0", "-C", str(messages)],
+                             stdout=subprocess.DEVNULL)
+        time.sleep(0.5)
+        started = time.monotonic()
+        subprocess.run([pub, "-h", "127.0.0.1", "-p", str(self.mqtt_port), "-t", topic, "-q", "0", "-l"],
+                       input=(payload + b"\n") * messages, stdout=subprocess.DEVNULL, timeout=120)
+        try:
+            s.wait(60)
+        except subprocess.TimeoutExpired:
+            s.kill()
+            self.log("mosquitto_sub did not receive every message (QoS 0 drops under overload)")
+        return messages / (time.monotonic() - started)
+
+    # -- one load level -------------------------------------------------------------------------
+    def run(self, rate: float) -> dict:
+        a = self.args
+        self.step += 1
+        readings = a.readings_per_message
+        sensors = [f"s{self.step}-{i:04d}" for i in range(a.sensors)]
+        stream = f"bench{self.id}:{self.settings.config.redis.streams.readings}"
+        last = self.redis.xrevrange(stream, count=1)
+        rob = RedisObserver(self.redis, stream, last[0][0] if last else b"0")
+        with psycopg.connect(**self.pg) as conn:
+            pob = PostgresObserver(self.pg, conn.execute("SELECT coalesce(max(id), 0) FROM measurements").fetchone()[0])
+        lag = LagSampler(self.settings.config.kafka.bootstrap_servers, self.settings.config.kafka.consumer_group,
+                         self.settings.config.kafka.topics.raw, self.settings.config.kafka.partitions)
+        for t in (rob, pob, lag):
+            t.start()
+        cpu0, _ = process_stats(self.daemon.pid)
+        t_start = time.time()
+        gen = generate("127.0.0.1", self.mqtt_port, f"bench{self.id}", sensors, rate, a.duration, readings,
+                       processes=a.publishers, seq_base=self.seq)
+        self.seq += gen.published + a.publishers
+        t_gen_end = time.time()
+        expected = gen.published * readings
+        deadline, last_progress, last_count = time.time() + 180, time.time(), -1
+        while time.time() < deadline:
+            count = pob.count
+            if count >= expected and len(rob.keys) >= expected:
+                break
+            if count != last_count:
+                last_count, last_progress = count, time.time()
+            elif time.time() - last_progress > 15:
+                break
+            time.sleep(0.2)
+        time.sleep(1.0)  # late duplicates, if any, get a chance to show
+        cpu1, peak_rss = process_stats(self.daemon.pid)
+        for t in (rob, pob, lag):
+            t.stop.set()
+        for t in (rob, pob, lag):
+            t.join(10)
+        distinct_redis = len(set(rob.keys))
+        stored_pg = pob.count
+        finished = max(pob.last_at, t_gen_end)
+        sustained = min(gen.published, stored_pg / readings) / max(a.duration, finished - t_start - 0.5)
+        drain_s = max(0.0, pob.last_at - t_gen_end)
+        messages = max(1, gen.published)
+        return {
+            "offered_rate": rate,
+            "readings_per_message": readings,
+            "duration_s": a.duration,
+            "published": gen.published,
+            "acked_by_broker": gen.acked,
+            "expected_readings": expected,
+            "sustained_rate": round(sustained, 1),
+            "sustained_readings_per_s": round(sustained * readings, 1),
+            "stored_pg": stored_pg,
+            "stored_redis": distinct_redis,
+            "lost": max(0, expected - stored_pg) + max(0, expected - distinct_redis),
+            "lost_pg": max(0, expected - stored_pg),
+            "lost_redis": max(0, expected - distinct_redis),
+            "duplicated": len(rob.keys) - distinct_redis,
+            "latency_ms": {"redis": percentiles(rob.latencies), "pg": percentiles(pob.latencies)},
+            "drain_after_load_s": round(drain_s, 2),
+            "cpu_s_per_million": round((cpu1 - cpu0) / messages * 1e6, 1),
+            "cpu_s_per_10k": round((cpu1 - cpu0) / messages * 1e4, 3),
+            "peak_rss_mb": round(peak_rss, 1),
+            "generator_cpu_s_per_million": round(gen.cpu_s / messages * 1e6, 1),
+            "consumer_lag": lag.samples,
+            "max_consumer_lag": max((s[1] for s in lag.samples), default=0),
+        }
+
+
+def sustainable(r: dict) -> bool:
+    """No loss, the backlog cleared soon after the load stopped, and the rate was held."""
+    return r["lost"] == 0 and r["drain_after_load_s"] <= 5 and r["sustained_rate"] >= 0.95 * r["offered_rate"]
+
+
+def table(results: list[dict], limit: float) -> str:
+    head = (f"{'offered':>8} {'sustained':>9} {'readings/s':>10} {'published':>9} {'pg':>9} {'redis':>9} {'lost':>5} {'dup':>5} "
+            f"{'redis p50/p95/p99/max ms':>26} {'pg p50/p95/p99/max ms':>26} {'cpu s/M':>8} {'rss MB':>7} {'lag max':>8}")
+    lines = [head]
+    for r in results:
+        fmt = lambda d: "/".join("-" if d[k] is None else f"{d[k]:.0f}" for k in ("p50", "p95", "p99", "max"))  # noqa: E731
+        lines.append(f"{r['offered_rate']:>8.0f} {r['sustained_rate']:>9.0f} {r['sustained_readings_per_s']:>10.0f} "
+                     f"{r['published']:>9} {r['stored_pg']:>9} {r['stored_redis']:>9} {r['lost']:>5} {r['duplicated']:>5} "
+                     f"{fmt(r['latency_ms']['redis']):>26} {fmt(r['latency_ms']['pg']):>26} {r['cpu_s_per_million']:>8.1f} "
+                     f"{r['peak_rss_mb']:>7.0f} {r['max_consumer_lag']:>8}")
+    lines.append(f"broker limit (mosquitto C clients, QoS 0): {limit:,.0f} msg/s")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m pipeline.bench", description=__doc__.splitlines()[0])
+    p.add_argument("--rate", type=float, default=10000, help="offered messages per second (default 10000)")
+    p.add_argument("--duration", type=float, default=60, help="seconds of load per level (default 60)")
+    p.add_argument("--readings-per-message", type=int, choices=(1, 3), default=1)
+    p.add_argument("--sensors", type=int, default=1000, help="simulated devices (default 1000)")
+    p.add_argument("--publishers", type=int, default=1, help="load generator processes (default 1)")
+    p.add_argument("--partitions", type=int, default=4)
+    p.add_argument("--mqtt-protocol", choices=("3.1.1", "5"), default="3.1.1")
+    p.add_argument("--mqtt-port", type=int, default=0, help="use a running broker on this port instead of our own")
+    p.add_argument("--find-max", action="store_true", help="step the rate up until loss or unbounded lag")
+    p.add_argument("--max-rate", type=float, default=100000, help="upper bound for --find-max")
+    p.add_argument("--step", type=float, default=1.25, help="rate multiplier between --find-max levels")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a daemon setting, e.g. kafka.linger_ms=2")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument("--keep", action="store_true", help="keep the database, topics and workdir afterwards")
+    args = p.parse_args(argv)
+    bench = Bench(args)
+    try:
+        bench.start()
+        limit = bench.broker_limit()
+        results = []
+        rate = args.rate
+        while True:
+            bench.log(f"offering {rate:,.0f} msg/s for {args.duration:.0f} s")
+            r = bench.run(rate)
+            results.append(r)
+            bench.log(f"sustained {r['sustained_rate']:,.0f} msg/s, lost {r['lost']}, p99 redis {r['latency_ms']['redis']['p99']} ms")
+            if not args.find_max or not sustainable(r) or rate * args.step > args.max_rate:
+                break
+            rate = round(rate * args.step, -2)
+    finally:
+        bench.stop()
+    headline = results[0]
+    best = max((r for r in results if sustainable(r)), key=lambda r: r["offered_rate"], default=None)
+    report = dict(headline)
+    report.update({
+        "broker_limit_rate": round(limit, 1),
+        "ratio_to_limit": round(headline["sustained_rate"] / limit, 3) if limit else None,
+        "max_sustainable_rate": best["offered_rate"] if (args.find_max and best) else None,
+        "steps": results if args.find_max else None,
+    })
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(table(results, limit))
+        if args.find_max:
+            print(f"highest sustainable rate: {report['max_sustainable_rate'] or 'none'} msg/s "
+                  f"({args.readings_per_message} reading(s) per message)")
+    return 0 if headline["lost"] == 0 and headline["duplicated"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

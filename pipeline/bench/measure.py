@@ -1,0 +1,108 @@
+"""Observers that measure the pipeline from its outputs: Redis stream entries, PostgreSQL rows,
+consumer lag, and the daemon's CPU and memory."""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import psycopg
+import redis
+from confluent_kafka import Consumer, TopicPartition
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    """p50/p95/p99/max in milliseconds."""
+    if not values:
+        return {"p50": None, "p95": None, "p99": None, "max": None}
+    s = sorted(values)
+    pick = lambda q: s[min(len(s) - 1, int(q * len(s)))] * 1000  # noqa: E731
+    return {"p50": round(pick(0.50), 1), "p95": round(pick(0.95), 1), "p99": round(pick(0.99), 1),
+            "max": round(s[-1] * 1000, 1)}
+
+
+class RedisObserver(threading.Thread):
+    """XREADs the readings stream as entries arrive: latency = arrival - the reading's publish time."""
+
+    def __init__(self, client: redis.Redis, stream: str, start_id: bytes = b"0"):
+        super().__init__(daemon=True)
+        self.client, self.stream, self.start_id = client, stream, start_id
+        self.keys: list[tuple[bytes, bytes]] = []  # (metric, value) per entry: the reading's identity here
+        self.latencies: list[float] = []
+        self.stop = threading.Event()
+        self.last_at = 0.0
+
+    def run(self) -> None:
+        last = self.start_id
+        while not self.stop.is_set():
+            resp = self.client.xread({self.stream: last}, count=20000, block=100)
+            now = time.time()
+            for _, entries in resp or []:
+                for entry_id, f in entries:
+                    self.keys.append((f[b"metric"], f[b"value"]))
+                    self.latencies.append(now - float(f[b"ts"]))
+                    last = entry_id
+                self.last_at = now
+
+
+class PostgresObserver(threading.Thread):
+    """Polls new `measurements` rows every 50 ms: latency = when the row became visible (committed) -
+    the reading's publish time. The poll interval bounds the error from above."""
+
+    def __init__(self, conninfo: dict, start_id: int = 0, interval: float = 0.05):
+        super().__init__(daemon=True)
+        self.conninfo, self.start_id, self.interval = conninfo, start_id, interval
+        self.count = 0
+        self.latencies: list[float] = []
+        self.stop = threading.Event()
+        self.last_at = 0.0
+
+    def run(self) -> None:
+        last_id = self.start_id
+        with psycopg.connect(**self.conninfo, autocommit=True) as conn:
+            while not self.stop.is_set():
+                rows = conn.execute("SELECT id, extract(epoch FROM timestamp)::float8 FROM measurements WHERE id > %s "
+                                    "ORDER BY id", (last_id,)).fetchall()
+                now = time.time()
+                if rows:
+                    last_id = rows[-1][0]
+                    self.count += len(rows)
+                    self.latencies.extend(now - ts for _, ts in rows)
+                    self.last_at = now
+                time.sleep(self.interval)
+
+
+class LagSampler(threading.Thread):
+    """Consumer-group lag on the raw topic once a second: high watermark - committed offset."""
+
+    def __init__(self, bootstrap: str, group: str, topic: str, partitions: int):
+        super().__init__(daemon=True)
+        self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+        self.tps = [TopicPartition(topic, p) for p in range(partitions)]
+        self.samples: list[tuple[float, int]] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        started = time.time()
+        try:
+            while not self.stop.wait(1.0):
+                committed = self.consumer.committed(self.tps, timeout=5)
+                lag = 0
+                for tp in committed:
+                    _, high = self.consumer.get_watermark_offsets(tp, timeout=5, cached=False)
+                    lag += high - max(tp.offset, 0)
+                self.samples.append((round(time.time() - started, 1), lag))
+        finally:
+            self.consumer.close()
+
+
+def process_stats(pid: int) -> tuple[float, float]:
+    """(CPU seconds used so far, peak RSS in MB) of a process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = __import__("os").sysconf("SC_CLK_TCK")
+    cpu = (int(fields[11]) + int(fields[12])) / ticks
+    peak = 0.0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            peak = int(line.split()[1]) / 1024
+    return cpu, peak

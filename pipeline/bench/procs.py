@@ -1,0 +1,70 @@
+"""Server processes the benchmark (and the fault tests) start and stop themselves, on free ports."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        socket.create_connection((host, port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
+
+
+class ServiceProcess:
+    """A server process we own: start, stop (by signal), freeze (SIGSTOP) and thaw."""
+
+    def __init__(self, name: str, argv: list[str], port: int, workdir: Path):
+        self.name, self.argv, self.port, self.workdir = name, argv, port, workdir
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 20.0) -> "ServiceProcess":
+        log = open(self.workdir / f"{self.name}.log", "ab")
+        self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir)
+        deadline = time.monotonic() + timeout
+        while not port_open(self.port):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name} did not start on port {self.port}; see {self.workdir}/{self.name}.log")
+            time.sleep(0.05)
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def freeze(self) -> None:
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        os.kill(self.proc.pid, signal.SIGCONT)
+
+
+def mosquitto(workdir: Path, port: int | None = None) -> ServiceProcess:
+    """A Mosquitto with the settings of deploy/mosquitto.conf, persistence in `workdir`."""
+    port = port or free_port()
+    data = workdir / "mosquitto-data"
+    data.mkdir(parents=True, exist_ok=True)
+    conf = workdir / "mosquitto.conf"
+    # `user root`: started as root, mosquitto would otherwise drop to a user that cannot write here.
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nuser root\npersistence true\n"
+                    f"persistence_location {data}/\nmax_inflight_messages 1000\nmax_queued_messages 1000000\n"
+                    "set_tcp_nodelay true\n")
+    return ServiceProcess("mosquitto", [shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", str(conf)], port, workdir)
