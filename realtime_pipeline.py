@@ -49,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     pipeline = Pipeline(settings)
+    # SIGHUP: reload config.yaml (thresholds and detection apply live; the reload runs in its own thread).
+    signal.signal(signal.SIGHUP, lambda _signum, _frame: pipeline.config.request_reload())
     try:
         pipeline.start()
     except Exception as err:  # noqa: BLE001 - a start-up failure is reported in one line, then exit 1

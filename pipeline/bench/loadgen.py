@@ -111,10 +111,12 @@ def publish_worker(host: str, port: int, topic_prefix: str, sensors: list[str], 
             continue
         now = time.time()
         chunk = []
-        for _ in range(due - sent):
+        for k in range(due - sent):
             packet_id = packet_id % 65535 + 1
             seq = seq_start + sent * seq_step
-            chunk.append(publish_packet(topics[sent % len(topics)], packet_id, payload_for(seq, now, readings)))
+            # A microsecond apart: a reading's identity is (sensor, metric, timestamp), so two messages of a
+            # burst must never share a timestamp, even when the burst wraps around the sensor list.
+            chunk.append(publish_packet(topics[sent % len(topics)], packet_id, payload_for(seq, now + k * 1e-6, readings)))
             sent += 1
         sock.sendall(b"".join(chunk))
     deadline = time.monotonic() + 30

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 
 import paho.mqtt.client as mqtt
 from confluent_kafka import Producer
@@ -66,6 +67,8 @@ class MqttBridge:
         self._received_n = 0
         self._produced_n = 0
         self._reported = (0, 0)
+        # Acknowledgements due (Kafka confirmed the message), sent in bulk after each producer poll.
+        self._acks: deque[int] = deque()
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -85,6 +88,7 @@ class MqttBridge:
         """Stop taking messages, let Kafka confirm (and MQTT acks go out) for what we took, disconnect."""
         self._stopping.set()
         remaining = self.producer.flush(timeout)
+        self._send_acks()
         if remaining:
             log.warning("event=producer_unflushed messages=%d note=unacknowledged_mqtt_messages_will_be_resent", remaining)
         self.client.disconnect()
@@ -153,6 +157,7 @@ class MqttBridge:
                 # MQTT socket, so the broker holds the backlog: back-pressure, not loss.
                 self.metrics.kafka_backpressure.inc()
                 self.producer.poll(0.05)
+                self._send_acks()
 
     def _delivered(self, err, kmsg, mid: int, qos: int, generation: int) -> None:
         if err is not None:
@@ -165,13 +170,24 @@ class MqttBridge:
             return
         self._produced_n += 1
         if qos and generation == self._generation:
-            self.client.ack(mid, qos)
+            self._acks.append(mid)
+
+    def _send_acks(self) -> None:
+        mids = []
+        pop = self._acks.popleft
+        try:
+            while True:
+                mids.append(pop())
+        except IndexError:
+            pass
+        self.client.ack_many(mids)
 
     def _poll_loop(self) -> None:
         try:
             next_report = 0.0
             while not self._stopping.is_set() or len(self.producer):
                 self.producer.poll(0.1)
+                self._send_acks()
                 now = time.monotonic()
                 if now >= next_report:
                     self._report_counts()

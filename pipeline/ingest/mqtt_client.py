@@ -7,8 +7,12 @@ arrived, sending the queued acknowledgements as it goes. Everything else is paho
 """
 from __future__ import annotations
 
+import struct
+
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
+
+_PUBACK = struct.Struct("!BBH")
 
 READ_CHUNK = 256 * 1024
 WRITE_EVERY = 256  # packets between flushes of queued PUBACKs while a burst is being read
@@ -55,3 +59,9 @@ class BufferedClient(mqtt.Client):
         # We register no per-topic callbacks: skip paho's topic matcher and call on_message directly.
         with self._in_callback_mutex:
             self.on_message(self, self._userdata, message)
+
+    def ack_many(self, mids: list[int]) -> None:
+        """PUBACK many QoS 1 messages as one queued write: paho's ack() queues, and wakes its network
+        thread through a socket, once per message."""
+        if mids:
+            self._packet_queue(mqtt.PUBACK, b"".join([_PUBACK.pack(0x40, 2, mid) for mid in mids]), 0, 0)

@@ -19,6 +19,8 @@ from ..ingest.mqtt_bridge import MqttBridge
 from ..logship import MQTTHandler
 from ..observability.metrics import Metrics
 from ..records import Reading
+from ..sinks.aggregations import WindowAggregator
+from ..sinks.alerts import AlertSink
 from ..sinks.deadletter import DeadLetterSink, DeadLetterWriter, dead_letter_topics
 from ..sinks.logs import LogSink
 from ..sinks.postgres import PostgresSink
@@ -27,9 +29,11 @@ from ..stages.decode import Decode
 from ..stages.logs import ValidateLog, decode_log
 from ..stages.transform import NormalizeUnits
 from ..stages.validate import Validate
+from ..stages.windows import LateFilter
 from .batch import Batch
 from .chain import StageChain
 from .logcounts import LogCounter
+from .reload import ConfigHolder
 from .retry import retry_call
 from .worker import Failures, Worker
 
@@ -40,12 +44,15 @@ def build_stages(settings: Settings) -> list:
     """The processing stages in order, each given only its own section of the config."""
     cfg = settings.config
     v = cfg.validation
-    return [
+    stages = [
         Decode(v.max_payload_bytes, v.max_readings_per_message, routes={cfg.logs.topic_root: decode_log}),
         Validate(v.max_future_skew_s, v.max_age_s, v.default_type, v.default_location),
         NormalizeUnits(cfg.units),
         ValidateLog(cfg.logs.max_message_bytes, v.max_future_skew_s, v.max_age_s),
     ]
+    if cfg.aggregation.enabled:  # readings too late for their window are dead-lettered before they are stored
+        stages.append(LateFilter(cfg.aggregation.grace_s, cfg.aggregation.max_lateness_s))
+    return stages
 
 
 class Pipeline:
@@ -74,12 +81,28 @@ class Pipeline:
         self.sinks.append(LogSink(cfg.postgres, settings.secrets.postgres_password, cfg.redis,
                                   settings.secrets.redis_password, settings=cfg.sinks.logs,
                                   dead_letters=self.dead_letters, on_written=self.log_counter.mark, **common))
+        self._add_processing(settings, common)
         self.chain = StageChain(build_stages(settings), self.metrics)
         self.source: KafkaSource | None = None
         self.bridge: MqttBridge | None = None
         self.system_agent: SystemAgent | None = None
         self.log_handler: MQTTHandler | None = None
         self._sources_stop = threading.Event()
+
+    def _add_processing(self, settings: Settings, common: dict) -> None:
+        """Windows (behind the PostgreSQL sink), the alert evaluator (a sink) and live config reload."""
+        cfg = settings.config
+        self.config = ConfigHolder(settings, self.metrics)
+        if cfg.aggregation.enabled:
+            pg = next(s for s in self.sinks if isinstance(s, PostgresSink))
+            pg.aggregator = WindowAggregator(cfg.aggregation, cfg.redis, settings.secrets.redis_password, self.metrics)
+            pg.tick_interval_s = cfg.processing.interval_s
+        self.alerts: AlertSink | None = None
+        if cfg.alerts.enabled:
+            self.alerts = AlertSink(cfg, settings.secrets.postgres_password, settings.secrets.redis_password,
+                                    settings=cfg.sinks.alerts, **common)
+            self.sinks.append(self.alerts)
+            self.config.subscribe(self.alerts.update_config)
 
     def start(self) -> None:
         cfg = self.settings.config
@@ -98,6 +121,8 @@ class Pipeline:
         self.bridge = MqttBridge(cfg.mqtt, cfg.kafka, self.settings.secrets.mqtt_password, self.metrics, self.failures,
                                  cfg.validation.max_payload_bytes)
         self.bridge.start()
+        if self.config.watchable:
+            self._spawn("config-reload", lambda: self.config.run(self._stopped, cfg.reload.watch_interval_s))
         self._start_own_sources()
         log.info("event=started threads=%s", ",".join(w.name for w in self.workers))
 

@@ -25,14 +25,13 @@ from ..db import open_pool
 from ..observability.metrics import Metrics
 from ..records import LogRecord, RawMessage, Reading
 from ..sinks.postgres import utc_naive
-from ..stages.logcount import CountWindows, changes, count_rows, metric
+from ..stages.logcount import APP_SENSOR_TYPE, CountWindows, changes, count_rows, metric
 from ..stages.logs import LEVELS
 from .batch import Batch
 from .retry import retry_call
 
 log = logging.getLogger(__name__)
 
-SENSOR_TYPE = "app"
 RETENTION_EVERY_S = 3600.0
 RETENTION_CHUNK = 5000
 LAST_SEEN = "SELECT app, max(timestamp) FROM logs WHERE timestamp >= %s GROUP BY app"
@@ -142,9 +141,9 @@ class LogCounter:
 
     def _reading(self, sensor_id: str, metric_name: str, value: float, start: float, now: float) -> Reading:
         # A source in the readings contract, so a dead letter made of this count says what it was.
-        payload = orjson.dumps({"type": SENSOR_TYPE, "timestamp": start, "readings": {metric_name: value}})
+        payload = orjson.dumps({"type": APP_SENSOR_TYPE, "timestamp": start, "readings": {metric_name: value}})
         source = RawMessage(f"sensors/{sensor_id}", payload, now, sensor_id.encode())
-        return Reading(sensor_id, SENSOR_TYPE, None, metric_name, value, start, now, source)
+        return Reading(sensor_id, APP_SENSOR_TYPE, None, metric_name, value, start, now, source)
 
     def expire(self, now: float) -> int:
         """Delete logs older than logs.retention_days, in chunks so no transaction grows large."""

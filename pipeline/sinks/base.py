@@ -31,6 +31,8 @@ class BatchingSink:
     """Base class; subclasses set `name` and implement select/write/is_transient (and start/close)."""
 
     name = "sink"
+    # Seconds between calls of `tick()` in the sink's thread (timed work: window closing, alert timers); None: never.
+    tick_interval_s: float | None = None
 
     def __init__(self, settings: SinkConfig, retry: RetryConfig, metrics: Metrics, queue_max_batches: int,
                  dead_letters=None):
@@ -58,6 +60,9 @@ class BatchingSink:
     def close(self) -> None:
         """Release connections; called after the thread ended."""
 
+    def tick(self) -> None:
+        """Timed work, every `tick_interval_s`, in the sink's own thread (so it shares its state unlocked)."""
+
     # -- runner ------------------------------------------------------------------------------
     def put(self, batch: Batch, stop: threading.Event, poll: float = 0.1) -> bool:
         """Hand a batch over, waiting while the queue is full (back-pressure). False if stopping."""
@@ -80,8 +85,16 @@ class BatchingSink:
         pending: list[Batch] = []
         records: list = []
         deadline = None
+        next_tick = None if self.tick_interval_s is None else time.monotonic() + self.tick_interval_s
         while True:
             timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if next_tick is not None:
+                until_tick = max(0.0, next_tick - time.monotonic())
+                timeout = until_tick if timeout is None else min(timeout, until_tick)
+                if until_tick == 0.0:
+                    self.tick()
+                    next_tick = time.monotonic() + self.tick_interval_s
+                    continue
             try:
                 item = self.queue.get(timeout=timeout)
             except queue.Empty:

@@ -2,6 +2,9 @@
 
 With `postgres.deduplicate` (the default) a reading already stored is skipped, so redelivery after a
 crash or an MQTT resend never makes a second row.
+
+With an `aggregator` (aggregation.enabled), the windows of newly stored readings are marked pending in
+the same transaction, and window rows are written after the commit (sinks/aggregations.py).
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from ..config import PostgresConfig, Secret
 from ..db import describe, open_pool
 from ..records import Reading
 from ..runtime.batch import Batch
+from .aggregations import as_rows
 from .base import BatchingSink
 
 log = logging.getLogger(__name__)
@@ -34,6 +38,8 @@ COPY_STAGE = "COPY measurements_stage (sensor_id, metric, value, ts) FROM STDIN"
 INSERT_FROM_STAGE = ("INSERT INTO measurements (sensor_id, metric, value, timestamp) "
                      "SELECT sensor_id, metric, value, to_timestamp(ts) AT TIME ZONE 'UTC' FROM measurements_stage "
                      "ON CONFLICT (sensor_id, metric, timestamp) DO NOTHING")
+# The rows really inserted (not the duplicates skipped): exactly what is new for the windows.
+RETURNING_NEW = " RETURNING sensor_id, metric, value, timestamp"
 
 
 def utc_naive(ts: float) -> datetime:
@@ -52,6 +58,9 @@ class PostgresSink(BatchingSink):
         self.password = password
         self.pool: ConnectionPool | None = None
         self.known_sensors: set[str] = set()
+        # A WindowAggregator (set by the daemon when aggregation is enabled, with tick_interval_s for idle closing).
+        self.aggregator = None
+        self._written: tuple | None = None  # (inserted rows, staged windows) of the last write, for after_write
 
     def start(self) -> None:
         pool = open_pool(self.pg, self.password, "postgres-sink", self.pg.pool_min, self.pg.pool_max, self._configure)
@@ -63,6 +72,8 @@ class PostgresSink(BatchingSink):
             raise ConnectionError(f"cannot reach {describe(self.pg)}: {err}") from err
         self.pool = pool
         log.info("event=sink_started sink=postgres target=%s known_sensors=%d", describe(self.pg), len(self.known_sensors))
+        if self.aggregator is not None:
+            self.aggregator.start(self.pool)
 
     def _configure(self, conn: psycopg.Connection) -> None:
         if self.pg.deduplicate:
@@ -87,20 +98,37 @@ class PostgresSink(BatchingSink):
                 with conn.cursor() as cur:
                     if new:
                         cur.executemany(INSERT_SENSORS, [(r.sensor_id, r.sensor_type, r.location) for r in new.values()])
-                    if self.pg.deduplicate:
+                    dedupe, agg = self.pg.deduplicate, self.aggregator
+                    if dedupe:
                         with cur.copy(COPY_STAGE) as copy:
                             # Text COPY rows built directly: ids and metrics are validated (no tab,
                             # newline or backslash), numbers are repr() of floats.
                             copy.write("".join([f"{r.sensor_id}\t{r.metric}\t{r.value!r}\t{r.ts!r}\n" for r in records]))
-                        cur.execute(INSERT_FROM_STAGE)
+                        cur.execute(INSERT_FROM_STAGE + (RETURNING_NEW if agg is not None else ""))
                     else:
                         with cur.copy(COPY_MEASUREMENTS) as copy:
                             for r in records:
                                 copy.write_row((r.sensor_id, r.metric, r.value, utc_naive(r.ts)))
+                    if agg is not None:
+                        inserted = cur.fetchall() if dedupe else as_rows(records, utc_naive)
+                        self._written = (inserted, agg.stage(cur, records, inserted))
         if new:
             known.update(new)
             self.metrics.sensors_registered.inc(len(new))
 
+    def after_write(self, records: Sequence[Reading]) -> None:
+        super().after_write(records)
+        written, self._written = self._written, None
+        if self.aggregator is not None and written is not None:
+            self.aggregator.committed(records, *written)
+
+    def tick(self) -> None:
+        """Close the windows of partitions that went quiet (the watermark only moves with readings)."""
+        if self.aggregator is not None:
+            self.aggregator.close_due()
+
     def close(self) -> None:
+        if self.aggregator is not None:
+            self.aggregator.close()
         if self.pool is not None:
             self.pool.close()

@@ -11,6 +11,9 @@ from typing import Iterable, Mapping
 
 from .logs import LEVELS
 
+# The sensor type of log counts. An app that stops logging is quiet, not offline: no offline alerts for it.
+APP_SENSOR_TYPE = "app"
+
 
 def sensor_id(app: str) -> str:
     """The sensor id under which an app's log counts are stored."""

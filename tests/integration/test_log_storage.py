@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import time
 
-from pipeline.records import LogRecord, RawMessage
+from pipeline.records import LogRecord, RawMessage, Reading
 from pipeline.runtime.batch import Batch
 from pipeline.runtime.logcounts import LogCounter
+from pipeline.sinks.alerts import AlertSink
 from pipeline.sinks.logs import LogSink
 from pipeline.sinks.postgres import PostgresSink, utc_naive
 
@@ -142,3 +143,21 @@ def test_retention_deletes_logs_older_than_configured(env):
         c.close()
     assert [r[0] for r in env.query("SELECT message FROM logs ORDER BY id")] == ["6 days old", "0 days old"]
     assert metrics.registry.get_sample_value("pipeline_logs_expired_total") == 2
+
+
+def test_log_count_sensors_never_go_offline(env):
+    # An app that stops logging is quiet, not offline; a silent device is offline.
+    settings = env.migrate(env.settings(detection={"offline_after_s": 1}))
+    env.query("INSERT INTO sensors (sensor_id, type) VALUES ('app:quiet', 'app'), ('dev-1', 'sensor') RETURNING 1")
+    cfg = settings.config
+    now = [time.time()]
+    sink = AlertSink(cfg, settings.secrets.postgres_password, settings.secrets.redis_password, settings=cfg.sinks.alerts,
+                     retry=cfg.retry, metrics=env.metrics(), queue_max_batches=4, clock=lambda: now[0])
+    sink.start()
+    try:
+        sink.select(Batch([Reading("app:busy", "app", None, "log_error", 0.0, now[0], now[0])], [], {}, 1))
+        now[0] += 5
+        sink.tick()
+    finally:
+        sink.close()
+    assert env.query("SELECT sensor_id FROM alerts WHERE type = 'offline'") == [("dev-1",)]

@@ -46,14 +46,24 @@ def test_agent_command_publishes_a_few_intervals_into_measurements(env):
     assert len(stamps) == 3 and all((b[0] - a[0]).total_seconds() > 0.3 for a, b in zip(stamps, stamps[1:]))
 
 
-def test_daemon_runs_the_agent_for_its_own_host(env):
+def test_daemon_runs_the_agent_for_its_own_host_and_its_metrics_get_windows_and_alerts(env):
     host = f"self-{env.run_id}"
-    settings = env.migrate(env.settings(agents={"system": {"enabled": True, "interval_s": 0.5, "host": host,
-                                                           "topic_root": env.root}}))
+    settings = env.migrate(env.settings(
+        agents={"system": {"enabled": True, "interval_s": 0.5, "host": host, "topic_root": env.root}},
+        aggregation={"periods": ["1s"], "grace_s": 0},
+        thresholds={"mem_percent": {"warning": {"max": 0.01}}}))  # any host is above it: an alert must open
     metrics = env.metrics()
     with RunningPipeline(settings, metrics) as p:
         assert any(w.name == "agent-system" for w in p.workers)
         wait_for(lambda: len(samples(env, host).get("mem_percent", [])) >= 2, what="2 samples from the daemon's agent")
+        wait_for(lambda: env.query("SELECT count(*) FROM aggregations WHERE sensor_id = %s AND metric = 'cpu_percent'",
+                                   (host,))[0][0], what="a closed window of cpu_percent")
+        alert = wait_for(lambda: env.query("SELECT type, severity FROM alerts WHERE sensor_id = %s AND metric = 'mem_percent'",
+                                           (host,)), what="a mem_percent alert")
+    assert alert == [("threshold", "warning")]
     assert_plausible(samples(env, host))
+    rows = env.query("SELECT min_value, max_value, count FROM aggregations WHERE sensor_id = %s AND metric = 'cpu_percent'",
+                     (host,))
+    assert all(0 <= lo <= hi <= 100 and n >= 1 for lo, hi, n in rows)
     assert metrics.registry.get_sample_value("pipeline_system_agent_samples_total", {"outcome": "published"}) >= 2
     assert not any(w.is_alive() for w in p.workers if w.name == "agent-system")

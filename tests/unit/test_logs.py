@@ -111,6 +111,14 @@ def test_routing_leaves_readings_alone_and_counts_only_processed_records():
     assert sample("pipeline_stage_records_out_total", {"stage": "decode"}) == 2
 
 
+def test_log_records_have_no_windows_so_they_are_never_late():
+    ch = chain()[0]
+    ok("sensors/d", {"metric": "temperature", "value": 20}, ch)  # moves the partition's watermark to NOW
+    [r] = ok("logs/a", {"level": "INFO", "message": "buffered for hours", "timestamp": NOW - 7200}, ch)
+    assert isinstance(r, LogRecord)
+    assert reason("sensors/d", {"metric": "temperature", "value": 20, "timestamp": NOW - 7200}, ch) == "late"
+
+
 def test_logs_topic_root_is_configurable():
     ch = chain({"logs": {"topic_root": "applogs"}})[0]
     [r] = ok("applogs/a", {"level": "INFO", "message": "m"}, ch)

@@ -13,7 +13,8 @@ def test_shipped_defaults_for_the_sources():
     assert "logs/#" in cfg.mqtt.topics and cfg.redis.streams.logs == "logs"
     assert cfg.agents.system.enabled is False and cfg.logs.ship_own is False
     assert (cfg.logs.topic_root, cfg.logs.count_window_s, cfg.logs.max_message_bytes) == ("logs", 60, 8192)
-    assert cfg.thresholds["cpu_percent"].warning.max == 90 and cfg.thresholds["log_error"].warning.max is not None
+    assert {"cpu_percent", "mem_percent", "disk_percent", "swap_percent", "log_error"} <= set(cfg.thresholds)
+    assert cfg.thresholds["log_error"].warning.max is not None
     assert c.parse({}, {}).mqtt.topics == cfg.mqtt.topics  # the schema default matches the file
 
 

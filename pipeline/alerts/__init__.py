@@ -1,0 +1,1 @@
+"""Alert lifecycle (pure), operator-facing messages and webhook delivery."""

@@ -1,0 +1,35 @@
+"""Alert messages in words an operator reads: sensor, metric, value, bound and time (UTC)."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from .lifecycle import ESCALATED, OPENED, Transition
+
+# Detectors whose detail reads after "<metric> of sensor <id> is <value>," (the others say what happened).
+_VALUE_FIRST = {"threshold", "outlier"}
+
+
+def when(ts: float) -> str:
+    """Epoch seconds as an operator reads them: '2025-10-09 08:53:20 UTC'."""
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _subject(t: Transition) -> str:
+    a = t.alert
+    return f"{a.metric} of sensor {a.sensor_id}" if a.metric else f"sensor {a.sensor_id}"
+
+
+def message(t: Transition) -> str:
+    """The sentence stored with the alert (opened/escalated) or its resolution event."""
+    a = t.alert
+    subject = _subject(t)
+    if t.event in (OPENED, ESCALATED):
+        if a.type in _VALUE_FIRST and t.value is not None:
+            text = f"{subject} is {t.value:g}, {t.detail}"
+        else:
+            text = f"{subject} {t.detail}" + (f", now {t.value:g}" if t.value is not None and a.type == "rate" else "")
+        prefix = t.severity.capitalize() if t.event == OPENED else f"Escalated from {t.previous} to {t.severity}"
+        return f"{prefix}: {text}, at {when(t.at)}."
+    value = f" ({t.value:g})" if t.value is not None else ""
+    back = "reports again" if a.type == "offline" else f"is back to normal{value}"
+    return f"Resolved: {subject} {back} at {when(t.at)}; {a.type} alert was {a.severity} since {when(a.opened_at)}."

@@ -1,0 +1,1 @@
+"""Anomaly detectors: small pure units, one per kind of problem (docs/processing.md, "Detectors")."""

@@ -1,0 +1,215 @@
+"""Window rows from durable readings; runs inside the PostgreSQL sink's thread, after its writes.
+
+`measurements` is the source of truth. In the readings' own transaction, every window a newly stored
+reading falls in is recorded in `aggregation_pending`. When a window closes, one statement per window
+deletes its pending rows and upserts its `aggregations` rows computed by GROUP BY over `measurements`
+(ON CONFLICT ... DO UPDATE overwrites with values from the complete data), the closed windows are added
+to the Redis stream, and the transaction commits. A crash anywhere leaves the window pending, so it is
+closed again after restart: rows are exact, stream entries at-least-once (each carries an `id`).
+
+Redis keys (under `redis.key_prefix`):
+  partial:<sensor_id>    hash: <metric>:<period> -> JSON {start, end, count, avg, min, max} of the newest window
+  <aggregations stream>  XADD id, sensor_id, metric, period, start, end, avg, min, max, count per closed window
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from datetime import datetime
+from typing import Sequence
+
+import psycopg
+import redis
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from ..config import AggregationConfig, RedisConfig, Secret
+from ..observability.metrics import Metrics
+from ..records import Reading
+from ..stages.windows import US, Due, Partials, Window, WindowTracker, from_us, to_us
+from .redis_stream import connect
+
+log = logging.getLogger(__name__)
+
+INSERT_PENDING = ("INSERT INTO aggregation_pending (period, window_start, sensor_id, metric, window_end, kafka_partition) "
+                  "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING")
+LOAD_PENDING = "SELECT period, window_start, window_end, sensor_id, metric, kafka_partition FROM aggregation_pending"
+# Running values of the pending windows, so the dashboard's partials are right again after a restart.
+SEED_PARTIALS = """
+SELECT p.sensor_id, p.metric, p.period, p.window_start, p.window_end, count(*), sum(m.value), min(m.value), max(m.value)
+  FROM aggregation_pending p
+  JOIN measurements m ON m.sensor_id = p.sensor_id AND m.metric = p.metric
+                     AND m.timestamp >= p.window_start AND m.timestamp < p.window_end
+ GROUP BY p.sensor_id, p.metric, p.period, p.window_start, p.window_end"""
+# One closing window: forget its pending rows and (re)compute its rows from every stored reading.
+CLOSE_WINDOW = """
+WITH closing AS (
+    DELETE FROM aggregation_pending
+     WHERE period = %(period)s AND window_start = %(start)s
+       AND (sensor_id, metric) IN (SELECT * FROM unnest(%(sensors)s::text[], %(metrics)s::text[]))
+    RETURNING sensor_id, metric)
+INSERT INTO aggregations AS a (sensor_id, metric, avg_value, min_value, max_value, count, period, timestamp)
+SELECT m.sensor_id, m.metric, avg(m.value), min(m.value), max(m.value), count(*), %(period)s, %(start)s
+  FROM closing c
+  JOIN measurements m ON m.sensor_id = c.sensor_id AND m.metric = c.metric
+                     AND m.timestamp >= %(start)s AND m.timestamp < %(end)s
+ GROUP BY m.sensor_id, m.metric
+ON CONFLICT (sensor_id, metric, period, timestamp) DO UPDATE
+   SET avg_value = EXCLUDED.avg_value, min_value = EXCLUDED.min_value, max_value = EXCLUDED.max_value,
+       count = EXCLUDED.count
+RETURNING sensor_id, metric, avg_value, min_value, max_value, count"""
+
+TRANSIENT = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout, redis.ConnectionError, redis.TimeoutError,
+             redis.BusyLoadingError)
+
+
+class WindowAggregator:
+    """Marks windows pending with the readings, closes them by watermark or idle timeout, publishes partials."""
+
+    def __init__(self, cfg: AggregationConfig, redis_cfg: RedisConfig, redis_password: Secret, metrics: Metrics,
+                 clock=time.time):
+        self.cfg = cfg
+        self.redis_cfg = redis_cfg
+        self.redis_password = redis_password
+        self.metrics = metrics
+        self.clock = clock
+        self.tracker = WindowTracker(cfg.periods, cfg.grace_s, cfg.idle_close_s)
+        self.partials = Partials(self.tracker)
+        self.pool: ConnectionPool | None = None
+        self.redis: redis.Redis | None = None
+        prefix = redis_cfg.key_prefix
+        self.stream = prefix + redis_cfg.streams.aggregations
+        self.partial_prefix = prefix + "partial:"
+
+    def start(self, pool: ConnectionPool) -> None:
+        """Reload the pending windows (the state a crash must not lose) and their running values."""
+        self.pool = pool
+        if self.redis is None:  # start() may be retried while the services come up
+            self.redis = connect(self.redis_cfg, self.redis_password)
+        self.tracker.pending.clear()
+        now = self.clock()
+        with pool.connection() as conn:
+            pending = conn.execute(LOAD_PENDING).fetchall()
+            # Every pending window is closed, even of a period no longer configured: its readings were promised a row.
+            for period, start, end, sensor_id, metric, partition in pending:
+                self.tracker.load(partition, Window(period, to_us(start), to_us(end)), sensor_id, metric, now)
+            seeds = conn.execute(SEED_PARTIALS).fetchall() if pending else []
+        for sensor_id, metric, period, start, end, count, total, lo, hi in seeds:
+            if period in self.tracker.sizes:
+                self.partials.seed(sensor_id, metric, Window(period, to_us(start), to_us(end)), count, total, lo, hi)
+        self.metrics.windows_pending.set(self.tracker.pending_count())
+        log.info("event=aggregation_started periods=%s grace_s=%g pending_windows=%d", ",".join(self.tracker.sizes),
+                 self.cfg.grace_s, len(pending))
+
+    # -- inside the readings' transaction ------------------------------------------------------
+    def stage(self, cur: psycopg.Cursor, records: Sequence[Reading], inserted: Sequence[tuple]) -> list[tuple]:
+        """Record the windows of newly stored readings as pending; returns them for `committed`."""
+        partition_of = {r.sensor_id: (r.source.partition if r.source is not None else -1) for r in records}
+        tracker = self.tracker
+        new: dict[tuple, tuple] = {}
+        for sensor_id, metric, _value, ts in inserted:
+            partition = partition_of.get(sensor_id, -1)
+            for w in tracker.windows(to_us(ts)):
+                key = (partition, w, sensor_id, metric)
+                if key not in new and not tracker.is_pending(partition, w, sensor_id, metric):
+                    new[key] = (w.period, from_us(w.start), sensor_id, metric, from_us(w.end), partition)
+        if new:
+            cur.executemany(INSERT_PENDING, list(new.values()))
+        return list(new)
+
+    # -- after the commit ----------------------------------------------------------------------
+    def committed(self, records: Sequence[Reading], inserted: Sequence[tuple], staged: Sequence[tuple]) -> None:
+        """The readings are durable: move watermarks, note pending windows, publish partials, close what is due.
+        Never raises: whatever fails stays pending in the database and is retried on the next batch or tick."""
+        now = self.clock()
+        tracker = self.tracker
+        for partition, w, sensor_id, metric in staged:
+            if tracker.is_closed(partition, w):
+                self.metrics.window_corrections.labels(w.period).inc()
+            tracker.add(partition, w, sensor_id, metric)
+        for r in records:
+            tracker.observe(r.source.partition if r.source is not None else -1, round(r.ts * US), now)
+        touched: dict[str, set[str]] = {}
+        for sensor_id, metric, value, ts in inserted:
+            self.partials.add(sensor_id, metric, to_us(ts), value)
+            touched.setdefault(sensor_id, set()).add(metric)
+        if touched:
+            self._guard("publish_partials", lambda: self._publish_partials(touched))
+        self.close_due()
+
+    def close_due(self) -> None:
+        """Write the rows of every window that is due; called after each write and on the sink's tick."""
+        due = self.tracker.due(self.clock())
+        if due:
+            self._guard("close_windows", lambda: self._close(due))
+        self.metrics.windows_pending.set(self.tracker.pending_count())
+        for partition in self.tracker.max_event:
+            wm = self.tracker.watermark(partition)
+            if wm is not None:
+                self.metrics.watermark.labels(str(partition)).set(wm / US)
+
+    def _guard(self, what: str, fn) -> None:
+        try:
+            fn()
+        except TRANSIENT as err:
+            self.metrics.aggregation_errors.inc()
+            log.warning("event=aggregation_retry_later step=%s error=%r", what, str(err)[:200])
+        except Exception:  # noqa: BLE001 - the windows stay pending; a bug here must not stop the readings
+            self.metrics.aggregation_errors.inc()
+            log.exception("event=aggregation_failed step=%s", what)
+
+    def _publish_partials(self, touched: dict[str, set[str]]) -> None:
+        assert self.redis is not None
+        pipe = self.redis.pipeline(transaction=False)
+        for sensor_id, metrics in touched.items():
+            fields = self.partials.fields(sensor_id, metrics)
+            pipe.hset(self.partial_prefix + sensor_id, mapping={k: json.dumps(v) for k, v in fields.items()})
+        pipe.execute()
+
+    def _close(self, due: list[Due]) -> None:
+        assert self.pool is not None and self.redis is not None
+        groups: dict[Window, set[tuple[str, str]]] = {}
+        for d in due:
+            groups.setdefault(d.window, set()).update(d.keys)
+        entries: list[tuple[Window, tuple]] = []
+        with self.pool.connection() as conn:
+            with conn.transaction():
+                with conn.cursor() as cur:
+                    for window, keys in groups.items():
+                        pairs = sorted(keys)
+                        cur.execute(CLOSE_WINDOW, {"period": window.period, "start": from_us(window.start),
+                                                   "end": from_us(window.end), "sensors": [p[0] for p in pairs],
+                                                   "metrics": [p[1] for p in pairs]})
+                        entries.extend((window, row) for row in cur.fetchall())
+                # Published before the commit: a crash in between leaves the windows pending, so they are
+                # published again after restart (at-least-once) instead of never.
+                self._publish_closed(entries)
+        for d in due:
+            self.tracker.remove(d)
+        for window, _row in entries:
+            self.metrics.windows_closed.labels(window.period).inc()
+        if entries:
+            log.debug("event=windows_closed windows=%d rows=%d", len(groups), len(entries))
+
+    def _publish_closed(self, entries: list[tuple[Window, tuple]]) -> None:
+        if not entries:
+            return
+        assert self.redis is not None
+        pipe = self.redis.pipeline(transaction=False)
+        maxlen = self.redis_cfg.stream_maxlen
+        for window, (sensor_id, metric, avg, lo, hi, count) in entries:
+            start = window.start // US
+            pipe.xadd(self.stream, {"id": f"{sensor_id}|{metric}|{window.period}|{start}", "sensor_id": sensor_id,
+                                    "metric": metric, "period": window.period, "start": start, "end": window.end // US,
+                                    "avg": repr(avg), "min": repr(lo), "max": repr(hi), "count": count},
+                      maxlen=maxlen, approximate=True)
+        pipe.execute()
+
+    def close(self) -> None:
+        if self.redis is not None:
+            self.redis.close()
+
+
+def as_rows(records: Sequence[Reading], utc_naive) -> list[tuple[str, str, float, datetime]]:
+    """Readings as the (sensor_id, metric, value, timestamp) rows a plain COPY stored (no RETURNING there)."""
+    return [(r.sensor_id, r.metric, r.value, utc_naive(r.ts)) for r in records]

@@ -1,0 +1,279 @@
+"""The alert evaluator: a sink thread that owns alert state. Detectors judge each reading, the lifecycle
+turns signals into transitions, and transitions go to PostgreSQL, the Redis stream and the webhook.
+
+It is one of the pipeline's sinks, so a batch's Kafka offsets are committed only after its readings were
+evaluated and the resulting alerts stored. Each reading is judged once, when its batch arrives
+(`select`); `write` only stores transitions, so a retried write never judges a reading twice. Its tick
+(processing.interval_s) runs the offline detector, time-based resolution and a check for alerts that an
+operator resolved in the database.
+
+Redis stream <alerts stream> (under redis.key_prefix): XADD event, alert_id, sensor_id, metric, type,
+severity, message, timestamp, value: one entry per transition.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime, timezone
+from typing import Sequence
+
+import psycopg
+import redis
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from ..config import Config, PostgresConfig, RedisConfig, Secret
+from ..db import conninfo
+from ..detect.detectors import Outlier, Rate, Stuck, Threshold, offline
+from ..detect.rules import Rules
+from ..alerts.lifecycle import ESCALATED, OPENED, RESOLVED, SEVERITY_RANK, Alert, AlertBook, Transition
+from ..alerts.messages import message
+from ..alerts.webhook import WebhookNotifier
+from ..runtime.batch import Batch
+from ..runtime.retry import Stopped, retry_call
+from ..stages.logcount import APP_SENSOR_TYPE
+from .base import BatchingSink
+from .redis_stream import connect
+
+log = logging.getLogger(__name__)
+_UTC = timezone.utc
+
+LOAD_OPEN = ("SELECT id, sensor_id, metric, type, severity, message, timestamp FROM alerts "
+             "WHERE NOT resolved ORDER BY id")
+OPEN_IDS = "SELECT id FROM alerts WHERE NOT resolved"
+INSERT_SENSOR = ("INSERT INTO sensors (sensor_id, type, location) VALUES (%s, %s, %s) "
+                 "ON CONFLICT (sensor_id) DO NOTHING")
+# The partial unique index alerts_one_open is the arbiter: an alert already open is adopted, not doubled.
+INSERT_ALERT = ("INSERT INTO alerts (sensor_id, metric, type, message, severity, timestamp) VALUES (%s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT (sensor_id, COALESCE(metric, ''), type) WHERE NOT resolved DO NOTHING RETURNING id")
+FIND_OPEN = ("SELECT id, severity FROM alerts WHERE sensor_id = %s AND COALESCE(metric, '') = %s AND type = %s "
+             "AND NOT resolved")
+ESCALATE = "UPDATE alerts SET severity = %s, message = %s WHERE id = %s AND NOT resolved"
+RESOLVE = "UPDATE alerts SET resolved = TRUE, resolved_at = %s WHERE id = %s AND NOT resolved"
+INSERT_EVENT = "INSERT INTO alert_events (alert_id, event, severity, message, timestamp) VALUES (%s, %s, %s, %s, %s)"
+
+
+def utc_naive(ts: float) -> datetime:
+    """Epoch seconds -> naive UTC datetime (the schema's TIMESTAMP columns hold UTC)."""
+    return datetime.fromtimestamp(ts, _UTC).replace(tzinfo=None)
+
+
+class AlertSink(BatchingSink):
+    """Evaluates readings, keeps one open alert per (sensor, metric, type), stores and announces transitions."""
+
+    name = "alerts"
+
+    def __init__(self, config: Config, pg_password: Secret, redis_password: Secret, *args, clock=time.time, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.pg: PostgresConfig = config.postgres
+        self.pg_password = pg_password
+        self.redis_cfg: RedisConfig = config.redis
+        self.redis_password = redis_password
+        self.clock = clock
+        self.tick_interval_s = config.processing.interval_s
+        self.book = AlertBook(config.alerts.clear_readings, config.alerts.clear_seconds)
+        self.rules = Rules(config.thresholds, config.detection)
+        self.offline_severity = config.detection.offline_severity
+        self.detectors = (Threshold(), Rate(), Outlier(), Stuck())
+        self.last_seen: dict[str, float] = {}  # sensor -> wall clock when a reading of it was last evaluated
+        self.sensor_info: dict[str, tuple[str, str | None]] = {}  # sensor -> (type, location), for registration
+        self.stream = config.redis.key_prefix + config.redis.streams.alerts
+        self.webhook = WebhookNotifier(config.alerts.webhook, config.retry, self.metrics) if config.alerts.webhook.url else None
+        self.pool: ConnectionPool | None = None
+        self.redis: redis.Redis | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def start(self) -> None:
+        # Created once: start() may be retried while the services come up.
+        if self.pool is None:
+            self.pool = ConnectionPool(kwargs=conninfo(self.pg, self.pg_password), min_size=1, max_size=2, open=True,
+                                       name="alert-evaluator", timeout=10.0)
+        if self.redis is None:
+            self.redis = connect(self.redis_cfg, self.redis_password)
+        now = self.clock()
+        with self.pool.connection() as conn:
+            rows = conn.execute(LOAD_OPEN).fetchall()
+            # Sensors known before this start count as seen now: silent ones go offline after the limit.
+            for (sensor_id,) in conn.execute("SELECT sensor_id FROM sensors WHERE type <> %s", (APP_SENSOR_TYPE,)):
+                self.last_seen[sensor_id] = now
+        self.book.load(Alert(sensor_id, metric, type_, severity, ts.replace(tzinfo=_UTC).timestamp(), msg, id_)
+                       for id_, sensor_id, metric, type_, severity, msg, ts in rows)
+        self._gauge_open()
+        if self.webhook is not None:
+            self.webhook.start()
+        log.info("event=sink_started sink=alerts open_alerts=%d known_sensors=%d webhook=%s", len(rows),
+                 len(self.last_seen), "on" if self.webhook else "off")
+
+    def update_config(self, config: Config) -> None:
+        """Live reload: new detector settings and hysteresis for the next batch (swapped whole, no lock needed)."""
+        self.rules = Rules(config.thresholds, config.detection)
+        self.offline_severity = config.detection.offline_severity
+        self.book.clear_readings = config.alerts.clear_readings
+        self.book.clear_seconds = config.alerts.clear_seconds
+        log.info("event=alert_rules_reloaded metrics=%d sensor_overrides=%d", len(config.thresholds) + len(config.detection.metrics),
+                 len(config.detection.sensors))
+
+    def is_transient(self, err: BaseException) -> bool:
+        return isinstance(err, (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout, redis.ConnectionError,
+                                redis.TimeoutError, redis.BusyLoadingError))
+
+    def close(self) -> None:
+        if self.webhook is not None:
+            self.webhook.stop(5.0)
+        if self.redis is not None:
+            self.redis.close()
+        if self.pool is not None:
+            self.pool.close()
+
+    # -- evaluation (once per reading, when its batch arrives) ----------------------------------
+    def select(self, batch: Batch) -> Sequence[Transition]:
+        """Judge the batch's readings (once, on arrival) and return the alert transitions to store."""
+        rules, book, now = self.rules, self.book, self.clock()
+        out: list[Transition] = []
+        for r in batch.readings:
+            sensor_id, metric = r.sensor_id, r.metric
+            if r.sensor_type != APP_SENSOR_TYPE:  # log counts: an app that stops logging is not offline
+                self.last_seen[sensor_id] = now
+            self.sensor_info[sensor_id] = (r.sensor_type, r.location)
+            context = {"type": r.sensor_type, "location": r.location}
+            if (sensor_id, None, "offline") in book.open:
+                self._add(out, book.resolve((sensor_id, None, "offline"), r.ts), context)
+            mr = rules.for_metric(sensor_id, metric)
+            key = (sensor_id, metric)
+            for detector, rule in zip(self.detectors, (mr.threshold, mr.rate, mr.outlier, mr.stuck)):
+                signal = detector.evaluate(key, r.value, r.ts, rule)
+                if signal is not None:
+                    self._add(out, book.observe(sensor_id, metric, detector.type, signal, r.ts, r.value), context)
+        return out
+
+    def tick(self) -> None:
+        """Offline sensors, alerts clear for long enough, alerts resolved by an operator."""
+        now = self.clock()
+        out: list[Transition] = []
+        rules = self.rules
+        for sensor_id, seen in self.last_seen.items():
+            limit = rules.offline_after(sensor_id)
+            if limit > 0:
+                signal = offline(now - seen, limit, self.offline_severity)
+                if signal.severity is not None:
+                    info = self.sensor_info.get(sensor_id, ("sensor", None))
+                    self._add(out, self.book.observe(sensor_id, None, "offline", signal, now),
+                              {"type": info[0], "location": info[1]})
+        for t in self.book.due(now):
+            self._add(out, t, {})
+        try:
+            if out:
+                retry_call(lambda: self._store(out), operation="alerts_tick", policy=self.retry, is_transient=self.is_transient,
+                           stop=self.stop_event, on_retry=lambda *_: self.metrics.retries.labels("alerts_tick").inc())
+                self.after_write(out)
+            self._forget_resolved_elsewhere()
+        except Stopped:
+            log.warning("event=alerts_tick_unstored transitions=%d", len(out))
+        except Exception as err:  # noqa: BLE001 - the next tick tries again; a failing timer must not stop the readings
+            if not self.is_transient(err):
+                log.exception("event=alerts_tick_failed")
+            else:
+                log.warning("event=alerts_tick_failed error=%r", str(err)[:200])
+
+    def _add(self, out: list, t: Transition | None, context: dict) -> None:
+        if t is None:
+            return
+        t.context = context
+        t.message = message(t)
+        if t.event in (OPENED, ESCALATED):
+            t.alert.message = t.message
+        out.append(t)
+
+    def _forget_resolved_elsewhere(self) -> None:
+        assert self.pool is not None
+        with self.pool.connection() as conn:
+            ids = {row[0] for row in conn.execute(OPEN_IDS)}
+        for a in self.book.forget(ids):
+            log.info("event=alert_resolved_elsewhere alert_id=%s sensor_id=%s type=%s", a.id, a.sensor_id, a.type)
+        self._gauge_open()
+
+    # -- storing -------------------------------------------------------------------------------
+    def write(self, records: Sequence[Transition]) -> None:
+        self._store(records)
+
+    def _store(self, transitions: Sequence[Transition]) -> None:
+        todo = [t for t in transitions if not t.stored]
+        if todo:
+            assert self.pool is not None
+            with self.pool.connection() as conn:
+                with conn.transaction():
+                    with conn.cursor() as cur:
+                        self._register_sensors(cur, todo)
+                        for t in todo:
+                            self._store_one(cur, t)
+            for t in todo:
+                t.stored = True
+        unpublished = [t for t in transitions if not t.published]
+        if unpublished:
+            self._publish(unpublished)
+
+    def _register_sensors(self, cur: psycopg.Cursor, todo: Sequence[Transition]) -> None:
+        # alerts.sensor_id references sensors, and this thread may see a new sensor before the PostgreSQL sink.
+        new = {t.alert.sensor_id: t.context for t in todo if t.event == OPENED or t.alert.id is None}
+        if new:
+            cur.executemany(INSERT_SENSOR, [(s, c.get("type") or "sensor", c.get("location")) for s, c in sorted(new.items())])
+
+    def _store_one(self, cur: psycopg.Cursor, t: Transition) -> None:
+        a = t.alert
+        at = utc_naive(t.at)
+        if t.event == OPENED:
+            if not self._insert_or_adopt(cur, a, t.severity, t.message, at):
+                t.published = True  # already open in the database at least as severe: nothing new to announce
+                return
+        elif a.id is None:
+            # Its opening was never stored (a tick cut short by shutdown): store it now, then this transition.
+            self._insert_or_adopt(cur, a, a.severity, a.message, utc_naive(a.opened_at))
+        if t.event == ESCALATED:
+            cur.execute(ESCALATE, (t.severity, t.message, a.id))
+        elif t.event == RESOLVED:
+            cur.execute(RESOLVE, (at, a.id))
+        cur.execute(INSERT_EVENT, (a.id, t.event, t.severity, t.message, at))
+
+    def _insert_or_adopt(self, cur: psycopg.Cursor, a: Alert, severity: str, message_: str, at: datetime) -> bool:
+        """Insert the open alert and set its id; if one is already open (stored before a crash, or by another
+        instance) adopt it, raising its severity if ours is worse. False if the stored one already says it all."""
+        row = cur.execute(INSERT_ALERT, (a.sensor_id, a.metric, a.type, message_, severity, at)).fetchone()
+        if row is not None:
+            a.id = row[0]
+            return True
+        a.id, stored = cur.execute(FIND_OPEN, (a.sensor_id, a.metric or "", a.type)).fetchone()
+        if SEVERITY_RANK.get(stored, 0) >= SEVERITY_RANK[severity]:
+            a.severity = stored
+            return False
+        cur.execute(ESCALATE, (severity, message_, a.id))
+        return True
+
+    def _publish(self, transitions: Sequence[Transition]) -> None:
+        assert self.redis is not None
+        pipe = self.redis.pipeline(transaction=False)
+        payloads = []
+        for t in transitions:
+            a = t.alert
+            payload = {"event": t.event, "alert_id": a.id, "sensor_id": a.sensor_id, "metric": a.metric, "type": a.type,
+                       "severity": t.severity, "message": t.message, "timestamp": t.at, "value": t.value}
+            payloads.append(payload)
+            pipe.xadd(self.stream, {k: ("" if v is None else repr(v) if isinstance(v, float) else v) for k, v in payload.items()},
+                      maxlen=self.redis_cfg.stream_maxlen, approximate=True)
+        pipe.execute()
+        for t, payload in zip(transitions, payloads):
+            t.published = True
+            if self.webhook is not None:
+                self.webhook.offer(payload)
+
+    def after_write(self, records: Sequence[Transition]) -> None:
+        for t in records:
+            self.metrics.alert_transitions.labels(t.alert.type, t.event, t.severity).inc()
+            log.info("event=alert_%s alert_id=%s sensor_id=%s metric=%s type=%s severity=%s", t.event, t.alert.id,
+                     t.alert.sensor_id, t.alert.metric or "-", t.alert.type, t.severity)
+        self._gauge_open()
+
+    def _gauge_open(self) -> None:
+        counts: dict[str, int] = {"threshold": 0, "rate": 0, "outlier": 0, "stuck": 0, "offline": 0}
+        for a in self.book.open.values():
+            counts[a.type] = counts.get(a.type, 0) + 1
+        for type_, n in counts.items():
+            self.metrics.alerts_open.labels(type_).set(n)

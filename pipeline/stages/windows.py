@@ -1,0 +1,209 @@
+"""Tumbling event-time windows: period labels, window math, per-partition watermarks, the late filter.
+
+Pure logic, no clocks and no IO: the caller passes `now`. Times inside are integer microseconds since the
+epoch (UTC), the resolution of PostgreSQL's TIMESTAMP, so a reading falls in the same window here and in
+the SQL that computes the window's row.
+
+A window [start, end) of a partition closes when the partition's watermark (highest event time seen
+there minus the grace) reaches `end`, or, when the partition has been silent for `idle_close_s`, when the
+wall clock minus the grace does.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Iterable, NamedTuple
+
+from ..records import Invalid, Reading
+
+US = 1_000_000
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_PERIOD_RE = re.compile(r"([1-9][0-9]{0,5})([smhd])")
+_EPOCH = datetime(1970, 1, 1)
+
+
+def parse_period(label: str) -> int:
+    """'10s', '5m', '1h', '1d' -> window length in seconds."""
+    m = _PERIOD_RE.fullmatch(label)
+    if not m:
+        raise ValueError(f"period {label!r}: expected a number and one of s, m, h, d (e.g. 5m)")
+    return int(m.group(1)) * _UNITS[m.group(2)]
+
+
+def to_us(dt: datetime) -> int:
+    """Naive UTC datetime (as PostgreSQL returns TIMESTAMP) -> epoch microseconds."""
+    return (dt - _EPOCH) // timedelta(microseconds=1)
+
+
+def from_us(us: int) -> datetime:
+    """Epoch microseconds -> naive UTC datetime."""
+    return _EPOCH + timedelta(microseconds=us)
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """One tumbling window of one period; `end` is exclusive."""
+
+    period: str
+    start: int  # µs
+    end: int  # µs
+
+
+class Due(NamedTuple):
+    """A window to close, for these (sensor_id, metric) pairs of one partition."""
+
+    partition: int
+    window: Window
+    keys: frozenset[tuple[str, str]]
+
+
+class WindowTracker:
+    """Per-partition watermarks and the windows holding readings not yet folded into their rows."""
+
+    def __init__(self, periods: Iterable[str], grace_s: float, idle_close_s: float):
+        self.sizes = {p: parse_period(p) * US for p in periods}
+        self.grace = round(grace_s * US)
+        self.idle_close_s = idle_close_s
+        self.max_event: dict[int, int] = {}  # partition -> highest event time seen (µs)
+        self.last_activity: dict[int, float] = {}  # partition -> wall clock of its last reading
+        self.pending: dict[tuple[int, Window], set[tuple[str, str]]] = {}
+
+    def windows(self, ts: int) -> list[Window]:
+        """The window of each period that an event time (µs) falls in."""
+        out = []
+        for period, size in self.sizes.items():
+            start = ts - ts % size
+            out.append(Window(period, start, start + size))
+        return out
+
+    def observe(self, partition: int, ts: int, now: float) -> None:
+        """A reading of `partition` with event time `ts` (µs) is durable: the watermark may move."""
+        if ts > self.max_event.get(partition, -1):
+            self.max_event[partition] = ts
+        self.last_activity[partition] = now
+
+    def watermark(self, partition: int) -> int | None:
+        """Highest event time of the partition minus the grace, None before any reading."""
+        high = self.max_event.get(partition)
+        return None if high is None else high - self.grace
+
+    def is_pending(self, partition: int, window: Window, sensor_id: str, metric: str) -> bool:
+        """True if the window is already recorded as holding unfolded readings of that sensor and metric."""
+        keys = self.pending.get((partition, window))
+        return keys is not None and (sensor_id, metric) in keys
+
+    def is_closed(self, partition: int, window: Window) -> bool:
+        """True if the watermark already passed the window: a reading for it is a late correction."""
+        wm = self.watermark(partition)
+        return wm is not None and wm >= window.end
+
+    def add(self, partition: int, window: Window, sensor_id: str, metric: str) -> None:
+        """The window now holds readings of (sensor, metric) not folded into its row (pending durably too)."""
+        self.pending.setdefault((partition, window), set()).add((sensor_id, metric))
+
+    def load(self, partition: int, window: Window, sensor_id: str, metric: str, now: float) -> None:
+        """A pending window found at start-up; its partition counts as active from `now`."""
+        self.add(partition, window, sensor_id, metric)
+        self.last_activity.setdefault(partition, now)
+
+    def due(self, now: float) -> list[Due]:
+        """Pending windows whose end the watermark passed (or the wall clock, on an idle partition)."""
+        wall = round(now * US) - self.grace
+        out = []
+        for (partition, window), keys in self.pending.items():
+            wm = self.watermark(partition)
+            idle = now - self.last_activity.get(partition, now) >= self.idle_close_s
+            if (wm is not None and wm >= window.end) or (idle and wall >= window.end):
+                out.append(Due(partition, window, frozenset(keys)))
+        out.sort(key=lambda d: (d.window.end, d.window.start, d.window.period, d.partition))  # in order of closing
+        return out
+
+    def remove(self, due: Due) -> None:
+        """The window's row is written: forget exactly the keys that were closed."""
+        keys = self.pending.get((due.partition, due.window))
+        if keys is None:
+            return
+        keys.difference_update(due.keys)
+        if not keys:
+            del self.pending[(due.partition, due.window)]
+
+    def pending_count(self) -> int:
+        """How many (window, sensor, metric) entries wait to be closed."""
+        return sum(len(k) for k in self.pending.values())
+
+
+class Partial(NamedTuple):
+    """Running values of one open window."""
+
+    start: int
+    end: int
+    count: int
+    total: float
+    min: float
+    max: float
+
+
+class Partials:
+    """Running count/sum/min/max of the newest window per (sensor, metric, period), for the dashboard."""
+
+    def __init__(self, tracker: WindowTracker):
+        self.tracker = tracker
+        self.acc: dict[tuple[str, str, str], Partial] = {}
+
+    def add(self, sensor_id: str, metric: str, ts: int, value: float) -> None:
+        """Fold one newly stored reading into the running values of its windows."""
+        for w in self.tracker.windows(ts):
+            key = (sensor_id, metric, w.period)
+            p = self.acc.get(key)
+            if p is None or w.start > p.start:
+                self.acc[key] = Partial(w.start, w.end, 1, value, value, value)
+            elif w.start == p.start:
+                self.acc[key] = Partial(p.start, p.end, p.count + 1, p.total + value, min(p.min, value), max(p.max, value))
+            # an older window: its row is (re)computed from measurements; the partial shows the newest only
+
+    def seed(self, sensor_id: str, metric: str, window: Window, count: int, total: float, lo: float, hi: float) -> None:
+        """Running values recomputed from durable readings at start-up (newest window wins)."""
+        key = (sensor_id, metric, window.period)
+        p = self.acc.get(key)
+        if p is None or window.start > p.start:
+            self.acc[key] = Partial(window.start, window.end, count, total, lo, hi)
+
+    def fields(self, sensor_id: str, metrics: Iterable[str]) -> dict[str, dict]:
+        """Hash fields `<metric>:<period>` -> running values of the newest window, for one sensor."""
+        out = {}
+        for metric in metrics:
+            for period in self.tracker.sizes:
+                p = self.acc.get((sensor_id, metric, period))
+                if p is not None:
+                    out[f"{metric}:{period}"] = {"start": p.start / US, "end": p.end / US, "count": p.count,
+                                                 "avg": p.total / p.count, "min": p.min, "max": p.max}
+        return out
+
+
+class LateFilter:
+    """Stage: a reading older than its partition's watermark minus `max_lateness_s` is refused as `late`.
+
+    The watermark here is the highest event time this stage has seen on the partition minus the grace;
+    it starts unknown (nothing is late until the partition has shown a reading).
+    """
+
+    name = "lateness"
+    accepts = Reading  # log records share the chain but have no windows
+
+    def __init__(self, grace_s: float, max_lateness_s: float):
+        self.grace_s = grace_s
+        self.max_lateness_s = max_lateness_s
+        self.high: dict[int, float] = {}
+
+    def process(self, r: Reading) -> list[Reading]:
+        partition = r.source.partition if r.source is not None else -1
+        high = self.high.get(partition)
+        if high is None or r.ts > high:
+            self.high[partition] = r.ts
+            return [r]
+        watermark = high - self.grace_s
+        if r.ts < watermark - self.max_lateness_s:
+            raise Invalid("late", f"event time {r.ts:.3f} is {watermark - r.ts:.0f} s behind the partition watermark "
+                                  f"{watermark:.3f} (limit {self.max_lateness_s:g} s)")
+        return [r]

@@ -1,0 +1,89 @@
+"""The alert evaluator's state against the real PostgreSQL and Redis (no Kafka): open alerts survive a restart,
+an alert already open in the database is adopted not doubled, one resolved by an operator is let go."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from pipeline.records import Reading
+from pipeline.runtime.batch import Batch
+from pipeline.sinks.alerts import AlertSink
+
+T0 = time.time() - 600
+THRESHOLDS = {"boiler_temp": {"warning": {"max": 40}, "critical": {"max": 60}, "deadband": 0.5}}
+
+
+def make_sink(env, settings) -> AlertSink:
+    cfg = settings.config
+    sink = AlertSink(cfg, settings.secrets.postgres_password, settings.secrets.redis_password, settings=cfg.sinks.alerts,
+                     retry=cfg.retry, metrics=env.metrics(), queue_max_batches=4)
+    sink.start()
+    return sink
+
+
+def feed(sink: AlertSink, *values_at: tuple[float, float], sensor: str = "s1") -> list:
+    readings = [Reading(sensor, "boiler", None, "boiler_temp", v, T0 + dt, time.time()) for dt, v in values_at]
+    transitions = list(sink.select(Batch(readings, [], {}, 1)))
+    sink.write(transitions)
+    sink.after_write(transitions)
+    return [(t.event, t.severity) for t in transitions]
+
+
+@pytest.fixture
+def settings(env):
+    return env.migrate(env.settings(thresholds=THRESHOLDS, detection={"enabled": False}, alerts={"clear_readings": 2}))
+
+
+def open_rows(env):
+    return env.query("SELECT id, severity FROM alerts WHERE NOT resolved ORDER BY id")
+
+
+def test_open_alerts_survive_a_restart_and_continue(env, settings):
+    first = make_sink(env, settings)
+    assert feed(first, (0, 45)) == [("opened", "warning")]
+    [(alert_id, _)] = open_rows(env)
+    first.close()
+
+    again = make_sink(env, settings)  # a new process: state comes from `alerts WHERE NOT resolved`
+    assert feed(again, (1, 46)) == []  # still alerting: no second alert
+    assert feed(again, (2, 65)) == [("escalated", "critical")]
+    assert open_rows(env) == [(alert_id, "critical")]
+    assert feed(again, (3, 30), (4, 30)) == [("resolved", "critical")]
+    assert env.query("SELECT count(*), bool_and(resolved) FROM alerts") == [(1, True)]
+    again.close()
+
+
+def test_an_alert_already_open_in_the_database_is_adopted_not_doubled(env, settings):
+    sink = make_sink(env, settings)
+    with env.db() as conn:  # another instance (or a write just before a crash) opened it; this one does not know
+        conn.execute("INSERT INTO sensors (sensor_id, type) VALUES ('s1', 'boiler')")
+        other = conn.execute("INSERT INTO alerts (sensor_id, metric, type, message, severity, timestamp) VALUES "
+                             "('s1', 'boiler_temp', 'threshold', 'from elsewhere', 'critical', now()) RETURNING id").fetchone()[0]
+    assert feed(sink, (0, 45)) == [("opened", "warning")]  # judged as new here ...
+    assert open_rows(env) == [(other, "critical")]  # ... but stored as the one already open
+    assert env.redis.xlen(f"t{env.run_id}:alerts") == 0  # nothing new to announce
+    assert feed(sink, (1, 30), (2, 30)) == [("resolved", "critical")]
+    assert env.query("SELECT id, resolved FROM alerts") == [(other, True)]
+    sink.close()
+
+
+def test_an_alert_resolved_by_an_operator_is_let_go(env, settings):
+    sink = make_sink(env, settings)
+    feed(sink, (0, 45))
+    [(alert_id, _)] = open_rows(env)
+    env.query("UPDATE alerts SET resolved = true, resolved_at = now() WHERE id = %s RETURNING id", (alert_id,))
+    sink.tick()  # the timer notices
+    assert feed(sink, (1, 46)) == [("opened", "warning")]
+    assert [r[0] for r in open_rows(env)] != [alert_id] and len(open_rows(env)) == 1
+    sink.close()
+
+
+def test_a_transition_of_an_alert_whose_opening_was_never_stored_stores_both(env, settings):
+    sink = make_sink(env, settings)
+    opened = sink.select(Batch([Reading("s1", "boiler", None, "boiler_temp", 45, T0, time.time())], [], {}, 1))
+    assert [t.event for t in opened] == ["opened"]  # judged, but (say) shutdown came before it was stored
+    assert feed(sink, (1, 30), (2, 30)) == [("resolved", "warning")]
+    assert env.query("SELECT severity, resolved FROM alerts") == [("warning", True)]
+    assert [r[0] for r in env.query("SELECT event FROM alert_events ORDER BY id")] == ["resolved"]
+    sink.close()

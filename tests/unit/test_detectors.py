@@ -1,0 +1,137 @@
+"""Each detector on its own, fed scripted sequences; and how per-sensor overrides merge."""
+import pytest
+
+from pipeline.config import Bounds, OutlierRule, RateRule, StuckRule, ThresholdRule, parse
+from pipeline.detect.detectors import CLEAR, HOLD, Outlier, Rate, Stuck, Threshold, offline
+from pipeline.detect.rules import Rules
+
+K = ("s1", "temperature")
+TEMP = ThresholdRule(warning=Bounds(min=-10, max=40), critical=Bounds(min=-25, max=60), deadband=0.5)
+
+
+def severities(detector, rule, values, start=0.0, step=1.0):
+    out = []
+    for i, v in enumerate(values):
+        s = detector.evaluate(K, v, start + i * step, rule)
+        out.append(None if s is None else s.severity or ("clear" if s.clear else "hold"))
+    return out
+
+
+@pytest.mark.parametrize("value, expected", [
+    (20, "clear"), (39.5, "clear"), (39.6, "hold"), (40, "hold"), (40.1, "warning"), (60.1, "critical"),
+    (-9.5, "clear"), (-9.6, "hold"), (-10.1, "warning"), (-25.1, "critical"),
+])
+def test_threshold_levels_and_deadband(value, expected):
+    assert severities(Threshold(), TEMP, [value]) == [expected]
+
+
+def test_threshold_detail_names_the_bound():
+    s = Threshold().evaluate(K, 61.0, 0, TEMP)
+    assert (s.severity, s.bound, s.detail) == ("critical", 60, "above the critical maximum 60")
+    s = Threshold().evaluate(K, -11.0, 0, TEMP)
+    assert (s.severity, s.bound, s.detail) == ("warning", -10, "below the warning minimum -10")
+
+
+def test_threshold_with_only_a_critical_bound_clears_against_it():
+    rule = ThresholdRule(critical=Bounds(max=95), deadband=5)
+    assert severities(Threshold(), rule, [96, 92, 89]) == ["critical", "hold", "clear"]
+
+
+def test_unconfigured_detectors_answer_clear_so_old_alerts_resolve():
+    for d in (Threshold(), Rate(), Outlier(), Stuck()):
+        assert d.evaluate(K, 1.0, 0.0, None) is CLEAR
+
+
+def test_rate_of_change_per_second():
+    rule = RateRule(warning=1.0, critical=3.0, deadband=0.2, min_interval_s=1.0)
+    # 20 -> 20.5 in 1 s (0.5/s) -> 22 (1.5/s) -> 26 (4/s) -> 26.9 (0.9/s: hold, within the deadband) -> 27.5 (0.6/s)
+    assert severities(Rate(), rule, [20, 20.5, 22, 26, 26.9, 27.5]) == [None, "clear", "warning", "critical", "hold", "clear"]
+
+
+def test_rate_is_measured_over_at_least_min_interval():
+    rule = RateRule(warning=1.0, min_interval_s=2.0)
+    r = Rate()
+    assert r.evaluate(K, 10.0, 0.0, rule) is None
+    assert r.evaluate(K, 10.5, 0.1, rule) is None  # 5/s over 0.1 s would be noise: not judged
+    assert r.evaluate(K, 11.0, 2.0, rule) is CLEAR  # 1 over 2 s from the anchor: 0.5/s
+    s = r.evaluate(K, 15.0, 4.0, rule)
+    assert s.severity == "warning" and "changed by +4 in 2 s (2/s)" in s.detail
+
+
+def test_rate_ignores_out_of_order_readings():
+    rule = RateRule(warning=1.0)
+    r = Rate()
+    r.evaluate(K, 10.0, 10.0, rule)
+    assert r.evaluate(K, 50.0, 5.0, rule) is None
+    assert r.evaluate(K, 10.5, 11.0, rule) is CLEAR
+
+
+def test_outlier_needs_min_samples_then_fires_on_z_score():
+    rule = OutlierRule(z_warning=3, z_critical=6, alpha=0.1, min_samples=20, deadband=0.5)
+    o = Outlier()
+    normal = [20 + (0.5 if i % 2 else -0.5) for i in range(20)]
+    got = severities(o, rule, normal)
+    assert got[:20] == [None] * 20  # warming up: silent
+    assert severities(o, rule, [20.2], start=100)[0] == "clear"
+    assert severities(o, rule, [22.2], start=101)[0] == "warning"  # ~4 deviations
+    o2 = Outlier()
+    severities(o2, rule, normal)
+    s = o2.evaluate(K, 30.0, 100, rule)
+    assert s.severity == "critical" and "standard deviations from its recent mean" in s.detail
+
+
+def test_outlier_min_std_keeps_a_flat_signal_quiet():
+    rule = OutlierRule(z_warning=4, min_samples=5, min_std=0.5)
+    o = Outlier()
+    assert severities(o, rule, [21.0] * 10 + [21.3]) == [None] * 5 + ["clear"] * 6
+    assert severities(o, rule, [23.5], start=20) == ["warning"]
+
+
+def test_outlier_state_absorbs_a_lasting_level_shift():
+    rule = OutlierRule(z_warning=3, alpha=0.3, min_samples=5)
+    o = Outlier()
+    got = severities(o, rule, [10, 11, 10, 11, 10, 11] + [30] * 30)
+    assert got[6] == "warning" and got[-1] == "clear"
+
+
+def test_stuck_by_count_and_by_duration():
+    by_count = StuckRule(count=4, severity="warning")
+    assert severities(Stuck(), by_count, [5, 5, 5, 5, 5, 6, 6]) == ["clear", "clear", "clear", "warning", "warning", "clear", "clear"]
+    by_time = StuckRule(seconds=30, severity="info")
+    assert severities(Stuck(), by_time, [5, 5, 5, 5], step=15) == ["clear", "clear", "info", "info"]
+
+
+def test_stuck_tolerance_and_off():
+    assert severities(Stuck(), StuckRule(count=3, tolerance=0.05), [5.0, 5.04, 4.97]) == ["clear", "clear", "warning"]
+    assert severities(Stuck(), StuckRule(), [5, 5, 5, 5]) == ["clear"] * 4
+
+
+def test_offline_verdict():
+    assert offline(301, 300, "warning").severity == "warning"
+    assert "sent no reading for 301 s (limit 300 s)" in offline(301, 300, "warning").detail
+    assert offline(299, 300, "warning") is CLEAR
+
+
+def test_rules_merge_metric_settings_and_per_sensor_overrides():
+    cfg = parse({
+        "thresholds": {"temperature": {"warning": {"max": 40}}},
+        "detection": {"offline_after_s": 300,
+                      "metrics": {"temperature": {"rate": {"warning": 1.0}, "stuck": {"count": 10}}},
+                      "sensors": {"oven-1": {"offline_after_s": 30, "metrics": {"temperature": {
+                          "threshold": {"warning": {"max": 250}}, "stuck": {"count": 0}}}}}},
+    }, {})
+    rules = Rules(cfg.thresholds, cfg.detection)
+    plain = rules.for_metric("hall-a", "temperature")
+    oven = rules.for_metric("oven-1", "temperature")
+    assert plain.threshold.warning.max == 40 and oven.threshold.warning.max == 250
+    assert plain.rate == oven.rate == RateRule(warning=1.0)  # inherited
+    assert plain.stuck.count == 10 and oven.stuck.count == 0  # replaced (turned off for the oven)
+    assert rules.for_metric("hall-a", "lux") == type(plain)()
+    assert (rules.offline_after("hall-a"), rules.offline_after("oven-1")) == (300, 30)
+    off = parse({"thresholds": {"temperature": {"warning": {"max": 40}}}, "detection": {"enabled": False}}, {})
+    r2 = Rules(off.thresholds, off.detection)
+    assert r2.for_metric("x", "temperature").threshold is not None and r2.offline_after("x") == 0
+
+
+def test_hold_and_clear_are_distinct():
+    assert HOLD != CLEAR and not HOLD.clear and CLEAR.clear

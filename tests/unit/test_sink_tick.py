@@ -1,0 +1,62 @@
+"""The batching sink's timed hook: tick() runs on its interval in the sink's thread, with or without batches."""
+import threading
+import time
+
+from prometheus_client import CollectorRegistry
+
+from pipeline.config import RetryConfig, SinkConfig
+from pipeline.observability.metrics import Metrics
+from pipeline.runtime.batch import Batch
+from pipeline.sinks.base import BatchingSink
+
+
+class TickingSink(BatchingSink):
+    name = "ticking"
+    tick_interval_s = 0.05
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.ticks: list[str] = []
+        self.writes: list[list] = []
+
+    def select(self, batch):
+        return batch.readings
+
+    def write(self, records):
+        self.writes.append(list(records))
+
+    def after_write(self, records):
+        pass
+
+    def tick(self):
+        self.ticks.append(threading.current_thread().name)
+
+
+def test_tick_runs_on_its_interval_in_the_sink_thread_between_batches():
+    sink = TickingSink(settings=SinkConfig(batch_size=10, flush_interval_ms=20), retry=RetryConfig(),
+                       metrics=Metrics(CollectorRegistry()), queue_max_batches=4)
+    t = threading.Thread(target=sink.run, name="sink-ticking")
+    t.start()
+    time.sleep(0.3)  # no batch at all: the thread must still wake up for its ticks
+    b = Batch([1, 2], [], {}, 1)
+    sink.put(b, threading.Event())
+    assert b.done.wait(2)
+    time.sleep(0.15)
+    sink.finish()
+    t.join(2)
+    assert len(sink.ticks) >= 5 and set(sink.ticks) == {"sink-ticking"}
+    assert sink.writes == [[1, 2]]
+
+
+def test_no_tick_without_interval():
+    class Quiet(TickingSink):
+        tick_interval_s = None
+
+    sink = Quiet(settings=SinkConfig(batch_size=10, flush_interval_ms=20), retry=RetryConfig(),
+                 metrics=Metrics(CollectorRegistry()), queue_max_batches=4)
+    t = threading.Thread(target=sink.run)
+    t.start()
+    time.sleep(0.2)
+    sink.finish()
+    t.join(2)
+    assert sink.ticks == []
