@@ -43,6 +43,7 @@ run: migrate
 	bash scripts/run.sh
 
 test: dev-venv services
+	bash scripts/ensure-test-tools.sh
 	$(PY) migrations.py
 	$(PY) -m pytest
 
@@ -50,6 +51,7 @@ test-unit: dev-venv
 	$(PY) -m pytest tests/unit
 
 test-integration: dev-venv services
+	bash scripts/ensure-test-tools.sh
 	$(PY) -m pytest -m integration
 
 clean:

@@ -4,7 +4,7 @@ Labels are bounded: stage, sink, reason, operation names. Never a sensor id.
 """
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
@@ -52,6 +52,15 @@ class Metrics:
         self.config_reload_ok.set(1)
         self.config_last_reload = Gauge("config_last_reload_timestamp_seconds", "When the configuration was last loaded successfully", namespace=ns, registry=registry)
         self.config_reloads = Counter("config_reloads", "Config reload attempts by result: applied, unchanged, refused", ["result"], namespace=ns, registry=registry)
+        # Alerts: type and severity come from our own rules, never from devices, so they stay bounded.
+        # (opened/escalated/resolved counts are alert_transitions, above)
+        self.alerts_open_db = Gauge("alerts_open_in_database", "Open alerts in the database, by severity (all instances)", ["severity"], namespace=ns, registry=registry)
+        # Monitoring: kept fresh by the dashboard's monitor threads (every second, probes every 5 s).
+        self.sink_last_success_age = Gauge("sink_last_success_age_seconds", "Seconds since the sink last wrote successfully (since start if never)", ["sink"], namespace=ns, registry=registry)
+        self.dependency_up = Gauge("dependency_up", "1 while the readiness probe of a dependency passes", ["dependency"], namespace=ns, registry=registry)
+        self.http_requests = Counter("dashboard_http_requests", "Dashboard HTTP requests, by route and status", ["route", "status"], namespace=ns, registry=registry)
+        # CPU, memory and open files of the daemon, as every Prometheus target exports them.
+        ProcessCollector(registry=registry)
         self.log_count_readings = Counter("log_count_readings", "Log-count measurements handed to the sinks (new or corrected)", namespace=ns, registry=registry)
         self.logs_expired = Counter("logs_expired", "Log records deleted by retention", namespace=ns, registry=registry)
         self.logship_records = Gauge("logship_records", "The daemon's own log records shipped over MQTT, by outcome", ["outcome"], namespace=ns, registry=registry)

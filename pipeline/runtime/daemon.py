@@ -85,6 +85,7 @@ class Pipeline:
         self.chain = StageChain(build_stages(settings), self.metrics)
         self.source: KafkaSource | None = None
         self.bridge: MqttBridge | None = None
+        self.dashboard = None  # pipeline.dashboard.server.Dashboard when dashboard.enabled
         self.system_agent: SystemAgent | None = None
         self.log_handler: MQTTHandler | None = None
         self._sources_stop = threading.Event()
@@ -107,6 +108,14 @@ class Pipeline:
     def start(self) -> None:
         cfg = self.settings.config
         log.info("event=starting version=%s instance=%s config=%s", __version__, cfg.instance_id, self.settings.path)
+        if cfg.dashboard.enabled:
+            # First, so a taken port fails the start at once and /ready shows the start-up as it happens.
+            from ..dashboard.server import Dashboard  # Flask only when the dashboard is wanted
+
+            self.dashboard = Dashboard(self)
+            self._spawn("dashboard", self.dashboard.serve)
+            self._spawn("dashboard-monitor", self.dashboard.monitor)
+            self._spawn("dashboard-probes", self.dashboard.probes)
         # Services may still be starting (boot, a restarted host): keep trying for retry.max_elapsed_s.
         self._at_start("kafka_create_topics",
                        lambda: ensure_topics(cfg.kafka, [cfg.kafka.topics.raw, *dead_letter_topics(cfg.kafka).values()]))
@@ -195,6 +204,9 @@ class Pipeline:
         if self._stopped.is_set():
             return 0
         self._stopped.set()
+        if self.dashboard is not None:
+            # Before anything closes: the dashboard reads the sinks, the source and the bridge.
+            self.dashboard.stop()
         budget = self.settings.config.processing.shutdown_timeout_s
         deadline = time.monotonic() + budget
         left = lambda: max(0.5, deadline - time.monotonic())  # noqa: E731

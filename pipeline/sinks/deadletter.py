@@ -7,7 +7,7 @@ up on); `DeadLetterSink` is the batching thread for dead letters the stages prod
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from typing import Callable, Sequence
 
 from confluent_kafka import KafkaException, Producer
 
@@ -72,6 +72,8 @@ class DeadLetterSink(BatchingSink):
     def __init__(self, writer: DeadLetterWriter, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.writer = writer
+        # Called with each batch once it is durable (the dashboard keeps the recent ones to show).
+        self.listeners: list[Callable[[Sequence[DeadLetter]], None]] = []
 
     def select(self, batch: Batch) -> Sequence[DeadLetter]:
         return batch.dead
@@ -83,7 +85,8 @@ class DeadLetterSink(BatchingSink):
         self.writer.send(records)
 
     def after_write(self, records: Sequence[DeadLetter]) -> None:
-        pass  # counted by the writer
+        for listener in self.listeners:  # counted and logged by the writer
+            listener(records)
 
     def close(self) -> None:
         self.writer.close()

@@ -1,0 +1,94 @@
+"""The Flask app factory: blueprints for pages, the JSON API and health; security headers; JSON errors."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from flask import Flask, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from ..config import ConfigError, DashboardConfig, Secret
+from . import api, auth, health, pages
+from .params import BadParam
+from .store import Unavailable
+
+log = logging.getLogger(__name__)
+
+# Everything the page needs comes from this server: no inline script or style, no third-party origin.
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+       "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'")
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+
+
+@dataclass(frozen=True)
+class DashboardState:
+    """What the blueprints need: the view, the settings and the token (empty: changes disabled)."""
+
+    view: object
+    config: DashboardConfig
+    token: str
+
+    @property
+    def require_token_for_reads(self) -> bool:
+        return self.config.require_token_for_reads
+
+
+def _is_api() -> bool:
+    return request.path.startswith("/api/") or request.path in ("/health", "/ready", "/metrics")
+
+
+def create_app(view, config: DashboardConfig, token: Secret | str | None = None) -> Flask:
+    """A Flask app over `view` (see view.View); `token` is DASHBOARD_TOKEN."""
+    raw_token = token.reveal() if isinstance(token, Secret) else (token or "")
+    if config.require_token_for_reads and not raw_token:
+        raise ConfigError("dashboard.require_token_for_reads: needs DASHBOARD_TOKEN in the environment")
+    app = Flask(__name__)
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["dashboard"] = DashboardState(view, config, raw_token)
+    app.before_request(auth.check_read)
+    app.register_blueprint(pages.bp)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(health.bp)
+    requests_total = getattr(getattr(view, "metrics", None), "http_requests", None)
+
+    @app.after_request
+    def headers(response):
+        response.headers.update(SECURITY_HEADERS)
+        if _is_api():
+            response.headers["Cache-Control"] = "no-store"
+        if requests_total is not None:
+            # The route template (not the path) keeps the label bounded: /api/sensors/<sensor_id>.
+            route = request.url_rule.rule if request.url_rule is not None else "unmatched"
+            requests_total.labels(route, str(response.status_code)).inc()
+        return response
+
+    @app.errorhandler(BadParam)
+    def bad_param(err: BadParam):
+        return jsonify(error=str(err), parameter=err.name), 400
+
+    @app.errorhandler(Unavailable)
+    def unavailable(err: Unavailable):
+        # Debug only: the page polls every second, and the sinks already log the outage once per retry.
+        log.debug("event=dashboard_dependency_unavailable dependency=%s path=%s", err.dependency, request.path)
+        return jsonify(error=str(err), dependency=err.dependency), 503
+
+    @app.errorhandler(HTTPException)
+    def http_error(err: HTTPException):
+        if _is_api():
+            return jsonify(error=err.description, status=err.code), err.code
+        return pages.error_page(err.code or 500, err.name, err.description)
+
+    @app.errorhandler(Exception)
+    def crash(err: Exception):
+        log.exception("event=dashboard_error path=%s", request.path)
+        if _is_api():
+            return jsonify(error="internal error, see the daemon log", status=500), 500
+        return pages.error_page(500, "Internal error", "See the daemon log.")
+
+    return app

@@ -1,0 +1,15 @@
+// The alerts page is rendered on the server; this only wires the resolve buttons.
+"use strict";
+
+document.addEventListener("click", async (event) => {
+  const button = event.target.closest("button.resolve");
+  if (!button) return;
+  button.disabled = true;
+  const result = await Dash.resolveAlert(button.dataset.alertId);
+  Dash.showMessage(result.message, !result.ok);
+  if (result.ok) {
+    setTimeout(() => window.location.reload(), 600);
+  } else {
+    button.disabled = false;
+  }
+});

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Tools the test suite needs beyond Python packages, installed from Debian only when missing:
+#   promtool  (package prometheus)  `promtool check metrics` on a live /metrics scrape
+#   chromium  (package chromium)    the dashboard's browser test, driven by Playwright (no browser download)
+# Idempotent: does nothing when both are present. Without apt-get it warns and the two tests skip, saying why.
+set -euo pipefail
+
+missing=()
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+
+if ! command -v apt-get >/dev/null 2>&1; then
+  echo "ensure-test-tools: cannot install ${missing[*]} (no apt-get); the promtool and browser tests will skip" >&2
+  exit 0
+fi
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null 2>&1; then
+    SUDO="sudo"
+  else
+    echo "ensure-test-tools: need root (or sudo) to install ${missing[*]}" >&2
+    exit 1
+  fi
+fi
+echo "ensure-test-tools: installing ${missing[*]}" >&2
+$SUDO apt-get update -qq
+# The prometheus package would also start a server where systemd runs; the tests only need promtool.
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+command -v promtool >/dev/null && command -v chromium >/dev/null

@@ -1,0 +1,292 @@
+"""Pure pieces behind the dashboard: rates and quantiles from sampled metrics, the recent-error memory,
+parameter parsing, consumer lag, probe caching, and the readiness rules over a fake pipeline."""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from types import SimpleNamespace
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from pipeline.config import DashboardConfig, parse
+from pipeline.dashboard import params
+from pipeline.dashboard.store import parse_latest
+from pipeline.dashboard.view import PipelineView, Probe, partition_lag
+from pipeline.observability.metrics import LATENCY_BUCKETS, Metrics
+from pipeline.observability.rates import LiveStats, counter_totals, histogram_counts, quantile
+from pipeline.observability.recent import ErrorLogHandler, RecentErrors
+from pipeline.records import DeadLetter
+from pipeline.runtime.worker import Failures
+from tests.unit.helpers import raw
+
+INF = float("inf")
+
+
+# -- rates and quantiles ----------------------------------------------------------------------------------
+def test_quantile_interpolates_like_histogram_quantile():
+    bounds = (0.1, 0.2, 0.4, INF)
+    assert quantile(bounds, (0, 0, 0, 0), 0.5) is None
+    assert quantile(bounds, (10, 10, 10, 10), 0.5) == pytest.approx(0.05)  # all in the first bucket
+    assert quantile(bounds, (0, 10, 20, 20), 0.5) == pytest.approx(0.2)
+    assert quantile(bounds, (0, 10, 20, 20), 0.75) == pytest.approx(0.3)
+    assert quantile(bounds, (0, 0, 10, 20), 0.95) == pytest.approx(0.4)  # in +Inf: the highest finite bound
+
+
+def test_counter_totals_and_histogram_counts_read_prometheus_metrics():
+    m = Metrics(CollectorRegistry())
+    m.invalid.labels("decode", "invalid_json").inc(2)
+    m.invalid.labels("validate", "invalid_json").inc(1)
+    m.invalid.labels("validate", "value_not_number").inc(4)
+    assert counter_totals(m.invalid, "reason") == {"invalid_json": 3, "value_not_number": 4}
+    assert counter_totals(m.invalid) == {"": 7}
+    for v in (0.004, 0.02, 0.02, 3.0):
+        m.e2e_latency.labels("postgres").observe(v)
+    bounds, counts = histogram_counts(m.e2e_latency, "sink")["postgres"]
+    assert bounds == (*LATENCY_BUCKETS, INF) and counts[0] == 1 and counts[2] == 3 and counts[-1] == 4
+
+
+def test_live_stats_rates_over_the_window_and_bounded_history():
+    stats = LiveStats(window_s=5, history_s=4)
+    bounds = (0.1, 1.0, INF)
+    for t in range(10):
+        point = stats.add(100.0 + t, {"received": 10.0 * t}, {"e2e:postgres": (bounds, (2 * t, 4 * t, 4 * t))})
+    assert point["rates"]["received"] == pytest.approx(10.0)
+    # In the last 5 s: 10 observations below 0.1 s and 10 between 0.1 and 1 s.
+    assert point["latency"]["e2e:postgres"]["count"] == 20
+    assert point["latency"]["e2e:postgres"]["p50"] == pytest.approx(0.1)
+    assert len(stats.points) == 4 and [p["t"] for p in stats.history(2.5)] == [107.0, 108.0, 109.0]
+
+
+def test_live_stats_survive_a_counter_reset():
+    stats = LiveStats(window_s=5)
+    stats.add(0.0, {"x": 100.0}, {"h": ((1.0, INF), (50.0, 50.0))})
+    point = stats.add(1.0, {"x": 3.0}, {"h": ((1.0, INF), (2.0, 2.0))})
+    assert point["rates"]["x"] == 0.0 and point["latency"]["h"]["count"] == 0.0
+
+
+# -- recent errors ----------------------------------------------------------------------------------------------
+def test_recent_errors_keep_the_newest_and_truncate():
+    recent = RecentErrors(size=3, clock=lambda: 1000.0)
+    for i in range(5):
+        recent.add("validate", f"r{i}", "e" * 1000, sample=b"\xff" + b"x" * 500)
+    items = recent.items()
+    assert [i["reason"] for i in items] == ["r4", "r3", "r2"]
+    assert len(items[0]["error"]) == 300 and len(items[0]["sample"]) == 200 and items[0]["sample"][0] == "\ufffd"
+
+
+def test_dead_letters_become_recent_errors_with_a_payload_sample():
+    recent = RecentErrors(clock=lambda: 5.0)
+    msg = raw("t/<script>", b'{"value": "hot"}', offset=7)
+    recent.add_dead_letters([DeadLetter(msg, "value_not_number", "validate", "value must be a number")])
+    (item,) = recent.items()
+    assert item == {"time": 5.0, "stage": "validate", "reason": "value_not_number", "kind": "invalid",
+                    "error": "value must be a number", "sample": '{"value": "hot"}', "mqtt_topic": "t/<script>",
+                    "partition": 0, "offset": 7}
+
+
+def test_logged_warnings_become_recent_errors():
+    recent = RecentErrors()
+    logger = logging.getLogger("pipeline.sinks.base.test")
+    dashboard = logging.getLogger("pipeline.dashboard.test")
+    handler = ErrorLogHandler(recent)
+    logger.addHandler(handler)
+    dashboard.addHandler(handler)
+    try:
+        logger.info("event=flushed records=3")
+        logger.warning("event=retry operation=postgres_write attempt=%d error=%r", 2, "connection refused")
+        dashboard.warning("event=dashboard_error path=/api/alerts")  # the page shows its own troubles
+    finally:
+        logger.removeHandler(handler)
+        dashboard.removeHandler(handler)
+    (item,) = recent.items()
+    assert item["stage"] == "sinks.base.test" and item["reason"] == "retry" and item["kind"] == "warning"
+    assert "connection refused" in item["error"]
+
+
+# -- parameters, lag, latest values -------------------------------------------------------------------------------
+@pytest.mark.parametrize("text, expected", [
+    ("1760000000", 1760000000.0),
+    ("1760000000.5", 1760000000.5),
+    ("2025-10-09T08:53:20Z", 1760000000.0),
+    ("2025-10-09T08:53:20", 1760000000.0),
+    ("2025-10-09T10:53:20+02:00", 1760000000.0),
+    ("2025-10-09T10:53:20 02:00", 1760000000.0),  # '+' arrived as a space
+])
+def test_timestamps_in_query_strings(text, expected):
+    assert params.timestamp({"from": text}, "from") == expected
+
+
+@pytest.mark.parametrize("text", ["soon", "nan", "inf", "-5", "99999999999", "2025-13-01"])
+def test_bad_timestamps(text):
+    with pytest.raises(params.BadParam) as err:
+        params.timestamp({"to": text}, "to")
+    assert err.value.name == "to"
+
+
+def test_control_characters_are_refused():
+    with pytest.raises(params.BadParam, match="control characters"):
+        params.check_text("a\x00b", "q", 10)
+
+
+def test_partition_lag_from_watermarks_and_commits():
+    # p0 committed at 90 of 100; p1 never committed (counts from its low watermark); p2 caught up.
+    assert partition_lag({0: 100, 1: 50, 2: 7}, {0: 90, 2: 7}, {1: 20}) == {0: 10, 1: 30, 2: 0}
+    assert partition_lag({0: 5}, {0: 9}, {}) == {0: 0}  # never negative
+
+
+def test_parse_latest_hash_as_the_redis_sink_writes_it():
+    parsed = parse_latest({"type": "environment", "location": "", "temperature": "21.5", "temperature:ts": "1760000000.0",
+                           "humidity": "40.0", "humidity:ts": "1760000005.0", "note": "not a number"})
+    assert parsed == {"type": "environment", "location": None, "updated_at": 1760000005.0,
+                      "metrics": {"humidity": {"value": 40.0, "ts": 1760000005.0},
+                                  "temperature": {"value": 21.5, "ts": 1760000000.0}}}
+
+
+# -- probes --------------------------------------------------------------------------------------------------------
+def test_probe_reuses_its_result_within_the_ttl_and_reports_failures():
+    now = [0.0]
+    calls = []
+
+    def check():
+        calls.append(now[0])
+        if len(calls) == 2:
+            raise ConnectionError("refused")
+        return "fine"
+
+    probe = Probe(check, ttl=2.0, clock=lambda: now[0])
+    assert probe.get() == (True, "fine")
+    now[0] = 1.0
+    assert probe.get() == (True, "fine") and calls == [0.0]
+    now[0] = 2.5
+    assert probe.get() == (False, "ConnectionError: refused")
+    now[0] = 5.0
+    assert probe.get() == (True, "fine") and len(calls) == 3
+
+
+# -- readiness over a fake pipeline ---------------------------------------------------------------------------------
+class FakeSink:
+    def __init__(self, name, last_success, waiting=0):
+        self.name, self.last_success = name, last_success
+        self.queue: queue.Queue = queue.Queue()
+        for _ in range(waiting):
+            self.queue.put(object())
+
+
+class FakeThread:
+    def __init__(self, name, alive=True):
+        self.name, self.alive = name, alive
+
+    def is_alive(self):
+        return self.alive
+
+
+def fake_view(now=1000.0, sinks=None, connected=True, **cfg):
+    settings = SimpleNamespace(config=parse({}, {}))
+    bridge = SimpleNamespace(connected=threading.Event())
+    if connected:
+        bridge.connected.set()
+    pipeline = SimpleNamespace(metrics=Metrics(CollectorRegistry()), settings=settings, started_at=now - 100,
+                               workers=[FakeThread("kafka-consumer"), FakeThread("sink-postgres")], failures=Failures(),
+                               sinks=sinks or [FakeSink("postgres", now - 1), FakeSink("redis", now - 1)], bridge=bridge,
+                               source=SimpleNamespace(assigned=[0, 1], inflight=[]))
+    view = PipelineView(pipeline, store=None, cfg=DashboardConfig(**cfg), recent=RecentErrors(), clock=lambda: now)
+    view.probes = {name: Probe(lambda: "ok", 1.0) for name in ("kafka", "postgres", "redis")}
+    return view, pipeline
+
+
+def test_ready_when_everything_passes():
+    view, pipeline = fake_view()
+    ok, body = view.ready()
+    assert ok and body["failing"] == [] and set(body["checks"]) == {
+        "threads", "mqtt", "kafka", "postgres", "redis", "consumer", "sinks", "consumer_lag", "config"}
+    assert pipeline.metrics.registry.get_sample_value("pipeline_dependency_up", {"dependency": "kafka"}) == 1
+
+
+def test_not_ready_names_each_failing_dependency():
+    view, pipeline = fake_view(connected=False)
+    view.probes["postgres"] = Probe(lambda: (_ for _ in ()).throw(OSError("connection refused")), 1.0)
+    pipeline.workers[0].alive = False
+    ok, body = view.ready()
+    assert not ok and body["failing"] == ["threads", "mqtt", "postgres"]
+    assert body["problems"]["postgres"] == "OSError: connection refused"
+    assert "kafka-consumer" in body["problems"]["threads"]
+    assert pipeline.metrics.registry.get_sample_value("pipeline_dependency_up", {"dependency": "postgres"}) == 0
+    live, health = view.health()
+    assert not live and health["threads"]["kafka-consumer"] is False
+
+
+def test_a_sink_is_stale_only_with_work_waiting_and_no_recent_write():
+    now = 1000.0
+    idle = FakeSink("redis", now - 500)  # idle for long: fine, nothing to write
+    stuck = FakeSink("postgres", now - 90, waiting=3)
+    view, _ = fake_view(now, sinks=[stuck, idle], stale_write_after_s=60)
+    ok, body = view.ready()
+    assert not ok and body["failing"] == ["sinks"]
+    sinks = body["checks"]["sinks"]["sinks"]
+    assert sinks["redis"]["ok"] and not sinks["postgres"]["ok"] and sinks["postgres"]["queue_depth"] == 3
+    assert body["problems"]["sinks"] == "postgres: no successful write for 90s with 3 batch(es) waiting"
+
+
+def test_consumer_lag_fails_readiness_only_above_the_configured_limit():
+    view, _ = fake_view(ready_max_consumer_lag=100)
+    view.lag = {0: 60, 1: 30}
+    assert view.ready()[0]
+    view.lag = {0: 60, 1: 50}
+    ok, body = view.ready()
+    assert not ok and body["failing"] == ["consumer_lag"] and body["checks"]["consumer_lag"]["total"] == 110
+
+
+def test_a_refused_reload_is_reported_but_keeps_the_pipeline_ready():
+    from types import SimpleNamespace
+
+    view, pipeline = fake_view()
+    pipeline.config = SimpleNamespace(last_reload_error="mqtt.port: Expected `int` <= 65535", restart_required=())
+    ok, body = view.ready()
+    assert ok and body["checks"]["config"]["last_reload_error"] == "mqtt.port: Expected `int` <= 65535"
+    assert body["checks"]["config"]["detail"] == "last reload refused: mqtt.port: Expected `int` <= 65535"
+    pipeline.config = SimpleNamespace(last_reload_error=None, restart_required=("kafka.bootstrap_servers",))
+    ok, body = view.ready()
+    assert ok and body["checks"]["config"]["detail"] == "changed, needs a restart: kafka.bootstrap_servers"
+
+
+def test_sampling_sets_write_ages_and_queue_depths():
+    now = 1000.0
+    view, pipeline = fake_view(now, sinks=[FakeSink("postgres", now - 12, waiting=2), FakeSink("redis", None)])
+    pipeline.metrics.mqtt_received.inc(5)
+    point = view.sample()
+    get = pipeline.metrics.registry.get_sample_value
+    assert get("pipeline_sink_last_success_age_seconds", {"sink": "postgres"}) == 12
+    assert get("pipeline_sink_last_success_age_seconds", {"sink": "redis"}) == 100  # never: since start
+    assert get("pipeline_queue_depth", {"queue": "postgres"}) == 2
+    assert point["rates"]["mqtt_received"] == 0.0 and "e2e:postgres" not in point["latency"]
+
+
+def test_consumer_must_be_running_but_may_hold_no_partitions():
+    view, pipeline = fake_view()
+    pipeline.source = None
+    ok, body = view.ready()
+    assert not ok and body["failing"] == ["consumer"] and body["problems"]["consumer"] == "not started"
+    pipeline.source = SimpleNamespace(assigned=[], inflight=[])
+    ok, body = view.ready()
+    assert ok and body["checks"]["consumer"]["detail"].startswith("running, no partitions assigned")
+
+
+def test_kafka_is_not_asked_about_the_topics_before_the_pipeline_created_them():
+    asked = []
+
+    class Admin:
+        def list_topics(self, topic=None, timeout=None):
+            asked.append(topic)
+            topics = {topic: SimpleNamespace(error=None, partitions={0: None, 1: None})} if topic else {}
+            return SimpleNamespace(brokers={1: None}, topics=topics)
+
+    view, pipeline = fake_view()
+    view._admin_client = Admin()
+    pipeline.source = None
+    assert view._check_kafka() == "1 broker(s) reachable"
+    view._consumer_lag()
+    assert asked == [None]  # a request naming the topic could make the broker create it with its defaults
+    pipeline.source = SimpleNamespace(assigned=[], inflight=[])
+    assert view._check_kafka().endswith("has 2 partitions") and asked[-1] == "sensor-readings"
