@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 export PY
 
-.PHONY: help venv dev-venv services services-down status migrate run test test-unit test-integration clean
+.PHONY: help venv dev-venv services services-down status migrate run test test-unit test-integration bench bench-max clean
 
 help:
 	@echo "make run            set up everything, start the pipeline and the device simulator (Ctrl-C stops both)"
@@ -13,6 +13,8 @@ help:
 	@echo "make services       start the services that are not running (Kafka broker, PostgreSQL, Redis, Mosquitto)"
 	@echo "make services-down  stop only what 'make services' started"
 	@echo "make migrate        apply database migrations"
+	@echo "make bench          10,000 msg/s for 60 s through the whole pipeline, with the figures (BENCH_ARGS=...)"
+	@echo "make bench-max      step the rate up to the highest sustainable one"
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -53,6 +55,13 @@ test-unit: dev-venv
 test-integration: dev-venv services
 	bash scripts/ensure-test-tools.sh
 	$(PY) -m pytest -m integration
+
+BENCH_ARGS ?= --rate 10000 --duration 60
+bench: dev-venv services
+	$(PY) -m pipeline.bench $(BENCH_ARGS)
+
+bench-max: dev-venv services
+	$(PY) -m pipeline.bench --find-max --rate 10000 --duration 30
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -110,6 +110,7 @@ class KafkaSource:
                 continue
             run(to_raw(msg), readings, dead)
             offsets[(msg.topic(), msg.partition())] = msg.offset() + 1
+        self.chain.flush_counts()
         self._consumed.inc(len(msgs))
         readings, logs = split_outputs(readings)
         batch = Batch(readings, dead, offsets, len(self.sinks), logs=logs)

@@ -28,10 +28,10 @@ MQTT_TOPIC_HEADER = "mqtt_topic"
 ORIGINAL_SIZE_HEADER = "original_size"
 
 
-def partition_key(mqtt_topic: str) -> bytes:
+def partition_key(mqtt_topic: bytes) -> bytes:
     """The sensor id level of the topic: one sensor's readings stay in one partition, in order."""
-    parts = mqtt_topic.split("/", 2)
-    return (parts[1] if len(parts) > 1 else parts[0]).encode("utf-8", "surrogateescape")
+    parts = mqtt_topic.split(b"/", 2)
+    return parts[1] if len(parts) > 1 else parts[0]
 
 
 class MqttBridge:
@@ -132,9 +132,9 @@ class MqttBridge:
         try:
             self._received_n += 1
             mid, qos, gen = msg.mid, msg.qos, self._generation
-            topic = msg._topic.decode("utf-8", "surrogateescape")  # bytes as received; .topic raises on bad UTF-8
+            topic = msg._topic  # the bytes as received: no decoding on the hot path (.topic raises on bad UTF-8)
             payload = msg.payload
-            headers = [(MQTT_TOPIC_HEADER, topic.encode("utf-8", "surrogateescape"))]
+            headers = [(MQTT_TOPIC_HEADER, topic)]
             if len(payload) > self.max_payload_bytes:
                 # Too big to validate (and maybe for Kafka): pass a truncated copy on so the decode stage
                 # dead-letters it with its real size, instead of losing it or blocking here.

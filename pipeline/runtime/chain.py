@@ -28,11 +28,23 @@ class StageChain:
     def __init__(self, stages: Sequence[Stage], metrics: Metrics):
         self.stages = list(stages)
         self.metrics = metrics
-        self._out = {s.name: metrics.stage_out.labels(s.name) for s in self.stages}
+        self._out = [metrics.stage_out.labels(s.name) for s in self.stages]
+        # Records out per stage since the last flush_counts(): one locked Prometheus increment per batch
+        # and stage instead of one per message and stage.
+        self._counts = [0] * len(self.stages)
+
+    def flush_counts(self) -> None:
+        """Add the per-stage counts gathered since the last call to the metrics (once per batch)."""
+        counts = self._counts
+        for i, n in enumerate(counts):
+            if n:
+                self._out[i].inc(n)
+                counts[i] = 0
 
     def run(self, raw: RawMessage, outputs: list, dead: list) -> None:
         items: list = [raw]
-        for stage in self.stages:
+        counts = self._counts
+        for i, stage in enumerate(self.stages):
             produced: list = []
             process = stage.process
             accepts = getattr(stage, "accepts", object)
@@ -52,8 +64,7 @@ class StageChain:
                 except Exception as err:  # noqa: BLE001 - a bug or surprise in a stage must not kill the thread
                     log.exception("event=stage_failure stage=%s topic=%s", stage.name, raw.mqtt_topic)
                     dead.append(DeadLetter(raw, "processing_error", stage.name, f"{type(err).__name__}: {err}", FAILED))
-            if len(produced) > passed:
-                self._out[stage.name].inc(len(produced) - passed)
+            counts[i] += len(produced) - passed
             items = produced
             if not items:
                 return

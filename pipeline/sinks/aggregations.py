@@ -59,6 +59,7 @@ ON CONFLICT (sensor_id, metric, period, timestamp) DO UPDATE
        count = EXCLUDED.count
 RETURNING sensor_id, metric, avg_value, min_value, max_value, count"""
 
+PARTIALS_EVERY_S = 0.5
 TRANSIENT = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout, redis.ConnectionError, redis.TimeoutError,
              redis.BusyLoadingError)
 
@@ -80,6 +81,10 @@ class WindowAggregator:
         prefix = redis_cfg.key_prefix
         self.stream = prefix + redis_cfg.streams.aggregations
         self.partial_prefix = prefix + "partial:"
+        # Partials go to Redis at most every PARTIALS_EVERY_S, for every sensor touched since: the dashboard
+        # polls every second or two, and publishing per batch cost more than storing the readings.
+        self._touched: dict[str, set[str]] = {}
+        self._next_partials = 0.0
 
     def start(self, pool: ConnectionPool) -> None:
         """Reload the pending windows (the state a crash must not lose) and their running values."""
@@ -107,9 +112,9 @@ class WindowAggregator:
         partition_of = {r.sensor_id: (r.source.partition if r.source is not None else -1) for r in records}
         tracker = self.tracker
         new: dict[tuple, tuple] = {}
-        for sensor_id, metric, _value, ts in inserted:
+        for sensor_id, metric, _value, ts_us in inserted:
             partition = partition_of.get(sensor_id, -1)
-            for w in tracker.windows(to_us(ts)):
+            for w in tracker.windows(ts_us):
                 key = (partition, w, sensor_id, metric)
                 if key not in new and not tracker.is_pending(partition, w, sensor_id, metric):
                     new[key] = (w.period, from_us(w.start), sensor_id, metric, from_us(w.end), partition)
@@ -129,16 +134,28 @@ class WindowAggregator:
             tracker.add(partition, w, sensor_id, metric)
         for r in records:
             tracker.observe(r.source.partition if r.source is not None else -1, round(r.ts * US), now)
-        touched: dict[str, set[str]] = {}
-        for sensor_id, metric, value, ts in inserted:
-            self.partials.add(sensor_id, metric, to_us(ts), value)
-            touched.setdefault(sensor_id, set()).add(metric)
-        if touched:
-            self._guard("publish_partials", lambda: self._publish_partials(touched))
+        touched = self._touched
+        add = self.partials.add
+        for sensor_id, metric, value, ts_us in inserted:
+            add(sensor_id, metric, ts_us, value)
+            metrics = touched.get(sensor_id)
+            if metrics is None:
+                touched[sensor_id] = {metric}
+            else:
+                metrics.add(metric)
+        self.flush_partials(now)
         self.close_due()
+
+    def flush_partials(self, now: float) -> None:
+        """Publish the running values touched since the last time, if PARTIALS_EVERY_S has passed."""
+        if self._touched and now >= self._next_partials:
+            touched, self._touched = self._touched, {}
+            self._next_partials = now + PARTIALS_EVERY_S
+            self._guard("publish_partials", lambda: self._publish_partials(touched))
 
     def close_due(self) -> None:
         """Write the rows of every window that is due; called after each write and on the sink's tick."""
+        self.flush_partials(self.clock())
         due = self.tracker.due(self.clock())
         if due:
             self._guard("close_windows", lambda: self._close(due))
@@ -210,6 +227,6 @@ class WindowAggregator:
             self.redis.close()
 
 
-def as_rows(records: Sequence[Reading], utc_naive) -> list[tuple[str, str, float, datetime]]:
-    """Readings as the (sensor_id, metric, value, timestamp) rows a plain COPY stored (no RETURNING there)."""
-    return [(r.sensor_id, r.metric, r.value, utc_naive(r.ts)) for r in records]
+def as_rows(records: Sequence[Reading]) -> list[tuple[str, str, float, int]]:
+    """Readings as the (sensor_id, metric, value, event time in µs) rows a plain COPY stored (no RETURNING there)."""
+    return [(r.sensor_id, r.metric, r.value, round(r.ts * US)) for r in records]

@@ -133,41 +133,38 @@ class WindowTracker:
         return sum(len(k) for k in self.pending.values())
 
 
-class Partial(NamedTuple):
-    """Running values of one open window."""
-
-    start: int
-    end: int
-    count: int
-    total: float
-    min: float
-    max: float
-
-
 class Partials:
     """Running count/sum/min/max of the newest window per (sensor, metric, period), for the dashboard."""
 
     def __init__(self, tracker: WindowTracker):
         self.tracker = tracker
-        self.acc: dict[tuple[str, str, str], Partial] = {}
+        # (sensor, metric, period) -> [start, end, count, total, min, max], mutated in place (hot path)
+        self.acc: dict[tuple[str, str, str], list] = {}
 
     def add(self, sensor_id: str, metric: str, ts: int, value: float) -> None:
         """Fold one newly stored reading into the running values of its windows."""
-        for w in self.tracker.windows(ts):
-            key = (sensor_id, metric, w.period)
-            p = self.acc.get(key)
-            if p is None or w.start > p.start:
-                self.acc[key] = Partial(w.start, w.end, 1, value, value, value)
-            elif w.start == p.start:
-                self.acc[key] = Partial(p.start, p.end, p.count + 1, p.total + value, min(p.min, value), max(p.max, value))
+        acc = self.acc
+        for period, size in self.tracker.sizes.items():
+            start = ts - ts % size
+            key = (sensor_id, metric, period)
+            p = acc.get(key)
+            if p is None or start > p[0]:
+                acc[key] = [start, start + size, 1, value, value, value]
+            elif start == p[0]:
+                p[2] += 1
+                p[3] += value
+                if value < p[4]:
+                    p[4] = value
+                if value > p[5]:
+                    p[5] = value
             # an older window: its row is (re)computed from measurements; the partial shows the newest only
 
     def seed(self, sensor_id: str, metric: str, window: Window, count: int, total: float, lo: float, hi: float) -> None:
         """Running values recomputed from durable readings at start-up (newest window wins)."""
         key = (sensor_id, metric, window.period)
         p = self.acc.get(key)
-        if p is None or window.start > p.start:
-            self.acc[key] = Partial(window.start, window.end, count, total, lo, hi)
+        if p is None or window.start > p[0]:
+            self.acc[key] = [window.start, window.end, count, total, lo, hi]
 
     def fields(self, sensor_id: str, metrics: Iterable[str]) -> dict[str, dict]:
         """Hash fields `<metric>:<period>` -> running values of the newest window, for one sensor."""
@@ -176,8 +173,9 @@ class Partials:
             for period in self.tracker.sizes:
                 p = self.acc.get((sensor_id, metric, period))
                 if p is not None:
-                    out[f"{metric}:{period}"] = {"start": p.start / US, "end": p.end / US, "count": p.count,
-                                                 "avg": p.total / p.count, "min": p.min, "max": p.max}
+                    start, end, count, total, lo, hi = p
+                    out[f"{metric}:{period}"] = {"start": start / US, "end": end / US, "count": count,
+                                                 "avg": total / count, "min": lo, "max": hi}
         return out
 
 

@@ -36,4 +36,5 @@ def chain(tree: dict | None = None, clock=lambda: NOW) -> tuple[StageChain, Metr
 def run(ch: StageChain, msg: RawMessage):
     out, dead = [], []
     ch.run(msg, out, dead)
+    ch.flush_counts()
     return out, dead

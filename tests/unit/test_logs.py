@@ -103,6 +103,7 @@ def test_routing_leaves_readings_alone_and_counts_only_processed_records():
     out, dead = [], []
     ch.run(raw("sensors/d", {"metric": "temperature", "value": 20}), out, dead)
     ch.run(raw("logs/a", {"level": "INFO", "message": "m"}), out, dead)
+    ch.flush_counts()
     assert dead == [] and [type(o) for o in out] == [Reading, LogRecord]
     sample = metrics.registry.get_sample_value
     assert sample("pipeline_stage_records_out_total", {"stage": "validate"}) == 1

@@ -1,0 +1,24 @@
+"""A short run of the benchmark: the report is produced with every figure, nothing lost or doubled.
+The speed targets are checked by running the benchmark (make bench), not here."""
+import json
+import subprocess
+import sys
+
+from tests.integration.conftest import ROOT
+
+KEYS = {"offered_rate", "sustained_rate", "published", "stored_pg", "stored_redis", "lost", "duplicated", "latency_ms",
+        "cpu_s_per_million", "peak_rss_mb", "broker_limit_rate", "ratio_to_limit", "consumer_lag"}
+
+
+def test_benchmark_smoke_run_reports_every_figure_and_loses_nothing():
+    proc = subprocess.run([sys.executable, "-m", "pipeline.bench", "--rate", "1000", "--duration", "5", "--sensors", "50",
+                           "--json"], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout)
+    assert KEYS <= set(report)
+    assert report["published"] == 5000 and report["stored_pg"] == 5000 and report["stored_redis"] == 5000
+    assert report["lost"] == 0 and report["duplicated"] == 0
+    for sink in ("redis", "pg"):
+        assert set(report["latency_ms"][sink]) == {"p50", "p95", "p99", "max"}
+        assert 0 < report["latency_ms"][sink]["p50"] <= report["latency_ms"][sink]["max"]
+    assert report["broker_limit_rate"] > 0 and report["cpu_s_per_million"] > 0 and report["peak_rss_mb"] > 0
