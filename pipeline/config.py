@@ -65,7 +65,7 @@ class MqttConfig(_Section):
     session_expiry_s: NonNegInt = 86400
     username: str = ""
     keepalive_s: Annotated[int, msgspec.Meta(ge=5, le=3600)] = 30
-    topics: tuple[Name, ...] = ("sensors/#", "system/#")
+    topics: tuple[Name, ...] = ("sensors/#", "system/#", "logs/#")
     qos: Literal[0, 1] = 1
     # MQTT 5 Receive Maximum: how many unacknowledged QoS 1 messages the broker may send us.
     receive_maximum: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 1000
@@ -103,6 +103,7 @@ class RedisStreams(_Section):
     readings: Name = "readings"
     aggregations: Name = "aggregations"
     alerts: Name = "alerts"
+    logs: Name = "logs"
 
 
 class RedisConfig(_Section):
@@ -187,6 +188,7 @@ class SinksConfig(_Section):
     redis: SinkConfig = SinkConfig(flush_interval_ms=5)
     dead_letter: SinkConfig = SinkConfig(flush_interval_ms=200)
     alerts: SinkConfig = SinkConfig(flush_interval_ms=100)
+    logs: SinkConfig = SinkConfig(flush_interval_ms=200)
 
 
 class RetryConfig(_Section):
@@ -320,6 +322,42 @@ class ReloadConfig(_Section):
     watch_interval_s: NonNegFloat = 1.0
 
 
+# One MQTT topic level (no separators or wildcards) and an app name usable inside a sensor id ("app:<name>").
+TopicLevel = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=r"^[^/+#]+$")]
+AppName = Annotated[str, msgspec.Meta(min_length=1, max_length=46, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:\-]*$")]
+
+
+class SystemAgentConfig(_Section):
+    """The host metrics collector the daemon can run as a thread (same code as `python -m pipeline.agents.system`)."""
+
+    enabled: bool = False
+    interval_s: Annotated[float, msgspec.Meta(ge=0.1, le=3600)] = 5.0
+    host: Annotated[str, msgspec.Meta(max_length=200)] = ""  # empty: this machine's host name (sanitized)
+    topic_root: TopicLevel = "system"
+    disk_path: Name = "/"
+
+
+class AgentsConfig(_Section):
+    system: SystemAgentConfig = SystemAgentConfig()
+
+
+class LogsConfig(_Section):
+    """Application logs arriving on <topic_root>/<app>, their storage, counting and the daemon's own shipping."""
+
+    topic_root: TopicLevel = "logs"
+    max_message_bytes: Annotated[int, msgspec.Meta(ge=64, le=900 * 1024)] = 8192
+    # Per app and level, records per window become measurements log_<level> of sensor app:<app>.
+    count_window_s: Annotated[int, msgspec.Meta(ge=1, le=86400)] = 60
+    # A window is counted this long after it ends, so records still on their way are included.
+    count_grace_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 10.0
+    # An app keeps getting counts (zeros included) for this long after its last record.
+    count_active_s: Annotated[int, msgspec.Meta(ge=1, le=30 * 86400)] = 3600
+    retention_days: Annotated[float, msgspec.Meta(ge=0)] = 30.0  # 0 keeps logs forever
+    ship_own: bool = False
+    ship_app: AppName = "realtime-pipeline"
+    ship_level: Literal["INFO", "WARNING", "ERROR", "CRITICAL"] = "WARNING"
+
+
 class Config(_Section):
     instance_id: Annotated[str, msgspec.Meta(max_length=64)] = ""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -338,6 +376,8 @@ class Config(_Section):
     detection: DetectionConfig = DetectionConfig()
     alerts: AlertsConfig = AlertsConfig()
     reload: ReloadConfig = ReloadConfig()
+    agents: AgentsConfig = AgentsConfig()
+    logs: LogsConfig = LogsConfig()
 
 
 # Secrets are never read from config.yaml: only from these environment variables.
@@ -497,6 +537,14 @@ def _cross_checks(cfg: Config) -> None:
             if b.min is not None and b.max is not None and b.min >= b.max:
                 raise ConfigError(f"thresholds.{metric}.{level}: min must be below max")
     _check_detection(cfg)
+    if cfg.agents.system.topic_root == cfg.logs.topic_root:
+        raise ConfigError("agents.system.topic_root: must differ from logs.topic_root (that root carries log records)")
+    # A source the daemon feeds itself must reach it: refuse a topic root nothing subscribes to.
+    roots = {t.split("/", 1)[0] for t in cfg.mqtt.topics}
+    if cfg.agents.system.enabled and not roots & {cfg.agents.system.topic_root, "#", "+"}:
+        raise ConfigError(f"agents.system.topic_root: {cfg.agents.system.topic_root!r} is not covered by mqtt.topics")
+    if cfg.logs.ship_own and not roots & {cfg.logs.topic_root, "#", "+"}:
+        raise ConfigError(f"logs.ship_own: logs.topic_root {cfg.logs.topic_root!r} is not covered by mqtt.topics")
 
 
 def parse(tree: Any, env: dict[str, str] | None = None) -> Config:

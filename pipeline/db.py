@@ -1,7 +1,10 @@
 """PostgreSQL connection settings shared by migrations, the sink and the dashboard."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
+
+import psycopg
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from .config import PostgresConfig, Secret
 
@@ -25,3 +28,17 @@ def conninfo(cfg: PostgresConfig, password: Secret, database: str | None = None)
 def describe(cfg: PostgresConfig, database: str | None = None) -> str:
     """Where we connect, for logs: never includes the password."""
     return f"postgresql://{cfg.user}@{cfg.host}:{cfg.port}/{database or cfg.database}"
+
+
+def open_pool(cfg: PostgresConfig, password: Secret, name: str, min_size: int = 1, max_size: int = 1,
+              configure: Callable[[psycopg.Connection], None] | None = None) -> ConnectionPool:
+    """An open pool, or ConnectionError naming the target: fail fast (and let the caller retry) rather
+    than leave a pool reconnecting in the background."""
+    pool = ConnectionPool(kwargs=conninfo(cfg, password), min_size=min_size, max_size=max_size, open=False, name=name,
+                          timeout=10.0, configure=configure)
+    try:
+        pool.open(wait=True, timeout=cfg.connect_timeout_s + 1.0)
+    except (psycopg.Error, PoolTimeout) as err:
+        pool.close()
+        raise ConnectionError(f"cannot reach {describe(cfg)}: {err}") from err
+    return pool

@@ -1,4 +1,4 @@
-"""The data contracts that travel between threads: a raw message, a reading, a dead letter."""
+"""The data contracts that travel between threads: a raw message, a reading, a log record, a dead letter."""
 from __future__ import annotations
 
 import time
@@ -37,6 +37,20 @@ class Reading:
     def reading_id(self) -> str:
         """Identity used to drop duplicates downstream: sensor, metric and event time (µs)."""
         return f"{self.sensor_id}|{self.metric}|{round(self.ts * 1_000_000)}"
+
+
+@dataclass(slots=True)
+class LogRecord:
+    """One validated application log record (MQTT topic <logs root>/<app>): what the log sink writes."""
+
+    app: str
+    level: str  # DEBUG, INFO, WARNING, ERROR or CRITICAL
+    message: str
+    logger: str | None
+    extra: dict
+    ts: float  # event time, epoch seconds UTC
+    received_at: float
+    source: RawMessage | None = None
 
 
 class Invalid(Exception):

@@ -4,6 +4,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 SIM_ARGS=${SIM_ARGS:---sensors 20 --rate 20 --duration 0}
+# A fresh install shows this host's real system metrics too, with no device attached.
+export PIPELINE__AGENTS__SYSTEM__ENABLED=${PIPELINE__AGENTS__SYSTEM__ENABLED:-true}
 
 "$PY" realtime_pipeline.py "$@" &
 daemon=$!

@@ -12,7 +12,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from ..config import KafkaConfig
 from ..observability.metrics import Metrics
 from ..records import RawMessage
-from ..runtime.batch import Batch, InFlight
+from ..runtime.batch import Batch, InFlight, split_outputs
 from ..runtime.chain import StageChain
 from ..sinks.base import BatchingSink
 from .kafka import consumer_conf
@@ -112,7 +112,8 @@ class KafkaSource:
             offsets[(msg.topic(), msg.partition())] = msg.offset() + 1
         self.chain.flush_counts()
         self._consumed.inc(len(msgs))
-        batch = Batch(readings, dead, offsets, len(self.sinks))
+        readings, logs = split_outputs(readings)
+        batch = Batch(readings, dead, offsets, len(self.sinks), logs=logs)
         self.inflight.add(batch)
         for sink in self.sinks:
             if not self._offer(sink, batch):

@@ -9,16 +9,27 @@ import threading
 import time
 from collections import deque
 
-from ..records import DeadLetter, Reading
+from ..records import DeadLetter, LogRecord, Reading
+
+
+def split_outputs(outputs: list) -> tuple[list[Reading], list[LogRecord]]:
+    """Chain outputs by kind: readings, and log records (each sink selects the kind it writes)."""
+    readings: list = []
+    logs: list = []
+    for item in outputs:
+        (logs if item.__class__ is LogRecord else readings).append(item)
+    return readings, logs
 
 
 class Batch:
     """Records from one consume call plus the offsets to commit once all `sinks` are done."""
 
-    __slots__ = ("readings", "dead", "offsets", "_pending", "_lock", "done", "created", "extra")
+    __slots__ = ("readings", "dead", "offsets", "_pending", "_lock", "done", "created", "extra", "logs")
 
-    def __init__(self, readings: list[Reading], dead: list[DeadLetter], offsets: dict[tuple[str, int], int], sinks: int):
+    def __init__(self, readings: list[Reading], dead: list[DeadLetter], offsets: dict[tuple[str, int], int], sinks: int,
+                 logs: list[LogRecord] | None = None):
         self.readings = readings
+        self.logs = logs if logs is not None else []
         self.dead = dead
         self.offsets = offsets  # (topic, partition) -> next offset to read
         self._pending = sinks

@@ -2,6 +2,8 @@
 
 A stage has a `name` and `process(item) -> list` (empty: filtered; raising Invalid: bad input;
 raising anything else: a processing failure). Stages never see threads, metrics or Kafka.
+A stage may declare `accepts` (a type): other kinds of record pass it unchanged, which is how
+readings and log records share one chain.
 """
 from __future__ import annotations
 
@@ -45,7 +47,13 @@ class StageChain:
         for i, stage in enumerate(self.stages):
             produced: list = []
             process = stage.process
+            accepts = getattr(stage, "accepts", object)
+            passed = 0
             for item in items:
+                if not isinstance(item, accepts):
+                    produced.append(item)
+                    passed += 1
+                    continue
                 try:
                     produced.extend(process(item))
                 except Invalid as err:
@@ -56,7 +64,7 @@ class StageChain:
                 except Exception as err:  # noqa: BLE001 - a bug or surprise in a stage must not kill the thread
                     log.exception("event=stage_failure stage=%s topic=%s", stage.name, raw.mqtt_topic)
                     dead.append(DeadLetter(raw, "processing_error", stage.name, f"{type(err).__name__}: {err}", FAILED))
-            counts[i] += len(produced)
+            counts[i] += len(produced) - passed
             items = produced
             if not items:
                 return

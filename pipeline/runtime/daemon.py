@@ -10,21 +10,29 @@ import threading
 import time
 
 from .. import __version__
+from ..agents.publisher import MqttPublisher
+from ..agents.system import SystemAgent
 from ..config import Settings
 from ..ingest.kafka import ensure_topics
 from ..ingest.kafka_source import KafkaSource
 from ..ingest.mqtt_bridge import MqttBridge
+from ..logship import MQTTHandler
 from ..observability.metrics import Metrics
+from ..records import Reading
 from ..sinks.aggregations import WindowAggregator
 from ..sinks.alerts import AlertSink
 from ..sinks.deadletter import DeadLetterSink, DeadLetterWriter, dead_letter_topics
+from ..sinks.logs import LogSink
 from ..sinks.postgres import PostgresSink
 from ..sinks.redis_stream import RedisSink
 from ..stages.decode import Decode
+from ..stages.logs import ValidateLog, decode_log
 from ..stages.transform import NormalizeUnits
 from ..stages.validate import Validate
 from ..stages.windows import LateFilter
+from .batch import Batch
 from .chain import StageChain
+from .logcounts import LogCounter
 from .reload import ConfigHolder
 from .retry import retry_call
 from .worker import Failures, Worker
@@ -37,9 +45,10 @@ def build_stages(settings: Settings) -> list:
     cfg = settings.config
     v = cfg.validation
     stages = [
-        Decode(v.max_payload_bytes, v.max_readings_per_message),
+        Decode(v.max_payload_bytes, v.max_readings_per_message, routes={cfg.logs.topic_root: decode_log}),
         Validate(v.max_future_skew_s, v.max_age_s, v.default_type, v.default_location),
         NormalizeUnits(cfg.units),
+        ValidateLog(cfg.logs.max_message_bytes, v.max_future_skew_s, v.max_age_s),
     ]
     if cfg.aggregation.enabled:  # readings too late for their window are dead-lettered before they are stored
         stages.append(LateFilter(cfg.aggregation.grace_s, cfg.aggregation.max_lateness_s))
@@ -66,11 +75,20 @@ class Pipeline:
                       dead_letters=self.dead_letters, **common),
             DeadLetterSink(self.dead_letters, settings=cfg.sinks.dead_letter, **common),
         ]
+        # Application logs: their own sink, and the counter that turns the stored ones into readings.
+        self.log_counter = LogCounter(cfg.postgres, settings.secrets.postgres_password, cfg.logs, cfg.retry, self.metrics,
+                                      self.inject)
+        self.sinks.append(LogSink(cfg.postgres, settings.secrets.postgres_password, cfg.redis,
+                                  settings.secrets.redis_password, settings=cfg.sinks.logs,
+                                  dead_letters=self.dead_letters, on_written=self.log_counter.mark, **common))
         self._add_processing(settings, common)
         self.chain = StageChain(build_stages(settings), self.metrics)
         self.source: KafkaSource | None = None
         self.bridge: MqttBridge | None = None
         self.dashboard = None  # pipeline.dashboard.server.Dashboard when dashboard.enabled
+        self.system_agent: SystemAgent | None = None
+        self.log_handler: MQTTHandler | None = None
+        self._sources_stop = threading.Event()
 
     def _add_processing(self, settings: Settings, common: dict) -> None:
         """Windows (behind the PostgreSQL sink), the alert evaluator (a sink) and live config reload."""
@@ -104,6 +122,8 @@ class Pipeline:
         for sink in self.sinks:
             self._at_start(f"{sink.name}_connect", sink.start)
             self._spawn(f"sink-{sink.name}", sink.run)
+        self._at_start("log_counter_connect", self.log_counter.start)
+        self._spawn("log-counter", self.log_counter.run)
         self.source = KafkaSource(cfg.kafka, cfg.instance_id, self.chain, self.sinks, self.metrics,
                                   cfg.processing.batch_size, cfg.processing.shutdown_timeout_s / 2)
         self._spawn("kafka-consumer", self.source.run)
@@ -112,7 +132,42 @@ class Pipeline:
         self.bridge.start()
         if self.config.watchable:
             self._spawn("config-reload", lambda: self.config.run(self._stopped, cfg.reload.watch_interval_s))
+        self._start_own_sources()
         log.info("event=started threads=%s", ",".join(w.name for w in self.workers))
+
+    def _start_own_sources(self) -> None:
+        """This host's system metrics and the daemon's own warnings, through MQTT like any other source."""
+        cfg = self.settings.config
+        mqtt, password = cfg.mqtt, self.settings.secrets.mqtt_password.reveal() or None
+        agent = cfg.agents.system
+        if agent.enabled:
+            publisher = MqttPublisher(mqtt.host, mqtt.port, f"{mqtt.client_id}-system", mqtt.username or None, password,
+                                      mqtt.keepalive_s)
+            samples = self.metrics.system_samples
+            self.system_agent = SystemAgent(publisher, agent.host, agent.topic_root, agent.interval_s, agent.disk_path,
+                                            on_publish=lambda ok: samples.labels("published" if ok else "dropped").inc())
+            publisher.start()
+            self._spawn("agent-system", lambda: self.system_agent.run(self._sources_stop))
+        logs = cfg.logs
+        if logs.ship_own:
+            handler = MQTTHandler(logs.ship_app, mqtt.host, mqtt.port, level=logging.getLevelName(logs.ship_level),
+                                  topic_root=logs.topic_root, username=mqtt.username or None, password=password,
+                                  max_message_bytes=logs.max_message_bytes, client_id=f"{mqtt.client_id}-logship")
+            self.metrics.logship_records.labels("sent").set_function(lambda: handler.sent)
+            self.metrics.logship_records.labels("dropped").set_function(lambda: handler.dropped)
+            logging.getLogger().addHandler(handler)
+            self.log_handler = handler
+
+    def inject(self, readings: list[Reading], durable: bool = False) -> Batch | None:
+        """Readings made inside the daemon (log counts) go to every sink, like a consumed batch without offsets.
+        `durable`: already in measurements, so a PostgreSQL sink that cannot skip duplicates leaves them out.
+        Returns the batch (its `done` is set once every sink holds it), None when stopping."""
+        sinks = [s for s in self.sinks if not (durable and isinstance(s, PostgresSink) and not s.pg.deduplicate)]
+        batch = Batch(readings, [], {}, len(sinks))
+        for sink in sinks:
+            if not sink.put(batch, self._stopped):
+                return None
+        return batch
 
     def _at_start(self, operation: str, fn) -> None:
         cfg = self.settings.config
@@ -155,6 +210,16 @@ class Pipeline:
         budget = self.settings.config.processing.shutdown_timeout_s
         deadline = time.monotonic() + budget
         left = lambda: max(0.5, deadline - time.monotonic())  # noqa: E731
+        log.info("event=stopping step=own_sources")
+        self._sources_stop.set()
+        if self.log_handler is not None:
+            logging.getLogger().removeHandler(self.log_handler)
+            self.log_handler.close()  # bounded: what it still holds reaches MQTT before the bridge stops
+        for w in self.workers:
+            if w.name == "agent-system":
+                w.join(left())
+        if self.system_agent is not None:
+            self.system_agent.publisher.close(min(2.0, left()))
         log.info("event=stopping step=ingest")
         if self.bridge is not None:
             self.bridge.stop(left() / 3)
@@ -163,6 +228,11 @@ class Pipeline:
             self.source.stop_event.set()
         for w in self.workers:
             if w.name == "kafka-consumer":
+                w.join(left())
+        # Counts are not handed on while sinks drain; a window left uncounted is counted after the next start.
+        self.log_counter.stop_event.set()
+        for w in self.workers:
+            if w.name == "log-counter":
                 w.join(left())
         log.info("event=stopping step=sinks")
         for sink in self.sinks:
@@ -176,6 +246,7 @@ class Pipeline:
         for sink in self.sinks:
             sink.stop_event.set()
             sink.close()
+        self.log_counter.close()
         for w in self.workers:
             self.metrics.thread_alive.labels(w.name).set(1 if w.is_alive() else 0)
         log.info("event=stopped drained=%s uptime_s=%.0f consumed=%d", drained, time.time() - self.started_at,

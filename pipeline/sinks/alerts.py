@@ -30,6 +30,7 @@ from ..alerts.messages import message
 from ..alerts.webhook import WebhookNotifier
 from ..runtime.batch import Batch
 from ..runtime.retry import Stopped, retry_call
+from ..stages.logcount import APP_SENSOR_TYPE
 from .base import BatchingSink
 from .redis_stream import connect
 
@@ -92,7 +93,7 @@ class AlertSink(BatchingSink):
         with self.pool.connection() as conn:
             rows = conn.execute(LOAD_OPEN).fetchall()
             # Sensors known before this start count as seen now: silent ones go offline after the limit.
-            for (sensor_id,) in conn.execute("SELECT sensor_id FROM sensors"):
+            for (sensor_id,) in conn.execute("SELECT sensor_id FROM sensors WHERE type <> %s", (APP_SENSOR_TYPE,)):
                 self.last_seen[sensor_id] = now
         self.book.load(Alert(sensor_id, metric, type_, severity, ts.replace(tzinfo=_UTC).timestamp(), msg, id_)
                        for id_, sensor_id, metric, type_, severity, msg, ts in rows)
@@ -130,7 +131,8 @@ class AlertSink(BatchingSink):
         out: list[Transition] = []
         for r in batch.readings:
             sensor_id, metric = r.sensor_id, r.metric
-            self.last_seen[sensor_id] = now
+            if r.sensor_type != APP_SENSOR_TYPE:  # log counts: an app that stops logging is not offline
+                self.last_seen[sensor_id] = now
             self.sensor_info[sensor_id] = (r.sensor_type, r.location)
             context = {"type": r.sensor_type, "location": r.location}
             if (sensor_id, None, "offline") in book.open:

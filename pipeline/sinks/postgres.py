@@ -16,7 +16,7 @@ import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ..config import PostgresConfig, Secret
-from ..db import conninfo, describe
+from ..db import describe, open_pool
 from ..records import Reading
 from ..runtime.batch import Batch
 from .aggregations import as_rows
@@ -65,12 +65,8 @@ class PostgresSink(BatchingSink):
         self._written: tuple | None = None  # (inserted rows, staged windows) of the last write, for after_write
 
     def start(self) -> None:
-        pool = ConnectionPool(kwargs=conninfo(self.pg, self.password), min_size=self.pg.pool_min,
-                              max_size=self.pg.pool_max, open=False, name="postgres-sink", timeout=10.0,
-                              configure=self._configure)
+        pool = open_pool(self.pg, self.password, "postgres-sink", self.pg.pool_min, self.pg.pool_max, self._configure)
         try:
-            # Fail fast (and let the caller retry) rather than leave the pool reconnecting in the background.
-            pool.open(wait=True, timeout=self.pg.connect_timeout_s + 1.0)
             with pool.connection() as conn:
                 self.known_sensors = {row[0] for row in conn.execute("SELECT sensor_id FROM sensors")}
         except (psycopg.Error, PoolTimeout) as err:

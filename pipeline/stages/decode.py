@@ -4,13 +4,16 @@ Topic contract (README, "Topics and payloads"):
   <root>/<sensor_id>           JSON object: {"type", "location", "timestamp", "readings": {metric: value}}
                                or a single reading {"metric": "temperature", "value": 21.4, ...}
   <root>/<sensor_id>/<metric>  a bare number (what small devices send)
+
+Other contracts are routed by topic root (`routes`: root -> decoder), e.g. application logs
+(pipeline/stages/logs.py).
 """
 from __future__ import annotations
 
 import json
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 
@@ -97,9 +100,11 @@ class Decode:
 
     name = "decode"
 
-    def __init__(self, max_payload_bytes: int, max_readings: int):
+    def __init__(self, max_payload_bytes: int, max_readings: int,
+                 routes: dict[str, Callable[[RawMessage, list[str]], list]] | None = None):
         self.max_payload_bytes = max_payload_bytes
         self.max_readings = max_readings
+        self.routes = routes or {}  # topic root -> decoder for a contract other than readings
 
     def process(self, msg: RawMessage) -> list[Candidate]:
         payload = msg.payload
@@ -109,6 +114,9 @@ class Decode:
         if not payload or not payload.strip():
             raise Invalid("payload_empty")
         parts = msg.mqtt_topic.split("/")
+        route = self.routes.get(parts[0])
+        if route is not None:
+            return route(msg, parts)
         if len(parts) < 2 or parts[1] == "":
             raise Invalid("topic_missing_sensor_id", f"topic {msg.mqtt_topic!r} has no sensor id level")
         if len(parts) > 3:

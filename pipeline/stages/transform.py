@@ -9,6 +9,7 @@ class NormalizeUnits:
     """Reading -> Reading in the canonical unit; an unknown unit for a configured metric is refused."""
 
     name = "transform"
+    accepts = Reading
 
     def __init__(self, units: dict[str, MetricUnits]):
         self.rules = {

@@ -21,13 +21,14 @@ TYPE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
 SENSOR_ID_MAX, METRIC_MAX, TYPE_MAX, LOCATION_MAX = 50, 20, 20, 100
 
 
-def check_sensor_id(sensor_id: str) -> str:
+def check_sensor_id(sensor_id: str, field: str = "sensor_id", limit: int = SENSOR_ID_MAX) -> str:
+    """The sensor id rule; `field` names the reasons when another name follows it (a log record's app)."""
     if not sensor_id:
-        raise Invalid("sensor_id_empty")
-    if len(sensor_id) > SENSOR_ID_MAX:
-        raise Invalid("sensor_id_too_long", f"{len(sensor_id)} characters > {SENSOR_ID_MAX}")
+        raise Invalid(f"{field}_empty")
+    if len(sensor_id) > limit:
+        raise Invalid(f"{field}_too_long", f"{len(sensor_id)} characters > {limit}")
     if not SENSOR_ID_RE.fullmatch(sensor_id) or not sensor_id.isascii():
-        raise Invalid("sensor_id_invalid", f"{sensor_id[:60]!r} does not match {SENSOR_ID_RE.pattern}")
+        raise Invalid(f"{field}_invalid", f"{sensor_id[:60]!r} does not match {SENSOR_ID_RE.pattern}")
     return sensor_id
 
 
@@ -84,6 +85,18 @@ def parse_timestamp(raw: object) -> float:
     raise Invalid("timestamp_invalid", f"timestamp must be a date-time string or epoch seconds, got {type(raw).__name__}")
 
 
+def check_event_time(raw: object, received_at: float, now: float, max_future_skew_s: float, max_age_s: float) -> float:
+    """A record's event time: its own timestamp within the allowed skew of now, or the receive time if it has none."""
+    if raw is None:
+        return received_at
+    ts = parse_timestamp(raw)
+    if ts > now + max_future_skew_s:
+        raise Invalid("timestamp_in_future", f"{ts - now:.0f} s ahead of now (limit {max_future_skew_s:g} s)")
+    if ts < now - max_age_s:
+        raise Invalid("timestamp_too_old", f"{now - ts:.0f} s old (limit {max_age_s:g} s)")
+    return ts
+
+
 def _check_text(value: object, field: str, limit: int, pattern: re.Pattern | None = None) -> str:
     if not isinstance(value, str):
         raise Invalid(f"{field}_invalid", f"{field} must be a string, got {type(value).__name__}")
@@ -98,6 +111,7 @@ class Validate:
     """Candidate -> Reading. `clock` is injectable so tests pin 'now'."""
 
     name = "validate"
+    accepts = Candidate
 
     def __init__(self, max_future_skew_s: float, max_age_s: float, default_type: str,
                  default_location: str | None, clock=time.time):
@@ -112,15 +126,7 @@ class Validate:
         metric = check_metric(c.metric)
         value = check_value(c.value)
         source = c.source
-        if c.timestamp is None:
-            ts = source.received_at
-        else:
-            ts = parse_timestamp(c.timestamp)
-            now = self.clock()
-            if ts > now + self.max_future_skew_s:
-                raise Invalid("timestamp_in_future", f"{ts - now:.0f} s ahead of now (limit {self.max_future_skew_s:g} s)")
-            if ts < now - self.max_age_s:
-                raise Invalid("timestamp_too_old", f"{now - ts:.0f} s old (limit {self.max_age_s:g} s)")
+        ts = check_event_time(c.timestamp, source.received_at, self.clock(), self.max_future_skew_s, self.max_age_s)
         stype = self.default_type if c.sensor_type is None else _check_text(c.sensor_type, "type", TYPE_MAX, TYPE_RE)
         loc = self.default_location if c.location is None else _check_text(c.location, "location", LOCATION_MAX)
         unit = None if c.unit is None else _check_text(c.unit, "unit", TYPE_MAX)

@@ -187,6 +187,7 @@ class LateFilter:
     """
 
     name = "lateness"
+    accepts = Reading  # log records share the chain but have no windows
 
     def __init__(self, grace_s: float, max_lateness_s: float):
         self.grace_s = grace_s

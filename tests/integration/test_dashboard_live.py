@@ -66,7 +66,7 @@ def test_dashboard_of_a_running_pipeline(env):
         assert {e["reason"] for e in body["recent_errors"]} >= {"invalid_json", "value_not_number"}
         broken = next(e for e in body["recent_errors"] if e["reason"] == "invalid_json")
         assert broken["sample"] == "{broken" and broken["stage"] == "decode" and broken["mqtt_topic"] == f"{root}/s1"
-        assert body["queues"] == {"postgres": 0, "redis": 0, "dead_letter": 0, "alerts": 0}
+        assert body["queues"] == {"postgres": 0, "redis": 0, "dead_letter": 0, "logs": 0, "alerts": 0}
 
         # Throughput is a rate over the last seconds, sampled every second: the burst shows in the history.
         def burst_seen():

@@ -1,0 +1,201 @@
+"""Ship a Python application's logs to the pipeline over MQTT, in two lines:
+
+    from pipeline.logship import MQTTHandler
+    logging.getLogger().addHandler(MQTTHandler(app="billing", host="localhost"))
+
+Each record is published (QoS 1) to <topic_root>/<app> as
+{"timestamp": epoch seconds, "level": "ERROR", "message": "...", "logger": "billing.db", "extra": {...}}
+where `extra` holds what the call passed with `extra=`. emit() never waits for the network and never
+raises: it formats the record and puts it into a bounded buffer that a background thread publishes;
+when the buffer is full the record is dropped and counted (`handler.dropped`). Records about the
+shipping itself (loggers `paho` and `pipeline.logship`, anything logged from the handler's own
+threads) are never shipped, so shipping cannot feed on itself.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import queue
+import re
+import threading
+import time
+import uuid
+
+from .agents.publisher import MqttPublisher
+
+SKIP_LOGGERS = ("paho", "pipeline.logship")
+_APP_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]*")
+APP_MAX = 46
+# Attributes every LogRecord has: anything else on a record came from `extra=`.
+_STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime", "taskName"}
+_MAX_DEPTH, _MAX_ITEMS, _MAX_TEXT = 6, 100, 2000
+_UNACKED_WINDOW = 200  # messages handed to paho but not acknowledged: bounds paho's memory
+
+
+def level_name(levelno: int) -> str:
+    """The standard level at or below `levelno` (custom levels such as 25 or 5 map down: INFO, DEBUG)."""
+    for threshold, name in ((50, "CRITICAL"), (40, "ERROR"), (30, "WARNING"), (20, "INFO")):
+        if levelno >= threshold:
+            return name
+    return "DEBUG"
+
+
+def _text(value: str) -> str:
+    # The pipeline refuses NUL and lone surrogates (PostgreSQL cannot store them): make them visible instead.
+    return value.encode("utf-8", "replace").decode("utf-8").replace("\x00", "\\x00")
+
+
+def truncate_utf8(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` UTF-8 bytes, marked as cut."""
+    data = text.encode("utf-8")
+    if len(data) <= limit:
+        return text
+    marker = f" [truncated {len(data)} bytes]"
+    return data[: max(0, limit - len(marker))].decode("utf-8", "ignore") + marker
+
+
+def clean(value, depth: int = 0):
+    """A JSON-safe copy of an `extra` value: finite numbers, text without NUL, bounded depth and size."""
+    if value is None or isinstance(value, (bool, int)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
+    if isinstance(value, str):
+        return _text(value[:_MAX_TEXT])
+    if depth < _MAX_DEPTH:
+        if isinstance(value, dict):
+            return {_text(str(k))[:200]: clean(v, depth + 1) for k, v in list(value.items())[:_MAX_ITEMS]}
+        if isinstance(value, (list, tuple, set, frozenset)):
+            return [clean(v, depth + 1) for v in list(value)[:_MAX_ITEMS]]
+    try:
+        return _text(str(value)[:_MAX_TEXT])
+    except Exception:  # noqa: BLE001 - a broken __str__ must not lose the record
+        return f"<unprintable {type(value).__name__}>"
+
+
+class MQTTHandler(logging.Handler):
+    """A logging.Handler that ships records to the pipeline over MQTT without ever blocking the application."""
+
+    def __init__(self, app: str, host: str = "localhost", port: int = 1883, *, level: int = logging.NOTSET,
+                 topic_root: str = "logs", username: str | None = None, password: str | None = None,
+                 buffer_size: int = 10000, max_message_bytes: int = 8192, max_extra_bytes: int = 16384,
+                 close_timeout: float = 2.0, exclude: tuple[str, ...] = (), client_id: str | None = None):
+        if len(app) > APP_MAX or not _APP_RE.fullmatch(app) or not app.isascii():
+            raise ValueError(f"app {app!r}: expected up to {APP_MAX} characters matching {_APP_RE.pattern}")
+        if not topic_root or any(c in topic_root for c in "/+#"):
+            raise ValueError(f"topic_root {topic_root!r}: expected one topic level without / + #")
+        super().__init__(level)
+        self.app = app
+        self.topic = f"{topic_root}/{app}"
+        self.max_message_bytes = max_message_bytes
+        self.max_extra_bytes = max_extra_bytes
+        self.close_timeout = close_timeout
+        self.skip_loggers = SKIP_LOGGERS + tuple(exclude)
+        self.publisher = MqttPublisher(host, port, client_id or f"logship-{app}-{uuid.uuid4().hex[:8]}", username,
+                                       password, max_queued=2 * _UNACKED_WINDOW)
+        self.dropped = 0  # records not handed to the broker (buffer full, or still buffered at close)
+        self.unconfirmed = 0  # records handed over but not acknowledged when close() gave up waiting
+        self._accepted = 0  # records put into the buffer
+        self._handled = 0  # of those, published or dropped by the background thread
+        self._count_lock = threading.Lock()
+        self._queue: queue.Queue = queue.Queue(maxsize=buffer_size)
+        self._closing = threading.Event()
+        self._deadline = math.inf
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name=f"logship-{app}", daemon=True)
+        self.publisher.start()
+        self._thread.start()
+
+    @property
+    def sent(self) -> int:
+        """Records the broker acknowledged."""
+        return self.publisher.acked
+
+    def _drop(self, n: int) -> None:
+        with self._count_lock:
+            self.dropped += n
+
+    def about_shipping(self, record: logging.LogRecord) -> bool:
+        """True for records the shipping itself caused: never shipped."""
+        name = record.name
+        if any(name == p or name.startswith(p + ".") for p in self.skip_loggers):
+            return True
+        return record.thread == self._thread.ident or record.threadName == self.publisher.thread_name
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._closed or self.about_shipping(record):
+            return
+        try:
+            item = self.prepare(record)
+        except Exception:  # noqa: BLE001 - logging must never raise into the application
+            self.handleError(record)
+            return
+        try:
+            self._queue.put_nowait(item)
+        except queue.Full:
+            self._drop(1)
+            return
+        with self._count_lock:
+            self._accepted += 1
+
+    def prepare(self, record: logging.LogRecord) -> dict:
+        """The record as the pipeline's log contract, formatted now (arguments may change later)."""
+        extra = {k: clean(v) for k, v in record.__dict__.items() if k not in _STANDARD and not k.startswith("_")}
+        return {"timestamp": record.created, "level": level_name(record.levelno),
+                "message": truncate_utf8(_text(self.format(record)), self.max_message_bytes),
+                "logger": _text(record.name)[:200], "extra": extra}
+
+    def encode(self, item: dict) -> bytes:
+        """JSON bytes; an `extra` over max_extra_bytes is replaced by a marker so the record still goes."""
+        extra = json.dumps(item["extra"], ensure_ascii=False, separators=(",", ":"))
+        if len(extra.encode("utf-8")) > self.max_extra_bytes:
+            item = {**item, "extra": {"extra_truncated": True}}
+        return json.dumps(item, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+    def _run(self) -> None:
+        while True:
+            try:
+                item = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                if self._closing.is_set():
+                    return
+                continue
+            # Wait while too much is unacknowledged (broker away): the buffer fills and drops instead.
+            while not self.publisher.wait(0.2, below=_UNACKED_WINDOW):
+                if self._closing.is_set() and time.monotonic() > self._deadline:
+                    self._drop(1 + self._queue.qsize())
+                    return
+            try:
+                ok = self.publisher.publish(self.topic, self.encode(item))
+            except Exception:  # noqa: BLE001 - never die: a record that cannot be sent is counted
+                ok = False
+            with self._count_lock:
+                self._handled += 1
+                if not ok:
+                    self.dropped += 1
+            if self._closing.is_set() and time.monotonic() > self._deadline:
+                self._drop(self._queue.qsize())
+                return
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every buffered record is acknowledged by the broker (at most `timeout`, default close_timeout)."""
+        deadline = time.monotonic() + (self.close_timeout if timeout is None else timeout)
+        while True:
+            with self._count_lock:
+                if self._handled >= self._accepted:
+                    break
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                return False
+            time.sleep(0.02)
+        return self.publisher.wait(max(0.0, deadline - time.monotonic()))
+
+    def close(self) -> None:
+        """Publish what is buffered (at most close_timeout), then disconnect. Later records are ignored."""
+        if not self._closed:
+            self._closed = True
+            self._deadline = time.monotonic() + self.close_timeout
+            self._closing.set()
+            self._thread.join(self.close_timeout + 1.0)
+            self.unconfirmed = self.publisher.close(max(0.1, self._deadline - time.monotonic()))
+        super().close()

@@ -1,0 +1,166 @@
+"""Log records become numbers: per app and level, the records of each window, counted from the durable
+`logs` table and handed to the sinks as ordinary readings (sensor app:<app>, metric log_<level>,
+value = count, timestamp = window start), so they get aggregations, thresholds and alerts like any metric.
+
+Why from the table: it holds exactly the records that are durable, each once (delivery identity), so a
+count is the same however often it is computed: after a crash, a replay or a restart. New counts go
+through the normal readings path (the PostgreSQL sink inserts them); a count that changed because
+records arrived late is updated in place first, then handed on as well. This thread also applies the
+logs retention.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import timezone
+from typing import Callable, Sequence
+
+import orjson
+import psycopg
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from ..config import LogsConfig, PostgresConfig, RetryConfig, Secret
+from ..db import open_pool
+from ..observability.metrics import Metrics
+from ..records import LogRecord, RawMessage, Reading
+from ..sinks.postgres import utc_naive
+from ..stages.logcount import APP_SENSOR_TYPE, CountWindows, changes, count_rows, metric
+from ..stages.logs import LEVELS
+from .batch import Batch
+from .retry import retry_call
+
+log = logging.getLogger(__name__)
+
+RETENTION_EVERY_S = 3600.0
+RETENTION_CHUNK = 5000
+LAST_SEEN = "SELECT app, max(timestamp) FROM logs WHERE timestamp >= %s GROUP BY app"
+COUNTS = "SELECT app, level, count(*) FROM logs WHERE timestamp >= %s AND timestamp < %s GROUP BY app, level"
+STORED = "SELECT sensor_id, metric, value FROM measurements WHERE timestamp = %s AND sensor_id = ANY(%s) AND metric = ANY(%s)"
+CORRECT = "UPDATE measurements SET value = %s WHERE sensor_id = %s AND metric = %s AND timestamp = %s"
+EXPIRE = "DELETE FROM logs WHERE id IN (SELECT id FROM logs WHERE timestamp < %s LIMIT %s)"
+_TRANSIENT = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout)
+
+# emit(readings, durable) hands readings to the sinks and returns the batch (None when stopping);
+# durable=True means they are already in `measurements` (corrections).
+Emit = Callable[[list[Reading], bool], "Batch | None"]
+
+
+def _epoch(dt) -> float:
+    return dt.replace(tzinfo=timezone.utc).timestamp()
+
+
+class LogCounter:
+    """Thread body: every tick, counts the due windows and hands new or corrected counts to the sinks."""
+
+    def __init__(self, pg: PostgresConfig, password: Secret, cfg: LogsConfig, retry: RetryConfig, metrics: Metrics,
+                 emit: Emit, clock: Callable[[], float] = time.time):
+        self.pg, self.password, self.cfg, self.retry, self.metrics = pg, password, cfg, retry, metrics
+        self.emit = emit
+        self.clock = clock
+        self.windows = CountWindows(cfg.count_window_s, cfg.count_grace_s, cfg.count_active_s)
+        self.tick_s = min(1.0, cfg.count_window_s / 2)
+        self.stop_event = threading.Event()
+        self.pool: ConnectionPool | None = None
+        self._lock = threading.Lock()  # `mark` runs in the log sink's thread
+        self._next_expiry = 0.0
+
+    def start(self) -> None:
+        """Connect and learn from the stored logs which apps are active; windows since then get counted."""
+        if self.pool is None:
+            self.pool = open_pool(self.pg, self.password, "log-counter")
+        now = self.clock()
+        since = now - self.cfg.count_active_s - 2 * self.cfg.count_window_s
+        with self.pool.connection() as conn:
+            last_seen = {app: _epoch(ts) for app, ts in conn.execute(LAST_SEEN, (utc_naive(since),))}
+        with self._lock:
+            self.windows.begin(now, last_seen)
+        log.info("event=log_counter_started window_s=%d active_apps=%d", self.cfg.count_window_s, len(last_seen))
+
+    def mark(self, records: Sequence[LogRecord]) -> None:
+        """The log sink's hook: these records are durable."""
+        with self._lock:
+            for r in records:
+                self.windows.mark(r.app, r.ts)
+
+    def run(self) -> None:
+        while not self.stop_event.wait(self.tick_s):
+            self.tick()
+
+    def tick(self) -> None:
+        now = self.clock()
+        with self._lock:
+            due = [(start, self.windows.active(start)) for start in self.windows.due(now)]
+        for start, apps in due:
+            if self.stop_event.is_set():
+                return  # not counted: the next start counts it again (lookback)
+            self._retrying(lambda: self.count(start, apps), "log_count")
+        if self.cfg.retention_days and now >= self._next_expiry:
+            self._retrying(lambda: self.expire(now), "log_retention")
+            self._next_expiry = now + RETENTION_EVERY_S
+
+    def _retrying(self, fn, operation: str):
+        return retry_call(fn, operation=operation, policy=self.retry, is_transient=lambda e: isinstance(e, _TRANSIENT),
+                          stop=self.stop_event, on_retry=lambda *_: self.metrics.retries.labels(operation).inc())
+
+    def count(self, start: float, apps: list[str]) -> list[Reading]:
+        """Count one window from the stored logs; hand what is new or changed to the sinks. Returns it."""
+        assert self.pool is not None
+        end = start + self.cfg.count_window_s
+        with self.pool.connection() as conn:
+            counts = {(app, level): n for app, level, n in conn.execute(COUNTS, (utc_naive(start), utc_naive(end)))}
+            rows = count_rows(counts, apps)
+            if not rows:
+                return []
+            stored = {(s, m): v for s, m, v in conn.execute(
+                STORED, (utc_naive(start), sorted({s for s, _ in rows}), [metric(lv) for lv in LEVELS]))}
+            new, corrected = changes(rows, stored)
+            if corrected:
+                with conn.transaction():
+                    conn.cursor().executemany(CORRECT, [(v, s, m, utc_naive(start)) for (s, m), v in corrected.items()])
+        now = self.clock()
+        out: list[Reading] = []
+        for group, durable in ((new, False), (corrected, True)):
+            readings = [self._reading(s, m, v, start, now) for (s, m), v in group.items()]
+            if readings and self._hand_over(readings, durable):
+                out.extend(readings)
+        if out:
+            self.metrics.log_count_readings.inc(len(out))
+            log.debug("event=log_window_counted start=%.0f new=%d corrected=%d", start, len(new), len(corrected))
+        return out
+
+    def _hand_over(self, readings: list[Reading], durable: bool) -> bool:
+        # Wait until every sink holds them: the next count of this window must see them stored.
+        batch = self.emit(readings, durable)
+        if batch is None:
+            return False
+        while not batch.done.wait(0.2):
+            if self.stop_event.is_set():
+                return False
+        return True
+
+    def _reading(self, sensor_id: str, metric_name: str, value: float, start: float, now: float) -> Reading:
+        # A source in the readings contract, so a dead letter made of this count says what it was.
+        payload = orjson.dumps({"type": APP_SENSOR_TYPE, "timestamp": start, "readings": {metric_name: value}})
+        source = RawMessage(f"sensors/{sensor_id}", payload, now, sensor_id.encode())
+        return Reading(sensor_id, APP_SENSOR_TYPE, None, metric_name, value, start, now, source)
+
+    def expire(self, now: float) -> int:
+        """Delete logs older than logs.retention_days, in chunks so no transaction grows large."""
+        assert self.pool is not None
+        cutoff = utc_naive(now - self.cfg.retention_days * 86400)
+        total = 0
+        while not self.stop_event.is_set():
+            with self.pool.connection() as conn:
+                deleted = conn.execute(EXPIRE, (cutoff, RETENTION_CHUNK)).rowcount
+            total += deleted
+            if deleted < RETENTION_CHUNK:
+                break
+        if total:
+            self.metrics.logs_expired.inc(total)
+            log.info("event=logs_expired rows=%d before=%s", total, cutoff.isoformat())
+        return total
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()

@@ -1,0 +1,111 @@
+"""Log sink: application log records into the `logs` table (COPY) and onto a Redis Stream.
+
+PostgreSQL first, then Redis, in one write: a retry after a Redis failure writes PostgreSQL again,
+which is harmless because a record already stored is skipped (its delivery identity, Kafka
+partition + offset + receive time, is unique). That also makes a batch redelivered after a crash a
+no-op, so counts derived from the table stay exact.
+
+Stream entries (<redis.key_prefix><redis.streams.logs>): id (the delivery identity: consumers drop
+duplicates by it), app, level, message, logger, extra (JSON), ts, received_at.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Callable, Sequence
+
+import orjson
+import psycopg
+import redis
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from ..config import PostgresConfig, RedisConfig, Secret
+from ..db import describe, open_pool
+from ..records import LogRecord
+from ..runtime.batch import Batch
+from .base import BatchingSink
+from .postgres import utc_naive
+from .redis_stream import connect
+
+log = logging.getLogger(__name__)
+
+COLUMNS = "app, level, message, logger, extra, timestamp, received_at, kafka_partition, kafka_offset"
+CREATE_STAGE = ("CREATE TEMP TABLE IF NOT EXISTS logs_stage (app VARCHAR(50), level VARCHAR(10), message TEXT, "
+                "logger VARCHAR(200), extra JSONB, timestamp TIMESTAMP, received_at TIMESTAMP, kafka_partition INTEGER, "
+                "kafka_offset BIGINT) ON COMMIT DELETE ROWS")
+COPY_STAGE = f"COPY logs_stage ({COLUMNS}) FROM STDIN"
+INSERT_FROM_STAGE = (f"INSERT INTO logs ({COLUMNS}) SELECT {COLUMNS} FROM logs_stage "
+                     "ON CONFLICT (kafka_partition, kafka_offset, received_at) DO NOTHING")
+_TRANSIENT = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout, redis.ConnectionError, redis.TimeoutError,
+              redis.BusyLoadingError)
+
+
+def delivery_id(r: LogRecord) -> str:
+    """The record's delivery identity as text: partition:offset:receive time in ms."""
+    src = r.source
+    return f"{src.partition}:{src.offset}:{round(r.received_at * 1000)}" if src is not None else ""
+
+
+class LogSink(BatchingSink):
+    """Writes a batch's log records; `on_written` (the log counter) learns which are durable."""
+
+    name = "logs"
+
+    def __init__(self, pg: PostgresConfig, pg_password: Secret, rcfg: RedisConfig, redis_password: Secret, *args,
+                 on_written: Callable[[Sequence[LogRecord]], None] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.pg, self.pg_password = pg, pg_password
+        self.rcfg, self.redis_password = rcfg, redis_password
+        self.on_written = on_written
+        self.pool: ConnectionPool | None = None
+        self.client: redis.Redis | None = None
+        self.stream = rcfg.key_prefix + rcfg.streams.logs
+
+    def start(self) -> None:
+        if self.pool is None:  # start may be retried while the services come up
+            self.pool = open_pool(self.pg, self.pg_password, "logs-sink", configure=self._configure)
+        if self.client is None:
+            self.client = connect(self.rcfg, self.redis_password)
+        log.info("event=sink_started sink=logs target=%s stream=%s", describe(self.pg), self.stream)
+
+    def _configure(self, conn: psycopg.Connection) -> None:
+        conn.execute(CREATE_STAGE)
+        conn.commit()
+
+    def select(self, batch: Batch) -> Sequence[LogRecord]:
+        return batch.logs
+
+    def is_transient(self, err: BaseException) -> bool:
+        return isinstance(err, _TRANSIENT)
+
+    def write(self, records: Sequence[LogRecord]) -> None:
+        assert self.pool is not None and self.client is not None
+        rows = []
+        for r in records:
+            src = r.source
+            rows.append((r.app, r.level, r.message, r.logger, orjson.dumps(r.extra).decode(), utc_naive(r.ts),
+                         utc_naive(r.received_at), src.partition if src else None, src.offset if src else None))
+        with self.pool.connection() as conn:
+            with conn.transaction():
+                with conn.cursor() as cur:
+                    with cur.copy(COPY_STAGE) as copy:
+                        for row in rows:
+                            copy.write_row(row)
+                    cur.execute(INSERT_FROM_STAGE)
+        pipe = self.client.pipeline(transaction=False)
+        maxlen = self.rcfg.stream_maxlen
+        for r, row in zip(records, rows):
+            pipe.xadd(self.stream, {"id": delivery_id(r), "app": r.app, "level": r.level, "message": r.message,
+                                    "logger": r.logger or "", "extra": row[4], "ts": repr(r.ts),
+                                    "received_at": repr(r.received_at)}, maxlen=maxlen, approximate=True)
+        pipe.execute()
+
+    def after_write(self, records: Sequence[LogRecord]) -> None:
+        super().after_write(records)
+        if self.on_written is not None:
+            self.on_written(records)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
+        if self.client is not None:
+            self.client.close()

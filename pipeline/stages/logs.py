@@ -1,0 +1,107 @@
+"""Application log records: decode (topic and JSON) and validate into LogRecord, or raise Invalid.
+
+Contract (docs/sources.md): topic <logs root>/<app>, payload a JSON object
+  {"timestamp": ..., "level": "ERROR", "message": "...", "logger": "billing.db", "extra": {...}}
+level and message are required. level is one of DEBUG, INFO, WARNING, ERROR, CRITICAL in any case,
+plus the aliases WARN and FATAL that Python's logging itself defines; it is stored upper case.
+timestamp follows the reading rules (ISO-8601 or epoch seconds; absent means the receive time).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from ..records import Invalid, LogRecord, RawMessage
+from .decode import parse_json
+from .validate import check_event_time, check_sensor_id
+
+LOG_FIELDS = frozenset({"timestamp", "level", "message", "logger", "extra"})
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LEVEL_NAMES = {**{name: name for name in LEVELS}, "WARN": "WARNING", "FATAL": "CRITICAL"}
+# The app becomes sensor id "app:<app>" for its log counts, and sensor ids hold 50 characters.
+APP_MAX = 46
+LOGGER_MAX = 200
+
+
+@dataclass(slots=True)
+class LogCandidate:
+    """A log payload parsed into a JSON object, not yet validated."""
+
+    app: str
+    obj: dict
+    source: RawMessage
+
+
+def decode_log(msg: RawMessage, parts: list[str]) -> list[LogCandidate]:
+    """The `Decode` route for the logs root: exactly <root>/<app>, a JSON object without unknown fields."""
+    if len(parts) != 2 or parts[1] == "":
+        raise Invalid("log_topic_invalid", f"topic {msg.mqtt_topic[:120]!r} is not <root>/<app>")
+    obj = parse_json(msg.payload)
+    if not isinstance(obj, dict):
+        raise Invalid("not_an_object", f"payload is a JSON {type(obj).__name__}, expected an object")
+    unknown = obj.keys() - LOG_FIELDS
+    if unknown:
+        raise Invalid("log_unknown_field", f"unknown field(s): {', '.join(sorted(map(repr, unknown)))[:200]}")
+    return [LogCandidate(parts[1], obj, msg)]
+
+
+def _has_nul(value: Any) -> bool:
+    # PostgreSQL refuses NUL in text and \u0000 in jsonb: refusing it here keeps one record from failing a batch.
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any("\x00" in k or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+def check_level(level: object) -> str:
+    name = LEVEL_NAMES.get(level.upper()) if isinstance(level, str) else None
+    if name is None:
+        raise Invalid("log_level_invalid", f"level {str(level)[:20]!r} is not one of {', '.join(LEVELS)}")
+    return name
+
+
+class ValidateLog:
+    """LogCandidate -> LogRecord. `clock` is injectable so tests pin 'now'."""
+
+    name = "validate_log"
+    accepts = LogCandidate
+
+    def __init__(self, max_message_bytes: int, max_future_skew_s: float, max_age_s: float, clock=time.time):
+        self.max_message_bytes = max_message_bytes
+        self.max_future_skew_s = max_future_skew_s
+        self.max_age_s = max_age_s
+        self.clock = clock
+
+    def process(self, c: LogCandidate) -> list[LogRecord]:
+        app = check_sensor_id(c.app, "log_app", APP_MAX)
+        obj = c.obj
+        missing = [f for f in ("level", "message") if f not in obj]
+        if missing:
+            raise Invalid("log_missing_field", f"missing {', '.join(missing)}")
+        level = check_level(obj["level"])
+        message = obj["message"]
+        if not isinstance(message, str):
+            raise Invalid("log_message_invalid", f"message must be a string, got {type(message).__name__}")
+        size = len(message.encode("utf-8"))
+        if size > self.max_message_bytes:
+            raise Invalid("log_message_too_long", f"{size} bytes > {self.max_message_bytes}")
+        if "\x00" in message:
+            raise Invalid("log_message_invalid", "message contains a NUL character")
+        logger = obj.get("logger")
+        if logger is not None and (not isinstance(logger, str) or len(logger) > LOGGER_MAX or not logger.isprintable()):
+            raise Invalid("log_logger_invalid", f"logger must be printable text up to {LOGGER_MAX} characters")
+        extra = obj.get("extra")
+        if extra is None:
+            extra = {}
+        elif not isinstance(extra, dict):
+            raise Invalid("log_extra_invalid", f"extra must be an object, got {type(extra).__name__}")
+        elif _has_nul(extra):
+            raise Invalid("log_extra_invalid", "extra contains a NUL character")
+        source = c.source
+        ts = check_event_time(obj.get("timestamp"), source.received_at, self.clock(), self.max_future_skew_s,
+                              self.max_age_s)
+        return [LogRecord(app, level, message, logger, extra, ts, source.received_at, source)]
