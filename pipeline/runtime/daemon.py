@@ -13,7 +13,7 @@ from .. import __version__
 from ..config import Settings
 from ..ingest.kafka import ensure_topics
 from ..ingest.kafka_source import KafkaSource
-from ..ingest.mqtt_bridge import MqttBridge
+from ..ingest.mqtt_bridge import MqttBridge, client_id_suffix
 from ..observability.metrics import Metrics
 from ..sinks.aggregations import WindowAggregator
 from ..sinks.alerts import AlertSink
@@ -52,6 +52,8 @@ class Pipeline:
     def __init__(self, settings: Settings, metrics: Metrics | None = None):
         self.settings = settings
         cfg = settings.config
+        # The banner is the first line an instance logs (before any client is built).
+        log.info("event=starting version=%s instance=%s config=%s", __version__, cfg.instance_id, settings.path)
         self.metrics = metrics or Metrics()
         self.failures = Failures()
         self.started_at = time.time()
@@ -88,7 +90,6 @@ class Pipeline:
 
     def start(self) -> None:
         cfg = self.settings.config
-        log.info("event=starting version=%s instance=%s config=%s", __version__, cfg.instance_id, self.settings.path)
         # Services may still be starting (boot, a restarted host): keep trying for retry.max_elapsed_s.
         self._at_start("kafka_create_topics",
                        lambda: ensure_topics(cfg.kafka, [cfg.kafka.topics.raw, *dead_letter_topics(cfg.kafka).values()]))
@@ -99,7 +100,7 @@ class Pipeline:
                                   cfg.processing.batch_size, cfg.processing.shutdown_timeout_s / 2)
         self._spawn("kafka-consumer", self.source.run)
         self.bridge = MqttBridge(cfg.mqtt, cfg.kafka, self.settings.secrets.mqtt_password, self.metrics, self.failures,
-                                 cfg.validation.max_payload_bytes)
+                                 cfg.validation.max_payload_bytes, client_id_suffix(cfg.mqtt, cfg.instance_id))
         self.bridge.start()
         if self.config.watchable:
             self._spawn("config-reload", lambda: self.config.run(self._stopped, cfg.reload.watch_interval_s))
