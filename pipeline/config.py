@@ -536,6 +536,10 @@ def _cross_checks(cfg: Config) -> None:
             raise ConfigError(f"{section}.tls.cert_file: a client certificate needs both cert_file and key_file")
     if bool(cfg.postgres.sslcert) != bool(cfg.postgres.sslkey):
         raise ConfigError("postgres.sslcert: a client certificate needs both sslcert and sslkey")
+    r = cfg.retention
+    if r.measurements_days and r.measurements_days * 86400 <= cfg.aggregation.max_lateness_s + cfg.aggregation.grace_s:
+        # A late reading recomputes its window from the raw rows: they must still be there.
+        raise ConfigError("retention.measurements_days: must exceed aggregation.max_lateness_s + grace_s")
     _check_detection(cfg)
 
 

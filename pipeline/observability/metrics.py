@@ -52,3 +52,7 @@ class Metrics:
         self.config_reload_ok.set(1)
         self.config_last_reload = Gauge("config_last_reload_timestamp_seconds", "When the configuration was last loaded successfully", namespace=ns, registry=registry)
         self.config_reloads = Counter("config_reloads", "Config reload attempts by result: applied, unchanged, refused", ["result"], namespace=ns, registry=registry)
+        # -- retention ----------------------------------------------------------------------------
+        self.retention_deleted = Counter("retention_deleted", "Rows and stream entries removed by retention", ["target"], namespace=ns, registry=registry)
+        self.retention_runs = Counter("retention_runs", "Retention passes by result: ok, skipped (another instance), failed", ["result"], namespace=ns, registry=registry)
+        self.retention_last_success = Gauge("retention_last_success_timestamp_seconds", "When a retention pass last completed", namespace=ns, registry=registry)

@@ -15,6 +15,7 @@ from ..ingest.kafka import ensure_topics
 from ..ingest.kafka_source import KafkaSource
 from ..ingest.mqtt_bridge import MqttBridge, client_id_suffix
 from ..observability.metrics import Metrics
+from ..retention import RetentionJob
 from ..sinks.aggregations import WindowAggregator
 from ..sinks.alerts import AlertSink
 from ..sinks.deadletter import DeadLetterSink, DeadLetterWriter, dead_letter_topics
@@ -104,6 +105,9 @@ class Pipeline:
         self.bridge.start()
         if self.config.watchable:
             self._spawn("config-reload", lambda: self.config.run(self._stopped, cfg.reload.watch_interval_s))
+        if cfg.retention.enabled:
+            job = RetentionJob(self.settings, self.metrics)
+            self._spawn("retention", lambda: job.run(self._stopped))
         log.info("event=started threads=%s", ",".join(w.name for w in self.workers))
 
     def _at_start(self, operation: str, fn) -> None:
