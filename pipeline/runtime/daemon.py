@@ -97,6 +97,10 @@ class Pipeline:
         for sink in self.sinks:
             self._at_start(f"{sink.name}_connect", sink.start)
             self._spawn(f"sink-{sink.name}", sink.run)
+        # Until the consumer group assigns partitions this instance owns none: state loaded at start is dropped
+        # and reloaded per assigned partition, so a second instance never touches the first one's sensors.
+        for sink in self.sinks:
+            sink.partitions_assigned(set())
         self.source = KafkaSource(cfg.kafka, cfg.instance_id, self.chain, self.sinks, self.metrics,
                                   cfg.processing.batch_size, cfg.processing.shutdown_timeout_s / 2)
         self._spawn("kafka-consumer", self.source.run)
