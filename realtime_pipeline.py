@@ -8,20 +8,22 @@ Exit codes: 0 clean stop, 1 a thread failed or shutdown could not drain, 2 inval
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import signal
 import sys
 import threading
 
 from pipeline import __version__
-from pipeline.config import ConfigError, load, load_dotenv_file
+from pipeline.config import ConfigError, load, load_dotenv_file, redacted
 from pipeline.observability import logging as kvlog
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", help="config file (default: config.yaml beside this script, or $PIPELINE_CONFIG)")
-    p.add_argument("--check-config", action="store_true", help="validate the configuration and exit")
+    p.add_argument("--check-config", action="store_true",
+                   help="validate the configuration, print it with secrets masked, and exit")
     p.add_argument("--version", action="version", version=f"realtime-pipeline {__version__}")
     return p.parse_args(argv)
 
@@ -35,7 +37,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"config error: {err}", file=sys.stderr)
         return 2
     if args.check_config:
+        # The effective configuration (file + environment), secrets masked: safe to paste into a ticket.
         print(f"config ok: {settings.path}")
+        print(json.dumps(redacted(settings), indent=2, sort_keys=True))
         return 0
     kvlog.setup(settings.config.log_level)
     from pipeline.runtime.daemon import Pipeline  # heavy imports only when we really run

@@ -1,7 +1,7 @@
 """Cost of the exactly-once write path: COPY into staging + INSERT ... ON CONFLICT DO NOTHING, against
 plain COPY into `measurements`, through the real PostgresSink with batches of 1000.
 
-    python bench/pg_write_path.py [--rows 200000] [--batch 1000]
+    python bench/pg_write_path.py [--rows 200000] [--batch 1000] [--drop-index measurements_timestamp]
 
 Uses a throwaway database (bench_pg_<random>) and drops it afterwards.
 """
@@ -30,10 +30,13 @@ def readings(n: int, t0: float) -> list[Reading]:
                     t0 + i * 0.001, t0) for i in range(n)]
 
 
-def measure(dedupe: bool, rows: list[Reading], batch: int, replay: bool) -> float:
+def measure(dedupe: bool, rows: list[Reading], batch: int, replay: bool, drop_index: str = "") -> float:
     db = f"bench_pg_{uuid.uuid4().hex[:8]}"
     settings = Settings(parse({"postgres": {"database": db, "deduplicate": dedupe}}, {}), Secrets.from_env({}), "bench")
     migrate(settings, out=open("/dev/null", "w"))
+    if drop_index:  # what one index costs the write path (e.g. measurements_timestamp of migration 0006)
+        with psycopg.connect(host="localhost", user="postgres", dbname=db, autocommit=True) as conn:
+            conn.execute(f'DROP INDEX "{drop_index}"')
     sink = PostgresSink(settings.config.postgres, settings.secrets.postgres_password, settings=settings.config.sinks.postgres,
                         retry=settings.config.retry, metrics=Metrics(CollectorRegistry()), queue_max_batches=1)
     try:
@@ -65,7 +68,19 @@ def main() -> None:
     p.add_argument("--rows", type=int, default=200_000)
     p.add_argument("--batch", type=int, default=1000)
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--drop-index", default="", help="compare the deduplicating path with and without this index")
     args = p.parse_args()
+    if args.drop_index:
+        rows = readings(args.rows, time.time() - 86400)
+        with_index, without = [], []
+        for _ in range(args.rounds):
+            with_index.append(measure(True, rows, args.batch, replay=False))
+            without.append(measure(True, rows, args.batch, replay=False, drop_index=args.drop_index))
+        print(f"with {args.drop_index}:    {max(with_index):,.0f} rows/s (best of {args.rounds})")
+        print(f"without {args.drop_index}: {max(without):,.0f} rows/s (best of {args.rounds})")
+        print(f"the index costs {100 * (1 - max(with_index) / max(without)):.0f}% of write throughput "
+              f"({1e6 / max(with_index) - 1e6 / max(without):.1f} µs per row)")
+        return
     rows = readings(args.rows, time.time() - 86400)
     plain, dedupe = [], []
     for r in range(args.rounds):

@@ -54,6 +54,17 @@ class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     pass
 
 
+class TlsConfig(_Section):
+    """TLS towards a service: the server certificate is verified against `ca_file` (or the system CAs)."""
+
+    enabled: bool = False
+    ca_file: str = ""        # empty: the system's CA bundle
+    cert_file: str = ""      # client certificate, for brokers that authenticate clients by certificate
+    key_file: str = ""
+    # Skip host name and certificate verification: for a test bench only, never in production.
+    insecure: bool = False
+
+
 class MqttConfig(_Section):
     host: Name = "localhost"
     port: Port = 1883
@@ -71,6 +82,11 @@ class MqttConfig(_Section):
     receive_maximum: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 1000
     reconnect_min_delay_s: PositiveFloat = 0.5
     reconnect_max_delay_s: PositiveFloat = 10.0
+    tls: TlsConfig = TlsConfig()
+    # Scale-out: several instances subscribe as one MQTT shared subscription group ($share/<group>/<filter>)
+    # and the broker hands each message to one of them. Empty: off (a single instance). When set, the
+    # client id becomes <client_id>-<instance_id> so every instance keeps its own persistent session.
+    shared_group: Annotated[str, msgspec.Meta(pattern=r"^[^/#+$]*$", max_length=64)] = ""
 
 
 class KafkaTopics(_Section):
@@ -116,6 +132,7 @@ class RedisConfig(_Section):
     streams: RedisStreams = RedisStreams()
     stream_maxlen: Annotated[int, msgspec.Meta(ge=100)] = 100000
     socket_timeout_s: PositiveFloat = 5.0
+    tls: TlsConfig = TlsConfig()
 
 
 class PostgresConfig(_Section):
@@ -131,6 +148,10 @@ class PostgresConfig(_Section):
     # Skip readings already stored (unique sensor_id, metric, timestamp): exactly-once effect.
     # false: plain COPY, faster, but a redelivered reading then fails the batch on the unique key.
     deduplicate: bool = True
+    # TLS files for sslmode verify-ca/verify-full and client-certificate authentication (libpq sslrootcert etc.).
+    sslrootcert: str = ""
+    sslcert: str = ""
+    sslkey: str = ""
 
 
 class ProcessingConfig(_Section):
@@ -356,6 +377,22 @@ class LogsConfig(_Section):
     ship_own: bool = False
     ship_app: AppName = "realtime-pipeline"
     ship_level: Literal["INFO", "WARNING", "ERROR", "CRITICAL"] = "WARNING"
+class RetentionConfig(_Section):
+    """How long each table and stream keeps data; 0 keeps it forever. Enforced by pipeline/retention.py."""
+
+    enabled: bool = True
+    # How often the daemon's retention job runs (it also runs once shortly after start).
+    interval_s: Annotated[float, msgspec.Meta(ge=10.0)] = 3600.0
+    # Rows per DELETE: short transactions keep locks and WAL bursts small while writes continue.
+    batch_size: Annotated[int, msgspec.Meta(ge=100, le=1_000_000)] = 10000
+    measurements_days: NonNegFloat = 30.0
+    # Per aggregation period; a period not listed is kept forever (aggregates outlive raw data).
+    aggregations_days: dict[PeriodLabel, NonNegFloat] = msgspec.field(default_factory=lambda: {"1m": 7.0, "5m": 90.0, "1h": 730.0})
+    # Resolved alerts only: open ones are kept whatever their age.
+    alerts_days: NonNegFloat = 180.0
+    logs_days: NonNegFloat = 30.0
+    # Redis streams: entries older than this are trimmed (XTRIM MINID), on top of redis.stream_maxlen.
+    redis_max_age_s: NonNegFloat = 7 * 86400.0
 
 
 class Config(_Section):
@@ -378,6 +415,7 @@ class Config(_Section):
     reload: ReloadConfig = ReloadConfig()
     agents: AgentsConfig = AgentsConfig()
     logs: LogsConfig = LogsConfig()
+    retention: RetentionConfig = RetentionConfig()
 
 
 # Secrets are never read from config.yaml: only from these environment variables.
@@ -387,6 +425,10 @@ SECRET_ENV = {
     "redis_password": "REDIS_PASSWORD",
     "dashboard_token": "DASHBOARD_TOKEN",
 }
+
+# Kafka secrets, also only from the environment: copied into kafka.client under the librdkafka property
+# (so producer, consumer, admin, dead-letter writer and the dlq CLI all get them); redacted() masks them.
+KAFKA_SECRET_ENV = {"KAFKA_SASL_PASSWORD": "sasl.password", "KAFKA_SSL_KEY_PASSWORD": "ssl.key.password"}
 
 
 class Secrets(msgspec.Struct, frozen=True):
@@ -438,6 +480,8 @@ def _describe(err: msgspec.ValidationError) -> str:
     message, sep, where = text.rpartition(" - at `")
     if not sep:
         message, where = text, "$"
+    if where.startswith("key` in `"):  # a mapping's key is wrong, e.g. an aggregation period label
+        where, message = where.removeprefix("key` in `"), f"invalid key: {message}"
     key = where.rstrip("`").removeprefix("$").lstrip(".").replace("[...]", "")
     if message.startswith("Object contains unknown field"):
         field = message.split("`")[1]
@@ -536,6 +580,16 @@ def _cross_checks(cfg: Config) -> None:
             b = getattr(rule, level)
             if b.min is not None and b.max is not None and b.min >= b.max:
                 raise ConfigError(f"thresholds.{metric}.{level}: min must be below max")
+    for section in ("mqtt", "redis"):
+        tls = getattr(cfg, section).tls
+        if bool(tls.cert_file) != bool(tls.key_file):
+            raise ConfigError(f"{section}.tls.cert_file: a client certificate needs both cert_file and key_file")
+    if bool(cfg.postgres.sslcert) != bool(cfg.postgres.sslkey):
+        raise ConfigError("postgres.sslcert: a client certificate needs both sslcert and sslkey")
+    r = cfg.retention
+    if r.measurements_days and r.measurements_days * 86400 <= cfg.aggregation.max_lateness_s + cfg.aggregation.grace_s:
+        # A late reading recomputes its window from the raw rows: they must still be there.
+        raise ConfigError("retention.measurements_days: must exceed aggregation.max_lateness_s + grace_s")
     _check_detection(cfg)
     if cfg.agents.system.topic_root == cfg.logs.topic_root:
         raise ConfigError("agents.system.topic_root: must differ from logs.topic_root (that root carries log records)")
@@ -554,6 +608,11 @@ def parse(tree: Any, env: dict[str, str] | None = None) -> Config:
     if not isinstance(tree, dict):
         raise ConfigError("(top level): expected a mapping of sections")
     tree = apply_env(tree, env or {})
+    for name, prop in KAFKA_SECRET_ENV.items():
+        if (env or {}).get(name):
+            kafka = tree.setdefault("kafka", {}) if isinstance(tree.get("kafka", {}), dict) else {}
+            if isinstance(kafka.get("client", {}), dict):
+                kafka.setdefault("client", {})[prop] = env[name]  # type: ignore[index]
     _check_dict_sections(tree)
     try:
         cfg = msgspec.convert(tree, Config, strict=False)
@@ -600,3 +659,26 @@ def env_names(struct: type = Config, prefix: str = ENV_PREFIX) -> list[str]:
         else:
             names.append(f"{prefix}{field.name.upper()}")
     return names
+
+
+# librdkafka properties under kafka.client whose values are secret (sasl.password, ssl.key.password, ...).
+_SECRET_WORDS = ("password", "secret", "token", "key.pem", "credentials", "sasl.jaas.config")
+MASK = "***"
+
+
+def is_secret_key(name: str) -> bool:
+    """True for a kafka.client property whose value must never be shown."""
+    lowered = name.lower()
+    return any(word in lowered for word in _SECRET_WORDS)
+
+
+def redacted(settings: Settings) -> dict:
+    """The effective configuration as plain data, every secret masked: for --check-config and /api output."""
+    tree = msgspec.to_builtins(settings.config)
+    client = tree["kafka"]["client"]
+    for name in client:
+        if is_secret_key(name):
+            client[name] = MASK
+    secrets = {SECRET_ENV[f.name]: (MASK if getattr(settings.secrets, f.name) else "")
+               for f in msgspec.structs.fields(Secrets)}
+    return {"path": settings.path, "config": tree, "secrets": secrets}

@@ -20,6 +20,9 @@ def conninfo(cfg: PostgresConfig, password: Secret, database: str | None = None)
         "connect_timeout": cfg.connect_timeout_s,
         "application_name": "realtime-pipeline",
     }
+    for key in ("sslrootcert", "sslcert", "sslkey"):
+        if getattr(cfg, key):
+            params[key] = getattr(cfg, key)
     if password:
         params["password"] = password.reveal()
     return params

@@ -2,12 +2,14 @@
 # Tools the test suite needs beyond Python packages, installed from Debian only when missing:
 #   promtool  (package prometheus)  `promtool check metrics` on a live /metrics scrape
 #   chromium  (package chromium)    the dashboard's browser test, driven by Playwright (no browser download)
+#   systemd-analyze (package systemd)  tests/unit/test_deploy.py verifies the unit files in deploy/
 # Idempotent: does nothing when both are present. Without apt-get it warns and the two tests skip, saying why.
 set -euo pipefail
 
 missing=()
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi
@@ -29,4 +31,4 @@ echo "ensure-test-tools: installing ${missing[*]}" >&2
 $SUDO apt-get update -qq
 # The prometheus package would also start a server where systemd runs; the tests only need promtool.
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
-command -v promtool >/dev/null && command -v chromium >/dev/null
+command -v promtool >/dev/null && command -v chromium >/dev/null && command -v systemd-analyze >/dev/null

@@ -54,6 +54,7 @@ class KafkaSource:
     # -- rebalance: finish and commit what we hold before a partition moves ------------------------
     def _on_assign(self, consumer, partitions) -> None:
         self.assigned = list(partitions)
+        self._tell_sinks("partitions_assigned", {p.partition for p in partitions})
         log.info("event=partitions_assigned partitions=%s", ",".join(str(p.partition) for p in partitions))
 
     def _on_revoke(self, consumer, partitions) -> None:
@@ -62,8 +63,17 @@ class KafkaSource:
         else:
             log.warning("event=revoke_before_sinks_done note=uncommitted_batches_will_be_redelivered")
             self.inflight.drop()
+        self._tell_sinks("partitions_revoked", {p.partition for p in partitions})
         self.assigned = []
         log.info("event=partitions_revoked partitions=%s", ",".join(str(p.partition) for p in partitions))
+
+    def _tell_sinks(self, hook: str, partitions: set[int]) -> None:
+        """Per-sensor state follows partition ownership: each sink drops or rebuilds its share."""
+        for sink in self.sinks:
+            try:
+                getattr(sink, hook)(partitions)
+            except Exception:  # noqa: BLE001 - a failed hand-off must not break the rebalance; logged loudly
+                log.exception("event=partition_handoff_failed sink=%s hook=%s", sink.name, hook)
 
     def _commit(self, asynchronous: bool = True) -> None:
         offsets = self.inflight.completed()

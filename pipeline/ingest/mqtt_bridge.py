@@ -7,6 +7,7 @@ which sends it again on reconnect (persistent session).
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 import time
 from collections import deque
@@ -17,7 +18,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from ..config import KafkaConfig, MqttConfig, Secret
+from ..config import KafkaConfig, MqttConfig, Secret, TlsConfig
 from ..observability.metrics import Metrics
 from ..runtime.worker import Failures
 from .kafka import producer_conf
@@ -32,6 +33,25 @@ def partition_key(mqtt_topic: bytes) -> bytes:
     """The sensor id level of the topic: one sensor's readings stay in one partition, in order."""
     parts = mqtt_topic.split(b"/", 2)
     return parts[1] if len(parts) > 1 else parts[0]
+
+
+def subscription_filters(cfg: MqttConfig) -> list[str]:
+    """The topic filters to subscribe: as configured, or inside the shared subscription group."""
+    if not cfg.shared_group:
+        return list(cfg.topics)
+    return [f"$share/{cfg.shared_group}/{t}" for t in cfg.topics]
+
+
+def client_id_suffix(cfg: MqttConfig, instance_id: str) -> str:
+    """Instances of one shared group need distinct client ids, or the broker would keep only one session."""
+    return f"-{instance_id}" if cfg.shared_group else ""
+
+
+def configure_tls(client: mqtt.Client, tls: TlsConfig) -> None:
+    """TLS with the broker's certificate verified (unless tls.insecure), optionally a client certificate."""
+    client.tls_set(ca_certs=tls.ca_file or None, certfile=tls.cert_file or None, keyfile=tls.key_file or None,
+                   cert_reqs=ssl.CERT_NONE if tls.insecure else ssl.CERT_REQUIRED)
+    client.tls_insecure_set(tls.insecure)
 
 
 class MqttBridge:
@@ -56,6 +76,9 @@ class MqttBridge:
                                   clean_session=None if v5 else mqtt_cfg.clean_session, manual_ack=True)
         if mqtt_cfg.username:
             self.client.username_pw_set(mqtt_cfg.username, password.reveal() or None)
+        if mqtt_cfg.tls.enabled:
+            configure_tls(self.client, mqtt_cfg.tls)
+        self.filters = subscription_filters(mqtt_cfg)
         self.client.reconnect_delay_set(mqtt_cfg.reconnect_min_delay_s, mqtt_cfg.reconnect_max_delay_s)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
@@ -106,8 +129,9 @@ class MqttBridge:
             self._generation += 1
             self.connected.set()
             self.metrics.mqtt_connected.set(1)
-            client.subscribe([(t, self.cfg.qos) for t in self.cfg.topics])
-            log.info("event=mqtt_connected host=%s port=%d topics=%s", self.cfg.host, self.cfg.port, ",".join(self.cfg.topics))
+            client.subscribe([(t, self.cfg.qos) for t in self.filters])
+            log.info("event=mqtt_connected host=%s port=%d tls=%s topics=%s", self.cfg.host, self.cfg.port,
+                     self.cfg.tls.enabled, ",".join(self.filters))
         except Exception as err:  # noqa: BLE001
             self.failures.report("mqtt.on_connect", err)
 
@@ -117,7 +141,7 @@ class MqttBridge:
             log.error("event=mqtt_subscribe_refused reasons=%s", ",".join(failed))
         else:
             self.subscribed.set()
-            log.info("event=mqtt_subscribed topics=%s", ",".join(self.cfg.topics))
+            log.info("event=mqtt_subscribed topics=%s", ",".join(self.filters))
 
     def _on_disconnect(self, _client, _userdata, _flags, reason_code, _properties) -> None:
         self.connected.clear()

@@ -65,3 +65,7 @@ class Metrics:
         self.logs_expired = Counter("logs_expired", "Log records deleted by retention", namespace=ns, registry=registry)
         self.logship_records = Gauge("logship_records", "The daemon's own log records shipped over MQTT, by outcome", ["outcome"], namespace=ns, registry=registry)
         self.system_samples = Counter("system_agent_samples", "Host metric samples published by the built-in system agent", ["outcome"], namespace=ns, registry=registry)
+        # -- retention ----------------------------------------------------------------------------
+        self.retention_deleted = Counter("retention_deleted", "Rows and stream entries removed by retention", ["target"], namespace=ns, registry=registry)
+        self.retention_runs = Counter("retention_runs", "Retention passes by result: ok, skipped (another instance), failed", ["result"], namespace=ns, registry=registry)
+        self.retention_last_success = Gauge("retention_last_success_timestamp_seconds", "When a retention pass last completed", namespace=ns, registry=registry)

@@ -15,10 +15,11 @@ from ..agents.system import SystemAgent
 from ..config import Settings
 from ..ingest.kafka import ensure_topics
 from ..ingest.kafka_source import KafkaSource
-from ..ingest.mqtt_bridge import MqttBridge
+from ..ingest.mqtt_bridge import MqttBridge, client_id_suffix
 from ..logship import MQTTHandler
 from ..observability.metrics import Metrics
 from ..records import Reading
+from ..retention import RetentionJob
 from ..sinks.aggregations import WindowAggregator
 from ..sinks.alerts import AlertSink
 from ..sinks.deadletter import DeadLetterSink, DeadLetterWriter, dead_letter_topics
@@ -61,6 +62,8 @@ class Pipeline:
     def __init__(self, settings: Settings, metrics: Metrics | None = None):
         self.settings = settings
         cfg = settings.config
+        # The banner is the first line an instance logs (before any client is built).
+        log.info("event=starting version=%s instance=%s config=%s", __version__, cfg.instance_id, settings.path)
         self.metrics = metrics or Metrics()
         self.failures = Failures()
         self.started_at = time.time()
@@ -107,7 +110,6 @@ class Pipeline:
 
     def start(self) -> None:
         cfg = self.settings.config
-        log.info("event=starting version=%s instance=%s config=%s", __version__, cfg.instance_id, self.settings.path)
         if cfg.dashboard.enabled:
             # First, so a taken port fails the start at once and /ready shows the start-up as it happens.
             from ..dashboard.server import Dashboard  # Flask only when the dashboard is wanted
@@ -124,15 +126,22 @@ class Pipeline:
             self._spawn(f"sink-{sink.name}", sink.run)
         self._at_start("log_counter_connect", self.log_counter.start)
         self._spawn("log-counter", self.log_counter.run)
+        # Until the consumer group assigns partitions this instance owns none: state loaded at start is dropped
+        # and reloaded per assigned partition, so a second instance never touches the first one's sensors.
+        for sink in self.sinks:
+            sink.partitions_assigned(set())
         self.source = KafkaSource(cfg.kafka, cfg.instance_id, self.chain, self.sinks, self.metrics,
                                   cfg.processing.batch_size, cfg.processing.shutdown_timeout_s / 2)
         self._spawn("kafka-consumer", self.source.run)
         self.bridge = MqttBridge(cfg.mqtt, cfg.kafka, self.settings.secrets.mqtt_password, self.metrics, self.failures,
-                                 cfg.validation.max_payload_bytes)
+                                 cfg.validation.max_payload_bytes, client_id_suffix(cfg.mqtt, cfg.instance_id))
         self.bridge.start()
         if self.config.watchable:
             self._spawn("config-reload", lambda: self.config.run(self._stopped, cfg.reload.watch_interval_s))
         self._start_own_sources()
+        if cfg.retention.enabled:
+            job = RetentionJob(self.settings, self.metrics)
+            self._spawn("retention", lambda: job.run(self._stopped))
         log.info("event=started threads=%s", ",".join(w.name for w in self.workers))
 
     def _start_own_sources(self) -> None:

@@ -14,6 +14,7 @@ Redis keys (under `redis.key_prefix`):
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from datetime import datetime
 from typing import Sequence
@@ -26,6 +27,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from ..config import AggregationConfig, RedisConfig, Secret
 from ..observability.metrics import Metrics
 from ..records import Reading
+from ..runtime.ownership import Ownership
 from ..stages.windows import US, Due, Partials, Window, WindowTracker, from_us, to_us
 from .redis_stream import connect
 
@@ -85,6 +87,9 @@ class WindowAggregator:
         # polls every second or two, and publishing per batch cost more than storing the readings.
         self._touched: dict[str, set[str]] = {}
         self._next_partials = 0.0
+        # Rebalance callbacks run in the consumer thread, closing in the PostgreSQL sink's: one at a time.
+        self.lock = threading.RLock()
+        self.ownership = Ownership()
 
     def start(self, pool: ConnectionPool) -> None:
         """Reload the pending windows (the state a crash must not lose) and their running values."""
@@ -92,19 +97,58 @@ class WindowAggregator:
         if self.redis is None:  # start() may be retried while the services come up
             self.redis = connect(self.redis_cfg, self.redis_password)
         self.tracker.pending.clear()
-        now = self.clock()
         with pool.connection() as conn:
-            pending = conn.execute(LOAD_PENDING).fetchall()
-            # Every pending window is closed, even of a period no longer configured: its readings were promised a row.
-            for period, start, end, sensor_id, metric, partition in pending:
-                self.tracker.load(partition, Window(period, to_us(start), to_us(end)), sensor_id, metric, now)
-            seeds = conn.execute(SEED_PARTIALS).fetchall() if pending else []
+            loaded = self._load(conn, None)
+        log.info("event=aggregation_started periods=%s grace_s=%g pending_windows=%d", ",".join(self.tracker.sizes),
+                 self.cfg.grace_s, loaded)
+
+    def _load(self, conn: psycopg.Connection, partitions: set[int] | None) -> int:
+        """Pending windows (all, or of these partitions) and their running values, from the database."""
+        now = self.clock()
+        where, params = ("", ()) if partitions is None else (" WHERE kafka_partition = ANY(%s)", (sorted(partitions),))
+        pending = conn.execute(LOAD_PENDING + where, params).fetchall()
+        # Every pending window is closed, even of a period no longer configured: its readings were promised a row.
+        for period, start, end, sensor_id, metric, partition in pending:
+            self.tracker.load(partition, Window(period, to_us(start), to_us(end)), sensor_id, metric, now)
+        seeds = conn.execute(SEED_PARTIALS.replace("GROUP BY", where.replace("kafka_partition", "p.kafka_partition")
+                                                   + " GROUP BY"), params).fetchall() if pending else []
         for sensor_id, metric, period, start, end, count, total, lo, hi in seeds:
             if period in self.tracker.sizes:
                 self.partials.seed(sensor_id, metric, Window(period, to_us(start), to_us(end)), count, total, lo, hi)
         self.metrics.windows_pending.set(self.tracker.pending_count())
-        log.info("event=aggregation_started periods=%s grace_s=%g pending_windows=%d", ",".join(self.tracker.sizes),
-                 self.cfg.grace_s, len(pending))
+        return len(pending)
+
+    # -- partition ownership (scale-out) -------------------------------------------------------
+    def _drop(self, keep=None, drop: set[int] | None = None) -> None:
+        """Forget watermarks and pending windows of partitions we no longer own (they stay pending in the
+        database: the new owner loads and closes them)."""
+        t = self.tracker
+        gone = (lambda p: p not in keep) if keep is not None else (lambda p: p in drop)
+        for key in [k for k in t.pending if k[0] >= 0 and gone(k[0])]:
+            del t.pending[key]
+        for d in (t.max_event, t.last_activity):
+            for p in [p for p in d if p >= 0 and gone(p)]:
+                del d[p]
+
+    def partitions_assigned(self, partitions: set[int]) -> None:
+        """Rebuild the windows of newly owned partitions from aggregation_pending."""
+        with self.lock:
+            to_drop, to_load = self.ownership.assign(partitions)
+            if to_drop is None:
+                self._drop(keep=partitions)
+            elif to_drop:
+                self._drop(drop=to_drop)
+            if to_load and self.pool is not None:
+                with self.pool.connection() as conn:
+                    n = self._load(conn, to_load)
+                log.info("event=aggregation_partitions_loaded partitions=%s pending_windows=%d",
+                         ",".join(map(str, sorted(to_load))), n)
+
+    def partitions_revoked(self, partitions: set[int]) -> None:
+        """Hand off: the next owner closes these partitions' windows."""
+        with self.lock:
+            self._drop(drop=self.ownership.revoke(partitions))
+            self.metrics.windows_pending.set(self.tracker.pending_count())
 
     # -- inside the readings' transaction ------------------------------------------------------
     def stage(self, cur: psycopg.Cursor, records: Sequence[Reading], inserted: Sequence[tuple]) -> list[tuple]:
@@ -126,8 +170,16 @@ class WindowAggregator:
     def committed(self, records: Sequence[Reading], inserted: Sequence[tuple], staged: Sequence[tuple]) -> None:
         """The readings are durable: move watermarks, note pending windows, publish partials, close what is due.
         Never raises: whatever fails stays pending in the database and is retried on the next batch or tick."""
+        with self.lock:
+            self._committed(records, inserted, staged)
+
+    def _committed(self, records: Sequence[Reading], inserted: Sequence[tuple], staged: Sequence[tuple]) -> None:
         now = self.clock()
         tracker = self.tracker
+        owns = self.ownership.owns
+        # A batch that finished while its partition was being revoked: the next owner has its windows now.
+        staged = [s for s in staged if s[0] < 0 or owns(s[0])]
+        records = [r for r in records if r.source is None or owns(r.source.partition)]
         for partition, w, sensor_id, metric in staged:
             if tracker.is_closed(partition, w):
                 self.metrics.window_corrections.labels(w.period).inc()
@@ -155,8 +207,13 @@ class WindowAggregator:
 
     def close_due(self) -> None:
         """Write the rows of every window that is due; called after each write and on the sink's tick."""
-        self.flush_partials(self.clock())
-        due = self.tracker.due(self.clock())
+        with self.lock:
+            self.flush_partials(self.clock())
+            self._close_due()
+
+    def _close_due(self) -> None:
+        # Only windows of partitions we own: two instances closing one window would race on its pending rows.
+        due = [d for d in self.tracker.due(self.clock()) if d.partition < 0 or self.ownership.owns(d.partition)]
         if due:
             self._guard("close_windows", lambda: self._close(due))
         self.metrics.windows_pending.set(self.tracker.pending_count())

@@ -13,6 +13,7 @@ severity, message, timestamp, value: one entry per transition.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from datetime import datetime, timezone
 from typing import Sequence
@@ -29,6 +30,7 @@ from ..alerts.lifecycle import ESCALATED, OPENED, RESOLVED, SEVERITY_RANK, Alert
 from ..alerts.messages import message
 from ..alerts.webhook import WebhookNotifier
 from ..runtime.batch import Batch
+from ..runtime.ownership import Ownership, sensor_partition
 from ..runtime.retry import Stopped, retry_call
 from ..stages.logcount import APP_SENSOR_TYPE
 from .base import BatchingSink
@@ -80,6 +82,11 @@ class AlertSink(BatchingSink):
         self.webhook = WebhookNotifier(config.alerts.webhook, config.retry, self.metrics) if config.alerts.webhook.url else None
         self.pool: ConnectionPool | None = None
         self.redis: redis.Redis | None = None
+        # Scale-out: only sensors of partitions this instance owns are evaluated here (docs/operations.md).
+        self.partitions = config.kafka.partitions
+        self.partition_of: dict[str, int] = {}  # sensor -> the partition its readings arrived on
+        self.ownership = Ownership()
+        self.lock = threading.RLock()  # rebalance callbacks (consumer thread) against evaluation (this thread)
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -127,10 +134,16 @@ class AlertSink(BatchingSink):
     # -- evaluation (once per reading, when its batch arrives) ----------------------------------
     def select(self, batch: Batch) -> Sequence[Transition]:
         """Judge the batch's readings (once, on arrival) and return the alert transitions to store."""
+        with self.lock:
+            return self._evaluate(batch)
+
+    def _evaluate(self, batch: Batch) -> list[Transition]:
         rules, book, now = self.rules, self.book, self.clock()
         out: list[Transition] = []
         for r in batch.readings:
             sensor_id, metric = r.sensor_id, r.metric
+            if r.source is not None and sensor_id not in self.partition_of:
+                self._first_reading(sensor_id, r.source.partition)
             if r.sensor_type != APP_SENSOR_TYPE:  # log counts: an app that stops logging is not offline
                 self.last_seen[sensor_id] = now
             self.sensor_info[sensor_id] = (r.sensor_type, r.location)
@@ -147,6 +160,24 @@ class AlertSink(BatchingSink):
 
     def tick(self) -> None:
         """Offline sensors, alerts clear for long enough, alerts resolved by an operator."""
+        with self.lock:
+            out = self._tick_transitions()
+        try:
+            if out:
+                retry_call(lambda: self._store(out), operation="alerts_tick", policy=self.retry, is_transient=self.is_transient,
+                           stop=self.stop_event, on_retry=lambda *_: self.metrics.retries.labels("alerts_tick").inc())
+                self.after_write(out)
+            with self.lock:
+                self._forget_resolved_elsewhere()
+        except Stopped:
+            log.warning("event=alerts_tick_unstored transitions=%d", len(out))
+        except Exception as err:  # noqa: BLE001 - the next tick tries again; a failing timer must not stop the readings
+            if not self.is_transient(err):
+                log.exception("event=alerts_tick_failed")
+            else:
+                log.warning("event=alerts_tick_failed error=%r", str(err)[:200])
+
+    def _tick_transitions(self) -> list[Transition]:
         now = self.clock()
         out: list[Transition] = []
         rules = self.rules
@@ -160,19 +191,70 @@ class AlertSink(BatchingSink):
                               {"type": info[0], "location": info[1]})
         for t in self.book.due(now):
             self._add(out, t, {})
-        try:
-            if out:
-                retry_call(lambda: self._store(out), operation="alerts_tick", policy=self.retry, is_transient=self.is_transient,
-                           stop=self.stop_event, on_retry=lambda *_: self.metrics.retries.labels("alerts_tick").inc())
-                self.after_write(out)
-            self._forget_resolved_elsewhere()
-        except Stopped:
-            log.warning("event=alerts_tick_unstored transitions=%d", len(out))
-        except Exception as err:  # noqa: BLE001 - the next tick tries again; a failing timer must not stop the readings
-            if not self.is_transient(err):
-                log.exception("event=alerts_tick_failed")
-            else:
-                log.warning("event=alerts_tick_failed error=%r", str(err)[:200])
+        return out
+
+    # -- partition ownership (scale-out) -------------------------------------------------------
+    def _partition(self, sensor_id: str) -> int:
+        p = self.partition_of.get(sensor_id)
+        return p if p is not None else sensor_partition(sensor_id, self.partitions)
+
+    def _drop(self, gone) -> None:
+        """Forget every sensor whose partition `gone(partition)` says is no longer ours: open alerts (they stay
+        open in the database for the next owner), detector history, offline timers."""
+        sensors = set(self.last_seen) | set(self.partition_of) | {k[0] for k in self.book.open}
+        dropped = {s for s in sensors if gone(self._partition(s))}
+        if not dropped:
+            return
+        for key in [k for k in self.book.open if k[0] in dropped]:
+            del self.book.open[key]
+        for detector in self.detectors:  # detector history is a dict keyed by (sensor, metric): rebuilt by readings
+            for state in vars(detector).values():
+                if isinstance(state, dict):
+                    for key in [k for k in state if isinstance(k, tuple) and k[0] in dropped]:
+                        del state[key]
+        for s in dropped:
+            self.last_seen.pop(s, None)
+            self.sensor_info.pop(s, None)
+            self.partition_of.pop(s, None)
+        self._gauge_open()
+        log.info("event=alert_state_handed_off sensors=%d", len(dropped))
+
+    def _load_open(self, conn: psycopg.Connection, mine) -> int:
+        """Open alerts and known sensors for which `mine(sensor_id)` holds, from the database."""
+        now = self.clock()
+        rows = [r for r in conn.execute(LOAD_OPEN).fetchall() if mine(r[1])]
+        for (sensor_id,) in conn.execute("SELECT sensor_id FROM sensors"):
+            if mine(sensor_id):
+                self.last_seen.setdefault(sensor_id, now)
+        self.book.load(Alert(sensor_id, metric, type_, severity, ts.replace(tzinfo=_UTC).timestamp(), msg, id_)
+                       for id_, sensor_id, metric, type_, severity, msg, ts in rows if (sensor_id, metric, type_) not in self.book.open)
+        self._gauge_open()
+        return len(rows)
+
+    def _first_reading(self, sensor_id: str, partition: int) -> None:
+        """A sensor's first reading here: if the CRC32 guess put it elsewhere (another partitioner configured),
+        its open alerts were not loaded on assignment: load them now."""
+        self.partition_of[sensor_id] = partition
+        if self.ownership.owned is not None and partition != sensor_partition(sensor_id, self.partitions) and self.pool:
+            with self.pool.connection() as conn:
+                self._load_open(conn, lambda s: s == sensor_id)
+
+    def partitions_assigned(self, partitions: set[int]) -> None:
+        """Keep only the sensors of our partitions; load open alerts of newly owned ones."""
+        with self.lock:
+            to_drop, to_load = self.ownership.assign(partitions)
+            self._drop((lambda p: p not in partitions) if to_drop is None else (lambda p: p in to_drop))
+            if to_load and self.pool is not None:
+                with self.pool.connection() as conn:
+                    n = self._load_open(conn, lambda s: sensor_partition(s, self.partitions) in to_load)
+                log.info("event=alert_partitions_loaded partitions=%s open_alerts=%d",
+                         ",".join(map(str, sorted(to_load))), n)
+
+    def partitions_revoked(self, partitions: set[int]) -> None:
+        """Hand off: the next owner loads these sensors' open alerts from the database."""
+        with self.lock:
+            gone = self.ownership.revoke(partitions)
+            self._drop(lambda p: p in gone)
 
     def _add(self, out: list, t: Transition | None, context: dict) -> None:
         if t is None:

@@ -63,6 +63,12 @@ class BatchingSink:
     def tick(self) -> None:
         """Timed work, every `tick_interval_s`, in the sink's own thread (so it shares its state unlocked)."""
 
+    def partitions_assigned(self, partitions: set[int]) -> None:
+        """The consumer group gave this instance these raw-topic partitions (the full assignment)."""
+
+    def partitions_revoked(self, partitions: set[int]) -> None:
+        """These partitions go to another instance; their batches are written and committed already."""
+
     # -- runner ------------------------------------------------------------------------------
     def put(self, batch: Batch, stop: threading.Event, poll: float = 0.1) -> bool:
         """Hand a batch over, waiting while the queue is full (back-pressure). False if stopping."""

@@ -124,6 +124,14 @@ class PostgresSink(BatchingSink):
         if self.aggregator is not None and written is not None:
             self.aggregator.committed(records, *written)
 
+    def partitions_assigned(self, partitions: set[int]) -> None:
+        if self.aggregator is not None:
+            self.aggregator.partitions_assigned(partitions)
+
+    def partitions_revoked(self, partitions: set[int]) -> None:
+        if self.aggregator is not None:
+            self.aggregator.partitions_revoked(partitions)
+
     def tick(self) -> None:
         """Close the windows of partitions that went quiet (the watermark only moves with readings)."""
         if self.aggregator is not None:

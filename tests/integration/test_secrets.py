@@ -1,0 +1,55 @@
+"""Secrets given in the environment never show up in the daemon's log or in --check-config output."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from tests.integration.clients import DaemonProcess, Publisher, wait_for
+
+MARKERS = {
+    "MQTT_PASSWORD": "mqtt-secret-7d1f",
+    "POSTGRES_PASSWORD": "pg-secret-93ab",
+    "REDIS_PASSWORD": "redis-secret-40ce",
+    "DASHBOARD_TOKEN": "dash-secret-55e2",
+    "KAFKA_SASL_PASSWORD": "kafka-secret-c0de",
+    "KAFKA_SSL_KEY_PASSWORD": "kafka-key-secret-b17e",
+}
+
+
+def test_secrets_never_appear_in_logs_or_check_config(env, tmp_path, monkeypatch):
+    settings = env.migrate()
+    # mqtt.username makes the bridge send MQTT_PASSWORD; the local services accept (and ignore) every password.
+    config = env.write_config(tmp_path / "config.yaml", mqtt={"username": "pipeline"}, log_level="DEBUG",
+                              kafka={"client": {"sasl.username": "pipeline"}})
+    for name, value in MARKERS.items():
+        monkeypatch.setenv(name, value)
+
+    check = subprocess.run([sys.executable, "realtime_pipeline.py", "--config", str(config), "--check-config"],
+                           capture_output=True, text=True, timeout=60, cwd=os.getcwd())
+    assert check.returncode == 0, check.stderr
+    out = check.stdout + check.stderr
+    effective = json.loads(out.split("\n", 1)[1])
+    assert effective["secrets"]["MQTT_PASSWORD"] == "***"
+    assert effective["config"]["kafka"]["client"]["sasl.password"] == "***"
+    assert effective["config"]["kafka"]["client"]["sasl.username"] == "pipeline"  # not a secret: shown
+
+    log = tmp_path / "daemon.log"
+    daemon = DaemonProcess(config, log).start()
+    try:
+        pub = Publisher()
+        pub.publish(f"{env.root}/s-1", json.dumps({"metric": "temperature", "value": 99.0, "timestamp": time.time()}))
+        pub.close()
+        wait_for(lambda: env.query("SELECT count(*) FROM measurements")[0][0] == 1, what="the reading stored")
+        os.kill(daemon.proc.pid, signal.SIGHUP)  # a reload logs too
+        wait_for(lambda: b"event=config_reload" in log.read_bytes(), what="reload logged")
+    finally:
+        code, _ = daemon.terminate(30)
+    text = log.read_text()
+    assert code == 0, daemon.log_tail()
+    assert "event=starting version=" in text.splitlines()[0]  # the banner is the first line
+    leaked = [name for name, value in MARKERS.items() if value in text or value in out]
+    assert leaked == []
