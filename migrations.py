@@ -18,7 +18,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from pipeline.config import ConfigError, Settings, load, load_dotenv_file
+from pipeline.config import Settings, load_for_cli
 from pipeline.db import conninfo, describe
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "pipeline" / "schema"
@@ -99,12 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", help="config file (default: config.yaml)")
     p.add_argument("--status", action="store_true", help="list applied and pending migrations")
     args = p.parse_args(argv)
-    load_dotenv_file()
-    try:
-        settings = load(args.config)
-    except ConfigError as err:
-        print(f"config error: {err}", file=sys.stderr)
-        return 2
+    settings = load_for_cli(args.config)
     try:
         if args.status:
             status(settings)

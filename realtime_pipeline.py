@@ -15,7 +15,7 @@ import sys
 import threading
 
 from pipeline import __version__
-from pipeline.config import ConfigError, load, load_dotenv_file, redacted
+from pipeline.config import load_for_cli, redacted
 from pipeline.observability import logging as kvlog
 
 
@@ -30,12 +30,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    load_dotenv_file()
-    try:
-        settings = load(args.config)
-    except ConfigError as err:
-        print(f"config error: {err}", file=sys.stderr)
-        return 2
+    settings = load_for_cli(args.config)
     if args.check_config:
         # The effective configuration (file + environment), secrets masked: safe to paste into a ticket.
         print(f"config ok: {settings.path}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -373,7 +374,6 @@ class LogsConfig(_Section):
     count_grace_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 10.0
     # An app keeps getting counts (zeros included) for this long after its last record.
     count_active_s: Annotated[int, msgspec.Meta(ge=1, le=30 * 86400)] = 3600
-    retention_days: Annotated[float, msgspec.Meta(ge=0)] = 30.0  # 0 keeps logs forever
     ship_own: bool = False
     ship_app: AppName = "realtime-pipeline"
     ship_level: Literal["INFO", "WARNING", "ERROR", "CRITICAL"] = "WARNING"
@@ -640,6 +640,17 @@ def load(path: str | os.PathLike | None = None, env: dict[str, str] | None = Non
         where = f" line {mark.line + 1}" if mark else ""
         raise ConfigError(f"{file}:{where}: invalid YAML") from None
     return Settings(config=parse(tree, env), secrets=Secrets.from_env(env), path=str(file))
+
+
+def load_for_cli(path: str | os.PathLike | None = None) -> Settings:
+    """For command-line entry points: .env, then the config; an invalid config prints one line naming the
+    key and exits with status 2."""
+    load_dotenv_file()
+    try:
+        return load(path)
+    except ConfigError as err:
+        print(f"config error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def load_dotenv_file(path: str | os.PathLike = ".env") -> None:

@@ -19,7 +19,7 @@ from typing import Iterator
 import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from .config import ConfigError, KafkaConfig, load, load_dotenv_file
+from .config import KafkaConfig, load_for_cli
 from .ingest.kafka import producer_conf
 from .ingest.mqtt_bridge import MQTT_TOPIC_HEADER
 from .records import EXHAUSTED, FAILED, INVALID
@@ -128,12 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         if name == "list":
             s.add_argument("--json", action="store_true", help="one JSON object per line")
     args = p.parse_args(argv)
-    load_dotenv_file()
-    try:
-        cfg = load(args.config).config.kafka
-    except ConfigError as err:
-        print(f"config error: {err}", file=sys.stderr)
-        return 2
+    cfg = load_for_cli(args.config).config.kafka
     kinds = args.kind or [INVALID, FAILED, EXHAUSTED]
     letters = select(read_letters(cfg, kinds), args.reason, args.limit)
     if args.command == "list":

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta, timezone
 
 import psycopg
 
-from .config import ConfigError, RedisConfig, RetentionConfig, Settings, load, load_dotenv_file
+from .config import RedisConfig, RetentionConfig, Settings, load_for_cli
 from .db import conninfo
 
 log = logging.getLogger(__name__)
@@ -203,12 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", help="config file (default: config.yaml)")
     p.add_argument("--dry-run", action="store_true", help="only count what would be deleted")
     args = p.parse_args(argv)
-    load_dotenv_file()
-    try:
-        settings = load(args.config)
-    except ConfigError as err:
-        print(f"config error: {err}", file=sys.stderr)
-        return 2
+    settings = load_for_cli(args.config)
     run = run_once(settings, dry_run=args.dry_run)
     if run is None:
         print("another instance is running retention now; nothing done", file=sys.stderr)

@@ -62,7 +62,6 @@ class Metrics:
         # CPU, memory and open files of the daemon, as every Prometheus target exports them.
         ProcessCollector(registry=registry)
         self.log_count_readings = Counter("log_count_readings", "Log-count measurements handed to the sinks (new or corrected)", namespace=ns, registry=registry)
-        self.logs_expired = Counter("logs_expired", "Log records deleted by retention", namespace=ns, registry=registry)
         self.logship_records = Gauge("logship_records", "The daemon's own log records shipped over MQTT, by outcome", ["outcome"], namespace=ns, registry=registry)
         self.system_samples = Counter("system_agent_samples", "Host metric samples published by the built-in system agent", ["outcome"], namespace=ns, registry=registry)
         # -- retention ----------------------------------------------------------------------------

@@ -32,13 +32,10 @@ from .retry import retry_call
 
 log = logging.getLogger(__name__)
 
-RETENTION_EVERY_S = 3600.0
-RETENTION_CHUNK = 5000
 LAST_SEEN = "SELECT app, max(timestamp) FROM logs WHERE timestamp >= %s GROUP BY app"
 COUNTS = "SELECT app, level, count(*) FROM logs WHERE timestamp >= %s AND timestamp < %s GROUP BY app, level"
 STORED = "SELECT sensor_id, metric, value FROM measurements WHERE timestamp = %s AND sensor_id = ANY(%s) AND metric = ANY(%s)"
 CORRECT = "UPDATE measurements SET value = %s WHERE sensor_id = %s AND metric = %s AND timestamp = %s"
-EXPIRE = "DELETE FROM logs WHERE id IN (SELECT id FROM logs WHERE timestamp < %s LIMIT %s)"
 _TRANSIENT = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout)
 
 # emit(readings, durable) hands readings to the sinks and returns the batch (None when stopping);
@@ -63,7 +60,6 @@ class LogCounter:
         self.stop_event = threading.Event()
         self.pool: ConnectionPool | None = None
         self._lock = threading.Lock()  # `mark` runs in the log sink's thread
-        self._next_expiry = 0.0
 
     def start(self) -> None:
         """Connect and learn from the stored logs which apps are active; windows since then get counted."""
@@ -95,9 +91,6 @@ class LogCounter:
             if self.stop_event.is_set():
                 return  # not counted: the next start counts it again (lookback)
             self._retrying(lambda: self.count(start, apps), "log_count")
-        if self.cfg.retention_days and now >= self._next_expiry:
-            self._retrying(lambda: self.expire(now), "log_retention")
-            self._next_expiry = now + RETENTION_EVERY_S
 
     def _retrying(self, fn, operation: str):
         return retry_call(fn, operation=operation, policy=self.retry, is_transient=lambda e: isinstance(e, _TRANSIENT),
@@ -144,22 +137,6 @@ class LogCounter:
         payload = orjson.dumps({"type": APP_SENSOR_TYPE, "timestamp": start, "readings": {metric_name: value}})
         source = RawMessage(f"sensors/{sensor_id}", payload, now, sensor_id.encode())
         return Reading(sensor_id, APP_SENSOR_TYPE, None, metric_name, value, start, now, source)
-
-    def expire(self, now: float) -> int:
-        """Delete logs older than logs.retention_days, in chunks so no transaction grows large."""
-        assert self.pool is not None
-        cutoff = utc_naive(now - self.cfg.retention_days * 86400)
-        total = 0
-        while not self.stop_event.is_set():
-            with self.pool.connection() as conn:
-                deleted = conn.execute(EXPIRE, (cutoff, RETENTION_CHUNK)).rowcount
-            total += deleted
-            if deleted < RETENTION_CHUNK:
-                break
-        if total:
-            self.metrics.logs_expired.inc(total)
-            log.info("event=logs_expired rows=%d before=%s", total, cutoff.isoformat())
-        return total
 
     def close(self) -> None:
         if self.pool is not None:

@@ -24,8 +24,9 @@ class Ownership:
         self.owned: set[int] | None = None
 
     def owns(self, partition: int) -> bool:
-        """True while the partition is ours (and before any assignment: a single instance owns all)."""
-        return self.owned is None or partition in self.owned
+        """True while the partition is ours (and before any assignment: a single instance owns all). Records
+        made inside the daemon (log counts) carry no Kafka partition (-1): always ours."""
+        return partition < 0 or self.owned is None or partition in self.owned
 
     def assign(self, partitions: set[int]) -> tuple[set[int] | None, set[int]]:
         """A new (full, eager-protocol) assignment. Returns (to_drop, to_load): to_drop None means "every

@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from datetime import datetime
 from typing import Sequence
 
 import orjson

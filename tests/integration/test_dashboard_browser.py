@@ -15,7 +15,7 @@ import msgspec
 import pytest
 
 from pipeline.config import Secrets
-from tests.integration.clients import Publisher, RunningPipeline, wait_for
+from tests.integration.clients import Publisher, RunningPipeline
 from tests.integration.conftest import ROOT
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

@@ -8,7 +8,6 @@ from __future__ import annotations
 import time
 
 import psycopg
-import pytest
 
 from tests.integration.clients import DaemonProcess, SteadyPublisher, wait_for
 from tests.integration.services import kafka_broker, mosquitto, redis_server

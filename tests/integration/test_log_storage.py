@@ -127,24 +127,6 @@ def test_counts_are_exact_corrected_by_late_records_and_unchanged_by_a_restart(e
     assert metrics.registry.get_sample_value("pipeline_log_count_readings_total") > 0
 
 
-def test_retention_deletes_logs_older_than_configured(env):
-    settings = env.migrate(env.settings(logs={"retention_days": 7}))
-    now = time.time()
-    for days in (10, 8, 6, 0):
-        env.query("INSERT INTO logs (app, level, message, timestamp, received_at) VALUES ('a', 'INFO', %s, %s, %s) "
-                  "RETURNING id", (f"{days} days old", utc_naive(now - days * 86400), utc_naive(now)))
-    metrics = env.metrics()
-    c = LogCounter(settings.config.postgres, settings.secrets.postgres_password, settings.config.logs,
-                   settings.config.retry, metrics, lambda r, d: None)
-    c.start()
-    try:
-        assert c.expire(now) == 2
-    finally:
-        c.close()
-    assert [r[0] for r in env.query("SELECT message FROM logs ORDER BY id")] == ["6 days old", "0 days old"]
-    assert metrics.registry.get_sample_value("pipeline_logs_expired_total") == 2
-
-
 def test_log_count_sensors_never_go_offline(env):
     # An app that stops logging is quiet, not offline; a silent device is offline.
     settings = env.migrate(env.settings(detection={"offline_after_s": 1}))

@@ -42,6 +42,9 @@ def seed(env) -> None:
 def test_retention_removes_exactly_the_expired_rows(env, tmp_path):
     settings = env.migrate(env.settings(retention={"batch_size": 1000}))
     seed(env)
+    for days, message in ((40, "expired"), (2, "kept")):  # logs: retention.logs_days (30)
+        env.query("INSERT INTO logs (app, level, message, timestamp, received_at) VALUES ('a', 'INFO', %s, %s, %s) "
+                  "RETURNING id", (message, days_ago(days), days_ago(days)))
     stream = f"t{env.run_id}:readings"
     now_ms = int(time.time() * 1000)
     for ts in (now_ms - 8 * 86400_000, now_ms - 86400_000, now_ms):  # one entry past the 7-day age limit
@@ -55,7 +58,7 @@ def test_retention_removes_exactly_the_expired_rows(env, tmp_path):
     lines = {line.split()[0]: line for line in dry.stdout.splitlines()}
     assert "would delete 2500 row(s)" in lines["measurements"]
     assert "would delete 1 row(s)" in lines["aggregations_1m"] and "would delete 1 row(s)" in lines["alerts"]
-    assert "skipped (no_table)" in lines["logs"]  # no logs table in this schema: guarded, not an error
+    assert "would delete 1 row(s)" in lines["logs"]
     assert env.query("SELECT count(*) FROM measurements")[0][0] == 2510 and env.redis.xlen(stream) == 3
 
     run = run_once(settings, redis_client=env.redis)
@@ -67,6 +70,7 @@ def test_retention_removes_exactly_the_expired_rows(env, tmp_path):
     assert kept == [("1d", 5000), ("1h", 400), ("1m", 6), ("5m", 8)]  # aggregates outlive raw readings
     assert sorted(r[0] for r in env.query("SELECT type FROM alerts")) == ["new-resolved", "old-open"]
     assert sorted(r[0] for r in env.query("SELECT message FROM alert_events")) == ["new-resolved", "old-open"]
+    assert [r[0] for r in env.query("SELECT message FROM logs")] == ["kept"]
     assert env.redis.xlen(stream) == 2 and run.streams[stream] == 1
     # A second pass finds nothing left to do.
     assert sum(r.rows for r in run_once(settings, redis_client=env.redis).results) == 0

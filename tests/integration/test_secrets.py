@@ -21,7 +21,7 @@ MARKERS = {
 
 
 def test_secrets_never_appear_in_logs_or_check_config(env, tmp_path, monkeypatch):
-    settings = env.migrate()
+    env.migrate()
     # mqtt.username makes the bridge send MQTT_PASSWORD; the local services accept (and ignore) every password.
     config = env.write_config(tmp_path / "config.yaml", mqtt={"username": "pipeline"}, log_level="DEBUG",
                               kafka={"client": {"sasl.username": "pipeline"}})
