@@ -198,6 +198,8 @@ class ThresholdRule(_Section):
     critical: Bounds = Bounds()
     # An open alert clears only once the value is this far back inside its bound (hysteresis).
     deadband: NonNegFloat = 0.0
+    # A value must stay beyond a bound this long (event time) before the alert opens; 0: at once.
+    for_s: NonNegFloat = 0.0
 
 
 class SinkConfig(_Section):

@@ -41,24 +41,39 @@ def _level(value: float, warning: float | None, critical: float | None) -> str |
 
 
 class Threshold:
-    """Warning and critical min/max bounds; clears inside the innermost bounds by the deadband."""
+    """Warning and critical min/max bounds, optionally held for `for_s` seconds before they count; clears
+    inside the innermost bounds by the deadband."""
 
     type = "threshold"
 
+    def __init__(self):
+        self.since: dict[Key, float] = {}  # key -> event time the value first went (and stayed) out of bounds
+
     def evaluate(self, key: Key, value: float, ts: float, rule: ThresholdRule | None) -> Signal | None:
         if rule is None:
+            self.since.pop(key, None)
             return CLEAR
         for level in ("critical", "warning"):
             b = getattr(rule, level)
             if b.max is not None and value > b.max:
-                return Signal(level, bound=b.max, detail=f"above the {level} maximum {b.max:g}")
+                return self._held(key, ts, rule, Signal(level, bound=b.max, detail=f"above the {level} maximum {b.max:g}"))
             if b.min is not None and value < b.min:
-                return Signal(level, bound=b.min, detail=f"below the {level} minimum {b.min:g}")
+                return self._held(key, ts, rule, Signal(level, bound=b.min, detail=f"below the {level} minimum {b.min:g}"))
+        self.since.pop(key, None)
         lows = [b.min for b in (rule.warning, rule.critical) if b.min is not None]
         highs = [b.max for b in (rule.warning, rule.critical) if b.max is not None]
         d = rule.deadband
         inside = (not lows or value >= max(lows) + d) and (not highs or value <= min(highs) - d)
         return CLEAR if inside else HOLD
+
+    def _held(self, key: Key, ts: float, rule: ThresholdRule, signal: Signal) -> Signal:
+        """A violation counts once it has lasted `for_s` (a brief spike of CPU is not an incident)."""
+        if not rule.for_s:
+            return signal
+        first = self.since.setdefault(key, ts)
+        if ts - first < rule.for_s:
+            return HOLD
+        return Signal(signal.severity, bound=signal.bound, detail=f"{signal.detail} for {ts - first:.0f} s")
 
 
 class Rate:

@@ -37,6 +37,26 @@ def test_threshold_with_only_a_critical_bound_clears_against_it():
     assert severities(Threshold(), rule, [96, 92, 89]) == ["critical", "hold", "clear"]
 
 
+CPU = ThresholdRule(warning=Bounds(max=90), critical=Bounds(max=98), deadband=5, for_s=60)
+
+
+def test_threshold_held_for_a_duration_ignores_short_spikes():
+    # every 10 s: 50 s above 90 %, a dip, then 70 s above: only the second run counts, after 60 s
+    values = [95] * 6 + [80] + [95] * 8
+    assert severities(Threshold(), CPU, values, step=10) == (
+        ["hold"] * 6 + ["clear"] + ["hold"] * 6 + ["warning", "warning"])
+
+
+def test_threshold_held_reports_how_long_and_escalates_after_the_duration():
+    t = Threshold()
+    assert t.evaluate(K, 99, 0, CPU).severity is None
+    s = t.evaluate(K, 99, 61, CPU)
+    assert (s.severity, s.bound, s.detail) == ("critical", 98, "above the critical maximum 98 for 61 s")
+    assert t.evaluate(K, 92, 70, CPU).severity == "warning"  # still beyond a bound: the run goes on
+    assert t.evaluate(K, 87, 80, CPU) is HOLD and t.evaluate(K, 84, 90, CPU) is CLEAR  # deadband
+    assert t.evaluate(K, 95, 100, CPU).severity is None  # a new run starts from zero
+
+
 def test_unconfigured_detectors_answer_clear_so_old_alerts_resolve():
     for d in (Threshold(), Rate(), Outlier(), Stuck()):
         assert d.evaluate(K, 1.0, 0.0, None) is CLEAR
