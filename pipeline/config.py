@@ -495,14 +495,7 @@ def _describe(err: msgspec.ValidationError) -> str:
 def _check_dict_sections(tree: dict) -> None:
     """Validate dict-of-struct sections entry by entry so the error names the entry."""
     for section, kind in (("units", MetricUnits), ("thresholds", ThresholdRule)):
-        entries = tree.get(section) or {}
-        if not isinstance(entries, dict):
-            raise ConfigError(f"{section}: expected a mapping of metric name to settings")
-        for name, value in entries.items():
-            try:
-                msgspec.convert(value, kind, strict=False)
-            except msgspec.ValidationError as err:
-                raise ConfigError(f"{section}.{name}.{_describe(err)}".replace(".: ", ": ")) from None
+        _check_entries(section, tree.get(section) or {}, kind)
     _check_detection_entries(tree.get("detection"))
 
 

@@ -34,6 +34,7 @@ from ..runtime.ownership import Ownership, sensor_partition
 from ..runtime.retry import Stopped, retry_call
 from ..stages.logcount import APP_SENSOR_TYPE
 from .base import BatchingSink
+from .postgres import INSERT_SENSORS
 from .redis_stream import connect
 
 log = logging.getLogger(__name__)
@@ -42,8 +43,6 @@ _UTC = timezone.utc
 LOAD_OPEN = ("SELECT id, sensor_id, metric, type, severity, message, timestamp FROM alerts "
              "WHERE NOT resolved ORDER BY id")
 OPEN_IDS = "SELECT id FROM alerts WHERE NOT resolved"
-INSERT_SENSOR = ("INSERT INTO sensors (sensor_id, type, location) VALUES (%s, %s, %s) "
-                 "ON CONFLICT (sensor_id) DO NOTHING")
 # The partial unique index alerts_one_open is the arbiter: an alert already open is adopted, not doubled.
 INSERT_ALERT = ("INSERT INTO alerts (sensor_id, metric, type, message, severity, timestamp) VALUES (%s, %s, %s, %s, %s, %s) "
                 "ON CONFLICT (sensor_id, COALESCE(metric, ''), type) WHERE NOT resolved DO NOTHING RETURNING id")
@@ -297,7 +296,7 @@ class AlertSink(BatchingSink):
         # alerts.sensor_id references sensors, and this thread may see a new sensor before the PostgreSQL sink.
         new = {t.alert.sensor_id: t.context for t in todo if t.event == OPENED or t.alert.id is None}
         if new:
-            cur.executemany(INSERT_SENSOR, [(s, c.get("type") or "sensor", c.get("location")) for s, c in sorted(new.items())])
+            cur.executemany(INSERT_SENSORS, [(s, c.get("type") or "sensor", c.get("location")) for s, c in sorted(new.items())])
 
     def _store_one(self, cur: psycopg.Cursor, t: Transition) -> None:
         a = t.alert
