@@ -3,11 +3,12 @@
 A paho client spends tens of microseconds per publish in Python; at 20,000 msg/s on two cores that
 alone would be the bottleneck. Here each publish is a few bytes of packet header around a payload
 formatted from a template, sent in bursts; a reader thread counts the PUBACKs. Each payload carries
-its publish time (the reading's timestamp) and a sequence number (the value), so the benchmark
-measures loss, duplicates and latency from the data itself.
+its publish time (the reading's timestamp, unique per sensor) and a sequence number (`seq`), so the
+benchmark measures loss, duplicates and latency from the data itself.
 """
 from __future__ import annotations
 
+import math
 import multiprocessing as mp
 import os
 import socket
@@ -39,10 +40,16 @@ def publish_packet(topic: bytes, packet_id: int, payload: bytes) -> bytes:
 
 
 def payload_for(seq: int, now: float, readings: int) -> bytes:
-    """The reading(s) of one message: value = sequence number, timestamp = publish time."""
+    """The reading(s) of one message, timestamp = publish time (unique per sensor: the reading's identity).
+
+    Values are what healthy sensors send: slow daily-cycle drift plus a few millionths of jitter, never the
+    same twice in a row, so the detectors do their full work without raising a storm of alerts (a
+    sequence number as the value would cross every threshold and rate limit)."""
+    drift = 0.5 * math.sin(now / 600.0) + (seq % 7) * 1e-6
     if readings == 1:
-        return b'{"metric":"temperature","value":%d,"timestamp":%.6f}' % (seq, now)
-    return (b'{"readings":{"temperature":%d,"humidity":%d,"pressure":%d},"timestamp":%.6f}' % (seq, seq, seq, now))
+        return b'{"metric":"temperature","value":%.6f,"timestamp":%.6f,"seq":%d}' % (21.0 + drift, now, seq)
+    return (b'{"readings":{"temperature":%.6f,"humidity":%.6f,"pressure":%.6f},"timestamp":%.6f,"seq":%d}'
+            % (21.0 + drift, 45.0 + drift, 1013.0 + drift, now, seq))
 
 
 @dataclass

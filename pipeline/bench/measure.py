@@ -27,7 +27,7 @@ class RedisObserver(threading.Thread):
     def __init__(self, client: redis.Redis, stream: str, start_id: bytes = b"0"):
         super().__init__(daemon=True)
         self.client, self.stream, self.start_id = client, stream, start_id
-        self.keys: list[tuple[bytes, bytes]] = []  # (metric, value) per entry: the reading's identity here
+        self.keys: list[bytes] = []  # the entry's `id` (sensor|metric|event time): the reading's identity
         self.latencies: list[float] = []
         self.stop = threading.Event()
         self.last_at = 0.0
@@ -39,7 +39,7 @@ class RedisObserver(threading.Thread):
             now = time.time()
             for _, entries in resp or []:
                 for entry_id, f in entries:
-                    self.keys.append((f[b"metric"], f[b"value"]))
+                    self.keys.append(f[b"id"])
                     self.latencies.append(now - float(f[b"ts"]))
                     last = entry_id
                 self.last_at = now
