@@ -116,7 +116,8 @@ class WindowTracker:
             idle = now - self.last_activity.get(partition, now) >= self.idle_close_s
             if (wm is not None and wm >= window.end) or (idle and wall >= window.end):
                 out.append(Due(partition, window, frozenset(keys)))
-        out.sort(key=lambda d: (d.window.end, d.window.start, d.window.period, d.partition))  # in order of closing
+        # In order of closing; of windows ending together the shortest first: longer ones are rolled up from it.
+        out.sort(key=lambda d: (d.window.end, -d.window.start, d.window.period, d.partition))
         return out
 
     def remove(self, due: Due) -> None:

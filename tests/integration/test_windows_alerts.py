@@ -102,6 +102,30 @@ def test_window_rows_are_exact_under_disorder_duplicates_late_data_and_too_late_
     assert env.query("SELECT count(*) FROM measurements")[0][0] == 7
 
 
+def test_windows_closing_for_many_sensors_and_rolled_up_periods_equal_their_sql_aggregate(env):
+    """60 sensors close a 10s window together (one pass over its time range), and 1m rows are rolled up
+    from the 10s rows: each row equals the aggregate of its raw readings."""
+    settings = env.migrate(env.settings(**WINDOWS))
+    root, t0 = env.root, aligned_past()
+    sensors = [f"m{i:02d}" for i in range(60)]
+    pub = Publisher()
+    with RunningPipeline(settings, env.metrics()):
+        pub.publish_all([reading(root, s, "temperature", round(10 + i * 0.37 + k * 1.3, 2), t0 + k * 7 + i % 5)
+                         for k in range(8) for i, s in enumerate(sensors)])  # t0 .. t0+53: 10s windows and one 1m
+        pub.publish_all([reading(root, s, "temperature", 0.0, t0 + 65) for s in sensors])  # every watermark past t0+60
+        wait_for(lambda: rows(env, "SELECT count(*) FROM aggregations WHERE period = '1m'")[0][0] == 60,
+                 what="the 1m rows of all 60 sensors")
+    pub.close()
+    stored = rows(env, "SELECT sensor_id, period, timestamp, round(avg_value::numeric, 9), min_value, max_value, count "
+                       "FROM aggregations ORDER BY 1, 2, 3")
+    expected = rows(env, """
+        SELECT sensor_id, p.period, to_timestamp(floor(extract(epoch FROM timestamp) / p.s) * p.s) AT TIME ZONE 'UTC' AS w,
+               round(avg(value)::numeric, 9), min(value), max(value), count(*)
+          FROM measurements, (VALUES ('10s', 10), ('1m', 60)) AS p (period, s)
+         WHERE timestamp < %s GROUP BY 1, 2, 3 ORDER BY 1, 2, 3""", (utc(t0 + 60),))
+    assert len(expected) > 60 * 5 and stored == expected
+
+
 class Hook:
     """A local webhook endpoint: the first `fail_first` requests get 503, the rest are recorded."""
 

@@ -61,3 +61,19 @@ def test_aggregator_closes_only_windows_of_owned_partitions():
     agg.close_due()
     assert [d.partition for d in closed] == [0]
     assert all(k[0] == 0 for k in agg.tracker.pending)
+
+
+def test_aggregator_rolls_longer_periods_up_from_shorter_closed_rows_unless_loaded_from_the_database():
+    from pipeline.sinks.aggregations import (CLOSE_FROM_READINGS_BY_KEY, CLOSE_FROM_READINGS_BY_TIME, CLOSE_FROM_ROLLUP,
+                                             rollup_sources)
+    assert rollup_sources({"10s": 10, "1m": 60, "5m": 300, "7m": 420, "1h": 3600}) == {"1m": "10s", "5m": "1m",
+                                                                                       "7m": "1m", "1h": "5m"}
+    agg = WindowAggregator(CFG.aggregation, RedisConfig(), Secret(""), Metrics(CollectorRegistry()))
+    one, many = [("s1", "temperature")], [(f"s{i}", "temperature") for i in range(100)]
+    w1m, w5m, w1h = Window("1m", 0, 60_000_000), Window("5m", 0, 300_000_000), Window("1h", 0, 3_600_000_000)
+    assert agg.close_statement(w1m, one)[0] == CLOSE_FROM_READINGS_BY_KEY  # a correction: by the readings' index
+    assert agg.close_statement(w1m, many)[0] == CLOSE_FROM_READINGS_BY_TIME  # every sensor: one pass over the minute
+    sql, params = agg.close_statement(w1h, many)
+    assert sql == CLOSE_FROM_ROLLUP and params["sub_period"] == "5m" and params["sensors"][0] == "s0"
+    agg.from_readings.add(w5m)  # pending in the database at start: its shorter rows may be missing
+    assert agg.close_statement(w5m, one)[0] == CLOSE_FROM_READINGS_BY_KEY

@@ -152,3 +152,12 @@ def test_late_filter_watermark_is_per_partition_and_unknown_at_start():
     assert f.process(reading(T0 - 9_000, partition=1))  # partition 0 being ahead does not matter
     with pytest.raises(Invalid):
         f.process(reading(T0 + 90, partition=0))
+
+
+def test_windows_ending_together_close_shortest_first():
+    tr = WindowTracker(["1h", "1m", "5m"], grace_s=0, idle_close_s=1000)
+    ts = (T0 + 3599) * S  # the last second of an hour: its 1m, 5m and 1h windows all end at T0+3600
+    for w in tr.windows(ts):
+        tr.add(0, w, "s1", "temperature")
+    tr.observe(0, (T0 + 3600) * S, 0.0)
+    assert [d.window.period for d in tr.due(0.0)] == ["1m", "5m", "1h"]
