@@ -27,7 +27,8 @@ from confluent_kafka.admin import AdminClient
 from ..config import Secrets, Settings, parse
 from ..db import conninfo
 from .loadgen import generate, payload_for
-from .measure import LagSampler, PostgresObserver, RedisObserver, percentiles, process_stats
+from .measure import (LagSampler, PostgresObserver, RedisObserver, ServiceCpu, latency_over_time, percentiles,
+                      process_stats)
 from .procs import mosquitto
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -127,6 +128,11 @@ class Bench:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
     # -- the machine's own limit ----------------------------------------------------------------
+    def service_ports(self) -> dict[str, int]:
+        cfg = self.settings.config
+        kafka_port = int(cfg.kafka.bootstrap_servers.split(",")[0].rsplit(":", 1)[1])
+        return {"kafka": kafka_port, "postgres": cfg.postgres.port, "redis": cfg.redis.port, "mosquitto": self.mqtt_port}
+
     def broker_limit(self, messages: int = 200_000) -> float:
         """Mosquitto C client to C client, QoS 0, the same payload size: messages per second."""
         pub, sub = shutil.which("mosquitto_pub"), shutil.which("mosquitto_sub")
@@ -163,6 +169,8 @@ class Bench:
                          self.settings.config.kafka.topics.raw, self.settings.config.kafka.partitions)
         for t in (rob, pob, lag):
             t.start()
+        services = ServiceCpu(self.service_ports())
+        services.begin()
         cpu0, _ = process_stats(self.daemon.pid)
         t_start = time.time()
         gen = generate("127.0.0.1", self.mqtt_port, f"bench{self.id}", sensors, rate, a.duration, readings,
@@ -182,6 +190,7 @@ class Bench:
             time.sleep(0.2)
         time.sleep(1.0)  # late duplicates, if any, get a chance to show
         cpu1, peak_rss = process_stats(self.daemon.pid)
+        service_cores = services.cores()
         for t in (rob, pob, lag):
             t.stop.set()
         for t in (rob, pob, lag):
@@ -213,6 +222,10 @@ class Bench:
             "cpu_s_per_10k": round((cpu1 - cpu0) / messages * 1e4, 3),
             "peak_rss_mb": round(peak_rss, 1),
             "generator_cpu_s_per_million": round(gen.cpu_s / messages * 1e6, 1),
+            "daemon_cores": round((cpu1 - cpu0) / max(1e-6, time.time() - t_start), 2),
+            "service_cores": service_cores,
+            "generator_cores": round(gen.cpu_s / max(1e-6, time.time() - t_start), 2),
+            "redis_latency_over_time": latency_over_time(rob.arrivals, rob.latencies, t_start),
             "consumer_lag": lag.samples,
             "max_consumer_lag": max((s[1] for s in lag.samples), default=0),
         }
@@ -233,6 +246,10 @@ def table(results: list[dict], limit: float) -> str:
                      f"{r['published']:>9} {r['stored_pg']:>9} {r['stored_redis']:>9} {r['lost']:>5} {r['duplicated']:>5} "
                      f"{fmt(r['latency_ms']['redis']):>26} {fmt(r['latency_ms']['pg']):>26} {r['cpu_s_per_million']:>8.1f} "
                      f"{r['peak_rss_mb']:>7.0f} {r['max_consumer_lag']:>8}")
+    for r in results:
+        others = ", ".join(f"{name} {cores:.2f}" for name, cores in r["service_cores"].items() if cores is not None)
+        lines.append(f"cores at {r['offered_rate']:,.0f} msg/s: daemon {r['daemon_cores']:.2f}, {others}, "
+                     f"load generator {r['generator_cores']:.2f}")
     lines.append(f"broker limit (mosquitto C clients, QoS 0): {limit:,.0f} msg/s")
     return "\n".join(lines)
 

@@ -6,6 +6,7 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
 import psycopg
 import redis
 from confluent_kafka import Consumer, TopicPartition
@@ -29,6 +30,7 @@ class RedisObserver(threading.Thread):
         self.client, self.stream, self.start_id = client, stream, start_id
         self.keys: list[bytes] = []  # the entry's `id` (sensor|metric|event time): the reading's identity
         self.latencies: list[float] = []
+        self.arrivals: list[float] = []  # when each entry was read, for latency over time
         self.stop = threading.Event()
         self.last_at = 0.0
 
@@ -41,6 +43,7 @@ class RedisObserver(threading.Thread):
                 for entry_id, f in entries:
                     self.keys.append(f[b"id"])
                     self.latencies.append(now - float(f[b"ts"]))
+                    self.arrivals.append(now)
                     last = entry_id
                 self.last_at = now
 
@@ -60,9 +63,13 @@ class PostgresObserver(threading.Thread):
     def run(self) -> None:
         last_id = self.start_id
         with psycopg.connect(**self.conninfo, autocommit=True) as conn:
+            # The table grows from empty faster than autovacuum analyses it: with stale statistics the planner
+            # picks a sequential scan, and polling by sequential scan cost the database more than the pipeline's
+            # own writes by the end of a run. Every poll reads only the newest rows, by the primary key.
+            conn.execute("SET enable_seqscan = off")
             while not self.stop.is_set():
                 rows = conn.execute("SELECT id, extract(epoch FROM timestamp)::float8 FROM measurements WHERE id > %s "
-                                    "ORDER BY id", (last_id,)).fetchall()
+                                    "ORDER BY id LIMIT 100000", (last_id,)).fetchall()
                 now = time.time()
                 if rows:
                     last_id = rows[-1][0]
@@ -94,6 +101,56 @@ class LagSampler(threading.Thread):
                 self.samples.append((round(time.time() - started, 1), lag))
         finally:
             self.consumer.close()
+
+
+def latency_over_time(arrivals: list[float], latencies: list[float], start: float, step_s: float = 5.0) -> list[dict]:
+    """p50/p99 (ms) of the entries read in each `step_s` interval from `start`: a stall or a drift shows here."""
+    buckets: dict[int, list[float]] = {}
+    for at, latency in zip(arrivals, latencies):
+        buckets.setdefault(int((at - start) // step_s), []).append(latency)
+    out = []
+    for i in sorted(buckets):
+        p = percentiles(buckets[i])
+        out.append({"t_s": round(i * step_s, 1), "entries": len(buckets[i]), "p50": p["p50"], "p99": p["p99"]})
+    return out
+
+
+class ServiceCpu:
+    """CPU cores used by the services under load (the process listening on each port, with its children:
+    PostgreSQL's backends), so a run shows where the machine's time went besides the daemon."""
+
+    def __init__(self, ports: dict[str, int]):
+        listeners = {c.laddr.port: c.pid for c in psutil.net_connections("tcp")
+                     if c.status == psutil.CONN_LISTEN and c.pid is not None}
+        self.pids = {name: listeners.get(port) for name, port in ports.items()}
+        self.start: dict[str, float] = {}
+        self.t0 = 0.0
+
+    def _cpu(self, pid: int | None) -> float:
+        if pid is None:
+            return 0.0
+        total = 0.0
+        try:
+            parent = psutil.Process(pid)
+            for proc in [parent, *parent.children(recursive=True)]:
+                try:
+                    t = proc.cpu_times()
+                    total += t.user + t.system + t.children_user + t.children_system
+                except psutil.Error:
+                    pass
+        except psutil.Error:
+            pass
+        return total
+
+    def begin(self) -> None:
+        self.t0 = time.time()
+        self.start = {name: self._cpu(pid) for name, pid in self.pids.items()}
+
+    def cores(self) -> dict[str, float | None]:
+        """Average cores per service since begin() (None: no process found listening on its port)."""
+        elapsed = max(1e-6, time.time() - self.t0)
+        return {name: (None if pid is None else round((self._cpu(pid) - self.start[name]) / elapsed, 2))
+                for name, pid in self.pids.items()}
 
 
 def process_stats(pid: int) -> tuple[float, float]:

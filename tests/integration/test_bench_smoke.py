@@ -22,3 +22,7 @@ def test_benchmark_smoke_run_reports_every_figure_and_loses_nothing():
         assert set(report["latency_ms"][sink]) == {"p50", "p95", "p99", "max"}
         assert 0 < report["latency_ms"][sink]["p50"] <= report["latency_ms"][sink]["max"]
     assert report["broker_limit_rate"] > 0 and report["cpu_s_per_million"] > 0 and report["peak_rss_mb"] > 0
+    # Where the machine's time went: each service found by its listening port, and latency over the run.
+    assert set(report["service_cores"]) == {"kafka", "postgres", "redis", "mosquitto"}
+    assert all(c is not None and c >= 0 for c in report["service_cores"].values()) and report["daemon_cores"] > 0
+    assert sum(b["entries"] for b in report["redis_latency_over_time"]) == 5000
