@@ -42,7 +42,7 @@ def deep_merge(base: dict, extra: dict) -> dict:
 
 
 class Bench:
-    """One daemon, one broker, one database for the whole benchmark; `run(rate)` measures one load level."""
+    """One broker and one database for the whole benchmark; `run(rate)` measures one load level with a fresh daemon."""
 
     def __init__(self, args: argparse.Namespace):
         self.args = args
@@ -52,6 +52,7 @@ class Bench:
         self.daemon: subprocess.Popen | None = None
         self.step = 0
         self.seq = 0
+        self.daemon_starts = 0
 
     def log(self, text: str) -> None:
         print(f"bench: {text}", file=sys.stderr, flush=True)
@@ -66,30 +67,45 @@ class Bench:
             self.mqtt_port = self.broker.port
         base = yaml.safe_load((ROOT / "config.yaml").read_text())
         rid = self.id
-        tree = deep_merge(base, {
+        self.tree = deep_merge(base, {
             "instance_id": f"bench-{rid}", "log_level": "INFO",
             "mqtt": {"port": self.mqtt_port, "topics": [f"bench{rid}/#"], "client_id": f"bench-{rid}", "protocol": a.mqtt_protocol},
-            "kafka": {"topics": {"raw": f"bench{rid}.raw", "dead_letter": f"bench{rid}.dlq",
-                                 "dead_letter_failed": f"bench{rid}.dlq.failed", "dead_letter_exhausted": f"bench{rid}.dlq.exhausted"},
-                      "consumer_group": f"bench-{rid}", "partitions": a.partitions},
+            "kafka": {"partitions": a.partitions},
             "redis": {"key_prefix": f"bench{rid}:", "stream_maxlen": 10_000_000},
             "postgres": {"database": f"bench_{rid}"},
             "dashboard": {"enabled": False},
         })
         for extra in a.set or []:
             key, _, value = extra.partition("=")
-            node = tree
+            node = self.tree
             *path, leaf = key.split(".")
             for k in path:
                 node = node.setdefault(k, {})
             node[leaf] = yaml.safe_load(value)
-        self.settings = Settings(parse(tree, {}), Secrets.from_env({}), "bench")
-        cfg_path = self.workdir / "config.yaml"
-        cfg_path.write_text(yaml.safe_dump(tree))
+        self.settings = Settings(parse(self.tree, {}), Secrets.from_env({}), "bench")
         from migrations import migrate
 
         migrate(self.settings, out=open("/dev/null", "w"))
-        self.daemon_log = self.workdir / "daemon.log"
+        self.start_daemon()
+        self.redis = redis.Redis(host=self.settings.config.redis.host, port=self.settings.config.redis.port)
+        self.pg = conninfo(self.settings.config.postgres, self.settings.secrets.postgres_password)
+
+    def start_daemon(self) -> None:
+        """A daemon on new Kafka topics and a new consumer group: every load level starts from empty topics.
+        (The development broker's fetch cost grows with the size of a topic, which a real Kafka's does not;
+        reusing one topic across levels would charge each level for all the ones before it.)"""
+        self.stop_daemon()
+        rid, level = self.id, self.daemon_starts
+        self.daemon_starts += 1
+        names = ("raw", "dlq", "dlq.failed", "dlq.exhausted")
+        self.tree["kafka"].update({
+            "topics": dict(zip(("raw", "dead_letter", "dead_letter_failed", "dead_letter_exhausted"),
+                               (f"bench{rid}.{level}.{n}" for n in names))),
+            "consumer_group": f"bench-{rid}-{level}"})
+        self.settings = Settings(parse(self.tree, {}), Secrets.from_env({}), "bench")
+        cfg_path = self.workdir / "config.yaml"
+        cfg_path.write_text(yaml.safe_dump(self.tree))
+        self.daemon_log = self.workdir / f"daemon-{level}.log"
         self.daemon = subprocess.Popen([sys.executable, str(ROOT / "realtime_pipeline.py"), "--config", str(cfg_path)],
                                        stdout=open(self.daemon_log, "wb"), stderr=subprocess.STDOUT, cwd=ROOT)
         deadline = time.monotonic() + 60
@@ -100,17 +116,18 @@ class Bench:
             if self.daemon.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit(f"bench: the daemon did not become ready; log:\n{text[-3000:]}")
             time.sleep(0.2)
-        self.redis = redis.Redis(host=self.settings.config.redis.host, port=self.settings.config.redis.port)
-        self.pg = conninfo(self.settings.config.postgres, self.settings.secrets.postgres_password)
         self.log(f"ready: daemon pid {self.daemon.pid}, mosquitto port {self.mqtt_port}, workdir {self.workdir}")
 
-    def stop(self) -> None:
+    def stop_daemon(self) -> None:
         if self.daemon and self.daemon.poll() is None:
             self.daemon.terminate()
             try:
                 self.daemon.wait(60)
             except subprocess.TimeoutExpired:
                 self.daemon.kill()
+
+    def stop(self) -> None:
+        self.stop_daemon()
         if self.broker:
             self.broker.stop()
         cfg = self.settings.config if hasattr(self, "settings") else None
@@ -157,6 +174,8 @@ class Bench:
     # -- one load level -------------------------------------------------------------------------
     def run(self, rate: float) -> dict:
         a = self.args
+        if self.step:
+            self.start_daemon()
         self.step += 1
         readings = a.readings_per_message
         sensors = [f"s{self.step}-{i:04d}" for i in range(a.sensors)]
