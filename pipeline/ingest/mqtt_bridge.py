@@ -82,7 +82,7 @@ class MqttBridge:
         self.client.reconnect_delay_set(mqtt_cfg.reconnect_min_delay_s, mqtt_cfg.reconnect_max_delay_s)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
-        self.client.on_message = self._on_message
+        self.client.on_publish_raw = self._on_publish
         self.client.on_subscribe = self._on_subscribe
         # Per-message counts are plain integers (one writer thread each), added to the Prometheus
         # counters by the producer thread a few times a second: a locked inc() per message cost more
@@ -150,14 +150,14 @@ class MqttBridge:
         if not self._stopping.is_set():
             log.warning("event=mqtt_disconnected reason=%s note=reconnecting", reason_code)
 
-    def _on_message(self, _client, _userdata, msg) -> None:
+    def _on_publish(self, topic: bytes, payload: bytes, qos: int, mid: int) -> None:
+        """One MQTT message, as received (topic bytes: no decoding on the hot path, and bad UTF-8 is the
+        decode stage's to dead-letter)."""
         if self._stopping.is_set():
             return  # not acknowledged: the broker keeps it for our next session
         try:
             self._received_n += 1
-            mid, qos, gen = msg.mid, msg.qos, self._generation
-            topic = msg._topic  # the bytes as received: no decoding on the hot path (.topic raises on bad UTF-8)
-            payload = msg.payload
+            gen = self._generation
             headers = [(MQTT_TOPIC_HEADER, topic)]
             if len(payload) > self.max_payload_bytes:
                 # Too big to validate (and maybe for Kafka): pass a truncated copy on so the decode stage
