@@ -201,14 +201,24 @@ class WindowAggregator:
     def stage(self, cur: psycopg.Cursor, records: Sequence[Reading], inserted: Sequence[tuple]) -> list[tuple]:
         """Record the windows of newly stored readings as pending; returns them for `committed`."""
         partition_of = {r.sensor_id: (r.source.partition if r.source is not None else -1) for r in records}
-        tracker = self.tracker
+        pending = self.tracker.pending
+        sizes = list(self.tracker.sizes.items())
+        windows: dict[tuple[str, int], Window] = {}  # a batch spans a few windows: one object each
         new: dict[tuple, tuple] = {}
         for sensor_id, metric, _value, ts_us in inserted:
             partition = partition_of.get(sensor_id, -1)
-            for w in tracker.windows(ts_us):
+            pair = (sensor_id, metric)
+            for period, size in sizes:
+                start = ts_us - ts_us % size
+                w = windows.get((period, start))
+                if w is None:
+                    w = windows[(period, start)] = Window(period, start, start + size)
+                keys = pending.get((partition, w))
+                if keys is not None and pair in keys:
+                    continue
                 key = (partition, w, sensor_id, metric)
-                if key not in new and not tracker.is_pending(partition, w, sensor_id, metric):
-                    new[key] = (w.period, from_us(w.start), sensor_id, metric, from_us(w.end), partition)
+                if key not in new:
+                    new[key] = (period, from_us(start), sensor_id, metric, from_us(w.end), partition)
         if new:
             cur.execute(INSERT_PENDING, [list(column) for column in zip(*new.values())])
         return list(new)
@@ -231,8 +241,13 @@ class WindowAggregator:
             if tracker.is_closed(partition, w):
                 self.metrics.window_corrections.labels(w.period).inc()
             tracker.add(partition, w, sensor_id, metric)
+        newest: dict[int, float] = {}  # the watermark moves once per partition and batch
         for r in records:
-            tracker.observe(r.source.partition if r.source is not None else -1, round(r.ts * US), now)
+            partition = r.source.partition if r.source is not None else -1
+            if r.ts > newest.get(partition, -1.0):
+                newest[partition] = r.ts
+        for partition, ts in newest.items():
+            tracker.observe(partition, round(ts * US), now)
         touched = self._touched
         add = self.partials.add
         for sensor_id, metric, value, ts_us in inserted:

@@ -11,7 +11,6 @@ wall clock minus the grace does.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Iterable, NamedTuple
 
@@ -41,9 +40,9 @@ def from_us(us: int) -> datetime:
     return _EPOCH + timedelta(microseconds=us)
 
 
-@dataclass(frozen=True, slots=True)
-class Window:
-    """One tumbling window of one period; `end` is exclusive."""
+class Window(NamedTuple):
+    """One tumbling window of one period; `end` is exclusive. (A named tuple: hashed in C, it is a dict key
+    for every stored reading.)"""
 
     period: str
     start: int  # µs
