@@ -1,0 +1,41 @@
+"""The Redis sink against the real server: replies read in bulk, a refused command reported after every reply
+is read, and the connection usable for the next write."""
+import pytest
+import redis
+
+from pipeline.config import Secret
+from pipeline.records import Reading
+from pipeline.sinks.redis_stream import RedisSink
+
+
+def sink_for(env) -> RedisSink:
+    cfg = env.settings().config
+    sink = RedisSink(cfg.redis, Secret(""), settings=cfg.sinks.redis, retry=cfg.retry, metrics=env.metrics(),
+                     queue_max_batches=1)
+    sink.start()
+    return sink
+
+
+def readings(n: int, t0: float = 1_760_000_000.0) -> list[Reading]:
+    return [Reading(f"d{i % 7}", "sensor", None, "temperature", 20.0 + i, t0 + i, t0 + i + 0.5) for i in range(n)]
+
+
+def test_a_large_write_reads_every_reply_and_a_refused_command_leaves_the_connection_usable(env):
+    sink = sink_for(env)
+    prefix = f"t{env.run_id}:"
+    try:
+        sink.write(readings(3000))  # replies span many socket reads
+        assert env.redis.xlen(prefix + "readings") == 3000
+        assert env.redis.hget(prefix + "latest:d6", "temperature") == repr(20.0 + 2995)
+
+        env.redis.set(prefix + "latest:d3", "not a hash")  # HSET on it is refused (WRONGTYPE)
+        with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+            sink.write(readings(14, t0=1_760_001_000.0))
+        assert env.redis.xlen(prefix + "readings") == 3014  # the other commands of that write were applied
+
+        env.redis.delete(prefix + "latest:d3")
+        sink.write(readings(7, t0=1_760_002_000.0))  # the next write's replies are its own
+        assert env.redis.xlen(prefix + "readings") == 3021
+        assert env.redis.hget(prefix + "latest:d3", "temperature") == repr(23.0)
+    finally:
+        sink.close()

@@ -1,0 +1,42 @@
+"""The Redis sink's hand-built RESP: every command parses back to the arguments meant, any text included."""
+import hiredis
+from prometheus_client import CollectorRegistry
+
+from pipeline.config import Secret, parse
+from pipeline.observability.metrics import Metrics
+from pipeline.records import Reading
+from pipeline.sinks.redis_stream import RedisSink
+
+
+def commands_written(records) -> tuple[list[list[bytes]], int]:
+    cfg = parse({"redis": {"key_prefix": "pré:", "stream_maxlen": 500}}, {})
+    sink = RedisSink(cfg.redis, Secret(""), settings=cfg.sinks.redis, retry=cfg.retry,
+                     metrics=Metrics(CollectorRegistry()), queue_max_batches=1)
+    sent = []
+    sink._send = lambda payload, replies: sent.append((payload, replies))  # noqa: SLF001 - no Redis here
+    sink.write(records)
+    [(payload, replies)] = sent
+    # A server reads commands as arrays of bulk strings: so does hiredis.
+    reader = hiredis.Reader()
+    reader.feed(payload)
+    out = []
+    while (cmd := reader.gets()) is not False:
+        out.append(cmd)
+    return out, replies
+
+
+def test_stream_entries_latest_values_and_sensor_set():
+    a1 = Reading("hall-1", "thermo", "Zürich – Halle 1", "temperature", 21.5, 1_760_000_000.25, 1_760_000_000.5)
+    a2 = Reading("hall-1", "thermo", "Zürich – Halle 1", "temperature", 22.0, 1_760_000_001.0, 1_760_000_001.5)
+    b = Reading("b", "sensor", None, "humidity", 40.125, 1_760_000_000.0, 1_760_000_000.75)
+    cmds, replies = commands_written([a2, b, a1])  # a1 arrives late: the latest value stays a2's
+    assert replies == len(cmds) == 3 + 2 + 1
+    assert cmds[0] == [b"XADD", "pré:readings".encode(), b"MAXLEN", b"~", b"500", b"*",
+                       b"id", b"hall-1|temperature|1760000001000000", b"sensor_id", b"hall-1", b"metric", b"temperature",
+                       b"value", b"22.0", b"ts", b"1760000001.0", b"received_at", b"1760000001.5"]
+    assert cmds[2][7] == b"hall-1|temperature|1760000000250000"
+    assert cmds[3] == [b"HSET", "pré:latest:hall-1".encode(), b"type", b"thermo", b"location",
+                       "Zürich – Halle 1".encode(), b"temperature", b"22.0", b"temperature:ts", b"1760000001.0"]
+    assert cmds[4] == [b"HSET", "pré:latest:b".encode(), b"type", b"sensor", b"location", b"", b"humidity", b"40.125",
+                       b"humidity:ts", b"1760000000.0"]
+    assert cmds[5] == [b"SADD", "pré:sensors".encode(), b"hall-1", b"b"]
