@@ -49,22 +49,36 @@ class Threshold:
     def __init__(self):
         self.since: dict[Key, float] = {}  # key -> event time the value first went (and stayed) out of bounds
 
+    # id(rule) -> (rule, checks, clear low, clear high): derived from the rule alone, so shared
+    _bounds: dict[int, tuple] = {}
+
+    def _prepared(self, rule: ThresholdRule) -> tuple:
+        """A rule's bounds in the order they are checked, and the band inside which a value clears."""
+        found = self._bounds.get(id(rule))
+        if found is None or found[0] is not rule:  # keeps the rule alive, so its id is not reused meanwhile
+            checks = [(level, b.max, b.min) for level, b in (("critical", rule.critical), ("warning", rule.warning))]
+            lows = [b.min for b in (rule.warning, rule.critical) if b.min is not None]
+            highs = [b.max for b in (rule.warning, rule.critical) if b.max is not None]
+            found = (rule, checks, max(lows) + rule.deadband if lows else -math.inf,
+                     min(highs) - rule.deadband if highs else math.inf)
+            if len(self._bounds) > 10_000:  # reloads replace rules: old ones are dropped now and then
+                self._bounds.clear()
+            self._bounds[id(rule)] = found
+        return found
+
     def evaluate(self, key: Key, value: float, ts: float, rule: ThresholdRule | None) -> Signal | None:
         if rule is None:
             self.since.pop(key, None)
             return CLEAR
-        for level in ("critical", "warning"):
-            b = getattr(rule, level)
-            if b.max is not None and value > b.max:
-                return self._held(key, ts, rule, Signal(level, bound=b.max, detail=f"above the {level} maximum {b.max:g}"))
-            if b.min is not None and value < b.min:
-                return self._held(key, ts, rule, Signal(level, bound=b.min, detail=f"below the {level} minimum {b.min:g}"))
-        self.since.pop(key, None)
-        lows = [b.min for b in (rule.warning, rule.critical) if b.min is not None]
-        highs = [b.max for b in (rule.warning, rule.critical) if b.max is not None]
-        d = rule.deadband
-        inside = (not lows or value >= max(lows) + d) and (not highs or value <= min(highs) - d)
-        return CLEAR if inside else HOLD
+        _, checks, clear_low, clear_high = self._prepared(rule)
+        for level, high, low in checks:
+            if high is not None and value > high:
+                return self._held(key, ts, rule, Signal(level, bound=high, detail=f"above the {level} maximum {high:g}"))
+            if low is not None and value < low:
+                return self._held(key, ts, rule, Signal(level, bound=low, detail=f"below the {level} minimum {low:g}"))
+        if self.since:
+            self.since.pop(key, None)
+        return CLEAR if clear_low <= value <= clear_high else HOLD
 
     def _held(self, key: Key, ts: float, rule: ThresholdRule, signal: Signal) -> Signal:
         """A violation counts once it has lasted `for_s` (a brief spike of CPU is not an incident)."""

@@ -29,6 +29,7 @@ from ..detect.rules import Rules
 from ..alerts.lifecycle import ESCALATED, OPENED, RESOLVED, SEVERITY_RANK, Alert, AlertBook, Transition
 from ..alerts.messages import message
 from ..alerts.webhook import WebhookNotifier
+from ..records import Reading
 from ..runtime.batch import Batch
 from ..runtime.ownership import Ownership, sensor_partition
 from ..runtime.retry import Stopped, retry_call
@@ -139,6 +140,10 @@ class AlertSink(BatchingSink):
     def _evaluate(self, batch: Batch) -> list[Transition]:
         rules, book, now = self.rules, self.book, self.clock()
         out: list[Transition] = []
+        # (sensor, metric) pairs with an open alert: for the others a verdict without a severity changes
+        # nothing, so the book is not asked (most readings of a healthy fleet).
+        alerting = {(k[0], k[1]) for k in book.open}
+        detectors = self.detectors
         for r in batch.readings:
             sensor_id, metric = r.sensor_id, r.metric
             if r.source is not None and sensor_id not in self.partition_of:
@@ -146,15 +151,19 @@ class AlertSink(BatchingSink):
             if r.sensor_type != APP_SENSOR_TYPE:  # log counts: an app that stops logging is not offline
                 self.last_seen[sensor_id] = now
             self.sensor_info[sensor_id] = (r.sensor_type, r.location)
-            context = {"type": r.sensor_type, "location": r.location}
-            if (sensor_id, None, "offline") in book.open:
-                self._add(out, book.resolve((sensor_id, None, "offline"), r.ts), context)
+            if (sensor_id, None) in alerting:
+                self._add(out, book.resolve((sensor_id, None, "offline"), r.ts), r)
             mr = rules.for_metric(sensor_id, metric)
             key = (sensor_id, metric)
-            for detector, rule in zip(self.detectors, (mr.threshold, mr.rate, mr.outlier, mr.stuck)):
+            is_alerting = key in alerting
+            for detector, rule in zip(detectors, (mr.threshold, mr.rate, mr.outlier, mr.stuck)):
                 signal = detector.evaluate(key, r.value, r.ts, rule)
-                if signal is not None:
-                    self._add(out, book.observe(sensor_id, metric, detector.type, signal, r.ts, r.value), context)
+                if signal is not None and (is_alerting or signal.severity is not None):
+                    t = book.observe(sensor_id, metric, detector.type, signal, r.ts, r.value)
+                    if t is not None:
+                        self._add(out, t, r)
+                        alerting.add(key)
+                        is_alerting = True
         return out
 
     def tick(self) -> None:
@@ -255,10 +264,11 @@ class AlertSink(BatchingSink):
             gone = self.ownership.revoke(partitions)
             self._drop(lambda p: p in gone)
 
-    def _add(self, out: list, t: Transition | None, context: dict) -> None:
+    def _add(self, out: list, t: Transition | None, context: dict | Reading) -> None:
+        """Queue a transition with the sensor's type and location (a dict, or the reading that caused it)."""
         if t is None:
             return
-        t.context = context
+        t.context = context if isinstance(context, dict) else {"type": context.sensor_type, "location": context.location}
         t.message = message(t)
         if t.event in (OPENED, ESCALATED):
             t.alert.message = t.message
