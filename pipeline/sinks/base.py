@@ -186,8 +186,9 @@ class BatchingSink:
         now = time.time()
         e2e = self.metrics.e2e_latency.labels(self.name)
         dev = self.metrics.device_latency.labels(self.name)
-        # An evenly spread sample of at most 64 readings per batch describes the distribution as well as
-        # all of them, at a fraction of the cost on the hot path.
-        for r in records[:: max(1, len(records) // 64)]:
+        # An evenly spread sample of about 16 readings per write describes the distribution as well as all
+        # of them (the Redis sink alone writes 50 times a second at 10,000 readings/s), at a fraction of the
+        # cost: two locked histogram observations per sampled reading.
+        for r in records[:: max(1, len(records) // 16)]:
             e2e.observe(now - r.received_at)
             dev.observe(max(0.0, now - r.ts))
