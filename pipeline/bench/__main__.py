@@ -49,7 +49,7 @@ class Bench:
         self.id = uuid.uuid4().hex[:8]
         self.workdir = Path(tempfile.mkdtemp(prefix="pipeline-bench-"))
         self.broker = None
-        self.daemon: subprocess.Popen | None = None
+        self.daemons: list[subprocess.Popen] = []
         self.step = 0
         self.seq = 0
         self.daemon_starts = 0
@@ -91,40 +91,59 @@ class Bench:
         self.pg = conninfo(self.settings.config.postgres, self.settings.secrets.postgres_password)
 
     def start_daemon(self) -> None:
-        """A daemon on new Kafka topics and a new consumer group: every load level starts from empty topics.
-        (The development broker's fetch cost grows with the size of a topic, which a real Kafka's does not;
-        reusing one topic across levels would charge each level for all the ones before it.)"""
+        """The daemon (or --instances daemons in one consumer group, on one MQTT shared subscription) on new
+        Kafka topics and a new consumer group: every load level starts from empty topics. (The development
+        broker's fetch cost grows with the size of a topic, which a real Kafka's does not; reusing one topic
+        across levels would charge each level for all the ones before it.)"""
         self.stop_daemon()
-        rid, level = self.id, self.daemon_starts
+        rid, level, n = self.id, self.daemon_starts, self.args.instances
         self.daemon_starts += 1
         names = ("raw", "dlq", "dlq.failed", "dlq.exhausted")
         self.tree["kafka"].update({
             "topics": dict(zip(("raw", "dead_letter", "dead_letter_failed", "dead_letter_exhausted"),
-                               (f"bench{rid}.{level}.{n}" for n in names))),
+                               (f"bench{rid}.{level}.{name}" for name in names))),
             "consumer_group": f"bench-{rid}-{level}"})
+        if n > 1:
+            self.tree["mqtt"]["shared_group"] = f"bench{rid}"
         self.settings = Settings(parse(self.tree, {}), Secrets.from_env({}), "bench")
-        cfg_path = self.workdir / "config.yaml"
-        cfg_path.write_text(yaml.safe_dump(self.tree))
-        self.daemon_log = self.workdir / f"daemon-{level}.log"
-        self.daemon = subprocess.Popen([sys.executable, str(ROOT / "realtime_pipeline.py"), "--config", str(cfg_path)],
-                                       stdout=open(self.daemon_log, "wb"), stderr=subprocess.STDOUT, cwd=ROOT)
-        deadline = time.monotonic() + 60
-        while True:
-            text = self.daemon_log.read_text(errors="replace")
-            if "event=partitions_assigned" in text and "event=mqtt_subscribed" in text:
+        self.daemons, logs = [], []
+        for i in range(n):
+            tree = deep_merge(self.tree, {"instance_id": f"bench-{rid}-{i}"} if n > 1 else {})
+            cfg_path = self.workdir / f"config-{i}.yaml"
+            cfg_path.write_text(yaml.safe_dump(tree))
+            log_path = self.workdir / f"daemon-{level}-{i}.log"
+            logs.append(log_path)
+            self.daemons.append(subprocess.Popen(
+                [sys.executable, str(ROOT / "realtime_pipeline.py"), "--config", str(cfg_path)],
+                stdout=open(log_path, "wb"), stderr=subprocess.STDOUT, cwd=ROOT))
+        deadline = time.monotonic() + 90
+        partitions = set(range(self.settings.config.kafka.partitions))
+        while True:  # every instance subscribed to MQTT, and the group's partitions split among them
+            texts = [p.read_text(errors="replace") for p in logs]
+            owned = [assignment(t) for t in texts]
+            if (all("event=mqtt_subscribed" in t for t in texts) and sum(map(len, owned)) == len(partitions)
+                    and set().union(*owned) == partitions):
                 break
-            if self.daemon.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"bench: the daemon did not become ready; log:\n{text[-3000:]}")
+            if any(d.poll() is not None for d in self.daemons) or time.monotonic() > deadline:
+                raise SystemExit(f"bench: the daemon did not become ready; log:\n{texts[-1][-3000:]}")
             time.sleep(0.2)
-        self.log(f"ready: daemon pid {self.daemon.pid}, mosquitto port {self.mqtt_port}, workdir {self.workdir}")
+        self.log(f"ready: daemon pid(s) {', '.join(str(d.pid) for d in self.daemons)}, mosquitto port {self.mqtt_port}, "
+                 f"workdir {self.workdir}")
 
     def stop_daemon(self) -> None:
-        if self.daemon and self.daemon.poll() is None:
-            self.daemon.terminate()
+        for d in self.daemons:
+            if d.poll() is None:
+                d.terminate()
+        for d in self.daemons:
             try:
-                self.daemon.wait(60)
+                d.wait(60)
             except subprocess.TimeoutExpired:
-                self.daemon.kill()
+                d.kill()
+
+    def daemon_stats(self) -> tuple[float, float]:
+        """CPU seconds of all instances together, and the largest instance's peak RSS (MB)."""
+        stats = [process_stats(d.pid) for d in self.daemons]
+        return sum(s[0] for s in stats), max(s[1] for s in stats)
 
     def stop(self) -> None:
         self.stop_daemon()
@@ -183,39 +202,49 @@ class Bench:
         last = self.redis.xrevrange(stream, count=1)
         rob = RedisObserver(self.redis, stream, last[0][0] if last else b"0")
         with psycopg.connect(**self.pg) as conn:
-            pob = PostgresObserver(self.pg, conn.execute("SELECT coalesce(max(id), 0) FROM measurements").fetchone()[0])
+            start_id = conn.execute("SELECT coalesce(max(id), 0) FROM measurements").fetchone()[0]
+        several = a.instances > 1
+        pob = PostgresObserver(self.pg, start_id, interval=0.1 if several else 0.05,
+                               lookback=2 * a.instances * self.settings.config.sinks.postgres.batch_size if several else 0)
         lag = LagSampler(self.settings.config.kafka.bootstrap_servers, self.settings.config.kafka.consumer_group,
                          self.settings.config.kafka.topics.raw, self.settings.config.kafka.partitions)
         for t in (rob, pob, lag):
             t.start()
         services = ServiceCpu(self.service_ports())
         services.begin()
-        cpu0, _ = process_stats(self.daemon.pid)
+        cpu0, _ = self.daemon_stats()
         t_start = time.time()
         gen = generate("127.0.0.1", self.mqtt_port, f"bench{self.id}", sensors, rate, a.duration, readings,
                        processes=a.publishers, seq_base=self.seq)
         self.seq += gen.published + a.publishers
         t_gen_end = time.time()
         expected = gen.published * readings
+        def stored_rows() -> int:
+            """Readings stored in this level, counted exactly (the poller measures latency, this counts loss)."""
+            with psycopg.connect(**self.pg) as conn:
+                return conn.execute("SELECT count(*) FROM measurements WHERE id > %s", (start_id,)).fetchone()[0]
+
         deadline, last_progress, last_count = time.time() + 180, time.time(), -1
         while time.time() < deadline:
             count = pob.count
+            if count >= expected or count == last_count:  # done, or quiet: count exactly (the poller may skip)
+                count = stored_rows()
             if count >= expected and len(rob.keys) >= expected:
                 break
             if count != last_count:
                 last_count, last_progress = count, time.time()
             elif time.time() - last_progress > 15:
                 break
-            time.sleep(0.2)
+            time.sleep(0.5)
         time.sleep(1.0)  # late duplicates, if any, get a chance to show
-        cpu1, peak_rss = process_stats(self.daemon.pid)
+        cpu1, peak_rss = self.daemon_stats()
         service_cores = services.cores()
         for t in (rob, pob, lag):
             t.stop.set()
         for t in (rob, pob, lag):
             t.join(10)
         distinct_redis = len(set(rob.keys))
-        stored_pg = pob.count
+        stored_pg = stored_rows()
         finished = max(pob.last_at, t_gen_end)
         sustained = min(gen.published, stored_pg / readings) / max(a.duration, finished - t_start - 0.5)
         drain_s = max(0.0, pob.last_at - t_gen_end)
@@ -223,6 +252,7 @@ class Bench:
         return {
             "offered_rate": rate,
             "readings_per_message": readings,
+            "instances": a.instances,
             "duration_s": a.duration,
             "published": gen.published,
             "acked_by_broker": gen.acked,
@@ -250,6 +280,17 @@ class Bench:
         }
 
 
+def assignment(log_text: str) -> set[int]:
+    """The Kafka partitions a daemon owns now, from its log (the last assignment, unless revoked since)."""
+    owned: set[int] = set()
+    for line in log_text.splitlines():
+        if "event=partitions_assigned" in line:
+            owned = {int(p) for p in line.rsplit("partitions=", 1)[1].split()[0].split(",") if p}
+        elif "event=partitions_revoked" in line:
+            owned = set()
+    return owned
+
+
 def sustainable(r: dict) -> bool:
     """No loss, the backlog cleared soon after the load stopped, and the rate was held."""
     return r["lost"] == 0 and r["drain_after_load_s"] <= 5 and r["sustained_rate"] >= 0.95 * r["offered_rate"]
@@ -267,7 +308,8 @@ def table(results: list[dict], limit: float) -> str:
                      f"{r['peak_rss_mb']:>7.0f} {r['max_consumer_lag']:>8}")
     for r in results:
         others = ", ".join(f"{name} {cores:.2f}" for name, cores in r["service_cores"].items() if cores is not None)
-        lines.append(f"cores at {r['offered_rate']:,.0f} msg/s: daemon {r['daemon_cores']:.2f}, {others}, "
+        daemon = "daemon" if r["instances"] == 1 else f"{r['instances']} daemons"
+        lines.append(f"cores at {r['offered_rate']:,.0f} msg/s: {daemon} {r['daemon_cores']:.2f}, {others}, "
                      f"load generator {r['generator_cores']:.2f}")
     lines.append(f"broker limit (mosquitto C clients, QoS 0): {limit:,.0f} msg/s")
     return "\n".join(lines)
@@ -281,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sensors", type=int, default=1000, help="simulated devices (default 1000)")
     p.add_argument("--publishers", type=int, default=1, help="load generator processes (default 1)")
     p.add_argument("--partitions", type=int, default=4)
+    p.add_argument("--instances", type=int, default=1,
+                   help="daemons in one consumer group on one MQTT shared subscription (the scale-out path)")
     p.add_argument("--mqtt-protocol", choices=("3.1.1", "5"), default="3.1.1")
     p.add_argument("--mqtt-port", type=int, default=0, help="use a running broker on this port instead of our own")
     p.add_argument("--find-max", action="store_true", help="step the rate up until loss or unbounded lag")

@@ -49,12 +49,16 @@ class RedisObserver(threading.Thread):
 
 
 class PostgresObserver(threading.Thread):
-    """Polls new `measurements` rows every 50 ms: latency = when the row became visible (committed) -
-    the reading's publish time. The poll interval bounds the error from above."""
+    """Polls new `measurements` rows every `interval` s: latency = when the row became visible (committed) -
+    the reading's publish time. The poll interval bounds the error from above.
 
-    def __init__(self, conninfo: dict, start_id: int = 0, interval: float = 0.05):
+    With several writers (--instances), ids are taken in one order and committed in another, so each poll
+    also reads back `lookback` ids below the highest seen (more than every writer's transactions in flight
+    hold) and counts each id once."""
+
+    def __init__(self, conninfo: dict, start_id: int = 0, interval: float = 0.05, lookback: int = 0):
         super().__init__(daemon=True)
-        self.conninfo, self.start_id, self.interval = conninfo, start_id, interval
+        self.conninfo, self.start_id, self.interval, self.lookback = conninfo, start_id, interval, lookback
         self.count = 0
         self.latencies: list[float] = []
         self.stop = threading.Event()
@@ -62,20 +66,27 @@ class PostgresObserver(threading.Thread):
 
     def run(self) -> None:
         last_id = self.start_id
+        recent: set[int] = set()  # ids seen within the lookback
         with psycopg.connect(**self.conninfo, autocommit=True) as conn:
             # The table grows from empty faster than autovacuum analyses it: with stale statistics the planner
             # picks a sequential scan, and polling by sequential scan cost the database more than the pipeline's
             # own writes by the end of a run. Every poll reads only the newest rows, by the primary key.
             conn.execute("SET enable_seqscan = off")
             while not self.stop.is_set():
+                floor = max(self.start_id, last_id - self.lookback)
                 rows = conn.execute("SELECT id, extract(epoch FROM timestamp)::float8 FROM measurements WHERE id > %s "
-                                    "ORDER BY id LIMIT 100000", (last_id,)).fetchall()
+                                    "ORDER BY id LIMIT 100000", (floor,)).fetchall()
                 now = time.time()
+                if self.lookback:
+                    rows = [row for row in rows if row[0] not in recent]
+                    recent.update(row[0] for row in rows)
                 if rows:
-                    last_id = rows[-1][0]
+                    last_id = max(last_id, rows[-1][0])
                     self.count += len(rows)
                     self.latencies.extend(now - ts for _, ts in rows)
                     self.last_at = now
+                if self.lookback and len(recent) > 4 * self.lookback:
+                    recent = {i for i in recent if i > last_id - self.lookback}
                 time.sleep(self.interval)
 
 
