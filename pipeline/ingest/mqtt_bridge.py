@@ -164,8 +164,8 @@ class MqttBridge:
                 # dead-letters it with its real size, instead of losing it or blocking here.
                 headers.append((ORIGINAL_SIZE_HEADER, str(len(payload)).encode()))
                 payload = payload[: self.max_payload_bytes]
-            # Timestamp 0: librdkafka stamps the message with the current time (its receive time downstream).
-            self._produce(payload, partition_key(topic), headers, 0, lambda err, kmsg: self._delivered(err, kmsg, mid, qos, gen))
+            self._produce(payload, partition_key(topic), headers, int(time.time() * 1000),
+                          lambda err, kmsg: self._delivered(err, kmsg, mid, qos, gen))
         except Exception as err:  # noqa: BLE001
             self.failures.report("mqtt.on_message", err)
 
