@@ -10,6 +10,7 @@ turned it off still resolves. State (previous values, EWMA) is keyed by (sensor_
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -40,6 +41,17 @@ def _level(value: float, warning: float | None, critical: float | None) -> str |
     return None
 
 
+@functools.lru_cache(maxsize=1024)
+def _prepared(rule: ThresholdRule) -> tuple:
+    """A rule's bounds in the order they are checked, and the band inside which a value clears (per reading,
+    so derived once per rule: a frozen rule is its own cache key)."""
+    checks = tuple((level, b.max, b.min) for level, b in (("critical", rule.critical), ("warning", rule.warning)))
+    lows = [b.min for b in (rule.warning, rule.critical) if b.min is not None]
+    highs = [b.max for b in (rule.warning, rule.critical) if b.max is not None]
+    return (checks, max(lows) + rule.deadband if lows else -math.inf,
+            min(highs) - rule.deadband if highs else math.inf)
+
+
 class Threshold:
     """Warning and critical min/max bounds, optionally held for `for_s` seconds before they count; clears
     inside the innermost bounds by the deadband."""
@@ -49,28 +61,11 @@ class Threshold:
     def __init__(self):
         self.since: dict[Key, float] = {}  # key -> event time the value first went (and stayed) out of bounds
 
-    # id(rule) -> (rule, checks, clear low, clear high): derived from the rule alone, so shared
-    _bounds: dict[int, tuple] = {}
-
-    def _prepared(self, rule: ThresholdRule) -> tuple:
-        """A rule's bounds in the order they are checked, and the band inside which a value clears."""
-        found = self._bounds.get(id(rule))
-        if found is None or found[0] is not rule:  # keeps the rule alive, so its id is not reused meanwhile
-            checks = [(level, b.max, b.min) for level, b in (("critical", rule.critical), ("warning", rule.warning))]
-            lows = [b.min for b in (rule.warning, rule.critical) if b.min is not None]
-            highs = [b.max for b in (rule.warning, rule.critical) if b.max is not None]
-            found = (rule, checks, max(lows) + rule.deadband if lows else -math.inf,
-                     min(highs) - rule.deadband if highs else math.inf)
-            if len(self._bounds) > 10_000:  # reloads replace rules: old ones are dropped now and then
-                self._bounds.clear()
-            self._bounds[id(rule)] = found
-        return found
-
     def evaluate(self, key: Key, value: float, ts: float, rule: ThresholdRule | None) -> Signal | None:
         if rule is None:
             self.since.pop(key, None)
             return CLEAR
-        _, checks, clear_low, clear_high = self._prepared(rule)
+        checks, clear_low, clear_high = _prepared(rule)
         for level, high, low in checks:
             if high is not None and value > high:
                 return self._held(key, ts, rule, Signal(level, bound=high, detail=f"above the {level} maximum {high:g}"))

@@ -92,9 +92,12 @@ class BufferedClient(mqtt.Client):
         self._rsock = None
         self.on_publish_raw: RawHandler | None = None
 
-    def _sock_recv(self, bufsize: int) -> bytes:
+    def _own_buffer(self) -> None:
         if self._sock is not self._rsock:  # a new connection: nothing buffered belongs to it
             self._rbuf, self._rpos, self._rsock = b"", 0, self._sock
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        self._own_buffer()
         if self._rpos >= len(self._rbuf):
             data = super()._sock_recv(READ_CHUNK)  # BlockingIOError when nothing is there: paho expects that
             if not data:
@@ -125,8 +128,7 @@ class BufferedClient(mqtt.Client):
     def _read_publishes(self) -> tuple[int, str]:
         """Hand every complete QoS 0/1 PUBLISH to on_publish_raw, reading the socket as needed.
         Returns (how many, PAHO or WAIT)."""
-        if self._sock is not self._rsock:  # a new connection: nothing buffered belongs to it
-            self._rbuf, self._rpos, self._rsock = b"", 0, self._sock
+        self._own_buffer()
         handler = self.on_publish_raw
         if handler is None or self._in_packet["command"] != 0:  # paho is in the middle of a packet
             return 0, self.PAHO

@@ -201,24 +201,16 @@ class WindowAggregator:
     def stage(self, cur: psycopg.Cursor, records: Sequence[Reading], inserted: Sequence[tuple]) -> list[tuple]:
         """Record the windows of newly stored readings as pending; returns them for `committed`."""
         partition_of = {r.sensor_id: (r.source.partition if r.source is not None else -1) for r in records}
-        pending = self.tracker.pending
-        sizes = list(self.tracker.sizes.items())
-        windows: dict[tuple[str, int], Window] = {}  # a batch spans a few windows: one object each
+        tracker = self.tracker
         new: dict[tuple, tuple] = {}
         for sensor_id, metric, _value, ts_us in inserted:
             partition = partition_of.get(sensor_id, -1)
-            pair = (sensor_id, metric)
-            for period, size in sizes:
-                start = ts_us - ts_us % size
-                w = windows.get((period, start))
-                if w is None:
-                    w = windows[(period, start)] = Window(period, start, start + size)
-                keys = pending.get((partition, w))
-                if keys is not None and pair in keys:
+            for w in tracker.windows(ts_us):
+                if tracker.is_pending(partition, w, sensor_id, metric):
                     continue
                 key = (partition, w, sensor_id, metric)
                 if key not in new:
-                    new[key] = (period, from_us(start), sensor_id, metric, from_us(w.end), partition)
+                    new[key] = (w.period, from_us(w.start), sensor_id, metric, from_us(w.end), partition)
         if new:
             cur.execute(INSERT_PENDING, [list(column) for column in zip(*new.values())])
         return list(new)

@@ -29,7 +29,6 @@ from ..detect.rules import Rules
 from ..alerts.lifecycle import ESCALATED, OPENED, RESOLVED, SEVERITY_RANK, Alert, AlertBook, Transition
 from ..alerts.messages import message
 from ..alerts.webhook import WebhookNotifier
-from ..records import Reading
 from ..runtime.batch import Batch
 from ..runtime.ownership import Ownership, sensor_partition
 from ..runtime.retry import Stopped, retry_call
@@ -152,7 +151,7 @@ class AlertSink(BatchingSink):
                 self.last_seen[sensor_id] = now
             self.sensor_info[sensor_id] = (r.sensor_type, r.location)
             if (sensor_id, None) in alerting:
-                self._add(out, book.resolve((sensor_id, None, "offline"), r.ts), r)
+                self._add(out, book.resolve((sensor_id, None, "offline"), r.ts), r.sensor_type, r.location)
             mr = rules.for_metric(sensor_id, metric)
             key = (sensor_id, metric)
             is_alerting = key in alerting
@@ -161,7 +160,7 @@ class AlertSink(BatchingSink):
                 if signal is not None and (is_alerting or signal.severity is not None):
                     t = book.observe(sensor_id, metric, detector.type, signal, r.ts, r.value)
                     if t is not None:
-                        self._add(out, t, r)
+                        self._add(out, t, r.sensor_type, r.location)
                         alerting.add(key)
                         is_alerting = True
         return out
@@ -195,10 +194,9 @@ class AlertSink(BatchingSink):
                 signal = offline(now - seen, limit, self.offline_severity)
                 if signal.severity is not None:
                     info = self.sensor_info.get(sensor_id, ("sensor", None))
-                    self._add(out, self.book.observe(sensor_id, None, "offline", signal, now),
-                              {"type": info[0], "location": info[1]})
+                    self._add(out, self.book.observe(sensor_id, None, "offline", signal, now), *info)
         for t in self.book.due(now):
-            self._add(out, t, {})
+            self._add(out, t)
         return out
 
     # -- partition ownership (scale-out) -------------------------------------------------------
@@ -264,11 +262,11 @@ class AlertSink(BatchingSink):
             gone = self.ownership.revoke(partitions)
             self._drop(lambda p: p in gone)
 
-    def _add(self, out: list, t: Transition | None, context: dict | Reading) -> None:
-        """Queue a transition with the sensor's type and location (a dict, or the reading that caused it)."""
+    def _add(self, out: list, t: Transition | None, sensor_type: str | None = None, location: str | None = None) -> None:
+        """Queue a transition with the sensor's type and location (for registering a sensor not stored yet)."""
         if t is None:
             return
-        t.context = context if isinstance(context, dict) else {"type": context.sensor_type, "location": context.location}
+        t.context = {"type": sensor_type, "location": location} if sensor_type is not None else {}
         t.message = message(t)
         if t.event in (OPENED, ESCALATED):
             t.alert.message = t.message
