@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass
 
 from ..config import OutlierRule, RateRule, StuckRule, ThresholdRule
+from ..stages.logcount import APP_SENSOR_TYPE
 
 Key = tuple[str, str]
 
@@ -183,3 +184,10 @@ def offline(silent_s: float, limit_s: float, severity: str) -> Signal:
     if silent_s > limit_s:
         return Signal(severity, bound=limit_s, detail=f"sent no reading for {silent_s:.0f} s (limit {limit_s:g} s)")
     return CLEAR
+
+
+def offline_tracked(sensor_type: str | None) -> bool:
+    """Whether silence from a sensor of this type can make it offline. The one rule for every path that starts
+    a sensor's offline timer (a reading, the start-up load, the load on partition assignment): log counts
+    (`app:<app>`) are not, since an app that stops logging is quiet, not gone."""
+    return sensor_type != APP_SENSOR_TYPE

@@ -24,7 +24,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ..config import Config, PostgresConfig, RedisConfig, Secret
 from ..db import conninfo
-from ..detect.detectors import Outlier, Rate, Stuck, Threshold, offline
+from ..detect.detectors import Outlier, Rate, Stuck, Threshold, offline, offline_tracked
 from ..detect.rules import Rules
 from ..alerts.lifecycle import ESCALATED, OPENED, RESOLVED, SEVERITY_RANK, Alert, AlertBook, Transition
 from ..alerts.messages import message
@@ -32,7 +32,6 @@ from ..alerts.webhook import WebhookNotifier
 from ..runtime.batch import Batch
 from ..runtime.ownership import Ownership, sensor_partition
 from ..runtime.retry import Stopped, retry_call
-from ..stages.logcount import APP_SENSOR_TYPE
 from .base import BatchingSink
 from .postgres import INSERT_SENSORS
 from .redis_stream import connect
@@ -43,6 +42,7 @@ _UTC = timezone.utc
 LOAD_OPEN = ("SELECT id, sensor_id, metric, type, severity, message, timestamp FROM alerts "
              "WHERE NOT resolved ORDER BY id")
 OPEN_IDS = "SELECT id FROM alerts WHERE NOT resolved"
+KNOWN_SENSORS = "SELECT sensor_id, type FROM sensors"
 # The partial unique index alerts_one_open is the arbiter: an alert already open is adopted, not doubled.
 INSERT_ALERT = ("INSERT INTO alerts (sensor_id, metric, type, message, severity, timestamp) VALUES (%s, %s, %s, %s, %s, %s) "
                 "ON CONFLICT (sensor_id, COALESCE(metric, ''), type) WHERE NOT resolved DO NOTHING RETURNING id")
@@ -95,18 +95,12 @@ class AlertSink(BatchingSink):
                                        name="alert-evaluator", timeout=10.0)
         if self.redis is None:
             self.redis = connect(self.redis_cfg, self.redis_password)
-        now = self.clock()
         with self.pool.connection() as conn:
-            rows = conn.execute(LOAD_OPEN).fetchall()
-            # Sensors known before this start count as seen now: silent ones go offline after the limit.
-            for (sensor_id,) in conn.execute("SELECT sensor_id FROM sensors WHERE type <> %s", (APP_SENSOR_TYPE,)):
-                self.last_seen[sensor_id] = now
-        self.book.load(Alert(sensor_id, metric, type_, severity, ts.replace(tzinfo=_UTC).timestamp(), msg, id_)
-                       for id_, sensor_id, metric, type_, severity, msg, ts in rows)
-        self._gauge_open()
+            # The same load as on a partition assignment, for every sensor (nothing is owned or dropped yet).
+            n = self._load_open(conn, lambda _sensor_id: True)
         if self.webhook is not None:
             self.webhook.start()
-        log.info("event=sink_started sink=alerts open_alerts=%d known_sensors=%d webhook=%s", len(rows),
+        log.info("event=sink_started sink=alerts open_alerts=%d known_sensors=%d webhook=%s", n,
                  len(self.last_seen), "on" if self.webhook else "off")
 
     def update_config(self, config: Config) -> None:
@@ -147,7 +141,7 @@ class AlertSink(BatchingSink):
             sensor_id, metric = r.sensor_id, r.metric
             if r.source is not None and sensor_id not in self.partition_of:
                 self._first_reading(sensor_id, r.source.partition)
-            if r.sensor_type != APP_SENSOR_TYPE:  # log counts: an app that stops logging is not offline
+            if offline_tracked(r.sensor_type):
                 self.last_seen[sensor_id] = now
             self.sensor_info[sensor_id] = (r.sensor_type, r.location)
             if (sensor_id, None) in alerting:
@@ -226,11 +220,12 @@ class AlertSink(BatchingSink):
         log.info("event=alert_state_handed_off sensors=%d", len(dropped))
 
     def _load_open(self, conn: psycopg.Connection, mine) -> int:
-        """Open alerts and known sensors for which `mine(sensor_id)` holds, from the database."""
+        """Open alerts and known sensors for which `mine(sensor_id)` holds, from the database. Known sensors
+        count as seen now (silent ones go offline after the limit), if their type is offline-tracked at all."""
         now = self.clock()
         rows = [r for r in conn.execute(LOAD_OPEN).fetchall() if mine(r[1])]
-        for (sensor_id,) in conn.execute("SELECT sensor_id FROM sensors"):
-            if mine(sensor_id):
+        for sensor_id, sensor_type in conn.execute(KNOWN_SENSORS):
+            if mine(sensor_id) and offline_tracked(sensor_type):
                 self.last_seen.setdefault(sensor_id, now)
         self.book.load(Alert(sensor_id, metric, type_, severity, ts.replace(tzinfo=_UTC).timestamp(), msg, id_)
                        for id_, sensor_id, metric, type_, severity, msg, ts in rows if (sensor_id, metric, type_) not in self.book.open)

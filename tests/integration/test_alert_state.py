@@ -87,3 +87,23 @@ def test_a_transition_of_an_alert_whose_opening_was_never_stored_stores_both(env
     assert env.query("SELECT severity, resolved FROM alerts") == [("warning", True)]
     assert [r[0] for r in env.query("SELECT event FROM alert_events ORDER BY id")] == ["resolved"]
     sink.close()
+
+
+def test_log_count_sensors_stay_out_of_offline_tracking_when_state_is_reloaded_on_partition_assignment(env):
+    """The daemon calls partitions_assigned(set()) before the consumer joins, then the consumer's assignment
+    loads every known sensor again: an `app:<app>` log-count sensor must not start an offline timer there
+    either, or every app that logs goes offline and back between its count windows."""
+    settings = env.migrate(env.settings(detection={"offline_after_s": 60}))
+    with env.db() as conn:
+        conn.execute("INSERT INTO sensors (sensor_id, type) VALUES ('dev-1', 'sensor'), ('app:billing', 'app')")
+    now = [T0]
+    cfg = settings.config
+    sink = AlertSink(cfg, settings.secrets.postgres_password, settings.secrets.redis_password, settings=cfg.sinks.alerts,
+                     retry=cfg.retry, metrics=env.metrics(), queue_max_batches=4, clock=lambda: now[0])
+    sink.start()
+    sink.partitions_assigned(set())  # what the daemon does before the consumer joins the group
+    sink.partitions_assigned(set(range(cfg.kafka.partitions)))  # the consumer's assignment: state loaded again
+    now[0] += 120
+    sink.tick()
+    assert env.query("SELECT sensor_id, type FROM alerts WHERE NOT resolved") == [("dev-1", "offline")]
+    sink.close()
