@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     kvlog.setup(settings.config.log_level)
     from pipeline.runtime.daemon import Pipeline  # heavy imports only when we really run
+    from pipeline.runtime.instance_lock import AlreadyConsumed
 
     stop = threading.Event()
 
@@ -52,6 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGHUP, lambda _signum, _frame: pipeline.config.request_reload())
     try:
         pipeline.start()
+    except AlreadyConsumed as err:  # a configuration problem, not a failure: exit 2 like an invalid config
+        logging.getLogger("pipeline").error("event=start_refused error=%r", str(err))
+        print(f"start refused: {err}", file=sys.stderr)
+        pipeline.stop()
+        return 2
     except Exception as err:  # noqa: BLE001 - a start-up failure is reported in one line, then exit 1
         logging.getLogger("pipeline").error("event=start_failed error=%r", str(err)[:500])
         pipeline.stop()

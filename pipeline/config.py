@@ -66,6 +66,17 @@ class TlsConfig(_Section):
     insecure: bool = False
 
 
+class BrokerStatsConfig(_Section):
+    """The broker's own counters of messages it dropped, watched by a small client of the daemon's own."""
+
+    enabled: bool = True
+    # Counters the broker publishes (wildcards allowed). Mosquitto: every sys_interval seconds (default 10),
+    # when the value changed. EMQX and HiveMQ publish theirs elsewhere (README, "Delivery guarantees").
+    topics: tuple[Annotated[str, msgspec.Meta(min_length=1, max_length=200)], ...] = ("$SYS/broker/publish/messages/dropped",)
+    # How often the growth seen becomes a reading `mqtt_dropped` of sensor broker:<host> (0 when none).
+    report_interval_s: Annotated[float, msgspec.Meta(ge=1.0, le=3600)] = 10.0
+
+
 class MqttConfig(_Section):
     host: Name = "localhost"
     port: Port = 1883
@@ -88,6 +99,7 @@ class MqttConfig(_Section):
     # and the broker hands each message to one of them. Empty: off (a single instance). When set, the
     # client id becomes <client_id>-<instance_id> so every instance keeps its own persistent session.
     shared_group: Annotated[str, msgspec.Meta(pattern=r"^[^/#+$]*$", max_length=64)] = ""
+    broker_stats: BrokerStatsConfig = BrokerStatsConfig()
 
 
 class KafkaTopics(_Section):
@@ -104,6 +116,12 @@ class KafkaConfig(_Section):
     partitions: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 4
     replication_factor: Annotated[int, msgspec.Meta(ge=1, le=16)] = 1
     consumer_group: Name = "realtime-pipeline"
+    # single: this daemon takes every partition itself (no group join) and holds a PostgreSQL advisory lock
+    # keyed by the group id; group: the consumer group protocol (scale-out); auto: group when
+    # mqtt.shared_group is set, else single.
+    assignment: Literal["auto", "single", "group"] = "auto"
+    # Group mode: no partitions for this long while the topic has uncommitted messages nobody consumes -> not ready.
+    assignment_timeout_s: PositiveFloat = 30.0
     session_timeout_ms: Annotated[int, msgspec.Meta(ge=1000, le=300000)] = 10000
     heartbeat_interval_ms: Annotated[int, msgspec.Meta(ge=100, le=60000)] = 2000
     # fetch.wait.max.ms is the floor of end-to-end latency at low and medium rates.
@@ -615,6 +633,9 @@ def parse(tree: Any, env: dict[str, str] | None = None) -> Config:
         raise ConfigError(_describe(err)) from None
     if not cfg.instance_id:
         cfg = msgspec.structs.replace(cfg, instance_id=socket.gethostname()[:64])
+    if cfg.kafka.assignment == "auto":  # resolved once: scale-out (a shared MQTT subscription) needs the group
+        mode = "group" if cfg.mqtt.shared_group else "single"
+        cfg = msgspec.structs.replace(cfg, kafka=msgspec.structs.replace(cfg.kafka, assignment=mode))
     _cross_checks(cfg)
     return cfg
 

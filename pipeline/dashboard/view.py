@@ -12,13 +12,14 @@ import threading
 import time
 from typing import Callable, Protocol
 
-from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient, OffsetSpec
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
 from prometheus_client import generate_latest
 
 from .. import __version__
 from ..config import DashboardConfig
-from ..ingest.kafka import _base as kafka_client_conf
+from ..ingest.kafka import client_conf as kafka_client_conf
+from ..ingest.kafka import group_lag
 from ..observability.rates import LiveStats, counter_totals, histogram_counts
 from ..observability.recent import RecentErrors
 from .store import SEVERITY_ORDER, Store, Unavailable
@@ -39,18 +40,6 @@ class View(Protocol):
     def trend(self, sensor_id: str, metric: str, period: str, start: float, end: float) -> dict: ...
     def alerts(self, status: str, severity: str | None, sensor_id: str | None, limit: int) -> list[dict]: ...
     def resolve_alert(self, alert_id: int) -> tuple[str, dict | None]: ...
-
-
-def partition_lag(high: dict[int, int], committed: dict[int, int], low: dict[int, int]) -> dict[int, int]:
-    """Messages not yet committed per partition; a partition without a commit counts from its low watermark
-    (the consumer starts at the earliest offset)."""
-    out = {}
-    for partition, end in high.items():
-        start = committed.get(partition, -1)
-        if start < 0:
-            start = low.get(partition, 0)
-        out[partition] = max(0, end - start)
-    return out
 
 
 class Probe:
@@ -129,18 +118,7 @@ class PipelineView:
         if self.p.source is None:
             return  # the topics may not exist yet (see _check_kafka)
         try:
-            md = self._admin.list_topics(topic=topic, timeout=timeout)
-            tps = [TopicPartition(topic, p) for p in sorted(md.topics[topic].partitions)]
-            high = {tp.partition: f.result().offset for tp, f in
-                    self._admin.list_offsets({tp: OffsetSpec.latest() for tp in tps}, request_timeout=timeout).items()}
-            result = self._admin.list_consumer_group_offsets(
-                [ConsumerGroupTopicPartitions(group, tps)], request_timeout=timeout)[group].result()
-            committed = {tp.partition: tp.offset for tp in result.topic_partitions if tp.error is None}
-            fresh = [tp for tp in tps if committed.get(tp.partition, -1) < 0]
-            low = {tp.partition: f.result().offset for tp, f in
-                   self._admin.list_offsets({tp: OffsetSpec.earliest() for tp in fresh}, request_timeout=timeout).items()
-                   } if fresh else {}
-            lag = partition_lag(high, committed, low)
+            lag, _committed = group_lag(self._admin, topic, group, timeout)
             self.lag_error = None
         except (KafkaException, KeyError, concurrent.futures.TimeoutError) as err:
             self.lag_error = f"{type(err).__name__}: {str(err)[:300]}"
@@ -246,11 +224,10 @@ class PipelineView:
         for name in ("mqtt", *self.probes):
             self.metrics.dependency_up.labels(name).set(1 if checks[name]["ok"] else 0)
         source = self.p.source
-        # No partitions is not a failure by itself: with more instances than partitions some stay idle.
-        checks["consumer"] = {"ok": source is not None,
-                              "detail": "not started" if source is None else
-                              f"{len(source.assigned)} partition(s) assigned" if source.assigned else
-                              "running, no partitions assigned (yet, or other instances hold them all)"}
+        # No partitions is not a failure by itself (with more instances than partitions some stay idle); a
+        # consumer that waits in vain while messages pile up is (the source's watchdog decides).
+        consumer_ok, consumer_detail = source.status() if source is not None else (False, "not started")
+        checks["consumer"] = {"ok": consumer_ok, "detail": consumer_detail}
         sinks = self._sink_checks(now)
         checks["sinks"] = {"ok": all(s["ok"] for s in sinks.values()), "sinks": sinks,
                            "detail": "; ".join(f"{n}: {s['detail']}" for n, s in sinks.items() if not s["ok"]) or "ok"}
@@ -294,6 +271,8 @@ class PipelineView:
             "dead_letters_by_kind": counter_totals(m.dead_lettered, "kind"),
             "invalid": counter_totals(m.invalid, "reason"),
             "alerts_open": self.open_alerts,
+            # The MQTT broker's own drop counters (pipeline/ingest/broker_stats.py); None when not watched.
+            "broker": broker.status() if (broker := getattr(self.p, "broker_stats", None)) is not None else None,
             "recent_errors": self.recent.items(errors),
             "history": self.stats.history(history_s),
         }

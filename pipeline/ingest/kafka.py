@@ -3,15 +3,15 @@ from __future__ import annotations
 
 import logging
 
-from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 
 from ..config import KafkaConfig
 
 log = logging.getLogger(__name__)
 
 
-def _base(cfg: KafkaConfig, client_id: str) -> dict:
+def client_conf(cfg: KafkaConfig, client_id: str) -> dict:
     conf = {"bootstrap.servers": cfg.bootstrap_servers, "client.id": client_id}
     conf.update(cfg.client)  # security and any other librdkafka property, as the user wrote it
     return conf
@@ -19,7 +19,7 @@ def _base(cfg: KafkaConfig, client_id: str) -> dict:
 
 def producer_conf(cfg: KafkaConfig, client_id: str) -> dict:
     """Idempotent producer; deliveries retry without a deadline, so an outage is back-pressure, not loss."""
-    conf = _base(cfg, client_id)
+    conf = client_conf(cfg, client_id)
     conf.update({
         "enable.idempotence": True,
         "acks": "all",
@@ -32,7 +32,7 @@ def producer_conf(cfg: KafkaConfig, client_id: str) -> dict:
 
 def consumer_conf(cfg: KafkaConfig, client_id: str) -> dict:
     """Manual offsets: we commit only what every sink holds."""
-    conf = _base(cfg, client_id)
+    conf = client_conf(cfg, client_id)
     conf.update({
         "group.id": cfg.consumer_group,
         "enable.auto.commit": False,
@@ -49,7 +49,7 @@ def consumer_conf(cfg: KafkaConfig, client_id: str) -> dict:
 def ensure_topics(cfg: KafkaConfig, topics: list[str], timeout: float = 15.0) -> None:
     """Create the pipeline's topics before anyone subscribes (a consumer would not see a topic that
     appears later until its next metadata refresh, minutes away)."""
-    admin = AdminClient(_base(cfg, "realtime-pipeline-admin"))
+    admin = AdminClient(client_conf(cfg, "realtime-pipeline-admin"))
     existing = admin.list_topics(timeout=timeout).topics
     missing = [t for t in topics if t not in existing]
     if not missing:
@@ -63,3 +63,33 @@ def ensure_topics(cfg: KafkaConfig, topics: list[str], timeout: float = 15.0) ->
         except KafkaException as err:
             if err.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise
+
+
+def partition_lag(high: dict[int, int], committed: dict[int, int], low: dict[int, int]) -> dict[int, int]:
+    """Messages not yet committed per partition; a partition without a commit counts from its low watermark
+    (the consumer starts at the earliest offset)."""
+    out = {}
+    for partition, end in high.items():
+        start = committed.get(partition, -1)
+        if start < 0:
+            start = low.get(partition, 0)
+        out[partition] = max(0, end - start)
+    return out
+
+
+def group_lag(admin: AdminClient, topic: str, group: str, timeout: float) -> tuple[dict[int, int], dict[int, int]]:
+    """(lag, committed offset) per partition of `topic` for consumer group `group`, as `kafka-consumer-groups`
+    shows them. Through an AdminClient: it needs no group membership, so it answers while a join hangs.
+    Raises KafkaException, KeyError (no such topic) or concurrent.futures.TimeoutError."""
+    md = admin.list_topics(topic=topic, timeout=timeout)
+    tps = [TopicPartition(topic, p) for p in sorted(md.topics[topic].partitions)]
+    high = {tp.partition: f.result().offset for tp, f in
+            admin.list_offsets({tp: OffsetSpec.latest() for tp in tps}, request_timeout=timeout).items()}
+    result = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group, tps)],
+                                               request_timeout=timeout)[group].result()
+    committed = {tp.partition: tp.offset for tp in result.topic_partitions if tp.error is None}
+    fresh = [tp for tp in tps if committed.get(tp.partition, -1) < 0]
+    low = {tp.partition: f.result().offset for tp, f in
+           admin.list_offsets({tp: OffsetSpec.earliest() for tp in fresh}, request_timeout=timeout).items()
+           } if fresh else {}
+    return partition_lag(high, committed, low), committed

@@ -2,40 +2,58 @@
 only for batches that every sink holds."""
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import queue
 import threading
+import time
 from typing import Sequence
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from ..config import KafkaConfig
 from ..observability.metrics import Metrics
 from ..records import RawMessage
 from ..runtime.batch import Batch, InFlight, split_outputs
 from ..runtime.chain import StageChain
+from ..runtime.deadline import call_bounded
 from ..sinks.base import BatchingSink
-from .kafka import consumer_conf
-from .mqtt_bridge import MQTT_TOPIC_HEADER, ORIGINAL_SIZE_HEADER
+from .kafka import client_conf, consumer_conf, group_lag
+from .assignment import AssignmentWatchdog
+from .identity import MQTT_TOPIC_HEADER, ORIGINAL_SIZE_HEADER, RECEIVED_US_HEADER
 
 log = logging.getLogger(__name__)
 
 
 def to_raw(msg) -> RawMessage:
-    """A consumed Kafka message -> RawMessage (mqtt topic and original size from headers)."""
+    """A consumed Kafka message -> RawMessage (mqtt topic, receive stamp and original size from headers).
+
+    The receive time is the bridge's stamp in µs (identity.py); a record without one (written by another
+    producer) falls back to its Kafka timestamp, which a redelivery of the record reproduces too."""
     mqtt_topic = ""
     original_size = 0
+    received_at = None
     for name, value in msg.headers() or ():
         if name == MQTT_TOPIC_HEADER:
             mqtt_topic = value.decode("utf-8", "replace")
-        elif name == ORIGINAL_SIZE_HEADER:
+        elif name == RECEIVED_US_HEADER and value.isdigit():
+            received_at = int(value) / 1_000_000
+        elif name == ORIGINAL_SIZE_HEADER and value.isdigit():
             original_size = int(value)
-    return RawMessage(mqtt_topic, msg.value() or b"", msg.timestamp()[1] / 1000.0, msg.key(), msg.topic(),
+    if received_at is None:
+        received_at = msg.timestamp()[1] / 1000.0
+    return RawMessage(mqtt_topic, msg.value() or b"", received_at, msg.key(), msg.topic(),
                       msg.partition(), msg.offset(), original_size)
 
 
 class KafkaSource:
-    """Consumes the raw topic in batches, runs the stage chain, fans batches out to the sinks."""
+    """Consumes the raw topic in batches, runs the stage chain, fans batches out to the sinks.
+
+    Single-instance mode assigns itself every partition (no group join: nothing to wait for, nothing that
+    can wedge) and still commits under the group id, so lag tools work; the daemon's advisory lock keeps a
+    second such daemon away. Group mode subscribes, and a watchdog reports an assignment that never comes.
+    """
 
     def __init__(self, cfg: KafkaConfig, client_id: str, chain: StageChain, sinks: Sequence[BatchingSink],
                  metrics: Metrics, batch_size: int, revoke_timeout_s: float):
@@ -48,12 +66,18 @@ class KafkaSource:
         self.inflight = InFlight()
         self.stop_event = threading.Event()
         self.assigned: list[TopicPartition] = []
-        self.consumer = Consumer(consumer_conf(cfg, f"{client_id}-consumer"))
+        self.client_id = f"{client_id}-consumer"
+        self.consumer = Consumer(consumer_conf(cfg, self.client_id))
         self._consumed = metrics.kafka_consumed
+        self.single = cfg.assignment == "single"
+        self.watchdog = AssignmentWatchdog(cfg.assignment_timeout_s)
+        self._next_partition_check = 0.0
+        self._admin: AdminClient | None = None  # group mode's watchdog, made on first use
 
     # -- rebalance: finish and commit what we hold before a partition moves ------------------------
     def _on_assign(self, consumer, partitions) -> None:
         self.assigned = list(partitions)
+        self.watchdog.assignment(time.monotonic(), bool(partitions))
         self._tell_sinks("partitions_assigned", {p.partition for p in partitions})
         log.info("event=partitions_assigned partitions=%s", ",".join(str(p.partition) for p in partitions))
 
@@ -65,6 +89,7 @@ class KafkaSource:
             self.inflight.drop()
         self._tell_sinks("partitions_revoked", {p.partition for p in partitions})
         self.assigned = []
+        self.watchdog.assignment(time.monotonic(), False)
         log.info("event=partitions_revoked partitions=%s", ",".join(str(p.partition) for p in partitions))
 
     def _tell_sinks(self, hook: str, partitions: set[int]) -> None:
@@ -88,11 +113,88 @@ class KafkaSource:
             log.warning("event=commit_failed error=%s", err)
 
     # -- main loop ---------------------------------------------------------------------------------
+    # -- assignment ----------------------------------------------------------------------------------
+    def _topic_partitions(self) -> list[TopicPartition]:
+        topic = self.cfg.topics.raw
+        md = self.consumer.list_topics(topic, timeout=10.0).topics.get(topic)
+        if md is None or md.error is not None:
+            raise KafkaException(md.error if md is not None else f"topic {topic} not found")
+        return [TopicPartition(topic, p) for p in sorted(md.partitions)]
+
+    def _assign_all(self) -> None:
+        """Single-instance mode: every partition, from the group's committed offsets (or the earliest)."""
+        tps = self._topic_partitions()
+        new = [tp for tp in tps if tp.partition not in {a.partition for a in self.assigned}]
+        if not new:
+            return
+        if self.assigned:  # the topic grew: keep reading the old partitions, add the new ones
+            self.consumer.incremental_assign(new)
+            self.assigned = self.assigned + new
+            self._tell_sinks("partitions_assigned", {p.partition for p in self.assigned})
+            log.info("event=partitions_assigned partitions=%s mode=single", ",".join(str(p.partition) for p in self.assigned))
+        else:
+            self.consumer.assign(new)
+            self._on_assign(self.consumer, new)
+
+    def _watch_assignment(self) -> None:
+        """Group mode: look at the topic while we hold no partition; report a stall once, and its end."""
+        now = time.monotonic()
+        if not self.watchdog.due(now):
+            return
+        was = self.watchdog.stall
+        try:
+            if self._admin is None:  # an AdminClient: the consumer itself cannot fetch offsets while its join hangs
+                self._admin = AdminClient(client_conf(self.cfg, f"{self.client_id}-watchdog"))
+            lag, committed = group_lag(self._admin, self.cfg.topics.raw, self.cfg.consumer_group, 5.0)
+        except (KafkaException, KeyError, concurrent.futures.TimeoutError) as err:
+            log.warning("event=assignment_check_failed error=%s", err)
+            return
+        stall = self.watchdog.observe(time.monotonic(), sum(lag.values()), sum(max(0, o) for o in committed.values()))
+        self.metrics.consumer_stalled.set(1 if stall else 0)
+        if stall and not was:
+            log.error("event=consumer_stalled consumer=%s group=%s topic=%s unassigned_s=%.0f lag=%d note=no partitions "
+                      "assigned while messages wait and the group commits nothing; check the group's members and state "
+                      "(kafka-consumer-groups --describe --group %s); a member killed during its shutdown can leave a "
+                      "group wedged on some brokers; one instance only: kafka.assignment single",
+                      self.client_id, self.cfg.consumer_group, self.cfg.topics.raw, stall.unassigned_s, stall.lag,
+                      self.cfg.consumer_group)
+        elif was and not stall:
+            log.info("event=consumer_stall_cleared consumer=%s", self.client_id)
+
+    def status(self) -> tuple[bool, str]:
+        """(ok, detail) for readiness: a stalled consumer is not ready."""
+        stall = self.watchdog.stall
+        if stall is not None:
+            return False, (f"consumer {self.client_id} (group {self.cfg.consumer_group}) has had no partitions for "
+                           f"{stall.unassigned_s:.0f} s while {stall.lag} message(s) wait and nobody commits")
+        if self.assigned:
+            return True, f"{len(self.assigned)} partition(s) assigned" + (" (single-instance)" if self.single else "")
+        return True, "running, no partitions assigned (yet, or other instances hold them all)"
+
     def run(self) -> None:
-        self.consumer.subscribe([self.cfg.topics.raw], on_assign=self._on_assign, on_revoke=self._on_revoke,
-                                on_lost=self._on_revoke)
+        if self.single:
+            self._next_partition_check = time.monotonic() + 60.0
+            while not self.assigned and not self.stop_event.is_set():
+                try:
+                    self._assign_all()
+                except KafkaException as err:  # the broker is not answering yet: keep trying, as at any start
+                    log.warning("event=assign_failed error=%s note=retrying", err)
+                    self.stop_event.wait(1.0)
+        else:
+            self.watchdog.assignment(time.monotonic(), False)
+            self.consumer.subscribe([self.cfg.topics.raw], on_assign=self._on_assign, on_revoke=self._on_revoke,
+                                    on_lost=self._on_revoke)
         timeout = self.cfg.poll_timeout_s
         while not self.stop_event.is_set():
+            if self.single:
+                if time.monotonic() >= self._next_partition_check:  # the topic may grow
+                    self._next_partition_check = time.monotonic() + 60.0
+                    try:
+                        self._assign_all()
+                    except KafkaException as err:
+                        log.warning("event=partition_check_failed error=%s", err)
+            elif not self.assigned:
+                self._watch_assignment()
             self._commit()
             # consume(n, timeout) waits until it has n messages or the timeout passes: at moderate rates
             # that wait would be every batch's latency. Wait for the first message only, then take
@@ -170,8 +272,30 @@ class KafkaSource:
         log.info("event=consumer_resumed")
 
     def drain_and_close(self, timeout: float) -> bool:
-        """After the loop ended: wait for the sinks to hold every batch, commit, leave the group."""
-        ok = self.inflight.wait_all(timeout)
-        self._commit(asynchronous=False)
-        self.consumer.close()
-        return ok
+        """After the loop ended and the sinks had their time: commit what every sink holds, leave the group,
+        all within `timeout`. True only if every batch was held and committed and the consumer closed."""
+        deadline = time.monotonic() + timeout
+        held = self.inflight.wait_all(timeout / 4)  # the sinks have stopped: most of the time is for the close
+
+        def commit_and_close() -> None:
+            offsets = self.inflight.completed()
+            # The rest no sink will finish now: it stays uncommitted, and forgetting it keeps the revoke
+            # that close() runs from waiting revoke_timeout_s for it.
+            self.inflight.drop()
+            try:
+                if offsets:
+                    tps = self.consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
+                                               asynchronous=False)
+                    failed = [tp for tp in tps or () if tp.error is not None]
+                    if failed:
+                        raise KafkaException(failed[0].error)
+                    self.metrics.kafka_commits.inc()
+            finally:
+                self.consumer.close()
+
+        # A synchronous commit and close() take no timeout and wait for a broker that does not answer
+        # (frozen, partitioned): run them in a helper thread and stop waiting at the deadline.
+        closed = call_bounded("kafka_commit_close", commit_and_close, deadline - time.monotonic())
+        if not held:
+            log.warning("event=drain_incomplete note=batches_not_held_by_every_sink_stay_uncommitted")
+        return held and closed

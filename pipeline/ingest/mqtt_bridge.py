@@ -2,7 +2,8 @@
 
 Parsing happens after Kafka. A QoS 1 message is acknowledged to the MQTT broker only once Kafka
 confirmed its delivery (paho `manual_ack`), so a crash between the two leaves it with the broker,
-which sends it again on reconnect (persistent session).
+which sends it again on reconnect (persistent session). Every message gets its receive stamp here, once
+(pipeline/ingest/identity.py): the identity of a reading that carries no device timestamp.
 """
 from __future__ import annotations
 
@@ -21,12 +22,14 @@ from paho.mqtt.properties import Properties
 from ..config import KafkaConfig, MqttConfig, Secret, TlsConfig
 from ..observability.metrics import Metrics
 from ..runtime.worker import Failures
-from .kafka import producer_conf
+from .identity import (BRIDGE_HEADER, MID_HEADER, MQTT_TOPIC_HEADER, ORIGINAL_SIZE_HEADER, RECEIVED_US_HEADER,
+                       ReceiveStamps, read_own_tail, relearn)
+from .kafka import consumer_conf, producer_conf
 from .mqtt_client import BufferedClient
 
 log = logging.getLogger(__name__)
-MQTT_TOPIC_HEADER = "mqtt_topic"
-ORIGINAL_SIZE_HEADER = "original_size"
+# Records read back at start to recognise resends of messages produced just before a crash (identity.py).
+RELEARN_PER_PARTITION = 5000
 
 
 def partition_key(mqtt_topic: bytes) -> bytes:
@@ -60,6 +63,7 @@ class MqttBridge:
     def __init__(self, mqtt_cfg: MqttConfig, kafka_cfg: KafkaConfig, password: Secret, metrics: Metrics,
                  failures: Failures, max_payload_bytes: int, client_id_suffix: str = ""):
         self.cfg = mqtt_cfg
+        self.kafka_cfg = kafka_cfg
         self.max_payload_bytes = max_payload_bytes
         self.topic = kafka_cfg.topics.raw
         self.metrics = metrics
@@ -71,7 +75,10 @@ class MqttBridge:
         self._generation = 0  # bumps on every (re)connect: a mid is only meaningful on its own connection
         self._poller: threading.Thread | None = None
         v5 = mqtt_cfg.protocol == "5"
-        self.client = BufferedClient(CallbackAPIVersion.VERSION2, client_id=mqtt_cfg.client_id + client_id_suffix,
+        self.client_id = mqtt_cfg.client_id + client_id_suffix
+        self._bridge_header = (BRIDGE_HEADER, self.client_id.encode())
+        self.stamps = ReceiveStamps()
+        self.client = BufferedClient(CallbackAPIVersion.VERSION2, client_id=self.client_id,
                                   protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
                                   clean_session=None if v5 else mqtt_cfg.clean_session, manual_ack=True)
         if mqtt_cfg.username:
@@ -89,12 +96,14 @@ class MqttBridge:
         # than the hand-off itself.
         self._received_n = 0
         self._produced_n = 0
-        self._reported = (0, 0)
+        self._reported = (0, 0, 0)
         # Acknowledgements due (Kafka confirmed the message), sent in bulk after each producer poll.
         self._acks: deque[int] = deque()
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
+        if not self.cfg.clean_session:
+            self._relearn_stamps()
         self._poller = threading.Thread(target=self._poll_loop, name="kafka-producer", daemon=True)
         self._poller.start()
         props = None
@@ -106,6 +115,15 @@ class MqttBridge:
             kwargs["clean_start"] = self.cfg.clean_session
         self.client.connect_async(self.cfg.host, self.cfg.port, self.cfg.keepalive_s, properties=props, **kwargs)
         self.client.loop_start()
+
+    def _relearn_stamps(self) -> None:
+        """Before the broker resends what a previous run of this session left unacknowledged: learn the stamps
+        that run gave its last records, so a resend of one already in Kafka keeps its identity."""
+        started = time.monotonic()
+        conf = consumer_conf(self.kafka_cfg, f"{self.client_id}-relearn")
+        records = read_own_tail(conf, self.topic, self.client_id.encode(), RELEARN_PER_PARTITION)
+        n = relearn(self.stamps, records)
+        log.info("event=receive_stamps_relearned records=%d seconds=%.2f", n, time.monotonic() - started)
 
     def stop(self, timeout: float) -> None:
         """Stop taking messages, let Kafka confirm (and MQTT acks go out) for what we took, disconnect."""
@@ -150,7 +168,7 @@ class MqttBridge:
         if not self._stopping.is_set():
             log.warning("event=mqtt_disconnected reason=%s note=reconnecting", reason_code)
 
-    def _on_publish(self, topic: bytes, payload: bytes, qos: int, mid: int) -> None:
+    def _on_publish(self, topic: bytes, payload: bytes, qos: int, mid: int, dup: bool = False) -> None:
         """One MQTT message, as received (topic bytes: no decoding on the hot path, and bad UTF-8 is the
         decode stage's to dead-letter)."""
         if self._stopping.is_set():
@@ -158,13 +176,17 @@ class MqttBridge:
         try:
             self._received_n += 1
             gen = self._generation
-            headers = [(MQTT_TOPIC_HEADER, topic)]
+            stamp = self.stamps.stamp(topic, payload, qos, mid, dup)
+            headers = [(MQTT_TOPIC_HEADER, topic), (RECEIVED_US_HEADER, str(stamp).encode())]
+            if qos:
+                headers.append((MID_HEADER, str(mid).encode()))
+                headers.append(self._bridge_header)
             if len(payload) > self.max_payload_bytes:
                 # Too big to validate (and maybe for Kafka): pass a truncated copy on so the decode stage
                 # dead-letters it with its real size, instead of losing it or blocking here.
                 headers.append((ORIGINAL_SIZE_HEADER, str(len(payload)).encode()))
                 payload = payload[: self.max_payload_bytes]
-            self._produce(payload, partition_key(topic), headers, int(time.time() * 1000),
+            self._produce(payload, partition_key(topic), headers, stamp // 1000,
                           lambda err, kmsg: self._delivered(err, kmsg, mid, qos, gen))
         except Exception as err:  # noqa: BLE001
             self.failures.report("mqtt.on_message", err)
@@ -222,10 +244,12 @@ class MqttBridge:
             self._report_counts()
 
     def _report_counts(self) -> None:
-        received, produced = self._received_n, self._produced_n
-        last_received, last_produced = self._reported
+        received, produced, resends = self._received_n, self._produced_n, self.stamps.reused
+        last_received, last_produced, last_resends = self._reported
         if received > last_received:
             self.metrics.mqtt_received.inc(received - last_received)
         if produced > last_produced:
             self.metrics.kafka_produced.labels("raw").inc(produced - last_produced)
-        self._reported = (received, produced)
+        if resends > last_resends:
+            self.metrics.mqtt_resends.inc(resends - last_resends)
+        self._reported = (received, produced, resends)

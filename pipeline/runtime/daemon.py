@@ -13,6 +13,7 @@ from .. import __version__
 from ..agents.publisher import MqttPublisher
 from ..agents.system import SystemAgent
 from ..config import Settings
+from ..ingest.broker_stats import BrokerStats
 from ..ingest.kafka import ensure_topics
 from ..ingest.kafka_source import KafkaSource
 from ..ingest.mqtt_bridge import MqttBridge, client_id_suffix
@@ -33,12 +34,16 @@ from ..stages.validate import Validate
 from ..stages.windows import LateFilter
 from .batch import Batch
 from .chain import StageChain
+from .instance_lock import AlreadyConsumed, SingleInstanceLock
+from .deadline import Deadline, call_bounded
 from .logcounts import LogCounter
 from .reload import ConfigHolder
 from .retry import retry_call
 from .worker import Failures, Worker
 
 log = logging.getLogger(__name__)
+# Seconds of the shutdown budget (at most a quarter of it) kept for the commit and closing connections.
+CLOSE_RESERVE_S = 3.0
 
 
 def build_stages(settings: Settings) -> list:
@@ -92,6 +97,7 @@ class Pipeline:
         self.system_agent: SystemAgent | None = None
         self.log_handler: MQTTHandler | None = None
         self._sources_stop = threading.Event()
+        self.instance_lock: SingleInstanceLock | None = None
 
     def _add_processing(self, settings: Settings, common: dict) -> None:
         """Windows (behind the PostgreSQL sink), the alert evaluator (a sink) and live config reload."""
@@ -126,6 +132,12 @@ class Pipeline:
             self._spawn(f"sink-{sink.name}", sink.run)
         self._at_start("log_counter_connect", self.log_counter.start)
         self._spawn("log-counter", self.log_counter.run)
+        if cfg.kafka.assignment == "single":
+            # Before consuming: a second single-instance daemon on the same group would consume the same partitions.
+            self.instance_lock = SingleInstanceLock(cfg.postgres, self.settings.secrets.postgres_password,
+                                                    cfg.kafka.consumer_group, cfg.kafka.topics.raw, cfg.instance_id)
+            self._at_start("single_instance_lock", self.instance_lock.acquire)
+            self._spawn("single-instance-lock", lambda: self.instance_lock.keep(self._stopped))
         # Until the consumer group assigns partitions this instance owns none: state loaded at start is dropped
         # and reloaded per assigned partition, so a second instance never touches the first one's sensors.
         for sink in self.sinks:
@@ -139,6 +151,10 @@ class Pipeline:
         if self.config.watchable:
             self._spawn("config-reload", lambda: self.config.run(self._stopped, cfg.reload.watch_interval_s))
         self._start_own_sources()
+        if cfg.mqtt.broker_stats.enabled:  # the broker's own drop counters, shown and alerted on
+            self.broker_stats = BrokerStats(cfg.mqtt, self.settings.secrets.mqtt_password, self.metrics, self.inject,
+                                            client_id_suffix(cfg.mqtt, cfg.instance_id))
+            self._spawn("broker-stats", lambda: self.broker_stats.run(self._sources_stop))
         if cfg.retention.enabled:
             job = RetentionJob(self.settings, self.metrics)
             self._spawn("retention", lambda: job.run(self._stopped))
@@ -180,7 +196,8 @@ class Pipeline:
 
     def _at_start(self, operation: str, fn) -> None:
         cfg = self.settings.config
-        retry_call(fn, operation=operation, policy=cfg.retry, is_transient=lambda err: not isinstance(err, (TypeError, ValueError)),
+        retry_call(fn, operation=operation, policy=cfg.retry,
+                   is_transient=lambda err: not isinstance(err, (TypeError, ValueError, AlreadyConsumed)),
                    max_elapsed_s=cfg.retry.max_elapsed_s,
                    on_retry=lambda *_: self.metrics.retries.labels(operation).inc())
 
@@ -209,55 +226,73 @@ class Pipeline:
         return self.stop()
 
     def stop(self) -> int:
-        """Fixed order, bounded by processing.shutdown_timeout_s. Returns 0 if everything drained."""
+        """Fixed order, every step bounded by one deadline (processing.shutdown_timeout_s from now).
+        Returns 0 if every batch was committed and every step finished in time, else 1: what was not
+        committed is redelivered by Kafka at the next start."""
         if self._stopped.is_set():
             return 0
         self._stopped.set()
+        budget = self.settings.config.processing.shutdown_timeout_s
+        deadline = Deadline(budget)
+        # Kept back for committing and leaving the group: a sink waiting for its service must not use up
+        # the time to commit what the other sinks hold.
+        reserve = min(CLOSE_RESERVE_S, budget / 4)
+        late: list[str] = []  # steps abandoned at their timeout
+
+        def bounded(step: str, fn, timeout: float) -> None:
+            if not call_bounded(step, fn, timeout):
+                late.append(step)
+
         if self.dashboard is not None:
             # Before anything closes: the dashboard reads the sinks, the source and the bridge.
-            self.dashboard.stop()
-        budget = self.settings.config.processing.shutdown_timeout_s
-        deadline = time.monotonic() + budget
-        left = lambda: max(0.5, deadline - time.monotonic())  # noqa: E731
+            bounded("dashboard", lambda: self.dashboard.stop(1.0), min(4.0, deadline.left(reserve)))
         log.info("event=stopping step=own_sources")
         self._sources_stop.set()
         if self.log_handler is not None:
             logging.getLogger().removeHandler(self.log_handler)
             self.log_handler.close()  # bounded: what it still holds reaches MQTT before the bridge stops
-        for w in self.workers:
-            if w.name == "agent-system":
-                w.join(left())
+        self._join("agent-system", deadline, reserve)
         if self.system_agent is not None:
-            self.system_agent.publisher.close(min(2.0, left()))
+            self.system_agent.publisher.close(min(2.0, deadline.left(reserve)))
         log.info("event=stopping step=ingest")
         if self.bridge is not None:
-            self.bridge.stop(left() / 3)
+            # Bounded from outside too: paho's loop_stop() waits for its network thread, which can be stuck
+            # handing a message to a full producer queue while Kafka is away.
+            flush_s = deadline.left(reserve) / 3
+            bounded("mqtt_bridge", lambda: self.bridge.stop(flush_s), min(flush_s + 2.5, deadline.left(reserve)))
         log.info("event=stopping step=consumer")
         if self.source is not None:
             self.source.stop_event.set()
-        for w in self.workers:
-            if w.name == "kafka-consumer":
-                w.join(left())
+        self._join("kafka-consumer", deadline, reserve)
         # Counts are not handed on while sinks drain; a window left uncounted is counted after the next start.
         self.log_counter.stop_event.set()
-        for w in self.workers:
-            if w.name == "log-counter":
-                w.join(left())
+        self._join("log-counter", deadline, reserve)
         log.info("event=stopping step=sinks")
         for sink in self.sinks:
             sink.finish()
-        for w in self.workers:
-            if w.name.startswith("sink-"):
-                w.join(left())
-        drained = True
-        if self.source is not None:
-            drained = self.source.drain_and_close(min(2.0, left()))
+        self._join("sink-", deadline, reserve)
+        # Time is up for the sinks: stop the retries of those still waiting for their service. Batches they
+        # do not hold stay uncommitted.
         for sink in self.sinks:
             sink.stop_event.set()
-            sink.close()
-        self.log_counter.close()
+        self._join("sink-", deadline, reserve * 3 / 4)
+        drained = True
+        if self.source is not None:
+            drained = self.source.drain_and_close(deadline.left())
+        for sink in self.sinks:
+            bounded(f"{sink.name}_close", sink.close, max(0.1, deadline.left()))
+        bounded("log_counter_close", self.log_counter.close, max(0.1, deadline.left()))
+        if self.instance_lock is not None:  # last: another daemon may take over only after our commits
+            bounded("single_instance_lock_release", self.instance_lock.release, max(0.1, deadline.left()))
         for w in self.workers:
             self.metrics.thread_alive.labels(w.name).set(1 if w.is_alive() else 0)
-        log.info("event=stopped drained=%s uptime_s=%.0f consumed=%d", drained, time.time() - self.started_at,
+        log.info("event=stopped drained=%s late_steps=%s took_s=%.1f uptime_s=%.0f consumed=%d", drained,
+                 ",".join(late) or "none", budget - (deadline.at - time.monotonic()), time.time() - self.started_at,
                  self.metrics.kafka_consumed._value.get())
-        return 0 if drained else 1
+        return 0 if drained and not late else 1
+
+    def _join(self, name: str, deadline: Deadline, reserve: float) -> None:
+        """Join the workers whose name starts with `name`, until the deadline less `reserve`."""
+        for w in self.workers:
+            if w.name.startswith(name):
+                w.join(deadline.left(reserve))

@@ -41,7 +41,8 @@ class BatchingSink:
         self.retry = retry
         self.metrics = metrics
         self.queue: queue.Queue = queue.Queue(maxsize=queue_max_batches)
-        self.stop_event = threading.Event()
+        self.stop_event = threading.Event()  # set at the shutdown deadline: give up, leave the rest uncommitted
+        self._finishing = threading.Event()  # flush what is queued, then end
         self.last_success: float | None = None
 
     # -- to implement ------------------------------------------------------------------------
@@ -51,7 +52,8 @@ class BatchingSink:
     def select(self, batch: Batch) -> Sequence:
         raise NotImplementedError
 
-    def write(self, records: Sequence) -> None:
+    def write(self, records: Sequence) -> int | None:
+        """Write the records; return how many were really written if that can be fewer (None: all)."""
         raise NotImplementedError
 
     def is_transient(self, err: BaseException) -> bool:
@@ -81,8 +83,13 @@ class BatchingSink:
         return False
 
     def finish(self) -> None:
-        """Ask the thread to flush what it has and end."""
-        self.queue.put(_STOP)
+        """Ask the thread to flush what it has queued and end. Never blocks: during an outage the queue
+        is full and the thread is retrying, and the shutdown must go on to its deadline."""
+        self._finishing.set()
+        try:
+            self.queue.put_nowait(_STOP)  # wakes a thread waiting on an empty queue
+        except queue.Full:
+            pass  # a full queue keeps the thread busy: it sees _finishing once it has taken the rest
 
     def run(self) -> None:
         interval = self.settings.flush_interval_ms / 1000.0
@@ -93,6 +100,15 @@ class BatchingSink:
         deadline = None
         next_tick = None if self.tick_interval_s is None else time.monotonic() + self.tick_interval_s
         while True:
+            if self.stop_event.is_set():
+                # The shutdown deadline passed: no more write attempts (each may block for a connect timeout).
+                if records or not self.queue.empty():
+                    log.warning("event=sink_stopped_unflushed sink=%s records=%d queued_batches=%d", self.name,
+                                len(records), self.queue.qsize())
+                return
+            if self._finishing.is_set() and self.queue.empty():
+                self._flush(pending, records)
+                return
             timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
             if next_tick is not None:
                 until_tick = max(0.0, next_tick - time.monotonic())
@@ -134,12 +150,13 @@ class BatchingSink:
 
     def _write_retrying(self, records: Sequence) -> None:
         started = time.perf_counter()
-        retry_call(lambda: self.write(records), operation=f"{self.name}_write", policy=self.retry,
-                   is_transient=self.is_transient, stop=self.stop_event,
-                   on_retry=lambda *_: self.metrics.retries.labels(f"{self.name}_write").inc())
+        written = retry_call(lambda: self.write(records), operation=f"{self.name}_write", policy=self.retry,
+                             is_transient=self.is_transient, stop=self.stop_event,
+                             on_retry=lambda *_: self.metrics.retries.labels(f"{self.name}_write").inc())
         self.metrics.sink_write_seconds.labels(self.name).observe(time.perf_counter() - started)
         self.metrics.sink_batch.labels(self.name).observe(len(records))
-        self.metrics.sink_written.labels(self.name).inc(len(records))
+        # A backend that skips records (PostgreSQL's duplicates) returns what it really wrote.
+        self.metrics.sink_written.labels(self.name).inc(len(records) if written is None else written)
         self.after_write(records)
 
     def _write_isolating(self, records: Sequence) -> None:
@@ -149,6 +166,10 @@ class BatchingSink:
         except Stopped:
             raise
         except Exception as err:  # noqa: BLE001 - not transient: some record is refused
+            if self.stop_event.is_set():
+                # Past the shutdown deadline the connections are being closed under us: no evidence of a
+                # refused record, so nothing is dead-lettered; the batch stays uncommitted.
+                raise Stopped(self.name) from err
             if self.dead_letters is None:
                 raise
             if len(records) > 1:

@@ -42,6 +42,11 @@ INSERT_FROM_STAGE = ("INSERT INTO measurements (sensor_id, metric, value, timest
 # Event time comes back as integer microseconds: cheaper than a datetime per row, and what the window
 # logic works in.
 RETURNING_NEW = " RETURNING sensor_id, metric, value, (extract(epoch FROM timestamp) * 1000000)::bigint"
+# Run only when some staged readings were skipped: of those, the ones whose stored row holds another value are
+# conflicts (two readings claimed one identity; the first stays), the rest are redeliveries of stored readings.
+COUNT_CONFLICTS = ("SELECT count(*) FROM measurements_stage s JOIN measurements m ON m.sensor_id = s.sensor_id "
+                   "AND m.metric = s.metric AND m.timestamp = to_timestamp(s.ts) AT TIME ZONE 'UTC' "
+                   "WHERE m.value <> s.value")
 
 
 def utc_naive(ts: float) -> datetime:
@@ -88,7 +93,8 @@ class PostgresSink(BatchingSink):
     def is_transient(self, err: BaseException) -> bool:
         return isinstance(err, (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout))
 
-    def write(self, records: Sequence[Reading]) -> None:
+    def write(self, records: Sequence[Reading]) -> int:
+        """Returns how many readings became rows (what counts as written); the rest are counted by reason."""
         new: dict[str, Reading] = {}
         known = self.known_sensors
         for r in records:
@@ -101,22 +107,38 @@ class PostgresSink(BatchingSink):
                     if new:
                         cur.executemany(INSERT_SENSORS, [(r.sensor_id, r.sensor_type, r.location) for r in new.values()])
                     dedupe, agg = self.pg.deduplicate, self.aggregator
+                    inserted = None
+                    skipped = conflicts = 0
                     if dedupe:
                         with cur.copy(COPY_STAGE) as copy:
                             # Text COPY rows built directly: ids and metrics are validated (no tab,
                             # newline or backslash), numbers are repr() of floats.
                             copy.write("".join([f"{r.sensor_id}\t{r.metric}\t{r.value!r}\t{r.ts!r}\n" for r in records]))
                         cur.execute(INSERT_FROM_STAGE + (RETURNING_NEW if agg is not None else ""))
+                        if agg is not None:
+                            inserted = cur.fetchall()
+                        inserted_n = len(inserted) if inserted is not None else cur.rowcount
+                        skipped = len(records) - inserted_n
+                        if skipped:
+                            conflicts = cur.execute(COUNT_CONFLICTS).fetchone()[0]
                     else:
                         with cur.copy(COPY_MEASUREMENTS) as copy:
                             for r in records:
                                 copy.write_row((r.sensor_id, r.metric, r.value, utc_naive(r.ts)))
+                        inserted_n = len(records)
                     if agg is not None:
-                        inserted = cur.fetchall() if dedupe else as_rows(records)
+                        if inserted is None:
+                            inserted = as_rows(records)
                         self._written = (inserted, agg.stage(cur, records, inserted))
         if new:
             known.update(new)
             self.metrics.sensors_registered.inc(len(new))
+        if skipped:
+            if conflicts:
+                self.metrics.readings_deduplicated.labels("conflict").inc(conflicts)
+            if skipped > conflicts:
+                self.metrics.readings_deduplicated.labels("redelivery").inc(skipped - conflicts)
+        return inserted_n
 
     def after_write(self, records: Sequence[Reading]) -> None:
         super().after_write(records)

@@ -13,7 +13,8 @@ from prometheus_client import CollectorRegistry
 from pipeline.config import DashboardConfig, parse
 from pipeline.dashboard import params
 from pipeline.dashboard.store import parse_latest
-from pipeline.dashboard.view import PipelineView, Probe, partition_lag
+from pipeline.dashboard.view import PipelineView, Probe
+from pipeline.ingest.kafka import partition_lag
 from pipeline.observability.metrics import LATENCY_BUCKETS, Metrics
 from pipeline.observability.rates import LiveStats, counter_totals, histogram_counts, quantile
 from pipeline.observability.recent import ErrorLogHandler, RecentErrors
@@ -190,7 +191,8 @@ def fake_view(now=1000.0, sinks=None, connected=True, **cfg):
     pipeline = SimpleNamespace(metrics=Metrics(CollectorRegistry()), settings=settings, started_at=now - 100,
                                workers=[FakeThread("kafka-consumer"), FakeThread("sink-postgres")], failures=Failures(),
                                sinks=sinks or [FakeSink("postgres", now - 1), FakeSink("redis", now - 1)], bridge=bridge,
-                               source=SimpleNamespace(assigned=[0, 1], inflight=[]))
+                               source=SimpleNamespace(assigned=[0, 1], inflight=[],
+                                                                      status=lambda: (True, "2 partition(s) assigned")))
     view = PipelineView(pipeline, store=None, cfg=DashboardConfig(**cfg), recent=RecentErrors(), clock=lambda: now)
     view.probes = {name: Probe(lambda: "ok", 1.0) for name in ("kafka", "postgres", "redis")}
     return view, pipeline
@@ -263,14 +265,17 @@ def test_sampling_sets_write_ages_and_queue_depths():
     assert point["rates"]["mqtt_received"] == 0.0 and "e2e:postgres" not in point["latency"]
 
 
-def test_consumer_must_be_running_but_may_hold_no_partitions():
+def test_consumer_must_be_running_and_not_stalled_but_may_hold_no_partitions():
     view, pipeline = fake_view()
     pipeline.source = None
     ok, body = view.ready()
     assert not ok and body["failing"] == ["consumer"] and body["problems"]["consumer"] == "not started"
-    pipeline.source = SimpleNamespace(assigned=[], inflight=[])
+    pipeline.source = SimpleNamespace(assigned=[], inflight=[], status=lambda: (True, "running, no partitions assigned"))
     ok, body = view.ready()
     assert ok and body["checks"]["consumer"]["detail"].startswith("running, no partitions assigned")
+    pipeline.source = SimpleNamespace(assigned=[], inflight=[], status=lambda: (False, "consumer c1 has had no partitions"))
+    ok, body = view.ready()
+    assert not ok and body["problems"]["consumer"] == "consumer c1 has had no partitions"
 
 
 def test_kafka_is_not_asked_about_the_topics_before_the_pipeline_created_them():
@@ -288,5 +293,5 @@ def test_kafka_is_not_asked_about_the_topics_before_the_pipeline_created_them():
     assert view._check_kafka() == "1 broker(s) reachable"
     view._consumer_lag()
     assert asked == [None]  # a request naming the topic could make the broker create it with its defaults
-    pipeline.source = SimpleNamespace(assigned=[], inflight=[])
+    pipeline.source = SimpleNamespace(assigned=[], inflight=[], status=lambda: (True, ""))
     assert view._check_kafka().endswith("has 2 partitions") and asked[-1] == "sensor-readings"

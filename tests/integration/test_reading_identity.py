@@ -1,0 +1,163 @@
+"""Every accepted reading is stored once: bursts without device timestamps, kill -9 in the middle of a burst,
+redeliveries counted as such and nothing else (issue: trust)."""
+from __future__ import annotations
+
+import time
+import uuid
+
+import paho.mqtt.client as mqtt
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+from paho.mqtt.enums import CallbackAPIVersion
+
+from tests.integration.clients import DaemonProcess, RunningPipeline, wait_for
+from tests.integration.services import mosquitto
+
+
+@pytest.fixture
+def broker(tmp_path):
+    """A private Mosquitto with deploy/mosquitto.conf's limits: what is tested here is the pipeline, not the
+    default queue limit of whatever broker runs on 1883 (that one is test_broker_drops' subject)."""
+    proc = mosquitto(tmp_path).start()
+    yield proc
+    proc.stop()
+
+
+class BurstPublisher:
+    """Publishes QoS 1 messages as fast as paho goes, without waiting for each acknowledgement."""
+
+    def __init__(self, port: int):
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"burst-{uuid.uuid4().hex[:8]}")
+        self.client.max_inflight_messages_set(0)  # no window: the whole burst goes out at once
+        self.client.max_queued_messages_set(0)
+        self.acked = 0
+        self.client.on_publish = lambda *_: setattr(self, "acked", self.acked + 1)
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+
+    def burst(self, topic: str, payloads: list[bytes]) -> None:
+        for body in payloads:
+            self.client.publish(topic, body, qos=1)
+
+    def close(self, expected: int, timeout: float = 60.0) -> None:
+        wait_for(lambda: self.acked >= expected, timeout, what=f"broker acks for {expected} publishes")
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def rows(env, sensor: str) -> tuple[int, int]:
+    """(rows, distinct identities) of one sensor."""
+    return env.query("SELECT count(*), count(DISTINCT (metric, timestamp)) FROM measurements WHERE sensor_id = %s",
+                     (sensor,))[0]
+
+
+def settle(env, sensor: str, expected: int, timeout: float = 60.0) -> tuple[int, int]:
+    """Wait for `expected` rows, then a little longer: a doubled reading would arrive after the last one."""
+    wait_for(lambda: rows(env, sensor)[0] >= expected, timeout, what=f"{expected} rows for {sensor}")
+    time.sleep(2.0)
+    return rows(env, sensor)
+
+
+def test_a_burst_of_timestampless_readings_is_stored_whole(env, broker):
+    settings = env.migrate(env.settings(mqtt={"port": broker.port}))
+    metrics = env.metrics()
+    n = 5000
+    with RunningPipeline(settings, metrics):
+        pub = BurstPublisher(broker.port)
+        pub.burst(f"{env.root}/burst-1/temperature", [f"{20 + (i % 50) / 10:.1f}".encode() for i in range(n)])
+        pub.close(n)
+        assert settle(env, "burst-1", n) == (n, n)
+        get = metrics.registry.get_sample_value
+        assert get("pipeline_sink_records_written_total", {"sink": "postgres"}) == n
+        assert not get("pipeline_readings_deduplicated_total", {"reason": "redelivery"})
+
+
+def test_kill_9_in_the_middle_of_a_burst_loses_and_doubles_nothing(env, broker, tmp_path):
+    # The broker queues for the daemon's persistent session while it is dead and delivers at reconnect; what
+    # Kafka had but MQTT had not acknowledged comes again with the DUP flag and must keep its identity.
+    config = env.write_config(tmp_path / "config.yaml", mqtt={"port": broker.port})
+    env.migrate()
+    n = 5000
+    daemon = DaemonProcess(config, tmp_path / "daemon.log").start()
+    try:
+        pub = BurstPublisher(broker.port)
+        pub.burst(f"{env.root}/burst-2/temperature", [f"{i}".encode() for i in range(n)])
+        wait_for(lambda: rows(env, "burst-2")[0] >= 1000, 60, what="the first 1000 rows")
+        daemon.kill()
+        stored_before = rows(env, "burst-2")[0]
+        daemon.start()
+        pub.close(n)
+        assert settle(env, "burst-2", n, timeout=90) == (n, n), f"{stored_before} stored before the kill"
+        values = env.query("SELECT count(DISTINCT value) FROM measurements WHERE sensor_id = 'burst-2'")[0][0]
+        assert values == n  # every published value once: none lost, none doubled under another stamp
+    finally:
+        daemon.stop()
+
+
+def test_kill_9_with_device_timestamps_stores_exactly_once(env, broker, tmp_path):
+    config = env.write_config(tmp_path / "config.yaml", mqtt={"port": broker.port})
+    env.migrate()
+    n, t0 = 3000, time.time() - 600
+    daemon = DaemonProcess(config, tmp_path / "daemon.log").start()
+    try:
+        pub = BurstPublisher(broker.port)
+        payloads = [f'{{"metric": "temperature", "value": {i}, "timestamp": {t0 + i * 0.01:.2f}}}'.encode()
+                    for i in range(n)]
+        pub.burst(f"{env.root}/stamped-1", payloads)
+        wait_for(lambda: rows(env, "stamped-1")[0] >= 500, 60, what="the first 500 rows")
+        daemon.kill()
+        daemon.start()
+        pub.close(n)
+        assert settle(env, "stamped-1", n, timeout=90) == (n, n)
+    finally:
+        daemon.stop()
+
+
+def replay_raw_topic(topic: str) -> int:
+    """Produce every record of the raw topic again, as a replay from offset 0 would deliver them."""
+    consumer = Consumer({"bootstrap.servers": "127.0.0.1:9092", "group.id": f"replay-{uuid.uuid4().hex[:8]}",
+                         "enable.partition.eof": True, "enable.auto.commit": False})
+    producer = Producer({"bootstrap.servers": "127.0.0.1:9092"})
+    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+    records, done = [], set()
+    deadline = time.monotonic() + 20
+    while len(done) < len(partitions) and time.monotonic() < deadline:
+        for m in consumer.consume(500, 0.5):
+            if m.error() is not None:
+                done.add(m.partition())
+            else:
+                records.append(m)
+    consumer.close()
+    for m in records:
+        producer.produce(topic, m.value(), m.key(), partition=m.partition(), headers=m.headers(),
+                         timestamp=m.timestamp()[1])
+    producer.flush(20)
+    return len(records)
+
+
+def test_the_deduplication_metric_counts_redeliveries_and_conflicts_and_nothing_else(env, broker):
+    settings = env.migrate(env.settings(mqtt={"port": broker.port}))
+    metrics = env.metrics()
+    get = metrics.registry.get_sample_value
+    t0 = time.time() - 300
+    with RunningPipeline(settings, metrics) as p:
+        pub = BurstPublisher(broker.port)
+        pub.burst(f"{env.root}/dedup-1/humidity", [f"{40 + i % 7}".encode() for i in range(200)])
+        pub.burst(f"{env.root}/dedup-2", [f'{{"metric": "pressure", "value": {1000 + i}, "timestamp": {t0 + i}}}'.encode()
+                                          for i in range(100)])
+        pub.close(300)
+        assert settle(env, "dedup-1", 200) == (200, 200) and settle(env, "dedup-2", 100) == (100, 100)
+        assert not get("pipeline_readings_deduplicated_total", {"reason": "redelivery"})
+        assert replay_raw_topic(p.settings.config.kafka.topics.raw) == 300
+        wait_for(lambda: get("pipeline_readings_deduplicated_total", {"reason": "redelivery"}) == 300, 30,
+                 what="300 redeliveries counted")
+        # Another value for a stored identity: a conflict, the first value stays.
+        pub = BurstPublisher(broker.port)
+        pub.burst(f"{env.root}/dedup-2", [f'{{"metric": "pressure", "value": -1, "timestamp": {t0}}}'.encode()])
+        pub.close(1)
+        wait_for(lambda: get("pipeline_readings_deduplicated_total", {"reason": "conflict"}) == 1, 30, what="a conflict")
+        assert rows(env, "dedup-1") == (200, 200) and rows(env, "dedup-2") == (100, 100)
+        assert env.query("SELECT value FROM measurements WHERE sensor_id = 'dedup-2' AND timestamp = "
+                         "(SELECT min(timestamp) FROM measurements WHERE sensor_id = 'dedup-2')")[0][0] == 1000
+        assert get("pipeline_sink_records_written_total", {"sink": "postgres"}) == 300
