@@ -4,6 +4,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+import orjson
+
 
 @dataclass(slots=True)
 class RawMessage:
@@ -80,6 +82,9 @@ class DeadLetter:
     attempts: int = 1
     metric: str | None = None
     first_failure_at: float = field(default_factory=time.time)
+    # Every refused reading of the message, {metric: reason}, in the order refused: one letter per message
+    # however many of its readings were refused (`reason` is then the most common of them).
+    refused: dict[str, str] = field(default_factory=dict)
 
     def headers(self) -> list[tuple[str, bytes]]:
         src = self.source
@@ -98,4 +103,7 @@ class DeadLetter:
         ]
         if self.metric:
             items.append(("metric", self.metric))
+        if self.refused:
+            items.append(("metrics", ",".join(self.refused)))
+            items.append(("reasons", orjson.dumps(self.refused).decode()))
         return [(k, v.encode("utf-8", "replace")) for k, v in items]

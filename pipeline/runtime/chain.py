@@ -4,10 +4,15 @@ A stage has a `name` and `process(item) -> list` (empty: filtered; raising Inval
 raising anything else: a processing failure). Stages never see threads, metrics or Kafka.
 A stage may declare `accepts` (a type): other kinds of record pass it unchanged, which is how
 readings and log records share one chain.
+
+The refusals of one message become one dead letter (per kind), listing the refused metrics: a message
+with 100 bad readings is one letter, not 100 copies of its payload. Its valid readings go on.
 """
 from __future__ import annotations
 
 import logging
+from collections import Counter
+from dataclasses import dataclass
 from typing import Any, Protocol, Sequence
 
 from ..observability.metrics import Metrics
@@ -43,6 +48,12 @@ class StageChain:
                 counts[i] = 0
 
     def run(self, raw: RawMessage, outputs: list, dead: list) -> None:
+        refusals: list[Refusal] = []
+        outputs.extend(self._apply(raw, refusals))
+        if refusals:
+            dead.extend(merge_refusals(raw, refusals))
+
+    def _apply(self, raw: RawMessage, refusals: list) -> list:
         items: list = [raw]
         counts = self._counts
         for i, (stage, process, accepts) in enumerate(self._plan):
@@ -53,11 +64,11 @@ class StageChain:
                 try:
                     items = process(item)
                 except Exception as err:  # noqa: BLE001 - see _failed
-                    self._failed(stage, raw, item, err, dead)
-                    return
+                    self._failed(stage, raw, item, err, refusals)
+                    return []
                 counts[i] += len(items)
                 if not items:
-                    return
+                    return []
                 continue
             produced: list = []
             passed = 0
@@ -69,21 +80,53 @@ class StageChain:
                 try:
                     produced.extend(process(item))
                 except Exception as err:  # noqa: BLE001 - see _failed
-                    self._failed(stage, raw, item, err, dead)
+                    self._failed(stage, raw, item, err, refusals)
             counts[i] += len(produced) - passed
             items = produced
             if not items:
-                return
-        outputs.extend(items)
+                return []
+        return items
 
-    def _failed(self, stage: Stage, raw: RawMessage, item: Any, err: Exception, dead: list) -> None:
-        """Invalid input becomes a dead letter with its reason; anything else a stage raises (a bug or a
-        surprise) a processing failure: it must not kill the thread."""
+    def _failed(self, stage: Stage, raw: RawMessage, item: Any, err: Exception, refusals: list) -> None:
+        """Invalid input is refused with its reason; anything else a stage raises (a bug or a surprise) is a
+        processing failure: it must not kill the thread. Counted per refused record."""
+        metric = getattr(item, "metric", None)
+        metric = metric if isinstance(metric, str) else None
         if isinstance(err, Invalid):
             self.metrics.invalid.labels(stage.name, err.reason).inc()
-            metric = getattr(item, "metric", None)
-            dead.append(DeadLetter(raw, err.reason, stage.name, str(err), INVALID,
-                                   metric=metric if isinstance(metric, str) else None))
+            refusals.append(Refusal(stage.name, err.reason, str(err), INVALID, metric))
             return
         log.error("event=stage_failure stage=%s topic=%s", stage.name, raw.mqtt_topic, exc_info=err)
-        dead.append(DeadLetter(raw, "processing_error", stage.name, f"{type(err).__name__}: {err}", FAILED))
+        refusals.append(Refusal(stage.name, "processing_error", f"{type(err).__name__}: {err}", FAILED, metric))
+
+
+@dataclass(slots=True)
+class Refusal:
+    """One record of a message that a stage refused or failed on."""
+
+    stage: str
+    reason: str
+    error: str
+    kind: str
+    metric: str | None = None
+
+
+def merge_refusals(raw: RawMessage, refusals: Sequence[Refusal]) -> list[DeadLetter]:
+    """One dead letter per message and kind (invalid input and processing failures have their own topics),
+    listing every refused metric with its reason. `reason` is the most common reason (the earliest among
+    equals) and `stage` the stage that gave it, so consumers that read only those headers still work."""
+    by_kind: dict[str, list[Refusal]] = {}
+    for r in refusals:
+        by_kind.setdefault(r.kind, []).append(r)
+    letters = []
+    for kind, group in by_kind.items():
+        counts = Counter(r.reason for r in group)
+        main = max(counts, key=counts.__getitem__)  # the first of equals: a Counter keeps insertion order
+        first = next(r for r in group if r.reason == main)
+        if len(group) == 1:
+            error = first.error
+        else:
+            error = f"{len(group)} records refused; " + "; ".join(f"{r.metric or '-'}: {r.error}" for r in group)
+        letters.append(DeadLetter(raw, main, first.stage, error, kind, metric=first.metric if len(group) == 1 else None,
+                                  refused={r.metric: r.reason for r in group if r.metric is not None}))
+    return letters

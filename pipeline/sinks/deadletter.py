@@ -56,9 +56,11 @@ class DeadLetterWriter:
         if errors or pending[0]:
             raise DeliveryFailed(f"{len(errors)} failed, {pending[0]} unconfirmed; first: {errors[:1]}")
         for d in records:
+            # One per letter, under its main reason; each refused reading is in pipeline_invalid_records_total.
             self.metrics.dead_lettered.labels(d.kind, d.reason).inc()
-            log.info("event=dead_letter kind=%s reason=%s stage=%s mqtt_topic=%r partition=%d offset=%d",
-                     d.kind, d.reason, d.stage, d.source.mqtt_topic[:120], d.source.partition, d.source.offset)
+            log.info("event=dead_letter kind=%s reason=%s stage=%s refused=%d mqtt_topic=%r partition=%d offset=%d",
+                     d.kind, d.reason, d.stage, len(d.refused) or 1, d.source.mqtt_topic[:120], d.source.partition,
+                     d.source.offset)
 
     def close(self) -> None:
         self.producer.flush(5.0)

@@ -6,6 +6,11 @@ import subprocess
 import sys
 import time
 
+from pipeline.dlq import read_marks, replay_group
+from pipeline.records import EXHAUSTED, FAILED, DeadLetter, RawMessage
+from pipeline.runtime.chain import StageChain
+from pipeline.runtime.daemon import build_stages
+from pipeline.sinks.deadletter import DeadLetterWriter
 from tests.integration.clients import Publisher, RunningPipeline, read_topic, wait_for
 from tests.integration.conftest import ROOT
 
@@ -49,8 +54,61 @@ def test_refused_record_is_isolated_dead_lettered_then_listed_and_replayed_after
         replayed = dlq(config, "replay", "--kind", "retry_exhausted")
         assert replayed.returncode == 0 and "replayed 1 of 1" in replayed.stdout
         wait_for(lambda: env.query("SELECT count(*) FROM measurements")[0][0] == 21, what="the replayed reading")
-        again = dlq(config, "replay", "--kind", "retry_exhausted")  # replaying twice stores nothing twice
-        assert again.returncode == 0
+        again = dlq(config, "replay", "--kind", "retry_exhausted")  # replaying twice sends nothing twice
+        assert again.returncode == 0 and "replayed 0 of 0" in again.stdout
         time.sleep(2)
     assert env.query("SELECT sensor_id, value FROM measurements WHERE value > 1e6") == [("dev-3", 5e6)]
     assert env.query("SELECT count(*) FROM measurements") == [(21,)]
+
+
+def test_replay_sends_retry_exhausted_by_default_never_twice_and_one_message_of_bad_readings_is_one_letter(env, tmp_path):
+    settings = env.settings()
+    config = env.write_config(tmp_path / "config.yaml")
+    kafka = settings.config.kafka
+    metrics = env.metrics()
+    chain = StageChain(build_stages(settings), metrics)
+    now = time.time()
+
+    def raw(payload: dict | bytes, offset: int) -> RawMessage:
+        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        return RawMessage(f"{env.root}/dev-1", body, now, b"dev-1", kafka.topics.raw, 0, offset)
+
+    # Invalid input, through the real stages: 100 bad readings in one message, and a message that is not JSON.
+    hundred = {"readings": {f"m{i}": "wet" for i in range(100)}, "timestamp": now - 5}
+    out, dead = [], []
+    chain.run(raw(hundred, 1), out, dead)
+    chain.run(raw(b"{oops", 2), out, dead)
+    assert out == [] and [len(d.refused) for d in dead] == [100, 0]
+    exhausted = [DeadLetter(raw({"metric": "pressure", "value": 5e6 + i, "timestamp": now - i}, 10 + i), "sink_rejected",
+                            "postgres", "CheckViolation", EXHAUSTED, attempts=3, metric="pressure") for i in range(3)]
+    failed = [DeadLetter(raw({"metric": "pressure", "value": 1}, 20), "processing_error", "transform", "KeyError", FAILED)]
+    writer = DeadLetterWriter(kafka, "test", metrics)
+    writer.send(dead + exhausted + failed)
+    writer.close()
+    assert metrics.registry.get_sample_value("pipeline_dead_letters_total", {"kind": "invalid", "reason": "value_not_number"}) == 1
+
+    listed = dlq(config, "list", "--kind", "invalid", "--json")
+    rows = {row["reason"]: row for row in map(json.loads, listed.stdout.splitlines())}
+    assert set(rows) == {"value_not_number", "invalid_json"}
+    assert rows["value_not_number"]["metrics"] == [f"m{i}" for i in range(100)] and rows["invalid_json"]["metrics"] == []
+
+    first = dlq(config, "replay")
+    assert first.returncode == 0 and "replayed 3 of 3" in first.stdout, first.stdout + first.stderr
+    sent = read_topic(kafka.topics.raw, expected=3)
+    origins = sorted(dict(m.headers())["replayed_from"].decode().split(":")[0] for m in sent)
+    assert origins == [kafka.topics.dead_letter_exhausted] * 3
+    assert sorted(json.loads(m.value())["value"] for m in sent) == [5e6, 5e6 + 1, 5e6 + 2]
+    marks = read_marks(kafka, replay_group(kafka), [(kafka.topics.dead_letter_exhausted, p) for p in range(4)])
+    assert sum(marks.values()) == 3  # committed under <group>.dlq-replay: one past each replayed letter
+
+    second = dlq(config, "replay")
+    assert second.returncode == 0 and "replayed 0 of 0" in second.stdout, second.stdout + second.stderr
+
+    invalid = dlq(config, "replay", "--kind", "invalid")
+    assert invalid.returncode == 0 and "replayed 2 of 2" in invalid.stdout, invalid.stdout + invalid.stderr
+    assert "replayed 0 of 0" in dlq(config, "replay", "--kind", "invalid").stdout
+    assert "replayed 1 of 1" in dlq(config, "replay", "--reason", "processing_error").stdout
+    assert "replayed 0 of 0" in dlq(config, "replay", "--kind", "processing_failure").stdout  # that run's mark counts too
+    got = read_topic(kafka.topics.raw, expected=7, timeout=10)
+    assert len(got) == 6
+    assert sum(1 for m in got if m.value() == json.dumps(hundred).encode()) == 1

@@ -7,9 +7,9 @@ from prometheus_client import CollectorRegistry
 
 from pipeline.config import RetryConfig, SinkConfig
 from pipeline.observability.metrics import Metrics
-from pipeline.records import FAILED, Invalid, RawMessage
+from pipeline.records import FAILED, INVALID, Invalid, RawMessage
 from pipeline.runtime.batch import Batch, InFlight
-from pipeline.runtime.chain import StageChain
+from pipeline.runtime.chain import Refusal, StageChain, merge_refusals
 from pipeline.runtime.retry import Backoff, RetryExhausted, retry_call
 from pipeline.sinks.base import BatchingSink
 
@@ -42,6 +42,20 @@ def test_chain_routes_invalid_and_failures_and_filters():
     assert [(d.reason, d.stage, d.kind) for d in dead] == [("bad_item", "upper", "invalid"),
                                                           ("processing_error", "upper", FAILED)]
     assert "ZeroDivisionError" in dead[1].error
+
+
+def test_refusals_of_one_message_merge_into_one_letter_per_kind_under_the_most_common_reason():
+    msg = RawMessage("t/x", b"payload", 0.0)
+    refusals = [Refusal("validate", "late", "late: a", INVALID, "a"), Refusal("validate", "bad", "bad: b", INVALID, "b"),
+                Refusal("lateness", "bad", "bad: c", INVALID, "c"), Refusal("transform", "processing_error", "E", FAILED, "d")]
+    invalid, failed = merge_refusals(msg, refusals)
+    assert (invalid.kind, invalid.reason, invalid.stage, invalid.metric) == (INVALID, "bad", "validate", None)
+    assert invalid.refused == {"a": "late", "b": "bad", "c": "bad"} and invalid.error.startswith("3 records refused; a: late: a")
+    assert (failed.kind, failed.reason, failed.metric, failed.refused, failed.error) == (FAILED, "processing_error", "d", {"d": "processing_error"}, "E")
+    [tie] = merge_refusals(msg, refusals[:2])
+    assert tie.reason == "late"  # the earliest among equals
+    [whole] = merge_refusals(msg, [Refusal("decode", "invalid_json", "invalid_json: x", INVALID)])
+    assert whole.refused == {} and "metrics" not in dict(whole.headers())
 
 
 def test_inflight_commits_only_the_completed_prefix():

@@ -1,4 +1,5 @@
 """Validation reasons, payload formats and transformation, through the real stage chain."""
+import json
 import math
 
 import pytest
@@ -128,6 +129,30 @@ def test_one_bad_reading_does_not_drop_its_siblings():
     out, dead = run(CH, raw("sensors/d", {"readings": {"temperature": 20, "humidity": "wet"}}))
     assert [r.metric for r in out] == ["temperature"]
     assert [(d.reason, d.stage, d.metric) for d in dead] == [("value_not_number", "validate", "humidity")]
+    headers = dict(dead[0].headers())
+    assert headers["metrics"] == b"humidity" and json.loads(headers["reasons"]) == {"humidity": "value_not_number"}
+
+
+def test_a_message_with_many_bad_readings_is_one_dead_letter_listing_them_all():
+    readings = {f"m{i}": "wet" for i in range(100)}
+    out, dead = run(CH, raw("sensors/d", {"readings": readings}))
+    assert out == [] and len(dead) == 1
+    headers = dict(dead[0].headers())
+    assert headers["metrics"].decode().split(",") == list(readings)
+    assert json.loads(headers["reasons"]) == {m: "value_not_number" for m in readings}
+    assert headers["reason"] == b"value_not_number" and "metric" not in headers and headers["error"].startswith(b"100 records")
+
+
+def test_bad_readings_of_different_reasons_share_one_letter_under_the_most_common_reason_and_siblings_are_kept():
+    readings = {"temperature": 20, "a": "wet", "b": True, "c": 1, "air temp": 3, "humidity": 40}
+    out, dead = run(CH, raw("sensors/d", {"readings": readings}))
+    assert [r.metric for r in out] == ["temperature", "c", "humidity"]
+    [d] = dead
+    assert (d.reason, d.stage, d.kind) == ("value_not_number", "validate", "invalid")
+    assert d.refused == {"a": "value_not_number", "b": "value_not_number", "air temp": "metric_invalid"}
+    before = METRICS.registry.get_sample_value("pipeline_invalid_records_total", {"stage": "validate", "reason": "metric_invalid"}) or 0
+    run(CH, raw("sensors/d", {"readings": readings}))  # counted per refused reading, not per letter
+    assert METRICS.registry.get_sample_value("pipeline_invalid_records_total", {"stage": "validate", "reason": "metric_invalid"}) == before + 1
 
 
 def test_dead_letter_carries_stage_reason_and_source_position():
