@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 
 from flask import Flask, jsonify, request
+from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException
 
 from ..config import ConfigError, DashboardConfig, Secret
@@ -39,6 +41,31 @@ class DashboardState:
         return self.config.require_token_for_reads
 
 
+def _finite(obj):
+    """`obj` with every NaN and infinity replaced by None (only walked when the fast path refused it)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+class FiniteJSONProvider(DefaultJSONProvider):
+    """Every JSON answer without NaN or Infinity: Python writes them, no browser parses them (one such value
+    and the page's whole sensor list stopped rendering). Non-finite numbers become null."""
+
+    sort_keys = False
+
+    def dumps(self, obj, **kwargs) -> str:
+        kwargs["allow_nan"] = False
+        try:
+            return super().dumps(obj, **kwargs)
+        except ValueError:  # "Out of range float values are not JSON compliant"
+            return super().dumps(_finite(obj), **kwargs)
+
+
 def _is_api() -> bool:
     return request.path.startswith("/api/") or request.path in ("/health", "/ready", "/metrics")
 
@@ -49,7 +76,7 @@ def create_app(view, config: DashboardConfig, token: Secret | str | None = None)
     if config.require_token_for_reads and not raw_token:
         raise ConfigError("dashboard.require_token_for_reads: needs DASHBOARD_TOKEN in the environment")
     app = Flask(__name__)
-    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.json = FiniteJSONProvider(app)
     app.extensions["dashboard"] = DashboardState(view, config, raw_token)
     app.before_request(auth.check_read)
     app.register_blueprint(pages.bp)

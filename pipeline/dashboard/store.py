@@ -7,6 +7,7 @@ into a 503 naming the dependency.
 from __future__ import annotations
 
 import logging
+import math
 from datetime import datetime, timedelta, timezone
 
 import psycopg
@@ -36,14 +37,16 @@ RESOLVE = (f"UPDATE alerts SET resolved = true, resolved_at = now() AT TIME ZONE
 AGGREGATIONS = ("SELECT extract(epoch FROM timestamp)::float8, avg_value, min_value, max_value, count FROM aggregations "
                 "WHERE sensor_id = %s AND metric = %s AND period = %s AND timestamp >= %s AND timestamp < %s "
                 "ORDER BY timestamp LIMIT %s")
+# avg() over DOUBLE PRECISION overflows (an error) for readings above about 1e154: the exact mean instead.
+MEAN = "avg(value::text::numeric)::float8"
 # The same shape computed from raw readings, bucketed by the period (date_bin: PostgreSQL 14+).
-RAW_BUCKETS = ("SELECT extract(epoch FROM date_bin(%s, timestamp, TIMESTAMP '2000-01-01'))::float8 AS t, avg(value), "
+RAW_BUCKETS = ("SELECT extract(epoch FROM date_bin(%s, timestamp, TIMESTAMP '2000-01-01'))::float8 AS t, " + MEAN + ", "
                "min(value), max(value), count(*) FROM measurements "
                "WHERE sensor_id = %s AND metric = %s AND timestamp >= %s AND timestamp < %s GROUP BY 1 ORDER BY 1 LIMIT %s")
 SPARK_AGG = ("SELECT sensor_id, metric, extract(epoch FROM timestamp)::float8, avg_value FROM aggregations "
              "WHERE sensor_id = ANY(%s) AND period = '1m' AND timestamp >= %s ORDER BY 1, 2, 3")
 SPARK_RAW = ("SELECT sensor_id, metric, extract(epoch FROM date_bin(%s, timestamp, TIMESTAMP '2000-01-01'))::float8 AS t, "
-             "avg(value) FROM measurements WHERE sensor_id = ANY(%s) AND timestamp >= %s GROUP BY 1, 2, 3 ORDER BY 1, 2, 3")
+             + MEAN + " FROM measurements WHERE sensor_id = ANY(%s) AND timestamp >= %s GROUP BY 1, 2, 3 ORDER BY 1, 2, 3")
 
 
 class Unavailable(Exception):
@@ -80,7 +83,8 @@ def parse_latest(fields: dict[str, str]) -> dict:
             ts = float(fields.get(f"{key}:ts", "nan"))
         except ValueError:
             continue  # a field some other writer added: not a metric
-        metrics[key] = {"value": value, "ts": ts if ts == ts else None}
+        # Data written before values were checked finite may hold 'inf' or 'nan': shown as no value.
+        metrics[key] = {"value": value if math.isfinite(value) else None, "ts": ts if math.isfinite(ts) else None}
     stamps = [m["ts"] for m in metrics.values() if m["ts"] is not None]
     return {"type": fields.get("type") or None, "location": fields.get("location") or None,
             "metrics": dict(sorted(metrics.items())), "updated_at": max(stamps) if stamps else None}

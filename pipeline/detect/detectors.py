@@ -150,7 +150,10 @@ class Outlier:
         # absorbed instead of alerting forever.
         diff = value - mean
         incr = rule.alpha * diff
-        self.state[key] = (n + 1, mean + incr, (1 - rule.alpha) * (var + diff * incr))
+        mean, var = mean + incr, (1 - rule.alpha) * (var + diff * incr)
+        # Readings near the float limit (1e200 and more) can overflow the variance; an inf or NaN state
+        # would silence the detector for good, so it starts over from this reading instead.
+        self.state[key] = (n + 1, mean, var) if math.isfinite(var) and math.isfinite(mean) else (1, value, 0.0)
         return signal
 
 

@@ -1,6 +1,8 @@
 """Transform stage: unit normalisation to each metric's canonical unit (config `units`)."""
 from __future__ import annotations
 
+import math
+
 from ..config import MetricUnits
 from ..records import Invalid, Reading
 
@@ -28,6 +30,11 @@ class NormalizeUnits:
             conv = conversions.get(r.unit)
             if conv is None:
                 raise Invalid("unknown_unit", f"{r.metric} in {r.unit!r}; known: {canonical}, {', '.join(conversions)}")
-            r.value = r.value * conv[0] + conv[1]
+            value = r.value * conv[0] + conv[1]
+            if not math.isfinite(value):
+                # 1.7e308 kPa is a finite number but no finite hPa: stored, it would become `Infinity` in the
+                # API, which no JSON parser accepts.
+                raise Invalid("value_not_finite", f"{r.metric} {r.value!r} {r.unit} is {value} {canonical}")
+            r.value = value
             r.unit = canonical
         return [r]

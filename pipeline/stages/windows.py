@@ -133,6 +133,17 @@ class WindowTracker:
         return sum(len(k) for k in self.pending.values())
 
 
+# Running sums are kept times 2**-64: exact for every double above 1e-289 (a power of two only moves the
+# exponent), so the average is the same as an unscaled one, but two readings of 1e308 no longer sum to inf.
+SUM_SCALE = 2.0 ** -64
+
+
+def _within(avg: float, lo: float, hi: float) -> float:
+    """The mean of values in [lo, hi] lies there too; rounding at the edge of the float range (or an
+    overflowed seed) must not make it inf or NaN."""
+    return avg if lo <= avg <= hi else (lo if avg < lo else hi)
+
+
 class Partials:
     """Running count/sum/min/max of the newest window per (sensor, metric, period), for the dashboard."""
 
@@ -149,10 +160,10 @@ class Partials:
             key = (sensor_id, metric, period)
             p = acc.get(key)
             if p is None or start > p[0]:
-                acc[key] = [start, start + size, 1, value, value, value]
+                acc[key] = [start, start + size, 1, value * SUM_SCALE, value, value]
             elif start == p[0]:
                 p[2] += 1
-                p[3] += value
+                p[3] += value * SUM_SCALE
                 if value < p[4]:
                     p[4] = value
                 if value > p[5]:
@@ -164,7 +175,7 @@ class Partials:
         key = (sensor_id, metric, window.period)
         p = self.acc.get(key)
         if p is None or window.start > p[0]:
-            self.acc[key] = [window.start, window.end, count, total, lo, hi]
+            self.acc[key] = [window.start, window.end, count, total * SUM_SCALE, lo, hi]
 
     def fields(self, sensor_id: str, metrics: Iterable[str]) -> dict[str, dict]:
         """Hash fields `<metric>:<period>` -> running values of the newest window, for one sensor."""
@@ -175,7 +186,7 @@ class Partials:
                 if p is not None:
                     start, end, count, total, lo, hi = p
                     out[f"{metric}:{period}"] = {"start": start / US, "end": end / US, "count": count,
-                                                 "avg": total / count, "min": lo, "max": hi}
+                                                 "avg": _within(total / count / SUM_SCALE, lo, hi), "min": lo, "max": hi}
         return out
 
 
