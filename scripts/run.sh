@@ -7,6 +7,9 @@ SIM_ARGS=${SIM_ARGS:---sensors 20 --rate 20 --duration 0}
 # A fresh install shows this host's real system metrics too, with no device attached.
 export PIPELINE__AGENTS__SYSTEM__ENABLED=${PIPELINE__AGENTS__SYSTEM__ENABLED:-true}
 
+# A local Mosquitto with its default queue limit drops messages while the pipeline restarts: say so, once.
+"$PY" -m pipeline.ingest.broker_limits --port "${PIPELINE__MQTT__PORT:-1883}" || true
+
 "$PY" realtime_pipeline.py "$@" &
 daemon=$!
 sleep 2

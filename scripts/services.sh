@@ -16,7 +16,8 @@ KAFKA_HOST="${KAFKA_BOOTSTRAP%:*}"
 KAFKA_PORT="${KAFKA_BOOTSTRAP##*:}"
 PY="${PY:-$ROOT/.venv/bin/python}"
 if [[ $(id -u) -eq 0 ]]; then AUTO_INSTALL="${AUTO_INSTALL:-1}"; else AUTO_INSTALL="${AUTO_INSTALL:-0}"; fi
-MOSQUITTO_CONF=/etc/mosquitto/mosquitto.conf
+# The pipeline's broker settings (queue limits, persistence): the machine's default config drops messages.
+MOSQUITTO_CONF="$ROOT/deploy/mosquitto.conf"
 APT_UPDATED=0
 
 log() { echo "services: $*"; }
@@ -80,15 +81,13 @@ start_redis() {
 
 start_mosquitto() {
     ensure_installed mosquitto mosquitto
-    # The packaged config writes its pid and log here; a fresh container may not have the dirs yet.
-    mkdir -p /run/mosquitto /var/log/mosquitto
-    if id mosquitto >/dev/null 2>&1; then chown mosquitto /run/mosquitto /var/log/mosquitto; fi
-    mosquitto -d -c "$MOSQUITTO_CONF"
-    sleep 0.2
-    # Newest process with our exact command line: a test's own mosquitto must not be taken for ours.
-    local pid
-    pid="$(pgrep -n -f "^mosquitto -d -c $MOSQUITTO_CONF" || true)"
-    echo "pid=$pid" > "$RUN_DIR/mosquitto.started"
+    # deploy/mosquitto.conf names no paths: its persistence file (mosquitto.db) goes to the working directory,
+    # .run/mosquitto, which must be writable by the user Mosquitto switches to when started as root.
+    mkdir -p "$RUN_DIR/mosquitto"
+    if [[ $(id -u) -eq 0 ]] && id mosquitto >/dev/null 2>&1; then chown mosquitto "$RUN_DIR/mosquitto"; fi
+    # In the foreground under nohup (not -d): the pid is exactly ours and its log lands in .run/mosquitto.log.
+    (cd "$RUN_DIR/mosquitto" && exec nohup mosquitto -c "$MOSQUITTO_CONF" >> "$RUN_DIR/mosquitto.log" 2>&1) &
+    echo "pid=$!" > "$RUN_DIR/mosquitto.started"
 }
 
 start_kafka() {

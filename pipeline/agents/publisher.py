@@ -31,6 +31,9 @@ class MqttPublisher:
         self.client.on_connect_fail = self._on_connect_fail
         self.client.on_disconnect = self._on_disconnect
         self._warned = False  # log a connection problem once per streak, not on every retry
+        self.connected = threading.Event()
+        # Called with the paho client after each successful (re)connect: a subscriber subscribes there.
+        self.on_connected = None
         self._cond = threading.Condition()
         self.accepted = 0  # messages paho took (sent or queued until connected)
         self.acked = 0  # messages the broker acknowledged
@@ -58,7 +61,10 @@ class MqttPublisher:
             self._on_connect_fail(_client, _userdata, reason_code)
             return
         self._warned = False
+        self.connected.set()
         log.info("event=mqtt_connected client_id=%s host=%s port=%d", self.client_id, self.host, self.port)
+        if self.on_connected is not None:
+            self.on_connected(_client)
 
     def _on_connect_fail(self, _client, _userdata, reason=None) -> None:
         if not self._warned:
@@ -67,6 +73,7 @@ class MqttPublisher:
                         self.host, self.port, reason or "connection_failed")
 
     def _on_disconnect(self, _client, _userdata, _flags, reason_code, _properties) -> None:
+        self.connected.clear()
         if reason_code.is_failure and not self._warned:
             self._warned = True
             log.warning("event=mqtt_disconnected client_id=%s reason=%s note=reconnecting", self.client_id, reason_code)

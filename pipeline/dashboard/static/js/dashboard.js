@@ -89,6 +89,19 @@
     const parts = Object.entries(body.consumer_lag.partitions).map(([p, lag]) => `p${p}: ${lag}`).join(", ");
     $("lag-detail").textContent = `Consumer lag ${body.consumer_lag.total} (${parts || "no partitions"}); ` +
       `${body.in_flight_batches} batch(es) in flight` + (body.consumer_lag.error ? `; lag query failed: ${body.consumer_lag.error}` : "");
+    renderBroker(body.broker);
+  }
+
+  // The broker's own drop counter: messages lost before they reached the pipeline (README, "Delivery guarantees").
+  function renderBroker(b) {
+    const p = $("broker-drops");
+    if (!b) { p.textContent = ""; return; }
+    const grew = b.last_growth_at !== null && b.last_growth_at !== undefined;
+    p.className = grew ? "bad" : "muted";
+    p.textContent = b.last_value_at === null || b.last_value_at === undefined
+      ? `MQTT broker drops: no counter received yet on ${b.topics.join(", ")}`
+      : `MQTT broker dropped ${fmtNum(b.dropped_total, 0)} message(s) since it started; ${fmtNum(b.seen_since_start, 0)} ` +
+        `since this daemon started` + (grew ? ` (last at ${fmtTime(b.last_growth_at)}; see max_queued_messages)` : "");
   }
 
   function renderErrors(body) {

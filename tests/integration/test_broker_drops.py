@@ -1,0 +1,95 @@
+"""Loss at the broker made visible: a Mosquitto of the test's own with a tiny queue drops messages for an
+offline persistent session, and the daemon's broker-stats client shows it as a metric, a status for the
+dashboard and an alert that opens, then resolves once the drops stop."""
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+import uuid
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from tests.integration.clients import Publisher, RunningPipeline, wait_for
+
+DROPPED = "$SYS/broker/publish/messages/dropped"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_mosquitto(tmp_path, port: int) -> subprocess.Popen:
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+                    "max_queued_messages 10\nsys_interval 1\n")
+    proc = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return proc
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError("own mosquitto did not start") from None
+            time.sleep(0.1)
+
+
+def persistent_subscriber(port: int, client_id: str, topic: str) -> mqtt.Client:
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    c.subscribe(topic, qos=1)[1]
+    time.sleep(0.3)  # the SUBACK
+    return c
+
+
+def test_broker_drops_show_as_metric_status_and_an_alert_that_resolves(env, tmp_path):
+    port = free_port()
+    broker = start_mosquitto(tmp_path, port)
+    try:
+        extra = {"mqtt": {"host": "127.0.0.1", "port": port, "broker_stats": {"report_interval_s": 1}},
+                 "alerts": {"clear_readings": 3}}
+        settings = env.migrate(env.settings(**extra))
+        metrics = env.metrics()
+        sample = lambda name: metrics.registry.get_sample_value(name, {"topic": DROPPED}) or 0  # noqa: E731
+        with RunningPipeline(settings, metrics) as pipeline:
+            stats = pipeline.broker_stats
+            wait_for(lambda: stats.status()["last_value_at"] is not None, 15, what="the broker's first $SYS counter")
+            baseline = sample("pipeline_mqtt_broker_messages_dropped")
+
+            # A persistent QoS 1 session that goes away: the broker queues 10 messages for it and drops the rest.
+            victim_id, topic = f"victim-{uuid.uuid4().hex[:8]}", f"v{env.run_id}/x"
+            victim = persistent_subscriber(port, victim_id, topic)
+            victim.disconnect()
+            victim.loop_stop()
+            pub = Publisher(port=port)
+            pub.publish_all([(topic, f"{i}") for i in range(100)])
+            pub.close()
+            victim = persistent_subscriber(port, victim_id, topic)  # back: gets what was kept
+
+            wait_for(lambda: sample("pipeline_mqtt_broker_drops_seen_total") >= 80, 15, what="drops seen in the metric")
+            assert sample("pipeline_mqtt_broker_messages_dropped") >= baseline + 80
+            status = stats.status()
+            assert status["seen_since_start"] >= 80 and status["last_growth_at"] is not None
+            assert status["sensor_id"] == "broker:127.0.0.1" and status["connected"]
+
+            opened = wait_for(lambda: env.query(
+                "SELECT type, severity, message FROM alerts WHERE sensor_id = %s AND metric = 'mqtt_dropped' "
+                "AND NOT COALESCE(resolved, false)", ("broker:127.0.0.1",)), 20, what="the drop alert")
+            assert opened[0][:2] == ("threshold", "warning")
+            # The growth was stored as readings of the reserved sensor (history on the dashboard).
+            assert env.query("SELECT sum(value) FROM measurements WHERE sensor_id = 'broker:127.0.0.1' "
+                             "AND metric = 'mqtt_dropped'")[0][0] >= 80
+            # No more drops: three reports without growth resolve it.
+            wait_for(lambda: env.query("SELECT resolved FROM alerts WHERE sensor_id = 'broker:127.0.0.1'")
+                     == [(True,)], 20, what="the drop alert resolving")
+            victim.disconnect()
+            victim.loop_stop()
+    finally:
+        broker.terminate()
+        broker.wait(10)
