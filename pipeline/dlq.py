@@ -33,7 +33,7 @@ from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, Producer, Topi
 
 from .config import KafkaConfig, load_for_cli
 from .ingest.kafka import producer_conf
-from .ingest.mqtt_bridge import MQTT_TOPIC_HEADER
+from .ingest.identity import MQTT_TOPIC_HEADER, RECEIVED_US_HEADER
 from .records import EXHAUSTED, FAILED, INVALID
 from .sinks.deadletter import dead_letter_topics
 
@@ -234,8 +234,12 @@ def replay(cfg: KafkaConfig, letters: list[Letter]) -> int:
         h = letter.headers
         headers = [(MQTT_TOPIC_HEADER, h.get("mqtt_topic", "").encode()),
                    (REPLAYED_FROM, f"{letter.topic}:{letter.partition}:{letter.offset}".encode())]
-        received_ms = int(float(h.get("received_at") or 0) * 1000) or None
-        kwargs = {"timestamp": received_ms} if received_ms else {}
+        # The receive stamp goes back as it was: a reading without a device timestamp keeps its identity, so a
+        # letter replayed twice, or replayed after its reading was stored after all, is not stored again.
+        received_us = round(float(h.get("received_at") or 0) * 1_000_000)
+        if received_us > 0:
+            headers.append((RECEIVED_US_HEADER, str(received_us).encode()))
+        kwargs = {"timestamp": received_us // 1000} if received_us > 0 else {}
         producer.produce(cfg.topics.raw, value=letter.payload, key=letter.key, headers=headers,
                          on_delivery=delivered, **kwargs)
     producer.flush(30)

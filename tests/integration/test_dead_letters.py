@@ -112,3 +112,24 @@ def test_replay_sends_retry_exhausted_by_default_never_twice_and_one_message_of_
     got = read_topic(kafka.topics.raw, expected=7, timeout=10)
     assert len(got) == 6
     assert sum(1 for m in got if m.value() == json.dumps(hundred).encode()) == 1
+
+
+def test_a_replayed_reading_without_a_device_timestamp_keeps_its_identity(env, tmp_path):
+    # The receive stamp is the identity of a timestamp-less reading: replay must send it back, not a new one.
+    settings = env.migrate(env.settings(retry={"max_attempts": 2, "initial_interval_s": 0.05}))
+    config = env.write_config(tmp_path / "config.yaml", retry={"max_attempts": 2, "initial_interval_s": 0.05})
+    with env.db() as conn:
+        conn.execute("ALTER TABLE measurements ADD CONSTRAINT plausible_value CHECK (value < 1000000)")
+    with RunningPipeline(settings, env.metrics()):
+        pub = Publisher()
+        pub.publish_all([(f"{env.root}/dev-9/pressure", "7e6")])
+        pub.close()
+        [letter] = read_topic(settings.config.kafka.topics.dead_letter_exhausted, expected=1)
+    received_at = float(dict(letter.headers())["received_at"])
+    with env.db() as conn:
+        conn.execute("ALTER TABLE measurements DROP CONSTRAINT plausible_value")
+    with RunningPipeline(settings, env.metrics()):
+        assert "replayed 1 of 1" in dlq(config, "replay").stdout
+        wait_for(lambda: env.query("SELECT count(*) FROM measurements")[0][0] == 1, what="the replayed reading")
+    [(stored,)] = env.query("SELECT extract(epoch FROM timestamp)::numeric * 1000000 FROM measurements")
+    assert int(stored) == round(received_at * 1_000_000)
