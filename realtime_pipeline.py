@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -28,6 +29,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+# The shutdown bounds every step by processing.shutdown_timeout_s; this much later a backstop ends the
+# process anyway, inside the documented bound of shutdown_timeout_s + 5 s.
+BACKSTOP_GRACE_S = 4.0
+
+
+def arm_backstop(seconds: float) -> None:
+    """Exit 1 after `seconds` if the shutdown is still running (some call blocked in a way no step foresaw).
+    Nothing is marked committed by exiting: uncommitted batches are redelivered at the next start."""
+    def overran() -> None:
+        logging.getLogger("pipeline").error("event=shutdown_overran after_s=%.1f note=exiting_without_waiting", seconds)
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        os._exit(1)
+
+    timer = threading.Timer(seconds, overran)
+    timer.daemon = True
+    timer.start()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     settings = load_for_cli(args.config)
@@ -44,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def on_signal(signum, _frame):
         logging.getLogger("pipeline").info("event=signal signal=%s", signal.Signals(signum).name)
+        if not stop.is_set():
+            arm_backstop(settings.config.processing.shutdown_timeout_s + BACKSTOP_GRACE_S)
         stop.set()
 
     signal.signal(signal.SIGTERM, on_signal)

@@ -213,7 +213,7 @@ class Pipeline:
     def wait(self, stop: threading.Event) -> int:
         """Block until `stop` is set or a thread fails; then shut down. Returns the exit code."""
         while not stop.is_set():
-            if self.failures.event.wait(0.5):
+            if self.failures.event.wait(0.1):  # also how soon a stop request starts the shutdown clock
                 where, err = self.failures.first()  # type: ignore[misc]
                 log.error("event=thread_failed thread=%s error=%r", where, str(err)[:500])
                 self.stop()
