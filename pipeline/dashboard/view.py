@@ -267,6 +267,7 @@ class PipelineView:
             "in_flight_batches": len(source.inflight) if source is not None else 0,
             "consumer_lag": {"total": sum(self.lag.values()), "partitions": {str(k): v for k, v in self.lag.items()},
                              "error": self.lag_error},
+            "deduplicated": counter_totals(m.readings_deduplicated, "reason"),
             "dead_letters": counter_totals(m.dead_lettered, "reason"),
             "dead_letters_by_kind": counter_totals(m.dead_lettered, "kind"),
             "invalid": counter_totals(m.invalid, "reason"),

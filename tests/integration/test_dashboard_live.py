@@ -51,7 +51,7 @@ def test_dashboard_of_a_running_pipeline(env):
 
         pub = Publisher()
         now = time.time()
-        pub.publish_all([(f"{root}/s{i % 5}", json.dumps({"timestamp": now, "readings": {"temperature": 20 + i % 7,
+        pub.publish_all([(f"{root}/s{i % 5}", json.dumps({"timestamp": now - 1 + i / 1000, "readings": {"temperature": 20 + i % 7,
                                                                                         "humidity": 50}}))
                          for i in range(200)] + [(f"{root}/s1", "{broken"), (f"{root}/s2", json.dumps({"metric": "temperature",
                                                                                                        "value": "hot"}))])
@@ -63,6 +63,7 @@ def test_dashboard_of_a_running_pipeline(env):
 
         body = wait_for(live, 30, what="400 readings written and dead letters counted")
         assert body["dead_letters"] == {"invalid_json": 1, "value_not_number": 1}
+        assert body["deduplicated"] == {}  # nothing redelivered: nothing skipped
         assert {e["reason"] for e in body["recent_errors"]} >= {"invalid_json", "value_not_number"}
         broken = next(e for e in body["recent_errors"] if e["reason"] == "invalid_json")
         assert broken["sample"] == "{broken" and broken["stage"] == "decode" and broken["mqtt_topic"] == f"{root}/s1"

@@ -96,8 +96,9 @@ def test_window_rows_are_exact_under_disorder_duplicates_late_data_and_too_late_
     replay = env.metrics()
     with RunningPipeline(env.settings(**WINDOWS, kafka={"consumer_group": f"t{env.run_id}-replay"}), replay):
         wait_for(lambda: replay.registry.get_sample_value("pipeline_kafka_messages_consumed_total") == 9, what="the replay")
-        wait_for(lambda: replay.registry.get_sample_value("pipeline_sink_records_written_total", {"sink": "postgres"}) == 8,
-                 what="the replayed readings (the duplicate too) through the PostgreSQL sink")
+        wait_for(lambda: replay.registry.get_sample_value("pipeline_readings_deduplicated_total", {"reason": "redelivery"}) == 8,
+                 what="the replayed readings (the duplicate too) skipped by the PostgreSQL sink as redeliveries")
+        assert not replay.registry.get_sample_value("pipeline_sink_records_written_total", {"sink": "postgres"})
     assert rows(env, "SELECT id, period, timestamp, avg_value, min_value, max_value, count FROM aggregations ORDER BY id") == before
     assert env.query("SELECT count(*) FROM measurements")[0][0] == 7
 

@@ -90,6 +90,9 @@
     $("lag-detail").textContent = `Consumer lag ${body.consumer_lag.total} (${parts || "no partitions"}); ` +
       `${body.in_flight_batches} batch(es) in flight` + (body.consumer_lag.error ? `; lag query failed: ${body.consumer_lag.error}` : "");
     renderBroker(body.broker);
+    const dedup = body.deduplicated || {};
+    $("deduplicated").textContent = `Skipped as already stored: ${fmtNum(dedup.redelivery || 0, 0)} redelivered reading(s), ` +
+      `${fmtNum(dedup.conflict || 0, 0)} conflicting value(s) for a stored sensor, metric and timestamp (the first value kept)`;
   }
 
   // The broker's own drop counter: messages lost before they reached the pipeline (README, "Delivery guarantees").
