@@ -25,9 +25,9 @@ def percentiles(values: list[float]) -> dict[str, float]:
 class RedisObserver(threading.Thread):
     """XREADs the readings stream as entries arrive: latency = arrival - the reading's publish time."""
 
-    def __init__(self, client: redis.Redis, stream: str, start_id: bytes = b"0"):
+    def __init__(self, client: redis.Redis, stream: str, start_id: bytes = b"0", sensor_prefix: bytes = b""):
         super().__init__(daemon=True)
-        self.client, self.stream, self.start_id = client, stream, start_id
+        self.client, self.stream, self.start_id, self.prefix = client, stream, start_id, sensor_prefix
         self.keys: list[bytes] = []  # the entry's `id` (sensor|metric|event time): the reading's identity
         self.latencies: list[float] = []
         self.arrivals: list[float] = []  # when each entry was read, for latency over time
@@ -41,6 +41,9 @@ class RedisObserver(threading.Thread):
             now = time.time()
             for _, entries in resp or []:
                 for entry_id, f in entries:
+                    last = entry_id
+                    if not f[b"id"].startswith(self.prefix):
+                        continue
                     self.keys.append(f[b"id"])
                     self.latencies.append(now - float(f[b"ts"]))
                     self.arrivals.append(now)
@@ -56,9 +59,11 @@ class PostgresObserver(threading.Thread):
     also reads back `lookback` ids below the highest seen (more than every writer's transactions in flight
     hold) and counts each id once."""
 
-    def __init__(self, conninfo: dict, start_id: int = 0, interval: float = 0.05, lookback: int = 0):
+    def __init__(self, conninfo: dict, start_id: int = 0, sensor_prefix: str = "", interval: float = 0.05,
+                 lookback: int = 0):
         super().__init__(daemon=True)
         self.conninfo, self.start_id, self.interval, self.lookback = conninfo, start_id, interval, lookback
+        self.prefix = sensor_prefix
         self.count = 0
         self.latencies: list[float] = []
         self.stop = threading.Event()
@@ -74,16 +79,18 @@ class PostgresObserver(threading.Thread):
             conn.execute("SET enable_seqscan = off")
             while not self.stop.is_set():
                 floor = max(self.start_id, last_id - self.lookback)
-                rows = conn.execute("SELECT id, extract(epoch FROM timestamp)::float8 FROM measurements WHERE id > %s "
-                                    "ORDER BY id LIMIT 100000", (floor,)).fetchall()
+                rows = conn.execute("SELECT id, extract(epoch FROM timestamp)::float8, sensor_id FROM measurements "
+                                    "WHERE id > %s ORDER BY id LIMIT 100000", (floor,)).fetchall()
+                if rows:  # the highest id read moves on past rows of other sensors too
+                    last_id = max(last_id, rows[-1][0])
+                rows = [row for row in rows if row[2].startswith(self.prefix)]
                 now = time.time()
                 if self.lookback:
                     rows = [row for row in rows if row[0] not in recent]
                     recent.update(row[0] for row in rows)
                 if rows:
-                    last_id = max(last_id, rows[-1][0])
                     self.count += len(rows)
-                    self.latencies.extend(now - ts for _, ts in rows)
+                    self.latencies.extend(now - ts for _, ts, _ in rows)
                     self.last_at = now
                 if self.lookback and len(recent) > 4 * self.lookback:
                     recent = {i for i in recent if i > last_id - self.lookback}

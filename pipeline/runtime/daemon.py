@@ -19,6 +19,7 @@ from ..ingest.kafka_source import KafkaSource
 from ..ingest.mqtt_bridge import MqttBridge, client_id_suffix
 from ..logship import MQTTHandler
 from ..observability.metrics import Metrics
+from ..observability.rates import counter_totals
 from ..records import Reading
 from ..retention import RetentionJob
 from ..sinks.aggregations import WindowAggregator
@@ -286,9 +287,11 @@ class Pipeline:
             bounded("single_instance_lock_release", self.instance_lock.release, max(0.1, deadline.left()))
         for w in self.workers:
             self.metrics.thread_alive.labels(w.name).set(1 if w.is_alive() else 0)
-        log.info("event=stopped drained=%s late_steps=%s took_s=%.1f uptime_s=%.0f consumed=%d", drained,
+        skipped = counter_totals(self.metrics.readings_deduplicated, "reason")
+        log.info("event=stopped drained=%s late_steps=%s took_s=%.1f uptime_s=%.0f consumed=%d deduplicated=%s", drained,
                  ",".join(late) or "none", budget - (deadline.at - time.monotonic()), time.time() - self.started_at,
-                 self.metrics.kafka_consumed._value.get())
+                 sum(counter_totals(self.metrics.kafka_consumed).values()),
+                 ",".join(f"{reason}:{skipped.get(reason, 0):.0f}" for reason in ("redelivery", "conflict")))
         return 0 if drained and not late else 1
 
     def _join(self, name: str, deadline: Deadline, reserve: float) -> None:

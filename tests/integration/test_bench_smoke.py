@@ -7,7 +7,7 @@ import sys
 from tests.integration.conftest import ROOT
 
 KEYS = {"offered_rate", "sustained_rate", "published", "stored_pg", "stored_redis", "lost", "duplicated", "latency_ms",
-        "cpu_s_per_million", "peak_rss_mb", "broker_limit_rate", "ratio_to_limit", "consumer_lag"}
+        "cpu_s_per_million", "peak_rss_mb", "broker_limit_rate", "ratio_to_limit", "consumer_lag", "deduplicated"}
 
 
 def test_benchmark_smoke_run_reports_every_figure_and_loses_nothing():
@@ -18,6 +18,7 @@ def test_benchmark_smoke_run_reports_every_figure_and_loses_nothing():
     assert KEYS <= set(report)
     assert report["published"] == 5000 and report["stored_pg"] == 5000 and report["stored_redis"] == 5000
     assert report["lost"] == 0 and report["duplicated"] == 0
+    assert report["deduplicated"] == {"redelivery": 0, "conflict": 0}  # read from the stopped daemon's own count
     for sink in ("redis", "pg"):
         assert set(report["latency_ms"][sink]) == {"p50", "p95", "p99", "max"}
         assert 0 < report["latency_ms"][sink]["p50"] <= report["latency_ms"][sink]["max"]
