@@ -52,7 +52,7 @@ def test_broker_drops_show_as_metric_status_and_an_alert_that_resolves(env, tmp_
     port = free_port()
     broker = start_mosquitto(tmp_path, port)
     try:
-        extra = {"mqtt": {"host": "127.0.0.1", "port": port, "broker_stats": {"report_interval_s": 1}},
+        extra = {"mqtt": {"host": "127.0.0.1", "port": port, "broker_stats": {"enabled": True, "report_interval_s": 1}},
                  "alerts": {"clear_readings": 3}}
         settings = env.migrate(env.settings(**extra))
         metrics = env.metrics()
