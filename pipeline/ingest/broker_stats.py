@@ -7,6 +7,10 @@ configured counters; every `report_interval_s` the growth seen since the previou
 `mqtt_dropped` of sensor `broker:<host>`, handed to the sinks like the log counts, so the threshold in
 `thresholds.mqtt_dropped` opens an alert when drops grow and resolves it after reports without growth.
 
+The counters last seen are kept in Redis (`broker_stats:<sensor id>`, under redis.key_prefix), so drops while
+the daemon itself was down (a restart is when a persistent session's queue overflows) count as growth at the
+next start instead of disappearing into a new baseline.
+
 The pure part (parsing, growth with counter resets) is `DropTracker`; `BrokerStats` is the thin runner.
 """
 from __future__ import annotations
@@ -56,8 +60,9 @@ def growth(previous: int | None, current: int) -> int:
 class DropTracker:
     """The broker's counters per topic and the growth seen since start and since the last report."""
 
-    def __init__(self):
+    def __init__(self, baseline: dict[str, int] | None = None):
         self.values: dict[str, int] = {}
+        self.baseline = dict(baseline or {})  # the previous run's last values: growth starts from them
         self.seen_total = 0
         self.pending = 0  # growth not reported yet
         self.last_growth_at: float | None = None
@@ -65,7 +70,8 @@ class DropTracker:
 
     def observe(self, topic: str, value: int, now: float) -> int:
         """One published counter value; returns the growth it shows."""
-        grew = growth(self.values.get(topic), value)
+        previous = self.values.get(topic, self.baseline.get(topic))
+        grew = growth(previous, value)
         self.values[topic] = value
         self.last_value_at = now
         if grew:
@@ -92,7 +98,7 @@ class BrokerStats:
     QoS 0, and the bridge's host, port, TLS and credentials; reports their growth as readings."""
 
     def __init__(self, cfg: MqttConfig, password: Secret, metrics: Metrics, inject: Callable[[list[Reading]], object],
-                 client_id_suffix: str = "", clock=time.time):
+                 client_id_suffix: str = "", clock=time.time, memory: "CounterMemory | None" = None):
         self.cfg = cfg
         self.topics = tuple(cfg.broker_stats.topics)
         self.interval_s = cfg.broker_stats.report_interval_s
@@ -100,7 +106,8 @@ class BrokerStats:
         self.inject = inject
         self.clock = clock
         self.sensor_id = sensor_id(cfg.host)
-        self.tracker = DropTracker()
+        self.memory = memory
+        self.tracker = DropTracker(memory.load() if memory is not None else None)
         self._lock = threading.Lock()  # the paho thread observes, the report loop takes
         self.link = MqttPublisher(cfg.host, cfg.port, f"{cfg.client_id}{client_id_suffix}-sys", cfg.username or None,
                                   password.reveal() or None, cfg.keepalive_s, qos=0)
@@ -121,6 +128,8 @@ class BrokerStats:
         with self._lock:
             grew = self.tracker.observe(msg.topic, value, self.clock())
         self.metrics.broker_dropped.labels(msg.topic).set(value)
+        if self.memory is not None:
+            self.memory.save(msg.topic, value)
         if grew:
             self.metrics.broker_drops_seen.labels(msg.topic).inc(grew)
             log.warning("event=mqtt_broker_dropped topic=%s dropped=%d total=%d note=see_max_queued_messages",
@@ -152,3 +161,30 @@ class BrokerStats:
         finally:
             self.link.client.disconnect()
             self.link.client.loop_stop()
+
+
+class CounterMemory:
+    """The broker's counters as last seen, in a Redis hash (topic -> value); best effort: Redis away means only
+    that drops during a later restart of the daemon go unnoticed, never that ingest waits."""
+
+    def __init__(self, client, key: str):
+        self.client, self.key = client, key
+
+    def load(self) -> dict[str, int]:
+        try:
+            stored = self.client.hgetall(self.key)
+        except Exception as err:  # noqa: BLE001 - any Redis failure: start without a baseline
+            log.warning("event=broker_stats_baseline_unavailable error=%r", str(err)[:200])
+            return {}
+        out = {}
+        for topic, value in stored.items():
+            parsed = parse_counter(value if isinstance(value, bytes) else str(value).encode())
+            if parsed is not None:
+                out[topic.decode() if isinstance(topic, bytes) else topic] = parsed
+        return out
+
+    def save(self, topic: str, value: int) -> None:
+        try:
+            self.client.hset(self.key, topic, value)
+        except Exception as err:  # noqa: BLE001
+            log.debug("event=broker_stats_baseline_not_saved error=%r", str(err)[:200])

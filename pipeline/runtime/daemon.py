@@ -13,7 +13,8 @@ from .. import __version__
 from ..agents.publisher import MqttPublisher
 from ..agents.system import SystemAgent
 from ..config import Settings
-from ..ingest.broker_stats import BrokerStats
+from ..ingest.broker_stats import BrokerStats, CounterMemory
+from ..ingest.broker_stats import sensor_id as broker_sensor_id
 from ..ingest.kafka import ensure_topics
 from ..ingest.kafka_source import KafkaSource
 from ..ingest.mqtt_bridge import MqttBridge, client_id_suffix
@@ -28,6 +29,7 @@ from ..sinks.deadletter import DeadLetterSink, DeadLetterWriter, dead_letter_top
 from ..sinks.logs import LogSink
 from ..sinks.postgres import PostgresSink
 from ..sinks.redis_stream import RedisSink
+from ..sinks.redis_stream import connect as redis_connect
 from ..stages.decode import Decode
 from ..stages.logs import ValidateLog, decode_log
 from ..stages.transform import NormalizeUnits
@@ -153,8 +155,10 @@ class Pipeline:
             self._spawn("config-reload", lambda: self.config.run(self._stopped, cfg.reload.watch_interval_s))
         self._start_own_sources()
         if cfg.mqtt.broker_stats.enabled:  # the broker's own drop counters, shown and alerted on
+            memory = CounterMemory(redis_connect(cfg.redis, self.settings.secrets.redis_password),
+                                   f"{cfg.redis.key_prefix}broker_stats:{broker_sensor_id(cfg.mqtt.host)}")
             self.broker_stats = BrokerStats(cfg.mqtt, self.settings.secrets.mqtt_password, self.metrics, self.inject,
-                                            client_id_suffix(cfg.mqtt, cfg.instance_id))
+                                            client_id_suffix(cfg.mqtt, cfg.instance_id), memory=memory)
             self._spawn("broker-stats", lambda: self.broker_stats.run(self._sources_stop))
         if cfg.retention.enabled:
             job = RetentionJob(self.settings, self.metrics)

@@ -153,3 +153,56 @@ def test_the_deduplication_metric_counts_redeliveries_and_conflicts_and_nothing_
                          "(SELECT min(timestamp) FROM measurements WHERE sensor_id = 'dedup-2')")[0][0] == 1000
         assert get("pipeline_readings_deduplicated_total", {"reason": "redelivery"}) == 300
         assert not get("pipeline_sink_records_written_total", {"sink": "postgres"})  # nothing new was a row
+
+
+def test_with_the_default_queue_limit_the_brokers_drops_are_shown_and_alerted_on(env, tmp_path):
+    # The same kill -9 in a burst, against a Mosquitto with its default max_queued_messages (1000): the broker drops
+    # what it cannot queue while the daemon is down. Nothing doubles, and the loss is shown, counted and alerted on.
+    import json
+    import shutil
+    import urllib.request
+
+    from tests.integration.services import ServiceProcess, free_port
+
+    port, web = free_port(), free_port()
+    (tmp_path / "mq.conf").write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nuser root\nsys_interval 1\n")
+    broker = ServiceProcess("mosquitto", [shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c",
+                                          str(tmp_path / "mq.conf")], port, tmp_path).start()
+    config = env.write_config(tmp_path / "config.yaml", mqtt={"port": port, "broker_stats": {"enabled": True,
+                                                                                              "report_interval_s": 1}},
+                              dashboard={"enabled": True, "port": web})
+    env.migrate()
+    n, t0 = 6000, time.time() - 600
+    daemon = DaemonProcess(config, tmp_path / "daemon.log").start()
+
+    def scrape(path):
+        with urllib.request.urlopen(f"http://127.0.0.1:{web}{path}", timeout=5) as resp:
+            return resp.read().decode()
+
+    try:
+        wait_for(lambda: json.loads(scrape("/api/pipeline"))["broker"]["last_value_at"], 20,
+                 what="the broker's counter seen once (the baseline a later start grows from)")
+        daemon.kill()  # down before the burst: the broker queues for the session, up to its limit, and drops the rest
+        pub = BurstPublisher(port)
+        pub.burst(f"{env.root}/lossy-1", [f'{{"metric": "temperature", "value": {i}, "timestamp": {t0 + i * 0.01:.2f}}}'
+                                          .encode() for i in range(n)])
+        pub.close(n)
+        daemon.start()
+        wait_for(lambda: rows(env, "lossy-1")[0] > 0, 30, what="the queued readings")
+        time.sleep(3)
+        stored, distinct = rows(env, "lossy-1")
+        assert stored == distinct and stored < n  # nothing doubled; the broker dropped the rest
+
+        def dropped():
+            line = [x for x in scrape("/metrics").splitlines() if x.startswith("pipeline_mqtt_broker_drops_seen_total{")]
+            return float(line[0].rsplit(" ", 1)[1]) if line else 0
+
+        seen = wait_for(dropped, 20, what="the broker's drops counted by the daemon")
+        assert seen >= n - stored - 1000  # what the broker could neither queue nor deliver (its in-flight window aside)
+        broker_view = json.loads(scrape("/api/pipeline"))["broker"]
+        assert broker_view["seen_since_start"] == seen and broker_view["last_growth_at"] is not None
+        wait_for(lambda: env.query("SELECT count(*) FROM alerts WHERE sensor_id LIKE 'broker:%%' AND NOT resolved")[0][0],
+                 30, what="an open alert for the broker's drops")
+    finally:
+        daemon.stop()
+        broker.stop()

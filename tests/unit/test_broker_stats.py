@@ -96,3 +96,34 @@ def test_probe_is_silent_for_a_raised_limit_another_port_or_an_unreadable_config
     assert bl.warning(1883, [(["mosquitto", "-c", "/tmp/t/own.conf"], "/")], read, list_dir) is None  # a test's broker
     assert bl.warning(1883, [(["mosquitto", "-c", "/missing.conf"], "/")], read, list_dir) is None
     assert bl.warning(1883, [], read, list_dir) is None
+
+
+def test_drops_while_the_daemon_was_down_grow_from_the_previous_runs_last_value():
+    tracker = DropTracker(baseline={"$SYS/broker/publish/messages/dropped": 40})
+    assert tracker.observe("$SYS/broker/publish/messages/dropped", 1540, 1.0) == 1500  # dropped during the restart
+    assert tracker.take() == 1500
+    restarted = DropTracker(baseline={"$SYS/broker/publish/messages/dropped": 1540})
+    assert restarted.observe("$SYS/broker/publish/messages/dropped", 7, 2.0) == 7  # the broker restarted too
+
+
+def test_the_counter_memory_round_trips_and_a_redis_failure_is_no_baseline():
+    from pipeline.ingest.broker_stats import CounterMemory
+
+    class FakeRedis(dict):
+        def hgetall(self, key):
+            return {k.encode(): str(v).encode() for k, v in self.get(key, {}).items()}
+
+        def hset(self, key, field, value):
+            self.setdefault(key, {})[field] = value
+
+    class Down:
+        def hgetall(self, key):
+            raise ConnectionError("refused")
+
+        hset = hgetall
+
+    memory = CounterMemory(FakeRedis(), "broker_stats:broker:h")
+    memory.save("$SYS/broker/publish/messages/dropped", 12)
+    assert memory.load() == {"$SYS/broker/publish/messages/dropped": 12}
+    assert CounterMemory(Down(), "k").load() == {}
+    CounterMemory(Down(), "k").save("t", 1)  # never raises
