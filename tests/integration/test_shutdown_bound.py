@@ -109,3 +109,33 @@ def test_sigterm_while_kafka_is_frozen(env, tmp_path):
     finally:
         broker.thaw() if broker.proc and broker.proc.poll() is None else None
         broker.stop()
+
+
+def test_a_dead_sink_thread_ends_the_daemon_within_the_bound_and_loses_nothing(env):
+    # A sink thread that dies (a bug, not an outage) holds no batch: the daemon stops by itself, exit code 1,
+    # commits nothing the dead sink did not hold, and the next start stores everything once.
+    from tests.integration.clients import Publisher, RunningPipeline
+
+    settings = env.migrate(env.settings(processing={"shutdown_timeout_s": BUDGET}))
+    t0 = time.time() - 100
+    readings = [(f"{env.root}/dev-{i % 4}", f'{{"metric": "temperature", "value": {i}, "timestamp": {t0 + i}}}')
+                for i in range(60)]
+    runner = RunningPipeline(settings, env.metrics())
+    with runner as pipeline:
+        redis_sink = next(s for s in pipeline.sinks if s.name == "redis")
+
+        def broken(_batch):
+            raise RuntimeError("a bug in the Redis sink")
+
+        redis_sink.select = broken  # its thread dies at the next batch
+        pub = Publisher()
+        pub.publish_all(readings[:30])
+        died = time.monotonic()
+        wait_for(lambda: runner.exit_code is not None, BOUND + 20, what="the daemon to stop after its sink died")
+        took = time.monotonic() - died
+    print(f"exit code {runner.exit_code} {took:.1f}s after the sink died")
+    assert runner.exit_code == 1 and took <= BOUND
+    with RunningPipeline(settings, env.metrics()):
+        pub.publish_all(readings[30:])
+        pub.close()
+        assert_stored_exactly_once(env, 60)
