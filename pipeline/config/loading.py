@@ -1,0 +1,133 @@
+"""From config.yaml and the environment to a frozen Settings: read the file, overlay PIPELINE__SECTION__KEY
+variables and the Kafka secrets, validate (per field, then checks.py), fill in what is derived."""
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import yaml
+
+from .base import Section
+from .checks import check_across_fields, check_mapping_sections
+from .errors import ConfigError, describe_validation_error
+from .schema import Config, Settings
+from .secret import KAFKA_SECRET_ENV, Secrets
+
+ENV_PREFIX = "PIPELINE__"
+# The repository's config.yaml: this file is pipeline/config/loading.py.
+DEFAULT_PATH = Path(__file__).resolve().parents[2] / "config.yaml"
+
+
+def _set_path(tree: dict, keys: list[str], value: str) -> None:
+    node = tree
+    for key in keys[:-1]:
+        child = node.get(key)
+        if not isinstance(child, dict):
+            child = {}
+            node[key] = child
+        node = child
+    # Environment values are text; YAML parsing gives lists, numbers and booleans their types.
+    try:
+        node[keys[-1]] = yaml.safe_load(value) if value != "" else ""
+    except yaml.YAMLError:
+        node[keys[-1]] = value
+
+
+def apply_env(tree: dict, env: dict[str, str]) -> dict:
+    """Overlay PIPELINE__A__B=value variables onto the parsed YAML tree."""
+    for name, value in env.items():
+        if name.startswith(ENV_PREFIX) and len(name) > len(ENV_PREFIX):
+            keys = [k.lower() for k in name[len(ENV_PREFIX):].split("__")]
+            if all(keys):
+                _set_path(tree, keys, value)
+    return tree
+
+
+def _apply_kafka_secrets(tree: dict, env: dict[str, str]) -> None:
+    """Copy KAFKA_* secret variables into kafka.client, where every Kafka client of the pipeline finds them."""
+    for name, prop in KAFKA_SECRET_ENV.items():
+        if env.get(name):
+            kafka = tree.setdefault("kafka", {}) if isinstance(tree.get("kafka", {}), dict) else {}
+            if isinstance(kafka.get("client", {}), dict):
+                kafka.setdefault("client", {})[prop] = env[name]
+
+
+def _with_derived_values(cfg: Config) -> Config:
+    """Settings left to be worked out from others: the instance id and the Kafka assignment mode."""
+    if not cfg.instance_id:
+        cfg = msgspec.structs.replace(cfg, instance_id=socket.gethostname()[:64])
+    if cfg.kafka.assignment == "auto":  # resolved once: scale-out (a shared MQTT subscription) needs the group
+        mode = "group" if cfg.mqtt.shared_group else "single"
+        cfg = msgspec.structs.replace(cfg, kafka=msgspec.structs.replace(cfg.kafka, assignment=mode))
+    return cfg
+
+
+def parse(tree: Any, env: dict[str, str] | None = None) -> Config:
+    """Validate a parsed YAML tree (plus environment overrides) into a frozen Config."""
+    if tree is None:
+        tree = {}
+    if not isinstance(tree, dict):
+        raise ConfigError("(top level): expected a mapping of sections")
+    env = env or {}
+    tree = apply_env(tree, env)
+    _apply_kafka_secrets(tree, env)
+    check_mapping_sections(tree)
+    try:
+        cfg = msgspec.convert(tree, Config, strict=False)
+    except msgspec.ValidationError as err:
+        raise ConfigError(describe_validation_error(err)) from None
+    cfg = _with_derived_values(cfg)
+    check_across_fields(cfg)
+    return cfg
+
+
+def load(path: str | os.PathLike | None = None, env: dict[str, str] | None = None) -> Settings:
+    """Read config.yaml (or `path`), apply environment overrides, validate and freeze."""
+    if env is None:
+        env = dict(os.environ)
+    file = Path(path) if path else Path(env.get("PIPELINE_CONFIG", DEFAULT_PATH))
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(f"{file}: cannot read config file ({err.strerror})") from None
+    try:
+        tree = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{file}:{where}: invalid YAML") from None
+    return Settings(config=parse(tree, env), secrets=Secrets.from_env(env), path=str(file))
+
+
+def load_for_cli(path: str | os.PathLike | None = None) -> Settings:
+    """For command-line entry points: .env, then the config; an invalid config prints one line naming the
+    key and exits with status 2."""
+    load_dotenv_file()
+    try:
+        return load(path)
+    except ConfigError as err:
+        print(f"config error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def load_dotenv_file(path: str | os.PathLike = ".env") -> None:
+    """Load .env into os.environ if present; real environment variables win."""
+    from dotenv import load_dotenv
+
+    load_dotenv(path, override=False)
+
+
+def env_names(struct: type = Config, prefix: str = ENV_PREFIX) -> list[str]:
+    """Every environment variable that can override a leaf setting (for .env.example and docs)."""
+    names = []
+    for field in msgspec.structs.fields(struct):
+        typ = field.type
+        if isinstance(typ, type) and issubclass(typ, Section):
+            names.extend(env_names(typ, f"{prefix}{field.name.upper()}__"))
+        else:
+            names.append(f"{prefix}{field.name.upper()}")
+    return names

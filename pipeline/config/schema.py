@@ -1,0 +1,320 @@
+"""The configuration schema: one frozen Struct per section, so the keys, the defaults and the per-field
+validation are one piece of code. `Config` is the whole file; `Settings` adds the secrets and the path."""
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+
+from .base import Name, NonNegFloat, NonNegInt, Port, PositiveFloat, PositiveInt, Section
+from .metric_rules import DetectionConfig, MetricUnits, ThresholdRule
+from .secret import Secrets
+
+
+class TlsConfig(Section):
+    """TLS towards a service: the server certificate is verified against `ca_file` (or the system CAs)."""
+
+    enabled: bool = False
+    ca_file: str = ""        # empty: the system's CA bundle
+    cert_file: str = ""      # client certificate, for brokers that authenticate clients by certificate
+    key_file: str = ""
+    # Skip host name and certificate verification: for a test bench only, never in production.
+    insecure: bool = False
+
+
+class BrokerStatsConfig(Section):
+    """The broker's own counters of messages it dropped, watched by a small client of the daemon's own."""
+
+    enabled: bool = True
+    # Counters the broker publishes (wildcards allowed). Mosquitto: every sys_interval seconds (default 10),
+    # when the value changed. EMQX and HiveMQ publish theirs elsewhere (README, "Delivery guarantees").
+    topics: tuple[Annotated[str, msgspec.Meta(min_length=1, max_length=200)], ...] = ("$SYS/broker/publish/messages/dropped",)
+    # How often the growth seen becomes a reading `mqtt_dropped` of sensor broker:<host> (0 when none).
+    report_interval_s: Annotated[float, msgspec.Meta(ge=1.0, le=3600)] = 10.0
+
+
+class MqttConfig(Section):
+    host: Name = "localhost"
+    port: Port = 1883
+    protocol: Literal["3.1.1", "5"] = "3.1.1"
+    # A stable client id plus clean_session=false is what makes the broker keep our session (and
+    # the QoS 1 messages queued for it) while the daemon restarts.
+    client_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] = "realtime-pipeline"
+    clean_session: bool = False
+    session_expiry_s: NonNegInt = 86400
+    username: str = ""
+    keepalive_s: Annotated[int, msgspec.Meta(ge=5, le=3600)] = 30
+    topics: tuple[Name, ...] = ("sensors/#", "system/#", "logs/#")
+    qos: Literal[0, 1] = 1
+    # MQTT 5 Receive Maximum: how many unacknowledged QoS 1 messages the broker may send us.
+    receive_maximum: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 1000
+    reconnect_min_delay_s: PositiveFloat = 0.5
+    reconnect_max_delay_s: PositiveFloat = 10.0
+    tls: TlsConfig = TlsConfig()
+    # Scale-out: several instances subscribe as one MQTT shared subscription group ($share/<group>/<filter>)
+    # and the broker hands each message to one of them. Empty: off (a single instance). When set, the
+    # client id becomes <client_id>-<instance_id> so every instance keeps its own persistent session.
+    shared_group: Annotated[str, msgspec.Meta(pattern=r"^[^/#+$]*$", max_length=64)] = ""
+    broker_stats: BrokerStatsConfig = BrokerStatsConfig()
+
+
+class KafkaTopics(Section):
+    raw: Name = "sensor-readings"
+    # Dead letters by reason class: invalid input, processing failure, retry exhaustion.
+    dead_letter: Name = "sensor-readings.dlq"
+    dead_letter_failed: Name = "sensor-readings.dlq.failed"
+    dead_letter_exhausted: Name = "sensor-readings.dlq.exhausted"
+
+
+class KafkaConfig(Section):
+    bootstrap_servers: Name = "localhost:9092"
+    topics: KafkaTopics = KafkaTopics()
+    partitions: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 4
+    replication_factor: Annotated[int, msgspec.Meta(ge=1, le=16)] = 1
+    consumer_group: Name = "realtime-pipeline"
+    # single: this daemon takes every partition itself (no group join) and holds a PostgreSQL advisory lock
+    # keyed by the group id; group: the consumer group protocol (scale-out); auto: group when
+    # mqtt.shared_group is set, else single.
+    assignment: Literal["auto", "single", "group"] = "auto"
+    # Group mode: no partitions for this long while the topic has uncommitted messages nobody consumes -> not ready.
+    assignment_timeout_s: PositiveFloat = 30.0
+    session_timeout_ms: Annotated[int, msgspec.Meta(ge=1000, le=300000)] = 10000
+    heartbeat_interval_ms: Annotated[int, msgspec.Meta(ge=100, le=60000)] = 2000
+    # fetch.wait.max.ms is the floor of end-to-end latency at low and medium rates.
+    fetch_wait_max_ms: Annotated[int, msgspec.Meta(ge=1, le=10000)] = 20
+    # Batching on the way into Kafka: 5 ms cost the producer thread 5x the CPU of 15 ms at 10k msg/s.
+    linger_ms: Annotated[int, msgspec.Meta(ge=0, le=10000)] = 15
+    producer_queue_max_messages: Annotated[int, msgspec.Meta(ge=100, le=10_000_000)] = 100000
+    poll_timeout_s: PositiveFloat = 0.1
+    # Any librdkafka property (security.protocol, sasl.*, ssl.*), passed through unchanged.
+    client: dict[str, str | int | float | bool] = {}
+
+
+class RedisStreams(Section):
+    readings: Name = "readings"
+    aggregations: Name = "aggregations"
+    alerts: Name = "alerts"
+    logs: Name = "logs"
+
+
+class RedisConfig(Section):
+    host: Name = "localhost"
+    port: Port = 6379
+    db: Annotated[int, msgspec.Meta(ge=0, le=15)] = 0
+    username: str = ""
+    # Prefix for every key and stream the pipeline writes (lets several deployments share a Redis).
+    key_prefix: str = ""
+    streams: RedisStreams = RedisStreams()
+    stream_maxlen: Annotated[int, msgspec.Meta(ge=100)] = 100000
+    socket_timeout_s: PositiveFloat = 5.0
+    tls: TlsConfig = TlsConfig()
+
+
+class PostgresConfig(Section):
+    host: Name = "localhost"
+    port: Port = 5432
+    database: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")] = "sensor_data"
+    user: Name = "postgres"
+    maintenance_database: Name = "postgres"
+    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "prefer"
+    pool_min: Annotated[int, msgspec.Meta(ge=1, le=100)] = 1
+    pool_max: Annotated[int, msgspec.Meta(ge=1, le=100)] = 4
+    connect_timeout_s: PositiveInt = 5
+    # Skip readings already stored (unique sensor_id, metric, timestamp): exactly-once effect.
+    # false: plain COPY, faster, but a redelivered reading then fails the batch on the unique key.
+    deduplicate: bool = True
+    # TLS files for sslmode verify-ca/verify-full and client-certificate authentication (libpq sslrootcert etc.).
+    sslrootcert: str = ""
+    sslcert: str = ""
+    sslkey: str = ""
+
+
+class ProcessingConfig(Section):
+    # Readings per Kafka consume call and the default flush size of the batch writers.
+    batch_size: Annotated[int, msgspec.Meta(ge=1, le=100000)] = 1000
+    # How often timed work runs (alert evaluation, window closing on idle partitions).
+    interval_s: PositiveFloat = 5.0
+    # Bounded hand-off queues between threads, in batches.
+    queue_max_batches: Annotated[int, msgspec.Meta(ge=1, le=10000)] = 16
+    shutdown_timeout_s: PositiveFloat = 20.0
+
+
+class ValidationConfig(Section):
+    # Kafka's default message.max.bytes is 1 MB: larger payloads are truncated before Kafka and dead-lettered.
+    max_payload_bytes: Annotated[int, msgspec.Meta(ge=64, le=900 * 1024)] = 65536
+    max_readings_per_message: Annotated[int, msgspec.Meta(ge=1, le=10000)] = 100
+    max_future_skew_s: NonNegFloat = 300.0
+    max_age_s: PositiveFloat = 30 * 86400.0
+    default_type: Annotated[str, msgspec.Meta(min_length=1, max_length=20)] = "sensor"
+    default_location: Annotated[str, msgspec.Meta(max_length=100)] | None = None
+
+
+
+class SinkConfig(Section):
+    batch_size: Annotated[int, msgspec.Meta(ge=1, le=100000)] = 1000
+    flush_interval_ms: Annotated[int, msgspec.Meta(ge=1, le=60000)] = 100
+
+
+class SinksConfig(Section):
+    postgres: SinkConfig = SinkConfig(flush_interval_ms=100)
+    redis: SinkConfig = SinkConfig(flush_interval_ms=5)
+    dead_letter: SinkConfig = SinkConfig(flush_interval_ms=200)
+    alerts: SinkConfig = SinkConfig(flush_interval_ms=100)
+    logs: SinkConfig = SinkConfig(flush_interval_ms=200)
+
+
+class RetryConfig(Section):
+    initial_interval_s: PositiveFloat = 0.1
+    max_interval_s: PositiveFloat = 5.0
+    multiplier: Annotated[float, msgspec.Meta(ge=1.0, le=10.0)] = 2.0
+    jitter: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.2
+    # A record a service refuses (not an outage) is tried this many times, then dead-lettered as
+    # retry exhaustion.
+    max_attempts: Annotated[int, msgspec.Meta(ge=1, le=100)] = 3
+    # How long an operation that can give up (webhook, dead-letter replay, start-up connections) keeps
+    # trying. Sink writes during an outage never give up: they pause the pipeline until it returns.
+    max_elapsed_s: PositiveFloat = 30.0
+
+
+class DashboardConfig(Section):
+    enabled: bool = True
+    host: Name = "127.0.0.1"
+    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8080  # 0: any free port (tests)
+    # Also ask for DASHBOARD_TOKEN on read-only pages and /metrics (mutating endpoints always need it).
+    require_token_for_reads: bool = False
+    # Dependency probes (Kafka metadata, PostgreSQL and Redis pings) are reused for this long.
+    probe_cache_s: PositiveFloat = 2.0
+    # /ready fails for a sink that has work waiting but no successful write for this long.
+    stale_write_after_s: PositiveFloat = 60.0
+    # /ready fails when the consumer is further behind than this many messages (0: never).
+    ready_max_consumer_lag: NonNegInt = 0
+    # Seconds of per-second throughput and latency samples kept for the live charts.
+    history_s: Annotated[int, msgspec.Meta(ge=10, le=3600)] = 300
+    # A trend with no rows in `aggregations` is computed from `measurements` for ranges up to this long.
+    raw_fallback_max_range_s: PositiveInt = 21600
+
+
+
+# A window length label: 10s, 1m, 5m, 1h, 1d (it is stored as is in aggregations.period, VARCHAR(10)).
+PeriodLabel = Annotated[str, msgspec.Meta(pattern=r"^[1-9][0-9]{0,5}[smhd]$")]
+
+
+class AggregationConfig(Section):
+    enabled: bool = True
+    # Tumbling windows on event time, one row per sensor, metric and period in `aggregations`.
+    periods: tuple[PeriodLabel, ...] = ("1m", "5m", "1h")
+    # A window closes once the partition's highest event time passed its end by this much.
+    grace_s: NonNegFloat = 10.0
+    # Readings older than the partition's watermark minus this go to the dead-letter topic (reason `late`);
+    # younger late readings correct their (already written) window.
+    max_lateness_s: PositiveFloat = 3600.0
+    # A partition that received nothing for this long closes its due windows by the wall clock.
+    idle_close_s: PositiveFloat = 30.0
+
+
+
+class WebhookConfig(Section):
+    url: Annotated[str, msgspec.Meta(pattern=r"^(https?://.+)?$")] = ""
+    timeout_s: PositiveFloat = 5.0
+    # Deliveries wait in a bounded queue; when it is full the newest is dropped and counted, never blocking.
+    queue_max: Annotated[int, msgspec.Meta(ge=1, le=100000)] = 1000
+    # How long one delivery is retried (with backoff) before it is given up and counted as failed.
+    max_elapsed_s: PositiveFloat = 60.0
+
+
+class AlertsConfig(Section):
+    enabled: bool = True
+    # An open alert resolves after this many consecutive readings inside its bound by the deadband ...
+    clear_readings: NonNegInt = 3
+    # ... or after it has been inside that long (0: off). Both 0: the first clear reading resolves it.
+    clear_seconds: NonNegFloat = 0.0
+    webhook: WebhookConfig = WebhookConfig()
+
+
+class ReloadConfig(Section):
+    # How often config.yaml is checked for changes (0: only SIGHUP reloads).
+    watch_interval_s: NonNegFloat = 1.0
+
+
+# One MQTT topic level (no separators or wildcards) and an app name usable inside a sensor id ("app:<name>").
+TopicLevel = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=r"^[^/+#]+$")]
+AppName = Annotated[str, msgspec.Meta(min_length=1, max_length=46, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:\-]*$")]
+
+
+class SystemAgentConfig(Section):
+    """The host metrics collector the daemon can run as a thread (same code as `python -m pipeline.agents.system`)."""
+
+    enabled: bool = False
+    interval_s: Annotated[float, msgspec.Meta(ge=0.1, le=3600)] = 5.0
+    host: Annotated[str, msgspec.Meta(max_length=200)] = ""  # empty: this machine's host name (sanitized)
+    topic_root: TopicLevel = "system"
+    disk_path: Name = "/"
+
+
+class AgentsConfig(Section):
+    system: SystemAgentConfig = SystemAgentConfig()
+
+
+class LogsConfig(Section):
+    """Application logs arriving on <topic_root>/<app>, their storage, counting and the daemon's own shipping."""
+
+    topic_root: TopicLevel = "logs"
+    max_message_bytes: Annotated[int, msgspec.Meta(ge=64, le=900 * 1024)] = 8192
+    # Per app and level, records per window become measurements log_<level> of sensor app:<app>.
+    count_window_s: Annotated[int, msgspec.Meta(ge=1, le=86400)] = 60
+    # A window is counted this long after it ends, so records still on their way are included.
+    count_grace_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 10.0
+    # An app keeps getting counts (zeros included) for this long after its last record.
+    count_active_s: Annotated[int, msgspec.Meta(ge=1, le=30 * 86400)] = 3600
+    ship_own: bool = False
+    ship_app: AppName = "realtime-pipeline"
+    ship_level: Literal["INFO", "WARNING", "ERROR", "CRITICAL"] = "WARNING"
+
+
+class RetentionConfig(Section):
+    """How long each table and stream keeps data; 0 keeps it forever. Enforced by pipeline/retention.py."""
+
+    enabled: bool = True
+    # How often the daemon's retention job runs (it also runs once shortly after start).
+    interval_s: Annotated[float, msgspec.Meta(ge=10.0)] = 3600.0
+    # Rows per DELETE: short transactions keep locks and WAL bursts small while writes continue.
+    batch_size: Annotated[int, msgspec.Meta(ge=100, le=1_000_000)] = 10000
+    measurements_days: NonNegFloat = 30.0
+    # Per aggregation period; a period not listed is kept forever (aggregates outlive raw data).
+    aggregations_days: dict[PeriodLabel, NonNegFloat] = msgspec.field(default_factory=lambda: {"1m": 7.0, "5m": 90.0, "1h": 730.0})
+    # Resolved alerts only: open ones are kept whatever their age.
+    alerts_days: NonNegFloat = 180.0
+    logs_days: NonNegFloat = 30.0
+    # Redis streams: entries older than this are trimmed (XTRIM MINID), on top of redis.stream_maxlen.
+    redis_max_age_s: NonNegFloat = 7 * 86400.0
+
+
+class Config(Section):
+    instance_id: Annotated[str, msgspec.Meta(max_length=64)] = ""
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    mqtt: MqttConfig = MqttConfig()
+    kafka: KafkaConfig = KafkaConfig()
+    redis: RedisConfig = RedisConfig()
+    postgres: PostgresConfig = PostgresConfig()
+    processing: ProcessingConfig = ProcessingConfig()
+    validation: ValidationConfig = ValidationConfig()
+    units: dict[str, MetricUnits] = {}
+    thresholds: dict[str, ThresholdRule] = {}
+    sinks: SinksConfig = SinksConfig()
+    retry: RetryConfig = RetryConfig()
+    dashboard: DashboardConfig = DashboardConfig()
+    aggregation: AggregationConfig = AggregationConfig()
+    detection: DetectionConfig = DetectionConfig()
+    alerts: AlertsConfig = AlertsConfig()
+    reload: ReloadConfig = ReloadConfig()
+    agents: AgentsConfig = AgentsConfig()
+    logs: LogsConfig = LogsConfig()
+    retention: RetentionConfig = RetentionConfig()
+
+
+class Settings(msgspec.Struct, frozen=True):
+    """The validated config, the secrets and where they came from."""
+
+    config: Config
+    secrets: Secrets
+    path: str
