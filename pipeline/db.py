@@ -1,6 +1,7 @@
 """PostgreSQL connection settings shared by migrations, the sink and the dashboard."""
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Any, Callable
 
 import psycopg
@@ -45,3 +46,13 @@ def open_pool(cfg: PostgresConfig, password: Secret, name: str, min_size: int = 
         pool.close()
         raise ConnectionError(f"cannot reach {describe(cfg)}: {err}") from err
     return pool
+
+
+def utc_naive(ts: float) -> datetime:
+    """Epoch seconds -> naive UTC datetime (the schema's TIMESTAMP columns hold UTC)."""
+    return datetime.fromtimestamp(ts, timezone.utc).replace(tzinfo=None)
+
+
+def epoch(value: datetime | None) -> float | None:
+    """A TIMESTAMP column's value (naive, UTC) -> epoch seconds."""
+    return None if value is None else value.replace(tzinfo=timezone.utc).timestamp()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 import psycopg
 import redis
@@ -16,7 +16,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ..config import PostgresConfig, RedisConfig, Secret
-from ..db import conninfo
+from ..db import conninfo, epoch, utc_naive
 from ..sinks.redis_stream import connect as redis_connect
 
 log = logging.getLogger(__name__)
@@ -58,17 +58,9 @@ class Unavailable(Exception):
         self.detail = detail
 
 
-def utc_naive(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, timezone.utc).replace(tzinfo=None)
-
-
-def _epoch(value: datetime | None) -> float | None:
-    return None if value is None else value.replace(tzinfo=timezone.utc).timestamp()
-
-
 def _alert(row: dict) -> dict:
-    row["timestamp"] = _epoch(row["timestamp"])
-    row["resolved_at"] = _epoch(row["resolved_at"])
+    row["timestamp"] = epoch(row["timestamp"])
+    row["resolved_at"] = epoch(row["resolved_at"])
     return row
 
 
@@ -238,7 +230,7 @@ class Store:
             stype, location, created = rows[0]
             item["type"] = item["type"] or stype
             item["location"] = item["location"] or location
-            item["registered_at"] = _epoch(created)
+            item["registered_at"] = epoch(created)
         item["open_alerts"] = self.alerts("open", sensor_id=sensor_id, limit=50)
         return item
 

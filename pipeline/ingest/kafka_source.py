@@ -35,6 +35,8 @@ def to_raw(msg) -> RawMessage:
     original_size = 0
     received_at = None
     for name, value in msg.headers() or ():
+        if value is None:  # a header without a value (another producer's): nothing to read
+            continue
         if name == MQTT_TOPIC_HEADER:
             mqtt_topic = value.decode("utf-8", "replace")
         elif name == RECEIVED_US_HEADER and value.isdigit():

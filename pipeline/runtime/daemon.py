@@ -20,26 +20,26 @@ from ..ingest.kafka_source import KafkaSource
 from ..ingest.mqtt_bridge import MqttBridge, client_id_suffix
 from ..logship import MQTTHandler
 from ..observability.metrics import Metrics
+from ..operators.alerts.runner import AlertRunner
+from ..operators.logcounts.runner import LogCounter
+from ..operators.windows.aggregator import WindowAggregator
 from ..observability.rates import counter_totals
 from ..records import Reading
 from ..retention import RetentionJob
-from ..sinks.aggregations import WindowAggregator
-from ..sinks.alerts import AlertSink
 from ..sinks.deadletter import DeadLetterSink, DeadLetterWriter, dead_letter_topics
 from ..sinks.logs import LogSink
 from ..sinks.postgres import PostgresSink
 from ..sinks.redis_stream import RedisSink
 from ..sinks.redis_stream import connect as redis_connect
 from ..stages.decode import Decode
+from ..stages.lateness import LateFilter
 from ..stages.logs import ValidateLog, decode_log
 from ..stages.transform import NormalizeUnits
 from ..stages.validate import Validate
-from ..stages.windows import LateFilter
 from .batch import Batch
 from .chain import StageChain
-from .instance_lock import AlreadyConsumed, SingleInstanceLock
 from .deadline import Deadline, call_bounded
-from .logcounts import LogCounter
+from .instance_lock import AlreadyConsumed, SingleInstanceLock
 from .reload import ConfigHolder
 from .retry import retry_call
 from .worker import Failures, Worker
@@ -80,7 +80,10 @@ class Pipeline:
         self.dead_letters = DeadLetterWriter(cfg.kafka, cfg.instance_id, self.metrics)
         common = dict(retry=cfg.retry, metrics=self.metrics, queue_max_batches=cfg.processing.queue_max_batches)
         self.sinks = [
+            # Windows close in the PostgreSQL sink's thread, after its commits: they are computed from its rows.
             PostgresSink(cfg.postgres, settings.secrets.postgres_password, settings=cfg.sinks.postgres,
+                         aggregator=WindowAggregator(cfg.aggregation, cfg.redis, settings.secrets.redis_password, self.metrics)
+                         if cfg.aggregation.enabled else None, tick_interval_s=cfg.processing.interval_s,
                          dead_letters=self.dead_letters, **common),
             RedisSink(cfg.redis, settings.secrets.redis_password, settings=cfg.sinks.redis,
                       dead_letters=self.dead_letters, **common),
@@ -103,17 +106,13 @@ class Pipeline:
         self.instance_lock: SingleInstanceLock | None = None
 
     def _add_processing(self, settings: Settings, common: dict) -> None:
-        """Windows (behind the PostgreSQL sink), the alert evaluator (a sink) and live config reload."""
+        """The alert evaluator (a batch consumer like the sinks) and live config reload."""
         cfg = settings.config
         self.config = ConfigHolder(settings, self.metrics)
-        if cfg.aggregation.enabled:
-            pg = next(s for s in self.sinks if isinstance(s, PostgresSink))
-            pg.aggregator = WindowAggregator(cfg.aggregation, cfg.redis, settings.secrets.redis_password, self.metrics)
-            pg.tick_interval_s = cfg.processing.interval_s
-        self.alerts: AlertSink | None = None
+        self.alerts: AlertRunner | None = None
         if cfg.alerts.enabled:
-            self.alerts = AlertSink(cfg, settings.secrets.postgres_password, settings.secrets.redis_password,
-                                    settings=cfg.sinks.alerts, **common)
+            self.alerts = AlertRunner(cfg, settings.secrets.postgres_password, settings.secrets.redis_password,
+                                      settings=cfg.sinks.alerts, **common)
             self.sinks.append(self.alerts)
             self.config.subscribe(self.alerts.update_config)
 

@@ -23,7 +23,7 @@ from ..db import describe, open_pool
 from ..records import LogRecord
 from ..runtime.batch import Batch
 from .base import BatchingSink
-from .postgres import utc_naive
+from ..db import utc_naive
 from .redis_stream import connect
 
 log = logging.getLogger(__name__)

@@ -3,27 +3,25 @@
 With `postgres.deduplicate` (the default) a reading already stored is skipped, so redelivery after a
 crash or an MQTT resend never makes a second row.
 
-With an `aggregator` (aggregation.enabled), the windows of newly stored readings are marked pending in
-the same transaction, and window rows are written after the commit (sinks/aggregations.py).
+With an `aggregator` (aggregation.enabled: pipeline/operators/windows/aggregator.py, given to the
+constructor), the windows of newly stored readings are marked pending in the same transaction, and the
+aggregator is told after the commit and on this sink's tick, in this sink's thread.
 """
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
 from typing import Sequence
 
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ..config import PostgresConfig, Secret
-from ..db import describe, open_pool
+from ..db import describe, open_pool, utc_naive
 from ..records import Reading
 from ..runtime.batch import Batch
-from .aggregations import as_rows
 from .base import BatchingSink
 
 log = logging.getLogger(__name__)
-_UTC = timezone.utc
 
 INSERT_SENSORS = ("INSERT INTO sensors (sensor_id, type, location) VALUES (%s, %s, %s) "
                   "ON CONFLICT (sensor_id) DO NOTHING")
@@ -49,24 +47,21 @@ COUNT_CONFLICTS = ("SELECT count(*) FROM measurements_stage s JOIN measurements 
                    "WHERE m.value <> s.value")
 
 
-def utc_naive(ts: float) -> datetime:
-    """Epoch seconds -> naive UTC datetime (the schema's TIMESTAMP columns hold UTC)."""
-    return datetime.fromtimestamp(ts, _UTC).replace(tzinfo=None)
-
-
 class PostgresSink(BatchingSink):
     """Writes measurements with COPY through a connection pool; sensors are cached once known."""
 
     name = "postgres"
 
-    def __init__(self, pg: PostgresConfig, password: Secret, *args, **kwargs):
+    def __init__(self, pg: PostgresConfig, password: Secret, *args, aggregator=None, tick_interval_s: float | None = None,
+                 **kwargs):
         super().__init__(*args, **kwargs)
         self.pg = pg
         self.password = password
         self.pool: ConnectionPool | None = None
         self.known_sensors: set[str] = set()
-        # A WindowAggregator (set by the daemon when aggregation is enabled, with tick_interval_s for idle closing).
-        self.aggregator = None
+        # The window aggregator, when aggregation is enabled; its idle windows close on this sink's tick.
+        self.aggregator = aggregator
+        self.tick_interval_s = tick_interval_s if aggregator is not None else None
         self._written: tuple | None = None  # (inserted rows, staged windows) of the last write, for after_write
 
     def start(self) -> None:
@@ -128,7 +123,7 @@ class PostgresSink(BatchingSink):
                         inserted_n = len(records)
                     if agg is not None:
                         if inserted is None:
-                            inserted = as_rows(records)
+                            inserted = [(r.sensor_id, r.metric, r.value, round(r.ts * 1_000_000)) for r in records]
                         self._written = (inserted, agg.stage(cur, records, inserted))
         if new:
             known.update(new)

@@ -8,21 +8,21 @@ import pytest
 
 from pipeline.records import Reading
 from pipeline.runtime.batch import Batch
-from pipeline.sinks.alerts import AlertSink
+from pipeline.operators.alerts.runner import AlertRunner
 
 T0 = time.time() - 600
 THRESHOLDS = {"boiler_temp": {"warning": {"max": 40}, "critical": {"max": 60}, "deadband": 0.5}}
 
 
-def make_sink(env, settings) -> AlertSink:
+def make_sink(env, settings) -> AlertRunner:
     cfg = settings.config
-    sink = AlertSink(cfg, settings.secrets.postgres_password, settings.secrets.redis_password, settings=cfg.sinks.alerts,
+    sink = AlertRunner(cfg, settings.secrets.postgres_password, settings.secrets.redis_password, settings=cfg.sinks.alerts,
                      retry=cfg.retry, metrics=env.metrics(), queue_max_batches=4)
     sink.start()
     return sink
 
 
-def feed(sink: AlertSink, *values_at: tuple[float, float], sensor: str = "s1") -> list:
+def feed(sink: AlertRunner, *values_at: tuple[float, float], sensor: str = "s1") -> list:
     readings = [Reading(sensor, "boiler", None, "boiler_temp", v, T0 + dt, time.time()) for dt, v in values_at]
     transitions = list(sink.select(Batch(readings, [], {}, 1)))
     sink.write(transitions)
@@ -98,7 +98,7 @@ def test_log_count_sensors_stay_out_of_offline_tracking_when_state_is_reloaded_o
         conn.execute("INSERT INTO sensors (sensor_id, type) VALUES ('dev-1', 'sensor'), ('app:billing', 'app')")
     now = [T0]
     cfg = settings.config
-    sink = AlertSink(cfg, settings.secrets.postgres_password, settings.secrets.redis_password, settings=cfg.sinks.alerts,
+    sink = AlertRunner(cfg, settings.secrets.postgres_password, settings.secrets.redis_password, settings=cfg.sinks.alerts,
                      retry=cfg.retry, metrics=env.metrics(), queue_max_batches=4, clock=lambda: now[0])
     sink.start()
     sink.partitions_assigned(set())  # what the daemon does before the consumer joins the group

@@ -6,10 +6,11 @@ import time
 
 from pipeline.records import LogRecord, RawMessage, Reading
 from pipeline.runtime.batch import Batch
-from pipeline.runtime.logcounts import LogCounter
-from pipeline.sinks.alerts import AlertSink
+from pipeline.operators.logcounts.runner import LogCounter
+from pipeline.operators.alerts.runner import AlertRunner
 from pipeline.sinks.logs import LogSink
-from pipeline.sinks.postgres import PostgresSink, utc_naive
+from pipeline.db import utc_naive
+from pipeline.sinks.postgres import PostgresSink
 
 W = 10
 
@@ -133,7 +134,7 @@ def test_log_count_sensors_never_go_offline(env):
     env.query("INSERT INTO sensors (sensor_id, type) VALUES ('app:quiet', 'app'), ('dev-1', 'sensor') RETURNING 1")
     cfg = settings.config
     now = [time.time()]
-    sink = AlertSink(cfg, settings.secrets.postgres_password, settings.secrets.redis_password, settings=cfg.sinks.alerts,
+    sink = AlertRunner(cfg, settings.secrets.postgres_password, settings.secrets.redis_password, settings=cfg.sinks.alerts,
                      retry=cfg.retry, metrics=env.metrics(), queue_max_batches=4, clock=lambda: now[0])
     sink.start()
     try:

@@ -1,8 +1,8 @@
 """Alert lifecycle sequences: open, escalate in place, resolve with hysteresis, no flapping; messages."""
-from pipeline.alerts.lifecycle import Alert, AlertBook
-from pipeline.alerts.messages import message
+from pipeline.operators.alerts.lifecycle import Alert, AlertBook
+from pipeline.operators.alerts.messages import message
 from pipeline.config import Bounds, ThresholdRule
-from pipeline.detect.detectors import CLEAR, HOLD, Signal, Threshold
+from pipeline.operators.alerts.detectors import CLEAR, HOLD, Signal, Threshold
 
 T0 = 1_760_000_000.0
 RULE = ThresholdRule(warning=Bounds(max=40), critical=Bounds(max=60), deadband=0.5)

@@ -2,8 +2,8 @@
 import pytest
 
 from pipeline.config import Bounds, OutlierRule, RateRule, StuckRule, ThresholdRule, parse
-from pipeline.detect.detectors import CLEAR, HOLD, Outlier, Rate, Stuck, Threshold, offline
-from pipeline.detect.rules import Rules
+from pipeline.operators.alerts.detectors import CLEAR, HOLD, Outlier, Rate, Stuck, Threshold, offline
+from pipeline.operators.alerts.rules import Rules
 
 K = ("s1", "temperature")
 TEMP = ThresholdRule(warning=Bounds(min=-10, max=40), critical=Bounds(min=-25, max=60), deadband=0.5)

@@ -10,10 +10,10 @@ from hypothesis import given, settings, strategies as st
 
 from pipeline.config import MetricUnits, OutlierRule, UnitRule
 from pipeline.dashboard.store import parse_latest
-from pipeline.detect.detectors import Outlier
+from pipeline.operators.alerts.detectors import Outlier
 from pipeline.records import Invalid, Reading
 from pipeline.stages.transform import NormalizeUnits
-from pipeline.stages.windows import US, Partials, WindowTracker
+from pipeline.operators.windows.tracker import US, Partials, WindowTracker
 from tests.unit.test_dashboard_app import BEARER, FakeView, client_for
 
 UNITS = {

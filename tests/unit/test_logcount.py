@@ -1,5 +1,5 @@
 """Log-count windows: which windows are due, late records recount, zero-filled rows, new vs corrected."""
-from pipeline.stages.logcount import CountWindows, changes, count_rows
+from pipeline.operators.logcounts.counting import CountWindows, changes, count_rows
 
 W = 60.0
 T0 = 1_760_000_040.0  # a window start (multiple of 60)

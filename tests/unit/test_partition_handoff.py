@@ -7,9 +7,9 @@ from pipeline.observability.metrics import Metrics
 from pipeline.records import RawMessage, Reading
 from pipeline.runtime.batch import Batch
 from pipeline.runtime.ownership import sensor_partition
-from pipeline.sinks.aggregations import WindowAggregator
-from pipeline.sinks.alerts import AlertSink
-from pipeline.stages.windows import Window
+from pipeline.operators.windows.aggregator import WindowAggregator
+from pipeline.operators.alerts.runner import AlertRunner
+from pipeline.operators.windows.tracker import Window
 
 CFG = parse({"thresholds": {"temperature": {"warning": {"max": 40}}}, "detection": {"offline_after_s": 0}}, {})
 
@@ -24,8 +24,8 @@ def sensors_on(partition: int, n: int = 2) -> list[str]:
     return [s for s in (f"dev-{i}" for i in range(100)) if sensor_partition(s, CFG.kafka.partitions) == partition][:n]
 
 
-def alert_sink() -> AlertSink:
-    return AlertSink(CFG, Secret(""), Secret(""), settings=CFG.sinks.alerts, retry=CFG.retry,
+def alert_sink() -> AlertRunner:
+    return AlertRunner(CFG, Secret(""), Secret(""), settings=CFG.sinks.alerts, retry=CFG.retry,
                      metrics=Metrics(CollectorRegistry()), queue_max_batches=2)
 
 
@@ -34,11 +34,12 @@ def test_revoked_sensors_are_forgotten_and_kept_ones_stay():
     mine, theirs = sensors_on(0), sensors_on(1)
     sink.partitions_assigned({0, 1})
     out = sink.select(Batch([reading(s, 50.0) for s in mine + theirs], [], {}, 1))
-    assert len(out) == 4 and len(sink.book.open) == 4
+    ev = sink.evaluator
+    assert len(out) == 4 and len(ev.book.open) == 4
     sink.partitions_revoked({1})
-    assert {k[0] for k in sink.book.open} == set(mine)
-    assert set(sink.last_seen) == set(mine)
-    detector_keys = {k[0] for d in sink.detectors for st in vars(d).values() if isinstance(st, dict) for k in st}
+    assert {k[0] for k in ev.book.open} == set(mine)
+    assert set(ev.last_seen) == set(mine) and ev.sensors() == set(mine)
+    detector_keys = {k[0] for d in ev.detectors for name in d._history for k in getattr(d, name)}
     assert not detector_keys & set(theirs)
 
 
@@ -46,7 +47,7 @@ def test_before_the_first_assignment_nothing_is_owned_once_the_daemon_says_so():
     sink = alert_sink()
     sink.select(Batch([reading("dev-1", 50.0)], [], {}, 1))
     sink.partitions_assigned(set())  # what the daemon does before the consumer joins the group
-    assert sink.book.open == {} and sink.last_seen == {}
+    assert sink.evaluator.book.open == {} and sink.evaluator.sensors() == set()
 
 
 def test_aggregator_closes_only_windows_of_owned_partitions():
@@ -64,8 +65,8 @@ def test_aggregator_closes_only_windows_of_owned_partitions():
 
 
 def test_aggregator_rolls_longer_periods_up_from_shorter_closed_rows_unless_loaded_from_the_database():
-    from pipeline.sinks.aggregations import (CLOSE_FROM_READINGS_BY_KEY, CLOSE_FROM_READINGS_BY_TIME, CLOSE_FROM_ROLLUP,
-                                             rollup_sources)
+    from pipeline.operators.windows.aggregator import rollup_sources
+    from pipeline.sinks.window_store import CLOSE_FROM_READINGS_BY_KEY, CLOSE_FROM_READINGS_BY_TIME, CLOSE_FROM_ROLLUP
     assert rollup_sources({"10s": 10, "1m": 60, "5m": 300, "7m": 420, "1h": 3600}) == {"1m": "10s", "5m": "1m",
                                                                                        "7m": "1m", "1h": "5m"}
     agg = WindowAggregator(CFG.aggregation, RedisConfig(), Secret(""), Metrics(CollectorRegistry()))

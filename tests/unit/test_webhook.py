@@ -7,7 +7,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from prometheus_client import CollectorRegistry
 
-from pipeline.alerts.webhook import WebhookNotifier
+from pipeline.sinks.webhook import WebhookNotifier
 from pipeline.config import RetryConfig, WebhookConfig
 from pipeline.observability.metrics import Metrics
 

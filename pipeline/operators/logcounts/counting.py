@@ -1,6 +1,6 @@
 """Log counts per window: which windows are due for counting, and the rows one window's counts become.
 
-Pure logic; pipeline/runtime/logcounts.py runs it against the `logs` table. Windows are tumbling,
+Pure logic; pipeline/operators/logcounts/runner.py runs it against the `logs` table. Windows are tumbling,
 aligned to multiples of `window_s` since the epoch (UTC), on the records' event time. A window is
 counted once it is `grace_s` past its end, and again whenever records for it arrive after that.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Iterable, Mapping
 
-from .logs import LEVELS
+from ...stages.logs import LEVELS
 
 # The sensor type of log counts. An app that stops logging is quiet, not offline: no offline alerts for it.
 APP_SENSOR_TYPE = "app"

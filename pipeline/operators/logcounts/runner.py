@@ -5,30 +5,28 @@ value = count, timestamp = window start), so they get aggregations, thresholds a
 Why from the table: it holds exactly the records that are durable, each once (delivery identity), so a
 count is the same however often it is computed: after a crash, a replay or a restart. New counts go
 through the normal readings path (the PostgreSQL sink inserts them); a count that changed because
-records arrived late is updated in place first, then handed on as well. This thread also applies the
-logs retention.
+records arrived late is updated in place first, then handed on as well. (Expiring old log records is
+the retention job's, pipeline/retention.py.)
 """
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from datetime import timezone
 from typing import Callable, Sequence
 
 import orjson
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from ..config import LogsConfig, PostgresConfig, RetryConfig, Secret
-from ..db import open_pool
-from ..observability.metrics import Metrics
-from ..records import LogRecord, RawMessage, Reading
-from ..sinks.postgres import utc_naive
-from ..stages.logcount import APP_SENSOR_TYPE, CountWindows, changes, count_rows, metric
-from ..stages.logs import LEVELS
-from .batch import Batch
-from .retry import retry_call
+from ...config import LogsConfig, PostgresConfig, RetryConfig, Secret
+from ...db import epoch, open_pool, utc_naive
+from ...observability.metrics import Metrics
+from ...records import LogRecord, RawMessage, Reading
+from .counting import APP_SENSOR_TYPE, CountWindows, changes, count_rows, metric
+from ...stages.logs import LEVELS
+from ...runtime.batch import Batch
+from ...runtime.retry import retry_call
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +39,6 @@ _TRANSIENT = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout)
 # emit(readings, durable) hands readings to the sinks and returns the batch (None when stopping);
 # durable=True means they are already in `measurements` (corrections).
 Emit = Callable[[list[Reading], bool], "Batch | None"]
-
-
-def _epoch(dt) -> float:
-    return dt.replace(tzinfo=timezone.utc).timestamp()
 
 
 class LogCounter:
@@ -68,7 +62,7 @@ class LogCounter:
         now = self.clock()
         since = now - self.cfg.count_active_s - 2 * self.cfg.count_window_s
         with self.pool.connection() as conn:
-            last_seen = {app: _epoch(ts) for app, ts in conn.execute(LAST_SEEN, (utc_naive(since),))}
+            last_seen = {app: epoch(ts) for app, ts in conn.execute(LAST_SEEN, (utc_naive(since),))}
         with self._lock:
             self.windows.begin(now, last_seen)
         log.info("event=log_counter_started window_s=%d active_apps=%d", self.cfg.count_window_s, len(last_seen))

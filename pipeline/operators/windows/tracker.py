@@ -1,4 +1,4 @@
-"""Tumbling event-time windows: period labels, window math, per-partition watermarks, the late filter.
+"""Tumbling event-time windows: period labels, window math, per-partition watermarks, running values.
 
 Pure logic, no clocks and no IO: the caller passes `now`. Times inside are integer microseconds since the
 epoch (UTC), the resolution of PostgreSQL's TIMESTAMP, so a reading falls in the same window here and in
@@ -14,7 +14,6 @@ import re
 from datetime import datetime, timedelta
 from typing import Iterable, NamedTuple
 
-from ..records import Invalid, Reading
 
 US = 1_000_000
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -128,6 +127,19 @@ class WindowTracker:
         if not keys:
             del self.pending[(due.partition, due.window)]
 
+    def reset_pending(self) -> None:
+        """Forget every pending window (before they are loaded again from the database)."""
+        self.pending.clear()
+
+    def forget_partitions(self, gone) -> None:
+        """Forget the watermarks and pending windows of the partitions for which `gone(partition)` holds (they
+        stay pending in the database for their next owner). Readings made inside the daemon (partition -1) stay."""
+        for key in [k for k in self.pending if k[0] >= 0 and gone(k[0])]:
+            del self.pending[key]
+        for d in (self.max_event, self.last_activity):
+            for p in [p for p in d if p >= 0 and gone(p)]:
+                del d[p]
+
     def pending_count(self) -> int:
         """How many (window, sensor, metric) entries wait to be closed."""
         return sum(len(k) for k in self.pending.values())
@@ -188,31 +200,3 @@ class Partials:
                     out[f"{metric}:{period}"] = {"start": start / US, "end": end / US, "count": count,
                                                  "avg": _within(total / count / SUM_SCALE, lo, hi), "min": lo, "max": hi}
         return out
-
-
-class LateFilter:
-    """Stage: a reading older than its partition's watermark minus `max_lateness_s` is refused as `late`.
-
-    The watermark here is the highest event time this stage has seen on the partition minus the grace;
-    it starts unknown (nothing is late until the partition has shown a reading).
-    """
-
-    name = "lateness"
-    accepts = Reading  # log records share the chain but have no windows
-
-    def __init__(self, grace_s: float, max_lateness_s: float):
-        self.grace_s = grace_s
-        self.max_lateness_s = max_lateness_s
-        self.high: dict[int, float] = {}
-
-    def process(self, r: Reading) -> list[Reading]:
-        partition = r.source.partition if r.source is not None else -1
-        high = self.high.get(partition)
-        if high is None or r.ts > high:
-            self.high[partition] = r.ts
-            return [r]
-        watermark = high - self.grace_s
-        if r.ts < watermark - self.max_lateness_s:
-            raise Invalid("late", f"event time {r.ts:.3f} is {watermark - r.ts:.0f} s behind the partition watermark "
-                                  f"{watermark:.3f} (limit {self.max_lateness_s:g} s)")
-        return [r]

@@ -14,8 +14,8 @@ import functools
 import math
 from dataclasses import dataclass
 
-from ..config import OutlierRule, RateRule, StuckRule, ThresholdRule
-from ..stages.logcount import APP_SENSOR_TYPE
+from ...config import OutlierRule, RateRule, StuckRule, ThresholdRule
+from ..logcounts.counting import APP_SENSOR_TYPE
 
 Key = tuple[str, str]
 
@@ -53,11 +53,25 @@ def _prepared(rule: ThresholdRule) -> tuple:
             min(highs) - rule.deadband if highs else math.inf)
 
 
-class Threshold:
+class _KeyedDetector:
+    """Per-(sensor, metric) history, in the dicts named by `_history`; forgotten through the owner's method."""
+
+    _history: tuple[str, ...] = ()
+
+    def forget(self, sensors: set[str]) -> None:
+        """Drop the history of these sensors (their partition went to another instance, or they went idle)."""
+        for name in self._history:
+            state = getattr(self, name)
+            for key in [k for k in state if k[0] in sensors]:
+                del state[key]
+
+
+class Threshold(_KeyedDetector):
     """Warning and critical min/max bounds, optionally held for `for_s` seconds before they count; clears
     inside the innermost bounds by the deadband."""
 
     type = "threshold"
+    _history = ("since",)
 
     def __init__(self):
         self.since: dict[Key, float] = {}  # key -> event time the value first went (and stayed) out of bounds
@@ -86,10 +100,11 @@ class Threshold:
         return Signal(signal.severity, bound=signal.bound, detail=f"{signal.detail} for {ts - first:.0f} s")
 
 
-class Rate:
+class Rate(_KeyedDetector):
     """Largest allowed change per second, measured against an anchor at least `min_interval_s` older."""
 
     type = "rate"
+    _history = ("anchor",)
 
     def __init__(self):
         self.anchor: dict[Key, tuple[float, float]] = {}  # key -> (value, ts)
@@ -118,10 +133,11 @@ class Rate:
         return HOLD
 
 
-class Outlier:
+class Outlier(_KeyedDetector):
     """z-score against an exponentially weighted mean and deviation; silent for the first `min_samples`."""
 
     type = "outlier"
+    _history = ("state",)
 
     def __init__(self):
         self.state: dict[Key, tuple[int, float, float]] = {}  # key -> (samples, mean, variance)
@@ -157,10 +173,11 @@ class Outlier:
         return signal
 
 
-class Stuck:
+class Stuck(_KeyedDetector):
     """The same value (within `tolerance` of the run's first) `count` times in a row or for `seconds`."""
 
     type = "stuck"
+    _history = ("run",)
 
     def __init__(self):
         self.run: dict[Key, tuple[float, float, int]] = {}  # key -> (first value, first ts, readings)

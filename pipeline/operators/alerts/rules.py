@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..config import DetectionConfig, OutlierRule, RateRule, StuckRule, ThresholdRule
+from ...config import DetectionConfig, OutlierRule, RateRule, StuckRule, ThresholdRule
 
 
 @dataclass(frozen=True, slots=True)

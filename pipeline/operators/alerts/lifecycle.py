@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from ..detect.detectors import Signal
+from .detectors import Signal
 
 SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 OPENED, ESCALATED, RESOLVED = "opened", "escalated", "resolved"
@@ -62,6 +62,22 @@ class AlertBook:
         self.clear_readings = clear_readings
         self.clear_seconds = clear_seconds
         self.open: dict[AlertKey, Alert] = {}
+
+    def reconfigure(self, clear_readings: int, clear_seconds: float) -> None:
+        """Live reload: the hysteresis for the next readings."""
+        self.clear_readings, self.clear_seconds = clear_readings, clear_seconds
+
+    def forget_sensors(self, sensors: set[str]) -> None:
+        """Stop tracking these sensors' open alerts here (they stay open in the database for their next owner)."""
+        for key in [k for k in self.open if k[0] in sensors]:
+            del self.open[key]
+
+    def open_by_type(self) -> dict[str, int]:
+        """How many alerts are open, per detector type."""
+        counts: dict[str, int] = {}
+        for a in self.open.values():
+            counts[a.type] = counts.get(a.type, 0) + 1
+        return counts
 
     def load(self, alerts: Iterable[Alert]) -> None:
         """Open alerts from the database (restart): they continue, they are not opened again."""

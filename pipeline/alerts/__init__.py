@@ -1,1 +1,0 @@
-"""Alert lifecycle (pure), operator-facing messages and webhook delivery."""

@@ -1,0 +1,129 @@
+"""The alert evaluator's pure core: readings and the clock in, alert transitions out.
+
+Detectors judge each reading against the rules of its sensor and metric, the alert book turns their
+signals into transitions (opened, escalated, resolved), and a timer finds silent sensors and alerts clear
+for long enough. No IO, no threads, no locks: the runner (runner.py) owns those, and the store
+(pipeline/sinks/alert_store.py) writes what comes out.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+from ...config import Config
+from ...records import Reading
+from .detectors import Outlier, Rate, Stuck, Threshold, offline, offline_tracked
+from .lifecycle import ESCALATED, OPENED, Alert, AlertBook, Transition
+from .messages import message
+from .rules import Rules
+
+DETECTOR_TYPES = ("threshold", "rate", "outlier", "stuck", "offline")
+
+
+class AlertEvaluator:
+    """Alert state of the sensors this instance owns: open alerts, detector history, offline timers."""
+
+    def __init__(self, config: Config):
+        self.book = AlertBook(config.alerts.clear_readings, config.alerts.clear_seconds)
+        self.rules = Rules(config.thresholds, config.detection)
+        self.offline_severity = config.detection.offline_severity
+        self.detectors = (Threshold(), Rate(), Outlier(), Stuck())
+        self.last_seen: dict[str, float] = {}  # sensor -> wall clock when a reading of it was last evaluated
+        self.sensor_info: dict[str, tuple[str, str | None]] = {}  # sensor -> (type, location), for registration
+
+    def reconfigure(self, config: Config) -> None:
+        """Live reload: new detector settings and hysteresis for the next readings (rules swapped whole)."""
+        self.rules = Rules(config.thresholds, config.detection)
+        self.offline_severity = config.detection.offline_severity
+        self.book.reconfigure(config.alerts.clear_readings, config.alerts.clear_seconds)
+
+    # -- readings -----------------------------------------------------------------------------------
+    def evaluate(self, readings: Sequence[Reading], now: float) -> list[Transition]:
+        """Judge each reading once; returns the transitions to store, in order."""
+        rules, book = self.rules, self.book
+        out: list[Transition] = []
+        # (sensor, metric) pairs with an open alert: for the others a verdict without a severity changes
+        # nothing, so the book is not asked (most readings of a healthy fleet).
+        alerting = {(k[0], k[1]) for k in book.open}
+        detectors = self.detectors
+        for r in readings:
+            sensor_id, metric = r.sensor_id, r.metric
+            if offline_tracked(r.sensor_type):
+                self.last_seen[sensor_id] = now
+            self.sensor_info[sensor_id] = (r.sensor_type, r.location)
+            if (sensor_id, None) in alerting:
+                self._add(out, book.resolve((sensor_id, None, "offline"), r.ts), r.sensor_type, r.location)
+            mr = rules.for_metric(sensor_id, metric)
+            key = (sensor_id, metric)
+            is_alerting = key in alerting
+            for detector, rule in zip(detectors, (mr.threshold, mr.rate, mr.outlier, mr.stuck)):
+                signal = detector.evaluate(key, r.value, r.ts, rule)
+                if signal is not None and (is_alerting or signal.severity is not None):
+                    t = book.observe(sensor_id, metric, detector.type, signal, r.ts, r.value)
+                    if t is not None:
+                        self._add(out, t, r.sensor_type, r.location)
+                        alerting.add(key)
+                        is_alerting = True
+        return out
+
+    def tick(self, now: float) -> list[Transition]:
+        """Timed verdicts: sensors silent past their offline limit, alerts clear for `clear_seconds`."""
+        out: list[Transition] = []
+        rules = self.rules
+        for sensor_id, seen in self.last_seen.items():
+            limit = rules.offline_after(sensor_id)
+            if limit > 0:
+                signal = offline(now - seen, limit, self.offline_severity)
+                if signal.severity is not None:
+                    info = self.sensor_info.get(sensor_id, ("sensor", None))
+                    self._add(out, self.book.observe(sensor_id, None, "offline", signal, now), *info)
+        for t in self.book.due(now):
+            self._add(out, t)
+        return out
+
+    @staticmethod
+    def _add(out: list, t: Transition | None, sensor_type: str | None = None, location: str | None = None) -> None:
+        """Queue a transition with its message and the sensor's type and location (to register a new sensor)."""
+        if t is None:
+            return
+        t.context = {"type": sensor_type, "location": location} if sensor_type is not None else {}
+        t.message = message(t)
+        if t.event in (OPENED, ESCALATED):
+            t.alert.message = t.message
+        out.append(t)
+
+    # -- state coming and going -----------------------------------------------------------------------
+    def load(self, open_alerts: Iterable[Alert], known_sensors: Iterable[tuple[str, str | None]], now: float) -> int:
+        """Open alerts and known sensors from the database (start, a newly owned partition). Known sensors count
+        as seen now, so silent ones go offline after the limit, if their type is offline-tracked at all."""
+        for sensor_id, sensor_type in known_sensors:
+            if offline_tracked(sensor_type):
+                self.last_seen.setdefault(sensor_id, now)
+        alerts = list(open_alerts)
+        self.book.load(a for a in alerts if a.key not in self.book.open)
+        return len(alerts)
+
+    def sensors(self) -> set[str]:
+        """Every sensor this evaluator holds state for."""
+        return set(self.last_seen) | set(self.sensor_info) | {k[0] for k in self.book.open}
+
+    def forget(self, sensors: set[str]) -> None:
+        """Drop everything about these sensors: open alerts (still open in the database), detector history,
+        offline timers. Their next owner (or this instance, should they come back) rebuilds it."""
+        if not sensors:
+            return
+        self.book.forget_sensors(sensors)
+        for detector in self.detectors:
+            detector.forget(sensors)
+        for s in sensors:
+            self.last_seen.pop(s, None)
+            self.sensor_info.pop(s, None)
+
+    def forget_resolved_elsewhere(self, still_open_ids: set[int]) -> list[Alert]:
+        """Alerts an operator resolved in the database: no longer ours to resolve."""
+        return self.book.forget(still_open_ids)
+
+    def open_counts(self) -> dict[str, int]:
+        counts = dict.fromkeys(DETECTOR_TYPES, 0)
+        counts.update(self.book.open_by_type())
+        return counts
+

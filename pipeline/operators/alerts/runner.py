@@ -1,0 +1,161 @@
+"""The alert evaluator's runner: a batch consumer with its own thread, lock and partition ownership.
+
+It takes batches like a sink (pipeline/sinks/base.py gives it the thread, the bounded queue, retries and
+metrics), so a batch's Kafka offsets are committed only after its readings were evaluated and the
+resulting transitions stored. Each reading is judged once, when its batch arrives (`select`); `write`
+only stores transitions, so a retried write never judges a reading twice. Its tick
+(processing.interval_s) runs the offline detector, time-based resolution and a check for alerts that an
+operator resolved in the database. Judging is the evaluator's (evaluator.py); storing, announcing and
+notifying the store's (pipeline/sinks/alert_store.py).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Sequence
+
+from ...config import Config, Secret
+from ...runtime.batch import Batch
+from ...runtime.ownership import Ownership, sensor_partition
+from ...runtime.retry import Stopped, retry_call
+from ...sinks.alert_store import AlertStore
+from ...sinks.base import BatchingSink
+from .evaluator import AlertEvaluator
+from .lifecycle import Transition
+
+log = logging.getLogger(__name__)
+
+
+class AlertRunner(BatchingSink):
+    """Runs the evaluator on every batch and on a timer; stores what it decides through the alert store."""
+
+    name = "alerts"
+
+    def __init__(self, config: Config, pg_password: Secret, redis_password: Secret, *args, clock=time.time, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.clock = clock
+        self.tick_interval_s = config.processing.interval_s
+        self.evaluator = AlertEvaluator(config)
+        self.store = AlertStore(config, pg_password, redis_password, self.metrics)
+        # Scale-out: only sensors of partitions this instance owns are evaluated here (docs/operations.md).
+        self.partitions = config.kafka.partitions
+        self.partition_of: dict[str, int] = {}  # sensor -> the partition its readings arrived on
+        self.ownership = Ownership()
+        self.lock = threading.RLock()  # rebalance callbacks (consumer thread) against evaluation (this thread)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def start(self) -> None:
+        self.store.start()
+        # The same load as on a partition assignment, for every sensor (nothing is owned or dropped yet).
+        n = self._load(lambda _sensor_id: True)
+        self.store.start_notifications()
+        log.info("event=sink_started sink=alerts open_alerts=%d known_sensors=%d webhook=%s", n,
+                 len(self.evaluator.last_seen), "on" if self.store.webhook else "off")
+
+    def update_config(self, config: Config) -> None:
+        """Live reload: new detector settings and hysteresis for the next batch."""
+        with self.lock:
+            self.evaluator.reconfigure(config)
+        log.info("event=alert_rules_reloaded metrics=%d sensor_overrides=%d", len(config.thresholds) + len(config.detection.metrics),
+                 len(config.detection.sensors))
+
+    def is_transient(self, err: BaseException) -> bool:
+        return self.store.is_transient(err)
+
+    def close(self) -> None:
+        self.store.close()
+
+    # -- evaluation (once per reading, when its batch arrives) ----------------------------------
+    def select(self, batch: Batch) -> Sequence[Transition]:
+        """Judge the batch's readings (once, on arrival) and return the alert transitions to store."""
+        with self.lock:
+            for r in batch.readings:
+                if r.source is not None and r.sensor_id not in self.partition_of:
+                    self._first_reading(r.sensor_id, r.source.partition)
+            return self.evaluator.evaluate(batch.readings, self.clock())
+
+    def tick(self) -> None:
+        """Offline sensors, alerts clear for long enough, alerts resolved by an operator."""
+        with self.lock:
+            out = self.evaluator.tick(self.clock())
+        try:
+            if out:
+                retry_call(lambda: self.store.store(out), operation="alerts_tick", policy=self.retry,
+                           is_transient=self.is_transient, stop=self.stop_event,
+                           on_retry=lambda *_: self.metrics.retries.labels("alerts_tick").inc())
+                self.after_write(out)
+            ids = self.store.open_ids()
+            with self.lock:
+                for a in self.evaluator.forget_resolved_elsewhere(ids):
+                    log.info("event=alert_resolved_elsewhere alert_id=%s sensor_id=%s type=%s", a.id, a.sensor_id, a.type)
+                self._gauge_open()
+        except Stopped:
+            log.warning("event=alerts_tick_unstored transitions=%d", len(out))
+        except Exception as err:  # noqa: BLE001 - the next tick tries again; a failing timer must not stop the readings
+            if not self.is_transient(err):
+                log.exception("event=alerts_tick_failed")
+            else:
+                log.warning("event=alerts_tick_failed error=%r", str(err)[:200])
+
+    # -- storing -------------------------------------------------------------------------------
+    def write(self, records: Sequence[Transition]) -> None:
+        self.store.store(records)
+
+    def after_write(self, records: Sequence[Transition]) -> None:
+        for t in records:
+            self.metrics.alert_transitions.labels(t.alert.type, t.event, t.severity).inc()
+            log.info("event=alert_%s alert_id=%s sensor_id=%s metric=%s type=%s severity=%s", t.event, t.alert.id,
+                     t.alert.sensor_id, t.alert.metric or "-", t.alert.type, t.severity)
+        self._gauge_open()
+
+    def _gauge_open(self) -> None:
+        for type_, n in self.evaluator.open_counts().items():
+            self.metrics.alerts_open.labels(type_).set(n)
+
+    # -- partition ownership (scale-out) -------------------------------------------------------
+    def _partition(self, sensor_id: str) -> int:
+        p = self.partition_of.get(sensor_id)
+        return p if p is not None else sensor_partition(sensor_id, self.partitions)
+
+    def _drop(self, gone) -> None:
+        """Forget every sensor whose partition `gone(partition)` says is no longer ours."""
+        dropped = {s for s in self.evaluator.sensors() | set(self.partition_of) if gone(self._partition(s))}
+        if not dropped:
+            return
+        self.evaluator.forget(dropped)
+        for s in dropped:
+            self.partition_of.pop(s, None)
+        self._gauge_open()
+        log.info("event=alert_state_handed_off sensors=%d", len(dropped))
+
+    def _load(self, mine) -> int:
+        """Open alerts and known sensors for which `mine(sensor_id)` holds, from the database."""
+        alerts, sensors = self.store.load_open(mine)
+        n = self.evaluator.load(alerts, sensors, self.clock())
+        self._gauge_open()
+        return n
+
+    def _first_reading(self, sensor_id: str, partition: int) -> None:
+        """A sensor's first reading here: if the CRC32 guess put it elsewhere (another partitioner configured),
+        its open alerts were not loaded on assignment: load them now."""
+        self.partition_of[sensor_id] = partition
+        if self.ownership.owned is not None and partition != sensor_partition(sensor_id, self.partitions) \
+                and self.store.pool is not None:
+            self._load(lambda s: s == sensor_id)
+
+    def partitions_assigned(self, partitions: set[int]) -> None:
+        """Keep only the sensors of our partitions; load open alerts of newly owned ones."""
+        with self.lock:
+            to_drop, to_load = self.ownership.assign(partitions)
+            self._drop((lambda p: p not in partitions) if to_drop is None else (lambda p: p in to_drop))
+            if to_load and self.store.pool is not None:
+                n = self._load(lambda s: sensor_partition(s, self.partitions) in to_load)
+                log.info("event=alert_partitions_loaded partitions=%s open_alerts=%d",
+                         ",".join(map(str, sorted(to_load))), n)
+
+    def partitions_revoked(self, partitions: set[int]) -> None:
+        """Hand off: the next owner loads these sensors' open alerts from the database."""
+        with self.lock:
+            gone = self.ownership.revoke(partitions)
+            self._drop(lambda p: p in gone)

@@ -1,0 +1,220 @@
+"""The window aggregator: windows of durable readings, closed into `aggregations` rows.
+
+It works with the PostgreSQL sink, which hands it each write's transaction (`stage`: the windows of newly
+stored readings are marked pending with them) and calls it after the commit (`committed`: watermarks move,
+running values are published, due windows close) and on its tick (windows of idle partitions). So a window
+is pending exactly when readings of it are durable and its row is not, whatever crashes in between.
+The window math is the tracker's (tracker.py); the SQL and Redis are the store's (pipeline/sinks/window_store.py).
+This runner owns the lock (rebalance callbacks run in the consumer thread) and partition ownership.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Sequence
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from ...config import AggregationConfig, RedisConfig, Secret
+from ...observability.metrics import Metrics
+from ...records import Reading
+from ...runtime.ownership import Ownership
+from ...sinks.window_store import TRANSIENT, WindowStore, close_statement
+from .tracker import US, Due, Partials, Window, WindowTracker, from_us, to_us
+
+log = logging.getLogger(__name__)
+PARTIALS_EVERY_S = 1.0
+
+
+def rollup_sources(sizes: dict[str, int]) -> dict[str, str]:
+    """period -> the longest shorter configured period that divides it (its rows are what it is rolled up from)."""
+    out = {}
+    for period, size in sizes.items():
+        divisors = [(s, p) for p, s in sizes.items() if s < size and size % s == 0]
+        if divisors:
+            out[period] = max(divisors)[1]
+    return out
+
+
+class WindowAggregator:
+    """Marks windows pending with the readings, closes them by watermark or idle timeout, publishes partials."""
+
+    def __init__(self, cfg: AggregationConfig, redis_cfg: RedisConfig, redis_password: Secret, metrics: Metrics,
+                 clock=time.time):
+        self.cfg = cfg
+        self.metrics = metrics
+        self.clock = clock
+        self.store = WindowStore(redis_cfg, redis_password)
+        self.tracker = WindowTracker(cfg.periods, cfg.grace_s, cfg.idle_close_s)
+        self.partials = Partials(self.tracker)
+        self.rollup_from = rollup_sources(self.tracker.sizes)
+        # Windows found pending in the database (at start or on a partition's assignment) are closed from
+        # the readings: what was stored before we owned them may predate a shorter period's rows.
+        self.from_readings: set[Window] = set()
+        # Partials go to Redis at most every PARTIALS_EVERY_S, for every sensor touched since: the dashboard
+        # polls every second or two, and publishing per batch cost more than storing the readings.
+        self._touched: dict[str, set[str]] = {}
+        self._next_partials = 0.0
+        # Rebalance callbacks run in the consumer thread, closing in the PostgreSQL sink's: one at a time.
+        self.lock = threading.RLock()
+        self.ownership = Ownership()
+
+    def start(self, pool: ConnectionPool) -> None:
+        """Reload the pending windows (the state a crash must not lose) and their running values."""
+        self.store.start(pool)
+        self.tracker.reset_pending()
+        loaded = self._load(None)
+        log.info("event=aggregation_started periods=%s grace_s=%g pending_windows=%d", ",".join(self.tracker.sizes),
+                 self.cfg.grace_s, loaded)
+
+    def _load(self, partitions: set[int] | None) -> int:
+        """Pending windows (all, or of these partitions) and their running values, from the database."""
+        now = self.clock()
+        pending, seeds = self.store.load_pending(partitions)
+        # Every pending window is closed, even of a period no longer configured: its readings were promised a row.
+        for period, start, end, sensor_id, metric, partition in pending:
+            window = Window(period, to_us(start), to_us(end))
+            self.tracker.load(partition, window, sensor_id, metric, now)
+            self.from_readings.add(window)
+        for sensor_id, metric, period, start, end, count, mean, lo, hi in seeds:
+            if period in self.tracker.sizes:
+                self.partials.seed(sensor_id, metric, Window(period, to_us(start), to_us(end)), count, mean * count, lo, hi)
+        self.metrics.windows_pending.set(self.tracker.pending_count())
+        return len(pending)
+
+    # -- partition ownership (scale-out) -------------------------------------------------------
+    def partitions_assigned(self, partitions: set[int]) -> None:
+        """Rebuild the windows of newly owned partitions from aggregation_pending; forget the others (they stay
+        pending in the database: their new owner loads and closes them)."""
+        with self.lock:
+            to_drop, to_load = self.ownership.assign(partitions)
+            if to_drop is None:
+                self.tracker.forget_partitions(lambda p: p not in partitions)
+            elif to_drop:
+                self.tracker.forget_partitions(lambda p: p in to_drop)
+            if to_load and self.store.pool is not None:
+                n = self._load(to_load)
+                log.info("event=aggregation_partitions_loaded partitions=%s pending_windows=%d",
+                         ",".join(map(str, sorted(to_load))), n)
+
+    def partitions_revoked(self, partitions: set[int]) -> None:
+        """Hand off: the next owner closes these partitions' windows."""
+        with self.lock:
+            gone = self.ownership.revoke(partitions)
+            self.tracker.forget_partitions(lambda p: p in gone)
+            self.metrics.windows_pending.set(self.tracker.pending_count())
+
+    # -- inside the readings' transaction ------------------------------------------------------
+    def stage(self, cur: psycopg.Cursor, records: Sequence[Reading], inserted: Sequence[tuple]) -> list[tuple]:
+        """Record the windows of newly stored readings as pending; returns them for `committed`."""
+        partition_of = {r.sensor_id: (r.source.partition if r.source is not None else -1) for r in records}
+        tracker = self.tracker
+        new: dict[tuple, tuple] = {}
+        for sensor_id, metric, _value, ts_us in inserted:
+            partition = partition_of.get(sensor_id, -1)
+            for w in tracker.windows(ts_us):
+                if tracker.is_pending(partition, w, sensor_id, metric):
+                    continue
+                key = (partition, w, sensor_id, metric)
+                if key not in new:
+                    new[key] = (w.period, from_us(w.start), sensor_id, metric, from_us(w.end), partition)
+        self.store.mark_pending(cur, list(new.values()))
+        return list(new)
+
+    # -- after the commit ----------------------------------------------------------------------
+    def committed(self, records: Sequence[Reading], inserted: Sequence[tuple], staged: Sequence[tuple]) -> None:
+        """The readings are durable: move watermarks, note pending windows, publish partials, close what is due.
+        Never raises: whatever fails stays pending in the database and is retried on the next batch or tick."""
+        with self.lock:
+            self._committed(records, inserted, staged)
+
+    def _committed(self, records: Sequence[Reading], inserted: Sequence[tuple], staged: Sequence[tuple]) -> None:
+        now = self.clock()
+        tracker = self.tracker
+        owns = self.ownership.owns
+        # A batch that finished while its partition was being revoked: the next owner has its windows now.
+        staged = [s for s in staged if s[0] < 0 or owns(s[0])]
+        records = [r for r in records if r.source is None or owns(r.source.partition)]
+        for partition, w, sensor_id, metric in staged:
+            if tracker.is_closed(partition, w):
+                self.metrics.window_corrections.labels(w.period).inc()
+            tracker.add(partition, w, sensor_id, metric)
+        newest: dict[int, float] = {}  # the watermark moves once per partition and batch
+        for r in records:
+            partition = r.source.partition if r.source is not None else -1
+            if r.ts > newest.get(partition, -1.0):
+                newest[partition] = r.ts
+        for partition, ts in newest.items():
+            tracker.observe(partition, round(ts * US), now)
+        touched = self._touched
+        add = self.partials.add
+        for sensor_id, metric, value, ts_us in inserted:
+            add(sensor_id, metric, ts_us, value)
+            metrics = touched.get(sensor_id)
+            if metrics is None:
+                touched[sensor_id] = {metric}
+            else:
+                metrics.add(metric)
+        self.flush_partials(now)
+        self.close_due()
+
+    def flush_partials(self, now: float) -> None:
+        """Publish the running values touched since the last time, if PARTIALS_EVERY_S has passed."""
+        if self._touched and now >= self._next_partials:
+            touched, self._touched = self._touched, {}
+            self._next_partials = now + PARTIALS_EVERY_S
+            fields = {sensor_id: self.partials.fields(sensor_id, metrics) for sensor_id, metrics in touched.items()}
+            self._guard("publish_partials", lambda: self.store.publish_partials(fields))
+
+    def close_due(self) -> None:
+        """Write the rows of every window that is due; called after each write and on the sink's tick."""
+        with self.lock:
+            self.flush_partials(self.clock())
+            # Only windows of partitions we own: two instances closing one window would race on its pending rows.
+            due = [d for d in self.tracker.due(self.clock()) if d.partition < 0 or self.ownership.owns(d.partition)]
+            if due:
+                self._guard("close_windows", lambda: self._close(due))
+            self.metrics.windows_pending.set(self.tracker.pending_count())
+            for partition in self.tracker.max_event:
+                wm = self.tracker.watermark(partition)
+                if wm is not None:
+                    self.metrics.watermark.labels(str(partition)).set(wm / US)
+
+    def _guard(self, what: str, fn) -> None:
+        try:
+            fn()
+        except TRANSIENT as err:
+            self.metrics.aggregation_errors.inc()
+            log.warning("event=aggregation_retry_later step=%s error=%r", what, str(err)[:200])
+        except Exception:  # noqa: BLE001 - the windows stay pending; a bug here must not stop the readings
+            self.metrics.aggregation_errors.inc()
+            log.exception("event=aggregation_failed step=%s", what)
+
+    def _close(self, due: list[Due]) -> None:
+        groups: dict[Window, set[tuple[str, str]]] = {}
+        for d in due:  # in closing order: a shorter window before the longer one ending with it (rollups)
+            groups.setdefault(d.window, set()).update(d.keys)
+        entries = self.store.close([(window, *self.close_statement(window, sorted(keys))) for window, keys in groups.items()])
+        for d in due:
+            self.tracker.remove(d)
+        self.from_readings.difference_update(groups)
+        for window, _row in entries:
+            self.metrics.windows_closed.labels(window.period).inc()
+        if entries:
+            log.debug("event=windows_closed windows=%d rows=%d", len(groups), len(entries))
+
+    def close_statement(self, window: Window, pairs: list[tuple[str, str]]) -> tuple[str, dict]:
+        """The statement that closes these keys of a window: rolled up from a shorter period's rows, unless the
+        window was found pending in the database (its shorter rows may be missing)."""
+        sub = None if window in self.from_readings else self.rollup_from.get(window.period)
+        return close_statement(window, pairs, sub)
+
+    def close(self) -> None:
+        self.store.stop()
+
+
+def as_rows(records: Sequence[Reading]) -> list[tuple[str, str, float, int]]:
+    """Readings as the (sensor_id, metric, value, event time in µs) rows a plain COPY stored (no RETURNING there)."""
+    return [(r.sensor_id, r.metric, r.value, round(r.ts * US)) for r in records]

@@ -1,0 +1,179 @@
+"""The window store: pending windows and window rows in PostgreSQL, running and closed windows in Redis.
+
+Only writes (and reads back the pending windows after a restart). `measurements` is the source of truth.
+In the readings' own transaction, every window a newly stored reading falls in is recorded in
+`aggregation_pending`. Closing a window is one statement: delete its pending rows and upsert its
+`aggregations` rows (ON CONFLICT ... DO UPDATE overwrites with values from the complete data), computed by
+GROUP BY over `measurements`, or for a longer period from the rows of a shorter one that divides it; the
+closed windows are added to the Redis stream before the commit. A crash anywhere leaves the window pending,
+so it is closed again after restart: rows are exact, stream entries at-least-once (each carries an `id`).
+
+Redis keys (under `redis.key_prefix`):
+  partial:<sensor_id>    hash: <metric>:<period> -> JSON {start, end, count, avg, min, max} of the newest window
+  <aggregations stream>  XADD id, sensor_id, metric, period, start, end, avg, min, max, count per closed window
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import orjson
+import psycopg
+import redis
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from ..config import RedisConfig, Secret
+from ..operators.windows.tracker import US, Window, from_us
+from .redis_stream import connect
+
+# Means in SQL: avg() over DOUBLE PRECISION raises "value out of range: overflow" once readings pass about
+# 1e154 (its running sum of squares) and sum() past 1.8e308, so one huge reading would keep its window from
+# ever closing (and, in the by-time statement, every other sensor's of that window). The mean of finite
+# doubles is finite: computed exactly in numeric, from each double's shortest exact text (a plain ::numeric
+# cast keeps only 15 digits).
+MEAN_VALUE = "avg(m.value::text::numeric)::float8"
+
+# One statement for every window a batch touched (executemany would be a statement per row).
+INSERT_PENDING = ("INSERT INTO aggregation_pending (period, window_start, sensor_id, metric, window_end, kafka_partition) "
+                  "SELECT * FROM unnest(%s::text[], %s::timestamp[], %s::text[], %s::text[], %s::timestamp[], %s::int[]) "
+                  "ON CONFLICT DO NOTHING")
+LOAD_PENDING = "SELECT period, window_start, window_end, sensor_id, metric, kafka_partition FROM aggregation_pending"
+# Running values of the pending windows, so the dashboard's partials are right again after a restart.
+SEED_PARTIALS = """
+SELECT p.sensor_id, p.metric, p.period, p.window_start, p.window_end, count(*), """ + MEAN_VALUE + """, min(m.value),
+       max(m.value)
+  FROM aggregation_pending p
+  JOIN measurements m ON m.sensor_id = p.sensor_id AND m.metric = p.metric
+                     AND m.timestamp >= p.window_start AND m.timestamp < p.window_end
+ GROUP BY p.sensor_id, p.metric, p.period, p.window_start, p.window_end"""
+
+# Closing one window, in one statement: forget its pending rows, compute its rows from a source, upsert them
+# (ON CONFLICT ... DO UPDATE overwrites with values from the complete data).
+_CLOSING = """
+WITH keys AS (SELECT * FROM unnest(%(sensors)s::text[], %(metrics)s::text[]) AS k (sensor_id, metric)),
+closing AS (
+    DELETE FROM aggregation_pending p USING keys k
+     WHERE p.period = %(period)s AND p.window_start = %(start)s AND p.sensor_id = k.sensor_id AND p.metric = k.metric
+    RETURNING p.sensor_id, p.metric),"""
+_UPSERT = """
+INSERT INTO aggregations AS a (sensor_id, metric, avg_value, min_value, max_value, count, period, timestamp)
+SELECT sensor_id, metric, avg_value, min_value, max_value, count, %(period)s, %(start)s FROM src
+ON CONFLICT (sensor_id, metric, period, timestamp) DO UPDATE
+   SET avg_value = EXCLUDED.avg_value, min_value = EXCLUDED.min_value, max_value = EXCLUDED.max_value,
+       count = EXCLUDED.count
+RETURNING sensor_id, metric, avg_value, min_value, max_value, count"""
+# Sources. A few keys (a late correction): their readings by the (sensor_id, metric, timestamp) index.
+CLOSE_FROM_READINGS_BY_KEY = _CLOSING + """
+src AS (
+    SELECT m.sensor_id, m.metric, """ + MEAN_VALUE + """ AS avg_value, min(m.value) AS min_value, max(m.value) AS max_value,
+           count(*)::int AS count
+      FROM closing c
+      JOIN measurements m ON m.sensor_id = c.sensor_id AND m.metric = c.metric
+                         AND m.timestamp >= %(start)s AND m.timestamp < %(end)s
+     GROUP BY m.sensor_id, m.metric)""" + _UPSERT
+# Many keys (a window closing for every sensor): one pass over the window's time range and a hash
+# aggregate, about 5x cheaper than an index range scan per key (110 ms against 600 ms for 420,000 rows).
+CLOSE_FROM_READINGS_BY_TIME = _CLOSING + """
+span AS MATERIALIZED (
+    SELECT sensor_id, metric, """ + MEAN_VALUE + """ AS avg_value, min(value) AS min_value, max(value) AS max_value,
+           count(*)::int AS count
+      FROM measurements m WHERE timestamp >= %(start)s AND timestamp < %(end)s
+     GROUP BY sensor_id, metric),
+src AS (SELECT s.* FROM span s JOIN closing c ON c.sensor_id = s.sensor_id AND c.metric = s.metric)""" + _UPSERT
+# A longer period from the closed rows of a shorter one that divides it (5m from 1m, 1h from 5m): exact
+# for count, min and max, the average to within floating-point rounding; an hour is 12 rows, not 36 million.
+CLOSE_FROM_ROLLUP = _CLOSING + """
+src AS (
+    SELECT a.sensor_id, a.metric, (sum(a.avg_value::text::numeric * a.count) / sum(a.count))::float8 AS avg_value, min(a.min_value) AS min_value,
+           max(a.max_value) AS max_value, sum(a.count)::int AS count
+      FROM closing c
+      JOIN aggregations a ON a.sensor_id = c.sensor_id AND a.metric = c.metric AND a.period = %(sub_period)s
+                         AND a.timestamp >= %(start)s AND a.timestamp < %(end)s
+     GROUP BY a.sensor_id, a.metric)""" + _UPSERT
+BY_TIME_FROM_KEYS = 50  # closing this many keys of a window or more: aggregate its time range in one pass
+
+
+TRANSIENT = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout, redis.ConnectionError, redis.TimeoutError,
+             redis.BusyLoadingError)
+
+
+class WindowStore:
+    """PostgreSQL and Redis for the window aggregator; every method is one round trip's worth of work."""
+
+    def __init__(self, redis_cfg: RedisConfig, redis_password: Secret):
+        self.redis_cfg, self.redis_password = redis_cfg, redis_password
+        self.pool: ConnectionPool | None = None
+        self.redis: redis.Redis | None = None
+        prefix = redis_cfg.key_prefix
+        self.stream = prefix + redis_cfg.streams.aggregations
+        self.partial_prefix = prefix + "partial:"
+
+    def start(self, pool: ConnectionPool) -> None:
+        self.pool = pool
+        if self.redis is None:  # start() may be retried while the services come up
+            self.redis = connect(self.redis_cfg, self.redis_password)
+
+    def load_pending(self, partitions: set[int] | None) -> tuple[list[tuple], list[tuple]]:
+        """Pending windows (all, or of these partitions) and the running values of their readings."""
+        assert self.pool is not None
+        where, params = ("", ()) if partitions is None else (" WHERE kafka_partition = ANY(%s)", (sorted(partitions),))
+        with self.pool.connection() as conn:
+            pending = conn.execute(LOAD_PENDING + where, params).fetchall()
+            seeds = conn.execute(SEED_PARTIALS.replace("GROUP BY", where.replace("kafka_partition", "p.kafka_partition")
+                                                       + " GROUP BY"), params).fetchall() if pending else []
+        return pending, seeds
+
+    @staticmethod
+    def mark_pending(cur: psycopg.Cursor, rows: Sequence[tuple]) -> None:
+        """In the readings' transaction: (period, start, sensor_id, metric, end, partition) rows, one statement."""
+        if rows:
+            cur.execute(INSERT_PENDING, [list(column) for column in zip(*rows)])
+
+    def close(self, statements: Sequence[tuple[Window, str, dict]]) -> list[tuple[Window, tuple]]:
+        """Run the closing statements in one transaction; the closed rows go to the stream before the commit
+        (a crash in between leaves them pending and published again after restart: at-least-once)."""
+        assert self.pool is not None
+        entries: list[tuple[Window, tuple]] = []
+        with self.pool.connection() as conn:
+            with conn.transaction():
+                with conn.cursor() as cur:
+                    for window, sql, params in statements:
+                        cur.execute(sql, params)
+                        entries.extend((window, row) for row in cur.fetchall())
+                self.publish_closed(entries)
+        return entries
+
+    def publish_partials(self, fields_by_sensor: dict[str, dict]) -> None:
+        assert self.redis is not None
+        pipe = self.redis.pipeline(transaction=False)
+        for sensor_id, fields in fields_by_sensor.items():
+            pipe.hset(self.partial_prefix + sensor_id, mapping={k: orjson.dumps(v) for k, v in fields.items()})
+        pipe.execute()
+
+    def publish_closed(self, entries: list[tuple[Window, tuple]]) -> None:
+        if not entries:
+            return
+        assert self.redis is not None
+        pipe = self.redis.pipeline(transaction=False)
+        maxlen = self.redis_cfg.stream_maxlen
+        for window, (sensor_id, metric, avg, lo, hi, count) in entries:
+            start = window.start // US
+            pipe.xadd(self.stream, {"id": f"{sensor_id}|{metric}|{window.period}|{start}", "sensor_id": sensor_id,
+                                    "metric": metric, "period": window.period, "start": start, "end": window.end // US,
+                                    "avg": repr(avg), "min": repr(lo), "max": repr(hi), "count": count},
+                      maxlen=maxlen, approximate=True)
+        pipe.execute()
+
+    def stop(self) -> None:
+        if self.redis is not None:
+            self.redis.close()
+
+
+def close_statement(window: Window, pairs: list[tuple[str, str]], rollup_from: str | None) -> tuple[str, dict]:
+    """The statement that closes these (sensor_id, metric) keys of a window, and its parameters; from the rows of
+    the shorter period `rollup_from` when given, else from the readings."""
+    params = {"period": window.period, "start": from_us(window.start), "end": from_us(window.end),
+              "sensors": [p[0] for p in pairs], "metrics": [p[1] for p in pairs]}
+    if rollup_from is not None:
+        params["sub_period"] = rollup_from
+        return CLOSE_FROM_ROLLUP, params
+    return (CLOSE_FROM_READINGS_BY_TIME if len(pairs) >= BY_TIME_FROM_KEYS else CLOSE_FROM_READINGS_BY_KEY), params

@@ -1,0 +1,32 @@
+"""Lateness stage: readings too late for their window are dead-lettered before they are stored."""
+from __future__ import annotations
+
+from ..records import Invalid, Reading
+
+
+class LateFilter:
+    """Stage: a reading older than its partition's watermark minus `max_lateness_s` is refused as `late`.
+
+    The watermark here is the highest event time this stage has seen on the partition minus the grace;
+    it starts unknown (nothing is late until the partition has shown a reading).
+    """
+
+    name = "lateness"
+    accepts = Reading  # log records share the chain but have no windows
+
+    def __init__(self, grace_s: float, max_lateness_s: float):
+        self.grace_s = grace_s
+        self.max_lateness_s = max_lateness_s
+        self.high: dict[int, float] = {}
+
+    def process(self, r: Reading) -> list[Reading]:
+        partition = r.source.partition if r.source is not None else -1
+        high = self.high.get(partition)
+        if high is None or r.ts > high:
+            self.high[partition] = r.ts
+            return [r]
+        watermark = high - self.grace_s
+        if r.ts < watermark - self.max_lateness_s:
+            raise Invalid("late", f"event time {r.ts:.3f} is {watermark - r.ts:.0f} s behind the partition watermark "
+                                  f"{watermark:.3f} (limit {self.max_lateness_s:g} s)")
+        return [r]
