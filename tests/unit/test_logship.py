@@ -120,11 +120,28 @@ def test_full_buffer_drops_and_counts_and_nothing_goes_unaccounted():
 
 def test_emit_never_raises_into_the_application(handler, monkeypatch):
     monkeypatch.setattr(logging, "raiseExceptions", False)  # the default in production code paths
+    reported = []
+    monkeypatch.setattr(handler, "handleError", reported.append)  # logging's own hook for a failed emit
+    offered = []
+    put = handler._queue.put_nowait
+    monkeypatch.setattr(handler._queue, "put_nowait", lambda item: (offered.append(item), put(item)))
     bad = record(msg="%d", args=("not a number",))  # formatting fails inside emit
-    handler.handle(bad)
-    flaky = threading.Thread(target=lambda: handler.handle(record()))
-    flaky.start()
-    flaky.join()
+    assert handler.handle(bad) is True  # returned normally: nothing raised into the caller
+    assert reported == [bad] and offered == []  # reported through handleError, nothing buffered
+    # From another thread, with the buffer full or not: the call returns and the record is offered.
+    raised = []
+
+    def log_from_a_thread():
+        try:
+            handler.handle(record(msg="from a thread", args=()))
+        except BaseException as err:  # noqa: BLE001 - what the test is about
+            raised.append(err)
+
+    other = threading.Thread(target=log_from_a_thread)
+    other.start()
+    other.join(5)
+    assert not other.is_alive() and raised == []
+    assert [item["message"] for item in offered] == ["from a thread"] and reported == [bad]
 
 
 def test_invalid_app_or_root_is_refused_at_construction():

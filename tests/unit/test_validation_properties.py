@@ -67,6 +67,9 @@ def test_any_python_value_as_timestamp_or_value(raw):
     for candidate in (Candidate("dev-1", "temperature", raw, None, None, None, None, RawMessage("s/dev-1", b"{}", NOW)),
                       Candidate("dev-1", "temperature", 1.0, raw, None, None, None, RawMessage("s/dev-1", b"{}", NOW))):
         try:
-            VALIDATE.process(candidate)
-        except Invalid:
-            pass
+            [reading] = VALIDATE.process(candidate)
+        except Invalid as err:
+            assert err.reason and err.reason.isidentifier()
+            continue
+        assert isinstance(reading.value, float) and math.isfinite(reading.value)
+        assert NOW - 30 * 86400 <= reading.ts <= NOW + 300
