@@ -6,7 +6,8 @@ import time
 import uuid
 
 import paho.mqtt.client as mqtt
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions
+from confluent_kafka.admin import AdminClient
 from paho.mqtt.enums import CallbackAPIVersion
 
 import pytest
@@ -68,6 +69,22 @@ def read_topic(topic: str, expected: int, timeout: float = 20.0) -> list:
     return got
 
 
+def committed_offsets(group: str, topic: str, bootstrap: str = "127.0.0.1:9092") -> dict[int, int]:
+    """The consumer group's committed offsets on `topic`, partition -> next offset to read (partitions without a
+    commit are left out)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    [future] = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)]).values()
+    return {tp.partition: tp.offset for tp in future.result(10).topic_partitions
+            if tp.topic == topic and tp.offset >= 0}
+
+
+def wait_committed(group: str, topic: str, total: int, timeout: float = 20.0) -> dict[int, int]:
+    """Poll until the group's committed offsets on `topic` add up to at least `total` messages (a new topic's
+    offsets start at 0): everything consumed so far is committed, so a restart will not read it again."""
+    return wait_for(lambda: (lambda c: c if sum(c.values()) >= total else None)(committed_offsets(group, topic)),
+                    timeout, interval=0.2, what=f"group {group} to commit {total} messages of {topic}")
+
+
 class RunningPipeline:
     """A Pipeline in this process, started and ready (partitions assigned, MQTT subscribed)."""
 
@@ -94,7 +111,10 @@ class RunningPipeline:
 
 
 class DaemonProcess:
-    """`python realtime_pipeline.py --config PATH` as a real child process, for crash and signal tests."""
+    """`python realtime_pipeline.py --config PATH` as a real child process, for crash and signal tests.
+
+    start() may be called again after kill() or terminate(): the log file grows, and `log_text()`/`logged()`
+    read only what the current run wrote."""
 
     def __init__(self, config_path, log_path):
         self.config_path, self.log_path = str(config_path), log_path
@@ -102,6 +122,7 @@ class DaemonProcess:
         self._log_offset = 0
 
     def start(self, ready_timeout: float = 40.0) -> "DaemonProcess":
+        """Start and wait until ready: partitions assigned and the MQTT subscription acknowledged."""
         import subprocess
         import sys
         from pathlib import Path
@@ -111,21 +132,29 @@ class DaemonProcess:
         self._log_offset = log.tell()
         self.proc = subprocess.Popen([sys.executable, str(root / "realtime_pipeline.py"), "--config", self.config_path],
                                      stdout=log, stderr=subprocess.STDOUT, cwd=root)
-        wait_for(lambda: self._logged("event=partitions_assigned") and self._logged("event=mqtt_subscribed")
+        wait_for(lambda: self.logged("event=partitions_assigned") and self.logged("event=mqtt_subscribed")
                  or self.proc.poll() is not None, ready_timeout, what="daemon ready")
         assert self.proc.poll() is None, f"daemon exited early:\n{self.log_tail()}"
         return self
 
-    def _logged(self, text: str) -> bool:
+    def log_text(self) -> str:
+        """What the current run has logged so far."""
         with open(self.log_path, "rb") as f:
             f.seek(self._log_offset)
-            return text.encode() in f.read()
+            return f.read().decode("utf-8", "replace")
+
+    def logged(self, text: str) -> bool:
+        return text in self.log_text()
 
     def log_tail(self, n: int = 40) -> str:
         with open(self.log_path, "rb") as f:
             return b"".join(f.readlines()[-n:]).decode("utf-8", "replace")
 
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
     def kill(self) -> None:
+        """kill -9: no shutdown at all."""
         self.proc.kill()
         self.proc.wait(10)
 
@@ -136,13 +165,20 @@ class DaemonProcess:
         code = self.proc.wait(timeout)
         return code, time.monotonic() - started
 
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
+    def stop(self) -> int | None:
+        """SIGTERM if still running (kill -9 after 30 s); the exit code, None if never started."""
+        import subprocess
+
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
             self.proc.terminate()
             try:
                 self.proc.wait(30)
-            except Exception:  # noqa: BLE001
+            except subprocess.TimeoutExpired:
                 self.proc.kill()
+                self.proc.wait(10)
+        return self.proc.returncode
 
 
 class SteadyPublisher(threading.Thread):

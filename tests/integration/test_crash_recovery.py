@@ -3,58 +3,17 @@ Then SIGHUP with an edited config.yaml: the new threshold applies to the running
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from datetime import datetime, timezone
-from pathlib import Path
 
 import yaml
 
-from tests.integration.clients import Publisher, wait_for
-from tests.integration.conftest import ROOT
+from tests.integration.clients import DaemonProcess, Publisher, wait_committed, wait_for
 
 
 def utc(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, timezone.utc).replace(tzinfo=None)
-
-
-class Daemon:
-    """`python realtime_pipeline.py --config <file>` as a subprocess, its log in a file."""
-
-    def __init__(self, config: Path, log: Path):
-        self.log = log
-        self.offset = log.stat().st_size if log.exists() else 0
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PIPELINE")}
-        self.proc = subprocess.Popen([sys.executable, str(ROOT / "realtime_pipeline.py"), "--config", str(config)],
-                                     cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=open(log, "ab"))
-
-    def text(self) -> str:
-        with open(self.log, "rb") as f:
-            f.seek(self.offset)
-            return f.read().decode("utf-8", "replace")
-
-    def wait_ready(self) -> None:
-        # Partitions assigned and MQTT connected (the SUBACK follows within milliseconds).
-        wait_for(lambda: self.proc.poll() is None and "event=partitions_assigned" in self.text()
-                 and "event=mqtt_connected" in self.text(), 45, what=f"daemon ready (log: {self.log})")
-        time.sleep(0.5)
-
-    def kill9(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                return self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                return self.proc.wait(10)
-        return self.proc.returncode
 
 
 def test_kill_9_mid_window_loses_no_reading_and_duplicates_no_alert_then_sighup_reloads(env, tmp_path):
@@ -63,7 +22,7 @@ def test_kill_9_mid_window_loses_no_reading_and_duplicates_no_alert_then_sighup_
                  detection={"offline_after_s": 0}, alerts={"clear_readings": 3}, processing={"interval_s": 0.5},
                  reload={"watch_interval_s": 0})  # only SIGHUP reloads, so the test shows SIGHUP does
     config = env.write_config(tmp_path / "config.yaml", **extra)
-    env.migrate(env.settings(**extra))
+    kafka = env.migrate(env.settings(**extra)).config.kafka
     log = tmp_path / "daemon.log"
     root = env.root
     t0 = (int(time.time()) // 10) * 10 - 60
@@ -76,19 +35,20 @@ def test_kill_9_mid_window_loses_no_reading_and_duplicates_no_alert_then_sighup_
                          for i, v in enumerate(values)])
 
     pub = Publisher()
-    daemon = Daemon(config, log)
+    daemon = DaemonProcess(config, log)
     try:
-        daemon.wait_ready()
+        daemon.start()
         publish(first, t0)
         publish([5, 7], t0 + 1, sensor="s2")  # s2's window gets no reading at all after the restart
         wait_for(lambda: env.query("SELECT count(*) FROM measurements")[0][0] == 7, what="the first half stored")
         wait_for(lambda: env.query("SELECT count(*) FROM alerts")[0][0] == 1, what="the alert stored")
-        time.sleep(1.0)  # let the consumer commit those offsets: after the restart Kafka will not redeliver them
+        # Every sink holds the 7 messages once the group's committed offsets cover them: after the restart
+        # Kafka will not redeliver them, so the open window must come back from what was stored.
+        wait_committed(kafka.consumer_group, kafka.topics.raw, 7)
         assert env.query("SELECT count(*) FROM aggregations")[0][0] == 0  # the window is still open
-        daemon.kill9()
+        daemon.kill()
 
-        daemon = Daemon(config, log)
-        daemon.wait_ready()
+        daemon.start()
         publish(second, t0 + 5)
         publish([20], t0 + 15)  # watermark t0+13: past the window's end (t0+10) plus grace
         publish([9], t0 + 15, sensor="s2")  # the same for s2's partition, in s2's next window
@@ -106,14 +66,16 @@ def test_kill_9_mid_window_loses_no_reading_and_duplicates_no_alert_then_sighup_
         tree["thresholds"]["boiler_temp"]["critical"]["max"] = 30
         tree["postgres"]["pool_max"] = 6
         config.write_text(yaml.safe_dump(tree))
-        daemon.proc.send_signal(signal.SIGHUP)
-        wait_for(lambda: "event=config_reloaded trigger=sighup" in daemon.text(), what="the SIGHUP reload")
-        assert "event=config_needs_restart keys=postgres.pool_max" in daemon.text()
+        daemon.signal(signal.SIGHUP)
+        wait_for(lambda: daemon.logged("event=config_reloaded trigger=sighup"), what="the SIGHUP reload")
+        assert daemon.logged("event=config_needs_restart keys=postgres.pool_max")
         publish([35], t0 + 16)
         wait_for(lambda: env.query("SELECT severity FROM alerts")[0][0] == "critical", what="the escalation")
         assert env.query("SELECT count(*) FROM alerts")[0][0] == 1
         assert daemon.stop() == 0
+    except BaseException:
+        print(daemon.log_tail(80))
+        raise
     finally:
         pub.close()
-        if daemon.proc.poll() is None:
-            daemon.proc.kill()
+        daemon.stop()

@@ -55,7 +55,7 @@ def run_sigterm_during(env, tmp_path, break_it, stuck_on: str, repair, **config)
         wait_for(lambda: publisher.published >= TOTAL // 3, 30, what="a third of the stream published")
         break_it()
         broken = True
-        wait_for(lambda: daemon._logged(stuck_on), 30, what=stuck_on)
+        wait_for(lambda: daemon.logged(stuck_on), 30, what=stuck_on)
         time.sleep(1.0)  # the queues in front of the broken service fill up
         code, took = sigterm_within_bound(daemon)
         assert code == 1, "a drain that could not finish must not exit 0"
