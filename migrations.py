@@ -19,7 +19,7 @@ import psycopg
 from psycopg import sql
 
 from pipeline.config import Settings, load_for_cli
-from pipeline.db import conninfo, describe
+from pipeline.clients.postgres import conninfo, describe
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "pipeline" / "schema"
 FILE_RE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")

@@ -32,7 +32,7 @@ import orjson
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, Producer, TopicPartition
 
 from .config import KafkaConfig, load_for_cli
-from .ingest.kafka import producer_conf
+from .clients.kafka import producer_conf
 from .ingest.identity import MQTT_TOPIC_HEADER, RECEIVED_US_HEADER
 from .records import EXHAUSTED, FAILED, INVALID
 from .sinks.deadletter import dead_letter_topics

@@ -22,7 +22,7 @@ from datetime import datetime, timedelta, timezone
 import psycopg
 
 from .config import RedisConfig, RetentionConfig, Settings, load_for_cli
-from .db import conninfo
+from .clients.postgres import conninfo
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ def run_once(settings: Settings, dry_run: bool = False, stop: threading.Event | 
         for target in targets(cfg.retention):
             run.results.append(expire(conn, target, now, cfg.retention.batch_size, dry_run, stop))
     if redis_client is None:
-        from .sinks.redis_stream import connect
+        from .clients.redis import connect
 
         redis_client = connect(cfg.redis, settings.secrets.redis_password)
     run.streams = trim_streams(redis_client, cfg.redis, cfg.retention.redis_max_age_s, now.timestamp(), dry_run)

@@ -26,7 +26,7 @@ import yaml
 from confluent_kafka.admin import AdminClient
 
 from ..config import Secrets, Settings, parse
-from ..db import conninfo
+from ..clients.postgres import conninfo
 from .loadgen import generate, payload_for
 from .measure import (LagSampler, PostgresObserver, RedisObserver, ServiceCpu, latency_over_time, percentiles,
                       process_stats)

@@ -10,14 +10,13 @@ import logging
 import math
 from datetime import timedelta
 
-import psycopg
 import redis
 from psycopg.rows import dict_row
-from psycopg_pool import ConnectionPool, PoolTimeout
 
+from ..clients.errors import POSTGRES_AWAY, REDIS_AWAY
+from ..clients.postgres import epoch, new_pool, utc_naive
+from ..clients.redis import connect as redis_connect
 from ..config import PostgresConfig, RedisConfig, Secret
-from ..db import conninfo, epoch, utc_naive
-from ..sinks.redis_stream import connect as redis_connect
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +86,7 @@ class Store:
 
     def __init__(self, pg: PostgresConfig, pg_password: Secret, rcfg: RedisConfig, redis_password: Secret,
                  raw_fallback_max_range_s: float = 21600):
-        self.pool = ConnectionPool(kwargs=conninfo(pg, pg_password), min_size=1, max_size=3, open=False,
-                                   name="dashboard", timeout=5.0)
+        self.pool = new_pool(pg, pg_password, "dashboard", min_size=1, max_size=3, timeout=5.0)
         self.redis = redis_connect(rcfg, redis_password)
         # Same keys as the Redis sink writes.
         self.sensors_key = rcfg.key_prefix + "sensors"
@@ -110,13 +108,13 @@ class Store:
                 with conn.cursor(row_factory=row_factory) as cur:
                     cur.execute(sql, params)
                     return cur.fetchall() if cur.description else []
-        except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as err:
+        except POSTGRES_AWAY as err:
             raise Unavailable("postgres", str(err).strip()[:300]) from None
 
     def _redis(self, fn):
         try:
             return fn(self.redis)
-        except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as err:
+        except REDIS_AWAY as err:
             raise Unavailable("redis", str(err)[:300]) from None
 
     def ping_postgres(self, timeout: float = 2.0) -> None:

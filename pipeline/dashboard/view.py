@@ -18,8 +18,8 @@ from prometheus_client import generate_latest
 
 from .. import __version__
 from ..config import DashboardConfig
-from ..ingest.kafka import client_conf as kafka_client_conf
-from ..ingest.kafka import group_lag
+from ..clients.kafka import client_conf as kafka_client_conf
+from ..clients.kafka import group_lag
 from ..observability.rates import LiveStats, counter_totals, histogram_counts
 from ..observability.recent import RecentErrors
 from .store import SEVERITY_ORDER, Store, Unavailable

@@ -19,7 +19,7 @@ from ..runtime.batch import Batch, InFlight, split_outputs
 from ..runtime.chain import StageChain
 from ..runtime.deadline import call_bounded
 from ..sinks.base import BatchingSink
-from .kafka import client_conf, consumer_conf, group_lag
+from ..clients.kafka import client_conf, consumer_conf, group_lag
 from .assignment import AssignmentWatchdog
 from .identity import MQTT_TOPIC_HEADER, ORIGINAL_SIZE_HEADER, RECEIVED_US_HEADER
 
@@ -172,6 +172,10 @@ class KafkaSource:
         if self.assigned:
             return True, f"{len(self.assigned)} partition(s) assigned" + (" (single-instance)" if self.single else "")
         return True, "running, no partitions assigned (yet, or other instances hold them all)"
+
+    def in_flight(self) -> int:
+        """Batches handed to the sinks and not yet committed."""
+        return len(self.inflight)
 
     def run(self) -> None:
         if self.single:

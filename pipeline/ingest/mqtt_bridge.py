@@ -24,7 +24,7 @@ from ..observability.metrics import Metrics
 from ..runtime.worker import Failures
 from .identity import (BRIDGE_HEADER, MID_HEADER, MQTT_TOPIC_HEADER, ORIGINAL_SIZE_HEADER, RECEIVED_US_HEADER,
                        ReceiveStamps, read_own_tail, relearn)
-from .kafka import consumer_conf, producer_conf
+from ..clients.kafka import consumer_conf, producer_conf
 from .mqtt_client import BufferedClient
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from ..agents.system import SystemAgent
 from ..config import Settings
 from ..ingest.broker_stats import BrokerStats, CounterMemory
 from ..ingest.broker_stats import sensor_id as broker_sensor_id
-from ..ingest.kafka import ensure_topics
+from ..clients.kafka import ensure_topics
 from ..ingest.kafka_source import KafkaSource
 from ..ingest.mqtt_bridge import MqttBridge, client_id_suffix
 from ..logship import MQTTHandler
@@ -30,7 +30,7 @@ from ..sinks.deadletter import DeadLetterSink, DeadLetterWriter, dead_letter_top
 from ..sinks.logs import LogSink
 from ..sinks.postgres import PostgresSink
 from ..sinks.redis_stream import RedisSink
-from ..sinks.redis_stream import connect as redis_connect
+from ..clients.redis import connect as redis_connect
 from ..stages.decode import Decode
 from ..stages.lateness import LateFilter
 from ..stages.logs import ValidateLog, decode_log

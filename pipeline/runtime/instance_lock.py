@@ -14,7 +14,7 @@ import threading
 import psycopg
 
 from ..config import PostgresConfig, Secret
-from ..db import conninfo, describe
+from ..clients.postgres import conninfo, describe
 
 log = logging.getLogger(__name__)
 

@@ -14,14 +14,14 @@ from typing import Callable, Sequence
 
 import psycopg
 import redis
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import ConnectionPool
 
 from ..config import Config, Secret
 from ..observability.metrics import Metrics
 from ..operators.alerts.lifecycle import ESCALATED, OPENED, RESOLVED, SEVERITY_RANK, Alert, Transition
-from ..db import conninfo, utc_naive
+from ..clients.postgres import open_pool, utc_naive
 from .postgres import INSERT_SENSORS
-from .redis_stream import connect
+from ..clients.redis import connect
 from .webhook import WebhookNotifier
 
 _UTC = timezone.utc
@@ -36,8 +36,6 @@ FIND_OPEN = ("SELECT id, severity FROM alerts WHERE sensor_id = %s AND COALESCE(
 ESCALATE = "UPDATE alerts SET severity = %s, message = %s WHERE id = %s AND NOT resolved"
 RESOLVE = "UPDATE alerts SET resolved = TRUE, resolved_at = %s WHERE id = %s AND NOT resolved"
 INSERT_EVENT = "INSERT INTO alert_events (alert_id, event, severity, message, timestamp) VALUES (%s, %s, %s, %s, %s)"
-TRANSIENT = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout, redis.ConnectionError, redis.TimeoutError,
-             redis.BusyLoadingError)
 
 
 class AlertStore:
@@ -55,18 +53,13 @@ class AlertStore:
     def start(self) -> None:
         # Created once: start() may be retried while the services come up.
         if self.pool is None:
-            self.pool = ConnectionPool(kwargs=conninfo(self.pg, self.pg_password), min_size=1, max_size=2, open=True,
-                                       name="alert-evaluator", timeout=10.0)
+            self.pool = open_pool(self.pg, self.pg_password, "alert-evaluator", min_size=1, max_size=2)
         if self.redis is None:
             self.redis = connect(self.redis_cfg, self.redis_password)
 
     def start_notifications(self) -> None:
         if self.webhook is not None:
             self.webhook.start()
-
-    @staticmethod
-    def is_transient(err: BaseException) -> bool:
-        return isinstance(err, TRANSIENT)
 
     def close(self) -> None:
         if self.webhook is not None:

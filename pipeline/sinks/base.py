@@ -17,6 +17,7 @@ import threading
 import time
 from typing import Sequence
 
+from ..clients.errors import is_transient
 from ..config import RetryConfig, SinkConfig
 from ..observability.metrics import Metrics
 from ..records import EXHAUSTED, DeadLetter
@@ -57,7 +58,8 @@ class BatchingSink:
         raise NotImplementedError
 
     def is_transient(self, err: BaseException) -> bool:
-        return False
+        """The service is away (retry until it is back), not refusing a record: decided in pipeline/clients/errors.py."""
+        return is_transient(err)
 
     def close(self) -> None:
         """Release connections; called after the thread ended."""
@@ -72,6 +74,10 @@ class BatchingSink:
         """These partitions go to another instance; their batches are written and committed already."""
 
     # -- runner ------------------------------------------------------------------------------
+    def queue_depth(self) -> int:
+        """Batches handed over and not yet taken by the thread."""
+        return self.queue.qsize()
+
     def put(self, batch: Batch, stop: threading.Event, poll: float = 0.1) -> bool:
         """Hand a batch over, waiting while the queue is full (back-pressure). False if stopping."""
         while not stop.is_set():

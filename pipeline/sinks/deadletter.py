@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 from confluent_kafka import KafkaException, Producer
 
 from ..config import KafkaConfig
-from ..ingest.kafka import producer_conf
+from ..clients.kafka import producer_conf
 from ..observability.metrics import Metrics
 from ..records import EXHAUSTED, FAILED, INVALID, DeadLetter
 from ..runtime.batch import Batch
@@ -75,7 +75,11 @@ class DeadLetterSink(BatchingSink):
         super().__init__(*args, **kwargs)
         self.writer = writer
         # Called with each batch once it is durable (the dashboard keeps the recent ones to show).
-        self.listeners: list[Callable[[Sequence[DeadLetter]], None]] = []
+        self._listeners: list[Callable[[Sequence[DeadLetter]], None]] = []
+
+    def subscribe(self, listener: Callable[[Sequence[DeadLetter]], None]) -> None:
+        """`listener(letters)` is called in this sink's thread with each batch once Kafka holds it."""
+        self._listeners.append(listener)
 
     def select(self, batch: Batch) -> Sequence[DeadLetter]:
         return batch.dead
@@ -87,7 +91,7 @@ class DeadLetterSink(BatchingSink):
         self.writer.send(records)
 
     def after_write(self, records: Sequence[DeadLetter]) -> None:
-        for listener in self.listeners:  # counted and logged by the writer
+        for listener in self._listeners:  # counted and logged by the writer
             listener(records)
 
     def close(self) -> None:

@@ -16,15 +16,15 @@ from typing import Callable, Sequence
 import orjson
 import psycopg
 import redis
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import ConnectionPool
 
 from ..config import PostgresConfig, RedisConfig, Secret
-from ..db import describe, open_pool
+from ..clients.postgres import describe, open_pool
 from ..records import LogRecord
 from ..runtime.batch import Batch
 from .base import BatchingSink
-from ..db import utc_naive
-from .redis_stream import connect
+from ..clients.postgres import utc_naive
+from ..clients.redis import connect
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +35,6 @@ CREATE_STAGE = ("CREATE TEMP TABLE IF NOT EXISTS logs_stage (app VARCHAR(50), le
 COPY_STAGE = f"COPY logs_stage ({COLUMNS}) FROM STDIN"
 INSERT_FROM_STAGE = (f"INSERT INTO logs ({COLUMNS}) SELECT {COLUMNS} FROM logs_stage "
                      "ON CONFLICT (kafka_partition, kafka_offset, received_at) DO NOTHING")
-_TRANSIENT = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout, redis.ConnectionError, redis.TimeoutError,
-              redis.BusyLoadingError)
 
 
 def delivery_id(r: LogRecord) -> str:
@@ -73,9 +71,6 @@ class LogSink(BatchingSink):
 
     def select(self, batch: Batch) -> Sequence[LogRecord]:
         return batch.logs
-
-    def is_transient(self, err: BaseException) -> bool:
-        return isinstance(err, _TRANSIENT)
 
     def write(self, records: Sequence[LogRecord]) -> None:
         assert self.pool is not None and self.client is not None

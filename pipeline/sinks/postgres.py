@@ -16,7 +16,7 @@ import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ..config import PostgresConfig, Secret
-from ..db import describe, open_pool, utc_naive
+from ..clients.postgres import describe, open_pool, utc_naive
 from ..records import Reading
 from ..runtime.batch import Batch
 from .base import BatchingSink
@@ -84,9 +84,6 @@ class PostgresSink(BatchingSink):
 
     def select(self, batch: Batch) -> Sequence[Reading]:
         return batch.readings
-
-    def is_transient(self, err: BaseException) -> bool:
-        return isinstance(err, (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout))
 
     def write(self, records: Sequence[Reading]) -> int:
         """Returns how many readings became rows (what counts as written); the rest are counted by reason."""

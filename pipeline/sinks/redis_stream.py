@@ -17,6 +17,7 @@ import redis
 from ..config import RedisConfig, Secret
 from ..records import Reading
 from ..runtime.batch import Batch
+from ..clients.redis import connect
 from .base import BatchingSink
 
 log = logging.getLogger(__name__)
@@ -40,18 +41,6 @@ def xadd_fields(r: Reading) -> str:
     return (f"$2\r\nid\r\n${len(rid)}\r\n{rid}\r\n$9\r\nsensor_id\r\n${len(sid)}\r\n{sid}\r\n"
             f"$6\r\nmetric\r\n${len(metric)}\r\n{metric}\r\n$5\r\nvalue\r\n${len(value)}\r\n{value}\r\n"
             f"$2\r\nts\r\n${len(ts)}\r\n{ts}\r\n$11\r\nreceived_at\r\n${len(recv)}\r\n{recv}\r\n")
-
-
-def connect(cfg: RedisConfig, password: Secret) -> redis.Redis:
-    """A client from config; the password only from the environment."""
-    tls = {}
-    if cfg.tls.enabled:  # verification on unless redis.tls.insecure
-        tls = dict(ssl=True, ssl_ca_certs=cfg.tls.ca_file or None, ssl_certfile=cfg.tls.cert_file or None,
-                   ssl_keyfile=cfg.tls.key_file or None, ssl_cert_reqs="none" if cfg.tls.insecure else "required",
-                   ssl_check_hostname=not cfg.tls.insecure)
-    return redis.Redis(host=cfg.host, port=cfg.port, db=cfg.db, username=cfg.username or None,
-                       password=password.reveal() or None, socket_timeout=cfg.socket_timeout_s,
-                       socket_connect_timeout=cfg.socket_timeout_s, health_check_interval=30, **tls)
 
 
 class RedisSink(BatchingSink):
@@ -78,9 +67,6 @@ class RedisSink(BatchingSink):
 
     def select(self, batch: Batch) -> Sequence[Reading]:
         return batch.readings
-
-    def is_transient(self, err: BaseException) -> bool:
-        return isinstance(err, (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError))
 
     def write(self, records: Sequence[Reading]) -> None:
         head = self._xadd_head

@@ -19,11 +19,11 @@ from typing import Sequence
 import orjson
 import psycopg
 import redis
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import ConnectionPool
 
 from ..config import RedisConfig, Secret
 from ..operators.windows.tracker import US, Window, from_us
-from .redis_stream import connect
+from ..clients.redis import connect
 
 # Means in SQL: avg() over DOUBLE PRECISION raises "value out of range: overflow" once readings pass about
 # 1e154 (its running sum of squares) and sum() past 1.8e308, so one huge reading would keep its window from
@@ -92,8 +92,6 @@ src AS (
 BY_TIME_FROM_KEYS = 50  # closing this many keys of a window or more: aggregate its time range in one pass
 
 
-TRANSIENT = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout, redis.ConnectionError, redis.TimeoutError,
-             redis.BusyLoadingError)
 
 
 class WindowStore:

@@ -55,7 +55,7 @@ class StuckMember(threading.Thread):
 def test_group_mode_reports_a_consumer_that_waits_in_vain_and_single_mode_is_unaffected(env):
     settings = env.migrate(env.settings(kafka={"assignment": "group", "assignment_timeout_s": 4}))
     raw = settings.config.kafka.topics.raw
-    from pipeline.ingest.kafka import ensure_topics
+    from pipeline.clients.kafka import ensure_topics
 
     ensure_topics(settings.config.kafka, [raw])
     holder = StuckMember(settings.config.kafka.consumer_group, raw)

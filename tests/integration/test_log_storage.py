@@ -9,7 +9,7 @@ from pipeline.runtime.batch import Batch
 from pipeline.operators.logcounts.runner import LogCounter
 from pipeline.operators.alerts.runner import AlertRunner
 from pipeline.sinks.logs import LogSink
-from pipeline.db import utc_naive
+from pipeline.clients.postgres import utc_naive
 from pipeline.sinks.postgres import PostgresSink
 
 W = 10

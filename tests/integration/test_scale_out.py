@@ -91,7 +91,7 @@ def test_sensor_partition_matches_the_producer(env):
     """Open alerts are loaded on assignment by CRC32(sensor id) % partitions: check it is librdkafka's choice."""
     from confluent_kafka import Producer
 
-    from pipeline.ingest.kafka import ensure_topics, producer_conf
+    from pipeline.clients.kafka import ensure_topics, producer_conf
     from pipeline.runtime.ownership import sensor_partition
 
     cfg = env.settings().config.kafka

@@ -14,7 +14,7 @@ from pipeline.config import DashboardConfig, parse
 from pipeline.dashboard import params
 from pipeline.dashboard.store import parse_latest
 from pipeline.dashboard.view import PipelineView, Probe
-from pipeline.ingest.kafka import partition_lag
+from pipeline.clients.kafka import partition_lag
 from pipeline.observability.metrics import LATENCY_BUCKETS, Metrics
 from pipeline.observability.rates import LiveStats, counter_totals, histogram_counts, quantile
 from pipeline.observability.recent import ErrorLogHandler, RecentErrors

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from pipeline import config as c
-from pipeline.db import conninfo
+from pipeline.clients.postgres import conninfo
 from pipeline.ingest.mqtt_bridge import client_id_suffix, subscription_filters
 
 

@@ -60,9 +60,6 @@ class AlertRunner(BatchingSink):
         log.info("event=alert_rules_reloaded metrics=%d sensor_overrides=%d", len(config.thresholds) + len(config.detection.metrics),
                  len(config.detection.sensors))
 
-    def is_transient(self, err: BaseException) -> bool:
-        return self.store.is_transient(err)
-
     def close(self) -> None:
         self.store.close()
 

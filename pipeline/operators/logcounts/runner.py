@@ -16,11 +16,11 @@ import time
 from typing import Callable, Sequence
 
 import orjson
-import psycopg
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import ConnectionPool
 
 from ...config import LogsConfig, PostgresConfig, RetryConfig, Secret
-from ...db import epoch, open_pool, utc_naive
+from ...clients.errors import is_transient
+from ...clients.postgres import epoch, open_pool, utc_naive
 from ...observability.metrics import Metrics
 from ...records import LogRecord, RawMessage, Reading
 from .counting import APP_SENSOR_TYPE, CountWindows, changes, count_rows, metric
@@ -34,7 +34,6 @@ LAST_SEEN = "SELECT app, max(timestamp) FROM logs WHERE timestamp >= %s GROUP BY
 COUNTS = "SELECT app, level, count(*) FROM logs WHERE timestamp >= %s AND timestamp < %s GROUP BY app, level"
 STORED = "SELECT sensor_id, metric, value FROM measurements WHERE timestamp = %s AND sensor_id = ANY(%s) AND metric = ANY(%s)"
 CORRECT = "UPDATE measurements SET value = %s WHERE sensor_id = %s AND metric = %s AND timestamp = %s"
-_TRANSIENT = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout)
 
 # emit(readings, durable) hands readings to the sinks and returns the batch (None when stopping);
 # durable=True means they are already in `measurements` (corrections).
@@ -87,7 +86,7 @@ class LogCounter:
             self._retrying(lambda: self.count(start, apps), "log_count")
 
     def _retrying(self, fn, operation: str):
-        return retry_call(fn, operation=operation, policy=self.retry, is_transient=lambda e: isinstance(e, _TRANSIENT),
+        return retry_call(fn, operation=operation, policy=self.retry, is_transient=is_transient,
                           stop=self.stop_event, on_retry=lambda *_: self.metrics.retries.labels(operation).inc())
 
     def count(self, start: float, apps: list[str]) -> list[Reading]:

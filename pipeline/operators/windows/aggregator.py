@@ -21,7 +21,8 @@ from ...config import AggregationConfig, RedisConfig, Secret
 from ...observability.metrics import Metrics
 from ...records import Reading
 from ...runtime.ownership import Ownership
-from ...sinks.window_store import TRANSIENT, WindowStore, close_statement
+from ...clients.errors import SERVICE_AWAY
+from ...sinks.window_store import WindowStore, close_statement
 from .tracker import US, Due, Partials, Window, WindowTracker, from_us, to_us
 
 log = logging.getLogger(__name__)
@@ -185,7 +186,7 @@ class WindowAggregator:
     def _guard(self, what: str, fn) -> None:
         try:
             fn()
-        except TRANSIENT as err:
+        except SERVICE_AWAY as err:
             self.metrics.aggregation_errors.inc()
             log.warning("event=aggregation_retry_later step=%s error=%r", what, str(err)[:200])
         except Exception:  # noqa: BLE001 - the windows stay pending; a bug here must not stop the readings

@@ -1,4 +1,5 @@
-"""PostgreSQL connection settings shared by migrations, the sink and the dashboard."""
+"""PostgreSQL connections and pools from config (TLS, timeouts, the password from the environment), and the
+conversion between epoch seconds and the schema's UTC TIMESTAMP columns."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
@@ -7,7 +8,7 @@ from typing import Any, Callable
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from .config import PostgresConfig, Secret
+from ..config import PostgresConfig, Secret
 
 
 def conninfo(cfg: PostgresConfig, password: Secret, database: str | None = None) -> dict[str, Any]:
@@ -34,12 +35,18 @@ def describe(cfg: PostgresConfig, database: str | None = None) -> str:
     return f"postgresql://{cfg.user}@{cfg.host}:{cfg.port}/{database or cfg.database}"
 
 
+def new_pool(cfg: PostgresConfig, password: Secret, name: str, min_size: int = 1, max_size: int = 1,
+             configure: Callable[[psycopg.Connection], None] | None = None, timeout: float = 10.0) -> ConnectionPool:
+    """A pool not opened yet: for a reader that must come up (and say PostgreSQL is down) while PostgreSQL is away."""
+    return ConnectionPool(kwargs=conninfo(cfg, password), min_size=min_size, max_size=max_size, open=False, name=name,
+                          timeout=timeout, configure=configure)
+
+
 def open_pool(cfg: PostgresConfig, password: Secret, name: str, min_size: int = 1, max_size: int = 1,
               configure: Callable[[psycopg.Connection], None] | None = None) -> ConnectionPool:
     """An open pool, or ConnectionError naming the target: fail fast (and let the caller retry) rather
     than leave a pool reconnecting in the background."""
-    pool = ConnectionPool(kwargs=conninfo(cfg, password), min_size=min_size, max_size=max_size, open=False, name=name,
-                          timeout=10.0, configure=configure)
+    pool = new_pool(cfg, password, name, min_size, max_size, configure)
     try:
         pool.open(wait=True, timeout=cfg.connect_timeout_s + 1.0)
     except (psycopg.Error, PoolTimeout) as err:
