@@ -4,12 +4,15 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 export PY
 
-.PHONY: help venv dev-venv services services-down status migrate run test test-unit test-integration bench bench-max clean
+.PHONY: help venv dev-venv services services-down status migrate run test test-fast test-unit test-integration test-faults bench bench-max clean
 
 help:
 	@echo "make run            set up everything, start the pipeline and the device simulator (Ctrl-C stops both)"
-	@echo "make test           set up everything, run unit and integration tests against the real services"
-	@echo "make test-unit      fast tests, no services needed"
+	@echo "make test           set up everything, run every test tier against the real services (what CI runs)"
+	@echo "make test-fast      the quick tiers: unit and integration tests without the fault-injection ones"
+	@echo "make test-unit      unit tests only: pure logic, no services needed"
+	@echo "make test-integration  integration tests only, fault injection included"
+	@echo "make test-faults    only the slow fault-injection tests (kill, freeze, restart a service or the daemon)"
 	@echo "make services       start the services that are not running (Kafka broker, PostgreSQL, Redis, Mosquitto)"
 	@echo "make services-down  stop only what 'make services' started"
 	@echo "make migrate        apply database migrations"
@@ -49,19 +52,28 @@ test: dev-venv services
 	$(PY) migrations.py
 	$(PY) -m pytest
 
+test-fast: dev-venv services
+	bash scripts/ensure-test-tools.sh
+	$(PY) migrations.py
+	$(PY) -m pytest -m "not faults"
+
 test-unit: dev-venv
-	$(PY) -m pytest tests/unit
+	$(PY) -m pytest -m unit
 
 test-integration: dev-venv services
 	bash scripts/ensure-test-tools.sh
 	$(PY) -m pytest -m integration
 
+test-faults: dev-venv services
+	bash scripts/ensure-test-tools.sh
+	$(PY) -m pytest -m faults
+
 BENCH_ARGS ?= --rate 10000 --duration 60
 bench: dev-venv services
-	$(PY) -m pipeline.bench $(BENCH_ARGS)
+	$(PY) -m pipeline.tools.bench $(BENCH_ARGS)
 
 bench-max: dev-venv services
-	$(PY) -m pipeline.bench --find-max --rate 10000 --duration 30
+	$(PY) -m pipeline.tools.bench --find-max --rate 10000 --duration 30
 
 clean:
 	rm -rf $(VENV) .pytest_cache

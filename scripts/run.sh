@@ -8,12 +8,12 @@ SIM_ARGS=${SIM_ARGS:---sensors 20 --rate 20 --duration 0}
 export PIPELINE__AGENTS__SYSTEM__ENABLED=${PIPELINE__AGENTS__SYSTEM__ENABLED:-true}
 
 # A local Mosquitto with its default queue limit drops messages while the pipeline restarts: say so, once.
-"$PY" -m pipeline.ingest.broker_limits --port "${PIPELINE__MQTT__PORT:-1883}" || true
+"$PY" -m pipeline.tools.broker_limits --port "${PIPELINE__MQTT__PORT:-1883}" || true
 
 "$PY" realtime_pipeline.py "$@" &
 daemon=$!
 sleep 2
-"$PY" -m pipeline.simulate $SIM_ARGS &
+"$PY" -m pipeline.tools.simulate $SIM_ARGS &
 sim=$!
 
 stop() {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from pipeline.bench.procs import ServiceProcess, free_port, mosquitto, port_open  # noqa: F401 - re-exported for tests
+from pipeline.tools.bench.procs import ServiceProcess, free_port, mosquitto, port_open  # noqa: F401 - re-exported for tests
 
 
 def redis_server(workdir: Path) -> ServiceProcess:

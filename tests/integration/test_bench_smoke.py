@@ -11,7 +11,7 @@ KEYS = {"offered_rate", "sustained_rate", "published", "stored_pg", "stored_redi
 
 
 def test_benchmark_smoke_run_reports_every_figure_and_loses_nothing():
-    proc = subprocess.run([sys.executable, "-m", "pipeline.bench", "--rate", "1000", "--duration", "5", "--sensors", "50",
+    proc = subprocess.run([sys.executable, "-m", "pipeline.tools.bench", "--rate", "1000", "--duration", "5", "--sensors", "50",
                            "--json"], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout)

@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 
-from pipeline.dlq import read_marks, replay_group
+from pipeline.tools.dlq import read_marks, replay_group
 from pipeline.records import EXHAUSTED, FAILED, DeadLetter, RawMessage
 from pipeline.runtime.chain import StageChain
 from pipeline.runtime.daemon import build_stages
@@ -16,7 +16,7 @@ from tests.integration.conftest import ROOT
 
 
 def dlq(config, *args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline.dlq", "--config", str(config), *args],
+    return subprocess.run([sys.executable, "-m", "pipeline.tools.dlq", "--config", str(config), *args],
                           capture_output=True, text=True, timeout=60, cwd=ROOT)
 
 

@@ -9,7 +9,7 @@ import time
 import paho.mqtt.client as mqtt
 import pytest
 
-from pipeline.simulate import run
+from pipeline.tools.simulate import run
 
 HOST, PORT = "127.0.0.1", 1883
 

@@ -2,7 +2,7 @@
 tests/integration/test_dead_letters.py)."""
 import json
 
-from pipeline.dlq import Letter, plan_replay, replay_kinds, select
+from pipeline.tools.dlq import Letter, plan_replay, replay_kinds, select
 from pipeline.records import EXHAUSTED, FAILED, INVALID
 
 T = "dlq"

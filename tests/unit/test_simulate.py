@@ -8,11 +8,9 @@ import re
 
 import pytest
 
-from pipeline.simulate import (
-    PROFILES, MessageFactory, Pacer, SensorModel, Summary, auto_processes, build_bare_payload,
-    build_envelope_payload, build_single_payload, make_sensors, parse_args, publish_loop, split_fleet,
-    total_for,
-)
+from pipeline.tools.simulate import Summary, auto_processes, parse_args, publish_loop, split_fleet, total_for
+from pipeline.tools.simulated_fleet import (PROFILES, MessageFactory, Pacer, SensorModel, build_bare_payload,
+                                            build_envelope_payload, build_single_payload, make_sensors)
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 METRICS = ("temperature", "humidity", "pressure")

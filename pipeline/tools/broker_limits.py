@@ -1,6 +1,6 @@
 """Is the local Mosquitto running with its default queue limit? One line with the fix if so.
 
-`python -m pipeline.ingest.broker_limits [--port 1883]` (scripts/run.sh calls it before starting the daemon)
+`python -m pipeline.tools.broker_limits [--port 1883]` (scripts/run.sh calls it before starting the daemon)
 prints a warning when a Mosquitto on this machine serves the port with `max_queued_messages` unset or at its
 default of 1000: beyond that the broker drops messages for the pipeline's session while it is behind or
 restarting. A broker's running limits cannot be asked over MQTT, so the configuration file the process was

@@ -1,7 +1,7 @@
 """Retention at scale: batched deletes of expired readings from a 10-million-row `measurements`, with a
 writer inserting readings at the same time, and the write-path cost of the time index (migration 0006).
 
-    python bench/retention_10m.py [--rows 10000000] [--batch 10000] [--write-rate 5000]
+    python -m pipeline.tools.bench.retention_10m [--rows 10000000] [--batch 10000] [--write-rate 5000]
 
 Uses a throwaway database (bench_ret_<random>) and drops it afterwards. Rows span 60 days, so with the
 30-day limit about half expire.
@@ -17,7 +17,7 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
 import psycopg  # noqa: E402
 

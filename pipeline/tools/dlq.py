@@ -1,7 +1,7 @@
 """Inspect and replay dead letters.
 
-    python -m pipeline.dlq list   [--reason R] [--kind invalid|processing_failure|retry_exhausted] [--limit N] [--json]
-    python -m pipeline.dlq replay [--reason R] [--kind K] [--limit N]
+    python -m pipeline.tools.dlq list   [--reason R] [--kind invalid|processing_failure|retry_exhausted] [--limit N] [--json]
+    python -m pipeline.tools.dlq replay [--reason R] [--kind K] [--limit N]
 
 `list` reads the dead-letter topics from the beginning without joining a consumer group (nothing is
 committed, so listing changes nothing). `replay` sends the chosen letters back to the raw topic with their
@@ -31,11 +31,11 @@ from typing import Iterable, Iterator
 import orjson
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, Producer, TopicPartition
 
-from .config import KafkaConfig, load_for_cli
-from .clients.kafka import producer_conf
-from .ingest.identity import MQTT_TOPIC_HEADER, RECEIVED_US_HEADER
-from .records import EXHAUSTED, FAILED, INVALID
-from .sinks.deadletter import dead_letter_topics
+from ..config import KafkaConfig, load_for_cli
+from ..clients.kafka import producer_conf
+from ..ingest.identity import MQTT_TOPIC_HEADER, RECEIVED_US_HEADER
+from ..records import EXHAUSTED, FAILED, INVALID
+from ..sinks.deadletter import dead_letter_topics
 
 REPLAYED_FROM = "replayed_from"
 Position = tuple[str, int]  # (dead-letter topic, partition)
@@ -249,7 +249,7 @@ def replay(cfg: KafkaConfig, letters: list[Letter]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m pipeline.dlq", description="Inspect and replay dead letters.")
+    p = argparse.ArgumentParser(prog="python -m pipeline.tools.dlq", description="Inspect and replay dead letters.")
     p.add_argument("--config", help="config file (default: config.yaml)")
     sub = p.add_subparsers(dest="command", required=True)
     for name in ("list", "replay"):

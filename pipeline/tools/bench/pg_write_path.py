@@ -1,7 +1,7 @@
 """Cost of the exactly-once write path: COPY into staging + INSERT ... ON CONFLICT DO NOTHING, against
 plain COPY into `measurements`, through the real PostgresSink with batches of 1000.
 
-    python bench/pg_write_path.py [--rows 200000] [--batch 1000] [--drop-index measurements_timestamp]
+    python -m pipeline.tools.bench.pg_write_path [--rows 200000] [--batch 1000] [--drop-index measurements_timestamp]
 
 Uses a throwaway database (bench_pg_<random>) and drops it afterwards.
 """
@@ -13,7 +13,7 @@ import time
 import uuid
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
 import psycopg  # noqa: E402
 from prometheus_client import CollectorRegistry  # noqa: E402

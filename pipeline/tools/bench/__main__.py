@@ -1,6 +1,6 @@
 """End-to-end benchmark against the local services.
 
-    python -m pipeline.bench [--rate 10000] [--duration 60] [--readings-per-message 1|3] [--find-max] [--json]
+    python -m pipeline.tools.bench [--rate 10000] [--duration 60] [--readings-per-message 1|3] [--find-max] [--json]
 
 Starts its own Mosquitto (deploy/mosquitto.conf settings) on a free port, the daemon as a subprocess
 with its own database, topics and streams, drives QoS 1 load from N simulated devices, and measures
@@ -25,8 +25,8 @@ import redis
 import yaml
 from confluent_kafka.admin import AdminClient
 
-from ..config import Secrets, Settings, parse
-from ..clients.postgres import conninfo
+from ...config import Secrets, Settings, parse
+from ...clients.postgres import conninfo
 from .loadgen import generate, payload_for
 from .measure import (LagSampler, PostgresObserver, RedisObserver, ServiceCpu, latency_over_time, percentiles,
                       process_stats)
@@ -341,7 +341,7 @@ def table(results: list[dict], limit: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m pipeline.bench", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m pipeline.tools.bench", description=__doc__.splitlines()[0])
     p.add_argument("--rate", type=float, default=10000, help="offered messages per second (default 10000)")
     p.add_argument("--duration", type=float, default=60, help="seconds of load per level (default 60)")
     p.add_argument("--readings-per-message", type=int, choices=(1, 3), default=1)
