@@ -14,7 +14,7 @@ from pipeline.operators.alerts.detectors import Outlier
 from pipeline.records import Invalid, Reading
 from pipeline.stages.transform import NormalizeUnits
 from pipeline.operators.windows.tracker import US, Partials, WindowTracker
-from tests.unit.test_dashboard_app import BEARER, FakeView, client_for
+from tests.unit.dashboard.test_app import BEARER, FakeView, client_for
 
 UNITS = {
     "pressure": MetricUnits(canonical="hPa", convert=(UnitRule(unit="Pa", scale=0.01), UnitRule(unit="kPa", scale=10.0))),

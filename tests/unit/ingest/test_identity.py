@@ -1,8 +1,7 @@
-"""Receive stamps (the identity of readings without a device timestamp) and the group-mode watchdog."""
+"""Receive stamps: the identity of readings without a device timestamp."""
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.ingest.assignment import AssignmentWatchdog
 from pipeline.ingest.identity import BRIDGE_HEADER, MID_HEADER, RECEIVED_US_HEADER, ReceiveStamps, own_records, relearn
 
 
@@ -48,27 +47,3 @@ def test_only_this_bridges_records_with_a_packet_id_are_relearned():
     assert own_records(mine, b"other") is None
     assert own_records([("mqtt_topic", b"s/a"), (RECEIVED_US_HEADER, b"123")], b"me") is None  # QoS 0
     assert own_records(None, b"me") is None
-
-
-def test_the_watchdog_reports_a_stall_only_when_messages_wait_and_nobody_commits():
-    w = AssignmentWatchdog(timeout_s=30, check_interval_s=5)
-    w.assignment(0.0, False)
-    assert not w.due(4.0) and w.due(5.0)
-    assert w.observe(5.0, lag=100, committed_total=0) is None  # first look: a baseline
-    assert w.observe(10.0, lag=150, committed_total=0) is None  # not waited long enough yet
-    stall = w.observe(31.0, lag=200, committed_total=0)
-    assert stall is not None and stall.lag == 200 and stall.unassigned_s == 31.0
-    assert w.observe(36.0, lag=10, committed_total=40) is None  # another member consumes now
-    w.observe(60.0, lag=10, committed_total=40)
-    assert w.stall is not None  # and stopped again
-    w.assignment(61.0, True)
-    assert w.stall is None and not w.due(100.0)
-
-
-def test_an_idle_member_without_partitions_is_not_stalled():
-    w = AssignmentWatchdog(timeout_s=10, check_interval_s=2)
-    w.assignment(0.0, False)
-    for t in range(2, 60, 2):
-        assert w.observe(float(t), lag=0, committed_total=500) is None  # nothing waits: other instances keep up
-    for t in range(60, 120, 2):  # messages wait, but the group commits: someone else consumes them
-        assert w.observe(float(t), lag=30, committed_total=500 + t) is None

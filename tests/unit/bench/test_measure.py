@@ -1,5 +1,5 @@
 """The benchmark's pure helpers: percentiles and latency over time."""
-from pipeline.bench.measure import latency_over_time, percentiles
+from pipeline.tools.bench.measure import latency_over_time, percentiles
 
 
 def test_percentiles_in_milliseconds():
