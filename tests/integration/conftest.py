@@ -23,12 +23,6 @@ SERVICES = {"PostgreSQL": ("127.0.0.1", 5432), "Redis": ("127.0.0.1", 6379), "Mo
             "Kafka": ("127.0.0.1", 9092)}
 
 
-def pytest_collection_modifyitems(items):
-    for item in items:
-        if "/integration/" in str(item.fspath):
-            item.add_marker(pytest.mark.integration)
-
-
 @pytest.fixture(scope="session", autouse=True)
 def services_up():
     down = []

@@ -7,6 +7,7 @@ import sys
 import threading
 from pathlib import Path
 
+import pytest
 from confluent_kafka import Consumer
 
 from tests.integration.clients import DaemonProcess, Publisher, RunningPipeline, wait_for
@@ -52,6 +53,7 @@ class StuckMember(threading.Thread):
         self.consumer.close()
 
 
+@pytest.mark.faults  # waits out the group's assignment timeout: about 40 s
 def test_group_mode_reports_a_consumer_that_waits_in_vain_and_single_mode_is_unaffected(env):
     settings = env.migrate(env.settings(kafka={"assignment": "group", "assignment_timeout_s": 4}))
     raw = settings.config.kafka.topics.raw

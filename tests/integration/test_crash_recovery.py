@@ -7,9 +7,12 @@ import signal
 import time
 from datetime import datetime, timezone
 
+import pytest
 import yaml
 
 from tests.integration.clients import DaemonProcess, Publisher, wait_committed, wait_for
+
+pytestmark = pytest.mark.faults  # kill -9 and restart of the daemon: make test-faults
 
 
 def utc(ts: float) -> datetime:

@@ -8,12 +8,15 @@ from __future__ import annotations
 import time
 
 import psycopg
+import pytest
 
 from tests.integration.clients import DaemonProcess, SteadyPublisher, wait_for
 from tests.integration.services import kafka_broker, mosquitto, redis_server
 
 RATE = 150  # readings per second: steady, modest, so the test is about faults, not load
 TOTAL = 1500  # ten seconds of traffic
+
+pytestmark = pytest.mark.faults  # kills the daemon, restarts or freezes a service: make test-faults
 
 
 def assert_exactly_once(env, total: int, timeout: float = 60.0) -> None:

@@ -73,6 +73,7 @@ def test_a_burst_of_timestampless_readings_is_stored_whole(env, broker):
         assert not get("pipeline_readings_deduplicated_total", {"reason": "redelivery"})
 
 
+@pytest.mark.faults  # kill -9 and restart of the daemon
 def test_kill_9_in_the_middle_of_a_burst_loses_and_doubles_nothing(env, broker, tmp_path):
     # The broker queues for the daemon's persistent session while it is dead and delivers at reconnect; what
     # Kafka had but MQTT had not acknowledged comes again with the DUP flag and must keep its identity.
@@ -95,6 +96,7 @@ def test_kill_9_in_the_middle_of_a_burst_loses_and_doubles_nothing(env, broker, 
         daemon.stop()
 
 
+@pytest.mark.faults  # kill -9 and restart of the daemon
 def test_kill_9_with_device_timestamps_stores_exactly_once(env, broker, tmp_path):
     config = env.write_config(tmp_path / "config.yaml", mqtt={"port": broker.port})
     env.migrate()
@@ -155,6 +157,7 @@ def test_the_deduplication_metric_counts_redeliveries_and_conflicts_and_nothing_
         assert not get("pipeline_sink_records_written_total", {"sink": "postgres"})  # nothing new was a row
 
 
+@pytest.mark.faults  # kill -9 and restart of the daemon
 def test_with_the_default_queue_limit_the_brokers_drops_are_shown_and_alerted_on(env, tmp_path):
     # The same kill -9 in a burst, against a Mosquitto with its default max_queued_messages (1000): the broker drops
     # what it cannot queue while the daemon is down. Nothing doubles, and the loss is shown, counted and alerted on.

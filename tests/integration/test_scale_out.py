@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 import yaml
 
 from tests.integration.clients import DaemonProcess, SteadyPublisher, wait_for
@@ -25,6 +26,7 @@ def assigned(log_path, offset: int = 0) -> list[set[int]]:
     return [set(map(int, m.split(","))) if m else set() for m in re.findall(r"event=partitions_assigned partitions=([0-9,]*)", text)]
 
 
+@pytest.mark.faults  # kill -9 of one of two daemons, about 30 s
 def test_two_instances_kill_9_one_every_reading_once_same_windows_no_duplicate_alert(env, tmp_path):
     extra = dict(mqtt={"shared_group": f"g{env.run_id}"},
                  aggregation={"periods": ["1s"], "grace_s": 1, "max_lateness_s": 3600, "idle_close_s": 3},

@@ -16,6 +16,8 @@ import pytest
 from tests.integration.clients import DaemonProcess, SteadyPublisher, wait_for
 from tests.integration.services import kafka_broker, redis_server
 
+pytestmark = pytest.mark.faults  # breaks a service, SIGTERMs the daemon and restarts it: make test-faults
+
 RATE = 150  # readings per second
 TOTAL = 1500  # ten seconds of traffic
 BUDGET = 6  # processing.shutdown_timeout_s
