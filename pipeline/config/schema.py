@@ -56,6 +56,9 @@ class MqttConfig(Section):
     # client id becomes <client_id>-<instance_id> so every instance keeps its own persistent session.
     shared_group: Annotated[str, msgspec.Meta(pattern=r"^[^/#+$]*$", max_length=64)] = ""
     broker_stats: BrokerStatsConfig = BrokerStatsConfig()
+    # true: QoS 0/1 PUBLISH packets parsed straight from a read buffer (pipeline/ingest/mqtt_client.py, written
+    # against one exact paho-mqtt version); false: paho's plain on_message and ack() (public API only), slower.
+    fast_path: bool = True
 
 
 class KafkaTopics(Section):
@@ -108,6 +111,9 @@ class RedisConfig(Section):
     stream_maxlen: Annotated[int, msgspec.Meta(ge=100)] = 100000
     socket_timeout_s: PositiveFloat = 5.0
     tls: TlsConfig = TlsConfig()
+    # true: the sink writes RESP itself and reads replies in bulk (pipeline/sinks/redis_wire.py, written against
+    # one exact redis-py version); false: redis-py's plain pipeline, slower, the same entries and keys.
+    fast_path: bool = True
 
 
 class PostgresConfig(Section):

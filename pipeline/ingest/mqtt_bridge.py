@@ -4,6 +4,10 @@ Parsing happens after Kafka. A QoS 1 message is acknowledged to the MQTT broker 
 confirmed its delivery (paho `manual_ack`), so a crash between the two leaves it with the broker,
 which sends it again on reconnect (persistent session). Every message gets its receive stamp here, once
 (pipeline/ingest/identity.py): the identity of a reading that carries no device timestamp.
+
+`mqtt.fast_path` (default true) receives through BufferedClient (mqtt_client.py, the one module that relies on
+paho's private names, for a pinned paho version); false through paho's plain `on_message` and `ack()`. Both
+hand `_on_publish` the same (topic bytes, payload, qos, mid, dup).
 """
 from __future__ import annotations
 
@@ -25,7 +29,7 @@ from ..runtime.worker import Failures
 from .identity import (BRIDGE_HEADER, MID_HEADER, MQTT_TOPIC_HEADER, ORIGINAL_SIZE_HEADER, RECEIVED_US_HEADER,
                        ReceiveStamps, read_own_tail, relearn)
 from ..clients.kafka import consumer_conf, producer_conf
-from .mqtt_client import BufferedClient
+from .mqtt_client import BufferedClient, RawHandler
 
 log = logging.getLogger(__name__)
 # Records read back at start to recognise resends of messages produced just before a crash (identity.py).
@@ -48,6 +52,17 @@ def subscription_filters(cfg: MqttConfig) -> list[str]:
 def client_id_suffix(cfg: MqttConfig, instance_id: str) -> str:
     """Instances of one shared group need distinct client ids, or the broker would keep only one session."""
     return f"-{instance_id}" if cfg.shared_group else ""
+
+
+def plain_on_message(handler: RawHandler):
+    """A paho `on_message` callback (public API only) that hands `handler` what the fast path does."""
+    def on_message(_client, _userdata, message: mqtt.MQTTMessage) -> None:
+        try:
+            topic = message.topic.encode()
+        except UnicodeDecodeError:  # MQTT forbids it (brokers refuse it); paho's public API has no raw topic
+            topic = b""  # the decode stage dead-letters it: no sensor id in the topic
+        handler(topic, message.payload, message.qos, message.mid, bool(message.dup))
+    return on_message
 
 
 def configure_tls(client: mqtt.Client, tls: TlsConfig) -> None:
@@ -78,9 +93,9 @@ class MqttBridge:
         self.client_id = mqtt_cfg.client_id + client_id_suffix
         self._bridge_header = (BRIDGE_HEADER, self.client_id.encode())
         self.stamps = ReceiveStamps()
-        self.client = BufferedClient(CallbackAPIVersion.VERSION2, client_id=self.client_id,
-                                  protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
-                                  clean_session=None if v5 else mqtt_cfg.clean_session, manual_ack=True)
+        self.client = (BufferedClient if mqtt_cfg.fast_path else mqtt.Client)(
+            CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+            clean_session=None if v5 else mqtt_cfg.clean_session, manual_ack=True)
         if mqtt_cfg.username:
             self.client.username_pw_set(mqtt_cfg.username, password.reveal() or None)
         if mqtt_cfg.tls.enabled:
@@ -89,7 +104,10 @@ class MqttBridge:
         self.client.reconnect_delay_set(mqtt_cfg.reconnect_min_delay_s, mqtt_cfg.reconnect_max_delay_s)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
-        self.client.on_publish_raw = self._on_publish
+        if mqtt_cfg.fast_path:
+            self.client.on_publish_raw = self._on_publish
+        else:
+            self.client.on_message = plain_on_message(self._on_publish)
         self.client.on_subscribe = self._on_subscribe
         # Per-message counts are plain integers (one writer thread each), added to the Prometheus
         # counters by the producer thread a few times a second: a locked inc() per message cost more
@@ -226,7 +244,11 @@ class MqttBridge:
                 mids.append(pop())
         except IndexError:
             pass
-        self.client.ack_many(mids)
+        if self.cfg.fast_path:
+            self.client.ack_many(mids)
+        else:
+            for mid in mids:  # one PUBACK queued (and paho's network thread woken) per message
+                self.client.ack(mid, 1)
 
     def _poll_loop(self) -> None:
         try:

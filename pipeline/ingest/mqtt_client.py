@@ -7,6 +7,31 @@ socket is read 256 KiB at a time, and every complete QoS 0/1 PUBLISH in the buff
 `on_publish_raw(topic, payload, qos, mid, dup)` after a few slice operations. Anything else (CONNACK, SUBACK,
 PINGRESP, QoS 2, a packet not complete yet) is left to paho's own reader, which reads the same buffer
 through `_sock_recv`: connection handling, TLS, keepalive and reconnects stay paho's.
+
+This is the one module that touches paho's private names (docs STYLE point 12), written against
+paho-mqtt==2.2.0 (requirements.txt pins it exactly; tests/unit/ingest/test_mqtt_fastpath_contract.py fails on
+any other version, and checks each name below). `mqtt.fast_path: false` makes the bridge use paho's plain
+`on_message` and `ack()` instead. The private names relied on, all of `paho.mqtt.client`:
+  Client._sock_recv(bufsize)      overridden and called: paho's reader reads every byte through it
+  Client._packet_read()           paho's reader for one packet (what the fast path leaves to it)
+  Client._loop_rc_handle(rc)      paho's handling of a read error (disconnect, on_disconnect)
+  Client._packet_queue(command, packet, mid, qos)   queues bytes to send and wakes the network thread
+  Client._handle_on_message(message)   overridden: paho calls it for every PUBLISH its reader parsed
+  Client._sock                    the connected socket (None when not connected)
+  Client._in_packet               paho's partial packet state; ["command"] is 0 between packets
+  Client._protocol                MQTTv311 or MQTTv5
+  Client._in_callback_mutex       held around user callbacks
+  Client._msgtime_mutex, Client._last_bytes_received   keepalive bookkeeping
+  Client._userdata                passed to on_message
+  MQTTMessage._topic              the topic as received (bytes; `.topic` decodes it)
+and that Client has no attribute of the names this subclass adds (_rbuf, _rpos, _rsock, _own_buffer, _fill,
+_read_publishes, on_publish_raw, ack_many, PAHO, WAIT).
+
+Maintained alternatives checked from their documentation (2026-12-01), not benchmarked: aiomqtt wraps paho's
+Client (the same per-packet reader, plus an asyncio hand-off per message); gmqtt is an asyncio client with its
+own Python packet handling and one `on_message(client, topic, payload, qos, properties)` call per message.
+Neither reads a buffer of PUBLISH packets in one pass, and both need an event loop the bridge does not have;
+the plain paho path (`mqtt.fast_path: false`) is the measured baseline (bench/RESULTS.md).
 """
 from __future__ import annotations
 
@@ -16,6 +41,13 @@ from typing import Callable
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
+
+WRITTEN_FOR = "2.2.0"  # the paho-mqtt version this module was checked against
+# The private names of paho's Client this module uses (the contract test checks each one exists as expected).
+PAHO_CLIENT_PRIVATE = ("_sock_recv", "_packet_read", "_loop_rc_handle", "_packet_queue", "_handle_on_message",
+                       "_sock", "_in_packet", "_protocol", "_in_callback_mutex", "_msgtime_mutex",
+                       "_last_bytes_received", "_userdata")
+PAHO_MESSAGE_PRIVATE = ("_topic",)
 
 _PUBACK = struct.Struct("!BBH")
 

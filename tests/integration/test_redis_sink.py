@@ -1,5 +1,6 @@
 """The Redis sink against the real server: replies read in bulk, a refused command reported after every reply
-is read, and the connection usable for the next write."""
+is read, and the connection usable for the next write; on the raw RESP path and on redis-py's plain pipeline
+(redis.fast_path: false)."""
 import pytest
 import redis
 
@@ -8,8 +9,8 @@ from pipeline.records import Reading
 from pipeline.sinks.redis_stream import RedisSink
 
 
-def sink_for(env) -> RedisSink:
-    cfg = env.settings().config
+def sink_for(env, fast_path: bool = True) -> RedisSink:
+    cfg = env.settings(redis={"fast_path": fast_path}).config
     sink = RedisSink(cfg.redis, Secret(""), settings=cfg.sinks.redis, retry=cfg.retry, metrics=env.metrics(),
                      queue_max_batches=1)
     sink.start()
@@ -20,8 +21,9 @@ def readings(n: int, t0: float = 1_760_000_000.0) -> list[Reading]:
     return [Reading(f"d{i % 7}", "sensor", None, "temperature", 20.0 + i, t0 + i, t0 + i + 0.5) for i in range(n)]
 
 
-def test_a_large_write_reads_every_reply_and_a_refused_command_leaves_the_connection_usable(env):
-    sink = sink_for(env)
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast_path", "plain"])
+def test_a_large_write_reads_every_reply_and_a_refused_command_leaves_the_connection_usable(env, fast_path):
+    sink = sink_for(env, fast_path)
     prefix = f"t{env.run_id}:"
     try:
         sink.write(readings(3000))  # replies span many socket reads

@@ -1,0 +1,107 @@
+"""The Redis sink's fast path (`redis.fast_path: true`): commands written as RESP by hand, replies read in bulk.
+
+This is the one module that relies on redis-py's internals, written against redis==8.1.0 and hiredis==3.5.0
+(requirements.txt pins both exactly; tests/unit/sinks/test_redis_wire_contract.py fails on any other
+version). What it relies on:
+  - `Connection._sock` (private): the connected socket, read directly after `send_packed_command()`; this
+    assumes redis-py's own parser holds no unread bytes between commands and reads nothing by itself.
+  - `ConnectionPool.get_connection()` without arguments, `ConnectionPool.release()`,
+    `Connection.send_packed_command()` and `Connection.disconnect()` (public, but not meant for callers that
+    then read the socket themselves).
+  - `hiredis.Reader` with `feed()`/`gets()`, and `hiredis.ReplyError` for a refused command.
+RESP itself is the server's protocol (stable since Redis 2); the encoding below is checked against
+redis-py's plain pipeline on a real server (tests/integration/test_redis_wire_roundtrip.py).
+
+Why: redis-py's pipeline encodes every argument and parses every reply into a Python object one command at a
+time; at 10,000 readings/s that cost more CPU than everything else in the sink. `redis.fast_path: false` uses
+that plain pipeline instead (pipeline/sinks/redis_stream.py): the same stream entries and keys, slower (figures
+in bench/RESULTS.md). Maintained alternatives checked from their documentation (2026-12-01): redis-py already
+parses replies with hiredis when it is installed (the plain path has that); hiredis's public `pack_command()`
+packs one command per call from Python arguments, the per-argument work the f-strings here avoid; no redis-py
+option sends pre-encoded commands and reads their replies in bulk.
+"""
+from __future__ import annotations
+
+import hiredis
+import redis
+
+from ..records import Reading
+
+WRITTEN_FOR = {"redis": "8.1.0", "hiredis": "3.5.0"}  # the versions this module was checked against
+
+
+def bulk(arg: bytes) -> bytes:
+    """One RESP bulk string."""
+    return b"$%d\r\n%s\r\n" % (len(arg), arg)
+
+
+def pack(*args: bytes) -> bytes:
+    """One Redis command in the RESP wire format."""
+    return b"*%d\r\n" % len(args) + b"".join([bulk(a) for a in args])
+
+
+def xadd_head(stream: str, maxlen: int) -> str:
+    """`XADD <stream> MAXLEN ~ <maxlen> *` and the array header for six field/value pairs after it."""
+    return (b"*18\r\n" + b"".join(bulk(a) for a in (
+        b"XADD", stream.encode(), b"MAXLEN", b"~", str(maxlen).encode(), b"*"))).decode()
+
+
+def xadd_fields(r: Reading) -> str:
+    """The six field/value pairs of a reading's stream entry in RESP, as one str: every part is ASCII
+    (ids and metrics are validated ASCII, numbers are repr()), so character counts are byte counts and the
+    whole write is encoded once."""
+    rid, sid, metric = r.reading_id, r.sensor_id, r.metric
+    value, ts, recv = repr(r.value), repr(r.ts), repr(r.received_at)
+    return (f"$2\r\nid\r\n${len(rid)}\r\n{rid}\r\n$9\r\nsensor_id\r\n${len(sid)}\r\n{sid}\r\n"
+            f"$6\r\nmetric\r\n${len(metric)}\r\n{metric}\r\n$5\r\nvalue\r\n${len(value)}\r\n{value}\r\n"
+            f"$2\r\nts\r\n${len(ts)}\r\n{ts}\r\n$11\r\nreceived_at\r\n${len(recv)}\r\n{recv}\r\n")
+
+
+def latest_fields(r: Reading) -> str:
+    """`<metric> <value> <metric>:ts <ts>` of a latest-value hash in RESP (ASCII, as in xadd_fields)."""
+    metric, value, ts = r.metric, repr(r.value), repr(r.ts)
+    return (f"${len(metric)}\r\n{metric}\r\n${len(value)}\r\n{value}\r\n"
+            f"${len(metric) + 3}\r\n{metric}:ts\r\n${len(ts)}\r\n{ts}\r\n")
+
+
+def hset_latest(key: str, r: Reading, fields: list[str]) -> bytes:
+    """HSET <key> type <t> location <l> and the metric fields (type and location may be any text)."""
+    return b"*%d\r\n$4\r\nHSET\r\n%s$4\r\ntype\r\n%s$8\r\nlocation\r\n%s%s" % (
+        6 + 4 * len(fields), bulk(key.encode()), bulk(r.sensor_type.encode()), bulk((r.location or "").encode()),
+        "".join(fields).encode())
+
+
+def send(client: redis.Redis, payload: bytes, replies: int) -> None:
+    """One write of every command, then every reply: what a pipeline does, minus redis-py's per-argument
+    encoding and per-reply parsing. The replies are parsed in bulk by hiredis from the connection's socket;
+    redis-py still connects, authenticates, checks health and reconnects. A refused command is raised as
+    redis.ResponseError once every reply is read (like a pipeline's execute())."""
+    pool = client.connection_pool
+    conn = pool.get_connection()
+    try:
+        conn.send_packed_command([payload])
+        reader = hiredis.Reader()
+        sock = conn._sock
+        error = None
+        while replies:
+            try:
+                data = sock.recv(65536)
+            except OSError as err:
+                raise redis.ConnectionError(f"reading replies from Redis: {err}") from err
+            if not data:
+                raise redis.ConnectionError("Redis closed the connection")
+            reader.feed(data)
+            while replies:
+                reply = reader.gets()
+                if reply is False:
+                    break
+                replies -= 1
+                if isinstance(reply, hiredis.ReplyError) and error is None:
+                    error = redis.ResponseError(str(reply))  # a refused command: read the rest, then report it
+        if error is not None:
+            raise error
+    except BaseException:
+        conn.disconnect()  # unread replies would be taken for the next command's
+        raise
+    finally:
+        pool.release(conn)
