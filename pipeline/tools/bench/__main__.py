@@ -32,7 +32,7 @@ from .measure import (LagSampler, PostgresObserver, RedisObserver, ServiceCpu, l
                       process_stats)
 from .procs import mosquitto
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def deep_merge(base: dict, extra: dict) -> dict:
