@@ -23,6 +23,7 @@ import time
 import uuid
 
 from .agents.publisher import MqttPublisher
+from .runtime.supervisor import Spawn, plain_thread
 
 SKIP_LOGGERS = ("paho", "pipeline.logship")
 _APP_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]*")
@@ -80,7 +81,8 @@ class MQTTHandler(logging.Handler):
     def __init__(self, app: str, host: str = "localhost", port: int = 1883, *, level: int = logging.NOTSET,
                  topic_root: str = "logs", username: str | None = None, password: str | None = None,
                  buffer_size: int = 10000, max_message_bytes: int = 8192, max_extra_bytes: int = 16384,
-                 close_timeout: float = 2.0, exclude: tuple[str, ...] = (), client_id: str | None = None):
+                 close_timeout: float = 2.0, exclude: tuple[str, ...] = (), client_id: str | None = None,
+                 spawn: Spawn = plain_thread):
         if len(app) > APP_MAX or not _APP_RE.fullmatch(app) or not app.isascii():
             raise ValueError(f"app {app!r}: expected up to {APP_MAX} characters matching {_APP_RE.pattern}")
         if not topic_root or any(c in topic_root for c in "/+#"):
@@ -103,9 +105,9 @@ class MQTTHandler(logging.Handler):
         self._closing = threading.Event()
         self._deadline = math.inf
         self._closed = False
-        self._thread = threading.Thread(target=self._run, name=f"logship-{app}", daemon=True)
         self.publisher.start()
-        self._thread.start()
+        # The daemon passes its supervisor's spawn, so the publishing thread is one of its named threads.
+        self._thread = spawn(f"logship-{app}", self._run)
 
     @property
     def sent(self) -> int:

@@ -1,7 +1,8 @@
 """The dashboard inside the daemon: the Flask app on a threaded werkzeug server, plus the monitor loops.
 
-The daemon runs `serve`, `monitor` and `probes` as worker threads and calls `stop()` first when it shuts down,
-so nothing reads from the pipeline's components while they close.
+`start()` runs `serve`, `monitor` and `probes` as threads of the daemon's supervisor; the daemon calls `stop()`
+first when it shuts down, so nothing reads from the pipeline's components while they close. Everything the
+dashboard knows of the pipeline comes through its status interface (observability/status.py).
 """
 from __future__ import annotations
 
@@ -11,7 +12,11 @@ import threading
 
 from werkzeug.serving import WSGIRequestHandler, get_sockaddr, make_server, select_address_family
 
+from ..config import Settings
+from ..observability.metrics import Metrics
 from ..observability.recent import ErrorLogHandler, RecentErrors
+from ..observability.status import PipelineStatus
+from ..runtime.supervisor import Spawn
 from .app import create_app
 from .store import Store
 from .view import PipelineView
@@ -42,22 +47,19 @@ def listen(host: str, port: int) -> socket.socket:
 
 
 class Dashboard:
-    """Builds the store, view and app for a Pipeline and binds the port (so a taken port fails the start)."""
+    """Builds the store, view and app over a pipeline's status and binds the port (so a taken port fails the start)."""
 
-    def __init__(self, pipeline):
-        settings = pipeline.settings
+    def __init__(self, status: PipelineStatus, settings: Settings, metrics: Metrics, spawn: Spawn):
         cfg = settings.config
         self.cfg = cfg.dashboard
         self.recent = RecentErrors()
         # Warnings and errors logged anywhere in the pipeline (retries, failed commits) become recent errors;
-        # dead letters arrive with their payload through the dead-letter sink's listeners.
+        # dead letters arrive with their payload once they are durable.
         self._log_handler = ErrorLogHandler(self.recent)
-        for sink in pipeline.sinks:
-            if hasattr(sink, "listeners"):
-                sink.listeners.append(self.recent.add_dead_letters)
+        status.on_dead_letters(self.recent.add_dead_letters)
         self.store = Store(cfg.postgres, settings.secrets.postgres_password, cfg.redis, settings.secrets.redis_password,
                            self.cfg.raw_fallback_max_range_s)
-        self.view = PipelineView(pipeline, self.store, self.cfg, self.recent)
+        self.view = PipelineView(status, metrics, cfg.kafka, self.store, self.cfg, self.recent)
         self.app = create_app(self.view, self.cfg, settings.secrets.dashboard_token)
         listener = listen(self.cfg.host, self.cfg.port)
         try:
@@ -69,26 +71,29 @@ class Dashboard:
         self.port = self.server.server_address[1]
         self.url = f"http://{self.cfg.host}:{self.port}"
         self._stop = threading.Event()
-        self._threads: dict[str, threading.Thread] = {}
+        self._spawn = spawn
+        self._threads: list = []  # the supervisor's handles of serve, monitor and probes
         self.store.open()
         logging.getLogger("pipeline").addHandler(self._log_handler)
         log.info("event=dashboard_listening url=%s token=%s reads_need_token=%s", self.url,
                  "set" if settings.secrets.dashboard_token else "unset", self.cfg.require_token_for_reads)
 
+    def start(self) -> None:
+        """Serve, sample and probe, each in a thread of the supervisor."""
+        self._threads = [self._spawn("dashboard", self.serve), self._spawn("dashboard-monitor", self.monitor),
+                         self._spawn("dashboard-probes", self.probes)]
+
     def serve(self) -> None:
-        """Worker thread: answer requests (each on its own thread) until stop()."""
-        self._threads["serve"] = threading.current_thread()
+        """Thread body: answer requests (each on its own thread) until stop()."""
         while not self._stop.is_set():
             self.server.handle_request()
 
     def monitor(self) -> None:
-        """Worker thread: sample the metrics every second."""
-        self._threads["monitor"] = threading.current_thread()
+        """Thread body: sample the metrics every second."""
         self.view.run_monitor(self._stop)
 
     def probes(self) -> None:
-        """Worker thread: consumer lag, open alerts and dependency probes every few seconds."""
-        self._threads["probes"] = threading.current_thread()
+        """Thread body: consumer lag, open alerts and dependency probes every few seconds."""
         self.view.run_probes(self._stop)
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -97,9 +102,8 @@ class Dashboard:
             return
         self._stop.set()
         logging.getLogger("pipeline").removeHandler(self._log_handler)
-        for thread in self._threads.values():
-            if thread is not threading.current_thread():
-                thread.join(timeout)
+        for thread in self._threads:
+            thread.join(timeout)
         self.server.server_close()
         self.store.close()
         log.info("event=dashboard_stopped url=%s", self.url)

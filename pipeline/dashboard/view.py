@@ -1,7 +1,7 @@
 """What the dashboard knows about the running pipeline: liveness, readiness, throughput, lag, errors.
 
 The Flask app only talks to a view (see `View`); the daemon hands it a `PipelineView`, tests may hand it
-a fake. One thread samples the metrics once a second (rates, latency quantiles, queue depths, write
+a fake. The view reads the running pipeline only through its status interface (observability/status.py). One thread samples the metrics once a second (rates, latency quantiles, queue depths, write
 ages); another does the slower things every few seconds (consumer lag, open alerts, dependency probes).
 """
 from __future__ import annotations
@@ -17,11 +17,13 @@ from confluent_kafka.admin import AdminClient
 from prometheus_client import generate_latest
 
 from .. import __version__
-from ..config import DashboardConfig
+from ..config import DashboardConfig, KafkaConfig
 from ..clients.kafka import client_conf as kafka_client_conf
 from ..clients.kafka import group_lag
 from ..observability.rates import LiveStats, counter_totals, histogram_counts
+from ..observability.metrics import Metrics
 from ..observability.recent import RecentErrors
+from ..observability.status import PipelineStatus
 from .store import SEVERITY_ORDER, Store, Unavailable
 
 log = logging.getLogger(__name__)
@@ -65,23 +67,23 @@ class Probe:
 
 
 class PipelineView:
-    """The real view over a `runtime.daemon.Pipeline`, its metrics and the dashboard's own Store."""
+    """The real view over a pipeline's status interface, its metrics and the dashboard's own Store."""
 
-    def __init__(self, pipeline, store: Store, cfg: DashboardConfig, recent: RecentErrors, clock=time.time):
-        self.p = pipeline
+    def __init__(self, status: PipelineStatus, metrics: Metrics, kafka: KafkaConfig, store: Store, cfg: DashboardConfig,
+                 recent: RecentErrors, clock=time.time):
+        self.status = status
         self.store = store
         self.cfg = cfg
         self.recent = recent
-        self.metrics = pipeline.metrics
+        self.metrics = metrics
         self.clock = clock
         self.stats = LiveStats(window_s=5.0, history_s=cfg.history_s)
         self.lag: dict[int, int] = {}
         self.lag_error: str | None = None
         self.open_alerts: dict[str, int] = {}
-        kafka = pipeline.settings.config.kafka
         self._raw_topic = kafka.topics.raw
         self._group = kafka.consumer_group
-        self._admin_conf = kafka_client_conf(kafka, f"{pipeline.settings.config.instance_id}-dashboard")
+        self._admin_conf = kafka_client_conf(kafka, f"{status.instance_id}-dashboard")
         self._admin_client: AdminClient | None = None
         self._admin_lock = threading.Lock()
         self.probes = {
@@ -100,7 +102,7 @@ class PipelineView:
             return self._admin_client
 
     def _check_kafka(self) -> str:
-        if self.p.source is None:
+        if not self.status.consumer().started:
             # Still starting: a metadata request naming the topic could make a broker auto-create it with
             # its defaults before the pipeline creates it with ours, so only ask whether the broker answers.
             md = self._admin.list_topics(timeout=2.0)
@@ -115,7 +117,7 @@ class PipelineView:
         """Group lag per partition of the raw topic, as `kafka-consumer-groups` shows it: the high watermark
         minus the committed offset. Asked through our own AdminClient: the consumer handle belongs to its thread."""
         topic, group, timeout = self._raw_topic, self._group, 2.0
-        if self.p.source is None:
+        if not self.status.consumer().started:
             return  # the topics may not exist yet (see _check_kafka)
         try:
             lag, _committed = group_lag(self._admin, topic, group, timeout)
@@ -163,9 +165,9 @@ class PipelineView:
 
     def _refresh_fast_gauges(self) -> None:
         now = self.clock()
-        for sink in self.p.sinks:
-            self.metrics.sink_last_success_age.labels(sink.name).set(now - (sink.last_success or self.p.started_at))
-            self.metrics.queue_depth.labels(sink.name).set(sink.queue.qsize())
+        for sink in self.status.sinks():
+            self.metrics.sink_last_success_age.labels(sink.name).set(now - (sink.last_success or self.status.started_at))
+            self.metrics.queue_depth.labels(sink.name).set(sink.queue_depth)
 
     def run_monitor(self, stop: threading.Event, interval: float = 1.0) -> None:
         """The sampling loop: rates, latency quantiles, write ages and queue depths every `interval`."""
@@ -186,18 +188,18 @@ class PipelineView:
 
     # -- endpoints --------------------------------------------------------------------------------
     def health(self) -> tuple[bool, dict]:
-        threads = {w.name: w.is_alive() for w in self.p.workers}
-        failures = [{"thread": where, "error": str(err)[:300]} for where, err in list(self.p.failures.errors)]
+        threads = self.status.threads()
+        failures = [{"thread": where, "error": error[:300]} for where, error in self.status.failures()]
         ok = all(threads.values()) and not failures
-        return ok, {"status": "ok" if ok else "failing", "uptime_s": round(self.clock() - self.p.started_at, 1),
+        return ok, {"status": "ok" if ok else "failing", "uptime_s": round(self.clock() - self.status.started_at, 1),
                     "threads": threads, "failures": failures}
 
     def _sink_checks(self, now: float) -> dict:
         rates = (self.stats.latest() or {}).get("rates", {})
         out = {}
-        for sink in self.p.sinks:
-            age = now - (sink.last_success or self.p.started_at)
-            depth = sink.queue.qsize()
+        for sink in self.status.sinks():
+            age = now - (sink.last_success or self.status.started_at)
+            depth = sink.queue_depth
             retrying = rates.get(f"retries:{sink.name}_write", 0.0) > 0
             # An idle sink writes nothing and that is fine: only work waiting without progress is a problem.
             stale = (depth > 0 or retrying) and age > self.cfg.stale_write_after_s
@@ -214,20 +216,18 @@ class PipelineView:
         dead = [n for n, alive in health["threads"].items() if not alive]
         checks["threads"] = {"ok": live, "detail": "all alive" if live else
                              f"dead: {', '.join(dead) or '-'}; failures: {len(health['failures'])}"}
-        bridge, mqtt = self.p.bridge, self.p.settings.config.mqtt
-        connected = bridge is not None and bridge.connected.is_set()
-        checks["mqtt"] = {"ok": connected, "detail": f"{'connected to' if connected else 'not connected to'} "
-                                                     f"{mqtt.host}:{mqtt.port}"}
+        mqtt = self.status.mqtt()
+        checks["mqtt"] = {"ok": mqtt.connected, "detail": f"{'connected to' if mqtt.connected else 'not connected to'} "
+                                                          f"{mqtt.host}:{mqtt.port}"}
         for name, probe in self.probes.items():
             ok, detail = probe.get()
             checks[name] = {"ok": ok, "detail": detail}
         for name in ("mqtt", *self.probes):
             self.metrics.dependency_up.labels(name).set(1 if checks[name]["ok"] else 0)
-        source = self.p.source
         # No partitions is not a failure by itself (with more instances than partitions some stay idle); a
         # consumer that waits in vain while messages pile up is (the source's watchdog decides).
-        consumer_ok, consumer_detail = source.status() if source is not None else (False, "not started")
-        checks["consumer"] = {"ok": consumer_ok, "detail": consumer_detail}
+        consumer = self.status.consumer()
+        checks["consumer"] = {"ok": consumer.ok, "detail": consumer.detail}
         sinks = self._sink_checks(now)
         checks["sinks"] = {"ok": all(s["ok"] for s in sinks.values()), "sinks": sinks,
                            "detail": "; ".join(f"{n}: {s['detail']}" for n, s in sinks.items() if not s["ok"]) or "ok"}
@@ -237,9 +237,8 @@ class PipelineView:
         checks["consumer_lag"] = {"ok": lag_ok, "total": total, "partitions": {str(k): v for k, v in self.lag.items()},
                                   "detail": (f"{total} messages behind" + ("" if lag_ok else f" (limit {limit})"))
                                   + (f"; last lag query failed: {self.lag_error}" if self.lag_error else "")}
-        holder = getattr(self.p, "config", None)
-        reload_error = getattr(holder, "last_reload_error", None)
-        restart = list(getattr(holder, "restart_required", ()) or ())
+        reload = self.status.config_reload()
+        reload_error, restart = reload.last_error, list(reload.restart_required)
         # A refused reload leaves the previous, valid configuration running: reported, but still ready.
         checks["config"] = {"ok": True, "last_reload_error": reload_error, "restart_required": restart,
                             "detail": f"last reload refused: {reload_error}" if reload_error else
@@ -255,16 +254,17 @@ class PipelineView:
     def pipeline(self, history_s: int = 0, errors: int = 20) -> dict:
         point = self.stats.latest() or {"t": self.clock(), "rates": {}, "latency": {}}
         m = self.metrics
-        source = self.p.source
+        status = self.status
+        sinks = status.sinks()
         return {
-            "instance_id": self.p.settings.config.instance_id, "version": __version__,
-            "uptime_s": round(self.clock() - self.p.started_at, 1), "started_at": self.p.started_at,
+            "instance_id": status.instance_id, "version": __version__,
+            "uptime_s": round(self.clock() - status.started_at, 1), "started_at": status.started_at,
             "time": point["t"], "throughput": point["rates"], "latency": point["latency"],
             "totals": {"mqtt_received": sum(counter_totals(m.mqtt_received).values()),
                        "kafka_consumed": sum(counter_totals(m.kafka_consumed).values()),
                        **{f"written:{k}": v for k, v in counter_totals(m.sink_written, "sink").items()}},
-            "queues": {s.name: s.queue.qsize() for s in self.p.sinks},
-            "in_flight_batches": len(source.inflight) if source is not None else 0,
+            "queues": {s.name: s.queue_depth for s in sinks},
+            "in_flight_batches": status.consumer().in_flight,
             "consumer_lag": {"total": sum(self.lag.values()), "partitions": {str(k): v for k, v in self.lag.items()},
                              "error": self.lag_error},
             "deduplicated": counter_totals(m.readings_deduplicated, "reason"),
@@ -273,7 +273,7 @@ class PipelineView:
             "invalid": counter_totals(m.invalid, "reason"),
             "alerts_open": self.open_alerts,
             # The MQTT broker's own drop counters (pipeline/ingest/broker_stats.py); None when not watched.
-            "broker": broker.status() if (broker := getattr(self.p, "broker_stats", None)) is not None else None,
+            "broker": status.broker_drops(),
             "recent_errors": self.recent.items(errors),
             "history": self.stats.history(history_s),
         }

@@ -25,7 +25,7 @@ from paho.mqtt.properties import Properties
 
 from ..config import KafkaConfig, MqttConfig, Secret, TlsConfig
 from ..observability.metrics import Metrics
-from ..runtime.worker import Failures
+from ..runtime.supervisor import Supervisor
 from .identity import (BRIDGE_HEADER, MID_HEADER, MQTT_TOPIC_HEADER, ORIGINAL_SIZE_HEADER, RECEIVED_US_HEADER,
                        ReceiveStamps, read_own_tail, relearn)
 from ..clients.kafka import consumer_conf, producer_conf
@@ -73,22 +73,24 @@ def configure_tls(client: mqtt.Client, tls: TlsConfig) -> None:
 
 
 class MqttBridge:
-    """Subscribes to the configured filters and produces every message to the raw Kafka topic."""
+    """Subscribes to the configured filters and produces every message to the raw Kafka topic.
+
+    The supervisor runs the producer's poll thread (`kafka-producer`) and hears of errors in paho's callbacks."""
 
     def __init__(self, mqtt_cfg: MqttConfig, kafka_cfg: KafkaConfig, password: Secret, metrics: Metrics,
-                 failures: Failures, max_payload_bytes: int, client_id_suffix: str = ""):
+                 supervisor: Supervisor, max_payload_bytes: int, client_id_suffix: str = ""):
         self.cfg = mqtt_cfg
         self.kafka_cfg = kafka_cfg
         self.max_payload_bytes = max_payload_bytes
         self.topic = kafka_cfg.topics.raw
         self.metrics = metrics
-        self.failures = failures
+        self.supervisor = supervisor
         self.producer = Producer(producer_conf(kafka_cfg, f"{mqtt_cfg.client_id}{client_id_suffix}-producer"))
         self.connected = threading.Event()
         self.subscribed = threading.Event()  # the broker granted our subscriptions on this connection
         self._stopping = threading.Event()
         self._generation = 0  # bumps on every (re)connect: a mid is only meaningful on its own connection
-        self._poller: threading.Thread | None = None
+        self._poller = None  # the supervisor's handle of the poll thread
         v5 = mqtt_cfg.protocol == "5"
         self.client_id = mqtt_cfg.client_id + client_id_suffix
         self._bridge_header = (BRIDGE_HEADER, self.client_id.encode())
@@ -122,8 +124,7 @@ class MqttBridge:
     def start(self) -> None:
         if not self.cfg.clean_session:
             self._relearn_stamps()
-        self._poller = threading.Thread(target=self._poll_loop, name="kafka-producer", daemon=True)
-        self._poller.start()
+        self._poller = self.supervisor.spawn("kafka-producer", self._poll_loop)
         props = None
         kwargs = {}
         if self.cfg.protocol == "5":
@@ -142,6 +143,10 @@ class MqttBridge:
         records = read_own_tail(conf, self.topic, self.client_id.encode(), RELEARN_PER_PARTITION)
         n = relearn(self.stamps, records)
         log.info("event=receive_stamps_relearned records=%d seconds=%.2f", n, time.monotonic() - started)
+
+    def is_connected(self) -> bool:
+        """Connected to the broker (paho's network thread keeps this up to date)."""
+        return self.connected.is_set()
 
     def stop(self, timeout: float) -> None:
         """Stop taking messages, let Kafka confirm (and MQTT acks go out) for what we took, disconnect."""
@@ -169,7 +174,7 @@ class MqttBridge:
             log.info("event=mqtt_connected host=%s port=%d tls=%s topics=%s", self.cfg.host, self.cfg.port,
                      self.cfg.tls.enabled, ",".join(self.filters))
         except Exception as err:  # noqa: BLE001
-            self.failures.report("mqtt.on_connect", err)
+            self.supervisor.report("mqtt.on_connect", err)
 
     def _on_subscribe(self, _client, _userdata, _mid, reason_codes, _properties) -> None:
         failed = [str(rc) for rc in reason_codes if rc.is_failure]
@@ -207,7 +212,7 @@ class MqttBridge:
             self._produce(payload, partition_key(topic), headers, stamp // 1000,
                           lambda err, kmsg: self._delivered(err, kmsg, mid, qos, gen))
         except Exception as err:  # noqa: BLE001
-            self.failures.report("mqtt.on_message", err)
+            self.supervisor.report("mqtt.on_message", err)
 
     # -- Kafka side ---------------------------------------------------------------------------
     def _produce(self, payload: bytes, key: bytes, headers: list, ts_ms: int, callback) -> None:
@@ -251,6 +256,8 @@ class MqttBridge:
                 self.client.ack(mid, 1)
 
     def _poll_loop(self) -> None:
+        """The `kafka-producer` thread: delivery callbacks, acks, counts. An error ends it and reaches the
+        supervisor (which names the thread)."""
         try:
             next_report = 0.0
             while not self._stopping.is_set() or len(self.producer):
@@ -260,8 +267,6 @@ class MqttBridge:
                 if now >= next_report:
                     self._report_counts()
                     next_report = now + 0.25
-        except Exception as err:  # noqa: BLE001
-            self.failures.report("kafka-producer", err)
         finally:
             self._report_counts()
 

@@ -1,4 +1,4 @@
-"""The daemon: builds components from the frozen config, runs their threads, shuts down in order.
+"""The daemon: builds components from the frozen config, has the supervisor run their threads, shuts down in order.
 
 Shutdown order: stop ingest (MQTT takes no more; Kafka confirms what it took, MQTT acks go out),
 stop consuming, let the sinks drain and flush, commit offsets, close connections.
@@ -24,6 +24,7 @@ from ..operators.alerts.runner import AlertRunner
 from ..operators.logcounts.runner import LogCounter
 from ..operators.windows.aggregator import WindowAggregator
 from ..observability.rates import counter_totals
+from ..observability.status import LiveStatus
 from ..records import Reading
 from ..retention import RetentionJob
 from ..sinks.deadletter import DeadLetterSink, DeadLetterWriter, dead_letter_topics
@@ -42,7 +43,7 @@ from .deadline import Deadline, call_bounded
 from .instance_lock import AlreadyConsumed, SingleInstanceLock
 from .reload import ConfigHolder
 from .retry import retry_call
-from .worker import Failures, Worker
+from .supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 # Seconds of the shutdown budget (at most a quarter of it) kept for the commit and closing connections.
@@ -65,7 +66,8 @@ def build_stages(settings: Settings) -> list:
 
 
 class Pipeline:
-    """All threads of one pipeline instance; `start()`, then `wait()` or `stop()`."""
+    """One pipeline instance: wires the components, starts their threads through the supervisor;
+    `start()`, then `wait()` or `stop()`. The dashboard sees it only through `status`."""
 
     def __init__(self, settings: Settings, metrics: Metrics | None = None):
         self.settings = settings
@@ -73,9 +75,8 @@ class Pipeline:
         # The banner is the first line an instance logs (before any client is built).
         log.info("event=starting version=%s instance=%s config=%s", __version__, cfg.instance_id, settings.path)
         self.metrics = metrics or Metrics()
-        self.failures = Failures()
+        self.supervisor = Supervisor(self.metrics.thread_alive)
         self.started_at = time.time()
-        self.workers: list[Worker] = []
         self._stopped = threading.Event()
         self.dead_letters = DeadLetterWriter(cfg.kafka, cfg.instance_id, self.metrics)
         common = dict(retry=cfg.retry, metrics=self.metrics, queue_max_batches=cfg.processing.queue_max_batches)
@@ -87,8 +88,9 @@ class Pipeline:
                          dead_letters=self.dead_letters, **common),
             RedisSink(cfg.redis, settings.secrets.redis_password, settings=cfg.sinks.redis,
                       dead_letters=self.dead_letters, **common),
-            DeadLetterSink(self.dead_letters, settings=cfg.sinks.dead_letter, **common),
         ]
+        dead_letter_sink = DeadLetterSink(self.dead_letters, settings=cfg.sinks.dead_letter, **common)
+        self.sinks.append(dead_letter_sink)
         # Application logs: their own sink, and the counter that turns the stored ones into readings.
         self.log_counter = LogCounter(cfg.postgres, settings.secrets.postgres_password, cfg.logs, cfg.retry, self.metrics,
                                       self.inject)
@@ -104,6 +106,12 @@ class Pipeline:
         self.log_handler: MQTTHandler | None = None
         self._sources_stop = threading.Event()
         self.instance_lock: SingleInstanceLock | None = None
+        self.broker_stats: BrokerStats | None = None
+        # Handles of the threads stop() joins itself, in its fixed order.
+        self._consumer_thread = self._log_counter_thread = self._agent_thread = None
+        self._sink_threads: list = []
+        self.status = LiveStatus(cfg.instance_id, self.started_at, self.supervisor, self.sinks, self.config,
+                                 cfg.mqtt.host, cfg.mqtt.port, dead_letter_sink)
 
     def _add_processing(self, settings: Settings, common: dict) -> None:
         """The alert evaluator (a batch consumer like the sinks) and live config reload."""
@@ -112,7 +120,7 @@ class Pipeline:
         self.alerts: AlertRunner | None = None
         if cfg.alerts.enabled:
             self.alerts = AlertRunner(cfg, settings.secrets.postgres_password, settings.secrets.redis_password,
-                                      settings=cfg.sinks.alerts, **common)
+                                      settings=cfg.sinks.alerts, spawn=self.supervisor.spawn, **common)
             self.sinks.append(self.alerts)
             self.config.subscribe(self.alerts.update_config)
 
@@ -122,47 +130,48 @@ class Pipeline:
             # First, so a taken port fails the start at once and /ready shows the start-up as it happens.
             from ..dashboard.server import Dashboard  # Flask only when the dashboard is wanted
 
-            self.dashboard = Dashboard(self)
-            self._spawn("dashboard", self.dashboard.serve)
-            self._spawn("dashboard-monitor", self.dashboard.monitor)
-            self._spawn("dashboard-probes", self.dashboard.probes)
+            self.dashboard = Dashboard(self.status, self.settings, self.metrics, self.supervisor.spawn)
+            self.dashboard.start()
         # Services may still be starting (boot, a restarted host): keep trying for retry.max_elapsed_s.
         self._at_start("kafka_create_topics",
                        lambda: ensure_topics(cfg.kafka, [cfg.kafka.topics.raw, *dead_letter_topics(cfg.kafka).values()]))
         for sink in self.sinks:
             self._at_start(f"{sink.name}_connect", sink.start)
-            self._spawn(f"sink-{sink.name}", sink.run)
+            self._sink_threads.append(self.supervisor.spawn(f"sink-{sink.name}", sink.run))
         self._at_start("log_counter_connect", self.log_counter.start)
-        self._spawn("log-counter", self.log_counter.run)
+        self._log_counter_thread = self.supervisor.spawn("log-counter", self.log_counter.run)
         if cfg.kafka.assignment == "single":
             # Before consuming: a second single-instance daemon on the same group would consume the same partitions.
             self.instance_lock = SingleInstanceLock(cfg.postgres, self.settings.secrets.postgres_password,
                                                     cfg.kafka.consumer_group, cfg.kafka.topics.raw, cfg.instance_id)
             self._at_start("single_instance_lock", self.instance_lock.acquire)
-            self._spawn("single-instance-lock", lambda: self.instance_lock.keep(self._stopped))
+            self.supervisor.spawn("single-instance-lock", lambda: self.instance_lock.keep(self._stopped))
         # Until the consumer group assigns partitions this instance owns none: state loaded at start is dropped
         # and reloaded per assigned partition, so a second instance never touches the first one's sensors.
         for sink in self.sinks:
             sink.partitions_assigned(set())
         self.source = KafkaSource(cfg.kafka, cfg.instance_id, self.chain, self.sinks, self.metrics,
                                   cfg.processing.batch_size, cfg.processing.shutdown_timeout_s / 2)
-        self._spawn("kafka-consumer", self.source.run)
-        self.bridge = MqttBridge(cfg.mqtt, cfg.kafka, self.settings.secrets.mqtt_password, self.metrics, self.failures,
+        self.status.attach_source(self.source)
+        self._consumer_thread = self.supervisor.spawn("kafka-consumer", self.source.run)
+        self.bridge = MqttBridge(cfg.mqtt, cfg.kafka, self.settings.secrets.mqtt_password, self.metrics, self.supervisor,
                                  cfg.validation.max_payload_bytes, client_id_suffix(cfg.mqtt, cfg.instance_id))
+        self.status.attach_bridge(self.bridge)
         self.bridge.start()
         if self.config.watchable:
-            self._spawn("config-reload", lambda: self.config.run(self._stopped, cfg.reload.watch_interval_s))
+            self.supervisor.spawn("config-reload", lambda: self.config.run(self._stopped, cfg.reload.watch_interval_s))
         self._start_own_sources()
         if cfg.mqtt.broker_stats.enabled:  # the broker's own drop counters, shown and alerted on
             memory = CounterMemory(redis_connect(cfg.redis, self.settings.secrets.redis_password),
                                    f"{cfg.redis.key_prefix}broker_stats:{broker_sensor_id(cfg.mqtt.host)}")
             self.broker_stats = BrokerStats(cfg.mqtt, self.settings.secrets.mqtt_password, self.metrics, self.inject,
                                             client_id_suffix(cfg.mqtt, cfg.instance_id), memory=memory)
-            self._spawn("broker-stats", lambda: self.broker_stats.run(self._sources_stop))
+            self.status.attach_broker_stats(self.broker_stats)
+            self.supervisor.spawn("broker-stats", lambda: self.broker_stats.run(self._sources_stop))
         if cfg.retention.enabled:
             job = RetentionJob(self.settings, self.metrics)
-            self._spawn("retention", lambda: job.run(self._stopped))
-        log.info("event=started threads=%s", ",".join(w.name for w in self.workers))
+            self.supervisor.spawn("retention", lambda: job.run(self._stopped))
+        log.info("event=started threads=%s", ",".join(self.supervisor.names()))
 
     def _start_own_sources(self) -> None:
         """This host's system metrics and the daemon's own warnings, through MQTT like any other source."""
@@ -176,12 +185,13 @@ class Pipeline:
             self.system_agent = SystemAgent(publisher, agent.host, agent.topic_root, agent.interval_s, agent.disk_path,
                                             on_publish=lambda ok: samples.labels("published" if ok else "dropped").inc())
             publisher.start()
-            self._spawn("agent-system", lambda: self.system_agent.run(self._sources_stop))
+            self._agent_thread = self.supervisor.spawn("agent-system", lambda: self.system_agent.run(self._sources_stop))
         logs = cfg.logs
         if logs.ship_own:
             handler = MQTTHandler(logs.ship_app, mqtt.host, mqtt.port, level=logging.getLevelName(logs.ship_level),
                                   topic_root=logs.topic_root, username=mqtt.username or None, password=password,
-                                  max_message_bytes=logs.max_message_bytes, client_id=f"{mqtt.client_id}-logship")
+                                  max_message_bytes=logs.max_message_bytes, client_id=f"{mqtt.client_id}-logship",
+                                  spawn=self.supervisor.spawn)
             self.metrics.logship_records.labels("sent").set_function(lambda: handler.sent)
             self.metrics.logship_records.labels("dropped").set_function(lambda: handler.dropped)
             logging.getLogger().addHandler(handler)
@@ -205,24 +215,18 @@ class Pipeline:
                    max_elapsed_s=cfg.retry.max_elapsed_s,
                    on_retry=lambda *_: self.metrics.retries.labels(operation).inc())
 
-    def _spawn(self, name: str, target) -> None:
-        worker = Worker(name, target, self.failures)
-        self.workers.append(worker)
-        self.metrics.thread_alive.labels(name).set(1)
-        worker.start()
-
     def healthy(self) -> bool:
-        return not self.failures.event.is_set() and all(w.is_alive() for w in self.workers)
+        return self.supervisor.healthy()
 
     def wait(self, stop: threading.Event) -> int:
         """Block until `stop` is set or a thread fails; then shut down. Returns the exit code."""
         while not stop.is_set():
-            if self.failures.event.wait(0.1):  # also how soon a stop request starts the shutdown clock
-                where, err = self.failures.first()  # type: ignore[misc]
+            if self.supervisor.wait_failure(0.1):  # also how soon a stop request starts the shutdown clock
+                where, err = self.supervisor.first_failure()  # type: ignore[misc]
                 log.error("event=thread_failed thread=%s error=%r", where, str(err)[:500])
                 self.stop()
                 return 1
-            dead = [w.name for w in self.workers if not w.is_alive()]
+            dead = self.supervisor.dead()
             if dead:
                 log.error("event=thread_died threads=%s", ",".join(dead))
                 self.stop()
@@ -255,7 +259,7 @@ class Pipeline:
         if self.log_handler is not None:
             logging.getLogger().removeHandler(self.log_handler)
             self.log_handler.close()  # bounded: what it still holds reaches MQTT before the bridge stops
-        self._join("agent-system", deadline, reserve)
+        self.supervisor.join([self._agent_thread], deadline, reserve)
         if self.system_agent is not None:
             self.system_agent.publisher.close(min(2.0, deadline.left(reserve)))
         log.info("event=stopping step=ingest")
@@ -267,19 +271,19 @@ class Pipeline:
         log.info("event=stopping step=consumer")
         if self.source is not None:
             self.source.stop_event.set()
-        self._join("kafka-consumer", deadline, reserve)
+        self.supervisor.join([self._consumer_thread], deadline, reserve)
         # Counts are not handed on while sinks drain; a window left uncounted is counted after the next start.
         self.log_counter.stop_event.set()
-        self._join("log-counter", deadline, reserve)
+        self.supervisor.join([self._log_counter_thread], deadline, reserve)
         log.info("event=stopping step=sinks")
         for sink in self.sinks:
             sink.finish()
-        self._join("sink-", deadline, reserve)
+        self.supervisor.join(self._sink_threads, deadline, reserve)
         # Time is up for the sinks: stop the retries of those still waiting for their service. Batches they
         # do not hold stay uncommitted.
         for sink in self.sinks:
             sink.stop_event.set()
-        self._join("sink-", deadline, reserve * 3 / 4)
+        self.supervisor.join(self._sink_threads, deadline, reserve * 3 / 4)
         drained = True
         if self.source is not None:
             drained = self.source.drain_and_close(deadline.left())
@@ -288,17 +292,9 @@ class Pipeline:
         bounded("log_counter_close", self.log_counter.close, max(0.1, deadline.left()))
         if self.instance_lock is not None:  # last: another daemon may take over only after our commits
             bounded("single_instance_lock_release", self.instance_lock.release, max(0.1, deadline.left()))
-        for w in self.workers:
-            self.metrics.thread_alive.labels(w.name).set(1 if w.is_alive() else 0)
         skipped = counter_totals(self.metrics.readings_deduplicated, "reason")
         log.info("event=stopped drained=%s late_steps=%s took_s=%.1f uptime_s=%.0f consumed=%d deduplicated=%s", drained,
                  ",".join(late) or "none", budget - (deadline.at - time.monotonic()), time.time() - self.started_at,
                  sum(counter_totals(self.metrics.kafka_consumed).values()),
                  ",".join(f"{reason}:{skipped.get(reason, 0):.0f}" for reason in ("redelivery", "conflict")))
         return 0 if drained and not late else 1
-
-    def _join(self, name: str, deadline: Deadline, reserve: float) -> None:
-        """Join the workers whose name starts with `name`, until the deadline less `reserve`."""
-        for w in self.workers:
-            if w.name.startswith(name):
-                w.join(deadline.left(reserve))

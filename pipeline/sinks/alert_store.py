@@ -22,6 +22,7 @@ from ..operators.alerts.lifecycle import ESCALATED, OPENED, RESOLVED, SEVERITY_R
 from ..clients.postgres import open_pool, utc_naive
 from .postgres import INSERT_SENSORS
 from ..clients.redis import connect
+from ..runtime.supervisor import Spawn, plain_thread
 from .webhook import WebhookNotifier
 
 _UTC = timezone.utc
@@ -42,11 +43,13 @@ class AlertStore:
     """Stores and announces transitions; each transition remembers what is done (stored, published), so a
     retried write never stores or announces it twice."""
 
-    def __init__(self, config: Config, pg_password: Secret, redis_password: Secret, metrics: Metrics):
+    def __init__(self, config: Config, pg_password: Secret, redis_password: Secret, metrics: Metrics,
+                 spawn: Spawn = plain_thread):
         self.pg, self.pg_password = config.postgres, pg_password
         self.redis_cfg, self.redis_password = config.redis, redis_password
         self.stream = config.redis.key_prefix + config.redis.streams.alerts
-        self.webhook = WebhookNotifier(config.alerts.webhook, config.retry, metrics) if config.alerts.webhook.url else None
+        self.webhook = (WebhookNotifier(config.alerts.webhook, config.retry, metrics, spawn)
+                        if config.alerts.webhook.url else None)
         self.pool: ConnectionPool | None = None
         self.redis: redis.Redis | None = None
 

@@ -17,6 +17,7 @@ import urllib.request
 from ..config import RetryConfig, WebhookConfig
 from ..observability.metrics import Metrics
 from ..runtime.retry import RetryExhausted, Stopped, retry_call
+from ..runtime.supervisor import Spawn, plain_thread
 
 log = logging.getLogger(__name__)
 
@@ -36,21 +37,21 @@ def _transient(err: BaseException) -> bool:
 
 
 class WebhookNotifier:
-    """`offer(payload)` from any thread; a daemon thread delivers in order."""
+    """`offer(payload)` from any thread; one thread (started through `spawn`) delivers in order."""
 
-    def __init__(self, cfg: WebhookConfig, retry: RetryConfig, metrics: Metrics):
+    def __init__(self, cfg: WebhookConfig, retry: RetryConfig, metrics: Metrics, spawn: Spawn = plain_thread):
         self.cfg = cfg
         self.retry = retry
         self.metrics = metrics
         self.queue: queue.Queue = queue.Queue(maxsize=cfg.queue_max)
         self.stop_event = threading.Event()
         self._closing = threading.Event()
-        self.thread: threading.Thread | None = None
+        self._spawn = spawn
+        self.thread = None  # the delivery thread's handle
 
     def start(self) -> None:
         """Start the delivery thread."""
-        self.thread = threading.Thread(target=self._run, name="alert-webhook", daemon=True)
-        self.thread.start()
+        self.thread = self._spawn("alert-webhook", self._run)
 
     def offer(self, payload: dict) -> bool:
         """Queue a delivery without waiting; False (and counted as dropped) if the queue is full."""

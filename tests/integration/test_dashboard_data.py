@@ -13,7 +13,9 @@ from pipeline.dashboard import create_app
 from pipeline.dashboard.store import Store
 from pipeline.dashboard.view import PipelineView
 from pipeline.observability.recent import RecentErrors
-from pipeline.runtime.worker import Failures
+from pipeline.observability.status import LiveStatus
+from pipeline.runtime.reload import ConfigHolder
+from pipeline.runtime.supervisor import Supervisor
 
 TOKEN = "data-test-token"
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
@@ -25,9 +27,9 @@ def make_client(env, settings, **dashboard):
     store = Store(cfg.postgres, Secret(""), cfg.redis, Secret(""), DashboardConfig(**dashboard).raw_fallback_max_range_s)
     store.open()
     metrics = env.metrics()
-    pipeline = SimpleNamespace(metrics=metrics, settings=settings, started_at=NOW, workers=[], failures=Failures(),
-                               sinks=[], bridge=None, source=None)
-    view = PipelineView(pipeline, store, DashboardConfig(**dashboard), RecentErrors())
+    # A pipeline that started no thread and no component: the data endpoints need only the store.
+    status = LiveStatus("test", NOW, Supervisor(), [], ConfigHolder(settings, metrics), cfg.mqtt.host, cfg.mqtt.port)
+    view = PipelineView(status, metrics, cfg.kafka, store, DashboardConfig(**dashboard), RecentErrors())
     return create_app(view, DashboardConfig(**dashboard), Secret(TOKEN)).test_client(), store, metrics
 
 

@@ -118,6 +118,6 @@ def test_a_taken_port_fails_the_start(env):
         pipeline = Pipeline(settings, env.metrics())
         with pytest.raises(OSError):
             pipeline.start()
-        assert pipeline.stop() == 0 and pipeline.workers == []
+        assert pipeline.stop() == 0 and pipeline.supervisor.names() == []
     finally:
         blocker.close()

@@ -54,7 +54,7 @@ def test_daemon_runs_the_agent_for_its_own_host_and_its_metrics_get_windows_and_
         thresholds={"mem_percent": {"warning": {"max": 0.01}}}))  # any host is above it: an alert must open
     metrics = env.metrics()
     with RunningPipeline(settings, metrics) as p:
-        assert any(w.name == "agent-system" for w in p.workers)
+        assert "agent-system" in p.supervisor.names()
         wait_for(lambda: len(samples(env, host).get("mem_percent", [])) >= 2, what="2 samples from the daemon's agent")
         wait_for(lambda: env.query("SELECT count(*) FROM aggregations WHERE sensor_id = %s AND metric = 'cpu_percent'",
                                    (host,))[0][0], what="a closed window of cpu_percent")
@@ -66,4 +66,4 @@ def test_daemon_runs_the_agent_for_its_own_host_and_its_metrics_get_windows_and_
                      (host,))
     assert all(0 <= lo <= hi <= 100 and n >= 1 for lo, hi, n in rows)
     assert metrics.registry.get_sample_value("pipeline_system_agent_samples_total", {"outcome": "published"}) >= 2
-    assert not any(w.is_alive() for w in p.workers if w.name == "agent-system")
+    assert p.supervisor.liveness()["agent-system"] is False

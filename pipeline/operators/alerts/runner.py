@@ -19,6 +19,7 @@ from ...config import Config, Secret
 from ...runtime.batch import Batch
 from ...runtime.ownership import Ownership, sensor_partition
 from ...runtime.retry import Stopped, retry_call
+from ...runtime.supervisor import Spawn, plain_thread
 from ...sinks.alert_store import AlertStore
 from ...sinks.base import BatchingSink
 from .evaluator import AlertEvaluator
@@ -32,12 +33,13 @@ class AlertRunner(BatchingSink):
 
     name = "alerts"
 
-    def __init__(self, config: Config, pg_password: Secret, redis_password: Secret, *args, clock=time.time, **kwargs):
+    def __init__(self, config: Config, pg_password: Secret, redis_password: Secret, *args, clock=time.time,
+                 spawn: Spawn = plain_thread, **kwargs):
         super().__init__(*args, **kwargs)
         self.clock = clock
         self.tick_interval_s = config.processing.interval_s
         self.evaluator = AlertEvaluator(config)
-        self.store = AlertStore(config, pg_password, redis_password, self.metrics)
+        self.store = AlertStore(config, pg_password, redis_password, self.metrics, spawn)  # spawn: the webhook's thread
         # Scale-out: only sensors of partitions this instance owns are evaluated here (docs/operations.md).
         self.partitions = config.kafka.partitions
         self.partition_of: dict[str, int] = {}  # sensor -> the partition its readings arrived on

@@ -1,10 +1,8 @@
 """Pure pieces behind the dashboard: rates and quantiles from sampled metrics, the recent-error memory,
-parameter parsing, consumer lag, probe caching, and the readiness rules over a fake pipeline."""
+parameter parsing, consumer lag, probe caching, and the readiness rules over a fake pipeline status."""
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 from types import SimpleNamespace
 
 import pytest
@@ -18,8 +16,8 @@ from pipeline.clients.kafka import partition_lag
 from pipeline.observability.metrics import LATENCY_BUCKETS, Metrics
 from pipeline.observability.rates import LiveStats, counter_totals, histogram_counts, quantile
 from pipeline.observability.recent import ErrorLogHandler, RecentErrors
+from pipeline.observability.status import ConsumerStatus, MqttStatus, ReloadStatus, SinkStatus
 from pipeline.records import DeadLetter
-from pipeline.runtime.worker import Failures
 from tests.unit.helpers import raw
 
 INF = float("inf")
@@ -166,36 +164,56 @@ def test_probe_reuses_its_result_within_the_ttl_and_reports_failures():
     assert probe.get() == (True, "fine") and len(calls) == 3
 
 
-# -- readiness over a fake pipeline ---------------------------------------------------------------------------------
-class FakeSink:
-    def __init__(self, name, last_success, waiting=0):
-        self.name, self.last_success = name, last_success
-        self.queue: queue.Queue = queue.Queue()
-        for _ in range(waiting):
-            self.queue.put(object())
+# -- readiness over a fake status -----------------------------------------------------------------------------------
+class FakeStatus:
+    """The pipeline's status interface with values a test sets."""
+
+    def __init__(self, now: float, sinks: list[SinkStatus], connected: bool):
+        self.instance_id = "test"
+        self.started_at = now - 100
+        self.metrics = Metrics(CollectorRegistry())  # the view's metrics, kept here for the tests to read
+        self.alive = {"kafka-consumer": True, "sink-postgres": True}
+        self.failed: list[tuple[str, str]] = []
+        self.sink_list = sinks
+        self.consumer_status = ConsumerStatus(True, True, "2 partition(s) assigned", 0, 2)
+        self.connected = connected
+        self.reload = ReloadStatus()
+
+    def threads(self):
+        return dict(self.alive)
+
+    def failures(self):
+        return list(self.failed)
+
+    def sinks(self):
+        return list(self.sink_list)
+
+    def consumer(self):
+        return self.consumer_status
+
+    def mqtt(self):
+        return MqttStatus(self.connected, "localhost", 1883)
+
+    def broker_drops(self):
+        return None
+
+    def config_reload(self):
+        return self.reload
+
+    def on_dead_letters(self, listener):
+        pass
 
 
-class FakeThread:
-    def __init__(self, name, alive=True):
-        self.name, self.alive = name, alive
-
-    def is_alive(self):
-        return self.alive
+def fake_sink(name, last_success, waiting=0) -> SinkStatus:
+    return SinkStatus(name, waiting, last_success)
 
 
 def fake_view(now=1000.0, sinks=None, connected=True, **cfg):
-    settings = SimpleNamespace(config=parse({}, {}))
-    bridge = SimpleNamespace(connected=threading.Event())
-    if connected:
-        bridge.connected.set()
-    pipeline = SimpleNamespace(metrics=Metrics(CollectorRegistry()), settings=settings, started_at=now - 100,
-                               workers=[FakeThread("kafka-consumer"), FakeThread("sink-postgres")], failures=Failures(),
-                               sinks=sinks or [FakeSink("postgres", now - 1), FakeSink("redis", now - 1)], bridge=bridge,
-                               source=SimpleNamespace(assigned=[0, 1], inflight=[],
-                                                                      status=lambda: (True, "2 partition(s) assigned")))
-    view = PipelineView(pipeline, store=None, cfg=DashboardConfig(**cfg), recent=RecentErrors(), clock=lambda: now)
+    status = FakeStatus(now, sinks or [fake_sink("postgres", now - 1), fake_sink("redis", now - 1)], connected)
+    view = PipelineView(status, status.metrics, parse({}, {}).kafka, store=None, cfg=DashboardConfig(**cfg),
+                        recent=RecentErrors(), clock=lambda: now)
     view.probes = {name: Probe(lambda: "ok", 1.0) for name in ("kafka", "postgres", "redis")}
-    return view, pipeline
+    return view, status
 
 
 def test_ready_when_everything_passes():
@@ -209,7 +227,7 @@ def test_ready_when_everything_passes():
 def test_not_ready_names_each_failing_dependency():
     view, pipeline = fake_view(connected=False)
     view.probes["postgres"] = Probe(lambda: (_ for _ in ()).throw(OSError("connection refused")), 1.0)
-    pipeline.workers[0].alive = False
+    pipeline.alive["kafka-consumer"] = False
     ok, body = view.ready()
     assert not ok and body["failing"] == ["threads", "mqtt", "postgres"]
     assert body["problems"]["postgres"] == "OSError: connection refused"
@@ -221,8 +239,8 @@ def test_not_ready_names_each_failing_dependency():
 
 def test_a_sink_is_stale_only_with_work_waiting_and_no_recent_write():
     now = 1000.0
-    idle = FakeSink("redis", now - 500)  # idle for long: fine, nothing to write
-    stuck = FakeSink("postgres", now - 90, waiting=3)
+    idle = fake_sink("redis", now - 500)  # idle for long: fine, nothing to write
+    stuck = fake_sink("postgres", now - 90, waiting=3)
     view, _ = fake_view(now, sinks=[stuck, idle], stale_write_after_s=60)
     ok, body = view.ready()
     assert not ok and body["failing"] == ["sinks"]
@@ -241,21 +259,19 @@ def test_consumer_lag_fails_readiness_only_above_the_configured_limit():
 
 
 def test_a_refused_reload_is_reported_but_keeps_the_pipeline_ready():
-    from types import SimpleNamespace
-
     view, pipeline = fake_view()
-    pipeline.config = SimpleNamespace(last_reload_error="mqtt.port: Expected `int` <= 65535", restart_required=())
+    pipeline.reload = ReloadStatus("mqtt.port: Expected `int` <= 65535", ())
     ok, body = view.ready()
     assert ok and body["checks"]["config"]["last_reload_error"] == "mqtt.port: Expected `int` <= 65535"
     assert body["checks"]["config"]["detail"] == "last reload refused: mqtt.port: Expected `int` <= 65535"
-    pipeline.config = SimpleNamespace(last_reload_error=None, restart_required=("kafka.bootstrap_servers",))
+    pipeline.reload = ReloadStatus(None, ("kafka.bootstrap_servers",))
     ok, body = view.ready()
     assert ok and body["checks"]["config"]["detail"] == "changed, needs a restart: kafka.bootstrap_servers"
 
 
 def test_sampling_sets_write_ages_and_queue_depths():
     now = 1000.0
-    view, pipeline = fake_view(now, sinks=[FakeSink("postgres", now - 12, waiting=2), FakeSink("redis", None)])
+    view, pipeline = fake_view(now, sinks=[fake_sink("postgres", now - 12, waiting=2), fake_sink("redis", None)])
     pipeline.metrics.mqtt_received.inc(5)
     point = view.sample()
     get = pipeline.metrics.registry.get_sample_value
@@ -267,13 +283,13 @@ def test_sampling_sets_write_ages_and_queue_depths():
 
 def test_consumer_must_be_running_and_not_stalled_but_may_hold_no_partitions():
     view, pipeline = fake_view()
-    pipeline.source = None
+    pipeline.consumer_status = ConsumerStatus(False, False, "not started")
     ok, body = view.ready()
     assert not ok and body["failing"] == ["consumer"] and body["problems"]["consumer"] == "not started"
-    pipeline.source = SimpleNamespace(assigned=[], inflight=[], status=lambda: (True, "running, no partitions assigned"))
+    pipeline.consumer_status = ConsumerStatus(True, True, "running, no partitions assigned")
     ok, body = view.ready()
     assert ok and body["checks"]["consumer"]["detail"].startswith("running, no partitions assigned")
-    pipeline.source = SimpleNamespace(assigned=[], inflight=[], status=lambda: (False, "consumer c1 has had no partitions"))
+    pipeline.consumer_status = ConsumerStatus(True, False, "consumer c1 has had no partitions")
     ok, body = view.ready()
     assert not ok and body["problems"]["consumer"] == "consumer c1 has had no partitions"
 
@@ -289,9 +305,9 @@ def test_kafka_is_not_asked_about_the_topics_before_the_pipeline_created_them():
 
     view, pipeline = fake_view()
     view._admin_client = Admin()
-    pipeline.source = None
+    pipeline.consumer_status = ConsumerStatus(False, False, "not started")
     assert view._check_kafka() == "1 broker(s) reachable"
     view._consumer_lag()
     assert asked == [None]  # a request naming the topic could make the broker create it with its defaults
-    pipeline.source = SimpleNamespace(assigned=[], inflight=[], status=lambda: (True, ""))
+    pipeline.consumer_status = ConsumerStatus(True, True, "")
     assert view._check_kafka().endswith("has 2 partitions") and asked[-1] == "sensor-readings"

@@ -99,7 +99,7 @@ def test_the_sink_writes_the_batchs_dead_letters_retries_delivery_failures_and_t
     batch = Batch([], [letter], {("r", 2): 42}, 1)
     assert sink.select(batch) == [letter]
     heard = []
-    sink.listeners.append(heard.append)
+    sink.subscribe(heard.append)
     sink._flush([batch], sink.select(batch))
     assert len(producer.produced) == 1 and heard == [[letter]] and batch.done.is_set()
     assert sink.is_transient(DeliveryFailed("x")) and sink.is_transient(KafkaException(KafkaError(KafkaError._TRANSPORT)))
