@@ -2,7 +2,6 @@
 offsets to commit, the pause while a sink's queue is full (and the rewind after it), readiness with the watchdog."""
 from __future__ import annotations
 
-import queue
 import threading
 
 import pytest
