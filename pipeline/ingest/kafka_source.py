@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
-import queue
 import threading
 import time
 from typing import Sequence
@@ -163,6 +162,10 @@ class KafkaSource:
         elif was and not stall:
             log.info("event=consumer_stall_cleared consumer=%s", self.client_id)
 
+    def stop(self) -> None:
+        """End the consume loop after the current batch (the daemon then drains and closes)."""
+        self.stop_event.set()
+
     def status(self) -> tuple[bool, str]:
         """(ok, detail) for readiness: a stalled consumer is not ready."""
         stall = self.watchdog.stall
@@ -240,11 +243,8 @@ class KafkaSource:
     def _offer(self, sink: BatchingSink, batch: Batch) -> bool:
         """Queue the batch for a sink. While the sink's queue is full (its service is slow or down) the
         partitions are paused, and consume() keeps being called so we stay in the group."""
-        try:
-            sink.queue.put_nowait(batch)
+        if sink.offer(batch):
             return True
-        except queue.Full:
-            pass
         paused = list(self.assigned)
         self.consumer.pause(paused)
         self.metrics.consumer_paused.set(1)
@@ -252,11 +252,8 @@ class KafkaSource:
         rewind: dict[tuple[str, int], int] = {}
         try:
             while not self.stop_event.is_set():
-                try:
-                    sink.queue.put(batch, timeout=0.1)
+                if sink.offer(batch, timeout=0.1):
                     return True
-                except queue.Full:
-                    pass
                 for msg in self.consumer.consume(self.batch_size, 0):
                     if msg.error() is None:  # fetched before the pause (or newly assigned): read it again later
                         rewind.setdefault((msg.topic(), msg.partition()), msg.offset())

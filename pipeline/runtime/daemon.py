@@ -270,10 +270,10 @@ class Pipeline:
             bounded("mqtt_bridge", lambda: self.bridge.stop(flush_s), min(flush_s + 2.5, deadline.left(reserve)))
         log.info("event=stopping step=consumer")
         if self.source is not None:
-            self.source.stop_event.set()
+            self.source.stop()
         self.supervisor.join([self._consumer_thread], deadline, reserve)
         # Counts are not handed on while sinks drain; a window left uncounted is counted after the next start.
-        self.log_counter.stop_event.set()
+        self.log_counter.stop()
         self.supervisor.join([self._log_counter_thread], deadline, reserve)
         log.info("event=stopping step=sinks")
         for sink in self.sinks:
@@ -282,7 +282,7 @@ class Pipeline:
         # Time is up for the sinks: stop the retries of those still waiting for their service. Batches they
         # do not hold stay uncommitted.
         for sink in self.sinks:
-            sink.stop_event.set()
+            sink.stop()
         self.supervisor.join(self._sink_threads, deadline, reserve * 3 / 4)
         drained = True
         if self.source is not None:

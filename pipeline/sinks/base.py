@@ -78,6 +78,21 @@ class BatchingSink:
         """Batches handed over and not yet taken by the thread."""
         return self.queue.qsize()
 
+    def offer(self, batch: Batch, timeout: float | None = None) -> bool:
+        """Hand a batch over if the queue has room (within `timeout` seconds, or at once); False if it is full."""
+        try:
+            if timeout is None:
+                self.queue.put_nowait(batch)
+            else:
+                self.queue.put(batch, timeout=timeout)
+            return True
+        except queue.Full:
+            return False
+
+    def stop(self) -> None:
+        """Time is up: stop retrying and end the thread; what it does not hold stays uncommitted."""
+        self.stop_event.set()
+
     def put(self, batch: Batch, stop: threading.Event, poll: float = 0.1) -> bool:
         """Hand a batch over, waiting while the queue is full (back-pressure). False if stopping."""
         while not stop.is_set():

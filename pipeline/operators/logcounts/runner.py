@@ -131,6 +131,10 @@ class LogCounter:
         source = RawMessage(f"sensors/{sensor_id}", payload, now, sensor_id.encode())
         return Reading(sensor_id, APP_SENSOR_TYPE, None, metric_name, value, start, now, source)
 
+    def stop(self) -> None:
+        """No more counting: a window left uncounted is counted after the next start."""
+        self.stop_event.set()
+
     def close(self) -> None:
         if self.pool is not None:
             self.pool.close()
