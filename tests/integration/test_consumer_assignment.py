@@ -39,7 +39,7 @@ class StuckMember(threading.Thread):
     def __init__(self, group: str, topic: str):
         super().__init__(daemon=True)
         self.consumer = Consumer({"bootstrap.servers": "127.0.0.1:9092", "group.id": group,
-                                  "session.timeout.ms": 60000, "heartbeat.interval.ms": 1000,
+                                  "session.timeout.ms": 6000, "heartbeat.interval.ms": 1000,
                                   "max.poll.interval.ms": 90000,
                                   "enable.auto.commit": False, "auto.offset.reset": "earliest"})
         self.assigned = threading.Event()
@@ -63,7 +63,7 @@ def test_group_mode_reports_a_consumer_that_waits_in_vain_and_single_mode_is_una
     holder = StuckMember(settings.config.kafka.consumer_group, raw)
     holder.start()
     try:
-        wait_for(holder.assigned.is_set, 30, what="the idle member's assignment")
+        wait_for(holder.assigned.is_set, 45, what="the idle member's assignment")
         metrics = env.metrics()
         pub = Publisher()
         p = RunningPipeline(settings, metrics).pipeline
