@@ -19,6 +19,7 @@ from ..ingest.kafka_source import KafkaSource
 from ..ingest.mqtt_bridge import MqttBridge, client_id_suffix
 from ..logship import MQTTHandler
 from ..observability.metrics import Metrics
+from ..partitions import PartitionJob
 from ..records import Reading
 from ..retention import RetentionJob
 from ..sinks.aggregations import WindowAggregator
@@ -89,6 +90,9 @@ class Pipeline:
         self.sinks.append(LogSink(cfg.postgres, settings.secrets.postgres_password, cfg.redis,
                                   settings.secrets.redis_password, settings=cfg.sinks.logs,
                                   dead_letters=self.dead_letters, on_written=self.log_counter.mark, **common))
+        for sink in self.sinks:  # readings or logs older than every partition get theirs made on demand
+            if isinstance(sink, (PostgresSink, LogSink)):
+                sink.partition_interval = cfg.storage.partition_interval
         self._add_processing(settings, common)
         self.chain = StageChain(build_stages(settings), self.metrics)
         self.source: KafkaSource | None = None
@@ -125,6 +129,9 @@ class Pipeline:
             self._spawn("dashboard-monitor", self.dashboard.monitor)
             self._spawn("dashboard-probes", self.dashboard.probes)
         # Services may still be starting (boot, a restarted host): keep trying for retry.max_elapsed_s.
+        partition_job = PartitionJob(self.settings)
+        self._at_start("partitions_ahead", partition_job.run_once)  # before any sink writes
+        self._spawn("partitions", lambda: partition_job.run(self._stopped))
         self._at_start("kafka_create_topics",
                        lambda: ensure_topics(cfg.kafka, [cfg.kafka.topics.raw, *dead_letter_topics(cfg.kafka).values()]))
         for sink in self.sinks:

@@ -18,6 +18,7 @@ import psycopg
 import redis
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from .. import partitions
 from ..config import PostgresConfig, RedisConfig, Secret
 from ..db import describe, open_pool
 from ..records import LogRecord
@@ -34,7 +35,7 @@ CREATE_STAGE = ("CREATE TEMP TABLE IF NOT EXISTS logs_stage (app VARCHAR(50), le
                 "kafka_offset BIGINT) ON COMMIT DELETE ROWS")
 COPY_STAGE = f"COPY logs_stage ({COLUMNS}) FROM STDIN"
 INSERT_FROM_STAGE = (f"INSERT INTO logs ({COLUMNS}) SELECT {COLUMNS} FROM logs_stage "
-                     "ON CONFLICT (kafka_partition, kafka_offset, received_at) DO NOTHING")
+                     "ON CONFLICT (kafka_partition, kafka_offset, received_at, timestamp) DO NOTHING")
 _TRANSIENT = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout, redis.ConnectionError, redis.TimeoutError,
               redis.BusyLoadingError)
 
@@ -59,6 +60,7 @@ class LogSink(BatchingSink):
         self.pool: ConnectionPool | None = None
         self.client: redis.Redis | None = None
         self.stream = rcfg.key_prefix + rcfg.streams.logs
+        self.partition_interval = "1d"  # storage.partition_interval, set by the daemon: for partitions made on demand
 
     def start(self) -> None:
         if self.pool is None:  # start may be retried while the services come up
@@ -78,6 +80,16 @@ class LogSink(BatchingSink):
         return isinstance(err, _TRANSIENT)
 
     def write(self, records: Sequence[LogRecord]) -> None:
+        try:
+            self._write(records)
+        except psycopg.errors.CheckViolation as err:
+            if not partitions.is_missing_partition(err):
+                raise
+            # A record older than every partition of `logs`: make its partition, write again.
+            partitions.make_for_epochs(self.pool, "logs", [r.ts for r in records], self.partition_interval)
+            self._write(records)
+
+    def _write(self, records: Sequence[LogRecord]) -> None:
         assert self.pool is not None and self.client is not None
         rows = []
         for r in records:

@@ -15,6 +15,7 @@ from typing import Sequence
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from .. import partitions
 from ..config import PostgresConfig, Secret
 from ..db import describe, open_pool
 from ..records import Reading
@@ -68,6 +69,7 @@ class PostgresSink(BatchingSink):
         # A WindowAggregator (set by the daemon when aggregation is enabled, with tick_interval_s for idle closing).
         self.aggregator = None
         self._written: tuple | None = None  # (inserted rows, staged windows) of the last write, for after_write
+        self.partition_interval = "1d"  # storage.partition_interval, set by the daemon: for partitions made on demand
 
     def start(self) -> None:
         pool = open_pool(self.pg, self.password, "postgres-sink", self.pg.pool_min, self.pg.pool_max, self._configure)
@@ -95,6 +97,16 @@ class PostgresSink(BatchingSink):
 
     def write(self, records: Sequence[Reading]) -> int:
         """Returns how many readings became rows (what counts as written); the rest are counted by reason."""
+        try:
+            return self._write(records)
+        except psycopg.errors.CheckViolation as err:
+            if not partitions.is_missing_partition(err):
+                raise
+            # A reading older than every partition (or a partition not made ahead yet): make it, write again.
+            partitions.make_for_epochs(self.pool, "measurements", [r.ts for r in records], self.partition_interval)
+            return self._write(records)
+
+    def _write(self, records: Sequence[Reading]) -> int:
         new: dict[str, Reading] = {}
         known = self.known_sensors
         for r in records:
