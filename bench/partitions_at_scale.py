@@ -100,7 +100,7 @@ def load(conn: psycopg.Connection, partitioned: bool, first_day: datetime, days:
             conn.execute(f"CREATE TABLE {name} (LIKE measurements INCLUDING DEFAULTS)")
             conn.execute(GENERATE.format(table=name), params)
             conn.execute(f"CREATE UNIQUE INDEX ON {name} (sensor_id, metric, timestamp)")
-            conn.execute(f"CREATE INDEX ON {name} USING brin (timestamp, id)")
+            conn.execute(f"CREATE INDEX ON {name} USING brin (timestamp, id) WITH (autosummarize = on)")
             conn.execute(f"ALTER TABLE {name} ADD CONSTRAINT r CHECK (timestamp >= %s AND timestamp < %s)".replace(
                 "%s", "'{}'").format(lo, lo + timedelta(days=1)))
             conn.execute(f"ALTER TABLE measurements ATTACH PARTITION {name} FOR VALUES FROM ('{lo}') TO "
