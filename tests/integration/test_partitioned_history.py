@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from datetime import datetime, timedelta
+from datetime import timedelta, timezone
 
 import psycopg
 import pytest
@@ -103,14 +103,18 @@ def test_retention_drops_whole_partitions_keeps_the_straddling_one_and_dry_run_c
     sink = PostgresSink(settings.config.postgres, settings.secrets.postgres_password, settings=settings.config.sinks.postgres,
                         retry=settings.config.retry, metrics=env.metrics(), queue_max_batches=1)
     sink.start()
+    cutoff = NOW - timedelta(days=30)
     try:
-        # One reading an hour for 40 days: days older than every partition get theirs made on demand.
+        # One reading an hour for 40 days (days older than every partition get theirs made on demand), and one
+        # just older than the limit, in the partition that straddles it.
         t0 = (NOW - timedelta(days=40)).timestamp()
-        hours = 40 * 24
-        sink.write([Reading("s1", "sensor", None, "temperature", float(h), t0 + h * 3600 + 0.5, t0) for h in range(hours)])
+        readings = [Reading("s1", "sensor", None, "temperature", float(h), t0 + h * 3600 + 0.5, t0) for h in range(40 * 24)]
+        edge = cutoff.replace(tzinfo=timezone.utc).timestamp() - 0.001
+        readings.append(Reading("s1", "sensor", None, "temperature", -1.0, edge, edge))
+        sink.write(readings)
     finally:
         sink.close()
-    cutoff = NOW - timedelta(days=30)
+    hours = len(readings)
     parts = existing(env.db(), "measurements")
     whole = [p.name for p in parts if p.upper <= cutoff]
     straddling = next(p for p in parts if p.lower < cutoff < p.upper)
