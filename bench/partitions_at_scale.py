@@ -14,7 +14,8 @@ layout's data is on disk at a time):
      (5-minute buckets) and over a week (1-hour buckets), random sensors and days;
   6. time to expire the oldest day with pipeline.retention.expire (partitioned: one partition detached and
      dropped; unpartitioned: that day's rows deleted in batches of retention.batch_size);
-  7. unpartitioned only: how long migration 0007 takes to convert the full table.
+  7. time to rebuild the last day's aggregations (pipeline.rebuild, the configured periods);
+  8. unpartitioned only: how long migration 0007 takes to convert the full table.
 """
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ from pipeline.dashboard.store import RAW_BUCKETS  # noqa: E402
 from pipeline.db import conninfo  # noqa: E402
 from pipeline.observability.metrics import Metrics  # noqa: E402
 from pipeline.partitions import existing  # noqa: E402
+from pipeline.rebuild import plan, rebuild  # noqa: E402
 from pipeline.records import Reading  # noqa: E402
 from pipeline.retention import Target, expire  # noqa: E402
 from pipeline.sinks.postgres import PostgresSink  # noqa: E402
@@ -173,6 +175,13 @@ def run_layout(partitioned: bool, args) -> dict:
                 out[f"trend_{label}"] = (pct(times, 0.5), pct(times, 0.99))
                 print(f"  trend over a {label}: p50 {pct(times, 0.5) * 1000:.1f} ms, p99 {pct(times, 0.99) * 1000:.1f} ms",
                       flush=True)
+            last_day = first_day + timedelta(days=args.days - 1)
+            steps = plan(settings.config.aggregation.periods, None, last_day, last_day + timedelta(days=1))
+            started = time.monotonic()
+            done = rebuild(conn, steps)
+            out["rebuild"] = (time.monotonic() - started, done.readings)
+            print(f"  rebuild one day of aggregations ({len(steps)} windows): {out['rebuild'][0]:.1f} s, "
+                  f"{done.readings / out['rebuild'][0]:,.0f} readings/s", flush=True)
             # A 30-day limit seen from 31 days after the first day: exactly the first day has expired.
             target = Target("measurements", "measurements", "timestamp", 30)
             result = expire(conn, target, first_day + timedelta(days=31), settings.config.retention.batch_size)
@@ -219,6 +228,7 @@ def main() -> int:
         row(f"{key} bytes per million readings", part["sizes"][key] * per_m / MB, flat["sizes"][key] * per_m / MB, "MB",
             ",.2f")
     total = lambda s: s["heap"] + s["indexes"]  # noqa: E731
+    row("rebuild one day of aggregations", part["rebuild"][0], flat["rebuild"][0], "s", ",.1f")
     print(f"migration 0007 on the full unpartitioned table: {flat['convert_s']:.1f} s "
           f"({(flat['rows'] - flat['expire'][1]) / flat['convert_s']:,.0f} rows/s)")
     row("heap + indexes per million readings", total(part["sizes"]) * per_m / MB, total(flat["sizes"]) * per_m / MB, "MB",
