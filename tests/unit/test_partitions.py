@@ -86,3 +86,34 @@ def test_rebuild_times_are_utc():
     assert parse_time("2026-12-01") == D
     assert parse_time("2026-12-01T01:00:00+01:00") == D
     assert parse_time(str((D - datetime(1970, 1, 1)).total_seconds())) == D
+
+
+class _Ticks:
+    """A stop event whose wait() records the delay and lets `ticks` intervals pass before stopping."""
+
+    def __init__(self, ticks: int):
+        self.ticks, self.delays = ticks, []
+
+    def wait(self, delay: float) -> bool:
+        self.delays.append(delay)
+        self.ticks -= 1
+        return self.ticks < 0
+
+
+def test_the_daemons_partition_job_checks_every_interval_and_retries_a_failure_within_a_minute():
+    from pipeline.partitions import PartitionJob
+    from pipeline.config import Secrets, Settings
+
+    settings = Settings(c.parse({"storage": {"check_interval_s": 600}}, {}), Secrets.from_env({}), "test")
+    calls = []
+
+    class Job(PartitionJob):
+        def run_once(self):
+            calls.append(len(calls))
+            if len(calls) == 2:
+                raise psycopg.OperationalError("server closed the connection")
+            return []
+
+    stop = _Ticks(3)
+    Job(settings).run(stop)
+    assert calls == [0, 1, 2] and stop.delays == [600, 600, 60, 600]
