@@ -129,9 +129,6 @@ class Pipeline:
             self._spawn("dashboard-monitor", self.dashboard.monitor)
             self._spawn("dashboard-probes", self.dashboard.probes)
         # Services may still be starting (boot, a restarted host): keep trying for retry.max_elapsed_s.
-        partition_job = PartitionJob(self.settings)
-        self._at_start("partitions_ahead", partition_job.run_once)  # before any sink writes
-        self._spawn("partitions", lambda: partition_job.run(self._stopped))
         self._at_start("kafka_create_topics",
                        lambda: ensure_topics(cfg.kafka, [cfg.kafka.topics.raw, *dead_letter_topics(cfg.kafka).values()]))
         for sink in self.sinks:
@@ -139,6 +136,9 @@ class Pipeline:
             self._spawn(f"sink-{sink.name}", sink.run)
         self._at_start("log_counter_connect", self.log_counter.start)
         self._spawn("log-counter", self.log_counter.run)
+        partition_job = PartitionJob(self.settings)  # before consuming: readings of now and ahead have partitions
+        self._at_start("partitions_ahead", partition_job.run_once)
+        self._spawn("partitions", lambda: partition_job.run(self._stopped))
         if cfg.kafka.assignment == "single":
             # Before consuming: a second single-instance daemon on the same group would consume the same partitions.
             self.instance_lock = SingleInstanceLock(cfg.postgres, self.settings.secrets.postgres_password,
