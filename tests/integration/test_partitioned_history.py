@@ -13,8 +13,9 @@ import pytest
 import migrations
 from pipeline import rebuild
 from pipeline.partitions import existing, partition_name, span, utc_now
-from pipeline.records import Reading
+from pipeline.records import LogRecord, RawMessage, Reading
 from pipeline.retention import run_once
+from pipeline.sinks.logs import LogSink
 from pipeline.sinks.postgres import PostgresSink
 from tests.integration.clients import Publisher, RunningPipeline, wait_for
 from tests.integration.conftest import ROOT
@@ -180,3 +181,23 @@ def test_the_daemon_makes_partitions_ahead_stores_a_day_without_one_and_rebuild_
     env.query("DELETE FROM aggregations WHERE sensor_id = 'r05' AND period = '10s' RETURNING 1")
     assert rebuild.main([*argv, "--sensor", "r05", "--period", "10s"], settings=settings) == 0
     assert env.query(window, span_args) == daemon_rows
+
+
+def test_a_log_record_for_a_day_without_a_partition_is_stored_once(env):
+    settings = env.migrate()
+    cfg, secrets = settings.config, settings.secrets
+    sink = LogSink(cfg.postgres, secrets.postgres_password, cfg.redis, secrets.redis_password, settings=cfg.sinks.logs,
+                   retry=cfg.retry, metrics=env.metrics(), queue_max_batches=1)
+    sink.start()
+    try:
+        old = (NOW - timedelta(days=12)).replace(tzinfo=timezone.utc).timestamp()
+        now = NOW.replace(tzinfo=timezone.utc).timestamp()
+        records = [LogRecord("billing", "ERROR", f"m{i}", None, {}, old + i, now, RawMessage("logs/billing", b"{}", now, b"",
+                                                                                             "raw", 0, i))
+                   for i in range(3)]
+        sink.write(records)
+        sink.write(records)  # redelivered: the delivery identity (with timestamp) skips it
+    finally:
+        sink.close()
+    assert env.query("SELECT count(*) FROM logs")[0][0] == 3
+    assert partition_name("logs", span(utc(old), "1d")[0], "1d") in {p.name for p in existing(env.db(), "logs")}
