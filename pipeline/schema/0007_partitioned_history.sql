@@ -4,7 +4,9 @@
 -- An existing table is not copied: it is renamed and attached as one partition holding everything up to
 -- the end of the current day (FROM MINVALUE). A CHECK constraint proving that range is validated first, so
 -- ATTACH skips its own scan; the unique index on the reading identity is reused as it is. The cost is one
--- read of the table for the CHECK and one for its BRIN index: no row is rewritten, no index is sorted.
+-- read of the table for the CHECK and one for its BRIN index: no row is rewritten, no index is sorted. Both
+-- reads can be done beforehand while the daemon runs (docs/operations.md, "Converting a large table"):
+-- then this migration only renames and attaches.
 -- The old table keeps its own B-tree on `timestamp` (0006), which retention uses to trim it row by row
 -- while it straddles the limit, and its index on `id`. An empty table is simply replaced.
 --
@@ -23,13 +25,20 @@ BEGIN
         EXECUTE format('DROP TABLE %I', legacy);
         RETURN;
     END IF;
-    -- For measurements max() comes from the time index of 0006 (logs: one scan, a far smaller table).
-    EXECUTE format('SELECT date_trunc(''day'', greatest(max(timestamp), now() AT TIME ZONE ''utc'')) + interval ''1 day'' FROM %I',
-                   legacy) INTO upper_bound;
-    EXECUTE format('ALTER TABLE %I ADD CONSTRAINT %I CHECK (timestamp < %L)', legacy, legacy || '_range', upper_bound);
+    -- Made beforehand, online (docs/operations.md, "Converting a large table"): a validated
+    -- CHECK (timestamp < '...') named <table>_before proves the range, and this migration reads nothing.
+    SELECT substring(pg_get_constraintdef(c.oid) FROM '^CHECK \(\("timestamp" < ''([^'']*)''::timestamp without time zone\)\)$')::timestamp
+      INTO upper_bound
+      FROM pg_constraint c WHERE c.conrelid = legacy::regclass AND c.conname = tbl || '_before' AND c.convalidated;
+    IF upper_bound IS NULL THEN
+        -- For measurements max() comes from the time index of 0006 (logs: one scan, a far smaller table).
+        EXECUTE format('SELECT date_trunc(''day'', greatest(max(timestamp), now() AT TIME ZONE ''utc'')) + interval ''1 day'' FROM %I',
+                       legacy) INTO upper_bound;
+        EXECUTE format('ALTER TABLE %I ADD CONSTRAINT %I CHECK (timestamp < %L)', legacy, tbl || '_before', upper_bound);
+    END IF;
     EXECUTE format('ALTER TABLE %I ATTACH PARTITION %I FOR VALUES FROM (MINVALUE) TO (%L)', tbl, legacy, upper_bound);
     -- The partition constraint says the same now.
-    EXECUTE format('ALTER TABLE %I DROP CONSTRAINT %I', legacy, legacy || '_range');
+    EXECUTE format('ALTER TABLE %I DROP CONSTRAINT %I', legacy, tbl || '_before');
 END
 $fn$;
 

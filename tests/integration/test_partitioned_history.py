@@ -70,8 +70,12 @@ def test_a_populated_unpartitioned_database_is_converted_without_losing_a_row(en
                      (NOW, NOW))
     before = env.query("SELECT count(*), max(id), sum(value), min(timestamp), max(timestamp) FROM measurements")[0]
     logs_before = env.query("SELECT count(*), max(id) FROM logs")[0]
+    read = "SELECT seq_tup_read FROM pg_stat_user_tables WHERE relid = to_regclass(%s)"
+    read_before = env.query(read, ("measurements",))[0][0]
 
     migrations.migrate(settings, out=open("/dev/null", "w"))
+    # Read (the CHECK validated, the BRIN built), never rewritten: the old table is the partition.
+    assert env.query(read, ("measurements_legacy",))[0][0] - read_before >= before[0]
     assert env.query("SELECT relkind FROM pg_class WHERE relname = 'measurements'") == [("p",)]
     assert env.query("SELECT count(*), max(id), sum(value), min(timestamp), max(timestamp) FROM measurements")[0] == before
     assert env.query("SELECT count(*), max(id) FROM logs")[0] == logs_before
@@ -97,6 +101,30 @@ def test_a_populated_unpartitioned_database_is_converted_without_losing_a_row(en
     result = next(r for r in run.results if r.name == "measurements")
     assert result.rows == expired_rows > 0 and result.partitions == []
     assert env.query("SELECT count(*), min(timestamp) >= %s FROM measurements", (cutoff,))[0] == (before[0] - expired_rows + 1, True)
+
+
+def test_a_large_table_prepared_online_is_attached_without_being_read(env):
+    settings = migrate_up_to(env, 6)
+    with env.db() as conn:
+        conn.execute("INSERT INTO sensors (sensor_id, type) VALUES ('s1', 'sensor')")
+        conn.execute("INSERT INTO measurements (sensor_id, metric, value, timestamp) SELECT 's1', 'temperature', g, "
+                     "%s - g * interval '1 minute' FROM generate_series(1, 50000) g", (NOW,))
+        # What docs/operations.md ("Converting a large table") has an operator run while the daemon writes.
+        before = span(NOW, "1d")[1] + timedelta(days=1)
+        conn.execute(f"ALTER TABLE measurements ADD CONSTRAINT measurements_before CHECK (timestamp < '{before}') NOT VALID")
+        conn.execute("ALTER TABLE measurements VALIDATE CONSTRAINT measurements_before")
+        conn.execute("CREATE INDEX CONCURRENTLY measurements_legacy_time_brin ON measurements USING brin (timestamp, id) "
+                     "WITH (autosummarize = on)")
+    read = "SELECT seq_tup_read FROM pg_stat_user_tables WHERE relid = to_regclass(%s)"
+    read_before = env.query(read, ("measurements",))[0][0]
+
+    migrations.migrate(settings, out=open("/dev/null", "w"))
+    legacy = existing(env.db(), "measurements")[0]
+    assert (legacy.name, legacy.lower, legacy.upper) == ("measurements_legacy", None, before)
+    assert env.query(read, ("measurements_legacy",))[0][0] - read_before < 10  # neither validated nor indexed again
+    assert indexes_of(env, "measurements_legacy") == {("btree", True), ("btree", False), ("brin", False)}
+    assert env.query("SELECT count(*) FROM measurements")[0][0] == 50000
+    assert not env.query("SELECT 1 FROM pg_constraint WHERE conname = 'measurements_before'")
 
 
 def test_retention_drops_whole_partitions_keeps_the_straddling_one_and_dry_run_changes_nothing(env, tmp_path):
