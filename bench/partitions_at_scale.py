@@ -15,7 +15,8 @@ layout's data is on disk at a time):
   6. time to expire the oldest day with pipeline.retention.expire (partitioned: one partition detached and
      dropped; unpartitioned: that day's rows deleted in batches of retention.batch_size);
   7. time to rebuild the last day's aggregations (pipeline.rebuild, the configured periods);
-  8. unpartitioned only: how long migration 0007 takes to convert the full table.
+  8. unpartitioned only: how long migration 0007 takes to convert the full table (with
+     --prepared-conversion: after the online preparation of docs/operations.md, timed too).
 """
 from __future__ import annotations
 
@@ -180,7 +181,8 @@ def run_layout(partitioned: bool, args) -> dict:
             started = time.monotonic()
             done = rebuild(conn, steps)
             out["rebuild"] = (time.monotonic() - started, done.readings)
-            print(f"  rebuild one day of aggregations ({len(steps)} windows): {out['rebuild'][0]:.1f} s, "
+            print(f"  rebuild one day of aggregations ({done.windows} windows, {len(steps)} statements): "
+                  f"{out['rebuild'][0]:.1f} s, "
                   f"{done.readings / out['rebuild'][0]:,.0f} readings/s", flush=True)
             # A 30-day limit seen from 31 days after the first day: exactly the first day has expired.
             target = Target("measurements", "measurements", "timestamp", 30)
@@ -189,10 +191,21 @@ def run_layout(partitioned: bool, args) -> dict:
             print(f"  expire the oldest day: {result.seconds:.3f} s, {result.rows:,} rows, partitions "
                   f"{result.partitions}, {result.batches} batches", flush=True)
         if not partitioned:  # the conversion of this full table by migration 0007
+            if args.prepared_conversion:  # docs/operations.md, "Converting a large table": online, beforehand
+                started = time.monotonic()
+                with psycopg.connect(**params, autocommit=True) as conn:
+                    bound = today + timedelta(days=2)
+                    conn.execute(f"ALTER TABLE measurements ADD CONSTRAINT measurements_before CHECK (timestamp < '{bound}') "
+                                 "NOT VALID")
+                    conn.execute("ALTER TABLE measurements VALIDATE CONSTRAINT measurements_before")
+                    conn.execute("CREATE INDEX CONCURRENTLY measurements_legacy_time_brin ON measurements "
+                                 "USING brin (timestamp, id) WITH (autosummarize = on)")
+                out["prepare_s"] = time.monotonic() - started
+                print(f"  online preparation (VALIDATE, CREATE INDEX CONCURRENTLY): {out['prepare_s']:.1f} s", flush=True)
             started = time.monotonic()
             migrations.migrate(settings, out=open("/dev/null", "w"))
             out["convert_s"] = time.monotonic() - started
-            print(f"  migration 0007 on the full table: {out['convert_s']:.1f} s", flush=True)
+            print(f"  migration 0007 on the full table: {out['convert_s']:.2f} s", flush=True)
     finally:
         with psycopg.connect(**conninfo(settings.config.postgres, settings.secrets.postgres_password, "postgres"),
                              autocommit=True) as conn:
@@ -207,6 +220,8 @@ def main() -> int:
     p.add_argument("--sensors", type=int, default=500)
     p.add_argument("--sink-rows", type=int, default=100_000)
     p.add_argument("--queries", type=int, default=200, help="trend queries per range")
+    p.add_argument("--prepared-conversion", action="store_true",
+                   help="prove the old table's range and build its BRIN online before migration 0007")
     args = p.parse_args()
     started = time.monotonic()
     part = run_layout(True, args)
@@ -229,7 +244,9 @@ def main() -> int:
             ",.2f")
     total = lambda s: s["heap"] + s["indexes"]  # noqa: E731
     row("rebuild one day of aggregations", part["rebuild"][0], flat["rebuild"][0], "s", ",.1f")
-    print(f"migration 0007 on the full unpartitioned table: {flat['convert_s']:.1f} s "
+    if "prepare_s" in flat:
+        print(f"online preparation for migration 0007 (daemon running): {flat['prepare_s']:.1f} s")
+    print(f"migration 0007 on the full unpartitioned table: {flat['convert_s']:.2f} s "
           f"({(flat['rows'] - flat['expire'][1]) / flat['convert_s']:,.0f} rows/s)")
     row("heap + indexes per million readings", total(part["sizes"]) * per_m / MB, total(flat["sizes"]) * per_m / MB, "MB",
         ",.2f")

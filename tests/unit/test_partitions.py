@@ -6,7 +6,7 @@ import pytest
 
 from pipeline import config as c
 from pipeline.partitions import Partition, expired, is_missing_partition, parse_bound, partition_name, span, uncovered, wanted
-from pipeline.rebuild import parse_time, plan, windows
+from pipeline.rebuild import chunks, parse_time, plan
 
 D = datetime(2026, 12, 1)
 
@@ -72,14 +72,18 @@ def test_storage_config_defaults_and_refuses_other_intervals():
         c.parse({"storage": {"partitions_ahead": 0}}, {})
 
 
-def test_rebuild_plans_shortest_period_first_with_the_daemons_rollups():
-    steps = plan(("1m", "5m", "1h"), None, D, D + timedelta(minutes=10))
-    assert [s.period for s in steps] == ["1m"] * 10 + ["5m"] * 2 + ["1h"]
-    assert {s.period: s.sub_period for s in steps} == {"1m": None, "5m": "1m", "1h": "5m"}
-    alone = plan(("1m", "5m"), "5m", D, D + timedelta(minutes=10))
-    assert [(s.start, s.sub_period) for s in alone] == [(D, None), (D + timedelta(minutes=5), None)]
-    # A window that began before --from is rebuilt whole.
-    assert next(windows(D + timedelta(seconds=30), D + timedelta(minutes=1), 60)) == (D, D + timedelta(minutes=1))
+def test_rebuild_plans_shortest_period_first_with_the_daemons_rollups_in_chunks_of_whole_windows():
+    steps = plan(("1m", "5m", "1h"), None, D, D + timedelta(minutes=90))
+    assert [(s.period, s.start, s.end, s.sub_period) for s in steps] == [
+        ("1m", D, D + timedelta(hours=1), None), ("1m", D + timedelta(hours=1), D + timedelta(minutes=90), None),
+        ("5m", D, D + timedelta(hours=1), "1m"), ("5m", D + timedelta(hours=1), D + timedelta(minutes=90), "1m"),
+        ("1h", D, D + timedelta(hours=1), "5m"), ("1h", D + timedelta(hours=1), D + timedelta(hours=2), "5m")]
+    assert sum(s.windows for s in steps) == 90 + 18 + 2
+    alone = plan(("1m", "5m"), "5m", D, D + timedelta(minutes=10), chunk_s=300)
+    assert [(s.start, s.sub_period, s.windows) for s in alone] == [(D, None, 1), (D + timedelta(minutes=5), None, 1)]
+    # Windows overlapping the range are rebuilt whole; a chunk is never shorter than one window.
+    assert list(chunks(D + timedelta(seconds=30), D + timedelta(seconds=61), 60, 1)) == [
+        (D, D + timedelta(minutes=1)), (D + timedelta(minutes=1), D + timedelta(minutes=2))]
 
 
 def test_rebuild_times_are_utc():
