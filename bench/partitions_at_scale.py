@@ -182,8 +182,8 @@ def run_layout(partitioned: bool, args) -> dict:
             done = rebuild(conn, steps)
             out["rebuild"] = (time.monotonic() - started, done.readings)
             print(f"  rebuild one day of aggregations ({done.windows} windows, {len(steps)} statements): "
-                  f"{out['rebuild'][0]:.1f} s, "
-                  f"{done.readings / out['rebuild'][0]:,.0f} readings/s", flush=True)
+                  f"{out['rebuild'][0]:.1f} s, {done.readings / out['rebuild'][0]:,.0f} readings/s, "
+                  f"{done.rows:,} rows written ({done.rows / out['rebuild'][0]:,.0f} rows/s)", flush=True)
             # A 30-day limit seen from 31 days after the first day: exactly the first day has expired.
             target = Target("measurements", "measurements", "timestamp", 30)
             result = expire(conn, target, first_day + timedelta(days=31), settings.config.retention.batch_size)
