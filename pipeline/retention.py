@@ -238,6 +238,7 @@ class RetentionJob:
             self.metrics.retention_last_success.set(time.time())
             for r in run.results:
                 self.metrics.retention_deleted.labels(r.name).inc(r.rows)
+                self.metrics.retention_partitions_dropped.labels(r.name).inc(len(r.partitions))
                 if r.rows or r.partitions:
                     log.info("event=retention_deleted target=%s rows=%d batches=%d partitions_dropped=%d seconds=%.2f "
                              "cutoff=%s", r.name, r.rows, r.batches, len(r.partitions), r.seconds, r.cutoff.isoformat())

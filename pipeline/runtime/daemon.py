@@ -136,7 +136,7 @@ class Pipeline:
             self._spawn(f"sink-{sink.name}", sink.run)
         self._at_start("log_counter_connect", self.log_counter.start)
         self._spawn("log-counter", self.log_counter.run)
-        partition_job = PartitionJob(self.settings)  # before consuming: readings of now and ahead have partitions
+        partition_job = PartitionJob(self.settings, self.metrics)  # before consuming: readings of now and ahead have partitions
         self._at_start("partitions_ahead", partition_job.run_once)
         self._spawn("partitions", lambda: partition_job.run(self._stopped))
         if cfg.kafka.assignment == "single":

@@ -86,7 +86,8 @@ class LogSink(BatchingSink):
             if not partitions.is_missing_partition(err):
                 raise
             # A record older than every partition of `logs`: make its partition, write again.
-            partitions.make_for_epochs(self.pool, "logs", [r.ts for r in records], self.partition_interval)
+            made = partitions.make_for_epochs(self.pool, "logs", [r.ts for r in records], self.partition_interval)
+            self.metrics.partitions_created.labels("logs", "on_demand").inc(len(made))
             self._write(records)
 
     def _write(self, records: Sequence[LogRecord]) -> None:

@@ -103,7 +103,8 @@ class PostgresSink(BatchingSink):
             if not partitions.is_missing_partition(err):
                 raise
             # A reading older than every partition (or a partition not made ahead yet): make it, write again.
-            partitions.make_for_epochs(self.pool, "measurements", [r.ts for r in records], self.partition_interval)
+            made = partitions.make_for_epochs(self.pool, "measurements", [r.ts for r in records], self.partition_interval)
+            self.metrics.partitions_created.labels("measurements", "on_demand").inc(len(made))
             return self._write(records)
 
     def _write(self, records: Sequence[Reading]) -> int:

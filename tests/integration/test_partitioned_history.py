@@ -177,7 +177,8 @@ def test_the_daemon_makes_partitions_ahead_stores_a_day_without_one_and_rebuild_
     old = (NOW - timedelta(days=10)).timestamp()
     sensors = [f"r{i:02d}" for i in range(12)]
     pub = Publisher()
-    with RunningPipeline(settings, env.metrics()):
+    metrics = env.metrics()
+    with RunningPipeline(settings, metrics):
         ahead = span(NOW, "1d")[0] + timedelta(days=5)
         assert partition_name("measurements", ahead, "1d") in {p.name for p in existing(env.db(), "measurements")}
         # The first reading of its partition, so not late for the windows: ten days old, no partition for it.
@@ -191,6 +192,9 @@ def test_the_daemon_makes_partitions_ahead_stores_a_day_without_one_and_rebuild_
                  == len(sensors), what="the daemon's 1m rows")
     pub.close()
     assert partition_name("measurements", span(utc(old), "1d")[0], "1d") in {p.name for p in existing(env.db(), "measurements")}
+    created = "pipeline_storage_partitions_created_total"
+    assert metrics.registry.get_sample_value(created, {"table": "measurements", "reason": "on_demand"}) == 1
+    assert metrics.registry.get_sample_value(created, {"table": "measurements", "reason": "ahead"}) == 7  # yesterday .. +5
 
     window = "SELECT sensor_id, metric, period, timestamp, avg_value, min_value, max_value, count FROM aggregations " \
              "WHERE sensor_id LIKE 'r%%' AND timestamp >= %s AND timestamp < %s ORDER BY 1, 2, 3, 4"

@@ -118,6 +118,11 @@ def test_the_daemons_partition_job_checks_every_interval_and_retries_a_failure_w
                 raise psycopg.OperationalError("server closed the connection")
             return []
 
+    from prometheus_client import CollectorRegistry
+    from pipeline.observability.metrics import Metrics
+
+    metrics = Metrics(CollectorRegistry())
     stop = _Ticks(3)
-    Job(settings).run(stop)
+    Job(settings, metrics).run(stop)
     assert calls == [0, 1, 2] and stop.delays == [600, 600, 60, 600]
+    assert metrics.registry.get_sample_value("pipeline_storage_partition_checks_total", {"result": "failed"}) == 1
