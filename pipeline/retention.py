@@ -5,7 +5,9 @@
 Each target is (table, time column, age limit, extra condition); adding a table is one line in
 `targets()`. A missing table (e.g. `logs` before its migration) is skipped. Raw readings go after 30 days
 by default while aggregations keep years: history queries read `aggregations`, which outlive them.
-Deletes are `DELETE ... WHERE ctid = ANY(ARRAY(SELECT ctid ... LIMIT batch_size))` in autocommit, so each batch is
+A partitioned table (`measurements`, `logs`: pipeline/partitions.py) loses whole partitions: detached and
+dropped once wholly older than the limit, in well under a second whatever their size. Other tables'
+deletes are `DELETE ... WHERE ctid = ANY(ARRAY(SELECT ctid ... LIMIT batch_size))` in autocommit, so each batch is
 its own short transaction and concurrent writes never wait long. Several instances may run the job:
 a PostgreSQL advisory lock lets one of them work at a time.
 """
@@ -21,6 +23,7 @@ from datetime import datetime, timedelta, timezone
 
 import psycopg
 
+from . import partitions
 from .config import RedisConfig, RetentionConfig, Settings, load_for_cli
 from .clients.postgres import conninfo
 
@@ -72,6 +75,8 @@ class Result:
     batches: int = 0
     seconds: float = 0.0
     skipped: str = ""
+    partitions: list[str] = field(default_factory=list)  # dropped whole (or, in a dry run, that would be)
+    estimated: bool = False  # rows of a dropped partition taken from the planner's statistics
 
 
 @dataclass
@@ -98,7 +103,8 @@ def _pending_floor(conn: psycopg.Connection) -> datetime | None:
 
 def expire(conn: psycopg.Connection, target: Target, now: datetime, batch_size: int, dry_run: bool = False,
            stop: threading.Event | None = None, on_batch=None) -> Result:
-    """Delete (or count, when dry_run) the target's expired rows, batch by batch."""
+    """Delete (or count, when dry_run) the target's expired rows: whole partitions of a partitioned table,
+    batch by batch otherwise."""
     result = Result(target.name, cutoff(now, target.days))
     if not _table_exists(conn, target.table, target.time_column):
         result.skipped = "no_table"
@@ -107,25 +113,67 @@ def expire(conn: psycopg.Connection, target: Target, now: datetime, batch_size: 
         floor = _pending_floor(conn)
         if floor is not None and floor < result.cutoff:
             result.cutoff = floor
-    cond = f"{target.time_column} < %s" + (f" AND {target.where}" if target.where else "")
-    params = (result.cutoff, *target.params)
     started = time.monotonic()
-    if dry_run:
-        result.rows = conn.execute(f"SELECT count(*) FROM {target.table} WHERE {cond}", params).fetchone()[0]
+    if not target.where and partitions.is_partitioned(conn, target.table):
+        _expire_partitions(conn, target, result, batch_size, dry_run, stop, on_batch)
     else:
-        # By physical row address (a TID scan, no second index lookup), so any table works, with or without an id.
-        sql = f"DELETE FROM {target.table} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {target.table} WHERE {cond} LIMIT %s))"
-        while not (stop is not None and stop.is_set()):
-            batch_started = time.monotonic()
-            deleted = conn.execute(sql, (*params, batch_size)).rowcount
-            if on_batch is not None:  # the benchmark times each batch
-                on_batch(deleted, time.monotonic() - batch_started)
-            result.rows += deleted
-            result.batches += 1
-            if deleted < batch_size:
-                break
+        _delete_rows(conn, target.table, target, result, batch_size, dry_run, stop, on_batch)
     result.seconds = time.monotonic() - started
     return result
+
+
+def _delete_rows(conn: psycopg.Connection, table: str, target: Target, result: Result, batch_size: int, dry_run: bool,
+                 stop: threading.Event | None, on_batch) -> None:
+    cond = f"{target.time_column} < %s" + (f" AND {target.where}" if target.where else "")
+    params = (result.cutoff, *target.params)
+    if dry_run:
+        result.rows += conn.execute(f"SELECT count(*) FROM {table} WHERE {cond}", params).fetchone()[0]
+        return
+    # By physical row address (a TID scan, no second index lookup), so any table works, with or without an id.
+    sql = f"DELETE FROM {table} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {table} WHERE {cond} LIMIT %s))"
+    while not (stop is not None and stop.is_set()):
+        batch_started = time.monotonic()
+        deleted = conn.execute(sql, (*params, batch_size)).rowcount
+        if on_batch is not None:  # the benchmark times each batch
+            on_batch(deleted, time.monotonic() - batch_started)
+        result.rows += deleted
+        result.batches += 1
+        if deleted < batch_size:
+            break
+
+
+def _expire_partitions(conn: psycopg.Connection, target: Target, result: Result, batch_size: int, dry_run: bool,
+                       stop: threading.Event | None, on_batch) -> None:
+    """Partitions wholly older than the cutoff are detached and dropped; only the old table attached by
+    migration 0007 is trimmed row by row while it straddles the cutoff (partitions.expired says why)."""
+    whole, straddling = partitions.expired(partitions.existing(conn, target.table), result.cutoff)
+    for part in whole:
+        if stop is not None and stop.is_set():
+            return
+        rows, exact = _rows_in(conn, part.name, dry_run)
+        result.estimated = result.estimated or not exact
+        if not dry_run:
+            with conn.transaction():
+                # Detaching locks the table briefly: never queue behind a long query with inserts queued behind us.
+                conn.execute(f"SET LOCAL lock_timeout = '{partitions.LOCK_TIMEOUT}'")
+                conn.execute(f'ALTER TABLE {target.table} DETACH PARTITION "{part.name}"')
+                conn.execute(f'DROP TABLE "{part.name}"')
+            log.info("event=partition_dropped table=%s partition=%s rows=%d", target.table, part.name, rows)
+        result.rows += rows
+        result.partitions.append(part.name)
+    if straddling is not None:
+        _delete_rows(conn, f'"{straddling.name}"', target, result, batch_size, dry_run, stop, on_batch)
+
+
+def _rows_in(conn: psycopg.Connection, table: str, exact: bool) -> tuple[int, bool]:
+    """Rows of a partition about to go: counted for a dry run, else the planner's estimate (a count would read
+    the whole partition we are about to drop) unless the partition was never analysed."""
+    if not exact:
+        estimate = conn.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(%s)",
+                                (f'"{table}"',)).fetchone()[0]
+        if estimate >= 0:
+            return estimate, False
+    return conn.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0], True
 
 
 def trim_streams(client, cfg: RedisConfig, max_age_s: float, now: float, dry_run: bool = False) -> dict[str, int]:
@@ -190,9 +238,10 @@ class RetentionJob:
             self.metrics.retention_last_success.set(time.time())
             for r in run.results:
                 self.metrics.retention_deleted.labels(r.name).inc(r.rows)
-                if r.rows:
-                    log.info("event=retention_deleted target=%s rows=%d batches=%d seconds=%.2f cutoff=%s",
-                             r.name, r.rows, r.batches, r.seconds, r.cutoff.isoformat())
+                self.metrics.retention_partitions_dropped.labels(r.name).inc(len(r.partitions))
+                if r.rows or r.partitions:
+                    log.info("event=retention_deleted target=%s rows=%d batches=%d partitions_dropped=%d seconds=%.2f "
+                             "cutoff=%s", r.name, r.rows, r.batches, len(r.partitions), r.seconds, r.cutoff.isoformat())
             for stream, n in run.streams.items():
                 self.metrics.retention_deleted.labels("redis_stream").inc(n)
 
@@ -213,7 +262,11 @@ def main(argv: list[str] | None = None) -> int:
         if r.skipped:
             print(f"{r.name:<18} skipped ({r.skipped})")
         else:
-            print(f"{r.name:<18} {verb} {r.rows} row(s) older than {r.cutoff:%Y-%m-%d %H:%M:%S}  ({r.seconds:.2f} s)")
+            about = "about " if r.estimated else ""
+            dropped = f"; partitions {'that would be ' if args.dry_run else ''}dropped whole: {', '.join(r.partitions)}" \
+                if r.partitions else ""
+            print(f"{r.name:<18} {verb} {about}{r.rows} row(s) older than {r.cutoff:%Y-%m-%d %H:%M:%S}  "
+                  f"({r.seconds:.2f} s){dropped}")
     for stream, n in run.streams.items():
         print(f"stream {stream:<11} {verb} {n} entr{'y' if n == 1 else 'ies'}")
     return 0

@@ -17,7 +17,8 @@ from .redact import MASK, is_secret_key, redacted
 from .schema import (
     AgentsConfig, AggregationConfig, AlertsConfig, AppName, BrokerStatsConfig, Config, DashboardConfig, KafkaConfig,
     KafkaTopics, LogsConfig, MqttConfig, PeriodLabel, PostgresConfig, ProcessingConfig, RedisConfig, RedisStreams,
-    ReloadConfig, RetentionConfig, RetryConfig, Settings, SinkConfig, SinksConfig, SystemAgentConfig, TlsConfig,
+    ReloadConfig, RetentionConfig, RetryConfig, Settings, SinkConfig, SinksConfig, StorageConfig, SystemAgentConfig,
+    TlsConfig,
     TopicLevel, ValidationConfig, WebhookConfig,
 )
 from .secret import KAFKA_SECRET_ENV, SECRET_ENV, Secret, Secrets
@@ -29,7 +30,7 @@ __all__ = [
     "MqttConfig", "Name", "NonNegFloat", "NonNegInt", "OutlierRule", "PeriodLabel", "Port", "PositiveFloat",
     "PositiveInt", "PostgresConfig", "ProcessingConfig", "RateRule", "RedisConfig", "RedisStreams", "ReloadConfig",
     "RetentionConfig", "RetryConfig", "SECRET_ENV", "Secret", "Secrets", "SensorOverride", "Settings", "Severity",
-    "SinkConfig", "SinksConfig", "StuckRule", "SystemAgentConfig", "ThresholdRule", "TlsConfig", "TopicLevel",
+    "SinkConfig", "SinksConfig", "StorageConfig", "StuckRule", "SystemAgentConfig", "ThresholdRule", "TlsConfig", "TopicLevel",
     "UnitRule", "ValidationConfig", "WebhookConfig", "apply_env", "env_names", "is_secret_key", "load",
     "load_dotenv_file", "load_for_cli", "parse", "redacted",
 ]

@@ -295,6 +295,17 @@ class RetentionConfig(Section):
     redis_max_age_s: NonNegFloat = 7 * 86400.0
 
 
+class StorageConfig(Section):
+    """Partitioned history (`measurements`, `logs`): partition length and how many are made ahead (pipeline/partitions.py)."""
+
+    # Range partitions on `timestamp`, aligned to UTC midnight (7d: to Monday). Retention drops whole partitions,
+    # so a partition lives up to one interval past its table's limit.
+    partition_interval: Literal["1h", "6h", "1d", "7d"] = "1d"
+    # Future partitions kept ready by the daemon (checked at start and every check_interval_s).
+    partitions_ahead: Annotated[int, msgspec.Meta(ge=1, le=366)] = 3
+    check_interval_s: Annotated[float, msgspec.Meta(ge=10.0)] = 3600.0
+
+
 class Config(Section):
     instance_id: Annotated[str, msgspec.Meta(max_length=64)] = ""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -316,6 +327,7 @@ class Config(Section):
     agents: AgentsConfig = AgentsConfig()
     logs: LogsConfig = LogsConfig()
     retention: RetentionConfig = RetentionConfig()
+    storage: StorageConfig = StorageConfig()
 
 
 class Settings(msgspec.Struct, frozen=True):

@@ -25,6 +25,7 @@ from ..operators.logcounts.runner import LogCounter
 from ..operators.windows.aggregator import WindowAggregator
 from ..observability.rates import counter_totals
 from ..observability.status import LiveStatus
+from ..partitions import PartitionJob
 from ..records import Reading
 from ..retention import RetentionJob
 from ..sinks.deadletter import DeadLetterSink, DeadLetterWriter, dead_letter_topics
@@ -85,6 +86,7 @@ class Pipeline:
             PostgresSink(cfg.postgres, settings.secrets.postgres_password, settings=cfg.sinks.postgres,
                          aggregator=WindowAggregator(cfg.aggregation, cfg.redis, settings.secrets.redis_password, self.metrics)
                          if cfg.aggregation.enabled else None, tick_interval_s=cfg.processing.interval_s,
+                         partition_interval=cfg.storage.partition_interval,
                          dead_letters=self.dead_letters, **common),
             RedisSink(cfg.redis, settings.secrets.redis_password, settings=cfg.sinks.redis,
                       dead_letters=self.dead_letters, **common),
@@ -96,7 +98,8 @@ class Pipeline:
                                       self.inject)
         self.sinks.append(LogSink(cfg.postgres, settings.secrets.postgres_password, cfg.redis,
                                   settings.secrets.redis_password, settings=cfg.sinks.logs,
-                                  dead_letters=self.dead_letters, on_written=self.log_counter.mark, **common))
+                                  dead_letters=self.dead_letters, on_written=self.log_counter.mark,
+                                  partition_interval=cfg.storage.partition_interval, **common))
         self._add_processing(settings, common)
         self.chain = StageChain(build_stages(settings), self.metrics)
         self.source: KafkaSource | None = None
@@ -140,6 +143,9 @@ class Pipeline:
             self._sink_threads.append(self.supervisor.spawn(f"sink-{sink.name}", sink.run))
         self._at_start("log_counter_connect", self.log_counter.start)
         self._log_counter_thread = self.supervisor.spawn("log-counter", self.log_counter.run)
+        partition_job = PartitionJob(self.settings, self.metrics)  # before consuming: readings of now and ahead have partitions
+        self._at_start("partitions_ahead", partition_job.run_once)
+        self.supervisor.spawn("partitions", lambda: partition_job.run(self._stopped))
         if cfg.kafka.assignment == "single":
             # Before consuming: a second single-instance daemon on the same group would consume the same partitions.
             self.instance_lock = SingleInstanceLock(cfg.postgres, self.settings.secrets.postgres_password,

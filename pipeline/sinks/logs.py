@@ -18,6 +18,7 @@ import psycopg
 import redis
 from psycopg_pool import ConnectionPool
 
+from .. import partitions
 from ..config import PostgresConfig, RedisConfig, Secret
 from ..clients.postgres import describe, open_pool
 from ..records import LogRecord
@@ -34,7 +35,7 @@ CREATE_STAGE = ("CREATE TEMP TABLE IF NOT EXISTS logs_stage (app VARCHAR(50), le
                 "kafka_offset BIGINT) ON COMMIT DELETE ROWS")
 COPY_STAGE = f"COPY logs_stage ({COLUMNS}) FROM STDIN"
 INSERT_FROM_STAGE = (f"INSERT INTO logs ({COLUMNS}) SELECT {COLUMNS} FROM logs_stage "
-                     "ON CONFLICT (kafka_partition, kafka_offset, received_at) DO NOTHING")
+                     "ON CONFLICT (kafka_partition, kafka_offset, received_at, timestamp) DO NOTHING")
 
 
 def delivery_id(r: LogRecord) -> str:
@@ -49,7 +50,8 @@ class LogSink(BatchingSink):
     name = "logs"
 
     def __init__(self, pg: PostgresConfig, pg_password: Secret, rcfg: RedisConfig, redis_password: Secret, *args,
-                 on_written: Callable[[Sequence[LogRecord]], None] | None = None, **kwargs):
+                 on_written: Callable[[Sequence[LogRecord]], None] | None = None, partition_interval: str = "1d",
+                 **kwargs):
         super().__init__(*args, **kwargs)
         self.pg, self.pg_password = pg, pg_password
         self.rcfg, self.redis_password = rcfg, redis_password
@@ -57,6 +59,7 @@ class LogSink(BatchingSink):
         self.pool: ConnectionPool | None = None
         self.client: redis.Redis | None = None
         self.stream = rcfg.key_prefix + rcfg.streams.logs
+        self.partition_interval = partition_interval  # storage.partition_interval: for partitions made on demand
 
     def start(self) -> None:
         if self.pool is None:  # start may be retried while the services come up
@@ -73,6 +76,17 @@ class LogSink(BatchingSink):
         return batch.logs
 
     def write(self, records: Sequence[LogRecord]) -> None:
+        try:
+            self._write(records)
+        except psycopg.errors.CheckViolation as err:
+            if not partitions.is_missing_partition(err):
+                raise
+            # A record older than every partition of `logs`: make its partition, write again.
+            made = partitions.make_for_epochs(self.pool, "logs", [r.ts for r in records], self.partition_interval)
+            self.metrics.partitions_created.labels("logs", "on_demand").inc(len(made))
+            self._write(records)
+
+    def _write(self, records: Sequence[LogRecord]) -> None:
         assert self.pool is not None and self.client is not None
         rows = []
         for r in records:

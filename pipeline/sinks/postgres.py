@@ -15,6 +15,7 @@ from typing import Sequence
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from .. import partitions
 from ..config import PostgresConfig, Secret
 from ..clients.postgres import describe, open_pool, utc_naive
 from ..records import Reading
@@ -53,7 +54,7 @@ class PostgresSink(BatchingSink):
     name = "postgres"
 
     def __init__(self, pg: PostgresConfig, password: Secret, *args, aggregator=None, tick_interval_s: float | None = None,
-                 **kwargs):
+                 partition_interval: str = "1d", **kwargs):
         super().__init__(*args, **kwargs)
         self.pg = pg
         self.password = password
@@ -63,6 +64,7 @@ class PostgresSink(BatchingSink):
         self.aggregator = aggregator
         self.tick_interval_s = tick_interval_s if aggregator is not None else None
         self._written: tuple | None = None  # (inserted rows, staged windows) of the last write, for after_write
+        self.partition_interval = partition_interval  # storage.partition_interval: for partitions made on demand
 
     def start(self) -> None:
         pool = open_pool(self.pg, self.password, "postgres-sink", self.pg.pool_min, self.pg.pool_max, self._configure)
@@ -87,6 +89,17 @@ class PostgresSink(BatchingSink):
 
     def write(self, records: Sequence[Reading]) -> int:
         """Returns how many readings became rows (what counts as written); the rest are counted by reason."""
+        try:
+            return self._write(records)
+        except psycopg.errors.CheckViolation as err:
+            if not partitions.is_missing_partition(err):
+                raise
+            # A reading older than every partition (or a partition not made ahead yet): make it, write again.
+            made = partitions.make_for_epochs(self.pool, "measurements", [r.ts for r in records], self.partition_interval)
+            self.metrics.partitions_created.labels("measurements", "on_demand").inc(len(made))
+            return self._write(records)
+
+    def _write(self, records: Sequence[Reading]) -> int:
         new: dict[str, Reading] = {}
         known = self.known_sensors
         for r in records:

@@ -7,6 +7,7 @@ import sys
 import time
 from datetime import datetime, timedelta, timezone
 
+from pipeline.partitions import ensure_for, existing
 from pipeline.retention import run_once
 from tests.integration.clients import RunningPipeline, wait_for
 from tests.integration.conftest import ROOT
@@ -22,6 +23,9 @@ def seed(env) -> None:
     """Rows on both sides of every limit (defaults: raw 30 d, 1m 7 d, 5m 90 d, 1h 730 d, resolved alerts 180 d)."""
     with env.db() as conn:
         conn.execute("INSERT INTO sensors (sensor_id, type) VALUES ('s1', 'sensor')")
+        # Days older than the partitions made ahead: theirs are made as a late write would have them made.
+        ensure_for(conn, "measurements", [days_ago(31) - timedelta(seconds=2500), days_ago(31), days_ago(29)], "1d")
+        ensure_for(conn, "logs", [days_ago(40), days_ago(2)], "1d")
         # 2,500 expired readings (several batches of 1,000) and 10 recent ones.
         conn.execute("INSERT INTO measurements (sensor_id, metric, value, timestamp) SELECT 's1', 'temperature', g, "
                      "%s - g * interval '1 second' FROM generate_series(1, 2500) g", (days_ago(31),))
@@ -63,7 +67,10 @@ def test_retention_removes_exactly_the_expired_rows(env, tmp_path):
 
     run = run_once(settings, redis_client=env.redis)
     results = {r.name: r for r in run.results}
-    assert (results["measurements"].rows, results["measurements"].batches) == (2500, 3)
+    # Whole partitions go (no row-by-row delete), and only those wholly older than the limit.
+    assert (results["measurements"].rows, results["measurements"].batches) == (2500, 0)
+    assert results["measurements"].partitions and results["logs"].partitions
+    assert {p.name for p in existing(env.db(), "measurements")}.isdisjoint(results["measurements"].partitions)
     assert env.query("SELECT count(*), min(timestamp) > %s FROM measurements", (days_ago(30),))[0] == (10, True)
     kept = env.query("SELECT period, round(extract(epoch FROM %s - timestamp) / 86400) FROM aggregations "
                      "ORDER BY period, timestamp", (NOW,))
