@@ -7,7 +7,7 @@
 Migrations are the files pipeline/schema/NNNN_name.sql, applied in order, each in its own
 transaction and recorded in `schema_migrations`. The database named in the config is created first
 if it does not exist (connecting to the maintenance database). Every run then makes the partitions of
-`measurements` and `logs` for now and `storage.partitions_ahead` intervals ahead (pipeline/partitions.py),
+`measurements` and `logs` for now and `storage.partitions_ahead` intervals ahead (pipeline/storage/partitions.py),
 so a fresh database takes writes before the daemon has started.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ from psycopg import sql
 
 from pipeline.config import Settings, load_for_cli
 from pipeline.clients.postgres import conninfo, describe
-from pipeline.partitions import ensure_ahead
+from pipeline.storage.partitions import ensure_ahead
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "pipeline" / "schema"
 FILE_RE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")

@@ -278,7 +278,7 @@ class LogsConfig(Section):
 
 
 class RetentionConfig(Section):
-    """How long each table and stream keeps data; 0 keeps it forever. Enforced by pipeline/retention.py."""
+    """How long each table and stream keeps data; 0 keeps it forever. Enforced by pipeline/storage/retention.py."""
 
     enabled: bool = True
     # How often the daemon's retention job runs (it also runs once shortly after start).
@@ -296,7 +296,7 @@ class RetentionConfig(Section):
 
 
 class StorageConfig(Section):
-    """Partitioned history (`measurements`, `logs`): partition length and how many are made ahead (pipeline/partitions.py)."""
+    """Partitioned history (`measurements`, `logs`): partition length and how many are made ahead (pipeline/storage/partitions.py)."""
 
     # Range partitions on `timestamp`, aligned to UTC midnight (7d: to Monday). Retention drops whole partitions,
     # so a partition lives up to one interval past its table's limit.

@@ -74,7 +74,7 @@ class Metrics:
         self.retention_deleted = Counter("retention_deleted", "Rows and stream entries removed by retention", ["target"], namespace=ns, registry=registry)
         self.retention_runs = Counter("retention_runs", "Retention passes by result: ok, skipped (another instance), failed", ["result"], namespace=ns, registry=registry)
         self.retention_partitions_dropped = Counter("retention_partitions_dropped", "Partitions detached and dropped whole by retention", ["target"], namespace=ns, registry=registry)
-        # -- partitioned history (pipeline/partitions.py) --------------------------------------------
+        # -- partitioned history (pipeline/storage/partitions.py) --------------------------------------------
         self.partitions_created = Counter("storage_partitions_created", "Partitions made: ahead (migrations, the daemon's timer) or on_demand (a write found none)", ["table", "reason"], namespace=ns, registry=registry)
         self.partition_checks = Counter("storage_partition_checks", "Checks of the partitions ahead by result: ok, failed", ["result"], namespace=ns, registry=registry)
         self.retention_last_success = Gauge("retention_last_success_timestamp_seconds", "When a retention pass last completed", namespace=ns, registry=registry)

@@ -25,9 +25,9 @@ from ..operators.logcounts.runner import LogCounter
 from ..operators.windows.aggregator import WindowAggregator
 from ..observability.rates import counter_totals
 from ..observability.status import LiveStatus
-from ..partitions import PartitionJob
+from ..storage.partitions import PartitionJob
 from ..records import Reading
-from ..retention import RetentionJob
+from ..storage.retention import RetentionJob
 from ..sinks.deadletter import DeadLetterSink, DeadLetterWriter, dead_letter_topics
 from ..sinks.logs import LogSink
 from ..sinks.postgres import PostgresSink

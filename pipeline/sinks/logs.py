@@ -18,7 +18,7 @@ import psycopg
 import redis
 from psycopg_pool import ConnectionPool
 
-from .. import partitions
+from ..storage import partitions
 from ..config import PostgresConfig, RedisConfig, Secret
 from ..clients.postgres import describe, open_pool
 from ..records import LogRecord

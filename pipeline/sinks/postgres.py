@@ -15,7 +15,7 @@ from typing import Sequence
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from .. import partitions
+from ..storage import partitions
 from ..config import PostgresConfig, Secret
 from ..clients.postgres import describe, open_pool, utc_naive
 from ..records import Reading

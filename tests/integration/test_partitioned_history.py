@@ -1,6 +1,6 @@
 """Partitioned history against the real services: migration 0007 from an empty and from a populated
 database, retention by whole partitions (and --dry-run), partitions made ahead by the daemon and on demand
-by the sink, and `pipeline.rebuild` against the daemon's own window rows."""
+by the sink, and `pipeline.tools.rebuild` against the daemon's own window rows."""
 from __future__ import annotations
 
 import subprocess
@@ -11,10 +11,10 @@ import psycopg
 import pytest
 
 import migrations
-from pipeline import rebuild
-from pipeline.partitions import existing, partition_name, span, utc_now
+from pipeline.tools import rebuild
+from pipeline.storage.partitions import existing, partition_name, span, utc_now
 from pipeline.records import LogRecord, RawMessage, Reading
-from pipeline.retention import run_once
+from pipeline.storage.retention import run_once
 from pipeline.sinks.logs import LogSink
 from pipeline.sinks.postgres import PostgresSink
 from tests.integration.clients import Publisher, RunningPipeline, wait_for
@@ -150,7 +150,7 @@ def test_retention_drops_whole_partitions_keeps_the_straddling_one_and_dry_run_c
     kept_rows = env.query("SELECT count(*) FROM measurements WHERE timestamp >= %s", (straddling.lower,))[0][0]
 
     config = env.write_config(tmp_path / "config.yaml")
-    dry = subprocess.run([sys.executable, "-m", "pipeline.retention", "--config", str(config), "--dry-run"],
+    dry = subprocess.run([sys.executable, "-m", "pipeline.tools.retention", "--config", str(config), "--dry-run"],
                          capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert dry.returncode == 0, dry.stderr
     line = next(line for line in dry.stdout.splitlines() if line.startswith("measurements "))

@@ -7,8 +7,8 @@ import sys
 import time
 from datetime import datetime, timedelta, timezone
 
-from pipeline.partitions import ensure_for, existing
-from pipeline.retention import run_once
+from pipeline.storage.partitions import ensure_for, existing
+from pipeline.storage.retention import run_once
 from tests.integration.clients import RunningPipeline, wait_for
 from tests.integration.conftest import ROOT
 
@@ -56,7 +56,7 @@ def test_retention_removes_exactly_the_expired_rows(env, tmp_path):
 
     # The CLI's dry run reports the counts and changes nothing.
     config = env.write_config(tmp_path / "config.yaml")
-    dry = subprocess.run([sys.executable, "-m", "pipeline.retention", "--config", str(config), "--dry-run"],
+    dry = subprocess.run([sys.executable, "-m", "pipeline.tools.retention", "--config", str(config), "--dry-run"],
                          capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert dry.returncode == 0, dry.stderr
     lines = {line.split()[0]: line for line in dry.stdout.splitlines()}

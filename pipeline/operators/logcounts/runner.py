@@ -6,7 +6,7 @@ Why from the table: it holds exactly the records that are durable, each once (de
 count is the same however often it is computed: after a crash, a replay or a restart. New counts go
 through the normal readings path (the PostgreSQL sink inserts them); a count that changed because
 records arrived late is updated in place first, then handed on as well. (Expiring old log records is
-the retention job's, pipeline/retention.py.)
+the retention job's, pipeline/storage/retention.py.)
 """
 from __future__ import annotations
 

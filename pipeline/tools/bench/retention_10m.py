@@ -24,7 +24,7 @@ import psycopg  # noqa: E402
 from migrations import migrate  # noqa: E402
 from pipeline.config import Secrets, Settings, parse  # noqa: E402
 from pipeline.clients.postgres import conninfo  # noqa: E402
-from pipeline.retention import Target, expire  # noqa: E402
+from pipeline.storage.retention import Target, expire  # noqa: E402
 
 SENSORS = 500
 

@@ -2,7 +2,7 @@
 from datetime import datetime, timezone
 
 from pipeline import config as c
-from pipeline.retention import cutoff, targets
+from pipeline.storage.retention import cutoff, targets
 
 
 def test_targets_follow_config_and_zero_keeps_forever():

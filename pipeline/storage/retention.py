@@ -1,11 +1,11 @@
 """Retention: old rows and stream entries are removed in short batches, table by table.
 
-    python -m pipeline.retention [--config PATH] [--dry-run]
+    python -m pipeline.tools.retention [--config PATH] [--dry-run]
 
 Each target is (table, time column, age limit, extra condition); adding a table is one line in
 `targets()`. A missing table (e.g. `logs` before its migration) is skipped. Raw readings go after 30 days
 by default while aggregations keep years: history queries read `aggregations`, which outlive them.
-A partitioned table (`measurements`, `logs`: pipeline/partitions.py) loses whole partitions: detached and
+A partitioned table (`measurements`, `logs`: pipeline/storage/partitions.py) loses whole partitions: detached and
 dropped once wholly older than the limit, in well under a second whatever their size. Other tables'
 deletes are `DELETE ... WHERE ctid = ANY(ARRAY(SELECT ctid ... LIMIT batch_size))` in autocommit, so each batch is
 its own short transaction and concurrent writes never wait long. Several instances may run the job:
@@ -13,9 +13,7 @@ a PostgreSQL advisory lock lets one of them work at a time.
 """
 from __future__ import annotations
 
-import argparse
 import logging
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -24,8 +22,8 @@ from datetime import datetime, timedelta, timezone
 import psycopg
 
 from . import partitions
-from .config import RedisConfig, RetentionConfig, Settings, load_for_cli
-from .clients.postgres import conninfo
+from ..config import RedisConfig, RetentionConfig, Settings
+from ..clients.postgres import conninfo
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +201,7 @@ def run_once(settings: Settings, dry_run: bool = False, stop: threading.Event | 
         for target in targets(cfg.retention):
             run.results.append(expire(conn, target, now, cfg.retention.batch_size, dry_run, stop))
     if redis_client is None:
-        from .clients.redis import connect
+        from ..clients.redis import connect
 
         redis_client = connect(cfg.redis, settings.secrets.redis_password)
     run.streams = trim_streams(redis_client, cfg.redis, cfg.retention.redis_max_age_s, now.timestamp(), dry_run)
@@ -244,33 +242,3 @@ class RetentionJob:
                              "cutoff=%s", r.name, r.rows, r.batches, len(r.partitions), r.seconds, r.cutoff.isoformat())
             for stream, n in run.streams.items():
                 self.metrics.retention_deleted.labels("redis_stream").inc(n)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """CLI: one retention pass now, or with --dry-run what it would delete."""
-    p = argparse.ArgumentParser(prog="python -m pipeline.retention", description="Remove data older than the retention limits.")
-    p.add_argument("--config", help="config file (default: config.yaml)")
-    p.add_argument("--dry-run", action="store_true", help="only count what would be deleted")
-    args = p.parse_args(argv)
-    settings = load_for_cli(args.config)
-    run = run_once(settings, dry_run=args.dry_run)
-    if run is None:
-        print("another instance is running retention now; nothing done", file=sys.stderr)
-        return 1
-    verb = "would delete" if args.dry_run else "deleted"
-    for r in run.results:
-        if r.skipped:
-            print(f"{r.name:<18} skipped ({r.skipped})")
-        else:
-            about = "about " if r.estimated else ""
-            dropped = f"; partitions {'that would be ' if args.dry_run else ''}dropped whole: {', '.join(r.partitions)}" \
-                if r.partitions else ""
-            print(f"{r.name:<18} {verb} {about}{r.rows} row(s) older than {r.cutoff:%Y-%m-%d %H:%M:%S}  "
-                  f"({r.seconds:.2f} s){dropped}")
-    for stream, n in run.streams.items():
-        print(f"stream {stream:<11} {verb} {n} entr{'y' if n == 1 else 'ies'}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

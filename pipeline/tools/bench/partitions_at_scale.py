@@ -1,6 +1,6 @@
 """Partitioned `measurements` (migration 0007) against today's unpartitioned layout (migrations 1-6), at scale.
 
-    python bench/partitions_at_scale.py [--rows 200000000] [--days 20] [--sensors 500] [--sink-rows 100000]
+    python -m pipeline.tools.bench.partitions_at_scale [--rows 200000000] [--days 20] [--sensors 500] [--sink-rows 100000]
 
 For each layout in turn, in a throwaway database (bench_part_<random>, dropped afterwards, so at most one
 layout's data is on disk at a time):
@@ -12,9 +12,9 @@ layout's data is on disk at a time):
   4. bytes on disk (heap, indexes) and the time index: BRIN (partitioned) against the B-tree (0006);
   5. p50/p99 of the dashboard's raw trend query (dashboard/store.py RAW_BUCKETS) for one sensor over a day
      (5-minute buckets) and over a week (1-hour buckets), random sensors and days;
-  6. time to expire the oldest day with pipeline.retention.expire (partitioned: one partition detached and
+  6. time to expire the oldest day with pipeline.storage.retention.expire (partitioned: one partition detached and
      dropped; unpartitioned: that day's rows deleted in batches of retention.batch_size);
-  7. time to rebuild the last day's aggregations (pipeline.rebuild, the configured periods);
+  7. time to rebuild the last day's aggregations (pipeline.storage.rebuild, the configured periods);
   8. unpartitioned only: how long migration 0007 takes to convert the full table (with
      --prepared-conversion: after the online preparation of docs/operations.md, timed too).
 """
@@ -28,7 +28,7 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
 import psycopg  # noqa: E402
 from prometheus_client import CollectorRegistry  # noqa: E402
@@ -36,12 +36,12 @@ from prometheus_client import CollectorRegistry  # noqa: E402
 import migrations  # noqa: E402
 from pipeline.config import Secrets, Settings, parse  # noqa: E402
 from pipeline.dashboard.store import RAW_BUCKETS  # noqa: E402
-from pipeline.db import conninfo  # noqa: E402
+from pipeline.clients.postgres import conninfo  # noqa: E402
 from pipeline.observability.metrics import Metrics  # noqa: E402
-from pipeline.partitions import existing  # noqa: E402
-from pipeline.rebuild import plan, rebuild  # noqa: E402
+from pipeline.storage.partitions import existing  # noqa: E402
+from pipeline.storage.rebuild import plan, rebuild  # noqa: E402
 from pipeline.records import Reading  # noqa: E402
-from pipeline.retention import Target, expire  # noqa: E402
+from pipeline.storage.retention import Target, expire  # noqa: E402
 from pipeline.sinks.postgres import PostgresSink  # noqa: E402
 
 MB = 1024 * 1024

@@ -5,8 +5,9 @@ import psycopg
 import pytest
 
 from pipeline import config as c
-from pipeline.partitions import Partition, expired, is_missing_partition, parse_bound, partition_name, span, uncovered, wanted
-from pipeline.rebuild import chunks, parse_time, plan
+from pipeline.storage.partitions import Partition, expired, is_missing_partition, parse_bound, partition_name, span, uncovered, wanted
+from pipeline.storage.rebuild import chunks, plan
+from pipeline.tools.rebuild import parse_time
 
 D = datetime(2026, 12, 1)
 
@@ -105,7 +106,7 @@ class _Ticks:
 
 
 def test_the_daemons_partition_job_checks_every_interval_and_retries_a_failure_within_a_minute():
-    from pipeline.partitions import PartitionJob
+    from pipeline.storage.partitions import PartitionJob
     from pipeline.config import Secrets, Settings
 
     settings = Settings(c.parse({"storage": {"check_interval_s": 600}}, {}), Secrets.from_env({}), "test")

@@ -1,7 +1,7 @@
 """Rebuild `aggregations` from `measurements`: after restoring readings, changing `aggregation.periods` or
 correcting readings.
 
-    python -m pipeline.rebuild --from 2026-11-01 --to 2026-11-08 [--sensor ID] [--period 1m] [--config PATH]
+    python -m pipeline.tools.rebuild --from 2026-11-01 --to 2026-11-08 [--sensor ID] [--period 1m] [--config PATH]
 
 Every window of every configured period (or only `--period`) overlapping [from, to) is recomputed and
 written with the daemon's own upsert (sinks/window_store.py: UPSERT_WINDOW_ROWS, the window start taken per
@@ -14,25 +14,20 @@ existing row there is left alone). Times are UTC.
 """
 from __future__ import annotations
 
-import argparse
-import sys
-import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Callable, Iterator
 
 import psycopg
 
-from .config import Settings, load_for_cli
-from .clients.postgres import conninfo
-from .operators.windows.aggregator import rollup_sources
-from .sinks.window_store import MEAN_VALUE, UPSERT_WINDOW_ROWS
-from .operators.windows.tracker import parse_period
+from ..operators.windows.aggregator import rollup_sources
+from ..sinks.window_store import MEAN_VALUE, UPSERT_WINDOW_ROWS
+from ..operators.windows.tracker import parse_period
 
 # The daemon's upsert (sinks/window_store.py), with the window start taken per row: one statement writes every
 # window of a chunk. Built from the daemon's text, so a change there is a change here (or a loud failure).
 _DAEMON_ROW_START = "%(start)s FROM src"
-assert _DAEMON_ROW_START in UPSERT_WINDOW_ROWS, "sinks/window_store.py changed its upsert: update pipeline/rebuild.py"
+assert _DAEMON_ROW_START in UPSERT_WINDOW_ROWS, "sinks/window_store.py changed its upsert: update pipeline/storage/rebuild.py"
 UPSERT_CHUNK_ROWS = UPSERT_WINDOW_ROWS.replace(_DAEMON_ROW_START, "window_start FROM src")
 # Windows are aligned to the epoch, as the daemon's (operators/windows/tracker.py: ts - ts % size).
 _WINDOW_START = "date_bin(%(size)s, {column}, TIMESTAMP '1970-01-01')"
@@ -125,72 +120,3 @@ def rebuild(conn: psycopg.Connection, steps: list[Step], sensor: str | None = No
         if on_step is not None:
             on_step(done)
     return done
-
-
-class Bar:
-    """A one-line progress bar with rates, redrawn at most 5 times a second on stderr."""
-
-    def __init__(self, total: int, out=sys.stderr):  # total: windows
-        self.total, self.out = total, out
-        self.started = self.drawn = time.monotonic()
-
-    def __call__(self, p: Progress, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self.drawn < 0.2 and p.windows < self.total:
-            return
-        self.drawn = now
-        elapsed = max(now - self.started, 1e-9)
-        share = p.windows / self.total if self.total else 1.0
-        eta = elapsed / share - elapsed if share else 0.0
-        filled = int(30 * share)
-        self.out.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {share:6.1%} {p.windows}/{self.total} windows  "
-                       f"{p.rows} rows  {p.readings / elapsed:,.0f} readings/s  eta {eta:,.0f} s ")
-        self.out.flush()
-
-
-def parse_time(text: str) -> datetime:
-    """ISO 8601 (a date, or a time with or without offset; UTC when none) or epoch seconds -> naive UTC."""
-    try:
-        return datetime.fromtimestamp(float(text), timezone.utc).replace(tzinfo=None)
-    except ValueError:
-        pass
-    dt = datetime.fromisoformat(text)
-    return dt.astimezone(timezone.utc).replace(tzinfo=None) if dt.tzinfo else dt
-
-
-def main(argv: list[str] | None = None, settings: Settings | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m pipeline.rebuild", description=__doc__.splitlines()[0])
-    p.add_argument("--from", dest="start", required=True, type=parse_time, help="UTC, ISO 8601 or epoch seconds")
-    p.add_argument("--to", dest="end", required=True, type=parse_time, help="exclusive")
-    p.add_argument("--sensor", help="only this sensor")
-    p.add_argument("--period", help="only this period (e.g. 1m), computed from the readings")
-    p.add_argument("--chunk-s", type=int, default=DEFAULT_CHUNK_S,
-                   help=f"event time per statement and transaction (whole windows; default {DEFAULT_CHUNK_S})")
-    p.add_argument("--config", help="config file (default: config.yaml)")
-    args = p.parse_args(argv)
-    if args.end <= args.start:
-        p.error("--to must be after --from")
-    if args.period is not None:
-        try:
-            parse_period(args.period)
-        except ValueError as err:
-            p.error(str(err))
-    settings = settings or load_for_cli(args.config)
-    cfg = settings.config
-    steps = plan(cfg.aggregation.periods, args.period, args.start, args.end, max(1, args.chunk_s))
-    bar = Bar(sum(s.windows for s in steps))
-    started = time.monotonic()
-    with psycopg.connect(**conninfo(cfg.postgres, settings.secrets.postgres_password), autocommit=True) as conn:
-        done = rebuild(conn, steps, args.sensor, bar)
-    bar(done, force=True)
-    seconds = time.monotonic() - started
-    print(file=sys.stderr)
-    print(f"rebuilt {done.windows} window(s) of {', '.join(sorted({s.period for s in steps}))} from "
-          f"{args.start:%Y-%m-%d %H:%M:%S} to {args.end:%Y-%m-%d %H:%M:%S}{' for ' + args.sensor if args.sensor else ''}: "
-          f"{done.rows} row(s) written from {done.readings} reading(s) in {seconds:.1f} s "
-          f"({done.readings / max(seconds, 1e-9):,.0f} readings/s)")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -18,8 +18,8 @@ from typing import Iterable
 import psycopg
 from psycopg import sql
 
-from .config import Settings, StorageConfig
-from .clients.postgres import conninfo
+from ..config import Settings, StorageConfig
+from ..clients.postgres import conninfo
 
 log = logging.getLogger(__name__)
 
