@@ -5,7 +5,7 @@
 For each layout in turn, in a throwaway database (bench_part_<random>, dropped afterwards, so at most one
 layout's data is on disk at a time):
   1. insert rate through the real PostgresSink (COPY into staging + INSERT ... ON CONFLICT DO NOTHING,
-     batches of 1,000) into the empty table;
+     batches of 1,000, best of 3 rounds of --sink-rows) into the empty table;
   2. `--rows` readings over `--days` whole UTC days, ending two days ago, generated in SQL (partitioned:
      one table per day, indexed, then attached; unpartitioned: indexes dropped and rebuilt around the load);
   3. the same sink insert rate into the full table (readings of now);
@@ -64,19 +64,25 @@ def make_db(partitioned: bool) -> Settings:
     return settings
 
 
-def sink_rate(settings: Settings, rows: int, t0: float) -> float:
-    """Readings per second through the real sink, batches of 1,000 (the first batch warms up, not timed)."""
+def sink_rate(settings: Settings, rows: int, t0: float, rounds: int = 3) -> float:
+    """Readings per second through the real sink, batches of 1,000, best of `rounds` (each round new readings,
+    after them in time; the first batch warms up, not timed): the box is shared, the best round is the least
+    disturbed one."""
     sink = PostgresSink(settings.config.postgres, settings.secrets.postgres_password, settings=settings.config.sinks.postgres,
                         retry=settings.config.retry, metrics=Metrics(CollectorRegistry()), queue_max_batches=1)
-    readings = [Reading(f"bench-{i % 500:04d}", "environment", "hall", "temperature", 20.0 + (i % 100) / 10,
-                        t0 + i * 0.001, t0) for i in range(rows + 1000)]
     sink.start()
+    best = 0.0
     try:
-        sink.write(readings[:1000])
-        started = time.perf_counter()
-        for i in range(1000, len(readings), 1000):
-            sink.write(readings[i:i + 1000])
-        return rows / (time.perf_counter() - started)
+        for r in range(rounds):
+            start = t0 + r * (rows + 1000) * 0.001
+            readings = [Reading(f"bench-{i % 500:04d}", "environment", "hall", "temperature", 20.0 + (i % 100) / 10,
+                                start + i * 0.001, start) for i in range(rows + 1000)]
+            sink.write(readings[:1000])
+            started = time.perf_counter()
+            for i in range(1000, len(readings), 1000):
+                sink.write(readings[i:i + 1000])
+            best = max(best, rows / (time.perf_counter() - started))
+        return best
     finally:
         sink.close()
 
@@ -159,13 +165,13 @@ def run_layout(partitioned: bool, args) -> dict:
     first_day = today - timedelta(days=args.days + 2)
     out: dict = {}
     try:
-        out["sink_empty"] = sink_rate(settings, args.sink_rows, time.time() - 600)
+        out["sink_empty"] = sink_rate(settings, args.sink_rows, time.time() - 3600)
         print(f"  sink into the empty table: {out['sink_empty']:,.0f} rows/s", flush=True)
         with psycopg.connect(**params, autocommit=True) as conn:
             out["load_s"] = load(conn, partitioned, first_day, args.days, args.rows // args.days, args.sensors)
             out["rows"] = conn.execute("SELECT count(*) FROM measurements").fetchone()[0]
             print(f"  loaded {out['rows']:,} rows in {out['load_s']:.0f} s", flush=True)
-        out["sink_full"] = sink_rate(settings, args.sink_rows, time.time() - 300)
+        out["sink_full"] = sink_rate(settings, args.sink_rows, time.time() - 1800)
         print(f"  sink into the full table: {out['sink_full']:,.0f} rows/s", flush=True)
         with psycopg.connect(**params, autocommit=True) as conn:
             out["sizes"] = sizes(conn, partitioned)
