@@ -153,7 +153,9 @@ class ValidationConfig(Section):
     max_age_s: PositiveFloat = 30 * 86400.0
     default_type: Annotated[str, msgspec.Meta(min_length=1, max_length=20)] = "sensor"
     default_location: Annotated[str, msgspec.Meta(max_length=100)] | None = None
-
+    # JSON nested deeper than this (readings and log records) is refused as json_too_deep. Checked without
+    # recursion; orjson itself stops at 1024, so the bound also keeps every later walk of the object shallow.
+    max_json_depth: Annotated[int, msgspec.Meta(ge=2, le=512)] = 32
 
 
 class SinkConfig(Section):

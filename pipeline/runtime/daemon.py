@@ -5,6 +5,7 @@ stop consuming, let the sinks drain and flush, commit offsets, close connections
 """
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -56,7 +57,8 @@ def build_stages(settings: Settings) -> list:
     cfg = settings.config
     v = cfg.validation
     stages = [
-        Decode(v.max_payload_bytes, v.max_readings_per_message, routes={cfg.logs.topic_root: decode_log}),
+        Decode(v.max_payload_bytes, v.max_readings_per_message, max_json_depth=v.max_json_depth,
+               routes={cfg.logs.topic_root: functools.partial(decode_log, max_json_depth=v.max_json_depth)}),
         Validate(v.max_future_skew_s, v.max_age_s, v.default_type, v.default_location),
         NormalizeUnits(cfg.units),
         ValidateLog(cfg.logs.max_message_bytes, v.max_future_skew_s, v.max_age_s),

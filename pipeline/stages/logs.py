@@ -33,11 +33,11 @@ class LogCandidate:
     source: RawMessage
 
 
-def decode_log(msg: RawMessage, parts: list[str]) -> list[LogCandidate]:
+def decode_log(msg: RawMessage, parts: list[str], max_json_depth: int = 32) -> list[LogCandidate]:
     """The `Decode` route for the logs root: exactly <root>/<app>, a JSON object without unknown fields."""
     if len(parts) != 2 or parts[1] == "":
         raise Invalid("log_topic_invalid", f"topic {msg.mqtt_topic[:120]!r} is not <root>/<app>")
-    obj = parse_json(msg.payload)
+    obj = parse_json(msg.payload, max_json_depth)
     if not isinstance(obj, dict):
         raise Invalid("not_an_object", f"payload is a JSON {type(obj).__name__}, expected an object")
     unknown = obj.keys() - LOG_FIELDS

@@ -1,0 +1,69 @@
+"""Hostile shapes refused with named reasons, never a processing failure: JSON nesting depth (readings and
+log records), a log record's `extra` (size and depth) and the metric allow-list."""
+import json
+
+import pytest
+
+from pipeline.records import INVALID
+from pipeline.stages.decode import json_depth
+from tests.unit.helpers import chain, raw, run
+
+CH, METRICS = chain()
+BIG = chain({"validation": {"max_payload_bytes": 900 * 1024}})[0]  # room for 100,000 levels
+
+
+def nested(depth: int, inner: bytes = b"1") -> bytes:
+    """`depth` levels of {"a": ...} around `inner`, built without recursion."""
+    return b'{"a":' * depth + inner + b"}" * depth
+
+
+def refusal(topic, payload, ch=CH):
+    out, dead = run(ch, raw(topic, payload))
+    assert out == [] and len(dead) == 1, (out, [(d.reason, d.error) for d in dead])
+    return dead[0]
+
+
+def test_json_depth_counts_levels_without_recursion():
+    assert [json_depth(x, 32) for x in (1, [], {}, [[1]], {"a": {"b": [1]}})] == [0, 1, 1, 2, 3]
+    deep = []
+    node = deep
+    for _ in range(100_000):  # far beyond Python's recursion limit
+        node.append([])
+        node = node[0]
+    assert json_depth(deep, 32) == 33  # stops once past the limit
+
+
+@pytest.mark.parametrize("depth", [33, 300, 900, 1100, 100_000])
+@pytest.mark.parametrize("shape", ["object", "array"])
+def test_deep_reading_payload_is_invalid_json_too_deep(depth, shape):
+    inner = nested(depth - 1) if shape == "object" else b"[" * (depth - 1) + b"1" + b"]" * (depth - 1)
+    payload = b'{"metric": "t", "value": 1, "location": ' + inner + b"}"
+    letter = refusal("sensors/s1", payload, BIG)
+    assert (letter.reason, letter.kind, letter.stage) == ("json_too_deep", INVALID, "decode")
+
+
+@pytest.mark.parametrize("depth", [33, 900, 100_000])
+def test_deep_log_payload_is_invalid_json_too_deep(depth):
+    payload = b'{"level": "INFO", "message": "m", "extra": ' + nested(depth - 1) + b"}"
+    letter = refusal("logs/app", payload, BIG)
+    assert (letter.reason, letter.kind, letter.stage) == ("json_too_deep", INVALID, "decode")
+
+
+def test_depth_at_the_limit_is_decoded_and_the_limit_is_configurable():
+    at_limit = b'{"metric": "t", "value": 1, "location": ' + nested(31, b'"x"') + b"}"
+    letter = refusal("sensors/s1", at_limit)  # decoded, then refused further on for its location
+    assert letter.reason == "location_invalid"
+    small = chain({"validation": {"max_json_depth": 2}})[0]
+    assert refusal("sensors/s1", b'{"metric": "t", "value": 1, "location": {"a": {"b": 1}}}', small).reason == "json_too_deep"
+
+
+def test_brackets_inside_strings_do_not_count_as_depth():
+    [r] = run(CH, raw("sensors/s1", {"metric": "t", "value": 1, "location": "[{" * 25}))[0]
+    assert r.location == "[{" * 25
+
+
+def test_too_deep_is_counted_by_stage_and_reason():
+    ch, metrics = chain()
+    run(ch, raw("sensors/s1", b'{"readings": ' + nested(900) + b"}"))
+    assert metrics.registry.get_sample_value("pipeline_invalid_records_total",
+                                             {"stage": "decode", "reason": "json_too_deep"}) == 1
