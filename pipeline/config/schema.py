@@ -268,6 +268,10 @@ class LogsConfig(Section):
 
     topic_root: TopicLevel = "logs"
     max_message_bytes: Annotated[int, msgspec.Meta(ge=64, le=900 * 1024)] = 8192
+    # A record's `extra` object: its size encoded as JSON and its nesting ({"a": 1} is 1 level). Beyond either,
+    # the record is dead-lettered (log_extra_too_large, log_extra_too_deep) instead of failing a database write.
+    max_extra_bytes: Annotated[int, msgspec.Meta(ge=64, le=900 * 1024)] = 8192
+    max_extra_depth: Annotated[int, msgspec.Meta(ge=1, le=64)] = 8
     # Per app and level, records per window become measurements log_<level> of sensor app:<app>.
     count_window_s: Annotated[int, msgspec.Meta(ge=1, le=86400)] = 60
     # A window is counted this long after it ends, so records still on their way are included.

@@ -61,7 +61,8 @@ def build_stages(settings: Settings) -> list:
                routes={cfg.logs.topic_root: functools.partial(decode_log, max_json_depth=v.max_json_depth)}),
         Validate(v.max_future_skew_s, v.max_age_s, v.default_type, v.default_location),
         NormalizeUnits(cfg.units),
-        ValidateLog(cfg.logs.max_message_bytes, v.max_future_skew_s, v.max_age_s),
+        ValidateLog(cfg.logs.max_message_bytes, v.max_future_skew_s, v.max_age_s,
+                    max_extra_bytes=cfg.logs.max_extra_bytes, max_extra_depth=cfg.logs.max_extra_depth),
     ]
     if cfg.aggregation.enabled:  # readings too late for their window are dead-lettered before they are stored
         stages.append(LateFilter(cfg.aggregation.grace_s, cfg.aggregation.max_lateness_s))

@@ -67,3 +67,42 @@ def test_too_deep_is_counted_by_stage_and_reason():
     run(ch, raw("sensors/s1", b'{"readings": ' + nested(900) + b"}"))
     assert metrics.registry.get_sample_value("pipeline_invalid_records_total",
                                              {"stage": "decode", "reason": "json_too_deep"}) == 1
+
+
+def log_with_extra(extra) -> bytes:
+    return b'{"level": "INFO", "message": "m", "extra": ' + (extra if isinstance(extra, bytes) else json.dumps(extra).encode()) + b"}"
+
+
+def test_extra_nested_300_levels_is_refused_before_any_write():
+    # 1.8 KB: passed validation before and failed the database write; now a dead letter with its own reason.
+    letter = refusal("logs/app", log_with_extra(nested(299)), BIG)
+    assert letter.reason == "json_too_deep"  # the message as a whole already breaks the JSON limit
+    tight = chain({"validation": {"max_json_depth": 512, "max_payload_bytes": 900 * 1024}})[0]
+    letter = refusal("logs/app", log_with_extra(nested(299)), tight)
+    assert (letter.reason, letter.stage, letter.kind) == ("log_extra_too_deep", "validate_log", INVALID)
+
+
+def test_extra_depth_limit_and_its_config_key():
+    ok, _ = run(CH, raw("logs/app", log_with_extra(nested(8))))  # extra itself 8 levels deep: the default limit
+    assert len(ok) == 1 and ok[0].extra["a"]["a"]
+    assert refusal("logs/app", log_with_extra(nested(9))).reason == "log_extra_too_deep"
+    assert refusal("logs/app", log_with_extra({"a": [[1]]}), chain({"logs": {"max_extra_depth": 2}})[0]).reason \
+        == "log_extra_too_deep"
+
+
+def test_extra_size_is_its_encoded_size():
+    fits = {"k": "x" * (8192 - 10)}  # {"k":"..."} is the string plus 8 bytes
+    assert len(run(CH, raw("logs/app", log_with_extra(fits)))[0]) == 1
+    letter = refusal("logs/app", log_with_extra({"k": "x" * 8192}))
+    assert (letter.reason, letter.stage) == ("log_extra_too_large", "validate_log")
+    small = chain({"logs": {"max_extra_bytes": 100}})[0]
+    assert refusal("logs/app", log_with_extra({"k": "€" * 40}), small).reason == "log_extra_too_large"  # 120 bytes
+
+
+def test_extra_reasons_are_counted():
+    ch, metrics = chain()
+    run(ch, raw("logs/app", log_with_extra({"k": "x" * 9000})))
+    run(ch, raw("logs/app", log_with_extra(nested(10))))
+    for reason in ("log_extra_too_large", "log_extra_too_deep"):
+        assert metrics.registry.get_sample_value("pipeline_invalid_records_total",
+                                                 {"stage": "validate_log", "reason": reason}) == 1
