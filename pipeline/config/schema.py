@@ -145,6 +145,9 @@ class ProcessingConfig(Section):
     shutdown_timeout_s: PositiveFloat = 20.0
 
 
+MetricName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z][A-Za-z0-9_]*$", max_length=20)]
+
+
 class ValidationConfig(Section):
     # Kafka's default message.max.bytes is 1 MB: larger payloads are truncated before Kafka and dead-lettered.
     max_payload_bytes: Annotated[int, msgspec.Meta(ge=64, le=900 * 1024)] = 65536
@@ -156,6 +159,9 @@ class ValidationConfig(Section):
     # JSON nested deeper than this (readings and log records) is refused as json_too_deep. Checked without
     # recursion; orjson itself stops at 1024, so the bound also keeps every later walk of the object shallow.
     max_json_depth: Annotated[int, msgspec.Meta(ge=2, le=512)] = 32
+    # Which metric names are accepted: any (valid) name; `configured`: only metrics named in thresholds,
+    # detection or units; or a list of names. Others are refused as metric_not_allowed.
+    metrics: Literal["any", "configured"] | tuple[MetricName, ...] = "any"
 
 
 class SinkConfig(Section):

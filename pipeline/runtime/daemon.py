@@ -14,6 +14,7 @@ from .. import __version__
 from ..agents.publisher import MqttPublisher
 from ..agents.system import SystemAgent
 from ..config import Settings
+from ..config.checks import allowed_metrics
 from ..ingest.broker_stats import BrokerStats, CounterMemory
 from ..ingest.broker_stats import sensor_id as broker_sensor_id
 from ..clients.kafka import ensure_topics
@@ -59,7 +60,8 @@ def build_stages(settings: Settings) -> list:
     stages = [
         Decode(v.max_payload_bytes, v.max_readings_per_message, max_json_depth=v.max_json_depth,
                routes={cfg.logs.topic_root: functools.partial(decode_log, max_json_depth=v.max_json_depth)}),
-        Validate(v.max_future_skew_s, v.max_age_s, v.default_type, v.default_location),
+        Validate(v.max_future_skew_s, v.max_age_s, v.default_type, v.default_location,
+                 allowed_metrics=allowed_metrics(cfg)),
         NormalizeUnits(cfg.units),
         ValidateLog(cfg.logs.max_message_bytes, v.max_future_skew_s, v.max_age_s,
                     max_extra_bytes=cfg.logs.max_extra_bytes, max_extra_depth=cfg.logs.max_extra_depth),

@@ -106,3 +106,42 @@ def test_extra_reasons_are_counted():
     for reason in ("log_extra_too_large", "log_extra_too_deep"):
         assert metrics.registry.get_sample_value("pipeline_invalid_records_total",
                                                  {"stage": "validate_log", "reason": reason}) == 1
+
+
+def test_metrics_any_by_default():
+    out, dead = run(CH, raw("sensors/s1", {"readings": {"temperature": 1, "anything_else": 2}}))
+    assert len(out) == 2 and dead == []
+
+
+def test_metrics_list_refuses_other_names_and_keeps_the_allowed_siblings():
+    ch, metrics = chain({"validation": {"metrics": ["temperature", "humidity"]}})
+    out, dead = run(ch, raw("sensors/s1", {"readings": {"temperature": 1, "co2": 400}}))
+    assert [r.metric for r in out] == ["temperature"]
+    assert [(d.reason, d.stage, d.metric) for d in dead] == [("metric_not_allowed", "validate", "co2")]
+    assert metrics.registry.get_sample_value("pipeline_invalid_records_total",
+                                             {"stage": "validate", "reason": "metric_not_allowed"}) == 1
+
+
+def test_metrics_configured_means_named_by_a_threshold_detection_or_unit_rule():
+    tree = {"validation": {"metrics": "configured"}, "thresholds": {"co2": {"warning": {"max": 1000}}},
+            "units": {}, "detection": {"metrics": {"noise": {"stuck": {"count": 10}}},
+                                       "sensors": {"s9": {"metrics": {"vibration": {"stuck": {"count": 5}}}}}}}
+    ch = chain(tree)[0]
+    out, dead = run(ch, raw("sensors/s1", {"readings": {"co2": 1, "noise": 2, "vibration": 3, "other": 4}}))
+    assert sorted(r.metric for r in out) == ["co2", "noise", "vibration"]
+    assert dead[0].refused == {"other": "metric_not_allowed"}
+    units = {"pressure": {"canonical": "hPa", "convert": [{"unit": "kPa", "scale": 10.0}]}}
+    ch = chain({"validation": {"metrics": "configured"}, "units": units})[0]
+    assert len(run(ch, raw("sensors/s1/pressure", "1000"))[0]) == 1  # a unit rule is enough
+    assert run(ch, raw("sensors/s1/co2", "1000"))[1][0].reason == "metric_not_allowed"
+
+
+def test_metrics_setting_is_validated():
+    from pipeline.config import ConfigError, parse
+    with pytest.raises(ConfigError, match="validation.metrics"):
+        parse({"validation": {"metrics": "some"}}, {})
+    with pytest.raises(ConfigError, match="validation.metrics"):
+        parse({"validation": {"metrics": ["bad name"]}}, {})
+    with pytest.raises(ConfigError, match="validation.metrics"):
+        parse({"validation": {"metrics": "configured"}, "thresholds": {}, "units": {},
+               "detection": {"metrics": {}}}, {})
