@@ -164,6 +164,19 @@ class ValidationConfig(Section):
     metrics: Literal["any", "configured"] | tuple[MetricName, ...] = "any"
 
 
+class LimitsConfig(Section):
+    """Bounds on what publishers can make the daemon remember (pipeline/operators/limits/registry.py)."""
+
+    # Distinct sensor ids (those already in the `sensors` table count); a reading of a new one beyond is
+    # refused as too_many_sensors. The default admits a fleet of 100,000 devices.
+    max_sensors: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)] = 100_000
+    # Distinct metrics per sensor; a new metric beyond is refused as too_many_metrics.
+    max_metrics_per_sensor: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 50
+    # At start, the metrics of windows of the longest aggregation period that began this long ago are loaded
+    # (0: none; metrics then count from the start of the daemon, as they do when aggregation is off).
+    metrics_lookback_s: Annotated[float, msgspec.Meta(ge=0, le=30 * 86400)] = 7200.0
+
+
 class SinkConfig(Section):
     batch_size: Annotated[int, msgspec.Meta(ge=1, le=100000)] = 1000
     flush_interval_ms: Annotated[int, msgspec.Meta(ge=1, le=60000)] = 100
@@ -327,6 +340,7 @@ class Config(Section):
     postgres: PostgresConfig = PostgresConfig()
     processing: ProcessingConfig = ProcessingConfig()
     validation: ValidationConfig = ValidationConfig()
+    limits: LimitsConfig = LimitsConfig()
     units: dict[str, MetricUnits] = {}
     thresholds: dict[str, ThresholdRule] = {}
     sinks: SinksConfig = SinksConfig()

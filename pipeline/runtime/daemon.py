@@ -10,6 +10,8 @@ import logging
 import threading
 import time
 
+import psycopg
+
 from .. import __version__
 from ..agents.publisher import MqttPublisher
 from ..agents.system import SystemAgent
@@ -18,12 +20,15 @@ from ..config.checks import allowed_metrics
 from ..ingest.broker_stats import BrokerStats, CounterMemory
 from ..ingest.broker_stats import sensor_id as broker_sensor_id
 from ..clients.kafka import ensure_topics
+from ..clients.postgres import conninfo
 from ..ingest.kafka_source import KafkaSource
 from ..ingest.mqtt_bridge import MqttBridge, client_id_suffix
 from ..logship import MQTTHandler
 from ..observability.metrics import Metrics
 from ..operators.alerts.runner import AlertRunner
+from ..operators.limits.registry import LimitFilter, load_known
 from ..operators.logcounts.runner import LogCounter
+from ..operators.windows.tracker import parse_period
 from ..operators.windows.aggregator import WindowAggregator
 from ..observability.rates import counter_totals
 from ..observability.status import LiveStatus
@@ -68,6 +73,8 @@ def build_stages(settings: Settings) -> list:
     ]
     if cfg.aggregation.enabled:  # readings too late for their window are dead-lettered before they are stored
         stages.append(LateFilter(cfg.aggregation.grace_s, cfg.aggregation.max_lateness_s))
+    # Last: only a reading that would be stored makes its sensor and metric known.
+    stages.append(LimitFilter(cfg.limits.max_sensors, cfg.limits.max_metrics_per_sensor))
     return stages
 
 
@@ -157,6 +164,7 @@ class Pipeline:
                                                     cfg.kafka.consumer_group, cfg.kafka.topics.raw, cfg.instance_id)
             self._at_start("single_instance_lock", self.instance_lock.acquire)
             self.supervisor.spawn("single-instance-lock", lambda: self.instance_lock.keep(self._stopped))
+        self._at_start("limits_load", self._load_known_sensors)
         # Until the consumer group assigns partitions this instance owns none: state loaded at start is dropped
         # and reloaded per assigned partition, so a second instance never touches the first one's sensors.
         for sink in self.sinks:
@@ -218,6 +226,15 @@ class Pipeline:
             if not sink.put(batch, self._stopped):
                 return None
         return batch
+
+    def _load_known_sensors(self) -> None:
+        """Before consuming: the sensors (and recent metrics) already stored count against limits.*."""
+        cfg = self.settings.config
+        limits = next(s for s in self.chain.stages if isinstance(s, LimitFilter))
+        period = max(cfg.aggregation.periods, key=parse_period) if cfg.aggregation.enabled else None
+        with psycopg.connect(**conninfo(cfg.postgres, self.settings.secrets.postgres_password)) as conn:
+            load_known(conn, limits.registry, period, cfg.limits.metrics_lookback_s)
+        log.info("event=limits_loaded sensors=%d max_sensors=%d", len(limits.registry), cfg.limits.max_sensors)
 
     def _at_start(self, operation: str, fn) -> None:
         cfg = self.settings.config
