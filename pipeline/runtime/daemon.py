@@ -209,7 +209,8 @@ class Pipeline:
         if logs.ship_own:
             handler = MQTTHandler(logs.ship_app, mqtt.host, mqtt.port, level=logging.getLevelName(logs.ship_level),
                                   topic_root=logs.topic_root, username=mqtt.username or None, password=password,
-                                  max_message_bytes=logs.max_message_bytes, client_id=f"{mqtt.client_id}-logship",
+                                  max_message_bytes=logs.max_message_bytes, max_extra_bytes=logs.max_extra_bytes,
+                                  client_id=f"{mqtt.client_id}-logship",
                                   spawn=self.supervisor.spawn)
             self.metrics.logship_records.labels("sent").set_function(lambda: handler.sent)
             self.metrics.logship_records.labels("dropped").set_function(lambda: handler.dropped)
