@@ -66,6 +66,9 @@ def corpus(root: str) -> list[tuple[str, bytes, str]]:
         (f"{root}/dev-x/temperature", b"twenty", "value_not_number"),
         (f"{root}/dev-x/temperature", b"inf", "value_not_number"),
         (s, one(unit="furlongs"), "unknown_unit"),
+        # Nesting: refused by name, never a processing failure (900 levels once raised RecursionError).
+        (s, b'{"metric": "temperature", "value": 1, "location": ' + b"[" * 900 + b"]" * 900 + b"}", "json_too_deep"),
+        (s, b'{"a":' * 900 + b"1" + b"}" * 900, "json_too_deep"),
     ]
     return cases
 
