@@ -80,7 +80,7 @@ class MQTTHandler(logging.Handler):
 
     def __init__(self, app: str, host: str = "localhost", port: int = 1883, *, level: int = logging.NOTSET,
                  topic_root: str = "logs", username: str | None = None, password: str | None = None,
-                 buffer_size: int = 10000, max_message_bytes: int = 8192, max_extra_bytes: int = 16384,
+                 buffer_size: int = 10000, max_message_bytes: int = 8192, max_extra_bytes: int = 8192,
                  close_timeout: float = 2.0, exclude: tuple[str, ...] = (), client_id: str | None = None,
                  spawn: Spawn = plain_thread):
         if len(app) > APP_MAX or not _APP_RE.fullmatch(app) or not app.isascii():

@@ -84,6 +84,8 @@ def check_across_fields(cfg: Config) -> None:
         raise ConfigError("retention.measurements_days: must exceed aggregation.max_lateness_s + grace_s")
     _check_aggregation(cfg)
     _check_detection(cfg)
+    if cfg.validation.metrics == "configured" and not configured_metrics(cfg):
+        raise ConfigError("validation.metrics: `configured`, but no metric has a threshold, detection or unit rule")
     if cfg.agents.system.topic_root == cfg.logs.topic_root:
         raise ConfigError("agents.system.topic_root: must differ from logs.topic_root (that root carries log records)")
     # A source the daemon feeds itself must reach it: refuse a topic root nothing subscribes to.
@@ -92,6 +94,22 @@ def check_across_fields(cfg: Config) -> None:
         raise ConfigError(f"agents.system.topic_root: {cfg.agents.system.topic_root!r} is not covered by mqtt.topics")
     if cfg.logs.ship_own and not roots & {cfg.logs.topic_root, "#", "+"}:
         raise ConfigError(f"logs.ship_own: logs.topic_root {cfg.logs.topic_root!r} is not covered by mqtt.topics")
+
+
+def configured_metrics(cfg: Config) -> frozenset[str]:
+    """Metrics some rule names: thresholds, detection (for all sensors or one) and units."""
+    names = set(cfg.thresholds) | set(cfg.detection.metrics) | set(cfg.units)
+    for override in cfg.detection.sensors.values():
+        names.update(override.metrics)
+    return frozenset(names)
+
+
+def allowed_metrics(cfg: Config) -> frozenset[str] | None:
+    """validation.metrics as a set of names; None accepts any valid name."""
+    choice = cfg.validation.metrics
+    if choice == "any":
+        return None
+    return configured_metrics(cfg) if choice == "configured" else frozenset(choice)
 
 
 def _check_aggregation(cfg: Config) -> None:

@@ -145,6 +145,9 @@ class ProcessingConfig(Section):
     shutdown_timeout_s: PositiveFloat = 20.0
 
 
+MetricName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z][A-Za-z0-9_]*$", max_length=20)]
+
+
 class ValidationConfig(Section):
     # Kafka's default message.max.bytes is 1 MB: larger payloads are truncated before Kafka and dead-lettered.
     max_payload_bytes: Annotated[int, msgspec.Meta(ge=64, le=900 * 1024)] = 65536
@@ -153,7 +156,25 @@ class ValidationConfig(Section):
     max_age_s: PositiveFloat = 30 * 86400.0
     default_type: Annotated[str, msgspec.Meta(min_length=1, max_length=20)] = "sensor"
     default_location: Annotated[str, msgspec.Meta(max_length=100)] | None = None
+    # JSON nested deeper than this (readings and log records) is refused as json_too_deep. Checked without
+    # recursion; orjson itself stops at 1024, so the bound also keeps every later walk of the object shallow.
+    max_json_depth: Annotated[int, msgspec.Meta(ge=2, le=512)] = 32
+    # Which metric names are accepted: any (valid) name; `configured`: only metrics named in thresholds,
+    # detection or units; or a list of names. Others are refused as metric_not_allowed.
+    metrics: Literal["any", "configured"] | tuple[MetricName, ...] = "any"
 
+
+class LimitsConfig(Section):
+    """Bounds on what publishers can make the daemon remember (pipeline/operators/limits/registry.py)."""
+
+    # Distinct sensor ids (those already in the `sensors` table count); a reading of a new one beyond is
+    # refused as too_many_sensors. The default admits a fleet of 100,000 devices.
+    max_sensors: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)] = 100_000
+    # Distinct metrics per sensor; a new metric beyond is refused as too_many_metrics.
+    max_metrics_per_sensor: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 50
+    # At start, the metrics of windows of the longest aggregation period that began this long ago are loaded
+    # (0: none; metrics then count from the start of the daemon, as they do when aggregation is off).
+    metrics_lookback_s: Annotated[float, msgspec.Meta(ge=0, le=30 * 86400)] = 7200.0
 
 
 class SinkConfig(Section):
@@ -266,6 +287,10 @@ class LogsConfig(Section):
 
     topic_root: TopicLevel = "logs"
     max_message_bytes: Annotated[int, msgspec.Meta(ge=64, le=900 * 1024)] = 8192
+    # A record's `extra` object: its size encoded as JSON and its nesting ({"a": 1} is 1 level). Beyond either,
+    # the record is dead-lettered (log_extra_too_large, log_extra_too_deep) instead of failing a database write.
+    max_extra_bytes: Annotated[int, msgspec.Meta(ge=64, le=900 * 1024)] = 8192
+    max_extra_depth: Annotated[int, msgspec.Meta(ge=1, le=64)] = 8
     # Per app and level, records per window become measurements log_<level> of sensor app:<app>.
     count_window_s: Annotated[int, msgspec.Meta(ge=1, le=86400)] = 60
     # A window is counted this long after it ends, so records still on their way are included.
@@ -315,6 +340,7 @@ class Config(Section):
     postgres: PostgresConfig = PostgresConfig()
     processing: ProcessingConfig = ProcessingConfig()
     validation: ValidationConfig = ValidationConfig()
+    limits: LimitsConfig = LimitsConfig()
     units: dict[str, MetricUnits] = {}
     thresholds: dict[str, ThresholdRule] = {}
     sinks: SinksConfig = SinksConfig()

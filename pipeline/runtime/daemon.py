@@ -5,23 +5,30 @@ stop consuming, let the sinks drain and flush, commit offsets, close connections
 """
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
+
+import psycopg
 
 from .. import __version__
 from ..agents.publisher import MqttPublisher
 from ..agents.system import SystemAgent
 from ..config import Settings
+from ..config.checks import allowed_metrics
 from ..ingest.broker_stats import BrokerStats, CounterMemory
 from ..ingest.broker_stats import sensor_id as broker_sensor_id
 from ..clients.kafka import ensure_topics
+from ..clients.postgres import conninfo
 from ..ingest.kafka_source import KafkaSource
 from ..ingest.mqtt_bridge import MqttBridge, client_id_suffix
 from ..logship import MQTTHandler
 from ..observability.metrics import Metrics
 from ..operators.alerts.runner import AlertRunner
+from ..operators.limits.registry import LimitFilter, load_known
 from ..operators.logcounts.runner import LogCounter
+from ..operators.windows.tracker import parse_period
 from ..operators.windows.aggregator import WindowAggregator
 from ..observability.rates import counter_totals
 from ..observability.status import LiveStatus
@@ -56,13 +63,18 @@ def build_stages(settings: Settings) -> list:
     cfg = settings.config
     v = cfg.validation
     stages = [
-        Decode(v.max_payload_bytes, v.max_readings_per_message, routes={cfg.logs.topic_root: decode_log}),
-        Validate(v.max_future_skew_s, v.max_age_s, v.default_type, v.default_location),
+        Decode(v.max_payload_bytes, v.max_readings_per_message, max_json_depth=v.max_json_depth,
+               routes={cfg.logs.topic_root: functools.partial(decode_log, max_json_depth=v.max_json_depth)}),
+        Validate(v.max_future_skew_s, v.max_age_s, v.default_type, v.default_location,
+                 allowed_metrics=allowed_metrics(cfg)),
         NormalizeUnits(cfg.units),
-        ValidateLog(cfg.logs.max_message_bytes, v.max_future_skew_s, v.max_age_s),
+        ValidateLog(cfg.logs.max_message_bytes, v.max_future_skew_s, v.max_age_s,
+                    max_extra_bytes=cfg.logs.max_extra_bytes, max_extra_depth=cfg.logs.max_extra_depth),
     ]
     if cfg.aggregation.enabled:  # readings too late for their window are dead-lettered before they are stored
         stages.append(LateFilter(cfg.aggregation.grace_s, cfg.aggregation.max_lateness_s))
+    # Last: only a reading that would be stored makes its sensor and metric known.
+    stages.append(LimitFilter(cfg.limits.max_sensors, cfg.limits.max_metrics_per_sensor))
     return stages
 
 
@@ -152,6 +164,7 @@ class Pipeline:
                                                     cfg.kafka.consumer_group, cfg.kafka.topics.raw, cfg.instance_id)
             self._at_start("single_instance_lock", self.instance_lock.acquire)
             self.supervisor.spawn("single-instance-lock", lambda: self.instance_lock.keep(self._stopped))
+        self._at_start("limits_load", self._load_known_sensors)
         # Until the consumer group assigns partitions this instance owns none: state loaded at start is dropped
         # and reloaded per assigned partition, so a second instance never touches the first one's sensors.
         for sink in self.sinks:
@@ -196,7 +209,8 @@ class Pipeline:
         if logs.ship_own:
             handler = MQTTHandler(logs.ship_app, mqtt.host, mqtt.port, level=logging.getLevelName(logs.ship_level),
                                   topic_root=logs.topic_root, username=mqtt.username or None, password=password,
-                                  max_message_bytes=logs.max_message_bytes, client_id=f"{mqtt.client_id}-logship",
+                                  max_message_bytes=logs.max_message_bytes, max_extra_bytes=logs.max_extra_bytes,
+                                  client_id=f"{mqtt.client_id}-logship",
                                   spawn=self.supervisor.spawn)
             self.metrics.logship_records.labels("sent").set_function(lambda: handler.sent)
             self.metrics.logship_records.labels("dropped").set_function(lambda: handler.dropped)
@@ -213,6 +227,15 @@ class Pipeline:
             if not sink.put(batch, self._stopped):
                 return None
         return batch
+
+    def _load_known_sensors(self) -> None:
+        """Before consuming: the sensors (and recent metrics) already stored count against limits.*."""
+        cfg = self.settings.config
+        limits = next(s for s in self.chain.stages if isinstance(s, LimitFilter))
+        period = max(cfg.aggregation.periods, key=parse_period) if cfg.aggregation.enabled else None
+        with psycopg.connect(**conninfo(cfg.postgres, self.settings.secrets.postgres_password)) as conn:
+            load_known(conn, limits.registry, period, cfg.limits.metrics_lookback_s)
+        log.info("event=limits_loaded sensors=%d max_sensors=%d", len(limits.registry), cfg.limits.max_sensors)
 
     def _at_start(self, operation: str, fn) -> None:
         cfg = self.settings.config

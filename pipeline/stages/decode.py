@@ -63,17 +63,50 @@ def _count_keys_flat(obj: Any) -> int:
     return len(obj) + (len(readings) if type(readings) is dict else 0)
 
 
-def parse_json(payload: bytes) -> Any:
-    """orjson on the fast path; duplicate keys (which orjson merges silently) are detected and refused."""
+def json_depth(obj: Any, limit: int) -> int:
+    """Nesting depth of parsed JSON (a scalar 0, `[]` 1, `[[1]]` 2), counted without recursion and stopping
+    once past `limit`: the answer is then limit + 1, whatever the real depth."""
+    if not isinstance(obj, (dict, list)):
+        return 0
+    deepest = 1
+    stack = [(obj, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > deepest:
+            deepest = depth
+            if deepest > limit:
+                return deepest
+        for child in (node.values() if isinstance(node, dict) else node):
+            if isinstance(child, (dict, list)):
+                stack.append((child, depth + 1))
+    return deepest
+
+
+def check_json_depth(payload: bytes, obj: Any, max_depth: int) -> None:
+    """Refuse JSON nested deeper than `max_depth`. Fewer brackets in the text than the limit (nearly every
+    message) settles it without walking the object."""
+    if payload.count(b"[") + payload.count(b"{") <= max_depth:
+        return
+    depth = json_depth(obj, max_depth)
+    if depth > max_depth:
+        raise Invalid("json_too_deep", f"nested deeper than {max_depth} levels")
+
+
+def parse_json(payload: bytes, max_depth: int = 32) -> Any:
+    """orjson on the fast path; nesting deeper than `max_depth` and duplicate keys (which orjson merges
+    silently) are refused. The depth is checked before anything here walks the object recursively."""
     try:
         obj = orjson.loads(payload)
     except orjson.JSONDecodeError as err:
         text = str(err)
+        if "depth limit" in text or "ecursion" in text:  # orjson's own limit (1024), far above ours
+            raise Invalid("json_too_deep", f"nested deeper than {max_depth} levels") from None
         if "UTF-8" in text:
             raise Invalid("invalid_utf8", text) from None
         if "infinity" in text:
             raise Invalid("value_not_finite", text) from None
         raise Invalid("invalid_json", text) from None
+    check_json_depth(payload, obj, max_depth)
     # Every '"key":' in the text is a key; fewer keys parsed than written means duplicates
     # (or a string value containing '":', which the exact slow path below sorts out).
     if isinstance(obj, (dict, list)):
@@ -101,9 +134,10 @@ class Decode:
     name = "decode"
 
     def __init__(self, max_payload_bytes: int, max_readings: int,
-                 routes: dict[str, Callable[[RawMessage, list[str]], list]] | None = None):
+                 routes: dict[str, Callable[[RawMessage, list[str]], list]] | None = None, max_json_depth: int = 32):
         self.max_payload_bytes = max_payload_bytes
         self.max_readings = max_readings
+        self.max_json_depth = max_json_depth
         self.routes = routes or {}  # topic root -> decoder for a contract other than readings
 
     def process(self, msg: RawMessage) -> list[Candidate]:
@@ -125,7 +159,7 @@ class Decode:
         if len(parts) == 3:
             value = parse_bare_number(payload)
             return [Candidate(sensor_id, parts[2], value, None, None, None, None, msg)]
-        obj = parse_json(payload)
+        obj = parse_json(payload, self.max_json_depth)
         if not isinstance(obj, dict):
             raise Invalid("not_an_object", f"payload is a JSON {type(obj).__name__}, expected an object")
         unknown = obj.keys() - ENVELOPE_FIELDS

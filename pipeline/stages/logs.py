@@ -12,8 +12,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from ..records import Invalid, LogRecord, RawMessage
-from .decode import parse_json
+from .decode import json_depth, parse_json
 from .validate import check_event_time, check_sensor_id
 
 LOG_FIELDS = frozenset({"timestamp", "level", "message", "logger", "extra"})
@@ -33,11 +35,11 @@ class LogCandidate:
     source: RawMessage
 
 
-def decode_log(msg: RawMessage, parts: list[str]) -> list[LogCandidate]:
+def decode_log(msg: RawMessage, parts: list[str], max_json_depth: int = 32) -> list[LogCandidate]:
     """The `Decode` route for the logs root: exactly <root>/<app>, a JSON object without unknown fields."""
     if len(parts) != 2 or parts[1] == "":
         raise Invalid("log_topic_invalid", f"topic {msg.mqtt_topic[:120]!r} is not <root>/<app>")
-    obj = parse_json(msg.payload)
+    obj = parse_json(msg.payload, max_json_depth)
     if not isinstance(obj, dict):
         raise Invalid("not_an_object", f"payload is a JSON {type(obj).__name__}, expected an object")
     unknown = obj.keys() - LOG_FIELDS
@@ -70,8 +72,11 @@ class ValidateLog:
     name = "validate_log"
     accepts = LogCandidate
 
-    def __init__(self, max_message_bytes: int, max_future_skew_s: float, max_age_s: float, clock=time.time):
+    def __init__(self, max_message_bytes: int, max_future_skew_s: float, max_age_s: float, clock=time.time,
+                 max_extra_bytes: int = 8192, max_extra_depth: int = 8):
         self.max_message_bytes = max_message_bytes
+        self.max_extra_bytes = max_extra_bytes
+        self.max_extra_depth = max_extra_depth
         self.max_future_skew_s = max_future_skew_s
         self.max_age_s = max_age_s
         self.clock = clock
@@ -99,9 +104,24 @@ class ValidateLog:
             extra = {}
         elif not isinstance(extra, dict):
             raise Invalid("log_extra_invalid", f"extra must be an object, got {type(extra).__name__}")
-        elif _has_nul(extra):
-            raise Invalid("log_extra_invalid", "extra contains a NUL character")
+        else:
+            self._check_extra(extra)
         source = c.source
         ts = check_event_time(obj.get("timestamp"), source.received_at, self.clock(), self.max_future_skew_s,
                               self.max_age_s)
         return [LogRecord(app, level, message, logger, extra, ts, source.received_at, source)]
+
+    def _check_extra(self, extra: dict) -> None:
+        """Depth first (the later checks walk it recursively), then the encoded size, then NUL characters:
+        PostgreSQL would refuse them one write at a time (jsonb keeps no NUL; deep values fail the batch)."""
+        depth = json_depth(extra, self.max_extra_depth)
+        if depth > self.max_extra_depth:
+            raise Invalid("log_extra_too_deep", f"extra nested deeper than {self.max_extra_depth} levels")
+        try:
+            size = len(orjson.dumps(extra))
+        except (orjson.JSONEncodeError, TypeError) as err:
+            raise Invalid("log_extra_invalid", f"extra cannot be encoded: {err}") from None
+        if size > self.max_extra_bytes:
+            raise Invalid("log_extra_too_large", f"extra is {size} bytes encoded > {self.max_extra_bytes}")
+        if _has_nul(extra):
+            raise Invalid("log_extra_invalid", "extra contains a NUL character")

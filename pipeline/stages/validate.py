@@ -3,7 +3,7 @@
 Rules (README, "Validation"): sensor id ^[A-Za-z0-9][A-Za-z0-9_.:-]*$ up to 50 characters; metric
 ^[A-Za-z][A-Za-z0-9_]*$ up to 20; value a finite number (not a boolean, not a string); timestamp an
 ISO-8601 date-time or epoch seconds within the configured skew of now; type up to 20 printable
-characters; location up to 100.
+characters; location up to 100. Optionally only the metric names `validation.metrics` allows.
 """
 from __future__ import annotations
 
@@ -114,7 +114,8 @@ class Validate:
     accepts = Candidate
 
     def __init__(self, max_future_skew_s: float, max_age_s: float, default_type: str,
-                 default_location: str | None, clock=time.time):
+                 default_location: str | None, clock=time.time, allowed_metrics: frozenset[str] | None = None):
+        self.allowed_metrics = allowed_metrics  # None: any valid name
         self.max_future_skew_s = max_future_skew_s
         self.max_age_s = max_age_s
         self.default_type = default_type
@@ -124,6 +125,8 @@ class Validate:
     def process(self, c: Candidate) -> list[Reading]:
         sensor_id = check_sensor_id(c.sensor_id)
         metric = check_metric(c.metric)
+        if self.allowed_metrics is not None and metric not in self.allowed_metrics:
+            raise Invalid("metric_not_allowed", f"metric {metric!r} is not in validation.metrics")
         value = check_value(c.value)
         source = c.source
         ts = check_event_time(c.timestamp, source.received_at, self.clock(), self.max_future_skew_s, self.max_age_s)

@@ -66,6 +66,9 @@ def corpus(root: str) -> list[tuple[str, bytes, str]]:
         (f"{root}/dev-x/temperature", b"twenty", "value_not_number"),
         (f"{root}/dev-x/temperature", b"inf", "value_not_number"),
         (s, one(unit="furlongs"), "unknown_unit"),
+        # Nesting: refused by name, never a processing failure (900 levels once raised RecursionError).
+        (s, b'{"metric": "temperature", "value": 1, "location": ' + b"[" * 900 + b"]" * 900 + b"}", "json_too_deep"),
+        (s, b'{"a":' * 900 + b"1" + b"}" * 900, "json_too_deep"),
     ]
     return cases
 
@@ -98,3 +101,30 @@ def test_hostile_corpus_is_dead_lettered_with_reasons_and_valid_readings_still_a
     values = [r[0] for r in env.query("SELECT value FROM measurements ORDER BY value")]
     assert values == [float(i) for i in range(len(cases))]
     assert env.query("SELECT count(*) FROM sensors WHERE sensor_id NOT LIKE 'good-%%'") == [(0,)]
+
+
+def test_sensors_and_metrics_beyond_the_limits_are_dead_lettered_counting_those_already_stored(env):
+    settings = env.migrate(env.settings(limits={"max_sensors": 3, "max_metrics_per_sensor": 2}))
+    root = env.root
+    with env.db() as conn:  # two sensors stored before this start; old-1 with two metrics in a recent 1h window
+        conn.execute("INSERT INTO sensors (sensor_id, type) VALUES ('old-1', 'sensor'), ('old-2', 'sensor')")
+        conn.execute("INSERT INTO aggregations (sensor_id, metric, avg_value, min_value, max_value, count, period, timestamp) "
+                     "SELECT 'old-1', m, 1, 1, 1, 1, '1h', (now() AT TIME ZONE 'UTC') - interval '30 minutes' "
+                     "FROM unnest(ARRAY['a', 'b']) AS m")
+    reading = lambda metric, i: J({"metric": metric, "value": i, "timestamp": NOW - 50 + i}).encode()  # noqa: E731
+    with RunningPipeline(settings, env.metrics()) as pipeline:
+        pub = Publisher()
+        pub.publish_all([(f"{root}/new-1", reading("temperature", 1))])  # the third sensor, first: keys order only per partition
+        wait_for(lambda: env.query("SELECT count(*) FROM measurements")[0][0] == 1, 30, what="the first reading")
+        pub.publish_all([(f"{root}/new-2", reading("temperature", 2)), (f"{root}/old-1", reading("c", 3)),
+                         (f"{root}/new-1", reading("humidity", 4)), (f"{root}/new-1", reading("pressure", 5)),
+                         (f"{root}/old-2", reading("temperature", 6)), (f"{root}/old-1", reading("a", 7))])
+        pub.close()
+        wait_for(lambda: env.query("SELECT count(*) FROM measurements")[0][0] == 4, 30, what="the admitted readings")
+        dead = read_topic(settings.config.kafka.topics.dead_letter, expected=3, timeout=30)
+        assert pipeline.healthy()
+    got = sorted((dict(m.headers())["mqtt_topic"].decode().rsplit("/", 1)[1], dict(m.headers())["reason"].decode())
+                 for m in dead)
+    assert got == [("new-1", "too_many_metrics"), ("new-2", "too_many_sensors"), ("old-1", "too_many_metrics")]
+    assert sorted(env.query("SELECT sensor_id, metric FROM measurements")) == [
+        ("new-1", "humidity"), ("new-1", "temperature"), ("old-1", "a"), ("old-2", "temperature")]

@@ -52,6 +52,13 @@ def test_handler_records_reach_logs_table_stream_and_counts_and_bad_records_are_
         (f"{root}/billing", "{not json", "invalid_json"),
         (f"{root}/billing/sub", json.dumps({"level": "INFO", "message": "m"}), "log_topic_invalid"),
         (f"{root}/bad app", json.dumps({"level": "INFO", "message": "m"}), "log_app_invalid"),
+        # Once stored-failing writes isolated by splitting batches; now refused by name before any write.
+        (f"{root}/billing", '{"level": "INFO", "message": "m", "extra": ' + '{"a":' * 300 + "1" + "}" * 301,
+         "json_too_deep"),
+        (f"{root}/billing", '{"level": "INFO", "message": "m", "extra": ' + '{"a":' * 9 + "1" + "}" * 10,
+         "log_extra_too_deep"),
+        (f"{root}/billing", json.dumps({"level": "INFO", "message": "m", "extra": {"k": "x" * 8200}}),
+         "log_extra_too_large"),
     ]
     with RunningPipeline(settings, metrics):
         logger, handler = attach(env, "billing", root)

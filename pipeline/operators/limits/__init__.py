@@ -1,0 +1,1 @@
+"""Bounds on what publishers can make the daemon remember: distinct sensors and metrics per sensor."""

@@ -1,0 +1,93 @@
+"""Sensor and metric limits: a stateful filter over readings, run as the last stage of the chain.
+
+It is stateful (it remembers which sensors and metrics are known), so it lives with the operators; it runs
+as a stage because a refusal must be a dead letter of the message that carried it (one letter per message,
+like every other refusal), and the chain runs only in the consumer thread, so the state needs no lock.
+Memory is bounded by the limits themselves: at most `max_sensors` ids, each with at most
+`max_metrics_per_sensor` metric names (tuples of interned strings: a dozen metrics cost about 150 bytes).
+"""
+from __future__ import annotations
+
+import sys
+from datetime import datetime, timedelta, timezone
+from typing import Iterable
+
+from ...records import Invalid, Reading
+
+
+class SensorRegistry:
+    """Known sensors and their metrics; `admit` says whether a reading fits the limits, remembering it if so."""
+
+    def __init__(self, max_sensors: int, max_metrics_per_sensor: int):
+        self.max_sensors = max_sensors
+        self.max_metrics = max_metrics_per_sensor
+        self._known: dict[str, tuple[str, ...]] = {}
+
+    def __len__(self) -> int:
+        return len(self._known)
+
+    def metrics_of(self, sensor_id: str) -> tuple[str, ...]:
+        return self._known.get(sensor_id, ())
+
+    def admit(self, sensor_id: str, metric: str) -> str | None:
+        """None if the reading fits (and is now known), else the reason it does not."""
+        metrics = self._known.get(sensor_id)
+        if metrics is None:
+            if len(self._known) >= self.max_sensors:
+                return "too_many_sensors"
+            self._known[sensor_id] = (sys.intern(metric),)
+            return None
+        if metric in metrics:
+            return None
+        if len(metrics) >= self.max_metrics:
+            return "too_many_metrics"
+        self._known[sensor_id] = metrics + (sys.intern(metric),)
+        return None
+
+    def preload(self, sensors: Iterable[str], pairs: Iterable[tuple[str, str]]) -> None:
+        """Sensors (and their metrics) already stored count against the limits; beyond them, the rest is left out."""
+        known = self._known
+        for sensor_id in sensors:
+            if len(known) >= self.max_sensors:
+                break
+            known.setdefault(sensor_id, ())
+        for sensor_id, metric in pairs:
+            metrics = known.get(sensor_id)
+            if metrics is None and len(known) >= self.max_sensors:
+                continue
+            metrics = metrics or ()
+            if metric not in metrics and len(metrics) < self.max_metrics:
+                known[sensor_id] = metrics + (sys.intern(metric),)
+
+
+class LimitFilter:
+    """Reading -> itself, or Invalid too_many_sensors / too_many_metrics. Other records pass unchanged."""
+
+    name = "limits"
+    accepts = Reading
+
+    def __init__(self, max_sensors: int, max_metrics_per_sensor: int):
+        self.registry = SensorRegistry(max_sensors, max_metrics_per_sensor)
+
+    def process(self, r: Reading) -> list[Reading]:
+        reason = self.registry.admit(r.sensor_id, r.metric)
+        if reason is None:
+            return [r]
+        if reason == "too_many_sensors":
+            raise Invalid(reason, f"{self.registry.max_sensors} sensors known, {r.sensor_id!r} is new (limits.max_sensors)")
+        raise Invalid(reason, f"sensor {r.sensor_id!r} has {self.registry.max_metrics} metrics, {r.metric!r} is new "
+                              "(limits.max_metrics_per_sensor)")
+
+
+def load_known(conn, registry: SensorRegistry, period: str | None, lookback_s: float, now: datetime | None = None) -> None:
+    """Fill `registry` from PostgreSQL: every id in `sensors` (up to the limit, a primary-key scan), and the metrics
+    of the windows of `period` that started in the last `lookback_s` (the period/timestamp index; none when
+    `period` is None or lookback_s is 0). Metrics of sensors quiet for longer count again from this start."""
+    limit = registry.max_sensors
+    sensors = [row[0] for row in conn.execute("SELECT sensor_id FROM sensors ORDER BY sensor_id LIMIT %s", (limit,))]
+    pairs: list = []
+    if period is not None and lookback_s > 0:
+        since = (now or datetime.now(timezone.utc)).replace(tzinfo=None) - timedelta(seconds=lookback_s)
+        pairs = conn.execute("SELECT DISTINCT sensor_id, metric FROM aggregations WHERE period = %s AND timestamp >= %s "
+                             "LIMIT %s", (period, since, limit * registry.max_metrics)).fetchall()
+    registry.preload(sensors, pairs)
