@@ -1,7 +1,7 @@
 """The alert evaluator's pure core: readings and the clock in, alert transitions out.
 
 Detectors judge each reading against the rules of its sensor and metric, the alert book turns their
-signals into transitions (opened, escalated, resolved), and a timer finds silent sensors and alerts clear
+signals into transitions (opened, escalated, flapping, resolved), and a timer finds silent sensors and alerts clear
 for long enough. No IO, no threads, no locks: the runner (runner.py) owns those, and the store
 (pipeline/sinks/alert_store.py) writes what comes out.
 """
