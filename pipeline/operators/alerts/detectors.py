@@ -3,10 +3,12 @@
 A Signal says what the reading means for the alert of that (sensor, metric, detector):
   severity set        the alert condition holds at that severity (open, or escalate if worse)
   CLEAR               back inside the bound by the deadband: counts towards resolving an open alert
-  HOLD                neither: inside the deadband zone; an open alert stays open, the clear streak restarts
+  HOLD                neither: inside the deadband zone, or the condition has not yet held for the rule's
+                      `for_s`; an open alert stays open, the clear streak restarts
   None                no opinion (warming up, rate window not yet full, out of order): changes nothing
 A detector whose rule is None (not configured) answers CLEAR, so an alert it opened before a reload
-turned it off still resolves. State (previous values, EWMA) is keyed by (sensor_id, metric).
+turned it off still resolves. State (rate windows, EWMA, stuck runs, when a condition began) is keyed by
+(sensor_id, metric).
 """
 from __future__ import annotations
 
