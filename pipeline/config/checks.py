@@ -133,5 +133,7 @@ def _check_detection(cfg: Config) -> None:
     for where, r in rules:
         if r.rate is not None:
             check_levels(f"{where}.rate", r.rate.warning, r.rate.critical)
+            if r.rate.min_span_s > r.rate.window_s:
+                raise ConfigError(f"{where}.rate: min_span_s must not exceed window_s (the window would never be judged)")
         if r.outlier is not None:
             check_levels(f"{where}.outlier", r.outlier.z_warning, r.outlier.z_critical)

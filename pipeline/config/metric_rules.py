@@ -33,6 +33,7 @@ class ThresholdRule(Section):
     # An open alert clears only once the value is this far back inside its bound (hysteresis).
     deadband: NonNegFloat = 0.0
     # A value must stay beyond a bound this long (event time) before the alert opens; 0: at once.
+    # Every detector has `for_s` with this meaning.
     for_s: NonNegFloat = 0.0
 
 
@@ -41,13 +42,19 @@ Severity = Literal["info", "warning", "critical"]
 
 
 class RateRule(Section):
-    """Largest allowed change per second (absolute), per severity."""
+    """Largest allowed slope per second (absolute), per severity: the least-squares slope of the readings of
+    the last `window_s` seconds, so the noise between two consecutive readings does not count as a change."""
 
     warning: PositiveFloat | None = None
     critical: PositiveFloat | None = None
     deadband: NonNegFloat = 0.0
-    # The change is measured over at least this long, so two readings a millisecond apart do not explode.
-    min_interval_s: PositiveFloat = 1.0
+    window_s: PositiveFloat = 60.0
+    # No verdict until the window holds this many readings spanning this long: a slope of a few points is noise.
+    min_samples: Annotated[int, msgspec.Meta(ge=2)] = 20
+    min_span_s: NonNegFloat = 30.0
+    # Readings kept per series (memory bound); a faster sensor's window is cut to its latest max_samples.
+    max_samples: Annotated[int, msgspec.Meta(ge=2, le=100000)] = 600
+    for_s: NonNegFloat = 0.0
 
 
 class OutlierRule(Section):
@@ -60,6 +67,7 @@ class OutlierRule(Section):
     # Floor of the deviation, in the metric's unit: a perfectly flat signal does not turn every tiny change into an outlier.
     min_std: NonNegFloat = 0.0
     deadband: NonNegFloat = 0.5
+    for_s: NonNegFloat = 0.0
 
 
 class StuckRule(Section):
@@ -69,6 +77,7 @@ class StuckRule(Section):
     seconds: NonNegFloat = 0.0
     tolerance: NonNegFloat = 0.0
     severity: Severity = "warning"
+    for_s: NonNegFloat = 0.0
 
 
 class MetricDetection(Section):

@@ -249,12 +249,20 @@ class WebhookConfig(Section):
     max_elapsed_s: PositiveFloat = 60.0
 
 
+class FlapConfig(Section):
+    """An alert that opened and resolved `count` times within `window_s` is held open as flapping (0: off)."""
+
+    count: NonNegInt = 3
+    window_s: NonNegFloat = 1800.0
+
+
 class AlertsConfig(Section):
     enabled: bool = True
     # An open alert resolves after this many consecutive readings inside its bound by the deadband ...
     clear_readings: NonNegInt = 3
     # ... or after it has been inside that long (0: off). Both 0: the first clear reading resolves it.
     clear_seconds: NonNegFloat = 0.0
+    flap: FlapConfig = FlapConfig()
     webhook: WebhookConfig = WebhookConfig()
 
 

@@ -51,7 +51,7 @@ class Metrics:
         self.windows_pending = Gauge("aggregation_windows_pending", "Sensor/metric windows holding readings not folded into a row yet", namespace=ns, registry=registry)
         self.aggregation_errors = Counter("aggregation_errors", "Failed attempts to close windows (they stay pending and are retried)", namespace=ns, registry=registry)
         self.watermark = Gauge("aggregation_watermark_timestamp_seconds", "Event-time watermark of a Kafka partition", ["partition"], namespace=ns, registry=registry)
-        self.alert_transitions = Counter("alert_transitions", "Alerts opened, escalated and resolved", ["type", "event", "severity"], namespace=ns, registry=registry)
+        self.alert_transitions = Counter("alert_transitions", "Alert transitions: opened, escalated, flapping (held open), resolved", ["type", "event", "severity"], namespace=ns, registry=registry)
         self.alerts_open = Gauge("alerts_open", "Open alerts held by the evaluator", ["type"], namespace=ns, registry=registry)
         self.webhook_deliveries = Counter("alert_webhook_deliveries", "Alert webhook deliveries: delivered, failed (after retries), dropped (queue full)", ["result"], namespace=ns, registry=registry)
         self.config_reload_ok = Gauge("config_reload_ok", "1 if the last config reload was applied (or none was tried), 0 if it was refused", namespace=ns, registry=registry)
@@ -59,7 +59,7 @@ class Metrics:
         self.config_last_reload = Gauge("config_last_reload_timestamp_seconds", "When the configuration was last loaded successfully", namespace=ns, registry=registry)
         self.config_reloads = Counter("config_reloads", "Config reload attempts by result: applied, unchanged, refused", ["result"], namespace=ns, registry=registry)
         # Alerts: type and severity come from our own rules, never from devices, so they stay bounded.
-        # (opened/escalated/resolved counts are alert_transitions, above)
+        # (opened/escalated/flapping/resolved counts are alert_transitions, above)
         self.alerts_open_db = Gauge("alerts_open_in_database", "Open alerts in the database, by severity (all instances)", ["severity"], namespace=ns, registry=registry)
         # Monitoring: kept fresh by the dashboard's monitor threads (every second, probes every 5 s).
         self.sink_last_success_age = Gauge("sink_last_success_age_seconds", "Seconds since the sink last wrote successfully (since start if never)", ["sink"], namespace=ns, registry=registry)

@@ -18,7 +18,7 @@ from psycopg_pool import ConnectionPool
 
 from ..config import Config, Secret
 from ..observability.metrics import Metrics
-from ..operators.alerts.lifecycle import ESCALATED, OPENED, RESOLVED, SEVERITY_RANK, Alert, Transition
+from ..operators.alerts.lifecycle import ESCALATED, FLAPPING, OPENED, RESOLVED, SEVERITY_RANK, Alert, Transition
 from ..clients.postgres import open_pool, utc_naive
 from .postgres import INSERT_SENSORS
 from ..clients.redis import connect
@@ -123,7 +123,8 @@ class AlertStore:
         elif a.id is None:
             # Its opening was never stored (a tick cut short by shutdown): store it now, then this transition.
             self._insert_or_adopt(cur, a, a.severity, a.message, utc_naive(a.opened_at))
-        if t.event == ESCALATED:
+        if t.event in (ESCALATED, FLAPPING):
+            # flapping has no column: the alert's message says so (and its event row), the severity is unchanged
             cur.execute(ESCALATE, (t.severity, t.message, a.id))
         elif t.event == RESOLVED:
             cur.execute(RESOLVE, (at, a.id))

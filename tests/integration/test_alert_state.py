@@ -107,3 +107,21 @@ def test_log_count_sensors_stay_out_of_offline_tracking_when_state_is_reloaded_o
     sink.tick()
     assert env.query("SELECT sensor_id, type FROM alerts WHERE NOT resolved") == [("dev-1", "offline")]
     sink.close()
+
+
+def test_a_flapping_alert_is_one_row_held_open_with_a_flapping_event(env):
+    settings = env.migrate(env.settings(thresholds=THRESHOLDS, detection={"enabled": False},
+                                        alerts={"clear_readings": 1, "flap": {"count": 2, "window_s": 100}}))
+    sink = make_sink(env, settings)
+    assert feed(sink, (0, 45), (1, 30)) == [("opened", "warning"), ("resolved", "warning")]
+    assert feed(sink, (2, 45), (3, 30)) == [("opened", "warning"), ("flapping", "warning")]
+    assert feed(sink, (4, 45), (5, 30), (6, 45), (7, 30)) == []  # comes and goes: nothing announced
+    rows = env.query("SELECT resolved, message FROM alerts ORDER BY id")
+    assert [r[0] for r in rows] == [True, False] and rows[1][1].startswith(
+        "Flapping: boiler_temp of sensor s1 opened and resolved 2 times within 100 s (threshold, warning)")
+    events = [e for _, e in env.redis.xrange(f"t{env.run_id}:alerts")]
+    assert [e["event"] for e in events] == ["opened", "resolved", "opened", "flapping"]
+    assert feed(sink, (107, 30)) == [("resolved", "warning")]  # clear and quiet for the window
+    assert [r[0] for r in env.query("SELECT event FROM alert_events ORDER BY id")] == [
+        "opened", "resolved", "opened", "flapping", "resolved"]
+    sink.close()

@@ -3,15 +3,18 @@
 A Signal says what the reading means for the alert of that (sensor, metric, detector):
   severity set        the alert condition holds at that severity (open, or escalate if worse)
   CLEAR               back inside the bound by the deadband: counts towards resolving an open alert
-  HOLD                neither: inside the deadband zone; an open alert stays open, the clear streak restarts
-  None                no opinion (warming up, too soon after the previous reading): changes nothing
+  HOLD                neither: inside the deadband zone, or the condition has not yet held for the rule's
+                      `for_s`; an open alert stays open, the clear streak restarts
+  None                no opinion (warming up, rate window not yet full, out of order): changes nothing
 A detector whose rule is None (not configured) answers CLEAR, so an alert it opened before a reload
-turned it off still resolves. State (previous values, EWMA) is keyed by (sensor_id, metric).
+turned it off still resolves. State (rate windows, EWMA, stuck runs, when a condition began) is keyed by
+(sensor_id, metric).
 """
 from __future__ import annotations
 
 import functools
 import math
+from collections import deque
 from dataclasses import dataclass
 
 from ...config import OutlierRule, RateRule, StuckRule, ThresholdRule
@@ -54,44 +57,29 @@ def _prepared(rule: ThresholdRule) -> tuple:
 
 
 class _KeyedDetector:
-    """Per-(sensor, metric) history, in the dicts named by `_history`; forgotten through the owner's method."""
+    """Per-(sensor, metric) history, in the dicts named by `_history`; forgotten through the owner's method.
+
+    `evaluate` is shared: a detector judges one reading in `_judge`, and a verdict with a severity counts only
+    once the condition has held for the rule's `for_s` seconds of event time (one hold rule for every
+    detector). Until then the answer is HOLD, so an open alert stays open but no new one opens."""
 
     _history: tuple[str, ...] = ()
 
-    def forget(self, sensors: set[str]) -> None:
-        """Drop the history of these sensors (their partition went to another instance, or they went idle)."""
-        for name in self._history:
-            state = getattr(self, name)
-            for key in [k for k in state if k[0] in sensors]:
-                del state[key]
-
-
-class Threshold(_KeyedDetector):
-    """Warning and critical min/max bounds, optionally held for `for_s` seconds before they count; clears
-    inside the innermost bounds by the deadband."""
-
-    type = "threshold"
-    _history = ("since",)
-
     def __init__(self):
-        self.since: dict[Key, float] = {}  # key -> event time the value first went (and stayed) out of bounds
+        self.since: dict[Key, float] = {}  # key -> event time the condition first held (and kept holding)
 
-    def evaluate(self, key: Key, value: float, ts: float, rule: ThresholdRule | None) -> Signal | None:
+    def evaluate(self, key: Key, value: float, ts: float, rule) -> Signal | None:
+        """What this reading means for the alert of `key` under `rule` (None: the detector is off)."""
         if rule is None:
             self.since.pop(key, None)
             return CLEAR
-        checks, clear_low, clear_high = _prepared(rule)
-        for level, high, low in checks:
-            if high is not None and value > high:
-                return self._held(key, ts, rule, Signal(level, bound=high, detail=f"above the {level} maximum {high:g}"))
-            if low is not None and value < low:
-                return self._held(key, ts, rule, Signal(level, bound=low, detail=f"below the {level} minimum {low:g}"))
-        if self.since:
-            self.since.pop(key, None)
-        return CLEAR if clear_low <= value <= clear_high else HOLD
-
-    def _held(self, key: Key, ts: float, rule: ThresholdRule, signal: Signal) -> Signal:
-        """A violation counts once it has lasted `for_s` (a brief spike of CPU is not an incident)."""
+        signal = self._judge(key, value, ts, rule)
+        if signal is None:
+            return None  # no opinion: neither starts nor breaks a hold
+        if signal.severity is None:
+            if self.since:
+                self.since.pop(key, None)
+            return signal
         if not rule.for_s:
             return signal
         first = self.since.setdefault(key, ts)
@@ -99,34 +87,116 @@ class Threshold(_KeyedDetector):
             return HOLD
         return Signal(signal.severity, bound=signal.bound, detail=f"{signal.detail} for {ts - first:.0f} s")
 
+    def _judge(self, key: Key, value: float, ts: float, rule) -> Signal | None:
+        raise NotImplementedError
+
+    def forget(self, sensors: set[str]) -> None:
+        """Drop the history of these sensors (their partition went to another instance, or they went idle)."""
+        for name in ("since",) + self._history:
+            state = getattr(self, name)
+            for key in [k for k in state if k[0] in sensors]:
+                del state[key]
+
+
+class Threshold(_KeyedDetector):
+    """Warning and critical min/max bounds; clears inside the innermost bounds by the deadband."""
+
+    type = "threshold"
+
+    def _judge(self, key: Key, value: float, ts: float, rule: ThresholdRule) -> Signal:
+        checks, clear_low, clear_high = _prepared(rule)
+        for level, high, low in checks:
+            if high is not None and value > high:
+                return Signal(level, bound=high, detail=f"above the {level} maximum {high:g}")
+            if low is not None and value < low:
+                return Signal(level, bound=low, detail=f"below the {level} minimum {low:g}")
+        return CLEAR if clear_low <= value <= clear_high else HOLD
+
+
+class _Window:
+    """The readings of one series in the rate window, with running sums for an O(1) least-squares slope.
+
+    Times and values are kept relative to a reference (re-based from the kept readings now and then), so
+    the sums stay small and subtracting evicted readings loses no precision that matters."""
+
+    __slots__ = ("points", "t0", "v0", "st", "sv", "stt", "stv")
+
+    def __init__(self, ts: float, value: float):
+        self.points: deque[tuple[float, float]] = deque()
+        self.t0, self.v0 = ts, value
+        self.st = self.sv = self.stt = self.stv = 0.0
+
+    def add(self, ts: float, value: float, window_s: float, max_samples: int) -> None:
+        """Take a reading; drop those older than the window, and the oldest beyond `max_samples`."""
+        points = self.points
+        while points and (points[0][0] <= ts - window_s or len(points) >= max_samples):
+            self._sub(*points.popleft())
+        if ts - self.t0 > 4 * window_s:
+            self._rebase(ts, value)
+        points.append((ts, value))
+        t, v = ts - self.t0, value - self.v0
+        self.st += t
+        self.sv += v
+        self.stt += t * t
+        self.stv += t * v
+
+    def _sub(self, ts: float, value: float) -> None:
+        t, v = ts - self.t0, value - self.v0
+        self.st -= t
+        self.sv -= v
+        self.stt -= t * t
+        self.stv -= t * v
+
+    def _rebase(self, ts: float, value: float) -> None:
+        self.t0, self.v0 = ts, value
+        self.st = self.sv = self.stt = self.stv = 0.0
+        for pt, pv in self.points:
+            t, v = pt - self.t0, pv - self.v0
+            self.st += t
+            self.sv += v
+            self.stt += t * t
+            self.stv += t * v
+
+    def slope(self) -> float | None:
+        """Least-squares slope (value per second) of the kept readings; None if their times do not spread."""
+        n = len(self.points)
+        den = n * self.stt - self.st * self.st
+        if den <= 1e-9 * max(1.0, n * self.stt):
+            return None
+        return (n * self.stv - self.st * self.sv) / den
+
 
 class Rate(_KeyedDetector):
-    """Largest allowed change per second, measured against an anchor at least `min_interval_s` older."""
+    """Largest allowed slope per second: the least-squares fit over the readings of the last `window_s`
+    seconds, judged once the window holds `min_samples` readings spanning `min_span_s`."""
 
     type = "rate"
-    _history = ("anchor",)
+    _history = ("windows",)
 
     def __init__(self):
-        self.anchor: dict[Key, tuple[float, float]] = {}  # key -> (value, ts)
+        super().__init__()
+        self.windows: dict[Key, _Window] = {}
 
-    def evaluate(self, key: Key, value: float, ts: float, rule: RateRule | None) -> Signal | None:
-        if rule is None:
-            return CLEAR
-        prev = self.anchor.get(key)
-        if prev is None:
-            self.anchor[key] = (value, ts)
+    def _judge(self, key: Key, value: float, ts: float, rule: RateRule) -> Signal | None:
+        w = self.windows.get(key)
+        if w is None:
+            w = self.windows[key] = _Window(ts, value)
+        elif w.points and ts <= w.points[-1][0]:
+            return None  # out of order or a duplicate: the window is a time series, it only moves forward
+        w.add(ts, value, rule.window_s, rule.max_samples)
+        n = len(w.points)
+        span = ts - w.points[0][0]
+        if n < rule.min_samples or span < rule.min_span_s:
             return None
-        dt = ts - prev[1]
-        if dt < rule.min_interval_s:
-            return None  # too close to the anchor (or out of order): a rate over a sliver of time is noise
-        self.anchor[key] = (value, ts)
-        change = value - prev[0]
-        rate = abs(change) / dt
+        slope = w.slope()
+        if slope is None or not math.isfinite(slope):
+            return None
+        rate = abs(slope)
         level = _level(rate, rule.warning, rule.critical)
         if level is not None:
             limit = rule.critical if level == "critical" else rule.warning
-            return Signal(level, bound=limit, detail=f"changed by {change:+.4g} in {dt:.4g} s ({rate:.4g}/s), "
-                                                     f"above the {level} limit {limit:g}/s")
+            return Signal(level, bound=limit, detail=f"changed at {slope:+.4g}/s over the last {span:.0f} s "
+                                                     f"({n} readings), above the {level} limit {limit:g}/s")
         limit = rule.warning if rule.warning is not None else rule.critical
         if limit is None or rate <= limit - rule.deadband:
             return CLEAR
@@ -140,11 +210,10 @@ class Outlier(_KeyedDetector):
     _history = ("state",)
 
     def __init__(self):
+        super().__init__()
         self.state: dict[Key, tuple[int, float, float]] = {}  # key -> (samples, mean, variance)
 
-    def evaluate(self, key: Key, value: float, ts: float, rule: OutlierRule | None) -> Signal | None:
-        if rule is None:
-            return CLEAR
+    def _judge(self, key: Key, value: float, ts: float, rule: OutlierRule) -> Signal | None:
         st = self.state.get(key)
         if st is None:
             self.state[key] = (1, value, 0.0)
@@ -180,10 +249,11 @@ class Stuck(_KeyedDetector):
     _history = ("run",)
 
     def __init__(self):
+        super().__init__()
         self.run: dict[Key, tuple[float, float, int]] = {}  # key -> (first value, first ts, readings)
 
-    def evaluate(self, key: Key, value: float, ts: float, rule: StuckRule | None) -> Signal | None:
-        if rule is None or (rule.count == 0 and rule.seconds == 0):
+    def _judge(self, key: Key, value: float, ts: float, rule: StuckRule) -> Signal:
+        if rule.count == 0 and rule.seconds == 0:
             return CLEAR
         run = self.run.get(key)
         if run is None or abs(value - run[0]) > rule.tolerance:

@@ -1,7 +1,7 @@
 """The alert evaluator's pure core: readings and the clock in, alert transitions out.
 
 Detectors judge each reading against the rules of its sensor and metric, the alert book turns their
-signals into transitions (opened, escalated, resolved), and a timer finds silent sensors and alerts clear
+signals into transitions (opened, escalated, flapping, resolved), and a timer finds silent sensors and alerts clear
 for long enough. No IO, no threads, no locks: the runner (runner.py) owns those, and the store
 (pipeline/sinks/alert_store.py) writes what comes out.
 """
@@ -12,7 +12,7 @@ from typing import Iterable, Sequence
 from ...config import Config
 from ...records import Reading
 from .detectors import Outlier, Rate, Stuck, Threshold, offline, offline_tracked
-from .lifecycle import ESCALATED, OPENED, Alert, AlertBook, Transition
+from .lifecycle import ESCALATED, FLAPPING, OPENED, Alert, AlertBook, Transition
 from .messages import message
 from .rules import Rules
 
@@ -23,7 +23,8 @@ class AlertEvaluator:
     """Alert state of the sensors this instance owns: open alerts, detector history, offline timers."""
 
     def __init__(self, config: Config):
-        self.book = AlertBook(config.alerts.clear_readings, config.alerts.clear_seconds)
+        a = config.alerts
+        self.book = AlertBook(a.clear_readings, a.clear_seconds, a.flap.count, a.flap.window_s)
         self.rules = Rules(config.thresholds, config.detection)
         self.offline_severity = config.detection.offline_severity
         self.detectors = (Threshold(), Rate(), Outlier(), Stuck())
@@ -31,10 +32,11 @@ class AlertEvaluator:
         self.sensor_info: dict[str, tuple[str, str | None]] = {}  # sensor -> (type, location), for registration
 
     def reconfigure(self, config: Config) -> None:
-        """Live reload: new detector settings and hysteresis for the next readings (rules swapped whole)."""
+        """Live reload: new detector settings, hysteresis and flap rule for the next readings (rules swapped whole)."""
         self.rules = Rules(config.thresholds, config.detection)
         self.offline_severity = config.detection.offline_severity
-        self.book.reconfigure(config.alerts.clear_readings, config.alerts.clear_seconds)
+        a = config.alerts
+        self.book.reconfigure(a.clear_readings, a.clear_seconds, a.flap.count, a.flap.window_s)
 
     # -- readings -----------------------------------------------------------------------------------
     def evaluate(self, readings: Sequence[Reading], now: float) -> list[Transition]:
@@ -87,7 +89,7 @@ class AlertEvaluator:
             return
         t.context = {"type": sensor_type, "location": location} if sensor_type is not None else {}
         t.message = message(t)
-        if t.event in (OPENED, ESCALATED):
+        if t.event in (OPENED, ESCALATED, FLAPPING):
             t.alert.message = t.message
         out.append(t)
 

@@ -5,16 +5,23 @@ de-escalates: an alert shows the worst it has been until it resolves). It resolv
 `clear_readings` consecutive CLEAR signals, or once it has been clear for `clear_seconds`; any HOLD or
 alerting reading restarts the count, so a value oscillating around its bound keeps one alert open
 instead of opening and closing one per reading.
+
+Flapping: an alert that opened and resolved `flap_count` times within `flap_window_s` is not resolved the
+last of those times: it is held open and marked flapping (a FLAPPING transition, stored and announced once),
+so a condition that comes and goes is one alert, not a notification per cycle. While flapping, returns of the
+condition produce no transition; it resolves once it has been clear and quiet (no alerting reading) for
+`flap_window_s`.
 """
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Iterable
 
 from .detectors import Signal
 
 SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
-OPENED, ESCALATED, RESOLVED = "opened", "escalated", "resolved"
+OPENED, ESCALATED, RESOLVED, FLAPPING = "opened", "escalated", "resolved", "flapping"
 AlertKey = tuple[str, str | None, str]  # (sensor_id, metric or None, type)
 
 
@@ -31,6 +38,8 @@ class Alert:
     id: int | None = None
     clear_count: int = 0
     clear_since: float | None = None
+    flapping: bool = False  # held open after flapping (in memory only: the alerts table has no column for it)
+    last_alerting: float | None = None  # event time of the latest reading that held the condition
 
     @property
     def key(self) -> AlertKey:
@@ -56,21 +65,29 @@ class Transition:
 
 
 class AlertBook:
-    """The open alerts and their clear streaks."""
+    """The open alerts, their clear streaks and their recent resolutions (to see flapping)."""
 
-    def __init__(self, clear_readings: int, clear_seconds: float):
+    def __init__(self, clear_readings: int, clear_seconds: float, flap_count: int = 0, flap_window_s: float = 0.0):
         self.clear_readings = clear_readings
         self.clear_seconds = clear_seconds
+        self.flap_count, self.flap_window_s = flap_count, flap_window_s
         self.open: dict[AlertKey, Alert] = {}
+        self.cycles: dict[AlertKey, deque[float]] = {}  # key -> event times of its latest resolutions
 
-    def reconfigure(self, clear_readings: int, clear_seconds: float) -> None:
-        """Live reload: the hysteresis for the next readings."""
+    def reconfigure(self, clear_readings: int, clear_seconds: float, flap_count: int = 0,
+                    flap_window_s: float = 0.0) -> None:
+        """Live reload: the hysteresis and flap rule for the next readings."""
         self.clear_readings, self.clear_seconds = clear_readings, clear_seconds
+        if (flap_count, flap_window_s) != (self.flap_count, self.flap_window_s):
+            self.cycles.clear()  # counted under another rule
+        self.flap_count, self.flap_window_s = flap_count, flap_window_s
 
     def forget_sensors(self, sensors: set[str]) -> None:
         """Stop tracking these sensors' open alerts here (they stay open in the database for their next owner)."""
         for key in [k for k in self.open if k[0] in sensors]:
             del self.open[key]
+        for key in [k for k in self.cycles if k[0] in sensors]:
+            del self.cycles[key]
 
     def open_by_type(self) -> dict[str, int]:
         """How many alerts are open, per detector type."""
@@ -91,9 +108,11 @@ class AlertBook:
         alert = self.open.get(key)
         if signal.severity is not None:
             if alert is None:
-                alert = self.open[key] = Alert(sensor_id, metric, type_, signal.severity, at)
+                alert = self.open[key] = Alert(sensor_id, metric, type_, signal.severity, at, last_alerting=at)
                 return Transition(OPENED, alert, signal.severity, at, value, signal.detail)
             alert.clear_count, alert.clear_since = 0, None
+            if alert.last_alerting is None or at > alert.last_alerting:
+                alert.last_alerting = at
             if SEVERITY_RANK[signal.severity] > SEVERITY_RANK[alert.severity]:
                 previous, alert.severity = alert.severity, signal.severity
                 return Transition(ESCALATED, alert, signal.severity, at, value, signal.detail, previous)
@@ -110,7 +129,13 @@ class AlertBook:
             return self.resolve(key, at, value, signal.detail)
         return None
 
+    def _quiet(self, alert: Alert, now: float) -> bool:
+        """A flapping alert resolves only once no reading has held its condition for the flap window."""
+        return not alert.flapping or alert.last_alerting is None or now - alert.last_alerting >= self.flap_window_s
+
     def _cleared(self, alert: Alert, now: float) -> bool:
+        if not self._quiet(alert, now):
+            return False
         n, t = self.clear_readings, self.clear_seconds
         if n == 0 and t == 0:
             return True
@@ -119,17 +144,40 @@ class AlertBook:
         return t > 0 and alert.clear_since is not None and now - alert.clear_since >= t
 
     def resolve(self, key: AlertKey, at: float, value: float | None = None, detail: str = "") -> Transition | None:
-        """Resolve at once (an offline sensor that reports again, or a clear condition met)."""
-        alert = self.open.pop(key, None)
+        """Resolve at once (an offline sensor that reports again, or a clear condition met), unless this
+        resolution makes the alert flapping (then it is held open: FLAPPING) or it is flapping and not yet
+        quiet for the flap window (then nothing happens until it is)."""
+        alert = self.open.get(key)
         if alert is None:
             return None
+        if alert.flapping:
+            if not self._quiet(alert, at):
+                if alert.clear_since is None:
+                    alert.clear_since = at  # clear from now on: the timer resolves it once quiet
+                return None
+            self.cycles.pop(key, None)
+        elif self.flap_count > 0:
+            recent = self.cycles.get(key)
+            if recent is None:
+                recent = self.cycles[key] = deque(maxlen=self.flap_count)
+            recent.append(at)
+            while recent and recent[0] < at - self.flap_window_s:
+                recent.popleft()
+            if len(recent) >= self.flap_count:
+                alert.flapping = True
+                if alert.clear_since is None:
+                    alert.clear_since = at
+                return Transition(FLAPPING, alert, alert.severity, at, value,
+                                  f"opened and resolved {len(recent)} times within {self.flap_window_s:g} s")
+        del self.open[key]
         return Transition(RESOLVED, alert, alert.severity, at, value, detail)
 
     def due(self, now: float) -> list[Transition]:
-        """Alerts that have been clear for `clear_seconds` by `now` although no reading said so yet."""
-        if self.clear_seconds <= 0:
-            return []
-        keys = [k for k, a in self.open.items() if a.clear_since is not None and now - a.clear_since >= self.clear_seconds]
+        """Alerts that have been clear for `clear_seconds`, or flapping ones clear and quiet for the flap window,
+        by `now`, although no reading said so yet."""
+        keys = [k for k, a in self.open.items() if a.clear_since is not None and (
+            (a.flapping and self._quiet(a, now) and now - a.clear_since >= self.clear_seconds)
+            or (not a.flapping and self.clear_seconds > 0 and now - a.clear_since >= self.clear_seconds))]
         return [t for t in (self.resolve(k, now) for k in keys) if t is not None]
 
     def forget(self, still_open_ids: set[int]) -> list[Alert]:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from .lifecycle import ESCALATED, OPENED, Transition
+from .lifecycle import ESCALATED, FLAPPING, OPENED, Transition
 
 # Detectors whose detail reads after "<metric> of sensor <id> is <value>," (the others say what happened).
 _VALUE_FIRST = {"threshold", "outlier"}
@@ -30,6 +30,9 @@ def message(t: Transition) -> str:
             text = f"{subject} {t.detail}" + (f", now {t.value:g}" if t.value is not None and a.type == "rate" else "")
         prefix = t.severity.capitalize() if t.event == OPENED else f"Escalated from {t.previous} to {t.severity}"
         return f"{prefix}: {text}, at {when(t.at)}."
+    if t.event == FLAPPING:
+        return (f"Flapping: {subject} {t.detail} ({a.type}, {a.severity}); held open and not announced again "
+                f"until quiet, at {when(t.at)}.")
     value = f" ({t.value:g})" if t.value is not None else ""
     back = "reports again" if a.type == "offline" else f"is back to normal{value}"
     return f"Resolved: {subject} {back} at {when(t.at)}; {a.type} alert was {a.severity} since {when(a.opened_at)}."

@@ -62,28 +62,74 @@ def test_unconfigured_detectors_answer_clear_so_old_alerts_resolve():
         assert d.evaluate(K, 1.0, 0.0, None) is CLEAR
 
 
-def test_rate_of_change_per_second():
-    rule = RateRule(warning=1.0, critical=3.0, deadband=0.2, min_interval_s=1.0)
-    # 20 -> 20.5 in 1 s (0.5/s) -> 22 (1.5/s) -> 26 (4/s) -> 26.9 (0.9/s: hold, within the deadband) -> 27.5 (0.6/s)
-    assert severities(Rate(), rule, [20, 20.5, 22, 26, 26.9, 27.5]) == [None, "clear", "warning", "critical", "hold", "clear"]
-
-
-def test_rate_is_measured_over_at_least_min_interval():
-    rule = RateRule(warning=1.0, min_interval_s=2.0)
+def test_rate_is_the_least_squares_slope_over_the_window():
+    rule = RateRule(warning=0.1, critical=0.3, deadband=0.02, window_s=10, min_samples=5, min_span_s=4)
+    # 0.2/s for 10 readings: silent until 5 readings span 4 s, then warning; 0.5/s: critical
+    got = severities(Rate(), rule, [20 + 0.2 * i for i in range(10)])
+    assert got == [None] * 4 + ["warning"] * 6
     r = Rate()
-    assert r.evaluate(K, 10.0, 0.0, rule) is None
-    assert r.evaluate(K, 10.5, 0.1, rule) is None  # 5/s over 0.1 s would be noise: not judged
-    assert r.evaluate(K, 11.0, 2.0, rule) is CLEAR  # 1 over 2 s from the anchor: 0.5/s
-    s = r.evaluate(K, 15.0, 4.0, rule)
-    assert s.severity == "warning" and "changed by +4 in 2 s (2/s)" in s.detail
+    severities(r, rule, [20.0] * 10)
+    s = r.evaluate(K, 20.0, 10, rule)
+    assert s is CLEAR
+    s = severities(r, rule, [20 + 0.5 * i for i in range(1, 12)], start=11)
+    assert s[-1] == "critical"
 
 
-def test_rate_ignores_out_of_order_readings():
-    rule = RateRule(warning=1.0)
+def test_rate_ignores_noise_between_consecutive_readings():
+    # alternating ±1 around a flat level: 2/s between consecutive readings, but no slope over the window
+    rule = RateRule(warning=0.1, window_s=30, min_samples=10, min_span_s=10)
+    got = severities(Rate(), rule, [50 + (1 if i % 2 else -1) for i in range(60)])
+    assert got[:10] == [None] * 10 and set(got[10:]) == {"clear"}
+
+
+def test_rate_deadband_holds_near_the_limit():
+    rule = RateRule(warning=0.1, deadband=0.02, window_s=10, min_samples=3, min_span_s=2)
     r = Rate()
-    r.evaluate(K, 10.0, 10.0, rule)
-    assert r.evaluate(K, 50.0, 5.0, rule) is None
-    assert r.evaluate(K, 10.5, 11.0, rule) is CLEAR
+    assert severities(r, rule, [0.09 * i for i in range(10)])[-1] == "hold"
+    r2 = Rate()
+    assert severities(r2, rule, [0.05 * i for i in range(10)])[-1] == "clear"
+
+
+def test_rate_detail_and_out_of_order_readings():
+    rule = RateRule(warning=1.0, window_s=10, min_samples=3, min_span_s=2)
+    r = Rate()
+    for i in range(3):
+        r.evaluate(K, 10.0 + 2 * i, float(i), rule)
+    assert r.evaluate(K, 99.0, 1.5, rule) is None  # older than the newest reading: ignored
+    s = r.evaluate(K, 16.0, 3.0, rule)
+    assert s.severity == "warning" and "changed at +2/s over the last 3 s (4 readings)" in s.detail
+
+
+def test_rate_window_keeps_bounded_memory():
+    rule = RateRule(warning=1.0, window_s=60, min_samples=3, min_span_s=2, max_samples=50)
+    r = Rate()
+    for i in range(1000):
+        r.evaluate(K, 20.0, i * 0.1, rule)  # 600 readings per window at 10/s: cut to the latest 50
+    assert len(r.windows[K].points) == 50
+    for i in range(1000, 1300):
+        r.evaluate(K, 20.0, i * 1.0, rule)
+    assert len(r.windows[K].points) == 50 and r.windows[K].slope() == 0.0
+
+
+def test_rate_slope_stays_exact_far_from_the_epoch():
+    rule = RateRule(warning=1.0, window_s=60, min_samples=10, min_span_s=10)
+    r = Rate()
+    t0 = 1.76e9
+    for i in range(2000):  # long enough to re-base several times
+        r.evaluate(K, 1013.25 + 0.01 * i, t0 + i, rule)
+    assert abs(r.windows[K].slope() - 0.01) < 1e-9
+
+
+def test_every_detector_holds_for_for_s():
+    rate = RateRule(warning=0.1, window_s=10, min_samples=3, min_span_s=2, for_s=5)
+    got = severities(Rate(), rate, [0.5 * i for i in range(12)])
+    assert got[:2] == [None, None] and got[2:7] == ["hold"] * 5 and got[7:] == ["warning"] * 5  # held from t=2 to t=7
+    outlier = OutlierRule(z_warning=3, alpha=0.1, min_samples=5, min_std=0.5, for_s=3)
+    o = Outlier()
+    severities(o, outlier, [10.0] * 5)
+    assert severities(o, outlier, [20.0, 10.0], start=5) == ["hold", "clear"]  # one spike: never counted
+    stuck = StuckRule(count=3, for_s=10)
+    assert severities(Stuck(), stuck, [5] * 15) == ["clear"] * 2 + ["hold"] * 10 + ["warning"] * 3
 
 
 def test_outlier_needs_min_samples_then_fires_on_z_score():

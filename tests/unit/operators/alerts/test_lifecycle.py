@@ -124,3 +124,49 @@ def test_messages_name_sensor_metric_value_bound_and_time():
     rate = book.observe("hall-a", "pressure", "rate", Signal("critical", detail="changed by +12 in 2 s (6/s), above the critical limit 3/s"), T0, 1020)
     assert message(rate) == ("Critical: pressure of sensor hall-a changed by +12 in 2 s (6/s), above the critical limit 3/s, "
                              "now 1020, at 2025-10-09 08:53:20 UTC.")
+
+
+def _cycle(book, t, key=("s1", "m", "rate")):
+    """One open/resolve cycle at t (alerting reading, then clear readings); returns the events."""
+    events = [book.observe(*key, WARN, t, 1.0)]
+    events += [book.observe(*key, CLEAR, t + 1 + i, 0.0) for i in range(3)]
+    return [e.event for e in events if e is not None]
+
+
+def test_flapping_alert_is_held_open_not_announced_and_resolves_once_quiet():
+    book = AlertBook(clear_readings=3, clear_seconds=0, flap_count=3, flap_window_s=600)
+    assert _cycle(book, T0) == ["opened", "resolved"]
+    assert _cycle(book, T0 + 60) == ["opened", "resolved"]
+    assert _cycle(book, T0 + 120) == ["opened", "flapping"]  # the third resolution within 600 s: held open
+    alert = book.open[("s1", "m", "rate")]
+    assert alert.flapping
+    for k in range(5):  # the condition keeps coming back: no transition at all
+        assert _cycle(book, T0 + 180 + 60 * k) == []
+    # clear readings before the window of quiet has passed keep it open; once quiet for 600 s, it resolves
+    assert book.observe("s1", "m", "rate", CLEAR, T0 + 420 + 599, 0.0) is None
+    t = book.observe("s1", "m", "rate", CLEAR, T0 + 420 + 600, 0.0)
+    assert t.event == "resolved" and book.open == {}
+    assert _cycle(book, T0 + 2000) == ["opened", "resolved"]  # counted afresh
+
+
+def test_flapping_message_and_timer_resolution():
+    book = AlertBook(clear_readings=3, clear_seconds=0, flap_count=2, flap_window_s=300)
+    _cycle(book, T0)
+    book.observe("hall-a", "humidity", "rate", WARN, T0, 1.0)
+    t = [book.observe("s1", "m", "rate", WARN, T0 + 50, 1.0)] + [
+        book.observe("s1", "m", "rate", CLEAR, T0 + 51 + i, 0.0) for i in range(3)]
+    flap = t[-1]
+    assert flap.event == "flapping"
+    assert message(flap).startswith("Flapping: m of sensor s1 opened and resolved 2 times within 300 s (rate, warning); "
+                                    "held open and not announced again until quiet")
+    assert book.due(T0 + 50 + 299) == []
+    assert [x.event for x in book.due(T0 + 50 + 300)] == ["resolved"]
+
+
+def test_cycles_spread_wider_than_the_window_do_not_flap_and_off_means_off():
+    book = AlertBook(clear_readings=3, clear_seconds=0, flap_count=3, flap_window_s=100)
+    for k in range(6):
+        assert _cycle(book, T0 + 60 * k) == ["opened", "resolved"]
+    off = AlertBook(clear_readings=3, clear_seconds=0)
+    for k in range(6):
+        assert _cycle(off, T0 + 10 * k) == ["opened", "resolved"]
