@@ -19,6 +19,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from pipeline.ingest import mqtt_client
 from pipeline.ingest.mqtt_bridge import plain_on_message
 from pipeline.ingest.mqtt_client import BufferedClient
+from tests.unit.ingest.test_mqtt_client import varint
 
 ROOT = Path(__file__).resolve().parents[3]
 FENCE = ROOT / "pipeline/ingest/mqtt_client.py"
@@ -140,18 +141,9 @@ def test_no_other_module_touches_paho_private_names():
 
 # -- behaviour: the fast path and paho's plain path see the same messages and send the same PUBACKs -------------
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
 def _publish(topic: bytes, payload: bytes, qos: int, mid: int, dup: bool, v5: bool) -> bytes:
     body = len(topic).to_bytes(2, "big") + topic + (mid.to_bytes(2, "big") if qos else b"") + (b"\0" if v5 else b"")
-    return bytes([0x30 | (qos << 1) | (0x08 if dup else 0)]) + _varint(len(body) + len(payload)) + body + payload
+    return bytes([0x30 | (qos << 1) | (0x08 if dup else 0)]) + varint(len(body) + len(payload)) + body + payload
 
 
 MESSAGES = [  # (topic, payload, qos, mid, dup)
