@@ -36,25 +36,35 @@ class CountWindows:
         self.next_close: float | None = None  # start of the oldest window not yet counted
         self.dirty: set[float] = set()
         self.last_seen: dict[str, float] = {}  # app -> newest event time seen
+        # app -> oldest event time seen: no zero rows for windows before an app's first record (a new app
+        # would otherwise get `active_s` of made-up zeros, all counted at once).
+        self.first_seen: dict[str, float] = {}
 
     def window_of(self, ts: float) -> float:
         return math.floor(ts / self.window_s) * self.window_s
 
-    def begin(self, now: float, last_seen: Mapping[str, float]) -> None:
+    def begin(self, now: float, seen: Mapping[str, tuple[float, float]]) -> None:
         """At start: count again the windows of the last `active_s` (bounded), so a window open at a crash
-        or closed while the daemon was down is counted too; `last_seen` comes from the stored logs."""
+        or closed while the daemon was down is counted too; `seen` (app -> oldest and newest event time)
+        comes from the stored logs."""
         lookback = min(self.active_s, self.max_lookback_windows * self.window_s)
         self.next_close = self.window_of(now - lookback)
-        for app, ts in last_seen.items():
-            self.last_seen[app] = max(ts, self.last_seen.get(app, ts))
+        for app, (first, last) in seen.items():
+            self._seen(app, first)
+            self._seen(app, last)
 
     def mark(self, app: str, ts: float) -> None:
         """A record of `app` at event time `ts` is durable."""
-        if ts > self.last_seen.get(app, -math.inf):
-            self.last_seen[app] = ts
+        self._seen(app, ts)
         start = self.window_of(ts)
         if self.next_close is not None and start < self.next_close:
             self.dirty.add(start)  # already counted: count again with this record
+
+    def _seen(self, app: str, ts: float) -> None:
+        if ts > self.last_seen.get(app, -math.inf):
+            self.last_seen[app] = ts
+        if ts < self.first_seen.get(app, math.inf):
+            self.first_seen[app] = ts
 
     def due(self, now: float) -> list[float]:
         """Starts of the windows to count now, oldest first."""
@@ -70,12 +80,16 @@ class CountWindows:
         horizon = now - self.active_s - self.window_s
         for app in [a for a, ts in self.last_seen.items() if ts < horizon]:
             del self.last_seen[app]
+            del self.first_seen[app]
         return sorted(out)
 
     def active(self, start: float) -> list[str]:
-        """Apps that get a row (zero if nothing was logged) for the window starting at `start`."""
-        since = start + self.window_s - self.active_s
-        return sorted(app for app, ts in self.last_seen.items() if ts >= since)
+        """Apps that get a row (zero if nothing was logged) for the window starting at `start`: those that
+        had logged before its end and are still logging within `active_s` of it."""
+        end = start + self.window_s
+        since = end - self.active_s
+        first = self.first_seen
+        return sorted(app for app, ts in self.last_seen.items() if ts >= since and first[app] < end)
 
 
 def count_rows(counts: Mapping[tuple[str, str], int], apps: Iterable[str]) -> dict[tuple[str, str], float]:

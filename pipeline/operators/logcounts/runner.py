@@ -30,7 +30,7 @@ from ...runtime.retry import retry_call
 
 log = logging.getLogger(__name__)
 
-LAST_SEEN = "SELECT app, max(timestamp) FROM logs WHERE timestamp >= %s GROUP BY app"
+SEEN = "SELECT app, min(timestamp), max(timestamp) FROM logs WHERE timestamp >= %s GROUP BY app"
 COUNTS = "SELECT app, level, count(*) FROM logs WHERE timestamp >= %s AND timestamp < %s GROUP BY app, level"
 STORED = "SELECT sensor_id, metric, value FROM measurements WHERE timestamp = %s AND sensor_id = ANY(%s) AND metric = ANY(%s)"
 CORRECT = "UPDATE measurements SET value = %s WHERE sensor_id = %s AND metric = %s AND timestamp = %s"
@@ -38,6 +38,7 @@ CORRECT = "UPDATE measurements SET value = %s WHERE sensor_id = %s AND metric = 
 # emit(readings, durable) hands readings to the sinks and returns the batch (None when stopping);
 # durable=True means they are already in `measurements` (corrections).
 Emit = Callable[[list[Reading], bool], "Batch | None"]
+HAND_OVER_MAX = 5000  # readings per hand-over: a long catch-up goes to the sinks in bounded batches
 
 
 class LogCounter:
@@ -61,10 +62,10 @@ class LogCounter:
         now = self.clock()
         since = now - self.cfg.count_active_s - 2 * self.cfg.count_window_s
         with self.pool.connection() as conn:
-            last_seen = {app: epoch(ts) for app, ts in conn.execute(LAST_SEEN, (utc_naive(since),))}
+            seen = {app: (epoch(first), epoch(last)) for app, first, last in conn.execute(SEEN, (utc_naive(since),))}
         with self._lock:
-            self.windows.begin(now, last_seen)
-        log.info("event=log_counter_started window_s=%d active_apps=%d", self.cfg.count_window_s, len(last_seen))
+            self.windows.begin(now, seen)
+        log.info("event=log_counter_started window_s=%d active_apps=%d", self.cfg.count_window_s, len(seen))
 
     def mark(self, records: Sequence[LogRecord]) -> None:
         """The log sink's hook: these records are durable."""
@@ -80,24 +81,41 @@ class LogCounter:
         now = self.clock()
         with self._lock:
             due = [(start, self.windows.active(start)) for start in self.windows.due(now)]
+        new: list[Reading] = []
+        corrected: list[Reading] = []
         for start, apps in due:
             if self.stop_event.is_set():
                 return  # not counted: the next start counts it again (lookback)
-            self._retrying(lambda: self.count(start, apps), "log_count")
+            n, c = self._retrying(lambda: self.count(start, apps), "log_count")
+            new += n
+            corrected += c
+        # One hand-over for every window due (a catch-up after a start or a stall is many windows), in
+        # event-time order, so the alert evaluator sees each series in order.
+        handed = 0
+        for readings, durable in ((new, False), (corrected, True)):
+            for i in range(0, len(readings), HAND_OVER_MAX):
+                chunk = readings[i:i + HAND_OVER_MAX]
+                if not self._hand_over(chunk, durable):
+                    return
+                handed += len(chunk)
+        if handed:
+            self.metrics.log_count_readings.inc(handed)
+            log.debug("event=log_windows_counted windows=%d new=%d corrected=%d", len(due), len(new), len(corrected))
 
     def _retrying(self, fn, operation: str):
         return retry_call(fn, operation=operation, policy=self.retry, is_transient=is_transient,
                           stop=self.stop_event, on_retry=lambda *_: self.metrics.retries.labels(operation).inc())
 
-    def count(self, start: float, apps: list[str]) -> list[Reading]:
-        """Count one window from the stored logs; hand what is new or changed to the sinks. Returns it."""
+    def count(self, start: float, apps: list[str]) -> tuple[list[Reading], list[Reading]]:
+        """Count one window from the stored logs and correct stored counts that changed in place; returns
+        the readings to hand to the sinks: (new, corrected)."""
         assert self.pool is not None
         end = start + self.cfg.count_window_s
         with self.pool.connection() as conn:
             counts = {(app, level): n for app, level, n in conn.execute(COUNTS, (utc_naive(start), utc_naive(end)))}
             rows = count_rows(counts, apps)
             if not rows:
-                return []
+                return [], []
             stored = {(s, m): v for s, m, v in conn.execute(
                 STORED, (utc_naive(start), sorted({s for s, _ in rows}), [metric(lv) for lv in LEVELS]))}
             new, corrected = changes(rows, stored)
@@ -105,15 +123,8 @@ class LogCounter:
                 with conn.transaction():
                     conn.cursor().executemany(CORRECT, [(v, s, m, utc_naive(start)) for (s, m), v in corrected.items()])
         now = self.clock()
-        out: list[Reading] = []
-        for group, durable in ((new, False), (corrected, True)):
-            readings = [self._reading(s, m, v, start, now) for (s, m), v in group.items()]
-            if readings and self._hand_over(readings, durable):
-                out.extend(readings)
-        if out:
-            self.metrics.log_count_readings.inc(len(out))
-            log.debug("event=log_window_counted start=%.0f new=%d corrected=%d", start, len(new), len(corrected))
-        return out
+        return ([self._reading(s, m, v, start, now) for (s, m), v in new.items()],
+                [self._reading(s, m, v, start, now) for (s, m), v in corrected.items()])
 
     def _hand_over(self, readings: list[Reading], durable: bool) -> bool:
         # Wait until every sink holds them: the next count of this window must see them stored.

@@ -49,14 +49,27 @@ def test_lookback_is_bounded():
 
 def test_active_apps_and_forgetting():
     w = windows(active=300)
-    w.begin(T0, {"old": T0 - 1000, "recent": T0 - 100})
+    w.begin(T0, {"old": (T0 - 1100, T0 - 1000), "recent": (T0 - 200, T0 - 100)})
     w.mark("new", T0 + 10)
     w.mark("new", T0 + 5)  # an older record does not move last_seen back
     assert w.last_seen["new"] == T0 + 10
     assert w.active(T0) == ["new", "recent"]  # old: nothing in the 300 s before T0's end
     assert w.active(T0 + 240) == ["new"]  # recent: nothing in the 300 s before T0+300
     w.due(T0 + 350)
-    assert set(w.last_seen) == {"new"}  # the others cannot be active for any window still to close: forgotten
+    assert set(w.last_seen) == set(w.first_seen) == {"new"}  # the others cannot be active any more: forgotten
+
+
+def test_an_app_gets_no_rows_for_windows_before_its_first_record():
+    # A new app logging now is not given `active_s` of zero rows before it existed: once counted at a
+    # start's catch-up, those made the counter fall minutes behind the records.
+    w = windows(active=300)
+    w.begin(T0, {"known": (T0 - 250, T0 - 10)})
+    w.mark("new", T0 + 5)
+    assert w.active(T0 - 4 * W) == ["known"]  # known: its first record is in this window
+    assert w.active(T0 - W) == ["known"]
+    assert w.active(T0) == ["known", "new"]
+    w.mark("new", T0 - 2 * W + 1)  # a late, older record moves its first window back
+    assert w.active(T0 - 2 * W) == ["known", "new"]
 
 
 def test_count_rows_zero_fills_every_level_of_active_and_counted_apps():
