@@ -194,6 +194,7 @@ class KafkaSource:
             self.consumer.subscribe([self.cfg.topics.raw], on_assign=self._on_assign, on_revoke=self._on_revoke,
                                     on_lost=self._on_revoke)
         timeout = self.cfg.poll_timeout_s
+        linger = self.cfg.consume_linger_ms / 1000.0
         while not self.stop_event.is_set():
             if self.single:
                 if time.monotonic() >= self._next_partition_check:  # the topic may grow
@@ -214,6 +215,8 @@ class KafkaSource:
             msgs = [first]
             if self.batch_size > 1:
                 msgs.extend(self.consumer.consume(self.batch_size - 1, 0))
+                if len(msgs) < self.batch_size and linger:  # a small batch: let it grow a little first
+                    msgs.extend(self.consumer.consume(self.batch_size - len(msgs), linger))
             self._handle(msgs)
 
     def _handle(self, msgs: list) -> None:

@@ -95,9 +95,10 @@ class MqttBridge:
         self.client_id = mqtt_cfg.client_id + client_id_suffix
         self._bridge_header = (BRIDGE_HEADER, self.client_id.encode())
         self.stamps = ReceiveStamps()
+        fast = {"read_linger_s": mqtt_cfg.read_linger_ms / 1000.0} if mqtt_cfg.fast_path else {}
         self.client = (BufferedClient if mqtt_cfg.fast_path else mqtt.Client)(
             CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
-            clean_session=None if v5 else mqtt_cfg.clean_session, manual_ack=True)
+            clean_session=None if v5 else mqtt_cfg.clean_session, manual_ack=True, **fast)
         if mqtt_cfg.username:
             self.client.username_pw_set(mqtt_cfg.username, password.reveal() or None)
         if mqtt_cfg.tls.enabled:

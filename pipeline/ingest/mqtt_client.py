@@ -52,6 +52,7 @@ PAHO_MESSAGE_PRIVATE = ("_topic",)
 _PUBACK = struct.Struct("!BBH")
 
 READ_CHUNK = 256 * 1024
+LINGER_BELOW = 32  # publishes per wake-up under which the next read lingers (mqtt.read_linger_ms)
 WRITE_EVERY = 256  # packets between flushes of queued PUBACKs while a burst is being read
 
 RawHandler = Callable[[bytes, bytes, int, int, bool], None]  # (topic, payload, qos, mid, dup)
@@ -118,12 +119,16 @@ def split_publish(buf: bytes, pos: int, v5: bool) -> tuple[int, bytes, bytes, in
 class BufferedClient(mqtt.Client):
     """A paho Client whose reads are buffered, and whose QoS 0/1 publishes skip paho's per-packet path."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, read_linger_s: float = 0.0, **kwargs):
         super().__init__(*args, **kwargs)
         self._rbuf = b""
         self._rpos = 0
         self._rsock = None
         self.on_publish_raw: RawHandler | None = None
+        # After a wake-up that found only a few messages, let more arrive before reading: at low rates each
+        # wake-up (select, read, parse, produce, and the PUBACK write that follows) costs more than its message.
+        self.read_linger_s = read_linger_s
+        self._last_read_n = 0
 
     def _own_buffer(self) -> None:
         if self._sock is not self._rsock:  # a new connection: nothing buffered belongs to it
@@ -190,6 +195,9 @@ class BufferedClient(mqtt.Client):
     def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
         if self._sock is None:
             return MQTTErrorCode.MQTT_ERR_NO_CONN
+        if self.read_linger_s and self._last_read_n < LINGER_BELOW:
+            time.sleep(self.read_linger_s)
+        self._last_read_n = 0
         handled = 0
         while True:  # until the socket and the buffer are both empty (paho stops after one packet)
             if self._sock is None:
@@ -197,6 +205,7 @@ class BufferedClient(mqtt.Client):
             fast, state = self._read_publishes()
             if fast:
                 handled += fast
+                self._last_read_n += fast
                 with self._msgtime_mutex:
                     self._last_bytes_received = time.monotonic()
             if state == self.WAIT:

@@ -27,3 +27,24 @@ def test_benchmark_smoke_run_reports_every_figure_and_loses_nothing():
     assert set(report["service_cores"]) == {"kafka", "postgres", "redis", "mosquitto"}
     assert all(c is not None and c >= 0 for c in report["service_cores"].values()) and report["daemon_cores"] > 0
     assert sum(b["entries"] for b in report["redis_latency_over_time"]) == 5000
+
+
+def test_bare_path_and_peer_run_beside_the_daemon_report_their_ratios_and_lose_nothing():
+    proc = subprocess.run([sys.executable, "-m", "pipeline.tools.bench", "--rate", "1000", "--duration", "5", "--sensors", "50",
+                           "--floor", "--peer", "quix", "--json"], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout)
+    assert {"machine", "floor", "floor_cpu_s_per_million", "overhead_ratio", "peer"} <= set(report)
+    assert {"cpu", "cores", "memory_gib", "python"} <= set(report["machine"]) and report["machine"]["cores"] >= 1
+    floor = report["floor"]
+    assert floor["path"] == "floor" and floor["published"] == 5000
+    assert floor["stored_pg"] == 5000 and floor["stored_redis"] == 5000 and floor["lost"] == 0 and floor["duplicated"] == 0
+    assert report["floor_cpu_s_per_million"] > 0
+    assert report["overhead_ratio"] == round(report["cpu_s_per_million"] / report["floor_cpu_s_per_million"], 3)
+    peer = report["peer"]
+    assert peer["name"] == "quixstreams"
+    # Both worked through the first level's topic to the last reading: nothing lost on either side.
+    assert peer["peer_catch_up"]["complete"] and peer["peer_catch_up"]["rows"] == 5000
+    assert peer["daemon_catch_up"]["complete"] and peer["daemon_catch_up"]["rows"] == 5000
+    assert peer["cpu_s_per_million"] > 0 and peer["daemon_cpu_s_per_million"] > 0 and peer["sustained_rate"] > 0
+    assert peer["ratio"] == round(peer["daemon_cpu_s_per_million"] / peer["cpu_s_per_million"], 3)

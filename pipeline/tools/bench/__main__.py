@@ -27,19 +27,14 @@ from confluent_kafka.admin import AdminClient
 
 from ...config import Secrets, Settings, parse
 from ...clients.postgres import conninfo
+from .configtree import ROOT, deep_merge
 from .loadgen import generate, payload_for
 from .measure import (LagSampler, PostgresObserver, RedisObserver, ServiceCpu, latency_over_time, percentiles,
                       process_stats)
 from .procs import mosquitto
-
-ROOT = Path(__file__).resolve().parents[3]
-
-
-def deep_merge(base: dict, extra: dict) -> dict:
-    out = dict(base)
-    for k, v in extra.items():
-        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
+from . import ratios, suite
+from .report import ratio_lines, sustainable, table
+from . import floor as floor_process
 
 
 class Bench:
@@ -91,7 +86,7 @@ class Bench:
         self.redis = redis.Redis(host=self.settings.config.redis.host, port=self.settings.config.redis.port)
         self.pg = conninfo(self.settings.config.postgres, self.settings.secrets.postgres_password)
 
-    def start_daemon(self) -> None:
+    def start_daemon(self, kind: str = "daemon") -> None:
         """The daemon (or --instances daemons in one consumer group, on one MQTT shared subscription) on new
         Kafka topics and a new consumer group: every load level starts from empty topics. (The development
         broker's fetch cost grows with the size of a topic, which a real Kafka's does not; reusing one topic
@@ -102,7 +97,7 @@ class Bench:
         names = ("raw", "dlq", "dlq.failed", "dlq.exhausted")
         self.tree["kafka"].update({
             "topics": dict(zip(("raw", "dead_letter", "dead_letter_failed", "dead_letter_exhausted"),
-                               (f"bench{rid}.{level}.{name}" for name in names))),
+                               (self.level_topic(level, name) for name in names))),
             "consumer_group": f"bench-{rid}-{level}"})
         if n > 1:
             self.tree["mqtt"]["shared_group"] = f"bench{rid}"
@@ -115,8 +110,10 @@ class Bench:
             cfg_path.write_text(yaml.safe_dump(tree))
             log_path = self.workdir / f"daemon-{level}-{i}.log"
             logs.append(log_path)
+            argv = ([sys.executable, str(ROOT / "realtime_pipeline.py")] if kind == "daemon"
+                    else [sys.executable, "-m", "pipeline.tools.bench.floor"])
             self.daemons.append(subprocess.Popen(
-                [sys.executable, str(ROOT / "realtime_pipeline.py"), "--config", str(cfg_path)],
+                argv + ["--config", str(cfg_path)],
                 stdout=open(log_path, "wb"), stderr=subprocess.STDOUT, cwd=ROOT))
         deadline = time.monotonic() + 90
         partitions = set(range(self.settings.config.kafka.partitions))
@@ -129,8 +126,11 @@ class Bench:
             if any(d.poll() is not None for d in self.daemons) or time.monotonic() > deadline:
                 raise SystemExit(f"bench: the daemon did not become ready; log:\n{texts[-1][-3000:]}")
             time.sleep(0.2)
-        self.log(f"ready: daemon pid(s) {', '.join(str(d.pid) for d in self.daemons)}, mosquitto port {self.mqtt_port}, "
+        self.log(f"ready: {kind} pid(s) {', '.join(str(d.pid) for d in self.daemons)}, mosquitto port {self.mqtt_port}, "
                  f"workdir {self.workdir}")
+
+    def level_topic(self, level: int, name: str = "raw") -> str:
+        return f"bench{self.id}.{level}.{name}"
 
     def stop_daemon(self) -> None:
         for d in self.daemons:
@@ -167,7 +167,7 @@ class Bench:
             with psycopg.connect(**conninfo(cfg.postgres, self.settings.secrets.postgres_password,
                                             database=cfg.postgres.maintenance_database), autocommit=True) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{cfg.postgres.database}" WITH (FORCE)')
-            keys = list(self.redis.scan_iter(f"bench{self.id}:*"))
+            keys = list(self.redis.scan_iter(f"bench{self.id}:*")) if hasattr(self, "redis") else []
             if keys:
                 self.redis.delete(*keys)
             admin = AdminClient({"bootstrap.servers": cfg.kafka.bootstrap_servers})
@@ -204,23 +204,30 @@ class Bench:
         return messages / (time.monotonic() - started)
 
     # -- one load level -------------------------------------------------------------------------
-    def run(self, rate: float) -> dict:
+    def run(self, rate: float, kind: str = "daemon", readings: int | None = None, duration: float | None = None) -> dict:
+        """One load level through the daemon, or (kind "floor") through the bare path (floor.py); readings per
+        message and seconds of load as given on the command line unless set here."""
         a = self.args
-        if self.step:
-            self.start_daemon()
+        duration = duration or a.duration
+        if self.step or kind != "daemon":
+            self.start_daemon(kind)
         self.step += 1
-        readings = a.readings_per_message
+        readings = readings or a.readings_per_message
         sensors = [f"s{self.step}-{i:04d}" for i in range(a.sensors)]
-        stream = f"bench{self.id}:{self.settings.config.redis.streams.readings}"
+        stream = f"bench{self.id}:" + (self.settings.config.redis.streams.readings if kind == "daemon"
+                                       else floor_process.STREAM_SUFFIX)
+        table = "measurements" if kind == "daemon" else floor_process.TABLE
         last = self.redis.xrevrange(stream, count=1)
         # Only the load generator's sensors count: the daemon's own readings (the broker's drop counter, log counts,
         # host metrics) go the same way but were not published by the benchmark.
         prefix = f"s{self.step}-"
         rob = RedisObserver(self.redis, stream, last[0][0] if last else b"0", prefix.encode())
         with psycopg.connect(**self.pg) as conn:
-            start_id = conn.execute("SELECT coalesce(max(id), 0) FROM measurements").fetchone()[0]
+            if kind != "daemon":
+                conn.execute(floor_process.CREATE)  # before the floor makes it: an empty table to observe
+            start_id = conn.execute(f"SELECT coalesce(max(id), 0) FROM {table}").fetchone()[0]
         several = a.instances > 1
-        pob = PostgresObserver(self.pg, start_id, prefix, interval=0.1 if several else 0.05,
+        pob = PostgresObserver(self.pg, start_id, prefix, table, interval=0.1 if several else 0.05,
                                lookback=2 * a.instances * self.settings.config.sinks.postgres.batch_size if several else 0)
         lag = LagSampler(self.settings.config.kafka.bootstrap_servers, self.settings.config.kafka.consumer_group,
                          self.settings.config.kafka.topics.raw, self.settings.config.kafka.partitions)
@@ -230,7 +237,7 @@ class Bench:
         services.begin()
         cpu0, _ = self.daemon_stats()
         t_start = time.time()
-        gen = generate("127.0.0.1", self.mqtt_port, f"bench{self.id}", sensors, rate, a.duration, readings,
+        gen = generate("127.0.0.1", self.mqtt_port, f"bench{self.id}", sensors, rate, duration, readings,
                        processes=a.publishers, seq_base=self.seq)
         self.seq += gen.published + a.publishers
         t_gen_end = time.time()
@@ -238,7 +245,7 @@ class Bench:
         def stored_rows() -> int:
             """Readings stored in this level, counted exactly (the poller measures latency, this counts loss)."""
             with psycopg.connect(**self.pg) as conn:
-                return conn.execute("SELECT count(*) FROM measurements WHERE id > %s AND sensor_id LIKE %s",
+                return conn.execute(f"SELECT count(*) FROM {table} WHERE id > %s AND sensor_id LIKE %s",
                                     (start_id, prefix + "%")).fetchone()[0]
 
         deadline, last_progress, last_count = time.time() + 180, time.time(), -1
@@ -263,14 +270,15 @@ class Bench:
         distinct_redis = len(set(rob.keys))
         stored_pg = stored_rows()
         finished = max(pob.last_at, t_gen_end)
-        sustained = min(gen.published, stored_pg / readings) / max(a.duration, finished - t_start - 0.5)
+        sustained = min(gen.published, stored_pg / readings) / max(duration, finished - t_start - 0.5)
         drain_s = max(0.0, pob.last_at - t_gen_end)
         messages = max(1, gen.published)
         result = {
+            "path": kind,
             "offered_rate": rate,
             "readings_per_message": readings,
             "instances": a.instances,
-            "duration_s": a.duration,
+            "duration_s": duration,
             "published": gen.published,
             "acked_by_broker": gen.acked,
             "expected_readings": expected,
@@ -312,34 +320,6 @@ def assignment(log_text: str) -> set[int]:
     return owned
 
 
-def sustainable(r: dict) -> bool:
-    """No loss, the backlog cleared soon after the load stopped, and the rate was held."""
-    return r["lost"] == 0 and r["drain_after_load_s"] <= 5 and r["sustained_rate"] >= 0.95 * r["offered_rate"]
-
-
-def table(results: list[dict], limit: float) -> str:
-    head = (f"{'offered':>8} {'sustained':>9} {'readings/s':>10} {'published':>9} {'pg':>9} {'redis':>9} {'lost':>5} {'dup':>5} "
-            f"{'redis p50/p95/p99/max ms':>26} {'pg p50/p95/p99/max ms':>26} {'cpu s/M':>8} {'rss MB':>7} {'lag max':>8}")
-    lines = [head]
-    for r in results:
-        fmt = lambda d: "/".join("-" if d[k] is None else f"{d[k]:.0f}" for k in ("p50", "p95", "p99", "max"))  # noqa: E731
-        lines.append(f"{r['offered_rate']:>8.0f} {r['sustained_rate']:>9.0f} {r['sustained_readings_per_s']:>10.0f} "
-                     f"{r['published']:>9} {r['stored_pg']:>9} {r['stored_redis']:>9} {r['lost']:>5} {r['duplicated']:>5} "
-                     f"{fmt(r['latency_ms']['redis']):>26} {fmt(r['latency_ms']['pg']):>26} {r['cpu_s_per_million']:>8.1f} "
-                     f"{r['peak_rss_mb']:>7.0f} {r['max_consumer_lag']:>8}")
-    for r in results:
-        others = ", ".join(f"{name} {cores:.2f}" for name, cores in r["service_cores"].items() if cores is not None)
-        daemon = "daemon" if r["instances"] == 1 else f"{r['instances']} daemons"
-        lines.append(f"cores at {r['offered_rate']:,.0f} msg/s: {daemon} {r['daemon_cores']:.2f}, {others}, "
-                     f"load generator {r['generator_cores']:.2f}")
-    for r in results:
-        d = r.get("deduplicated") or {}
-        lines.append(f"skipped as already stored at {r['offered_rate']:,.0f} msg/s: {d.get('redelivery', 0)} redelivered, "
-                     f"{d.get('conflict', 0)} conflicting")
-    lines.append(f"broker limit (mosquitto C clients, QoS 0): {limit:,.0f} msg/s")
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m pipeline.tools.bench", description=__doc__.splitlines()[0])
     p.add_argument("--rate", type=float, default=10000, help="offered messages per second (default 10000)")
@@ -356,10 +336,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-rate", type=float, default=100000, help="upper bound for --find-max")
     p.add_argument("--step", type=float, default=1.25, help="rate multiplier between --find-max levels")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a daemon setting, e.g. kafka.linger_ms=2")
+    p.add_argument("--floor", action="store_true",
+                   help="also drive the bare path (floor.py) at the first rate: overhead_ratio = daemon / bare CPU per message")
+    p.add_argument("--peer", choices=("quix",), help="also run a peer (Quix Streams) over the first level's topic, beside "
+                                                      "the daemon's consuming half on the same data")
+    p.add_argument("--suite", action="store_true", help="every ratio target in one run (what `make bench` runs; "
+                                                         "see pipeline/tools/bench/suite.py)")
+    p.add_argument("--max-duration", type=float, default=30, help="seconds per level while --suite steps the rate up")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--keep", action="store_true", help="keep the database, topics and workdir afterwards")
     args = p.parse_args(argv)
     bench = Bench(args)
+    if args.suite:
+        return suite.main(bench, args)
+    extras: dict = {"machine": ratios.machine()}
     try:
         bench.start()
         limit = bench.broker_limit()
@@ -370,6 +360,8 @@ def main(argv: list[str] | None = None) -> int:
             r = bench.run(rate)
             results.append(r)
             bench.log(f"sustained {r['sustained_rate']:,.0f} msg/s, lost {r['lost']}, p99 redis {r['latency_ms']['redis']['p99']} ms")
+            if len(results) == 1:
+                extras.update(ratios.measure(bench, args, r))
             if not args.find_max or not sustainable(r) or rate * args.step > args.max_rate:
                 break
             rate = round(rate * args.step, -2)
@@ -377,7 +369,11 @@ def main(argv: list[str] | None = None) -> int:
         bench.stop()
     headline = results[0]
     best = max((r for r in results if sustainable(r)), key=lambda r: r["offered_rate"], default=None)
+    floor_cpu = extras.get("floor_cpu_s_per_million")
+    for r in results:  # every level against the bare path measured at the first rate
+        r["overhead_ratio"] = round(r["cpu_s_per_million"] / floor_cpu, 3) if floor_cpu else None
     report = dict(headline)
+    report.update(extras)
     report.update({
         "broker_limit_rate": round(limit, 1),
         "ratio_to_limit": round(headline["sustained_rate"] / limit, 3) if limit else None,
@@ -388,10 +384,12 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(report))
     else:
         print(table(results, limit))
+        print("\n".join(ratio_lines(report)))
         if args.find_max:
             print(f"highest sustainable rate: {report['max_sustainable_rate'] or 'none'} msg/s "
                   f"({args.readings_per_message} reading(s) per message)")
-    return 0 if headline["lost"] == 0 and headline["duplicated"] == 0 else 1
+    clean = [headline] + ([report["floor"]] if report.get("floor") else [])
+    return 0 if all(r["lost"] == 0 and r["duplicated"] == 0 for r in clean) else 1
 
 
 if __name__ == "__main__":

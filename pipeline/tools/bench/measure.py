@@ -52,17 +52,18 @@ class RedisObserver(threading.Thread):
 
 
 class PostgresObserver(threading.Thread):
-    """Polls new `measurements` rows every `interval` s: latency = when the row became visible (committed) -
+    """Polls new `measurements` rows (or another table of the same columns) every `interval` s: latency = when the row became visible (committed) -
     the reading's publish time. The poll interval bounds the error from above.
 
     With several writers (--instances), ids are taken in one order and committed in another, so each poll
     also reads back `lookback` ids below the highest seen (more than every writer's transactions in flight
     hold) and counts each id once."""
 
-    def __init__(self, conninfo: dict, start_id: int = 0, sensor_prefix: str = "", interval: float = 0.05,
-                 lookback: int = 0):
+    def __init__(self, conninfo: dict, start_id: int = 0, sensor_prefix: str = "", table: str = "measurements",
+                 interval: float = 0.05, lookback: int = 0):
         super().__init__(daemon=True)
         self.conninfo, self.start_id, self.interval, self.lookback = conninfo, start_id, interval, lookback
+        self.table = table
         self.prefix = sensor_prefix
         self.count = 0
         self.latencies: list[float] = []
@@ -79,7 +80,7 @@ class PostgresObserver(threading.Thread):
             conn.execute("SET enable_seqscan = off")
             while not self.stop.is_set():
                 floor = max(self.start_id, last_id - self.lookback)
-                rows = conn.execute("SELECT id, extract(epoch FROM timestamp)::float8, sensor_id FROM measurements "
+                rows = conn.execute(f"SELECT id, extract(epoch FROM timestamp)::float8, sensor_id FROM {self.table} "
                                     "WHERE id > %s ORDER BY id LIMIT 100000", (floor,)).fetchall()
                 if rows:  # the highest id read moves on past rows of other sensors too
                     last_id = max(last_id, rows[-1][0])

@@ -1,0 +1,47 @@
+"""The benchmark's ratios: the bare path's decoding, the peer comparison, the suite's targets and report."""
+from pipeline.tools.bench import floor, ratios, suite
+from pipeline.tools.bench.report import ratio_lines
+
+
+def test_the_bare_path_reads_both_payload_shapes_without_checking_anything():
+    assert floor.rows_of(b"s1", b'{"metric":"t","value":1.5,"timestamp":10.25,"seq":1}') == [("s1", "t", 1.5, 10.25)]
+    assert floor.rows_of(b"s2", b'{"readings":{"a":1,"b":2},"timestamp":3,"seq":2}') == [("s2", "a", 1, 3), ("s2", "b", 2, 3)]
+
+
+def catch_up(rows, cpu_s, elapsed_s, complete=True):
+    return {"complete": complete, "rows": rows, "measured_rows": rows, "cpu_s": cpu_s, "elapsed_s": elapsed_s,
+            "cpu_s_per_million_rows": round(cpu_s / rows * 1e6, 1), "rows_per_s": round(rows / elapsed_s, 1)}
+
+
+def test_peer_report_compares_cpu_per_message_of_the_same_data():
+    daemon, peer = catch_up(300_000, 6.0, 12.0), catch_up(300_000, 24.0, 30.0)
+    r = ratios.peer_report(daemon, peer, readings_per_message=3)  # 100,000 messages of 3 readings
+    assert r["daemon_cpu_s_per_million"] == 60.0 and r["cpu_s_per_million"] == 240.0 and r["ratio"] == 0.25
+    assert r["sustained_rate"] == round(10_000 / 3, 1) and r["daemon_sustained_rate"] == round(25_000 / 3, 1)
+    incomplete = ratios.peer_report(daemon, catch_up(1000, 1.0, 1.0, complete=False), 1)
+    assert incomplete["cpu_s_per_million"] is None and incomplete["ratio"] is None  # no ratio from a partial run
+
+
+def level(cpu, lost=0, dup=0, p99_redis=50.0, p99_pg=400.0):
+    return {"cpu_s_per_million": cpu, "lost": lost, "duplicated": dup,
+            "latency_ms": {"redis": {"p99": p99_redis}, "pg": {"p99": p99_pg}}}
+
+
+def test_suite_targets_are_ratios_of_one_run_and_every_level_counts_for_loss():
+    one, three, best, at60, low = level(50.0), level(70.0), level(40.0), level(45.0, p99_redis=120.0), level(90.0, dup=1)
+    report = {"floor_cpu_s_per_million": 40.0, "peer": {"ratio": 0.4}, "at_60pct": at60, "low_rate": low, "idle_cores": 0.015}
+    f = suite.figures(report, one, three, best, [one, three, best, at60, low])
+    assert f["overhead_ratio"] == 1.25 and f["readings3_ratio"] == 1.4 and f["low_rate_ratio"] == 2.25
+    assert f["p99_redis_ms_at_60pct"] == 120.0 and f["lost_or_duplicated"] == 1
+    met = {name: suite.judge(name, f[name])["met"] for name in suite.TARGETS}
+    assert met == {"overhead_ratio": True, "peer_ratio": True, "readings3_ratio": False, "p99_redis_ms_at_60pct": False,
+                   "p99_pg_ms_at_60pct": True, "low_rate_ratio": False, "idle_cores": True, "lost_or_duplicated": False}
+    assert suite.judge("overhead_ratio", None)["met"] is None  # not measured is not met, and not failed either
+
+
+def test_ratio_lines_show_each_ratio_with_its_absolute_figures():
+    report = {"machine": {"cpu": "X", "cores": 2, "memory_gib": 8.0, "python": "3.11", "load_avg_1m_at_start": 0.1},
+              "floor": {"offered_rate": 1000, "cpu_s_per_million": 40.0, "sustained_rate": 999, "lost": 0, "duplicated": 0},
+              "cpu_s_per_million": 60.0, "floor_cpu_s_per_million": 40.0, "overhead_ratio": 1.5}
+    text = "\n".join(ratio_lines(report))
+    assert "X, 2 cores" in text and "overhead ratio (daemon / bare path, CPU per message): 1.5 (60.0 / 40.0)" in text
