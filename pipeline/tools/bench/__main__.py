@@ -33,6 +33,7 @@ from .measure import (LagSampler, PostgresObserver, RedisObserver, ServiceCpu, l
                       process_stats)
 from .procs import mosquitto
 from . import ratios, suite
+from .peer_quix import prepare_topic
 from .report import ratio_lines, sustainable, table
 from . import floor as floor_process
 
@@ -102,6 +103,8 @@ class Bench:
         if n > 1:
             self.tree["mqtt"]["shared_group"] = f"bench{rid}"
         self.settings = Settings(parse(self.tree, {}), Secrets.from_env({}), "bench")
+        if self.args.peer and level == 0:  # the peer reads this level's topic afterwards: see peer_quix.prepare_topic
+            prepare_topic(self.settings.config.kafka.bootstrap_servers, self.level_topic(0), self.args.partitions)
         self.daemons, logs = [], []
         self.daemon_logs = logs
         for i in range(n):

@@ -109,17 +109,26 @@ def stop(proc: subprocess.Popen, timeout: float = 60.0) -> str:
     return (out or b"").decode(errors="replace")
 
 
+def peer_python() -> str:
+    """The peer runs in a venv of its own (requirements-peer.txt, `make peer-venv`): it needs an older
+    confluent-kafka than the pipeline's. BENCH_PEER_PYTHON names another interpreter."""
+    path = os.environ.get("BENCH_PEER_PYTHON") or str(ROOT / ".venv-peer" / "bin" / "python")
+    if not os.access(path, os.X_OK):
+        raise SystemExit(f"bench: no peer interpreter at {path}: run `make peer-venv` (or set BENCH_PEER_PYTHON)")
+    return path
+
+
 def run_peer(bench, topic: str, expected_rows: int) -> dict:
     """The Quix Streams peer through the topic the daemon's live level filled, into tables of its own."""
     cfg = bench.settings.config
     pg = bench.pg
     dsn = f"host={pg['host']} port={pg['port']} user={pg['user']} dbname={pg['dbname']}"
-    argv = [sys.executable, "-m", "pipeline.tools.bench.peer_quix", "--bootstrap", cfg.kafka.bootstrap_servers,
+    argv = [peer_python(), "-m", "pipeline.tools.bench.peer_quix", "--bootstrap", cfg.kafka.bootstrap_servers,
             "--topic", topic, "--group", f"bench-{bench.id}-peer", "--postgres-dsn", dsn,
             "--readings-table", "peer_readings", "--aggregations-table", "peer_aggregations",
             "--state-dir", str(bench.workdir / "quix-state")]
     log_path = bench.workdir / "peer.log"
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=open(log_path, "wb"), cwd=bench.workdir)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=open(log_path, "wb"), cwd=ROOT)
     try:
         figures = catch_up(proc.pid, count_rows(bench.pg, "SELECT count(*) FROM peer_readings"), expected_rows)
     finally:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 from datetime import datetime, timedelta
 
 import pytest
@@ -14,6 +13,7 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
 from pipeline.tools.bench.peer_quix import prepare_topic
+from pipeline.tools.bench.ratios import peer_python
 from tests.integration.clients import wait_for
 from tests.integration.conftest import ROOT
 
@@ -75,7 +75,7 @@ def test_peer_writes_every_valid_reading_and_each_closed_window_and_reports_at_s
     messages = sum(SINGLE.values()) + sum(MULTI.values()) + 2 * len(INVALID)
     dsn = f"host=127.0.0.1 port=5432 user=postgres dbname={settings.config.postgres.database}"
     peer = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.tools.bench.peer_quix", "--bootstrap", BOOTSTRAP, "--topic", topic,
+        [peer_python(), "-m", "pipeline.tools.bench.peer_quix", "--bootstrap", BOOTSTRAP, "--topic", topic,
          "--group", group, "--postgres-dsn", dsn, "--readings-table", "peer_readings",
          "--aggregations-table", "peer_aggregations", "--state-dir", str(tmp_path / "state")],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=open(tmp_path / "peer.log", "w"), text=True)
