@@ -30,6 +30,7 @@ from .identity import (BRIDGE_HEADER, MID_HEADER, MQTT_TOPIC_HEADER, ORIGINAL_SI
                        ReceiveStamps, read_own_tail, relearn)
 from ..clients.kafka import consumer_conf, producer_conf
 from .mqtt_client import BufferedClient, RawHandler
+from ..runtime.threadname import name_os_thread
 
 log = logging.getLogger(__name__)
 # Records read back at start to recognise resends of messages produced just before a crash (identity.py).
@@ -164,6 +165,7 @@ class MqttBridge:
 
     # -- paho callbacks (network thread: errors are reported, never lost) ---------------------
     def _on_connect(self, client, _userdata, _flags, reason_code, _properties) -> None:
+        name_os_thread("mqtt-network")  # paho's thread, started by paho: named here, in it
         try:
             if reason_code.is_failure:
                 log.error("event=mqtt_connect_refused reason=%s", reason_code)

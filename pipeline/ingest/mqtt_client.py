@@ -25,7 +25,7 @@ any other version, and checks each name below). `mqtt.fast_path: false` makes th
   Client._userdata                passed to on_message
   MQTTMessage._topic              the topic as received (bytes; `.topic` decodes it)
 and that Client has no attribute of the names this subclass adds (_rbuf, _rpos, _rsock, _own_buffer, _fill,
-_read_publishes, on_publish_raw, ack_many, PAHO, WAIT).
+_read_publishes, on_publish_raw, ack_many, PAHO, WAIT, read_linger_s, _last_read_n).
 
 Maintained alternatives checked from their documentation (2026-12-01), not benchmarked: aiomqtt wraps paho's
 Client (the same per-packet reader, plus an asyncio hand-off per message); gmqtt is an asyncio client with its

@@ -11,6 +11,7 @@ import threading
 from typing import Callable, Iterable, Protocol
 
 from .deadline import Deadline
+from .threadname import name_os_thread
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ class Handle:
         self._thread.start()
 
     def _run(self) -> None:
+        name_os_thread(self.name)
         try:
             self._target()
         except BaseException as err:  # noqa: BLE001 - reported to the supervisor, which exits non-zero

@@ -30,8 +30,8 @@ from ...clients.postgres import conninfo
 from .configtree import ROOT, deep_merge
 from .loadgen import generate, payload_for
 from .measure import (LagSampler, PostgresObserver, RedisObserver, ServiceCpu, latency_over_time, percentiles,
-                      process_stats)
-from .procs import mosquitto
+                      process_stats, thread_cores, thread_cpu)
+from .procs import mosquitto, mosquitto_limit
 from . import ratios, suite
 from .peer_quix import prepare_topic
 from .report import ratio_lines, sustainable, table
@@ -161,6 +161,14 @@ class Bench:
         stats = [process_stats(d.pid) for d in self.daemons]
         return sum(s[0] for s in stats), max(s[1] for s in stats)
 
+    def daemon_threads(self) -> dict[str, float]:
+        """CPU seconds so far by thread name, every instance together."""
+        total: dict[str, float] = {}
+        for d in self.daemons:
+            for name, cpu in thread_cpu(d.pid).items():
+                total[name] = total.get(name, 0.0) + cpu
+        return total
+
     def stop(self) -> None:
         self.stop_daemon()
         if self.broker:
@@ -185,26 +193,10 @@ class Bench:
         kafka_port = int(cfg.kafka.bootstrap_servers.split(",")[0].rsplit(":", 1)[1])
         return {"kafka": kafka_port, "postgres": cfg.postgres.port, "redis": cfg.redis.port, "mosquitto": self.mqtt_port}
 
-    def broker_limit(self, messages: int = 200_000) -> float:
+    def broker_limit(self) -> float:
         """Mosquitto C client to C client, QoS 0, the same payload size: messages per second."""
-        pub, sub = shutil.which("mosquitto_pub"), shutil.which("mosquitto_sub")
-        if not pub or not sub:
-            self.log("mosquitto_pub/mosquitto_sub not found (Debian package mosquitto-clients): no broker limit")
-            return 0.0
-        payload = payload_for(123456, time.time(), self.args.readings_per_message)
-        topic = f"limit{self.id}/x"
-        s = subprocess.Popen([sub, "-h", "127.0.0.1", "-p", str(self.mqtt_port), "-t", topic, "-q", "0", "-C", str(messages)],
-                             stdout=subprocess.DEVNULL)
-        time.sleep(0.5)
-        started = time.monotonic()
-        subprocess.run([pub, "-h", "127.0.0.1", "-p", str(self.mqtt_port), "-t", topic, "-q", "0", "-l"],
-                       input=(payload + b"\n") * messages, stdout=subprocess.DEVNULL, timeout=120)
-        try:
-            s.wait(60)
-        except subprocess.TimeoutExpired:
-            s.kill()
-            self.log("mosquitto_sub did not receive every message (QoS 0 drops under overload)")
-        return messages / (time.monotonic() - started)
+        return mosquitto_limit(self.mqtt_port, payload_for(123456, time.time(), self.args.readings_per_message),
+                               f"limit{self.id}/x", self.log)
 
     # -- one load level -------------------------------------------------------------------------
     def run(self, rate: float, kind: str = "daemon", readings: int | None = None, duration: float | None = None) -> dict:
@@ -239,6 +231,7 @@ class Bench:
         services = ServiceCpu(self.service_ports())
         services.begin()
         cpu0, _ = self.daemon_stats()
+        threads0 = self.daemon_threads()
         t_start = time.time()
         gen = generate("127.0.0.1", self.mqtt_port, f"bench{self.id}", sensors, rate, duration, readings,
                        processes=a.publishers, seq_base=self.seq)
@@ -265,6 +258,7 @@ class Bench:
             time.sleep(0.5)
         time.sleep(1.0)  # late duplicates, if any, get a chance to show
         cpu1, peak_rss = self.daemon_stats()
+        threads = thread_cores(threads0, self.daemon_threads(), time.time() - t_start)
         service_cores = services.cores()
         for t in (rob, pob, lag):
             t.stop.set()
@@ -300,6 +294,7 @@ class Bench:
             "peak_rss_mb": round(peak_rss, 1),
             "generator_cpu_s_per_million": round(gen.cpu_s / messages * 1e6, 1),
             "daemon_cores": round((cpu1 - cpu0) / max(1e-6, time.time() - t_start), 2),
+            "daemon_threads": threads,
             "service_cores": service_cores,
             "generator_cores": round(gen.cpu_s / max(1e-6, time.time() - t_start), 2),
             "redis_latency_over_time": latency_over_time(rob.arrivals, rob.latencies, t_start),

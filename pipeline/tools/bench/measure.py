@@ -182,3 +182,28 @@ def process_stats(pid: int) -> tuple[float, float]:
         if line.startswith("VmHWM:"):
             peak = int(line.split()[1]) / 1024
     return cpu, peak
+
+
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds so far of a process's threads, by the kernel's thread name (the daemon names its own,
+    pipeline/runtime/threadname.py; librdkafka's are rdk:*, merged by kind; unnamed ones count as `python`)."""
+    ticks = __import__("os").sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the thread ended meanwhile
+        if name.startswith("rdk:"):
+            name = name.rstrip("-0123456789")  # rdk:broker1, rdk:broker-1 -> rdk:broker
+        elif name.startswith("python"):
+            name = "python"
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+    return out
+
+
+def thread_cores(before: dict[str, float], after: dict[str, float], elapsed_s: float) -> dict[str, float]:
+    """Cores per thread name between two thread_cpu() snapshots, busiest first."""
+    cores = {name: (after[name] - before.get(name, 0.0)) / max(1e-6, elapsed_s) for name in after}
+    return {name: round(c, 3) for name, c in sorted(cores.items(), key=lambda kv: -kv[1]) if c >= 0.0005}

@@ -68,3 +68,23 @@ def mosquitto(workdir: Path, port: int | None = None) -> ServiceProcess:
                     f"persistence_location {data}/\nmax_inflight_messages 1000\nmax_queued_messages 1000000\n"
                     "set_tcp_nodelay true\n")
     return ServiceProcess("mosquitto", [shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", str(conf)], port, workdir)
+
+
+def mosquitto_limit(port: int, payload: bytes, topic: str, log, messages: int = 200_000) -> float:
+    """Mosquitto C client to C client, QoS 0, the same payload size: messages per second."""
+    pub, sub = shutil.which("mosquitto_pub"), shutil.which("mosquitto_sub")
+    if not pub or not sub:
+        log("mosquitto_pub/mosquitto_sub not found (Debian package mosquitto-clients): no broker limit")
+        return 0.0
+    s = subprocess.Popen([sub, "-h", "127.0.0.1", "-p", str(port), "-t", topic, "-q", "0", "-C", str(messages)],
+                         stdout=subprocess.DEVNULL)
+    time.sleep(0.5)
+    started = time.monotonic()
+    subprocess.run([pub, "-h", "127.0.0.1", "-p", str(port), "-t", topic, "-q", "0", "-l"],
+                   input=(payload + b"\n") * messages, stdout=subprocess.DEVNULL, timeout=120)
+    try:
+        s.wait(60)
+    except subprocess.TimeoutExpired:
+        s.kill()
+        log("mosquitto_sub did not receive every message (QoS 0 drops under overload)")
+    return messages / (time.monotonic() - started)

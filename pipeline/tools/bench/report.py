@@ -24,6 +24,10 @@ def table(results: list[dict], limit: float) -> str:
         lines.append(f"cores at {r['offered_rate']:,.0f} msg/s: {daemon} {r['daemon_cores']:.2f}, {others}, "
                      f"load generator {r['generator_cores']:.2f}")
     for r in results:
+        busiest = ", ".join(f"{name} {c:.3f}" for name, c in list(r.get("daemon_threads", {}).items())[:8])
+        lines.append(f"daemon threads at {r['offered_rate']:,.0f} msg/s ({r.get('readings_per_message', 1)} per message), "
+                     f"cores: {busiest}")
+    for r in results:
         d = r.get("deduplicated") or {}
         lines.append(f"skipped as already stored at {r['offered_rate']:,.0f} msg/s: {d.get('redelivery', 0)} redelivered, "
                      f"{d.get('conflict', 0)} conflicting")

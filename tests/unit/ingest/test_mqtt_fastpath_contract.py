@@ -93,7 +93,7 @@ def test_a_message_keeps_its_topic_bytes_in_topic_and_paho_calls_what_the_fast_p
         f"paho no longer hands parsed PUBLISH packets to _handle_on_message. {RECHECK}"
 
 
-OWN = {"_rbuf", "_rpos", "_rsock", "_own_buffer", "_fill", "_read_publishes", "on_publish_raw", "ack_many",
+OWN = {"_rbuf", "_rpos", "_rsock", "read_linger_s", "_last_read_n", "_own_buffer", "_fill", "_read_publishes", "on_publish_raw", "ack_many",
        "PAHO", "WAIT", "loop_read"}  # loop_read: paho's public method, overridden on purpose
 
 
