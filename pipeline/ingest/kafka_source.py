@@ -23,6 +23,9 @@ from .assignment import AssignmentWatchdog
 from .identity import MQTT_TOPIC_HEADER, ORIGINAL_SIZE_HEADER, RECEIVED_US_HEADER
 
 log = logging.getLogger(__name__)
+# Fewer messages than this already fetched means a low rate: the batch waits kafka.consume_linger_ms to grow.
+# At high rates a fetch brings more than this at once and nothing waits.
+LINGER_BELOW = 64
 
 
 def to_raw(msg) -> RawMessage:
@@ -215,7 +218,7 @@ class KafkaSource:
             msgs = [first]
             if self.batch_size > 1:
                 msgs.extend(self.consumer.consume(self.batch_size - 1, 0))
-                if len(msgs) < self.batch_size and linger:  # a small batch: let it grow a little first
+                if len(msgs) < LINGER_BELOW and linger:  # a low rate's small batch: let it grow first
                     msgs.extend(self.consumer.consume(self.batch_size - len(msgs), linger))
             self._handle(msgs)
 

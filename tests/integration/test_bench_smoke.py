@@ -44,7 +44,8 @@ def test_bare_path_and_peer_run_beside_the_daemon_report_their_ratios_and_lose_n
     peer = report["peer"]
     assert peer["name"] == "quixstreams"
     # Both worked through the first level's topic to the last reading: nothing lost on either side.
-    assert peer["peer_catch_up"]["complete"] and peer["peer_catch_up"]["rows"] == 5000
-    assert peer["daemon_catch_up"]["complete"] and peer["daemon_catch_up"]["rows"] == 5000
+    for side in ("peer_catch_up", "daemon_catch_up"):
+        assert peer[side]["complete"] and peer[side]["stored"] == 5000, side
+        assert peer[side]["lost"] == 0 and peer[side]["duplicated"] == 0, side
     assert peer["cpu_s_per_million"] > 0 and peer["daemon_cpu_s_per_million"] > 0 and peer["sustained_rate"] > 0
     assert peer["ratio"] == round(peer["daemon_cpu_s_per_million"] / peer["cpu_s_per_million"], 3)

@@ -78,6 +78,12 @@ class PostgresObserver(threading.Thread):
             # picks a sequential scan, and polling by sequential scan cost the database more than the pipeline's
             # own writes by the end of a run. Every poll reads only the newest rows, by the primary key.
             conn.execute("SET enable_seqscan = off")
+            # And by that index only, in id order: with no statistics the planner estimates `id > N` as a third
+            # of the table and (once the statement is prepared) picks a parallel bitmap scan and a sort over
+            # every recent row: 170 ms per poll at 1.8M rows, against 11 ms by the index.
+            for setting in ("enable_bitmapscan", "enable_sort"):
+                conn.execute(f"SET {setting} = off")
+            conn.execute("SET max_parallel_workers_per_gather = 0")
             while not self.stop.is_set():
                 floor = max(self.start_id, last_id - self.lookback)
                 rows = conn.execute(f"SELECT id, extract(epoch FROM timestamp)::float8, sensor_id FROM {self.table} "

@@ -91,6 +91,15 @@ def count_rows(conninfo: dict, sql: str) -> Callable[[], int]:
     return stored
 
 
+def loss_and_duplicates(conninfo: dict, table: str, expected: int, sensor_prefix: str = "") -> dict:
+    """After the consumer stopped: readings missing and readings stored twice (same sensor, metric, time)."""
+    with psycopg.connect(**conninfo, autocommit=True) as conn:
+        rows, distinct = conn.execute(
+            f"SELECT count(*), count(DISTINCT (sensor_id, metric, timestamp)) FROM {table} WHERE sensor_id LIKE %s",
+            (sensor_prefix + "%",)).fetchone()
+    return {"stored": rows, "lost": max(0, expected - distinct), "duplicated": rows - distinct}
+
+
 def per_message(figures: dict, readings_per_message: int) -> float | None:
     """CPU seconds per million messages from a catch-up measured in rows (readings)."""
     if not figures.get("complete"):
@@ -134,6 +143,7 @@ def run_peer(bench, topic: str, expected_rows: int) -> dict:
     finally:
         exit_line = stop(proc).strip().splitlines()
     figures["exit"] = exit_line[-1] if exit_line else ""
+    figures.update(loss_and_duplicates(bench.pg, "peer_readings", expected_rows))
     if not figures.get("complete"):
         bench.log(f"peer did not store every reading ({figures.get('rows')} of {expected_rows}); log: {log_path}")
     return figures
@@ -165,8 +175,11 @@ def run_daemon_catch_up(bench, topic: str, expected_rows: int, sensor_prefix: st
     pg = settings.config.postgres
     info = conninfo(pg, settings.secrets.postgres_password)
     try:
-        return catch_up(proc.pid, count_rows(info, f"SELECT count(*) FROM measurements WHERE sensor_id LIKE "
-                                                   f"'{sensor_prefix}%'"), expected_rows)
+        figures = catch_up(proc.pid, count_rows(info, f"SELECT count(*) FROM measurements WHERE sensor_id LIKE "
+                                                      f"'{sensor_prefix}%'"), expected_rows)
+        stop(proc)
+        figures.update(loss_and_duplicates(info, "measurements", expected_rows, sensor_prefix))
+        return figures
     finally:
         stop(proc)
         with psycopg.connect(**conninfo(pg, settings.secrets.postgres_password, database=pg.maintenance_database),

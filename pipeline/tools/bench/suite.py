@@ -154,12 +154,13 @@ def main(bench, args) -> int:
         report = run(bench, args)
     finally:
         bench.stop()
-    if args.json:
-        print(json.dumps(report))
-    else:
-        levels = [report["headline"], report["three_readings"], *report["steps"],
-                  *(report[k] for k in ("at_60pct", "low_rate") if report.get(k))]
-        print(table(levels, report["broker_limit_rate"]))
-        print("\n".join(ratio_lines(report) + lines(report)))
+    print(json.dumps(report) if args.json else render(report))
     return 0 if report["figures"]["lost_or_duplicated"] == 0 else 1
 
+
+def render(report: dict) -> str:
+    """The suite's report as text: every level, the ratios with their figures, the targets."""
+    levels = [report["headline"], report["three_readings"], *report["steps"],
+              *(report[k] for k in ("at_60pct", "low_rate") if report.get(k))]
+    return "\n".join([table(levels, report["broker_limit_rate"]),
+                      *ratio_lines({**report["headline"], **report}), *lines(report)])

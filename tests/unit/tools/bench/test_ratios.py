@@ -45,3 +45,30 @@ def test_ratio_lines_show_each_ratio_with_its_absolute_figures():
               "cpu_s_per_million": 60.0, "floor_cpu_s_per_million": 40.0, "overhead_ratio": 1.5}
     text = "\n".join(ratio_lines(report))
     assert "X, 2 cores" in text and "overhead ratio (daemon / bare path, CPU per message): 1.5 (60.0 / 40.0)" in text
+
+
+def full_level(rate, cpu, readings=1):
+    p = {"p50": 10.0, "p95": 20.0, "p99": 30.0, "max": 40.0}
+    return {"path": "daemon", "offered_rate": rate, "sustained_rate": rate, "sustained_readings_per_s": rate * readings,
+            "readings_per_message": readings, "instances": 1, "published": 100, "stored_pg": 100, "stored_redis": 100,
+            "lost": 0, "duplicated": 0, "latency_ms": {"redis": p, "pg": p}, "cpu_s_per_million": cpu, "peak_rss_mb": 80.0,
+            "max_consumer_lag": 5, "service_cores": {"kafka": 0.1, "postgres": 0.2}, "daemon_cores": 0.3,
+            "generator_cores": 0.1, "daemon_threads": {"kafka-consumer": 0.1, "mqtt-network": 0.08},
+            "deduplicated": {"redelivery": 0, "conflict": 0}, "drain_after_load_s": 0.1}
+
+
+def test_suite_text_report_renders_every_level_ratio_and_target():
+    one, three, top, at60, low = (full_level(10000, 50.0), full_level(10000, 70.0, 3), full_level(15000, 40.0),
+                                  full_level(9000, 48.0), full_level(1000, 120.0))
+    report = {"machine": {"cpu": "X", "cores": 2, "memory_gib": 8.0, "python": "3.11", "load_avg_1m_at_start": 0.1},
+              "broker_limit_rate": 90000.0, "headline": one, "three_readings": three, "steps": [top], "at_60pct": at60,
+              "low_rate": low, "max_sustainable_rate": 15000, "idle_cores": 0.012,
+              "floor": full_level(10000, 35.0), "floor_cpu_s_per_million": 35.0}
+    for r in (one, three, top, at60, low):
+        r["overhead_ratio"] = round(r["cpu_s_per_million"] / 35.0, 3)
+    report["figures"] = suite.figures(report, one, three, top, [one, three, top, at60, low])
+    report["targets"] = {n: suite.judge(n, v) for n, v in report["figures"].items() if n in suite.TARGETS}
+    text = suite.render(report)
+    assert text.count("daemon threads at") == 5 and "overhead ratio (daemon / bare path, CPU per message): 1.429" in text
+    assert "low_rate_ratio" in text and "readings3_ratio" in text and "highest sustainable rate: 15000" in text
+    assert report["targets"]["peer_ratio"]["met"] is None  # no peer in this report: not measured, shown as such
