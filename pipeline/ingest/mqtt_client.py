@@ -52,7 +52,9 @@ PAHO_MESSAGE_PRIVATE = ("_topic",)
 _PUBACK = struct.Struct("!BBH")
 
 READ_CHUNK = 256 * 1024
-LINGER_BELOW = 32  # publishes per wake-up under which the next read lingers (mqtt.read_linger_ms)
+# Publishes per wake-up under which the next read lingers (mqtt.read_linger_ms): 4 is a low rate (about one
+# message per millisecond or less). At 32, 6,900 msg/s lingered on every other wake-up: +8 ms at p50.
+LINGER_BELOW = 4
 WRITE_EVERY = 256  # packets between flushes of queued PUBACKs while a burst is being read
 
 RawHandler = Callable[[bytes, bytes, int, int, bool], None]  # (topic, payload, qos, mid, dup)
