@@ -82,9 +82,10 @@ def test_broker_drops_show_as_metric_status_and_an_alert_that_resolves(env, tmp_
                 "SELECT type, severity, message FROM alerts WHERE sensor_id = %s AND metric = 'mqtt_dropped' "
                 "AND NOT COALESCE(resolved, false)", ("broker:127.0.0.1",)), 20, what="the drop alert")
             assert opened[0][:2] == ("threshold", "warning")
-            # The growth was stored as readings of the reserved sensor (history on the dashboard).
-            assert env.query("SELECT sum(value) FROM measurements WHERE sensor_id = 'broker:127.0.0.1' "
-                             "AND metric = 'mqtt_dropped'")[0][0] >= 80
+            # The growth was stored as readings of the reserved sensor (history on the dashboard). The alert
+            # and the row come from different sinks, each on its own flush interval: wait for the row.
+            wait_for(lambda: (env.query("SELECT sum(value) FROM measurements WHERE sensor_id = 'broker:127.0.0.1' "
+                                        "AND metric = 'mqtt_dropped'")[0][0] or 0) >= 80, 10, what="the stored drops")
             # No more drops: three reports without growth resolve it.
             wait_for(lambda: env.query("SELECT resolved FROM alerts WHERE sensor_id = 'broker:127.0.0.1'")
                      == [(True,)], 20, what="the drop alert resolving")
