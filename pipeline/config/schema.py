@@ -63,6 +63,11 @@ class MqttConfig(Section):
     # rates one wake-up carries several messages (a wake-up costs more than a message). Adds at most this
     # much latency; at high rates every read is full and it never waits.
     read_linger_ms: Annotated[int, msgspec.Meta(ge=0, le=100)] = 15
+    # Retained messages: the broker sends its stored copy of a topic's last retained message at every
+    # subscription (each daemon start, each reconnect), flagged RETAIN; a live message never carries the
+    # flag. ignore: acknowledge and count those copies (the live message was stored when it was published);
+    # store: treat them as new messages (a reading without a timestamp would be stored once per start).
+    retained: Literal["ignore", "store"] = "ignore"
 
 
 class KafkaTopics(Section):

@@ -62,7 +62,7 @@ def plain_on_message(handler: RawHandler):
             topic = message.topic.encode()
         except UnicodeDecodeError:  # MQTT forbids it (brokers refuse it); paho's public API has no raw topic
             topic = b""  # the decode stage dead-letters it: no sensor id in the topic
-        handler(topic, message.payload, message.qos, message.mid, bool(message.dup))
+        handler(topic, message.payload, message.qos, message.mid, bool(message.dup), bool(message.retain))
     return on_message
 
 
@@ -95,6 +95,7 @@ class MqttBridge:
         v5 = mqtt_cfg.protocol == "5"
         self.client_id = mqtt_cfg.client_id + client_id_suffix
         self._bridge_header = (BRIDGE_HEADER, self.client_id.encode())
+        self.ignore_retained = mqtt_cfg.retained == "ignore"
         self.stamps = ReceiveStamps()
         fast = {"read_linger_s": mqtt_cfg.read_linger_ms / 1000.0} if mqtt_cfg.fast_path else {}
         self.client = (BufferedClient if mqtt_cfg.fast_path else mqtt.Client)(
@@ -194,7 +195,8 @@ class MqttBridge:
         if not self._stopping.is_set():
             log.warning("event=mqtt_disconnected reason=%s note=reconnecting", reason_code)
 
-    def _on_publish(self, topic: bytes, payload: bytes, qos: int, mid: int, dup: bool = False) -> None:
+    def _on_publish(self, topic: bytes, payload: bytes, qos: int, mid: int, dup: bool = False,
+                    retain: bool = False) -> None:
         """One MQTT message, as received (topic bytes: no decoding on the hot path, and bad UTF-8 is the
         decode stage's to dead-letter)."""
         if self._stopping.is_set():
@@ -202,6 +204,14 @@ class MqttBridge:
         try:
             self._received_n += 1
             gen = self._generation
+            if retain and self.ignore_retained:
+                # The broker's stored copy of an old message, sent again at every (re)subscription: it was
+                # stored when it was published live (brokers clear RETAIN on live delivery). Acknowledged
+                # with the next batch of acks, so the broker does not send it again, and counted.
+                self.metrics.mqtt_retained_ignored.inc()
+                if qos:
+                    self._acks.append(mid)
+                return
             stamp = self.stamps.stamp(topic, payload, qos, mid, dup)
             headers = [(MQTT_TOPIC_HEADER, topic), (RECEIVED_US_HEADER, str(stamp).encode())]
             if qos:

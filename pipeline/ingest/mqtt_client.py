@@ -4,7 +4,7 @@ paho reads each packet with several small recv() calls, builds a dict of read st
 its properties, formats a debug line and handles one packet per select() wake-up: at ten thousand
 messages a second that was the ingest thread's main cost (about 13 µs a message in py-spy). Here the
 socket is read 256 KiB at a time, and every complete QoS 0/1 PUBLISH in the buffer goes to
-`on_publish_raw(topic, payload, qos, mid, dup)` after a few slice operations. Anything else (CONNACK, SUBACK,
+`on_publish_raw(topic, payload, qos, mid, dup, retain)` after a few slice operations. Anything else (CONNACK, SUBACK,
 PINGRESP, QoS 2, a packet not complete yet) is left to paho's own reader, which reads the same buffer
 through `_sock_recv`: connection handling, TLS, keepalive and reconnects stay paho's.
 
@@ -57,7 +57,7 @@ READ_CHUNK = 256 * 1024
 LINGER_BELOW = 4
 WRITE_EVERY = 256  # packets between flushes of queued PUBACKs while a burst is being read
 
-RawHandler = Callable[[bytes, bytes, int, int, bool], None]  # (topic, payload, qos, mid, dup)
+RawHandler = Callable[[bytes, bytes, int, int, bool, bool], None]  # (topic, payload, qos, mid, dup, retain)
 
 
 def varint(buf: bytes, i: int, limit: int) -> tuple[int, int] | bool | None:
@@ -77,8 +77,8 @@ def varint(buf: bytes, i: int, limit: int) -> tuple[int, int] | bool | None:
         shift += 7
 
 
-def split_publish(buf: bytes, pos: int, v5: bool) -> tuple[int, bytes, bytes, int, int, bool] | bool | None:
-    """The QoS 0/1 PUBLISH packet starting at `pos`: (end position, topic, payload, qos, mid, dup) if it is all in
+def split_publish(buf: bytes, pos: int, v5: bool) -> tuple[int, bytes, bytes, int, int, bool, bool] | bool | None:
+    """The QoS 0/1 PUBLISH packet starting at `pos`: (end position, topic, payload, qos, mid, dup, retain) if it is all in
     `buf`; None if more bytes are needed; False if it is not one for this path (another packet type, QoS 2,
     an MQTT 5 topic alias, or malformed: paho's reader handles and reports those)."""
     n = len(buf)
@@ -115,7 +115,8 @@ def split_publish(buf: bytes, pos: int, v5: bool) -> tuple[int, bytes, bytes, in
         if j > end:
             return False
     # DUP: the broker sent this packet before (a resend after a reconnect, with the same packet id).
-    return end, buf[i + 2:topic_end], buf[j:end], qos, mid, bool(cmd & 0x08)
+    # RETAIN: the broker's stored copy, sent because we subscribed, not a message published now.
+    return end, buf[i + 2:topic_end], buf[j:end], qos, mid, bool(cmd & 0x08), bool(cmd & 0x01)
 
 
 class BufferedClient(mqtt.Client):
@@ -186,10 +187,10 @@ class BufferedClient(mqtt.Client):
                 if not more:  # an incomplete publish (or nothing): the rest comes with the next wake-up
                     return handled, self.WAIT
                 continue
-            end, topic, payload, qos, mid, dup = found
+            end, topic, payload, qos, mid, dup, retain = found
             self._rpos = end
             with self._in_callback_mutex:
-                handler(topic, payload, qos, mid, dup)
+                handler(topic, payload, qos, mid, dup, retain)
             handled += 1
             if handled % WRITE_EVERY == 0 and self.want_write():
                 self.loop_write()
@@ -226,7 +227,8 @@ class BufferedClient(mqtt.Client):
         # We register no per-topic callbacks, so paho's topic matcher is skipped too.
         with self._in_callback_mutex:
             if self.on_publish_raw is not None:
-                self.on_publish_raw(message._topic, message.payload, message.qos, message.mid, bool(message.dup))
+                self.on_publish_raw(message._topic, message.payload, message.qos, message.mid, bool(message.dup),
+                                    bool(message.retain))
             else:
                 self.on_message(self, self._userdata, message)
 

@@ -18,6 +18,7 @@ class Metrics:
         self.registry = registry = registry if registry is not None else CollectorRegistry()
         ns = "pipeline"
         self.mqtt_received = Counter("mqtt_messages_received", "MQTT messages received", namespace=ns, registry=registry)
+        self.mqtt_retained_ignored = Counter("mqtt_retained_ignored", "Retained copies the broker sent because we subscribed (mqtt.retained: ignore): acknowledged, not stored again", namespace=ns, registry=registry)
         self.mqtt_resends = Counter("mqtt_resends_recognised", "MQTT messages the broker sent again (DUP) that kept the receive stamp, so the identity, of their first delivery", namespace=ns, registry=registry)
         self.mqtt_connected = Gauge("mqtt_connected", "1 while connected to the MQTT broker", namespace=ns, registry=registry)
         # The broker's own counters (mqtt.broker_stats.topics; the topic is configured, so the label is bounded).

@@ -36,10 +36,10 @@ class Publisher:
         self.client.connect(host, port)
         self.client.loop_start()
 
-    def publish(self, topic: str, payload, qos: int = 1):
+    def publish(self, topic: str, payload, qos: int = 1, retain: bool = False):
         if isinstance(payload, str):
             payload = payload.encode("utf-8", "surrogateescape")
-        return self.client.publish(topic, payload, qos=qos)
+        return self.client.publish(topic, payload, qos=qos, retain=retain)
 
     def publish_all(self, items, qos: int = 1, timeout: float = 30.0) -> None:
         infos = [self.publish(t, p, qos) for t, p in items]

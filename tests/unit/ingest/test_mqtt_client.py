@@ -23,15 +23,15 @@ def publish(topic: bytes, payload: bytes, qos: int = 1, mid: int = 7, props: byt
 
 def test_a_complete_qos1_publish_is_split_into_topic_payload_and_mid():
     packet = publish(b"sensors/s1", b'{"value": 1}', mid=0x1234)
-    assert split_publish(packet, 0, v5=False) == (len(packet), b"sensors/s1", b'{"value": 1}', 1, 0x1234, False)
+    assert split_publish(packet, 0, v5=False) == (len(packet), b"sensors/s1", b'{"value": 1}', 1, 0x1234, False, False)
 
 
 def test_packets_follow_each_other_in_one_buffer_and_qos0_has_no_mid():
     first, second = publish(b"a/b", b"x" * 300), publish(b"c", b"1.5", qos=0)  # 300 bytes: a two-byte length
     buf = b"junk" + first + second
-    end, topic, payload, qos, mid, dup = split_publish(buf, 4, v5=False)
+    end, topic, payload, qos, mid, dup, retain = split_publish(buf, 4, v5=False)
     assert (topic, payload, qos, mid) == (b"a/b", b"x" * 300, 1, 7) and end == 4 + len(first)
-    assert split_publish(buf, end, v5=False) == (len(buf), b"c", b"1.5", 0, 0, False)
+    assert split_publish(buf, end, v5=False) == (len(buf), b"c", b"1.5", 0, 0, False, False)
 
 
 @pytest.mark.parametrize("cut", range(0, 20))
@@ -43,7 +43,7 @@ def test_an_incomplete_publish_waits_for_more_bytes(cut):
 def test_mqtt5_properties_are_skipped():
     props = bytes([0x03]) + (4).to_bytes(2, "big") + b"text"  # content type "text"
     packet = publish(b"t/s1", b"21.5", props=props)
-    assert split_publish(packet, 0, v5=True)[1:] == (b"t/s1", b"21.5", 1, 7, False)
+    assert split_publish(packet, 0, v5=True)[1:] == (b"t/s1", b"21.5", 1, 7, False, False)
 
 
 @pytest.mark.parametrize("packet", [
@@ -62,4 +62,10 @@ def test_other_packets_are_left_to_paho(packet):
 def test_the_dup_flag_of_a_resent_publish_is_reported():
     packet = bytearray(publish(b"sensors/s1", b"21.5", mid=9))
     packet[0] |= 0x08  # DUP: the broker sent this packet id before
-    assert split_publish(bytes(packet), 0, v5=False)[-2:] == (9, True)
+    assert split_publish(bytes(packet), 0, v5=False)[-3:] == (9, True, False)
+
+
+def test_the_retain_flag_of_a_stored_message_is_reported():
+    packet = bytearray(publish(b"sensors/s1", b"21.5", mid=9))
+    packet[0] |= 0x01  # RETAIN: the broker's stored copy, sent because of a new subscription
+    assert split_publish(bytes(packet), 0, v5=False)[-3:] == (9, False, True)

@@ -141,17 +141,19 @@ def test_no_other_module_touches_paho_private_names():
 
 # -- behaviour: the fast path and paho's plain path see the same messages and send the same PUBACKs -------------
 
-def _publish(topic: bytes, payload: bytes, qos: int, mid: int, dup: bool, v5: bool) -> bytes:
+def _publish(topic: bytes, payload: bytes, qos: int, mid: int, dup: bool, retain: bool, v5: bool) -> bytes:
     body = len(topic).to_bytes(2, "big") + topic + (mid.to_bytes(2, "big") if qos else b"") + (b"\0" if v5 else b"")
-    return bytes([0x30 | (qos << 1) | (0x08 if dup else 0)]) + varint(len(body) + len(payload)) + body + payload
+    flags = (qos << 1) | (0x08 if dup else 0) | (0x01 if retain else 0)
+    return bytes([0x30 | flags]) + varint(len(body) + len(payload)) + body + payload
 
 
-MESSAGES = [  # (topic, payload, qos, mid, dup)
-    (b"s/a", b'{"value": 1}', 1, 1, False),
-    (b"s/b", b"21.5", 0, 0, False),
-    (b"s/a", b'{"value": 1}', 1, 1, True),  # a resend
-    ("s/zürich".encode(), b"x" * 300_000, 1, 2, False),  # longer than one read
-    (b"s/c", b"", 1, 65535, False),
+MESSAGES = [  # (topic, payload, qos, mid, dup, retain)
+    (b"s/r", b"20.5", 1, 3, False, True),  # the broker's retained copy, sent for the new subscription
+    (b"s/a", b'{"value": 1}', 1, 1, False, False),
+    (b"s/b", b"21.5", 0, 0, False, False),
+    (b"s/a", b'{"value": 1}', 1, 1, True, False),  # a resend
+    ("s/zürich".encode(), b"x" * 300_000, 1, 2, False, False),  # longer than one read
+    (b"s/c", b"", 1, 65535, False, False),
 ]
 
 
@@ -207,8 +209,8 @@ def test_both_paths_hand_over_the_same_messages_and_send_the_same_acks(fast, v5)
     got = []
     done = threading.Event()
 
-    def handler(topic, payload, qos, mid, dup):
-        got.append((topic, payload, qos, mid, dup))
+    def handler(topic, payload, qos, mid, dup, retain):
+        got.append((topic, payload, qos, mid, dup, retain))
         if len(got) == len(MESSAGES):
             done.set()
 
@@ -225,7 +227,7 @@ def test_both_paths_hand_over_the_same_messages_and_send_the_same_acks(fast, v5)
         client.loop_start()
         assert done.wait(10), f"received {len(got)} of {len(MESSAGES)}"
         assert got == MESSAGES
-        mids = [mid for _t, _p, qos, mid, _d in got if qos]
+        mids = [mid for _t, _p, qos, mid, _d, _r in got if qos]
         if fast:
             client.ack_many(mids)
         else:
