@@ -212,8 +212,9 @@ class RetryConfig(Section):
     multiplier: Annotated[float, msgspec.Meta(ge=1.0, le=10.0)] = 2.0
     jitter: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.2
     # A record a service refuses (not an outage) is tried this many times, then dead-lettered as
-    # retry exhaustion.
-    max_attempts: Annotated[int, msgspec.Meta(ge=1, le=100)] = 3
+    # retry exhaustion. 1: at once. A refusal is about the record (a value the database rejects), so trying
+    # again only repeats it, and each retry's backoff holds up the sink, and with it every partition.
+    max_attempts: Annotated[int, msgspec.Meta(ge=1, le=100)] = 1
     # How long an operation that can give up (webhook, dead-letter replay, start-up connections) keeps
     # trying. Sink writes during an outage never give up: they pause the pipeline until it returns.
     max_elapsed_s: PositiveFloat = 30.0

@@ -6,8 +6,9 @@ it is durable here (which is what lets the consumer commit offsets).
 
 Failures: a transient error (the service is away) is retried with backoff until the service returns,
 so an outage pauses the pipeline instead of dead-lettering it. Any other error means some record is
-refused: the batch is split in halves until the refused record is alone, which is retried
-`retry.max_attempts` times and then dead-lettered as retry exhaustion; the rest is written.
+refused: the batch is split in halves until the refused record is alone (no backoff: a non-transient
+error is not retried), which is dead-lettered as retry exhaustion after `retry.max_attempts` tries (1 by
+default: at once, so refused records cannot hold up the sink); the rest is written.
 """
 from __future__ import annotations
 

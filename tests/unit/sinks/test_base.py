@@ -1,6 +1,7 @@
 """The batching sink's timed hook: tick() runs on its interval in the sink's thread, with or without batches."""
 import threading
 import time
+from typing import NamedTuple
 
 from prometheus_client import CollectorRegistry
 
@@ -60,3 +61,40 @@ def test_no_tick_without_interval():
     sink.finish()
     t.join(2)
     assert sink.ticks == []
+
+
+class Rec(NamedTuple):
+    name: str
+    source: object = None
+    metric: str = "pressure"
+
+
+class Refusing(TickingSink):
+    """Refuses any write that holds the record "bad" (a value the database rejects), like PostgreSQL would."""
+
+    def write(self, records):
+        self.writes.append([r.name for r in records])
+        if any(r.name == "bad" for r in records):
+            raise ValueError("value out of range")
+
+
+class Letters:
+    def __init__(self):
+        self.sent = []
+
+    def send(self, letters):
+        self.sent.extend(letters)
+
+
+def test_a_refused_record_is_dead_lettered_at_once_without_retry_sleeps():
+    letters = Letters()
+    retry = RetryConfig(initial_interval_s=60.0)  # a retry's backoff would hold this test for a minute
+    sink = Refusing(settings=SinkConfig(batch_size=10, flush_interval_ms=20), retry=retry,
+                    metrics=Metrics(CollectorRegistry()), queue_max_batches=4, dead_letters=letters)
+    names = ["a", "b", "bad", "c", "d", "e", "f", "g"]
+    sink._write_isolating([Rec(n) for n in names])
+    assert sink.writes.count(["bad"]) == 1  # tried alone once, not again after a backoff
+    assert sorted(n for w in sink.writes if "bad" not in w for n in w) == ["a", "b", "c", "d", "e", "f", "g"]
+    [letter] = letters.sent
+    assert (letter.reason, letter.attempts, letter.metric) == ("sink_rejected", 1, "pressure")
+    assert "value out of range" in letter.error
