@@ -25,7 +25,7 @@ any other version, and checks each name below). `mqtt.fast_path: false` makes th
   Client._userdata                passed to on_message
   MQTTMessage._topic              the topic as received (bytes; `.topic` decodes it)
 and that Client has no attribute of the names this subclass adds (_rbuf, _rpos, _rsock, _own_buffer, _fill,
-_read_publishes, on_publish_raw, ack_many, PAHO, WAIT, read_linger_s, _last_read_n).
+_read_publishes, on_publish_raw, ack_many, PAHO, WAIT, read_linger_s, _last_read_n, _grow, _grow_need).
 
 Maintained alternatives checked from their documentation (2026-12-01), not benchmarked: aiomqtt wraps paho's
 Client (the same per-packet reader, plus an asyncio hand-off per message); gmqtt is an asyncio client with its
@@ -55,6 +55,7 @@ READ_CHUNK = 256 * 1024
 # Publishes per wake-up under which the next read lingers (mqtt.read_linger_ms): 4 is a low rate (about one
 # message per millisecond or less). At 32, 6,900 msg/s lingered on every other wake-up: +8 ms at p50.
 LINGER_BELOW = 4
+GROW_ABOVE = 2 * READ_CHUNK  # a publish larger than this is gathered in a bytearray (see BufferedClient._fill)
 WRITE_EVERY = 256  # packets between flushes of queued PUBACKs while a burst is being read
 
 RawHandler = Callable[[bytes, bytes, int, int, bool, bool], None]  # (topic, payload, qos, mid, dup, retain)
@@ -75,6 +76,17 @@ def varint(buf: bytes, i: int, limit: int) -> tuple[int, int] | bool | None:
         if byte < 0x80:
             return value, i
         shift += 7
+
+
+def publish_size(buf: bytes) -> int | None:
+    """The whole size of the QoS 0/1 PUBLISH at the start of `buf`, once its fixed header is there."""
+    if not buf or buf[0] & 0xF0 != 0x30 or (buf[0] >> 1) & 3 >= 2:
+        return None
+    found = varint(buf, 1, len(buf))
+    if not found:
+        return None
+    length, i = found
+    return i + length
 
 
 def split_publish(buf: bytes, pos: int, v5: bool) -> tuple[int, bytes, bytes, int, int, bool, bool] | bool | None:
@@ -132,10 +144,15 @@ class BufferedClient(mqtt.Client):
         # wake-up (select, read, parse, produce, and the PUBACK write that follows) costs more than its message.
         self.read_linger_s = read_linger_s
         self._last_read_n = 0
+        # A PUBLISH larger than GROW_ABOVE is gathered here until complete, then made bytes once: appending
+        # each read to the unread rest copied the whole rest every time (16 MiB: 0.47 s, quadratic beyond).
+        self._grow: bytearray | None = None
+        self._grow_need = 0
 
     def _own_buffer(self) -> None:
         if self._sock is not self._rsock:  # a new connection: nothing buffered belongs to it
             self._rbuf, self._rpos, self._rsock = b"", 0, self._sock
+            self._grow = None
 
     def _sock_recv(self, bufsize: int) -> bytes:
         self._own_buffer()
@@ -162,8 +179,18 @@ class BufferedClient(mqtt.Client):
             return None
         if not data:
             return None
+        if self._grow is not None:  # a large packet being gathered: amortised linear appends
+            self._grow += data
+            if len(self._grow) >= self._grow_need:
+                self._rbuf, self._rpos, self._grow = bytes(self._grow), 0, None
+            return True
         rest = self._rbuf[self._rpos:]
-        self._rbuf, self._rpos = (rest + data if rest else data), 0
+        buf = rest + data if rest else data
+        need = publish_size(buf)
+        if need is not None and need > GROW_ABOVE and need > len(buf):
+            self._grow, self._grow_need = bytearray(buf), need
+            buf = b""  # nothing to parse until the packet is complete
+        self._rbuf, self._rpos = buf, 0
         return True
 
     def _read_publishes(self) -> tuple[int, str]:

@@ -93,7 +93,7 @@ def test_a_message_keeps_its_topic_bytes_in_topic_and_paho_calls_what_the_fast_p
         f"paho no longer hands parsed PUBLISH packets to _handle_on_message. {RECHECK}"
 
 
-OWN = {"_rbuf", "_rpos", "_rsock", "read_linger_s", "_last_read_n", "_own_buffer", "_fill", "_read_publishes", "on_publish_raw", "ack_many",
+OWN = {"_rbuf", "_rpos", "_rsock", "read_linger_s", "_last_read_n", "_grow", "_grow_need", "_own_buffer", "_fill", "_read_publishes", "on_publish_raw", "ack_many",
        "PAHO", "WAIT", "loop_read"}  # loop_read: paho's public method, overridden on purpose
 
 
@@ -153,6 +153,7 @@ MESSAGES = [  # (topic, payload, qos, mid, dup, retain)
     (b"s/b", b"21.5", 0, 0, False, False),
     (b"s/a", b'{"value": 1}', 1, 1, True, False),  # a resend
     ("s/zürich".encode(), b"x" * 300_000, 1, 2, False, False),  # longer than one read
+    (b"s/big", bytes(range(256)) * 12_288, 1, 4, False, False),  # 3 MiB: gathered over many reads
     (b"s/c", b"", 1, 65535, False, False),
 ]
 
