@@ -78,37 +78,36 @@ def varint(buf: bytes, i: int, limit: int) -> tuple[int, int] | bool | None:
         shift += 7
 
 
-def publish_size(buf: bytes) -> int | None:
-    """The whole size of the QoS 0/1 PUBLISH at the start of `buf`, once its fixed header is there."""
-    if not buf or buf[0] & 0xF0 != 0x30 or (buf[0] >> 1) & 3 >= 2:
+def publish_header(buf: bytes, pos: int) -> tuple[int, int, int] | bool | None:
+    """The fixed header of the QoS 0/1 PUBLISH starting at `pos`: (command byte, start of the variable header,
+    end of the packet); None if the header is not all in `buf` yet; False if it is not one for this path
+    (another packet type, QoS 2) or malformed."""
+    n = len(buf)
+    if pos >= n:
         return None
-    found = varint(buf, 1, len(buf))
-    if not found:
-        return None
+    cmd = buf[pos]
+    if cmd & 0xF0 != 0x30 or (cmd >> 1) & 3 >= 2:
+        return False
+    found = varint(buf, pos + 1, n)
+    if found is None or found is False:
+        return found
     length, i = found
-    return i + length
+    return cmd, i, i + length
 
 
 def split_publish(buf: bytes, pos: int, v5: bool) -> tuple[int, bytes, bytes, int, int, bool, bool] | bool | None:
     """The QoS 0/1 PUBLISH packet starting at `pos`: (end position, topic, payload, qos, mid, dup, retain) if it is all in
     `buf`; None if more bytes are needed; False if it is not one for this path (another packet type, QoS 2,
     an MQTT 5 topic alias, or malformed: paho's reader handles and reports those)."""
-    n = len(buf)
-    if pos >= n:
+    header = publish_header(buf, pos)
+    if not header:
+        return header
+    cmd, i, end = header
+    if end > len(buf):
         return None
-    cmd = buf[pos]
+    if end - i < 2:
+        return False
     qos = (cmd >> 1) & 3
-    if cmd & 0xF0 != 0x30 or qos >= 2:
-        return False
-    found = varint(buf, pos + 1, n)
-    if found is None or found is False:
-        return found
-    length, i = found
-    end = i + length
-    if end > n:
-        return None
-    if length < 2:
-        return False
     topic_end = i + 2 + ((buf[i] << 8) | buf[i + 1])
     if topic_end == i + 2 or topic_end > end:
         return False
@@ -186,8 +185,9 @@ class BufferedClient(mqtt.Client):
             return True
         rest = self._rbuf[self._rpos:]
         buf = rest + data if rest else data
-        need = publish_size(buf)
-        if need is not None and need > GROW_ABOVE and need > len(buf):
+        header = publish_header(buf, 0)
+        need = header[2] if header else 0
+        if need > GROW_ABOVE and need > len(buf):
             self._grow, self._grow_need = bytearray(buf), need
             buf = b""  # nothing to parse until the packet is complete
         self._rbuf, self._rpos = buf, 0
