@@ -31,6 +31,11 @@ class BrokerStatsConfig(Section):
     topics: tuple[Annotated[str, msgspec.Meta(min_length=1, max_length=200)], ...] = ("$SYS/broker/publish/messages/dropped",)
     # How often the growth seen becomes a reading `mqtt_dropped` of sensor broker:<host> (0 when none).
     report_interval_s: Annotated[float, msgspec.Meta(ge=1.0, le=3600)] = 10.0
+    # The broker's moving average of drops per minute over recent_rate_window_s: Mosquitto republishes the counter
+    # only when it changes and lets its retained copy expire after 60 s, so a daemon that starts later sees the
+    # drops only here ("" turns it off). One topic, no wildcards.
+    recent_rate_topic: Annotated[str, msgspec.Meta(max_length=200, pattern=r"^[^+#]*$")] = "$SYS/broker/load/publish/dropped/15min"
+    recent_rate_window_s: Annotated[float, msgspec.Meta(ge=60.0, le=86400)] = 900.0
 
 
 class MqttConfig(Section):

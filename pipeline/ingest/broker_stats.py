@@ -11,7 +11,15 @@ The counters last seen are kept in Redis (`broker_stats:<sensor id>`, under redi
 the daemon itself was down (a restart is when a persistent session's queue overflows) count as growth at the
 next start instead of disappearing into a new baseline.
 
-The pure part (parsing, growth with counter resets) is `DropTracker`; `BrokerStats` is the thin runner.
+Mosquitto republishes a counter only when it changed, and its retained copy expires 60 s after that: a daemon
+that (re)starts more than a minute after the last drop never receives the counter. So it also watches the
+broker's moving average of drops (`recent_rate_topic`, Mosquitto: `$SYS/broker/load/publish/dropped/15min`,
+republished every sys_interval while it decays): until a counter value arrives, the drops it accounts for
+(rate per minute x window minutes, about the drops of the last window) count as growth, marked estimated.
+The first counter value of a run takes over, minus what was estimated; without a previous value to grow
+from, its growth is at most that recent estimate (the rest happened too long ago to tell when).
+
+The pure part (parsing, growth with counter resets, the estimate) is `DropTracker`; `BrokerStats` is the runner.
 """
 from __future__ import annotations
 
@@ -38,15 +46,21 @@ def sensor_id(host: str) -> str:
     return f"broker:{sanitize_host(host)}"[:SENSOR_ID_MAX]
 
 
-def parse_counter(payload: bytes) -> int | None:
-    """A $SYS counter payload ('12', '12.0') -> its value; None for anything else (never raises)."""
+def parse_number(payload: bytes) -> float | None:
+    """A $SYS payload ('12', '31.55') -> its value; None for anything but a finite number >= 0 (never raises)."""
     try:
         value = float(payload.decode("ascii").strip())
     except (UnicodeDecodeError, ValueError):
         return None
     if value != value or value in (float("inf"), float("-inf")) or value < 0:
         return None
-    return int(value)
+    return value
+
+
+def parse_counter(payload: bytes) -> int | None:
+    """A $SYS counter payload ('12', '12.0') -> its value; None for anything else (never raises)."""
+    value = parse_number(payload)
+    return None if value is None else int(value)
 
 
 def growth(previous: int | None, current: int) -> int:
@@ -58,37 +72,72 @@ def growth(previous: int | None, current: int) -> int:
 
 
 class DropTracker:
-    """The broker's counters per topic and the growth seen since start and since the last report."""
+    """The broker's counters per topic, its recent drop rate, and the growth seen since start and since the
+    last report."""
 
-    def __init__(self, baseline: dict[str, int] | None = None):
+    def __init__(self, baseline: dict[str, int] | None = None, rate_window_s: float = 900.0):
         self.values: dict[str, int] = {}
         self.baseline = dict(baseline or {})  # the previous run's last values: growth starts from them
+        self.rate_window_s = rate_window_s
+        self.rate_per_min: float | None = None  # the broker's moving average of drops per minute
+        self.estimated = 0  # growth counted from the rate while no counter value had arrived in this run
         self.seen_total = 0
         self.pending = 0  # growth not reported yet
         self.last_growth_at: float | None = None
         self.last_value_at: float | None = None
 
-    def observe(self, topic: str, value: int, now: float) -> int:
-        """One published counter value; returns the growth it shows."""
-        previous = self.values.get(topic, self.baseline.get(topic))
-        grew = growth(previous, value)
-        self.values[topic] = value
-        self.last_value_at = now
+    def recent(self) -> int:
+        """About the drops of the last rate window, by the broker's own average (0 when unknown)."""
+        return round(self.rate_per_min * self.rate_window_s / 60.0) if self.rate_per_min else 0
+
+    def _grew(self, grew: int, now: float) -> None:
         if grew:
             self.seen_total += grew
             self.pending += grew
             self.last_growth_at = now
+
+    def observe(self, topic: str, value: int, now: float) -> int:
+        """One published counter value; returns the growth it shows."""
+        previous = self.values.get(topic, self.baseline.get(topic))
+        if self.values:
+            grew = growth(previous, value)
+        else:
+            # The run's first counter value: what the estimate already counted is not counted twice, and without
+            # a previous value only the recent drops are known to be new.
+            known = growth(previous, value) if previous is not None else min(value, self.recent())
+            grew, self.estimated = max(0, known - self.estimated), 0
+        self.values[topic] = value
+        self.last_value_at = now
+        self._grew(grew, now)
         return grew
 
+    def observe_rate(self, per_min: float, now: float) -> None:
+        self.rate_per_min = per_min
+        self.last_value_at = now
+
+    def estimate(self, now: float) -> int:
+        """While no counter value has arrived in this run: the recent drops the rate accounts for, as far as they
+        exceed what was already counted, count as growth. Returns that growth (0 once a counter arrived)."""
+        if self.values or self.rate_per_min is None:
+            return 0
+        more = max(0, self.recent() - self.estimated)
+        self.estimated += more
+        self._grew(more, now)
+        return more
+
     def take(self) -> int | None:
-        """Growth since the previous call, None while no counter has been seen (nothing to report)."""
-        if not self.values:
+        """Growth since the previous call, None while nothing has been seen (nothing to report)."""
+        if not self.values and self.rate_per_min is None:
             return None
         grew, self.pending = self.pending, 0
         return grew
 
     def status(self) -> dict:
-        return {"dropped": dict(self.values), "dropped_total": sum(self.values.values()),
+        counter = bool(self.values)
+        return {"dropped": dict(self.values), "dropped_total": sum(self.values.values()) if counter else None,
+                "counter_received": counter, "recent_rate_per_min": self.rate_per_min,
+                "recent_estimate": self.recent(), "rate_window_s": self.rate_window_s,
+                "estimated": not counter and self.seen_total > 0,
                 "seen_since_start": self.seen_total, "last_growth_at": self.last_growth_at,
                 "last_value_at": self.last_value_at}
 
@@ -101,13 +150,14 @@ class BrokerStats:
                  client_id_suffix: str = "", clock=time.time, memory: "CounterMemory | None" = None):
         self.cfg = cfg
         self.topics = tuple(cfg.broker_stats.topics)
+        self.rate_topic = cfg.broker_stats.recent_rate_topic
         self.interval_s = cfg.broker_stats.report_interval_s
         self.metrics = metrics
         self.inject = inject
         self.clock = clock
         self.sensor_id = sensor_id(cfg.host)
         self.memory = memory
-        self.tracker = DropTracker(memory.load() if memory is not None else None)
+        self.tracker = DropTracker(memory.load() if memory is not None else None, cfg.broker_stats.recent_rate_window_s)
         self._lock = threading.Lock()  # the paho thread observes, the report loop takes
         self.link = MqttPublisher(cfg.host, cfg.port, f"{cfg.client_id}{client_id_suffix}-sys", cfg.username or None,
                                   password.reveal() or None, cfg.keepalive_s, qos=0)
@@ -117,10 +167,19 @@ class BrokerStats:
         self.link.client.on_message = self._on_message
 
     def _subscribe(self, client) -> None:
-        # Clean session: subscriptions do not survive a reconnect, so they are made on every connect.
-        client.subscribe([(t, 0) for t in self.topics])
+        # Clean session: subscriptions do not survive a reconnect, so they are made on every connect. The rate
+        # comes first: the broker sends retained copies in this order, and a first counter value needs the rate.
+        rate = [(self.rate_topic, 0)] if self.rate_topic else []
+        client.subscribe(rate + [(t, 0) for t in self.topics])
 
     def _on_message(self, _client, _userdata, msg) -> None:
+        if msg.topic == self.rate_topic:
+            rate = parse_number(msg.payload)
+            if rate is not None:
+                with self._lock:
+                    self.tracker.observe_rate(rate, self.clock())
+                self.metrics.broker_drop_rate.set(rate)
+            return
         value = parse_counter(msg.payload)
         if value is None:
             log.debug("event=broker_stats_unparsed topic=%s", msg.topic)
@@ -138,7 +197,12 @@ class BrokerStats:
     def report(self) -> Reading | None:
         """The reading for the interval just ended (growth, often 0), None while nothing is known."""
         with self._lock:
+            estimated = self.tracker.estimate(self.clock())
             grew = self.tracker.take()
+        if estimated:
+            self.metrics.broker_drops_seen.labels(self.rate_topic).inc(estimated)
+            log.warning("event=mqtt_broker_dropped topic=%s dropped=%d estimated=true note=counter_not_received_"
+                        "see_max_queued_messages", self.rate_topic, estimated)
         if grew is None or not self.link.connected.is_set():
             return None
         now = self.clock()
@@ -148,7 +212,8 @@ class BrokerStats:
         """For the dashboard: the broker's counters and what this daemon saw grow."""
         with self._lock:
             out = self.tracker.status()
-        return {"sensor_id": self.sensor_id, "topics": list(self.topics), "connected": self.link.connected.is_set(), **out}
+        return {"sensor_id": self.sensor_id, "topics": list(self.topics), "rate_topic": self.rate_topic,
+                "connected": self.link.connected.is_set(), **out}
 
     def run(self, stop: threading.Event) -> None:
         """Connect, then report every interval until `stop`; disconnects on the way out."""

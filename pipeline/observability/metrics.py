@@ -23,7 +23,8 @@ class Metrics:
         self.mqtt_connected = Gauge("mqtt_connected", "1 while connected to the MQTT broker", namespace=ns, registry=registry)
         # The broker's own counters (mqtt.broker_stats.topics; the topic is configured, so the label is bounded).
         self.broker_dropped = Gauge("mqtt_broker_messages_dropped", "Messages the MQTT broker reports it dropped (its counter, since it started)", ["topic"], namespace=ns, registry=registry)
-        self.broker_drops_seen = Counter("mqtt_broker_drops_seen", "Growth of the broker's dropped-messages counter seen since this daemon started", ["topic"], namespace=ns, registry=registry)
+        self.broker_drops_seen = Counter("mqtt_broker_drops_seen", "Growth of the broker's dropped-messages counter seen since this daemon started (topic: the rate topic when estimated from it before a counter value arrived)", ["topic"], namespace=ns, registry=registry)
+        self.broker_drop_rate = Gauge("mqtt_broker_drop_rate_per_minute", "The MQTT broker's moving average of messages dropped per minute (mqtt.broker_stats.recent_rate_topic)", namespace=ns, registry=registry)
         self.kafka_produced = Counter("kafka_messages_produced", "Messages confirmed by Kafka", ["topic_kind"], namespace=ns, registry=registry)
         self.kafka_produce_errors = Counter("kafka_produce_errors", "Failed Kafka deliveries (retried)", namespace=ns, registry=registry)
         self.kafka_backpressure = Counter("kafka_producer_backpressure", "Times the producer queue was full", namespace=ns, registry=registry)

@@ -96,15 +96,23 @@
   }
 
   // The broker's own drop counter: messages lost before they reached the pipeline (README, "Delivery guarantees").
+  // Mosquitto republishes it only when it changes; until it arrives, its moving average of drops stands in.
   function renderBroker(b) {
     const p = $("broker-drops");
     if (!b) { p.textContent = ""; return; }
     const grew = b.last_growth_at !== null && b.last_growth_at !== undefined;
+    const rate = b.recent_rate_per_min ? `; recently ${fmtNum(b.recent_rate_per_min, 2)}/min ` +
+      `(the broker's ${fmtNum(b.rate_window_s / 60, 0)}-minute average, about ${fmtNum(b.recent_estimate, 0)} message(s))` : "";
+    const since = `${fmtNum(b.seen_since_start, 0)} since this daemon started` + (b.estimated ? " (estimated)" : "") +
+      (grew ? ` (last at ${fmtTime(b.last_growth_at)}; see max_queued_messages)` : "");
     p.className = grew ? "bad" : "muted";
-    p.textContent = b.last_value_at === null || b.last_value_at === undefined
-      ? `MQTT broker drops: no counter received yet on ${b.topics.join(", ")}`
-      : `MQTT broker dropped ${fmtNum(b.dropped_total, 0)} message(s) since it started; ${fmtNum(b.seen_since_start, 0)} ` +
-        `since this daemon started` + (grew ? ` (last at ${fmtTime(b.last_growth_at)}; see max_queued_messages)` : "");
+    if (b.last_value_at === null || b.last_value_at === undefined) {
+      p.textContent = `MQTT broker drops: nothing received yet on ${[b.rate_topic, ...b.topics].filter(Boolean).join(", ")}`;
+    } else if (!b.counter_received) {
+      p.textContent = `MQTT broker drop counter not received (the broker republishes it only when it changes)${rate}; ${since}`;
+    } else {
+      p.textContent = `MQTT broker dropped ${fmtNum(b.dropped_total, 0)} message(s) since it started${rate}; ${since}`;
+    }
   }
 
   function renderErrors(body) {
