@@ -6,73 +6,12 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from .base import Name, NonNegFloat, NonNegInt, Port, PositiveFloat, PositiveInt, Section
+from .base import Name, NonNegFloat, Port, PositiveFloat, PositiveInt, Section
 from .metric_rules import DetectionConfig, MetricUnits, ThresholdRule
+from .alerting import AlertsConfig, FlapConfig, WebhookConfig  # noqa: F401 - re-exported
+from .mqtt import BrokerStatsConfig, MqttConfig, TlsConfig  # noqa: F401 - re-exported
 from .secret import Secrets
-
-
-class TlsConfig(Section):
-    """TLS towards a service: the server certificate is verified against `ca_file` (or the system CAs)."""
-
-    enabled: bool = False
-    ca_file: str = ""        # empty: the system's CA bundle
-    cert_file: str = ""      # client certificate, for brokers that authenticate clients by certificate
-    key_file: str = ""
-    # Skip host name and certificate verification: for a test bench only, never in production.
-    insecure: bool = False
-
-
-class BrokerStatsConfig(Section):
-    """The broker's own counters of messages it dropped, watched by a small client of the daemon's own."""
-
-    enabled: bool = True
-    # Counters the broker publishes (wildcards allowed). Mosquitto: every sys_interval seconds (default 10),
-    # when the value changed. EMQX and HiveMQ publish theirs elsewhere (README, "Delivery guarantees").
-    topics: tuple[Annotated[str, msgspec.Meta(min_length=1, max_length=200)], ...] = ("$SYS/broker/publish/messages/dropped",)
-    # How often the growth seen becomes a reading `mqtt_dropped` of sensor broker:<host> (0 when none).
-    report_interval_s: Annotated[float, msgspec.Meta(ge=1.0, le=3600)] = 10.0
-    # The broker's moving average of drops per minute over recent_rate_window_s: Mosquitto republishes the counter
-    # only when it changes and lets its retained copy expire after 60 s, so a daemon that starts later sees the
-    # drops only here ("" turns it off). One topic, no wildcards.
-    recent_rate_topic: Annotated[str, msgspec.Meta(max_length=200, pattern=r"^[^+#]*$")] = "$SYS/broker/load/publish/dropped/15min"
-    recent_rate_window_s: Annotated[float, msgspec.Meta(ge=60.0, le=86400)] = 900.0
-
-
-class MqttConfig(Section):
-    host: Name = "localhost"
-    port: Port = 1883
-    protocol: Literal["3.1.1", "5"] = "3.1.1"
-    # A stable client id plus clean_session=false is what makes the broker keep our session (and
-    # the QoS 1 messages queued for it) while the daemon restarts.
-    client_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] = "realtime-pipeline"
-    clean_session: bool = False
-    session_expiry_s: NonNegInt = 86400
-    username: str = ""
-    keepalive_s: Annotated[int, msgspec.Meta(ge=5, le=3600)] = 30
-    topics: tuple[Name, ...] = ("sensors/#", "system/#", "logs/#")
-    qos: Literal[0, 1] = 1
-    # MQTT 5 Receive Maximum: how many unacknowledged QoS 1 messages the broker may send us.
-    receive_maximum: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 1000
-    reconnect_min_delay_s: PositiveFloat = 0.5
-    reconnect_max_delay_s: PositiveFloat = 10.0
-    tls: TlsConfig = TlsConfig()
-    # Scale-out: several instances subscribe as one MQTT shared subscription group ($share/<group>/<filter>)
-    # and the broker hands each message to one of them. Empty: off (a single instance). When set, the
-    # client id becomes <client_id>-<instance_id> so every instance keeps its own persistent session.
-    shared_group: Annotated[str, msgspec.Meta(pattern=r"^[^/#+$]*$", max_length=64)] = ""
-    broker_stats: BrokerStatsConfig = BrokerStatsConfig()
-    # true: QoS 0/1 PUBLISH packets parsed straight from a read buffer (pipeline/ingest/mqtt_client.py, written
-    # against one exact paho-mqtt version); false: paho's plain on_message and ack() (public API only), slower.
-    fast_path: bool = True
-    # Fast path only: after a wake-up that read few messages, wait this long before the next read, so at low
-    # rates one wake-up carries several messages (a wake-up costs more than a message). Adds at most this
-    # much latency; at high rates every read is full and it never waits.
-    read_linger_ms: Annotated[int, msgspec.Meta(ge=0, le=100)] = 15
-    # Retained messages: the broker sends its stored copy of a topic's last retained message at every
-    # subscription (each daemon start, each reconnect), flagged RETAIN; a live message never carries the
-    # flag. ignore: acknowledge and count those copies (the live message was stored when it was published);
-    # store: treat them as new messages (a reading without a timestamp would be stored once per start).
-    retained: Literal["ignore", "store"] = "ignore"
+from .serving import DashboardConfig  # noqa: F401 - re-exported
 
 
 class KafkaTopics(Section):
@@ -225,25 +164,6 @@ class RetryConfig(Section):
     max_elapsed_s: PositiveFloat = 30.0
 
 
-class DashboardConfig(Section):
-    enabled: bool = True
-    host: Name = "127.0.0.1"
-    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8080  # 0: any free port (tests)
-    # Also ask for DASHBOARD_TOKEN on read-only pages and /metrics (mutating endpoints always need it).
-    require_token_for_reads: bool = False
-    # Dependency probes (Kafka metadata, PostgreSQL and Redis pings) are reused for this long.
-    probe_cache_s: PositiveFloat = 2.0
-    # /ready fails for a sink that has work waiting but no successful write for this long.
-    stale_write_after_s: PositiveFloat = 60.0
-    # /ready fails when the consumer is further behind than this many messages (0: never).
-    ready_max_consumer_lag: NonNegInt = 0
-    # Seconds of per-second throughput and latency samples kept for the live charts.
-    history_s: Annotated[int, msgspec.Meta(ge=10, le=3600)] = 300
-    # A trend with no rows in `aggregations` is computed from `measurements` for ranges up to this long.
-    raw_fallback_max_range_s: PositiveInt = 21600
-
-
-
 # A window length label: 10s, 1m, 5m, 1h, 1d (it is stored as is in aggregations.period, VARCHAR(10)).
 PeriodLabel = Annotated[str, msgspec.Meta(pattern=r"^[1-9][0-9]{0,5}[smhd]$")]
 
@@ -259,33 +179,6 @@ class AggregationConfig(Section):
     max_lateness_s: PositiveFloat = 3600.0
     # A partition that received nothing for this long closes its due windows by the wall clock.
     idle_close_s: PositiveFloat = 30.0
-
-
-
-class WebhookConfig(Section):
-    url: Annotated[str, msgspec.Meta(pattern=r"^(https?://.+)?$")] = ""
-    timeout_s: PositiveFloat = 5.0
-    # Deliveries wait in a bounded queue; when it is full the newest is dropped and counted, never blocking.
-    queue_max: Annotated[int, msgspec.Meta(ge=1, le=100000)] = 1000
-    # How long one delivery is retried (with backoff) before it is given up and counted as failed.
-    max_elapsed_s: PositiveFloat = 60.0
-
-
-class FlapConfig(Section):
-    """An alert that opened and resolved `count` times within `window_s` is held open as flapping (0: off)."""
-
-    count: NonNegInt = 3
-    window_s: NonNegFloat = 1800.0
-
-
-class AlertsConfig(Section):
-    enabled: bool = True
-    # An open alert resolves after this many consecutive readings inside its bound by the deadband ...
-    clear_readings: NonNegInt = 3
-    # ... or after it has been inside that long (0: off). Both 0: the first clear reading resolves it.
-    clear_seconds: NonNegFloat = 0.0
-    flap: FlapConfig = FlapConfig()
-    webhook: WebhookConfig = WebhookConfig()
 
 
 class ReloadConfig(Section):
