@@ -27,8 +27,9 @@ def test_kafka_secrets_from_environment_are_masked_in_redacted_output():
     view = c.redacted(settings)
     text = json.dumps(view)
     assert "s3cr3t" not in text
-    assert view["config"]["kafka"]["client"] == {"security.protocol": "SASL_SSL", "sasl.mechanism": "PLAIN",
-                                                 "sasl.username": "svc", "sasl.password": "***"}
+    # Every sasl.* property is masked (sasl.jaas.config and sasl.oauthbearer.config carry secrets inside).
+    assert view["config"]["kafka"]["client"] == {"security.protocol": "SASL_SSL", "sasl.mechanism": "***",
+                                                 "sasl.username": "***", "sasl.password": "***"}
     assert view["secrets"] == {"MQTT_PASSWORD": "***", "POSTGRES_PASSWORD": "", "REDIS_PASSWORD": "",
                                "DASHBOARD_TOKEN": ""}
 
@@ -37,4 +38,4 @@ def test_kafka_secrets_from_environment_are_masked_in_redacted_output():
                                  "sasl.jaas.config"])
 def test_secret_kafka_properties(key):
     assert c.is_secret_key(key)
-    assert not c.is_secret_key("sasl.username")
+    assert not c.is_secret_key("security.protocol") and not c.is_secret_key("ssl.ca.location")
