@@ -5,7 +5,8 @@
 
 Each record is published (QoS 1) to <topic_root>/<app> as
 {"timestamp": epoch seconds, "level": "ERROR", "message": "...", "logger": "billing.db", "extra": {...}}
-where `extra` holds what the call passed with `extra=`. emit() never waits for the network and never
+where `extra` holds what the call passed with `extra=`. Over TLS (same names and meaning as mqtt.tls.*):
+`MQTTHandler(app="billing", host="mqtt.example.com", port=8883, tls=True, ca_file="/etc/ssl/mqtt-ca.pem")`. emit() never waits for the network and never
 raises: it formats the record and puts it into a bounded buffer that a background thread publishes;
 when the buffer is full the record is dropped and counted (`handler.dropped`). Records about the
 shipping itself (loggers `paho` and `pipeline.logship`, anything logged from the handler's own
@@ -23,6 +24,7 @@ import time
 import uuid
 
 from .agents.publisher import MqttPublisher
+from .config import TlsConfig
 from .runtime.supervisor import Spawn, plain_thread
 
 SKIP_LOGGERS = ("paho", "pipeline.logship")
@@ -82,7 +84,8 @@ class MQTTHandler(logging.Handler):
                  topic_root: str = "logs", username: str | None = None, password: str | None = None,
                  buffer_size: int = 10000, max_message_bytes: int = 8192, max_extra_bytes: int = 8192,
                  close_timeout: float = 2.0, exclude: tuple[str, ...] = (), client_id: str | None = None,
-                 spawn: Spawn = plain_thread):
+                 spawn: Spawn = plain_thread, tls: bool | TlsConfig = False, ca_file: str = "", cert_file: str = "",
+                 key_file: str = "", insecure: bool = False):
         if len(app) > APP_MAX or not _APP_RE.fullmatch(app) or not app.isascii():
             raise ValueError(f"app {app!r}: expected up to {APP_MAX} characters matching {_APP_RE.pattern}")
         if not topic_root or any(c in topic_root for c in "/+#"):
@@ -94,8 +97,10 @@ class MQTTHandler(logging.Handler):
         self.max_extra_bytes = max_extra_bytes
         self.close_timeout = close_timeout
         self.skip_loggers = SKIP_LOGGERS + tuple(exclude)
+        if not isinstance(tls, TlsConfig):  # the daemon passes its mqtt.tls section as it is
+            tls = TlsConfig(enabled=tls, ca_file=ca_file, cert_file=cert_file, key_file=key_file, insecure=insecure)
         self.publisher = MqttPublisher(host, port, client_id or f"logship-{app}-{uuid.uuid4().hex[:8]}", username,
-                                       password, max_queued=2 * _UNACKED_WINDOW)
+                                       password, max_queued=2 * _UNACKED_WINDOW, tls=tls)
         self.dropped = 0  # records not handed to the broker (buffer full, or still buffered at close)
         self.unconfirmed = 0  # records handed over but not acknowledged when close() gave up waiting
         self._accepted = 0  # records put into the buffer

@@ -1,5 +1,6 @@
 """A small MQTT publisher for the agents and the log handler: connects and reconnects in the background,
-publishes with QoS 1, and never holds more than `max_queued` messages in memory."""
+publishes with QoS 1, and never holds more than `max_queued` messages in memory. TLS as the bridge's
+(`TlsConfig`, applied by pipeline/clients/mqtt_tls.py)."""
 from __future__ import annotations
 
 import logging
@@ -10,6 +11,9 @@ import uuid
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from ..clients.mqtt_tls import configure_tls
+from ..config import TlsConfig
+
 log = logging.getLogger(__name__)
 
 
@@ -18,12 +22,16 @@ class MqttPublisher:
 
     def __init__(self, host: str = "localhost", port: int = 1883, client_id: str | None = None,
                  username: str | None = None, password: str | None = None, keepalive: int = 30, qos: int = 1,
-                 max_queued: int = 1000):
+                 max_queued: int = 1000, tls: TlsConfig | None = None):
         self.host, self.port, self.keepalive, self.qos = host, port, keepalive, qos
         self.client_id = client_id or f"rp-agent-{uuid.uuid4().hex[:12]}"
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=True)
         if username:
             self.client.username_pw_set(username, password or None)
+        # Without TLS the password crosses the network in clear: a broker that asks for one should listen on TLS.
+        self.tls = tls if tls is not None and tls.enabled else None
+        if self.tls is not None:
+            configure_tls(self.client, self.tls)
         self.client.max_queued_messages_set(max_queued)
         self.client.reconnect_delay_set(1, 30)
         self.client.on_publish = self._on_publish
@@ -62,7 +70,8 @@ class MqttPublisher:
             return
         self._warned = False
         self.connected.set()
-        log.info("event=mqtt_connected client_id=%s host=%s port=%d", self.client_id, self.host, self.port)
+        log.info("event=mqtt_connected client_id=%s host=%s port=%d tls=%s", self.client_id, self.host, self.port,
+                 self.tls is not None)
         if self.on_connected is not None:
             self.on_connected(_client)
 

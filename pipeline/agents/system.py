@@ -3,9 +3,11 @@ in the sensors' reading format (type "system") to <topic root>/<host>, every int
 
     python -m pipeline.agents.system [--interval 5] [--host NAME] [--mqtt-host localhost] [--mqtt-port 1883]
                                      [--mqtt-username USER] [--topic-root system] [--disk-path /] [--count N]
+                                     [--tls [--ca-file PEM] [--cert-file PEM --key-file PEM] [--insecure]]
 
-The MQTT password comes from the environment (MQTT_PASSWORD). The daemon runs the same agent as a thread
-when `agents.system.enabled` is set. Metric names are listed in METRICS (docs/sources.md).
+The MQTT password comes from the environment (MQTT_PASSWORD). The TLS options mean what mqtt.tls.* mean for
+the daemon. The daemon runs the same agent as a thread when `agents.system.enabled` is set (with the bridge's
+mqtt.host, port, username and mqtt.tls). Metric names are listed in METRICS (docs/sources.md).
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from typing import Callable
 import orjson
 import psutil
 
+from ..config import TlsConfig
 from .publisher import MqttPublisher
 
 log = logging.getLogger(__name__)
@@ -154,12 +157,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--interval", type=float, default=5.0, help="seconds between samples (default 5)")
     p.add_argument("--host", default="", help="host name to report (default: this machine's, sanitized)")
     p.add_argument("--mqtt-host", default="localhost")
-    p.add_argument("--mqtt-port", type=int, default=1883)
+    p.add_argument("--mqtt-port", type=int, default=None, help="default 1883, with --tls 8883")
     p.add_argument("--mqtt-username", default="", help="password from MQTT_PASSWORD")
     p.add_argument("--topic-root", default="system", help="publishes to <root>/<host> (default system)")
     p.add_argument("--disk-path", default="/", help="file system whose usage is disk_percent (default /)")
     p.add_argument("--count", type=int, default=None, help="stop after N messages (default: run until stopped)")
+    tls = p.add_argument_group("TLS (as mqtt.tls.* of the daemon)")
+    tls.add_argument("--tls", action="store_true", help="connect over TLS, the broker's certificate verified")
+    tls.add_argument("--ca-file", default="", help="CA certificate(s) to verify the broker with (default: the system's)")
+    tls.add_argument("--cert-file", default="", help="client certificate, for brokers that authenticate by certificate")
+    tls.add_argument("--key-file", default="", help="the client certificate's private key")
+    tls.add_argument("--insecure", action="store_true", help="skip certificate and host name checks (test benches only)")
     args = p.parse_args(argv)
+    given = [flag for flag, value in (("--ca-file", args.ca_file), ("--cert-file", args.cert_file),
+                                      ("--key-file", args.key_file), ("--insecure", args.insecure)) if value]
+    if given and not args.tls:  # silently connecting in clear would send the password in clear
+        p.error(f"{given[0]}: needs --tls")
+    if args.mqtt_port is None:
+        args.mqtt_port = 8883 if args.tls else 1883
     if args.interval < 0.1:
         p.error("--interval: must be at least 0.1 seconds")
     if "/" in args.topic_root or "+" in args.topic_root or "#" in args.topic_root or not args.topic_root:
@@ -167,13 +182,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def tls_settings(args: argparse.Namespace) -> TlsConfig:
+    """The TLS options as the daemon's mqtt.tls section."""
+    return TlsConfig(enabled=args.tls, ca_file=args.ca_file, cert_file=args.cert_file, key_file=args.key_file,
+                     insecure=args.insecure)
+
+
 def main(argv: list[str] | None = None) -> int:
     from ..observability import logging as kvlog
 
     args = parse_args(argv)
     kvlog.setup(os.environ.get("LOG_LEVEL", "INFO"))
-    publisher = MqttPublisher(args.mqtt_host, args.mqtt_port, username=args.mqtt_username or None,
-                              password=os.environ.get("MQTT_PASSWORD") or None)
+    try:
+        publisher = MqttPublisher(args.mqtt_host, args.mqtt_port, username=args.mqtt_username or None,
+                                  password=os.environ.get("MQTT_PASSWORD") or None, tls=tls_settings(args))
+    except OSError as err:  # a TLS file missing or unreadable (ssl.SSLError is an OSError)
+        print(f"tls: cannot use the certificate files: {err}", file=sys.stderr)
+        return 2
     agent = SystemAgent(publisher, args.host, args.topic_root, args.interval, args.disk_path)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -33,7 +33,6 @@ from ..agents.system import sanitize_host
 from ..config import MqttConfig, Secret
 from ..observability.metrics import Metrics
 from ..records import Reading
-from .mqtt_bridge import configure_tls
 
 log = logging.getLogger(__name__)
 SENSOR_TYPE = "broker"
@@ -160,9 +159,7 @@ class BrokerStats:
         self.tracker = DropTracker(memory.load() if memory is not None else None, cfg.broker_stats.recent_rate_window_s)
         self._lock = threading.Lock()  # the paho thread observes, the report loop takes
         self.link = MqttPublisher(cfg.host, cfg.port, f"{cfg.client_id}{client_id_suffix}-sys", cfg.username or None,
-                                  password.reveal() or None, cfg.keepalive_s, qos=0)
-        if cfg.tls.enabled:
-            configure_tls(self.link.client, cfg.tls)
+                                  password.reveal() or None, cfg.keepalive_s, qos=0, tls=cfg.tls)
         self.link.on_connected = self._subscribe
         self.link.client.on_message = self._on_message
 

@@ -12,7 +12,6 @@ hand `_on_publish` the same (topic bytes, payload, qos, mid, dup).
 from __future__ import annotations
 
 import logging
-import ssl
 import threading
 import time
 from collections import deque
@@ -23,12 +22,13 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from ..config import KafkaConfig, MqttConfig, Secret, TlsConfig
+from ..config import KafkaConfig, MqttConfig, Secret
 from ..observability.metrics import Metrics
 from ..runtime.supervisor import Supervisor
 from .identity import (BRIDGE_HEADER, MID_HEADER, MQTT_TOPIC_HEADER, ORIGINAL_SIZE_HEADER, RECEIVED_US_HEADER,
                        ReceiveStamps, read_own_tail, relearn)
 from ..clients.kafka import consumer_conf, producer_conf
+from ..clients.mqtt_tls import configure_tls
 from .mqtt_client import BufferedClient, RawHandler
 from ..runtime.threadname import name_os_thread
 
@@ -66,13 +66,6 @@ def plain_on_message(handler: RawHandler):
     return on_message
 
 
-def configure_tls(client: mqtt.Client, tls: TlsConfig) -> None:
-    """TLS with the broker's certificate verified (unless tls.insecure), optionally a client certificate."""
-    client.tls_set(ca_certs=tls.ca_file or None, certfile=tls.cert_file or None, keyfile=tls.key_file or None,
-                   cert_reqs=ssl.CERT_NONE if tls.insecure else ssl.CERT_REQUIRED)
-    client.tls_insecure_set(tls.insecure)
-
-
 class MqttBridge:
     """Subscribes to the configured filters and produces every message to the raw Kafka topic.
 
@@ -103,8 +96,7 @@ class MqttBridge:
             clean_session=None if v5 else mqtt_cfg.clean_session, manual_ack=True, **fast)
         if mqtt_cfg.username:
             self.client.username_pw_set(mqtt_cfg.username, password.reveal() or None)
-        if mqtt_cfg.tls.enabled:
-            configure_tls(self.client, mqtt_cfg.tls)
+        configure_tls(self.client, mqtt_cfg.tls)
         self.filters = subscription_filters(mqtt_cfg)
         self.client.reconnect_delay_set(mqtt_cfg.reconnect_min_delay_s, mqtt_cfg.reconnect_max_delay_s)
         self.client.on_connect = self._on_connect

@@ -199,7 +199,7 @@ class Pipeline:
         agent = cfg.agents.system
         if agent.enabled:
             publisher = MqttPublisher(mqtt.host, mqtt.port, f"{mqtt.client_id}-system", mqtt.username or None, password,
-                                      mqtt.keepalive_s)
+                                      mqtt.keepalive_s, tls=mqtt.tls)
             samples = self.metrics.system_samples
             self.system_agent = SystemAgent(publisher, agent.host, agent.topic_root, agent.interval_s, agent.disk_path,
                                             on_publish=lambda ok: samples.labels("published" if ok else "dropped").inc())
@@ -211,7 +211,7 @@ class Pipeline:
                                   topic_root=logs.topic_root, username=mqtt.username or None, password=password,
                                   max_message_bytes=logs.max_message_bytes, max_extra_bytes=logs.max_extra_bytes,
                                   client_id=f"{mqtt.client_id}-logship",
-                                  spawn=self.supervisor.spawn)
+                                  spawn=self.supervisor.spawn, tls=mqtt.tls)
             self.metrics.logship_records.labels("sent").set_function(lambda: handler.sent)
             self.metrics.logship_records.labels("dropped").set_function(lambda: handler.dropped)
             logging.getLogger().addHandler(handler)
