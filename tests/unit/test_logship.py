@@ -157,3 +157,19 @@ def test_clean_bounds_size():
     assert len(clean(list(range(1000)))) == 100
     assert clean("z" * 5000) == "z" * 2000
     assert clean((1, 2.5, None, True)) == [1, 2.5, None, True]
+
+
+def test_tls_arguments_mean_what_mqtt_tls_means():
+    from pipeline.config import TlsConfig
+
+    h = MQTTHandler("billing", *UNREACHABLE, close_timeout=0.1, tls=True, insecure=True)
+    assert h.publisher.tls == TlsConfig(enabled=True, insecure=True)
+    h.close()
+    same = MQTTHandler("billing", *UNREACHABLE, close_timeout=0.1, tls=TlsConfig(enabled=True, insecure=True))
+    assert same.publisher.tls == h.publisher.tls
+    same.close()
+    plain = MQTTHandler("billing", *UNREACHABLE, close_timeout=0.1)
+    assert plain.publisher.tls is None
+    plain.close()
+    with pytest.raises(OSError):  # a missing CA file fails at once, not at the first record
+        MQTTHandler("billing", *UNREACHABLE, tls=True, ca_file="/nonexistent/ca.pem")

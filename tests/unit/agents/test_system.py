@@ -112,3 +112,25 @@ def test_cli_refuses_bad_arguments():
         proc = subprocess.run([sys.executable, "-m", "pipeline.agents.system", *args], capture_output=True, text=True,
                               timeout=30)
         assert proc.returncode == 2 and args[0] in proc.stderr
+
+
+def test_cli_tls_options_are_the_daemon_mqtt_tls_settings():
+    from pipeline.agents.system import parse_args, tls_settings
+    from pipeline.config import TlsConfig
+
+    args = parse_args(["--tls", "--ca-file", "ca.pem", "--cert-file", "c.pem", "--key-file", "c.key", "--insecure"])
+    assert tls_settings(args) == TlsConfig(enabled=True, ca_file="ca.pem", cert_file="c.pem", key_file="c.key",
+                                           insecure=True)
+    assert args.mqtt_port == 8883  # the usual TLS port unless --mqtt-port says otherwise
+    plain = parse_args([])
+    assert tls_settings(plain) == TlsConfig() and plain.mqtt_port == 1883
+    assert parse_args(["--tls", "--mqtt-port", "1884"]).mqtt_port == 1884
+    for flag in (["--ca-file", "ca.pem"], ["--insecure"]):  # never quietly in clear
+        with pytest.raises(SystemExit):
+            parse_args(flag)
+
+
+def test_a_missing_tls_file_is_an_error_before_any_connection():
+    proc = subprocess.run([sys.executable, "-m", "pipeline.agents.system", "--tls", "--ca-file", "/nonexistent/ca.pem"],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2 and "tls: cannot use the certificate files" in proc.stderr
