@@ -5,12 +5,15 @@
 
 Each record is published (QoS 1) to <topic_root>/<app> as
 {"timestamp": epoch seconds, "level": "ERROR", "message": "...", "logger": "billing.db", "extra": {...}}
-where `extra` holds what the call passed with `extra=`. Over TLS (same names and meaning as mqtt.tls.*):
-`MQTTHandler(app="billing", host="mqtt.example.com", port=8883, tls=True, ca_file="/etc/ssl/mqtt-ca.pem")`. emit() never waits for the network and never
+where `extra` holds what the call passed with `extra=`. emit() never waits for the network and never
 raises: it formats the record and puts it into a bounded buffer that a background thread publishes;
 when the buffer is full the record is dropped and counted (`handler.dropped`). Records about the
 shipping itself (loggers `paho` and `pipeline.logship`, anything logged from the handler's own
 threads) are never shipped, so shipping cannot feed on itself.
+
+Over TLS, with the names and meaning of the daemon's mqtt.tls.* (tls, ca_file, cert_file, key_file, insecure):
+
+    MQTTHandler(app="billing", host="mqtt.example.com", port=8883, tls=True, ca_file="/etc/ssl/mqtt-ca.pem")
 """
 from __future__ import annotations
 

@@ -39,7 +39,7 @@ def is_secret_key(name: str) -> bool:
 
 
 def mask_url(url: str) -> str:
-    """scheme://host[:port] kept, anything else masked: https://u:p@h.example.com/x?token=t -> https://***@h.example.com/***"""
+    """scheme://host[:port] kept, the rest masked: https://u:p@h.example.com/x?t=1 -> https://***@h.example.com/***"""
     scheme, _, rest = url.partition("://")
     end = next((i for i, c in enumerate(rest) if c in "/?#"), len(rest))
     netloc, tail = rest[:end], rest[end:]
