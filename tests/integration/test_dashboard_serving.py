@@ -1,9 +1,11 @@
 """The dashboard's HTTP server on real sockets (waitress, pipeline/dashboard/http_server.py): the connection
 limit, the idle timeout, the body and header caps, the Host check, and a stop that does not wait for clients.
-No pipeline services are needed: the app is the real one over a stub view."""
+Only the last test needs the pipeline's services (the daemon as a child process); the others serve the real
+app over a stub view."""
 from __future__ import annotations
 
 import http.client
+import re
 import socket
 import threading
 import time
@@ -13,6 +15,7 @@ import pytest
 from pipeline.config import DashboardConfig, Secret
 from pipeline.dashboard import create_app
 from pipeline.dashboard.http_server import HttpServer
+from tests.integration.clients import DaemonProcess, wait_for
 
 TOKEN = "serving-token"
 
@@ -162,3 +165,32 @@ def test_stop_closes_the_port_and_idle_connections_promptly(serve):
     assert idle.recv(1) == b""
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", served.http.port), timeout=2).close()
+
+
+def test_sigterm_with_clients_holding_connections_ends_the_daemon_within_its_bound(env, tmp_path):
+    budget = 4  # processing.shutdown_timeout_s; the daemon's bound is budget + 5
+    config = {"dashboard": {"enabled": True, "port": 0, "channel_timeout_s": 600},
+              "processing": {"shutdown_timeout_s": budget}}
+    env.migrate(env.settings(**config))
+    daemon = DaemonProcess(env.write_config(tmp_path / "config.yaml", **config), tmp_path / "daemon.log").start()
+    clients: list[socket.socket] = []
+    try:
+        found = wait_for(lambda: re.search(r"event=dashboard_listening url=http://127.0.0.1:(\d+)", daemon.log_text()), 10,
+                         what="the dashboard's port in the log")
+        port = int(found.group(1))
+        for _ in range(5):  # idle keep-alive connections, and one request that never finishes its headers
+            sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            assert read_response(sock).startswith(b"HTTP/1.1 200")
+            clients.append(sock)
+        slow = socket.create_connection(("127.0.0.1", port), timeout=10)
+        slow.sendall(b"GET /api/pipeline HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+        clients.append(slow)
+        code, took = daemon.terminate(timeout=budget + 5 + 20)
+        print(f"exit code {code} after {took:.1f}s")
+        assert code == 0 and took <= budget + 5, daemon.log_tail(30)
+        assert "event=dashboard_stopped" in daemon.log_text()
+    finally:
+        for sock in clients:
+            sock.close()
+        daemon.stop()
