@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import ipaddress
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -17,8 +17,8 @@ class DashboardConfig(Section):
     # when `host` is not a loopback address: whoever reaches the port must not read the pipeline's data unasked.
     require_token_for_reads: bool = False
     # Host header names accepted besides localhost, 127.0.0.1, ::1, `host` and this machine's hostname (and any
-    # IP address, which DNS rebinding cannot forge); others get 400. ["*"] turns the check off.
-    allowed_hosts: tuple[Name, ...] = ()
+    # IP address, which DNS rebinding cannot forge); others get 400. "*" (or ["*"]) turns the check off.
+    allowed_hosts: Literal["*"] | tuple[Name, ...] = ()
     # Requests answered at once: a fixed pool, so a flood queues instead of starting a thread per connection.
     threads: Annotated[int, msgspec.Meta(ge=1, le=64)] = 4
     # Open client connections at most; beyond it new ones wait in the listen backlog until one closes.

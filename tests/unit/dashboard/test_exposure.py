@@ -43,8 +43,16 @@ def test_host_allowed(header, ok):
     assert host_allowed(header, allowed_names(DashboardConfig(), hostname="box.example.org")) is ok
 
 
-def test_star_turns_the_check_off():
-    assert host_allowed("evil.example", allowed_names(DashboardConfig(allowed_hosts=("*",))))
+@pytest.mark.parametrize("value", ['"*"', '["*"]', '[dash.example.org, "*"]'])
+def test_star_turns_the_check_off(value):
+    cfg = c.parse({}, {"PIPELINE__DASHBOARD__ALLOWED_HOSTS": value}).dashboard
+    assert host_allowed("evil.example", allowed_names(cfg))
+
+
+def test_allowed_hosts_is_a_list_of_names_or_star():
+    assert c.parse({"dashboard": {"allowed_hosts": ["a.example", "b.example"]}}).dashboard.allowed_hosts == ("a.example", "b.example")
+    with pytest.raises(ConfigError, match=r"^dashboard.allowed_hosts"):
+        c.parse({"dashboard": {"allowed_hosts": "a.example"}})
 
 
 def test_an_unknown_host_gets_400_before_anything_else():
