@@ -40,7 +40,8 @@ class Dashboard:
         self.app = create_app(self.view, self.cfg, settings.secrets.dashboard_token)
         self.http = HttpServer(self.app, self.cfg)
         self.port = self.http.port
-        self.url = f"http://[{self.cfg.host}]:{self.port}" if ":" in self.cfg.host else f"http://{self.cfg.host}:{self.port}"
+        address = f"[{self.cfg.host}]" if ":" in self.cfg.host else self.cfg.host  # an IPv6 address needs brackets
+        self.url = f"http://{address}:{self.port}"
         self._stop = threading.Event()
         self._spawn = spawn
         self._threads: list = []  # the supervisor's handles of serve, monitor and probes
