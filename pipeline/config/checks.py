@@ -9,6 +9,7 @@ import msgspec
 from .errors import ConfigError, describe_validation_error
 from .metric_rules import MetricDetection, MetricOverride, MetricUnits, SensorOverride, ThresholdRule
 from .schema import Config
+from .serving import DashboardConfig, is_loopback_host
 
 
 def check_mapping_sections(tree: dict) -> None:
@@ -94,6 +95,17 @@ def check_across_fields(cfg: Config) -> None:
         raise ConfigError(f"agents.system.topic_root: {cfg.agents.system.topic_root!r} is not covered by mqtt.topics")
     if cfg.logs.ship_own and not roots & {cfg.logs.topic_root, "#", "+"}:
         raise ConfigError(f"logs.ship_own: logs.topic_root {cfg.logs.topic_root!r} is not covered by mqtt.topics")
+
+
+def check_dashboard_token(cfg: DashboardConfig, token_set: bool) -> None:
+    """A dashboard whose reads need DASHBOARD_TOKEN (asked for, or listening beyond loopback) must have one."""
+    if not cfg.enabled or token_set:
+        return
+    if cfg.require_token_for_reads:
+        raise ConfigError("dashboard.require_token_for_reads: needs DASHBOARD_TOKEN in the environment")
+    if not is_loopback_host(cfg.host):
+        raise ConfigError(f"dashboard.host: {cfg.host!r} is reachable beyond this machine, so reads need "
+                          "DASHBOARD_TOKEN in the environment (set it, or listen on 127.0.0.1)")
 
 
 def configured_metrics(cfg: Config) -> frozenset[str]:

@@ -12,7 +12,7 @@ import msgspec
 import yaml
 
 from .base import Section
-from .checks import check_across_fields, check_mapping_sections
+from .checks import check_across_fields, check_dashboard_token, check_mapping_sections
 from .errors import ConfigError, describe_validation_error
 from .schema import Config, Settings
 from .secret import KAFKA_SECRET_ENV, Secrets
@@ -100,7 +100,9 @@ def load(path: str | os.PathLike | None = None, env: dict[str, str] | None = Non
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise ConfigError(f"{file}:{where}: invalid YAML") from None
-    return Settings(config=parse(tree, env), secrets=Secrets.from_env(env), path=str(file))
+    config, secrets = parse(tree, env), Secrets.from_env(env)
+    check_dashboard_token(config.dashboard, bool(secrets.dashboard_token))
+    return Settings(config=config, secrets=secrets, path=str(file))
 
 
 def load_for_cli(path: str | os.PathLike | None = None) -> Settings:

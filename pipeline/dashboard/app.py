@@ -9,8 +9,11 @@ from flask import Flask, jsonify, request
 from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException
 
-from ..config import ConfigError, DashboardConfig, Secret
+from ..config import DashboardConfig, Secret
+from ..config.checks import check_dashboard_token
+from ..config.serving import reads_need_token
 from . import api, auth, health, pages
+from .hosts import allowed_names, host_allowed
 from .params import BadParam
 from .store import Unavailable
 
@@ -38,7 +41,8 @@ class DashboardState:
 
     @property
     def require_token_for_reads(self) -> bool:
-        return self.config.require_token_for_reads
+        """Asked for (dashboard.require_token_for_reads), or implied by a host beyond loopback."""
+        return reads_need_token(self.config)
 
 
 def _finite(obj):
@@ -73,11 +77,20 @@ def _is_api() -> bool:
 def create_app(view, config: DashboardConfig, token: Secret | str | None = None) -> Flask:
     """A Flask app over `view` (see view.View); `token` is DASHBOARD_TOKEN."""
     raw_token = token.reveal() if isinstance(token, Secret) else (token or "")
-    if config.require_token_for_reads and not raw_token:
-        raise ConfigError("dashboard.require_token_for_reads: needs DASHBOARD_TOKEN in the environment")
+    check_dashboard_token(config, bool(raw_token))
     app = Flask(__name__)
     app.json = FiniteJSONProvider(app)
     app.extensions["dashboard"] = DashboardState(view, config, raw_token)
+    hosts = allowed_names(config)
+
+    @app.before_request
+    def check_host():
+        # First: a rebinding page must learn nothing, not even whether a token is needed.
+        if not host_allowed(request.environ.get("HTTP_HOST"), hosts):
+            log.debug("event=dashboard_host_refused host=%r path=%s", request.environ.get("HTTP_HOST"), request.path)
+            return jsonify(error="unknown Host: add the name to dashboard.allowed_hosts", status=400), 400
+        return None
+
     app.before_request(auth.check_read)
     app.register_blueprint(pages.bp)
     app.register_blueprint(api.bp)

@@ -1,4 +1,6 @@
-"""The dashboard token (DASHBOARD_TOKEN): always needed to change anything, optionally to read.
+"""The dashboard token (DASHBOARD_TOKEN): always needed to change anything; to read when asked for
+(dashboard.require_token_for_reads) or when dashboard.host is not a loopback address. /health and /ready
+stay open either way, so systemd, Kubernetes and load balancers can probe without the token.
 
 Reads accept `Authorization: Bearer <token>` or HTTP Basic with the token as password (so a browser can
 prompt for it and Prometheus can scrape with `basic_auth` or `authorization`). Changes accept only
@@ -15,6 +17,8 @@ import hmac
 
 from flask import current_app, jsonify, request
 
+# Liveness and readiness probes, and the page's own script and styles (nothing in them is data).
+OPEN_ENDPOINTS = ("health.health", "health.ready", "static")
 REALM = 'Basic realm="pipeline dashboard", charset="UTF-8"'
 
 
@@ -46,12 +50,15 @@ def unauthorized(message: str, challenge: str):
     return response
 
 
+def may_read() -> bool:
+    """Whether this request may see data: reads are open, or it carries the token."""
+    state = current_app.extensions["dashboard"]
+    return not state.require_token_for_reads or matches(state.token, ("bearer", "basic"))
+
+
 def check_read():
     """before_request hook: None to go on, or a 401 when reads need the token and it is missing or wrong."""
-    state = current_app.extensions["dashboard"]
-    if not state.require_token_for_reads or request.endpoint in ("health.health", "static"):
-        return None
-    if matches(state.token, ("bearer", "basic")):
+    if request.endpoint in OPEN_ENDPOINTS or may_read():
         return None
     return unauthorized("this dashboard needs the DASHBOARD_TOKEN (Bearer, or Basic with it as password)", REALM)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, jsonify
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from .auth import may_read
+
 bp = Blueprint("health", __name__)
 
 
@@ -20,8 +22,12 @@ def health():
 
 @bp.get("/ready")
 def ready():
-    """Readiness per dependency: 200, or 503 with `failing` and `problems` naming what is wrong."""
+    """Readiness per dependency: 200, or 503 with `failing` and `problems` naming what is wrong. Open to
+    probes without the token; without it, when reads need it, only `ready` and `failing` (the problems name
+    hosts and errors)."""
     ok, body = _view().ready()
+    if not may_read():
+        body = {"ready": body.get("ready", ok), "failing": body.get("failing", [])}
     return jsonify(body), 200 if ok else 503
 
 

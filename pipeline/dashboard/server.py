@@ -1,4 +1,4 @@
-"""The dashboard inside the daemon: the Flask app on a threaded werkzeug server, plus the monitor loops.
+"""The dashboard inside the daemon: the Flask app on waitress (http_server.py), plus the monitor loops.
 
 `start()` runs `serve`, `monitor` and `probes` as threads of the daemon's supervisor; the daemon calls `stop()`
 first when it shuts down, so nothing reads from the pipeline's components while they close. Everything the
@@ -7,43 +7,20 @@ dashboard knows of the pipeline comes through its status interface (observabilit
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 
-from werkzeug.serving import WSGIRequestHandler, get_sockaddr, make_server, select_address_family
-
 from ..config import Settings
+from ..config.serving import reads_need_token
 from ..observability.metrics import Metrics
 from ..observability.recent import ErrorLogHandler, RecentErrors
 from ..observability.status import PipelineStatus
 from ..runtime.supervisor import Spawn
 from .app import create_app
+from .http_server import HttpServer
 from .store import Store
 from .view import PipelineView
 
 log = logging.getLogger(__name__)
-
-
-class RequestHandler(WSGIRequestHandler):
-    """werkzeug's handler without the server and Python versions in every response."""
-
-    def version_string(self) -> str:
-        return "realtime-pipeline"
-
-
-def listen(host: str, port: int) -> socket.socket:
-    """A listening socket, or an OSError naming the address (werkzeug would exit the process instead)."""
-    family = select_address_family(host, port)
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind(get_sockaddr(host, port, family))
-        sock.listen(128)
-    except OSError as err:
-        sock.close()
-        raise OSError(err.errno, f"dashboard cannot listen on {host}:{port} (dashboard.host, dashboard.port): "
-                                 f"{err.strerror}") from None
-    return sock
 
 
 class Dashboard:
@@ -61,22 +38,22 @@ class Dashboard:
                            self.cfg.raw_fallback_max_range_s)
         self.view = PipelineView(status, metrics, cfg.kafka, self.store, self.cfg, self.recent)
         self.app = create_app(self.view, self.cfg, settings.secrets.dashboard_token)
-        listener = listen(self.cfg.host, self.cfg.port)
-        try:
-            self.server = make_server(self.cfg.host, self.cfg.port, self.app, threaded=True, fd=listener.fileno(),
-                                      request_handler=RequestHandler)
-        finally:
-            listener.close()  # the server holds its own duplicate of the socket
-        self.server.timeout = 0.25  # how often the serving loop looks at the stop flag
-        self.port = self.server.server_address[1]
-        self.url = f"http://{self.cfg.host}:{self.port}"
+        self.http = HttpServer(self.app, self.cfg)
+        self.port = self.http.port
+        address = f"[{self.cfg.host}]" if ":" in self.cfg.host else self.cfg.host  # an IPv6 address needs brackets
+        self.url = f"http://{address}:{self.port}"
         self._stop = threading.Event()
         self._spawn = spawn
         self._threads: list = []  # the supervisor's handles of serve, monitor and probes
-        self.store.open()
+        try:
+            self.store.open()
+        except BaseException:
+            self.http.close()
+            raise
         logging.getLogger("pipeline").addHandler(self._log_handler)
-        log.info("event=dashboard_listening url=%s token=%s reads_need_token=%s", self.url,
-                 "set" if settings.secrets.dashboard_token else "unset", self.cfg.require_token_for_reads)
+        log.info("event=dashboard_listening url=%s token=%s reads_need_token=%s threads=%d connection_limit=%d",
+                 self.url, "set" if settings.secrets.dashboard_token else "unset", reads_need_token(self.cfg),
+                 self.cfg.threads, self.cfg.connection_limit)
 
     def start(self) -> None:
         """Serve, sample and probe, each in a thread of the supervisor."""
@@ -84,9 +61,8 @@ class Dashboard:
                          self._spawn("dashboard-probes", self.probes)]
 
     def serve(self) -> None:
-        """Thread body: answer requests (each on its own thread) until stop()."""
-        while not self._stop.is_set():
-            self.server.handle_request()
+        """Thread body: accept connections and hand requests to waitress's thread pool until stop()."""
+        self.http.serve()
 
     def monitor(self) -> None:
         """Thread body: sample the metrics every second."""
@@ -101,9 +77,10 @@ class Dashboard:
         if self._stop.is_set():
             return
         self._stop.set()
+        self.http.stop()
         logging.getLogger("pipeline").removeHandler(self._log_handler)
         for thread in self._threads:
             thread.join(timeout)
-        self.server.server_close()
+        self.http.close()
         self.store.close()
         log.info("event=dashboard_stopped url=%s", self.url)

@@ -26,5 +26,8 @@ def setup(level: str = "INFO") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     # librdkafka and paho are chatty at DEBUG; our own lines say what matters.
-    for noisy in ("kafka", "urllib3", "werkzeug"):
+    for noisy in ("kafka", "urllib3", "waitress"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    # waitress warns once per request queued behind a busy pool: a burst of requests would flood the log.
+    # Its warning when connection_limit is reached (once per episode) stays.
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)

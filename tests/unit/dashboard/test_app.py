@@ -242,7 +242,7 @@ def test_resolve_only_by_post(client):
 # -- optional token for reads ------------------------------------------------------------------------------------
 def test_reads_can_require_the_token(view):
     client = client_for(view, require_token_for_reads=True)
-    for path in ("/", "/alerts", "/api/pipeline", "/api/sensors", "/api/alerts", "/metrics", "/ready"):
+    for path in ("/", "/alerts", "/api/pipeline", "/api/sensors", "/api/alerts", "/metrics"):
         r = client.get(path)
         assert r.status_code == 401, path
         assert r.headers["WWW-Authenticate"].startswith("Basic")  # a browser asks for it
@@ -250,6 +250,16 @@ def test_reads_can_require_the_token(view):
         assert client.get(path, headers=basic(TOKEN)).status_code == 200, path
         assert client.get(path, headers=BEARER).status_code == 200, path
     assert client.get("/health").status_code == 200  # liveness stays open for the supervisor
+
+
+def test_probes_stay_open_and_readiness_details_need_the_token(view):
+    client = client_for(view, require_token_for_reads=True)
+    view.is_ready = False
+    assert client.get("/health").status_code == 200
+    r = client.get("/ready")  # an orchestrator's probe: the status code, and what is failing
+    assert r.status_code == 503 and r.get_json() == {"ready": False, "failing": ["postgres"]}
+    r = client.get("/ready", headers=BEARER)
+    assert r.status_code == 503 and r.get_json()["problems"] == {"postgres": "connection refused"}
 
 
 def test_reads_are_open_by_default(view):
