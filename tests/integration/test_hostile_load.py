@@ -34,7 +34,10 @@ MAX_CANARY_DELAY_S = 10.0
 # flood, then stays flat (the series printed), the same with 1,000 or 2,000 hostile sensors. So:
 #  - overall growth below 96 MiB (that working set with room for allocator slack), and
 #  - after the first 10 s of the flood, less than 16 MiB more while the last two thirds of the hostile sensors
-#    (1,333 more, 266,000 sensor/metric pairs) arrive: state kept per refused series would grow by tens of MB.
+#    (1,333 more, 266,000 sensor/metric pairs) arrive.
+# Without the limits (max_sensors 100,000, max_metrics_per_sensor 1,000; measured once): RSS 61 -> 280 MiB in
+# the first 10 s and 650 MiB at the end, still rising, and 5 s after the flood the canary had 19 of its 40
+# readings stored: every pair became a stored row and a window.
 MAX_RSS_GROWTH = 96 * 1024 * 1024
 MAX_RSS_GROWTH_AFTER_10S = 16 * 1024 * 1024
 
