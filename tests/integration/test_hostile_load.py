@@ -13,6 +13,7 @@ import uuid
 import paho.mqtt.client as mqtt
 import psutil
 import psycopg
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.integration.clients import DaemonProcess, read_topic, wait_for
@@ -27,7 +28,7 @@ FLOOD_S = 30.0                  # the hostile messages are spread over this long
 CANARY_READINGS = 40            # one a second, from before the flood until after it
 MAX_CANARY_DELAY_S = 10.0
 # Memory. What the refusals leave behind is bounded by the limits: 300 sensors x 20 metric names (about 100 KB)
-# and their windows (6,000 aggregates, a few MB). Measured in seven runs: RSS rises once, by 54-60 MiB, within the
+# and their windows (6,000 aggregates, a few MB). Measured in eight runs: RSS rises once, by 54-61 MiB, within the
 # first 5-10 s of the flood, then stays flat (the series printed) while the rest of the hostile sensors arrive.
 # The rise is the same with 1,000 or 2,000 hostile sensors, with processing.batch_size 100 or 1,000, with
 # librdkafka's consumer prefetch cut to 4 MiB (kafka.client queued.max.messages.kbytes) and with one malloc
@@ -110,6 +111,7 @@ class Watch(threading.Thread):
                 self.stop.wait(0.2)
 
 
+@pytest.mark.faults  # about 50 s of load: left out of make test-fast
 def test_hostile_sensors_and_metrics_are_refused_while_a_canary_keeps_its_latency_and_memory_stays_bounded(env, tmp_path):
     broker = mosquitto(tmp_path).start()  # deploy/mosquitto.conf's queue limits: the broker drops nothing here
     limits = {"max_sensors": MAX_SENSORS, "max_metrics_per_sensor": MAX_METRICS}
