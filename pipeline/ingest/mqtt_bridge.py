@@ -8,6 +8,11 @@ which sends it again on reconnect (persistent session). Every message gets its r
 `mqtt.fast_path` (default true) receives through BufferedClient (mqtt_client.py, the one module that relies on
 paho's private names, for a pinned paho version); false through paho's plain `on_message` and `ack()`. Both
 hand `_on_publish` the same (topic bytes, payload, qos, mid, dup).
+
+`mqtt.max_packet_bytes` bounds what one message can make the daemon hold: with MQTT 5 it is sent as the
+CONNECT property Maximum Packet Size, and the broker drops larger messages for us; with 3.1.1 the fast path
+refuses them unread (mqtt_client.py). Either way a refused message the bridge sees goes on with an empty payload
+and its real size, and the decode stage dead-letters it as payload_too_large with topic and size.
 """
 from __future__ import annotations
 
@@ -90,7 +95,8 @@ class MqttBridge:
         self._bridge_header = (BRIDGE_HEADER, self.client_id.encode())
         self.ignore_retained = mqtt_cfg.retained == "ignore"
         self.stamps = ReceiveStamps()
-        fast = {"read_linger_s": mqtt_cfg.read_linger_ms / 1000.0} if mqtt_cfg.fast_path else {}
+        fast = ({"read_linger_s": mqtt_cfg.read_linger_ms / 1000.0, "max_packet_bytes": mqtt_cfg.max_packet_bytes}
+                if mqtt_cfg.fast_path else {})
         self.client = (BufferedClient if mqtt_cfg.fast_path else mqtt.Client)(
             CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
             clean_session=None if v5 else mqtt_cfg.clean_session, manual_ack=True, **fast)
@@ -103,6 +109,7 @@ class MqttBridge:
         self.client.on_disconnect = self._on_disconnect
         if mqtt_cfg.fast_path:
             self.client.on_publish_raw = self._on_publish
+            self.client.on_too_large_raw = self._on_too_large
         else:
             self.client.on_message = plain_on_message(self._on_publish)
         self.client.on_subscribe = self._on_subscribe
@@ -126,6 +133,7 @@ class MqttBridge:
             props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = self.cfg.session_expiry_s
             props.ReceiveMaximum = self.cfg.receive_maximum
+            props.MaximumPacketSize = self.cfg.max_packet_bytes
             kwargs["clean_start"] = self.cfg.clean_session
         self.client.connect_async(self.cfg.host, self.cfg.port, self.cfg.keepalive_s, properties=props, **kwargs)
         self.client.loop_start()
@@ -187,10 +195,14 @@ class MqttBridge:
         if not self._stopping.is_set():
             log.warning("event=mqtt_disconnected reason=%s note=reconnecting", reason_code)
 
+    def _on_too_large(self, topic: bytes, size: int, qos: int, mid: int, dup: bool, retain: bool) -> None:
+        """A message over mqtt.max_packet_bytes, not read: it goes on as its topic and size only."""
+        self._on_publish(topic, b"", qos, mid, dup, retain, size)
+
     def _on_publish(self, topic: bytes, payload: bytes, qos: int, mid: int, dup: bool = False,
-                    retain: bool = False) -> None:
+                    retain: bool = False, original_size: int = 0) -> None:
         """One MQTT message, as received (topic bytes: no decoding on the hot path, and bad UTF-8 is the
-        decode stage's to dead-letter)."""
+        decode stage's to dead-letter). `original_size`: the size of a payload not read (_on_too_large)."""
         if self._stopping.is_set():
             return  # not acknowledged: the broker keeps it for our next session
         try:
@@ -209,10 +221,10 @@ class MqttBridge:
             if qos:
                 headers.append((MID_HEADER, str(mid).encode()))
                 headers.append(self._bridge_header)
-            if len(payload) > self.max_payload_bytes:
+            if original_size or len(payload) > self.max_payload_bytes:
                 # Too big to validate (and maybe for Kafka): pass a truncated copy on so the decode stage
                 # dead-letters it with its real size, instead of losing it or blocking here.
-                headers.append((ORIGINAL_SIZE_HEADER, str(len(payload)).encode()))
+                headers.append((ORIGINAL_SIZE_HEADER, str(original_size or len(payload)).encode()))
                 payload = payload[: self.max_payload_bytes]
             self._produce(payload, partition_key(topic), headers, stamp // 1000,
                           lambda err, kmsg: self._delivered(err, kmsg, mid, qos, gen))

@@ -25,7 +25,13 @@ any other version, and checks each name below). `mqtt.fast_path: false` makes th
   Client._userdata                passed to on_message
   MQTTMessage._topic              the topic as received (bytes; `.topic` decodes it)
 and that Client has no attribute of the names this subclass adds (_rbuf, _rpos, _rsock, _own_buffer, _fill,
-_read_publishes, on_publish_raw, ack_many, PAHO, WAIT, read_linger_s, _last_read_n, _grow, _grow_need).
+_read_publishes, on_publish_raw, ack_many, PAHO, WAIT, read_linger_s, _last_read_n, _grow, _grow_need,
+max_packet_bytes, on_too_large_raw, _skip, _too_large, _refuse_too_large).
+
+A PUBLISH larger than `max_packet_bytes` (whole packet, as MQTT 5's Maximum Packet Size counts it) is never
+held whole: its topic and packet id are read, `on_too_large_raw(topic, payload size, qos, mid, dup, retain)` is
+called, and the rest of its bytes are discarded as they arrive. MQTT 3.1.1 has no way to tell the broker the
+limit, so this is what bounds the memory one message can take; with MQTT 5 the broker is told and drops them.
 
 Maintained alternatives checked from their documentation (2026-12-01), not benchmarked: aiomqtt wraps paho's
 Client (the same per-packet reader, plus an asyncio hand-off per message); gmqtt is an asyncio client with its
@@ -59,6 +65,7 @@ GROW_ABOVE = 2 * READ_CHUNK  # a publish larger than this is gathered in a bytea
 WRITE_EVERY = 256  # packets between flushes of queued PUBACKs while a burst is being read
 
 RawHandler = Callable[[bytes, bytes, int, int, bool, bool], None]  # (topic, payload, qos, mid, dup, retain)
+TooLargeHandler = Callable[[bytes, int, int, int, bool, bool], None]  # (topic, payload size, qos, mid, dup, retain)
 
 
 def varint(buf: bytes, i: int, limit: int) -> tuple[int, int] | bool | None:
@@ -130,10 +137,39 @@ def split_publish(buf: bytes, pos: int, v5: bool) -> tuple[int, bytes, bytes, in
     return end, buf[i + 2:topic_end], buf[j:end], qos, mid, bool(cmd & 0x08), bool(cmd & 0x01)
 
 
+def publish_head(buf: bytes, pos: int, v5: bool) -> tuple[int, bytes, int, int, bool, bool, int] | bool | None:
+    """The QoS 0/1 PUBLISH starting at `pos`, read up to its payload only: (packet size, topic, qos, mid, dup,
+    retain, payload size); None if its variable header is not all in `buf` yet; False if it is not one for this
+    path or malformed (as split_publish)."""
+    header = publish_header(buf, pos)
+    if not header:
+        return header
+    cmd, i, end = header
+    n = len(buf)
+    if i + 2 > n:
+        return None
+    qos = (cmd >> 1) & 3
+    topic_end = i + 2 + ((buf[i] << 8) | buf[i + 1])
+    j = topic_end + (2 if qos else 0)
+    if topic_end == i + 2 or j > end:
+        return False
+    if j > n:
+        return None
+    mid = (buf[topic_end] << 8) | buf[topic_end + 1] if qos else 0
+    if v5:
+        found = varint(buf, j, min(n, end))
+        if not found:
+            return None if found is None and n < end else False
+        j = found[1] + found[0]
+        if j > end:
+            return False
+    return end - pos, buf[i + 2:topic_end], qos, mid, bool(cmd & 0x08), bool(cmd & 0x01), end - j
+
+
 class BufferedClient(mqtt.Client):
     """A paho Client whose reads are buffered, and whose QoS 0/1 publishes skip paho's per-packet path."""
 
-    def __init__(self, *args, read_linger_s: float = 0.0, **kwargs):
+    def __init__(self, *args, read_linger_s: float = 0.0, max_packet_bytes: int = 0, **kwargs):
         super().__init__(*args, **kwargs)
         self._rbuf = b""
         self._rpos = 0
@@ -147,11 +183,17 @@ class BufferedClient(mqtt.Client):
         # each read to the unread rest copied the whole rest every time (16 MiB: 0.47 s, quadratic beyond).
         self._grow: bytearray | None = None
         self._grow_need = 0
+        # Larger PUBLISH packets go to on_too_large_raw (both set, or no limit) and their bytes are discarded:
+        # _skip is how many of them are still to come.
+        self.max_packet_bytes = max_packet_bytes
+        self.on_too_large_raw: TooLargeHandler | None = None
+        self._skip = 0
 
     def _own_buffer(self) -> None:
         if self._sock is not self._rsock:  # a new connection: nothing buffered belongs to it
             self._rbuf, self._rpos, self._rsock = b"", 0, self._sock
             self._grow = None
+            self._skip = 0
 
     def _sock_recv(self, bufsize: int) -> bytes:
         self._own_buffer()
@@ -178,6 +220,11 @@ class BufferedClient(mqtt.Client):
             return None
         if not data:
             return None
+        if self._skip:  # the rest of a packet too large to keep
+            if len(data) <= self._skip:
+                self._skip -= len(data)
+                return True
+            data, self._skip = data[self._skip:], 0
         if self._grow is not None:  # a large packet being gathered: amortised linear appends
             self._grow += data
             if len(self._grow) >= self._grow_need:
@@ -187,10 +234,29 @@ class BufferedClient(mqtt.Client):
         buf = rest + data if rest else data
         header = publish_header(buf, 0)
         need = header[2] if header else 0
-        if need > GROW_ABOVE and need > len(buf):
+        if need > GROW_ABOVE and need > len(buf) and not self._too_large(need):
             self._grow, self._grow_need = bytearray(buf), need
             buf = b""  # nothing to parse until the packet is complete
         self._rbuf, self._rpos = buf, 0
+        return True
+
+    def _too_large(self, packet_size: int) -> bool:
+        return 0 < self.max_packet_bytes < packet_size and self.on_too_large_raw is not None
+
+    def _refuse_too_large(self, buf: bytes, pos: int, v5: bool) -> bool:
+        """If the incomplete PUBLISH at `pos` is over the limit and its head is here: report it, skip its bytes."""
+        head = publish_head(buf, pos, v5)
+        if not head or not self._too_large(head[0]):
+            return False
+        size, topic, qos, mid, dup, retain, payload_size = head
+        end = pos + size
+        if end <= len(buf):
+            self._rpos = end
+        else:
+            self._skip = end - len(buf)
+            self._rbuf, self._rpos = b"", 0
+        with self._in_callback_mutex:
+            self.on_too_large_raw(topic, payload_size, qos, mid, dup, retain)
         return True
 
     def _read_publishes(self) -> tuple[int, str]:
@@ -201,6 +267,7 @@ class BufferedClient(mqtt.Client):
         if handler is None or self._in_packet["command"] != 0:  # paho is in the middle of a packet
             return 0, self.PAHO
         v5 = self._protocol == mqtt.MQTTv5
+        limit = self.max_packet_bytes if self.on_too_large_raw is not None else 0
         handled = 0
         while True:
             buf, pos = self._rbuf, self._rpos
@@ -208,6 +275,9 @@ class BufferedClient(mqtt.Client):
             if found is False:
                 return handled, self.PAHO
             if found is None:
+                if self._refuse_too_large(buf, pos, v5):
+                    handled += 1
+                    continue
                 more = self._fill()
                 if more is None:
                     return handled, self.PAHO
@@ -217,7 +287,10 @@ class BufferedClient(mqtt.Client):
             end, topic, payload, qos, mid, dup, retain = found
             self._rpos = end
             with self._in_callback_mutex:
-                handler(topic, payload, qos, mid, dup, retain)
+                if limit and end - pos > limit:  # complete in one read, yet over the limit
+                    self.on_too_large_raw(topic, len(payload), qos, mid, dup, retain)
+                else:
+                    handler(topic, payload, qos, mid, dup, retain)
             handled += 1
             if handled % WRITE_EVERY == 0 and self.want_write():
                 self.loop_write()

@@ -96,7 +96,9 @@ def test_hostile_corpus_is_dead_lettered_with_reasons_and_valid_readings_still_a
         got.setdefault((h["mqtt_topic"], m.value()[:200]), []).append(h["reason"])
     expected = {}
     for topic, payload, reason in cases:
-        expected.setdefault((topic, payload[:200]), []).append(reason)
+        # Over mqtt.max_packet_bytes a message is refused unread: its dead letter has topic and size, no payload.
+        kept = payload[:200] if len(payload) < settings.config.mqtt.max_packet_bytes else b""
+        expected.setdefault((topic, kept), []).append(reason)
     assert got == expected
     values = [r[0] for r in env.query("SELECT value FROM measurements ORDER BY value")]
     assert values == [float(i) for i in range(len(cases))]

@@ -67,3 +67,24 @@ def test_agent_unit_runs_the_agent_module():
     svc = _unit(UNITS[1])["Service"]
     assert svc["ExecStart"] == f"{INSTALL_DIR}/.venv/bin/python -m pipeline.agents.system"
     assert svc["Restart"] == "on-failure"
+
+
+def _mosquitto_options() -> dict[str, str]:
+    lines = (ROOT / "deploy" / "mosquitto.conf").read_text().splitlines()
+    return dict(line.split(None, 1) for line in lines if line.strip() and not line.startswith("#"))
+
+
+def test_mosquitto_size_limit_fits_the_daemons_packet_limit_and_logins_are_required():
+    from pipeline.config.checks import PUBLISH_OVERHEAD_BYTES
+
+    opts = _mosquitto_options()
+    cfg = c.load(ROOT / "config.yaml", env={}).config
+    limit = int(opts["message_size_limit"])
+    # What the broker passes fits the daemon's packet limit with its topic, and it passes what validation accepts.
+    assert cfg.validation.max_payload_bytes < limit <= cfg.mqtt.max_packet_bytes - PUBLISH_OVERHEAD_BYTES
+    assert opts["allow_anonymous"] == "false"
+    assert opts["password_file"] and opts["acl_file"] == "/etc/mosquitto/pipeline.acl"
+    acl = (ROOT / "deploy" / "mosquitto.acl").read_text()
+    for root in ("sensors", cfg.agents.system.topic_root, cfg.logs.topic_root):
+        assert f"pattern write {root}/%u/#" in acl
+    assert "user realtime-pipeline\ntopic read #\ntopic read $SYS/#\n" in acl  # the daemon: mqtt.username

@@ -9,7 +9,7 @@ from pipeline.stages.decode import json_depth
 from tests.unit.helpers import chain, raw, run
 
 CH, METRICS = chain()
-BIG = chain({"validation": {"max_payload_bytes": 900 * 1024}})[0]  # room for 100,000 levels
+BIG = chain({"validation": {"max_payload_bytes": 900 * 1024}, "mqtt": {"max_packet_bytes": 1024 * 1024}})[0]  # room for 100,000 levels
 
 
 def nested(depth: int, inner: bytes = b"1") -> bytes:
@@ -77,7 +77,7 @@ def test_extra_nested_300_levels_is_refused_before_any_write():
     # 1.8 KB: passed validation before and failed the database write; now a dead letter with its own reason.
     letter = refusal("logs/app", log_with_extra(nested(299)), BIG)
     assert letter.reason == "json_too_deep"  # the message as a whole already breaks the JSON limit
-    tight = chain({"validation": {"max_json_depth": 512, "max_payload_bytes": 900 * 1024}})[0]
+    tight = chain({"validation": {"max_json_depth": 512, "max_payload_bytes": 900 * 1024}, "mqtt": {"max_packet_bytes": 1024 * 1024}})[0]
     letter = refusal("logs/app", log_with_extra(nested(299)), tight)
     assert (letter.reason, letter.stage, letter.kind) == ("log_extra_too_deep", "validate_log", INVALID)
 
