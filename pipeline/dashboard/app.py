@@ -10,7 +10,7 @@ from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException
 
 from ..config import ConfigError, DashboardConfig, Secret
-from . import api, auth, health, pages
+from . import alert_actions, api, auth, health, pages
 from .params import BadParam
 from .store import Unavailable
 
@@ -81,6 +81,7 @@ def create_app(view, config: DashboardConfig, token: Secret | str | None = None)
     app.before_request(auth.check_read)
     app.register_blueprint(pages.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(alert_actions.bp)
     app.register_blueprint(health.bp)
     requests_total = getattr(getattr(view, "metrics", None), "http_requests", None)
 
