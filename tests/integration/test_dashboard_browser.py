@@ -1,6 +1,7 @@
 """The dashboard in a real browser (Debian's chromium driven by Playwright) while readings flow through a
 running pipeline: the throughput number moves, a sensor's history opens, an alert is resolved with the
-button, nothing from the data runs as script. Screenshots go to artifacts/."""
+button, another acknowledged and a third snoozed and unsnoozed through the dialog, the state filter shows
+each, nothing from the data runs as script. Screenshots go to artifacts/."""
 from __future__ import annotations
 
 import json
@@ -169,6 +170,58 @@ def test_dashboard_in_a_real_browser(env):
             page.wait_for_selector("#resolved-alerts-table tr[data-alert-id='%d']" % ids["critical"], timeout=10000)
             assert "resolved" in page.inner_text("#alert-message")
             assert env.query("SELECT resolved, resolved_at IS NOT NULL FROM alerts WHERE id = %s", (ids["critical"],)) == [(True, True)]
+
+            # Acknowledge through the dialog: who and a note, stored with the alert and in its history.
+            page.click("#open-alerts-table button.ack[data-alert-id='%d']" % ids["warning"])
+            page.wait_for_selector("#action-dialog[open]", timeout=5000)
+            page.fill("#action-who", "maria")
+            page.fill("#action-note", "looking at the hall sensor")
+            page.click("#action-submit")
+            page.wait_for_function("(id) => { const r = document.querySelector(`#open-alerts-table tr[data-alert-id='${id}']`);"
+                                   " return r !== null && r.textContent.includes('acknowledged by maria'); }",
+                                   arg=ids["warning"], timeout=10000)
+            assert "acknowledged" in page.inner_text("#alert-message")
+            assert page.locator("#open-alerts-table button.ack[data-alert-id='%d']" % ids["warning"]).count() == 0
+            assert env.query("SELECT acknowledged_by FROM alerts WHERE id = %s", (ids["warning"],)) == [("maria",)]
+            assert env.query("SELECT event, who, note FROM alert_events WHERE alert_id = %s",
+                             (ids["warning"],)) == [("ack", "maria", "looking at the hall sensor")]
+            # Snooze the info alert for an hour; the name is remembered for the tab.
+            page.click("#open-alerts-table button.snooze[data-alert-id='%d']" % ids["info"])
+            page.wait_for_selector("#action-dialog[open]", timeout=5000)
+            assert page.input_value("#action-who") == "maria"
+            page.select_option("#action-scope", "alert")
+            page.select_option("#action-duration", "3600")
+            page.fill("#action-note", "roof works until noon")
+            page.click("#action-submit")
+            page.wait_for_selector("#snoozes-table tbody tr", timeout=10000)
+            assert "alert %d" % ids["info"] in page.inner_text("#snoozes-table")
+            page.wait_for_function("(id) => { const r = document.querySelector(`#open-alerts-table tr[data-alert-id='${id}']`);"
+                                   " return r !== null && r.textContent.includes('snoozed until'); }", arg=ids["info"], timeout=10000)
+            until, who, note = env.query("SELECT extract(epoch FROM until - (now() AT TIME ZONE 'utc')), created_by, note "
+                                         "FROM alert_snoozes WHERE alert_id = %s", (ids["info"],))[0]
+            assert 3500 < until <= 3600 and (who, note) == ("maria", "roof works until noon")
+            # The state filter: acknowledged, snoozed, open (needs someone: neither).
+            shown = "() => [...document.querySelectorAll('#open-alerts-table tbody tr')].map(r => Number(r.dataset.alertId))"
+            page.select_option("#alert-state", "acknowledged")
+            page.wait_for_function(f"(want) => JSON.stringify(({shown})()) === JSON.stringify(want)", arg=[ids["warning"]],
+                                   timeout=10000)
+            page.select_option("#alert-state", "snoozed")
+            page.wait_for_function(f"(want) => JSON.stringify(({shown})()) === JSON.stringify(want)", arg=[ids["info"]],
+                                   timeout=10000)
+            page.select_option("#alert-state", "open")
+            page.wait_for_function(f"(ids) => !({shown})().some(id => ids.includes(id))", arg=[ids["warning"], ids["info"]],
+                                   timeout=10000)
+            page.select_option("#alert-state", "")
+            page.wait_for_selector("#open-alerts-table tr[data-alert-id='%d']" % ids["info"], timeout=10000)
+            # Unsnooze from the table of snoozes in force.
+            page.click("#snoozes-table button.unsnooze")
+            page.wait_for_selector("#action-dialog[open]", timeout=5000)
+            page.fill("#action-note", "works done early")
+            page.click("#action-submit")
+            page.wait_for_selector("#snoozes", state="hidden", timeout=10000)
+            assert env.query("SELECT event, who, note FROM alert_events WHERE alert_id = %s ORDER BY id", (ids["info"],)) == [
+                ("snooze", "maria", "roof works until noon"), ("unsnooze", "maria", "works done early")]
+            assert env.query("SELECT ended_by FROM alert_snoozes WHERE alert_id = %s", (ids["info"],)) == [("maria",)]
             page.wait_for_timeout(1500)  # let the charts take a few more points for the screenshot
             page.screenshot(path=str(ARTIFACTS / "dashboard-laptop.png"), full_page=True)
 
