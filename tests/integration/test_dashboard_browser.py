@@ -164,7 +164,7 @@ def test_dashboard_in_a_real_browser(env):
             assert order == [ids["critical"], ids["warning"], ids["info"]]
             page.fill("#token-input", TOKEN)
             page.click("#token-save")
-            page.click("#open-alerts-table button[data-alert-id='%d']" % ids["critical"])
+            page.click("#open-alerts-table button.resolve[data-alert-id='%d']" % ids["critical"])
             page.wait_for_selector("#open-alerts-table tr[data-alert-id='%d']" % ids["critical"], state="detached",
                                    timeout=10000)
             page.wait_for_selector("#resolved-alerts-table tr[data-alert-id='%d']" % ids["critical"], timeout=10000)
@@ -230,7 +230,20 @@ def test_dashboard_in_a_real_browser(env):
             assert XSS_MESSAGE in page.inner_text("#open-alerts-table")
             assert page.evaluate("window.__xss") is None
             page.screenshot(path=str(ARTIFACTS / "alerts-laptop.png"), full_page=True)
-            page.click("#open-alerts-table button[data-alert-id='%d']" % ids["info"])  # the token is kept for the tab
+            # Snooze every alert of a sensor from the server-rendered page: it reloads showing the snooze.
+            page.click("#open-alerts-table button.snooze[data-alert-id='%d']" % ids["info"])
+            page.wait_for_selector("#action-dialog[open]", timeout=5000)
+            page.select_option("#action-scope", "sensor")
+            page.select_option("#action-duration", "900")
+            page.fill("#action-note", "roof again")
+            page.screenshot(path=str(ARTIFACTS / "alerts-snooze-dialog.png"))
+            page.click("#action-submit")
+            page.wait_for_selector("#snoozes-table tr[data-snooze-id]", timeout=10000)
+            assert "sensor roof" in page.inner_text("#snoozes-table")
+            assert "snoozed until" in page.inner_text("#open-alerts-table tr[data-alert-id='%d']" % ids["info"])
+            assert env.query("SELECT alert_id, sensor_id, created_by, note FROM alert_snoozes WHERE ended_at IS NULL") == [
+                (None, "roof", "maria", "roof again")]
+            page.click("#open-alerts-table button.resolve[data-alert-id='%d']" % ids["info"])  # the token is kept for the tab
             page.wait_for_selector("#resolved-alerts-table tr[data-alert-id='%d']" % ids["info"], timeout=10000)
             assert page.locator("#open-alerts-table tr[data-alert-id='%d']" % ids["info"]).count() == 0
             phone = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True,
