@@ -175,3 +175,48 @@ def test_store_flags_transitions_it_stores_while_silenced(flow, env):
     assert env.query("SELECT event, silenced FROM alert_events WHERE alert_id = %s AND event = 'flapping'", (i["hot"],)) == [
         ("flapping", "acknowledged")]
     assert env.query("SELECT event, silenced FROM alert_events WHERE alert_id = %s", (new.id,)) == [("opened", None)]
+
+
+def test_the_daemon_loads_snoozes_and_acknowledgements_at_start_and_flags_maintenance(flow, env):
+    """A restart: the runner's Silences holds what the API stored; a maintenance window by location (known from
+    the sensors table) flags what the store writes, and a tick refreshes a snooze made elsewhere."""
+    from pipeline.operators.alerts.runner import AlertRunner
+    from pipeline.records import Reading
+    from pipeline.runtime.batch import Batch
+
+    c, i = flow.client, flow.ids
+    assert c.post(f"/api/alerts/{i['hot']}/ack", json=WHO, headers=BEARER).status_code == 200
+    assert c.post("/api/snoozes", json={"sensor_id": "hall-2", "duration_s": 600, "who": "li"}, headers=BEARER).status_code == 201
+    settings = env.settings(alerts={"maintenance": [{"name": "roof-works", "location": "roof",
+                                                     "start": "2020-01-01T00:00:00Z", "end": "2099-01-01T00:00:00Z"}]},
+                            thresholds={"boiler_temp": {"warning": {"max": 40}, "critical": {"max": 60}}})
+    cfg = settings.config
+    sink = AlertRunner(cfg, settings.secrets.postgres_password, settings.secrets.redis_password, settings=cfg.sinks.alerts,
+                       retry=cfg.retry, metrics=env.metrics(), queue_max_batches=4)
+    sink.start()
+    try:
+        now = time.time()
+        s = sink.silences
+        assert s.silenced(payload(i["hot"], "hall-1", "temperature", "threshold"), now) == "acknowledged"
+        assert s.silenced(payload(None, "hall-2", "co2", "rate", OPENED), now) == "snoozed"
+        assert s.silenced(payload(None, "roof", "co2", "rate", OPENED), now) == "maintenance"  # location from `sensors`
+        assert s.silenced(payload(i["wet"], "hall-1", "humidity", "threshold"), now) is None
+        # A reading of the roof opens an alert: stored as always, flagged as silenced by maintenance.
+        transitions = list(sink.select(Batch([Reading("roof", "environment", None, "boiler_temp", 45, now, now)], [], {}, 1)))
+        sink.write(transitions)
+        opened = next(t.alert.id for t in transitions if t.event == OPENED)
+        assert env.query("SELECT event, silenced FROM alert_events WHERE alert_id = %s", (opened,)) == [("opened", "maintenance")]
+        # The roof's reading also ended its offline alert: resolved, and silenced the same way.
+        assert env.query("SELECT event, silenced FROM alert_events WHERE alert_id = %s", (i["roof"],)) == [
+            ("resolved", "maintenance")]
+        row = next(a for a in c.get("/api/alerts").json["alerts"] if a["id"] == opened)
+        assert row["maintenance"] is True
+        # A snooze written by another instance's dashboard (only the database knows): the next tick learns it.
+        with env.db() as conn:
+            conn.execute("INSERT INTO alert_snoozes (type, until, created_by) VALUES "
+                         "('stuck', now() AT TIME ZONE 'utc' + interval '1 hour', 'elsewhere')")
+        assert s.silenced(payload(None, "x", "co2", "stuck", OPENED), time.time()) is None
+        sink.tick()
+        assert s.silenced(payload(None, "x", "co2", "stuck", OPENED), time.time()) == "snoozed"
+    finally:
+        sink.close()

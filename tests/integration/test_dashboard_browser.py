@@ -183,6 +183,9 @@ def test_dashboard_in_a_real_browser(env):
             assert "acknowledged" in page.inner_text("#alert-message")
             assert page.locator("#open-alerts-table button.ack[data-alert-id='%d']" % ids["warning"]).count() == 0
             assert env.query("SELECT acknowledged_by FROM alerts WHERE id = %s", (ids["warning"],)) == [("maria",)]
+            silences = pipeline.alerts.silences  # the daemon's own, told by the API at once
+            info = {"event": "escalated", "alert_id": ids["info"], "sensor_id": "roof", "metric": None, "type": "stale"}
+            assert silences.silenced({**info, "alert_id": ids["warning"], "sensor_id": "hall-2"}, time.time()) == "acknowledged"
             assert env.query("SELECT event, who, note FROM alert_events WHERE alert_id = %s",
                              (ids["warning"],)) == [("ack", "maria", "looking at the hall sensor")]
             # Snooze the info alert for an hour; the name is remembered for the tab.
@@ -200,6 +203,7 @@ def test_dashboard_in_a_real_browser(env):
             until, who, note = env.query("SELECT extract(epoch FROM until - (now() AT TIME ZONE 'utc')), created_by, note "
                                          "FROM alert_snoozes WHERE alert_id = %s", (ids["info"],))[0]
             assert 3500 < until <= 3600 and (who, note) == ("maria", "roof works until noon")
+            assert silences.silenced(info, time.time()) == "snoozed"
             # The state filter: acknowledged, snoozed, open (needs someone: neither).
             shown = "() => [...document.querySelectorAll('#open-alerts-table tbody tr')].map(r => Number(r.dataset.alertId))"
             page.select_option("#alert-state", "acknowledged")
@@ -222,6 +226,7 @@ def test_dashboard_in_a_real_browser(env):
             assert env.query("SELECT event, who, note FROM alert_events WHERE alert_id = %s ORDER BY id", (ids["info"],)) == [
                 ("snooze", "maria", "roof works until noon"), ("unsnooze", "maria", "works done early")]
             assert env.query("SELECT ended_by FROM alert_snoozes WHERE alert_id = %s", (ids["info"],)) == [("maria",)]
+            assert silences.silenced(info, time.time()) is None
             page.wait_for_timeout(1500)  # let the charts take a few more points for the screenshot
             page.screenshot(path=str(ARTIFACTS / "dashboard-laptop.png"), full_page=True)
 
