@@ -17,6 +17,7 @@ from ..clients.errors import POSTGRES_AWAY, REDIS_AWAY
 from ..clients.postgres import epoch, new_pool, utc_naive
 from ..clients.redis import connect as redis_connect
 from ..config import PostgresConfig, RedisConfig, Secret
+from .alert_states import STATE_COLUMNS, STATES, alert_state
 
 log = logging.getLogger(__name__)
 
@@ -126,10 +127,8 @@ class Store:
     # -- alerts ---------------------------------------------------------------------------------
     def alerts(self, status: str = "open", severity: str | None = None, sensor_id: str | None = None,
                limit: int = 100, state: str | None = None) -> list[dict]:
-        """Alerts by status (open, resolved, all) or by `state` (workflow.STATES: open, acknowledged, snoozed,
+        """Alerts by status (open, resolved, all) or by `state` (alert_states.STATES: open, acknowledged, snoozed,
         flapping, resolved); unresolved ones most severe and newest first."""
-        from .workflow import STATE_COLUMNS, STATES, alert_state  # workflow imports this module
-
         where, params = [], []
         if state is not None:
             where.append(STATES[state])

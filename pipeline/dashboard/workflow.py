@@ -1,9 +1,9 @@
 """The operator's changes to alerts in PostgreSQL: acknowledge, snooze (an alert, or a sensor and/or a rule),
-unsnooze; each one row in `alert_events` with who and a note, in the same transaction. Also the SQL that
-tells an alert's state (acknowledged, snoozed, flapping, in maintenance) for the alert list.
+unsnooze; each one row in `alert_events` with who and a note, in the same transaction.
 
 After a change is committed, the in-process Silences (pipeline/operators/alerts/silences.py) is told, so the
 notifier stops announcing at once; other instances learn it from the database on their next alert tick.
+What the alert list shows of these states is alert_states.py.
 """
 from __future__ import annotations
 
@@ -14,30 +14,10 @@ from psycopg.rows import dict_row
 from ..clients.errors import POSTGRES_AWAY
 from ..clients.postgres import epoch
 from ..operators.alerts.silences import Snooze
+from .alert_states import NOW
 from .store import Store, Unavailable
 
 log = logging.getLogger(__name__)
-
-NOW = "(now() AT TIME ZONE 'utc')"
-# A snooze in force over the alert row `alerts` (the same rule as Snooze.matches).
-SNOOZE_COVERS = (f"s.ended_at IS NULL AND s.until > {NOW} AND (s.alert_id = alerts.id OR (s.alert_id IS NULL "
-                 "AND (s.sensor_id IS NULL OR s.sensor_id = alerts.sensor_id) AND (s.metric IS NULL OR s.metric = alerts.metric) "
-                 "AND (s.type IS NULL OR s.type = alerts.type)))")
-SNOOZED = f"EXISTS (SELECT 1 FROM alert_snoozes s WHERE {SNOOZE_COVERS})"
-FLAPPING = "EXISTS (SELECT 1 FROM alert_events e WHERE e.alert_id = alerts.id AND e.event = 'flapping')"
-UNRESOLVED = "NOT COALESCE(alerts.resolved, false)"
-# The alert list's `state` filter: open = needs someone (neither acknowledged nor snoozed).
-STATES = {
-    "open": f"{UNRESOLVED} AND alerts.acknowledged_at IS NULL AND NOT {SNOOZED}",
-    "acknowledged": f"{UNRESOLVED} AND alerts.acknowledged_at IS NOT NULL",
-    "snoozed": f"{UNRESOLVED} AND {SNOOZED}",
-    "flapping": f"{UNRESOLVED} AND {FLAPPING}",
-    "resolved": f"NOT ({UNRESOLVED})",
-}
-STATE_COLUMNS = (f"acknowledged_at, acknowledged_by, "
-                 f"(SELECT max(s.until) FROM alert_snoozes s WHERE {SNOOZE_COVERS}) AS snoozed_until, "
-                 f"{FLAPPING} AS flapping, "
-                 "EXISTS (SELECT 1 FROM alert_events e WHERE e.alert_id = alerts.id AND e.silenced = 'maintenance') AS maintenance")
 
 ALERT = ("SELECT id, sensor_id, metric, type, severity, COALESCE(resolved, false) AS resolved, acknowledged_at, "
          "acknowledged_by FROM alerts WHERE id = %s FOR UPDATE")
@@ -50,14 +30,6 @@ SNOOZE = "SELECT * FROM alert_snoozes WHERE id = %s"
 ACTIVE = f"SELECT * FROM alert_snoozes WHERE ended_at IS NULL AND until > {NOW} ORDER BY until, id LIMIT %s"
 EVENT = (f"INSERT INTO alert_events (alert_id, event, severity, message, timestamp, who, note, snooze_id) "
          f"VALUES (%s, %s, %s, %s, {NOW}, %s, %s, %s)")
-
-
-def alert_state(row: dict) -> dict:
-    """The state columns of an alert row as the API shows them (epoch seconds, booleans)."""
-    row["acknowledged_at"] = epoch(row.get("acknowledged_at"))
-    row["snoozed_until"] = epoch(row.get("snoozed_until"))
-    row["acknowledged"] = row["acknowledged_at"] is not None
-    return row
 
 
 def snooze_row(row: dict) -> dict:
