@@ -17,6 +17,7 @@ SENSOR_ID_MAX = 50  # sensors.sensor_id is VARCHAR(50); any characters, since ev
 SEVERITY_RE = re.compile(r"[A-Za-z_]{1,10}")
 DEFAULT_SPAN_S = {"1m": 3600, "5m": 6 * 3600, "1h": 7 * 86400}
 MAX_POINTS = 5000
+ALERT_STATES = ("open", "acknowledged", "snoozed", "flapping", "resolved")
 
 
 def _view():
@@ -69,14 +70,19 @@ def trend(sensor_id: str):
 
 @bp.get("/alerts")
 def alerts():
-    """Alerts by status (open, resolved, all), severity and sensor; open ones most severe and newest first."""
+    """Alerts by status (open, resolved, all) or state (open: neither acknowledged nor snoozed, acknowledged,
+    snoozed, flapping, resolved), severity and sensor; unresolved ones most severe and newest first."""
     a = request.args
     status = params.choice(a, "status", ("open", "resolved", "all"), "open")
+    state = params.choice(a, "state", ALERT_STATES, "") or None
     severity = params.text(a, "severity", 10, SEVERITY_RE)
     sensor_id = params.text(a, "sensor_id", SENSOR_ID_MAX)
     limit = params.integer(a, "limit", 100, 1, 1000)
-    items = _view().alerts(status, severity, sensor_id, limit)
-    return jsonify({"status": status, "count": len(items), "alerts": items})
+    if state is None:
+        items = _view().alerts(status, severity, sensor_id, limit)
+    else:
+        items = _view().alerts(status, severity, sensor_id, limit, state=state)
+    return jsonify({"status": status, "state": state, "count": len(items), "alerts": items})
 
 
 @bp.post("/alerts/<alert_id>/resolve")

@@ -11,6 +11,7 @@ from . import params
 from .api import SENSOR_ID_MAX, SEVERITY_RE
 
 bp = Blueprint("pages", __name__)
+UNRESOLVED_STATES = ("open", "acknowledged", "snoozed", "flapping")
 
 
 def _common() -> dict:
@@ -27,16 +28,22 @@ def index():
 
 @bp.get("/alerts")
 def alerts():
-    """Open alerts (most severe, newest first) with resolve buttons, and the resolved history."""
+    """Unresolved alerts (most severe, newest first; `state` narrows them) with acknowledge, snooze and
+    resolve buttons, the snoozes in force, and the resolved history."""
     a = request.args
     severity = params.text(a, "severity", 10, SEVERITY_RE)
     sensor_id = params.text(a, "sensor_id", SENSOR_ID_MAX)
     limit = params.integer(a, "limit", 100, 1, 1000)
+    state = params.choice(a, "state", UNRESOLVED_STATES, "") or None
     view = current_app.extensions["dashboard"].view
-    open_alerts = view.alerts("open", severity, sensor_id, limit)
+    if state is None:
+        open_alerts = view.alerts("open", severity, sensor_id, limit)
+    else:
+        open_alerts = view.alerts("open", severity, sensor_id, limit, state=state)
     resolved = view.alerts("resolved", severity, sensor_id, limit)
     return render_template("alerts.html", open_alerts=open_alerts, resolved=resolved, severity=severity or "",
-                           sensor_id=sensor_id or "", limit=limit, **_common())
+                           sensor_id=sensor_id or "", limit=limit, state=state or "", states=UNRESOLVED_STATES,
+                           snoozes=view.snoozes(100), **_common())
 
 
 def error_page(code: int, name: str, description: str | None):

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 class Dashboard:
     """Builds the store, view and app over a pipeline's status and binds the port (so a taken port fails the start)."""
 
-    def __init__(self, status: PipelineStatus, settings: Settings, metrics: Metrics, spawn: Spawn):
+    def __init__(self, status: PipelineStatus, settings: Settings, metrics: Metrics, spawn: Spawn, silences=None):
         cfg = settings.config
         self.cfg = cfg.dashboard
         self.recent = RecentErrors()
@@ -37,6 +37,8 @@ class Dashboard:
         self.store = Store(cfg.postgres, settings.secrets.postgres_password, cfg.redis, settings.secrets.redis_password,
                            self.cfg.raw_fallback_max_range_s)
         self.view = PipelineView(status, metrics, cfg.kafka, self.store, self.cfg, self.recent)
+        # The alert evaluator's Silences (None with alerts off): acknowledgements and snoozes reach it at once.
+        self.view.silences = silences
         self.app = create_app(self.view, self.cfg, settings.secrets.dashboard_token)
         self.http = HttpServer(self.app, self.cfg)
         self.port = self.http.port

@@ -17,6 +17,7 @@ from ..clients.errors import POSTGRES_AWAY, REDIS_AWAY
 from ..clients.postgres import epoch, new_pool, utc_naive
 from ..clients.redis import connect as redis_connect
 from ..config import PostgresConfig, RedisConfig, Secret
+from .alert_states import STATE_COLUMNS, STATES, alert_state
 
 log = logging.getLogger(__name__)
 
@@ -125,10 +126,14 @@ class Store:
 
     # -- alerts ---------------------------------------------------------------------------------
     def alerts(self, status: str = "open", severity: str | None = None, sensor_id: str | None = None,
-               limit: int = 100) -> list[dict]:
-        """Alerts by status (open, resolved, all); open ones most severe and newest first."""
+               limit: int = 100, state: str | None = None) -> list[dict]:
+        """Alerts by status (open, resolved, all) or by `state` (alert_states.STATES: open, acknowledged, snoozed,
+        flapping, resolved); unresolved ones most severe and newest first."""
         where, params = [], []
-        if status == "open":
+        if state is not None:
+            where.append(STATES[state])
+            status = "resolved" if state == "resolved" else "open"
+        elif status == "open":
             where.append(_OPEN)
         elif status == "resolved":
             where.append(f"NOT ({_OPEN})")
@@ -138,11 +143,11 @@ class Store:
         if sensor_id:
             where.append("sensor_id = %s")
             params.append(sensor_id)
-        sql = f"SELECT {_ALERT_COLUMNS}, metric FROM alerts"
+        sql = f"SELECT {_ALERT_COLUMNS}, metric, {STATE_COLUMNS} FROM alerts"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += f" ORDER BY {_ORDER[status]} LIMIT %s"
-        return [_alert(r) for r in self._query(sql, (*params, limit), row_factory=dict_row)]
+        return [alert_state(_alert(r)) for r in self._query(sql, (*params, limit), row_factory=dict_row)]
 
     def open_alert_counts(self) -> dict[str, int]:
         rows = self._query(f"SELECT severity, count(*) FROM alerts WHERE {_OPEN} GROUP BY severity")

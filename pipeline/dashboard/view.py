@@ -25,6 +25,7 @@ from ..observability.metrics import Metrics
 from ..observability.recent import RecentErrors
 from ..observability.status import PipelineStatus
 from .store import SEVERITY_ORDER, Store, Unavailable
+from .workflow import AlertWorkflow
 
 log = logging.getLogger(__name__)
 SLOW_EVERY_S = 5.0  # consumer lag, open alerts, probes: broker and database round trips
@@ -40,8 +41,15 @@ class View(Protocol):
     def sensors(self, q: str | None, limit: int, offset: int, spark_minutes: int) -> dict: ...
     def sensor(self, sensor_id: str) -> dict | None: ...
     def trend(self, sensor_id: str, metric: str, period: str, start: float, end: float) -> dict: ...
-    def alerts(self, status: str, severity: str | None, sensor_id: str | None, limit: int) -> list[dict]: ...
+    def alerts(self, status: str, severity: str | None, sensor_id: str | None, limit: int,
+               state: str | None = None) -> list[dict]: ...
     def resolve_alert(self, alert_id: int) -> tuple[str, dict | None]: ...
+    def acknowledge_alert(self, alert_id: int, who: str, note: str) -> tuple[str, dict | None]: ...
+    def snooze_alert(self, alert_id: int, duration_s: float, who: str, note: str) -> tuple[str, dict | None]: ...
+    def snooze(self, sensor_id: str | None, metric: str | None, type_: str | None, duration_s: float, who: str,
+               note: str) -> dict: ...
+    def unsnooze(self, snooze_id: int, who: str, note: str) -> tuple[str, dict | None]: ...
+    def snoozes(self, limit: int) -> list[dict]: ...
 
 
 class Probe:
@@ -81,6 +89,7 @@ class PipelineView:
         self.lag: dict[int, int] = {}
         self.lag_error: str | None = None
         self.open_alerts: dict[str, int] = {}
+        self.workflow = AlertWorkflow(store)  # acknowledge, snooze; its `silences` is set by the daemon
         self._raw_topic = kafka.topics.raw
         self._group = kafka.consumer_group
         self._admin_conf = kafka_client_conf(kafka, f"{status.instance_id}-dashboard")
@@ -293,8 +302,33 @@ class PipelineView:
         return self.store.trend(sensor_id, metric, period, start, end)
 
     def alerts(self, status: str = "open", severity: str | None = None, sensor_id: str | None = None,
-               limit: int = 100) -> list[dict]:
-        return self.store.alerts(status, severity, sensor_id, limit)
+               limit: int = 100, state: str | None = None) -> list[dict]:
+        return self.store.alerts(status, severity, sensor_id, limit, state)
+
+    # -- the operator's workflow (pipeline/dashboard/workflow.py) ----------------------------------
+    @property
+    def silences(self):
+        return self.workflow.silences
+
+    @silences.setter
+    def silences(self, value) -> None:
+        self.workflow.silences = value
+
+    def acknowledge_alert(self, alert_id: int, who: str, note: str) -> tuple[str, dict | None]:
+        return self.workflow.acknowledge(alert_id, who, note)
+
+    def snooze_alert(self, alert_id: int, duration_s: float, who: str, note: str) -> tuple[str, dict | None]:
+        return self.workflow.snooze_alert(alert_id, duration_s, who, note)
+
+    def snooze(self, sensor_id: str | None, metric: str | None, type_: str | None, duration_s: float, who: str,
+               note: str) -> dict:
+        return self.workflow.snooze(sensor_id, metric, type_, duration_s, who, note)
+
+    def unsnooze(self, snooze_id: int, who: str, note: str) -> tuple[str, dict | None]:
+        return self.workflow.unsnooze(snooze_id, who, note)
+
+    def snoozes(self, limit: int = 200) -> list[dict]:
+        return self.workflow.snoozes(limit)
 
     def resolve_alert(self, alert_id: int) -> tuple[str, dict | None]:
         outcome, alert = self.store.resolve_alert(alert_id)

@@ -145,7 +145,8 @@ class Pipeline:
             # First, so a taken port fails the start at once and /ready shows the start-up as it happens.
             from ..dashboard.server import Dashboard  # Flask only when the dashboard is wanted
 
-            self.dashboard = Dashboard(self.status, self.settings, self.metrics, self.supervisor.spawn)
+            self.dashboard = Dashboard(self.status, self.settings, self.metrics, self.supervisor.spawn,
+                                       silences=self.alerts.silences if self.alerts is not None else None)
             self.dashboard.start()
         # Services may still be starting (boot, a restarted host): keep trying for retry.max_elapsed_s.
         self._at_start("kafka_create_topics",

@@ -22,7 +22,8 @@ from ..observability.metrics import Metrics
 log = logging.getLogger(__name__)
 
 # Keys whose new value takes effect without a restart (a key or anything below it).
-LIVE_KEYS = ("thresholds", "detection", "alerts.clear_readings", "alerts.clear_seconds", "alerts.flap", "log_level")
+LIVE_KEYS = ("thresholds", "detection", "alerts.clear_readings", "alerts.clear_seconds", "alerts.flap", "alerts.maintenance",
+             "log_level")
 
 
 def changed_keys(old: Config, new: Config) -> list[str]:

@@ -36,7 +36,8 @@ FIND_OPEN = ("SELECT id, severity FROM alerts WHERE sensor_id = %s AND COALESCE(
              "AND NOT resolved")
 ESCALATE = "UPDATE alerts SET severity = %s, message = %s WHERE id = %s AND NOT resolved"
 RESOLVE = "UPDATE alerts SET resolved = TRUE, resolved_at = %s WHERE id = %s AND NOT resolved"
-INSERT_EVENT = "INSERT INTO alert_events (alert_id, event, severity, message, timestamp) VALUES (%s, %s, %s, %s, %s)"
+INSERT_EVENT = ("INSERT INTO alert_events (alert_id, event, severity, message, timestamp, silenced) "
+                "VALUES (%s, %s, %s, %s, %s, %s)")
 
 
 class AlertStore:
@@ -52,6 +53,7 @@ class AlertStore:
                         if config.alerts.webhook.url else None)
         self.pool: ConnectionPool | None = None
         self.redis: redis.Redis | None = None
+        self.silences = None  # operators.alerts.silences.Silences, set by the runner: why a transition is not notified
 
     def start(self) -> None:
         # Created once: start() may be retried while the services come up.
@@ -128,7 +130,9 @@ class AlertStore:
             cur.execute(ESCALATE, (t.severity, t.message, a.id))
         elif t.event == RESOLVED:
             cur.execute(RESOLVE, (at, a.id))
-        cur.execute(INSERT_EVENT, (a.id, t.event, t.severity, t.message, at))
+        silenced = None if self.silences is None else self.silences.silenced(
+            {"event": t.event, "alert_id": a.id, "sensor_id": a.sensor_id, "metric": a.metric, "type": a.type}, t.at)
+        cur.execute(INSERT_EVENT, (a.id, t.event, t.severity, t.message, at, silenced))
 
     @staticmethod
     def _insert_or_adopt(cur: psycopg.Cursor, a: Alert, severity: str, message_: str, at: datetime) -> bool:

@@ -1,6 +1,7 @@
 """The dashboard in a real browser (Debian's chromium driven by Playwright) while readings flow through a
 running pipeline: the throughput number moves, a sensor's history opens, an alert is resolved with the
-button, nothing from the data runs as script. Screenshots go to artifacts/."""
+button, another acknowledged and a third snoozed and unsnoozed through the dialog, the state filter shows
+each, nothing from the data runs as script. Screenshots go to artifacts/."""
 from __future__ import annotations
 
 import json
@@ -163,12 +164,69 @@ def test_dashboard_in_a_real_browser(env):
             assert order == [ids["critical"], ids["warning"], ids["info"]]
             page.fill("#token-input", TOKEN)
             page.click("#token-save")
-            page.click("#open-alerts-table button[data-alert-id='%d']" % ids["critical"])
+            page.click("#open-alerts-table button.resolve[data-alert-id='%d']" % ids["critical"])
             page.wait_for_selector("#open-alerts-table tr[data-alert-id='%d']" % ids["critical"], state="detached",
                                    timeout=10000)
             page.wait_for_selector("#resolved-alerts-table tr[data-alert-id='%d']" % ids["critical"], timeout=10000)
             assert "resolved" in page.inner_text("#alert-message")
             assert env.query("SELECT resolved, resolved_at IS NOT NULL FROM alerts WHERE id = %s", (ids["critical"],)) == [(True, True)]
+
+            # Acknowledge through the dialog: who and a note, stored with the alert and in its history.
+            page.click("#open-alerts-table button.ack[data-alert-id='%d']" % ids["warning"])
+            page.wait_for_selector("#action-dialog[open]", timeout=5000)
+            page.fill("#action-who", "maria")
+            page.fill("#action-note", "looking at the hall sensor")
+            page.click("#action-submit")
+            page.wait_for_function("(id) => { const r = document.querySelector(`#open-alerts-table tr[data-alert-id='${id}']`);"
+                                   " return r !== null && r.textContent.includes('acknowledged by maria'); }",
+                                   arg=ids["warning"], timeout=10000)
+            assert "acknowledged" in page.inner_text("#alert-message")
+            assert page.locator("#open-alerts-table button.ack[data-alert-id='%d']" % ids["warning"]).count() == 0
+            assert env.query("SELECT acknowledged_by FROM alerts WHERE id = %s", (ids["warning"],)) == [("maria",)]
+            silences = pipeline.alerts.silences  # the daemon's own, told by the API at once
+            info = {"event": "escalated", "alert_id": ids["info"], "sensor_id": "roof", "metric": None, "type": "stale"}
+            assert silences.silenced({**info, "alert_id": ids["warning"], "sensor_id": "hall-2"}, time.time()) == "acknowledged"
+            assert env.query("SELECT event, who, note FROM alert_events WHERE alert_id = %s",
+                             (ids["warning"],)) == [("ack", "maria", "looking at the hall sensor")]
+            # Snooze the info alert for an hour; the name is remembered for the tab.
+            page.click("#open-alerts-table button.snooze[data-alert-id='%d']" % ids["info"])
+            page.wait_for_selector("#action-dialog[open]", timeout=5000)
+            assert page.input_value("#action-who") == "maria"
+            page.select_option("#action-scope", "alert")
+            page.select_option("#action-duration", "3600")
+            page.fill("#action-note", "roof works until noon")
+            page.click("#action-submit")
+            page.wait_for_selector("#snoozes-table tbody tr", timeout=10000)
+            assert "alert %d" % ids["info"] in page.inner_text("#snoozes-table")
+            page.wait_for_function("(id) => { const r = document.querySelector(`#open-alerts-table tr[data-alert-id='${id}']`);"
+                                   " return r !== null && r.textContent.includes('snoozed until'); }", arg=ids["info"], timeout=10000)
+            until, who, note = env.query("SELECT extract(epoch FROM until - (now() AT TIME ZONE 'utc')), created_by, note "
+                                         "FROM alert_snoozes WHERE alert_id = %s", (ids["info"],))[0]
+            assert 3500 < until <= 3600 and (who, note) == ("maria", "roof works until noon")
+            assert silences.silenced(info, time.time()) == "snoozed"
+            # The state filter: acknowledged, snoozed, open (needs someone: neither).
+            shown = "() => [...document.querySelectorAll('#open-alerts-table tbody tr')].map(r => Number(r.dataset.alertId))"
+            page.select_option("#alert-state", "acknowledged")
+            page.wait_for_function(f"(want) => JSON.stringify(({shown})()) === JSON.stringify(want)", arg=[ids["warning"]],
+                                   timeout=10000)
+            page.select_option("#alert-state", "snoozed")
+            page.wait_for_function(f"(want) => JSON.stringify(({shown})()) === JSON.stringify(want)", arg=[ids["info"]],
+                                   timeout=10000)
+            page.select_option("#alert-state", "open")
+            page.wait_for_function(f"(ids) => !({shown})().some(id => ids.includes(id))", arg=[ids["warning"], ids["info"]],
+                                   timeout=10000)
+            page.select_option("#alert-state", "")
+            page.wait_for_selector("#open-alerts-table tr[data-alert-id='%d']" % ids["info"], timeout=10000)
+            # Unsnooze from the table of snoozes in force.
+            page.click("#snoozes-table button.unsnooze")
+            page.wait_for_selector("#action-dialog[open]", timeout=5000)
+            page.fill("#action-note", "works done early")
+            page.click("#action-submit")
+            page.wait_for_selector("#snoozes", state="hidden", timeout=10000)
+            assert env.query("SELECT event, who, note FROM alert_events WHERE alert_id = %s ORDER BY id", (ids["info"],)) == [
+                ("snooze", "maria", "roof works until noon"), ("unsnooze", "maria", "works done early")]
+            assert env.query("SELECT ended_by FROM alert_snoozes WHERE alert_id = %s", (ids["info"],)) == [("maria",)]
+            assert silences.silenced(info, time.time()) is None
             page.wait_for_timeout(1500)  # let the charts take a few more points for the screenshot
             page.screenshot(path=str(ARTIFACTS / "dashboard-laptop.png"), full_page=True)
 
@@ -177,7 +235,20 @@ def test_dashboard_in_a_real_browser(env):
             assert XSS_MESSAGE in page.inner_text("#open-alerts-table")
             assert page.evaluate("window.__xss") is None
             page.screenshot(path=str(ARTIFACTS / "alerts-laptop.png"), full_page=True)
-            page.click("#open-alerts-table button[data-alert-id='%d']" % ids["info"])  # the token is kept for the tab
+            # Snooze every alert of a sensor from the server-rendered page: it reloads showing the snooze.
+            page.click("#open-alerts-table button.snooze[data-alert-id='%d']" % ids["info"])
+            page.wait_for_selector("#action-dialog[open]", timeout=5000)
+            page.select_option("#action-scope", "sensor")
+            page.select_option("#action-duration", "900")
+            page.fill("#action-note", "roof again")
+            page.screenshot(path=str(ARTIFACTS / "alerts-snooze-dialog.png"))
+            page.click("#action-submit")
+            page.wait_for_selector("#snoozes-table tr[data-snooze-id]", timeout=10000)
+            assert "sensor roof" in page.inner_text("#snoozes-table")
+            assert "snoozed until" in page.inner_text("#open-alerts-table tr[data-alert-id='%d']" % ids["info"])
+            assert env.query("SELECT alert_id, sensor_id, created_by, note FROM alert_snoozes WHERE ended_at IS NULL") == [
+                (None, "roof", "maria", "roof again")]
+            page.click("#open-alerts-table button.resolve[data-alert-id='%d']" % ids["info"])  # the token is kept for the tab
             page.wait_for_selector("#resolved-alerts-table tr[data-alert-id='%d']" % ids["info"], timeout=10000)
             assert page.locator("#open-alerts-table tr[data-alert-id='%d']" % ids["info"]).count() == 0
             phone = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True,

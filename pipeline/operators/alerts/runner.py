@@ -22,8 +22,10 @@ from ...runtime.retry import Stopped, retry_call
 from ...runtime.supervisor import Spawn, plain_thread
 from ...sinks.alert_store import AlertStore
 from ...sinks.base import BatchingSink
+from . import silence_sync
 from .evaluator import AlertEvaluator
 from .lifecycle import Transition
+from .silences import Silences
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +47,19 @@ class AlertRunner(BatchingSink):
         self.partition_of: dict[str, int] = {}  # sensor -> the partition its readings arrived on
         self.ownership = Ownership()
         self.lock = threading.RLock()  # rebalance callbacks (consumer thread) against evaluation (this thread)
+        # Acknowledged, snoozed, in maintenance: shared with the dashboard's API (which tells it its changes)
+        # and the store (which flags what it stores); the notifier asks it before announcing.
+        self.known_locations: dict[str, str] = {}
+        self.silences = Silences(config.alerts.maintenance, self._location)
+        self.store.silences = self.silences
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
         self.store.start()
         # The same load as on a partition assignment, for every sensor (nothing is owned or dropped yet).
         n = self._load(lambda _sensor_id: True)
+        silence_sync.load(self.store.pool, self.silences)
+        self.known_locations = silence_sync.locations(self.store.pool)
         self.store.start_notifications()
         log.info("event=sink_started sink=alerts open_alerts=%d known_sensors=%d webhook=%s", n,
                  len(self.evaluator.last_seen), "on" if self.store.webhook else "off")
@@ -59,11 +68,17 @@ class AlertRunner(BatchingSink):
         """Live reload: new detector settings and hysteresis for the next batch."""
         with self.lock:
             self.evaluator.reconfigure(config)
+        self.silences.reconfigure(config.alerts.maintenance)
         log.info("event=alert_rules_reloaded metrics=%d sensor_overrides=%d", len(config.thresholds) + len(config.detection.metrics),
                  len(config.detection.sensors))
 
     def close(self) -> None:
         self.store.close()
+
+    def _location(self, sensor_id: str) -> str | None:
+        """Where a sensor is: from its latest reading, else as registered (read at start)."""
+        info = self.evaluator.sensor_info.get(sensor_id)
+        return (info[1] if info is not None and info[1] else None) or self.known_locations.get(sensor_id)
 
     # -- evaluation (once per reading, when its batch arrives) ----------------------------------
     def select(self, batch: Batch) -> Sequence[Transition]:
@@ -84,6 +99,8 @@ class AlertRunner(BatchingSink):
                            is_transient=self.is_transient, stop=self.stop_event,
                            on_retry=lambda *_: self.metrics.retries.labels("alerts_tick").inc())
                 self.after_write(out)
+            if self.store.pool is not None:  # snoozes and acknowledgements made through another instance
+                silence_sync.load(self.store.pool, self.silences)
             ids = self.store.open_ids()
             with self.lock:
                 for a in self.evaluator.forget_resolved_elsewhere(ids):

@@ -76,10 +76,14 @@ class FakeView:
         self.calls.append(("trend", sensor_id, metric, period, start, end))
         return {"sensor_id": sensor_id, "metric": metric, "period": period, "t": [start], "avg": [1.0]}
 
-    def alerts(self, status, severity, sensor_id, limit):
+    def alerts(self, status, severity, sensor_id, limit, state=None):
         self._check()
-        self.calls.append(("alerts", status, severity, sensor_id, limit))
+        self.calls.append(("alerts", status, severity, sensor_id, limit) + ((state,) if state else ()))
         return self.resolved_rows if status == "resolved" else self.alert_rows
+
+    def snoozes(self, limit):
+        self._check()
+        return []
 
     def resolve_alert(self, alert_id):
         self._check()

@@ -1,4 +1,4 @@
-// The alerts page is rendered on the server; this only wires the resolve buttons.
+// The alerts page is rendered on the server; this only wires the resolve buttons (workflow.js the others).
 "use strict";
 
 document.addEventListener("click", async (event) => {
@@ -13,3 +13,6 @@ document.addEventListener("click", async (event) => {
     button.disabled = false;
   }
 });
+
+// After an acknowledge, snooze or unsnooze (workflow.js): show the page as the server now sees it.
+document.addEventListener("alerts-changed", () => setTimeout(() => window.location.reload(), 600));

@@ -268,32 +268,69 @@
   }
 
   // -- alerts (every 3 s) ---------------------------------------------------------------------------
+  // What an alert's row says beside its message: acknowledged by whom, snoozed until when, flapping, maintenance.
+  function stateChips(a) {
+    const chips = [];
+    if (a.acknowledged) chips.push(el("span", {className: "state-chip acknowledged"}, `acknowledged by ${a.acknowledged_by}`));
+    if (a.snoozed_until) chips.push(el("span", {className: "state-chip snoozed"}, `snoozed until ${fmtTime(a.snoozed_until)}`));
+    if (a.flapping) chips.push(el("span", {className: "state-chip flapping"}, "flapping"));
+    if (a.maintenance) chips.push(el("span", {className: "state-chip maintenance"}, "maintenance"));
+    return chips;
+  }
+
+  function actionButtons(a) {
+    const writable = document.body.dataset.tokenConfigured === "yes";
+    const data = {alertId: String(a.id), sensorId: a.sensor_id || "", metric: a.metric || "", type: a.type || ""};
+    const button = (cls, text, title) => el("button", {type: "button", className: cls, disabled: !writable, dataset: data,
+                                                      title: writable ? title : "DASHBOARD_TOKEN is not set"}, text);
+    return el("td", {className: "actions-cell"},
+      a.acknowledged ? null : button("ack", "Ack", "Acknowledge: someone is on it, no more notifications for it"), " ",
+      button("snooze", "Snooze", "No notifications for a while: this alert, its sensor or its rule"), " ",
+      button("resolve", "Resolve", "Resolve this alert"));
+  }
+
   function alertRow(a, resolvable) {
     const kind = a.metric ? `${a.type} · ${a.metric}` : a.type;
-    const last = resolvable
-      ? el("td", null, el("button", {type: "button", className: "resolve", disabled: document.body.dataset.tokenConfigured !== "yes",
-                                     title: document.body.dataset.tokenConfigured === "yes" ? "Resolve this alert" : "DASHBOARD_TOKEN is not set",
-                                     dataset: {alertId: String(a.id)}}, "Resolve"))
-      : el("td", {className: "nowrap"}, fmtTime(a.resolved_at));
+    const last = resolvable ? actionButtons(a) : el("td", {className: "nowrap"}, fmtTime(a.resolved_at));
     return el("tr", {dataset: {alertId: String(a.id)}},
       el("td", null, el("span", {className: `badge sev-${String(a.severity).toLowerCase()}`}, a.severity)),
-      el("td", {className: "mono"}, a.sensor_id || ""), el("td", {className: "opt"}, kind), el("td", {className: "message"}, a.message),
+      el("td", {className: "mono"}, a.sensor_id || ""), el("td", {className: "opt"}, kind),
+      el("td", {className: "message"}, a.message, ...stateChips(a)),
       el("td", {className: "nowrap opt"}, fmtTime(a.timestamp)), last);
   }
 
+  function snoozeRow(s) {
+    const scope = s.alert_id ? `alert ${s.alert_id}` :
+      [s.sensor_id ? `sensor ${s.sensor_id}` : null, s.type ? `type ${s.type}` : null, s.metric ? `metric ${s.metric}` : null]
+        .filter(Boolean).join(", ");
+    return el("tr", {dataset: {snoozeId: String(s.id)}},
+      el("td", null, scope), el("td", {className: "nowrap"}, fmtTime(s.until)),
+      el("td", null, s.created_by), el("td", {className: "message opt"}, s.note),
+      el("td", null, el("button", {type: "button", className: "unsnooze", disabled: document.body.dataset.tokenConfigured !== "yes",
+                                   dataset: {snoozeId: String(s.id)}}, "Unsnooze")));
+  }
+
   async function pollAlerts(loop = true) {
+    const filter = $("alert-state").value;
     try {
-      const [open, resolved] = await Promise.all([getJSON("/api/alerts?status=open&limit=100"),
-                                                  getJSON("/api/alerts?status=resolved&limit=20")]);
+      const [open, resolved, snoozes] = await Promise.all([
+        getJSON(filter ? `/api/alerts?state=${filter}&limit=100` : "/api/alerts?status=open&limit=100"),
+        getJSON("/api/alerts?status=resolved&limit=20"), getJSON("/api/snoozes?limit=100")]);
       if (open.ok) {
         fillRows($("open-alerts-table").tBodies[0], open.body.alerts.map((a) => alertRow(a, true)));
         $("open-count").textContent = String(open.body.count);
         $("open-alerts-empty").classList.toggle("hidden", open.body.count > 0);
       }
       if (resolved.ok) fillRows($("resolved-alerts-table").tBodies[0], resolved.body.alerts.map((a) => alertRow(a, false)));
+      if (snoozes.ok) {
+        fillRows($("snoozes-table").tBodies[0], snoozes.body.snoozes.map(snoozeRow));
+        $("snoozes").classList.toggle("hidden", snoozes.body.count === 0);
+      }
     } catch (err) { /* next round */ }
     if (loop) setTimeout(pollAlerts, 3000);
   }
+
+  document.addEventListener("alerts-changed", () => pollAlerts(false));
 
   document.addEventListener("click", async (event) => {
     const button = event.target.closest("#open-alerts-table button.resolve");
@@ -323,6 +360,7 @@
       for (const b of $("period-select").querySelectorAll("button")) b.classList.toggle("active", b === button);
       loadHistory();
     });
+    $("alert-state").addEventListener("change", () => pollAlerts(false));
     $("detail-close").addEventListener("click", () => { state.selected = null; $("sensor-detail").classList.add("hidden"); });
     setInterval(() => { if (state.selected) loadHistory(); }, 10000);
     pollPipeline(true);
