@@ -11,6 +11,7 @@ from typing import Any
 import msgspec
 import yaml
 
+from .alerting import channel_urls
 from .base import Section
 from .checks import check_across_fields, check_mapping_sections
 from .errors import ConfigError, describe_validation_error
@@ -100,7 +101,9 @@ def load(path: str | os.PathLike | None = None, env: dict[str, str] | None = Non
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise ConfigError(f"{file}:{where}: invalid YAML") from None
-    return Settings(config=parse(tree, env), secrets=Secrets.from_env(env), path=str(file))
+    config = parse(tree, env)
+    channel_urls(config.alerts, env)  # a channel whose URL variable is unset fails here, not at the first alert
+    return Settings(config=config, secrets=Secrets.from_env(env), path=str(file))
 
 
 def load_for_cli(path: str | os.PathLike | None = None) -> Settings:
