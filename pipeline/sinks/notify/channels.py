@@ -87,13 +87,15 @@ class AppriseSender:
         self.name, self.timeout_s = name, timeout_s
         self._types = {"failure": apprise.NotifyType.FAILURE, "warning": apprise.NotifyType.WARNING,
                        "success": apprise.NotifyType.SUCCESS, "info": apprise.NotifyType.INFO}
+        self._text = apprise.NotifyFormat.TEXT  # plain text: apprise escapes it for HTML services (Telegram)
         self._apprise = apprise.Apprise(asset=apprise.AppriseAsset(http_redirects=False))
         if not self._apprise.add(url.reveal()):
             raise ValueError(f"channel {name}: apprise does not accept this URL (scheme or fields)")
 
     def send(self, notice: Notice) -> None:
         title, body, kind = render(notice)
-        result = self._apprise.notify(body=body, title=title, notify_type=self._types[kind], timeout=self.timeout_s)
+        result = self._apprise.notify(body=body, title=title, notify_type=self._types[kind],
+                                      body_format=self._text, timeout=self.timeout_s)
         if not result:
             raise DeliveryError(f"apprise: {getattr(getattr(result, 'status', None), 'name', 'failed')}", transient=True)
 

@@ -9,10 +9,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class Receiver:
-    def __init__(self, answers=(), drip_interval_s: float = 0.3):
+    def __init__(self, answers=(), drip_interval_s: float = 0.3, reply: bytes = b""):
         self.answers = list(answers)
         self.requests: list[tuple[str, bytes, dict]] = []  # (method, body, headers) of every request
         self.drip_interval_s = drip_interval_s
+        self.reply = reply  # the answer's body (Slack's webhook answers `ok`, Telegram a JSON document)
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -38,8 +39,9 @@ class Receiver:
                     self.send_header("Location", answer[1])
                 else:
                     self.send_response(answer)
-                self.send_header("Content-Length", "0")
+                self.send_header("Content-Length", str(len(outer.reply)))
                 self.end_headers()
+                self.wfile.write(outer.reply)
 
             do_POST = do_GET = _handle  # noqa: N815 - http.server's naming
 
@@ -50,6 +52,15 @@ class Receiver:
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/hook"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def use_tls(self, certfile: str, keyfile: str) -> None:
+        """Answer HTTPS (a self-signed certificate) instead of HTTP."""
+        import ssl
+
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(certfile, keyfile)
+        self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
+        self.url = self.url.replace("http://", "https://")
 
     @property
     def bodies(self) -> list:
