@@ -10,6 +10,7 @@ endpoint is ours. Teams workflows take a host: a local HTTPS receiver with a sel
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import subprocess
 import time
@@ -126,7 +127,10 @@ def _repoint(monkeypatch, receiver: Receiver) -> None:
     monkeypatch.setattr(NotifyTelegram, "notify_url", f"{base}/bot")
 
 
-def test_slack_and_telegram_payloads_from_apprise(receivers, monkeypatch):
+def test_slack_and_telegram_payloads_from_apprise(receivers, monkeypatch, caplog):
+    caplog.set_level(logging.DEBUG)  # even so, apprise's DEBUG lines (the full URL with its tokens) stay out
+    for name in ("apprise", "urllib3"):
+        monkeypatch.setattr(logging.getLogger(name), "level", logging.NOTSET)
     slack = receivers(reply=b"ok")  # Slack's webhook answers `ok`
     _repoint(monkeypatch, slack)
     AppriseSender("slack", Secret("slack://T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7"), 5).send(Notice("slack", [ALERT]))
@@ -143,6 +147,7 @@ def test_slack_and_telegram_payloads_from_apprise(receivers, monkeypatch):
     [(_, body, _)] = telegram.requests
     doc = json.loads(body)
     assert doc["chat_id"] == 12315544 and "[CRITICAL] threshold alert opened: s1 boiler_temp" in doc["text"]
+    assert "TIiajkdnlazkcOXrIdevi7" not in caplog.text and "abcdefg_hijklmnop" not in caplog.text
 
 
 def test_teams_workflow_payload_over_https(receivers, tmp_path):

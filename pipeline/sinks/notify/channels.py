@@ -84,6 +84,11 @@ class AppriseSender:
     def __init__(self, name: str, url: Secret, timeout_s: float):
         import apprise  # only when an apprise channel is configured
 
+        # apprise and urllib3 log each request's URL (tokens included) at DEBUG: never let that reach our logs.
+        for noisy in ("apprise", "urllib3"):
+            quiet = logging.getLogger(noisy)
+            if quiet.getEffectiveLevel() < logging.INFO:
+                quiet.setLevel(logging.INFO)
         self.name, self.timeout_s = name, timeout_s
         self._types = {"failure": apprise.NotifyType.FAILURE, "warning": apprise.NotifyType.WARNING,
                        "success": apprise.NotifyType.SUCCESS, "info": apprise.NotifyType.INFO}

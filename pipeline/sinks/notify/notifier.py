@@ -149,7 +149,7 @@ class AlertNotifier:
         letter = DeadLetter(source, DEAD_LETTER_REASON, STAGE, text, EXHAUSTED, attempts=attempts,
                             metric=first.get("metric"), first_failure_at=first_failure)
         try:
-            self.dead_letters.send([letter], timeout=10.0)
+            self.dead_letters.send([letter], timeout=2.0 if stopped else 10.0)  # shutting down: briefly
         except Exception as dl_err:  # noqa: BLE001 - Kafka away too: the failure is counted and logged above
             log.error("event=notification_dead_letter_failed channel=%s error=%r", ch.name, str(dl_err)[:200])
 
