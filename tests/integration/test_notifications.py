@@ -15,12 +15,13 @@ import socket
 import subprocess
 import time
 
+import msgspec
 import pytest
 from aiosmtpd.controller import Controller
 
-from pipeline.config import Secret
+from pipeline.config import Secret, Secrets
 from pipeline.sinks.notify.channels import AppriseSender
-from pipeline.sinks.notify.http import DeliveryError
+from pipeline.sinks.notify.http import DeliveryError, verify
 from pipeline.sinks.notify.policy import Notice
 from tests.integration.clients import Publisher, RunningPipeline, read_topic, wait_for
 from tests.integration.test_windows_alerts import aligned_past, reading
@@ -116,6 +117,37 @@ def test_a_reading_over_a_threshold_is_emailed_and_a_failing_channel_is_dead_let
     assert get("pipeline_alert_notifications_sent_total", {"channel": "ops-email"}) == 2
     assert get("pipeline_alert_notifications_failed_total", {"channel": "broken"}) == 3
     assert get("pipeline_dead_letters_total", {"kind": "retry_exhausted", "reason": "notification_failed"}) == 3
+
+
+def test_a_storm_of_50_alerts_reaches_a_signed_webhook_as_5_messages_and_one_digest(env, receivers, monkeypatch):
+    hook = receivers()
+    monkeypatch.setenv("TEST_ALERT_HOOK_URL", hook.url)
+    settings = env.migrate(env.settings(
+        thresholds={"boiler_temp": {"warning": {"max": 40}}}, detection={"offline_after_s": 0},
+        processing={"interval_s": 0.5}, aggregation={"enabled": False},
+        alerts={"notifications": {"digest": {"window_s": 3, "max_alerts": 5},
+                                  "channels": [{"name": "hook", "url_env": "TEST_ALERT_HOOK_URL"}]}}))
+    settings = msgspec.structs.replace(settings, secrets=Secrets.from_env({"ALERT_WEBHOOK_SECRET": "k3y"}))
+    metrics = env.metrics()
+    root, t0 = env.root, aligned_past()
+    pub = Publisher()
+    with RunningPipeline(settings, metrics):
+        pub.publish_all([reading(root, f"storm-{i:02d}", "boiler_temp", 45, t0) for i in range(50)])
+        wait_for(lambda: env.query("SELECT count(*) FROM alerts")[0][0] == 50, what="50 open alerts")
+        wait_for(lambda: len(hook.requests) == 6, timeout=20, what="5 messages and a digest")
+        time.sleep(4)  # more than a window: nothing else comes
+    pub.close()
+
+    assert len(hook.requests) == 6
+    for _, body, headers in hook.requests:
+        assert verify(b"k3y", headers["X-Pipeline-Timestamp"], headers["X-Pipeline-Signature"], body, time.time())
+    singles, digest = hook.bodies[:5], hook.bodies[5]
+    assert all(b["event"] == "opened" for b in singles)
+    assert digest["event"] == "digest" and digest["count"] == 45
+    assert sorted(a["sensor_id"] for a in singles + digest["alerts"]) == [f"storm-{i:02d}" for i in range(50)]
+    get = metrics.registry.get_sample_value
+    assert get("pipeline_alert_notification_digests_total", {"channel": "hook"}) == 1
+    assert get("pipeline_alert_notifications_sent_total", {"channel": "hook"}) == 6
 
 
 def _repoint(monkeypatch, receiver: Receiver) -> None:
