@@ -52,7 +52,8 @@ class AlertNotifier:
         self.dead_letters = dead_letters  # a DeadLetterWriter (None: failures are only counted and logged)
         hook = alerts.webhook  # the legacy channel keeps its own queue and retry settings
         self.channels = {s.name: _Channel(s, hook.queue_max, hook.max_elapsed_s)
-                         if hook.url and s.name == LEGACY_WEBHOOK_CHANNEL                         else _Channel(s, cfg.queue_max, cfg.max_elapsed_s) for s in senders}
+                         if hook.url and s.name == LEGACY_WEBHOOK_CHANNEL
+                         else _Channel(s, cfg.queue_max, cfg.max_elapsed_s) for s in senders}
         legacy = [Route(LEGACY_WEBHOOK_CHANNEL, frozenset(("warning", "critical")))] \
             if hook.url and LEGACY_WEBHOOK_CHANNEL in self.channels else []
         self.policy = NotificationPolicy.from_config(cfg, legacy, silenced)
@@ -79,13 +80,16 @@ class AlertNotifier:
     def stop(self, timeout: float) -> None:
         """Send collected digests, deliver what is queued for up to `timeout` seconds, then give up."""
         self._closing.set()
+        deadline = time.monotonic() + timeout  # one deadline for all channels, not one per channel
         for ch in self.channels.values():
             if ch.thread is not None:
-                ch.thread.join(timeout)
+                ch.thread.join(max(0.0, deadline - time.monotonic()))
         self.stop_event.set()
         for ch in self.channels.values():
             if ch.thread is not None:
                 ch.thread.join(2.0)
+            if not ch.queue.empty():
+                log.warning("event=notifications_unsent channel=%s queued=%d reason=shutdown", ch.name, ch.queue.qsize())
 
     # -- channel threads ---------------------------------------------------------------------------
     def _enqueue(self, notice: Notice) -> None:
