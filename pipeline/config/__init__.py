@@ -6,6 +6,7 @@ override the file: ``PIPELINE__<SECTION>__<KEY>`` (double underscores separate l
 ``PIPELINE__MQTT__PORT=1884``; loading.py). Secrets come only from the environment (see ``SECRET_ENV``) and
 are wrapped in :class:`Secret`, whose repr never shows them (secret.py); redact.py masks them for output.
 """
+from .alerting import ChannelConfig, DigestConfig, NotificationsConfig, channel_urls
 from .base import Name, NonNegFloat, NonNegInt, Port, PositiveFloat, PositiveInt
 from .errors import ConfigError
 from .loading import DEFAULT_PATH, ENV_PREFIX, apply_env, env_names, load, load_dotenv_file, load_for_cli, parse
@@ -24,6 +25,7 @@ from .schema import (
 from .secret import KAFKA_SECRET_ENV, SECRET_ENV, Secret, Secrets
 
 __all__ = [
+    "ChannelConfig", "DigestConfig", "NotificationsConfig", "channel_urls",
     "AgentsConfig", "AggregationConfig", "AlertsConfig", "AppName", "Bounds", "BrokerStatsConfig", "Config",
     "ConfigError", "DEFAULT_PATH", "DashboardConfig", "DetectionConfig", "ENV_PREFIX", "KAFKA_SECRET_ENV",
     "KafkaConfig", "KafkaTopics", "LogsConfig", "MASK", "MetricDetection", "MetricOverride", "MetricUnits",

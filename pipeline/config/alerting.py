@@ -2,22 +2,66 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Annotated
+from typing import Annotated, Literal, Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
 from ..operators.alerts.cron import Cron, CronError
-from .base import Name, NonNegFloat, NonNegInt, PositiveFloat, Section
+from .base import Name, NonNegFloat, NonNegInt, PositiveFloat, PositiveInt, Section
+from .errors import ConfigError
+from .secret import Secret
+
+# A channel's name is a metric label and appears in dead letters: short, plain, chosen by the operator.
+ChannelName = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$")]
+EnvName = Annotated[str, msgspec.Meta(pattern=r"^[A-Z_][A-Z0-9_]{0,99}$")]
 
 
 class WebhookConfig(Section):
+    # Kept for existing configs: a non-empty url becomes the notification channel `webhook` (JSON, all
+    # severities). The url lives in config.yaml here; new channels take theirs from the environment.
     url: Annotated[str, msgspec.Meta(pattern=r"^(https?://.+)?$")] = ""
     timeout_s: PositiveFloat = 5.0
     # Deliveries wait in a bounded queue; when it is full the newest is dropped and counted, never blocking.
     queue_max: Annotated[int, msgspec.Meta(ge=1, le=100000)] = 1000
     # How long one delivery is retried (with backoff) before it is given up and counted as failed.
     max_elapsed_s: PositiveFloat = 60.0
+
+
+class ChannelConfig(Section):
+    """One notification channel: where (a URL from the environment) and which alerts (routing)."""
+
+    name: ChannelName
+    # The variable holding the channel's URL (apprise form, e.g. slack://..., mailtos://..., or http(s)://
+    # for our own signed JSON webhook): URLs carry tokens and passwords, so never config.yaml.
+    url_env: EnvName
+    # Routing: an alert goes to this channel only if its severity is listed ...
+    severities: tuple[Literal["warning", "critical"], ...] = ("warning", "critical")
+    # ... and its type (threshold, rate, outlier, stuck, offline, ...) is listed (empty: every type) ...
+    types: tuple[str, ...] = ()
+    # ... and its metric is listed (empty: every metric; alerts without a metric, such as offline, pass).
+    metrics: tuple[str, ...] = ()
+
+
+class DigestConfig(Section):
+    """More than `max_alerts` notifications for one channel within `window_s`: the rest go out as one digest."""
+
+    window_s: PositiveFloat = 60.0
+    max_alerts: PositiveInt = 10
+
+
+class NotificationsConfig(Section):
+    channels: tuple[ChannelConfig, ...] = ()
+    # At most one notification per alert (sensor, metric, type) per this many seconds: a repeat of its state
+    # (reopened, flapping, not more severe) inside the interval is suppressed and counted. Resolutions always go.
+    renotify_s: NonNegFloat = 3600.0
+    digest: DigestConfig = DigestConfig()
+    # One delivery (connect, send and read together) is cut at this deadline, however slowly a server answers.
+    timeout_s: PositiveFloat = 10.0
+    # A delivery is retried with backoff this long, then dead-lettered (notification_failed) and counted.
+    max_elapsed_s: PositiveFloat = 60.0
+    # Per channel: deliveries wait in a bounded queue; when it is full the newest is dropped and counted.
+    queue_max: Annotated[int, msgspec.Meta(ge=1, le=100000)] = 1000
 
 
 class FlapConfig(Section):
@@ -85,3 +129,34 @@ class AlertsConfig(Section):
     webhook: WebhookConfig = WebhookConfig()
     # Alerts of matching sensors during a window are stored (alert_events.silenced) but not notified.
     maintenance: tuple[MaintenanceWindow, ...] = ()
+    # Notification channels (docs/operations.md, "Notifications"): email, Slack, Teams, Telegram, JSON webhook.
+    notifications: NotificationsConfig = NotificationsConfig()
+
+
+# The channel the legacy alerts.webhook.url becomes (so that name is reserved while the url is set).
+LEGACY_WEBHOOK_CHANNEL = "webhook"
+
+
+def channel_urls(alerts: AlertsConfig, env: Mapping[str, str]) -> dict[str, Secret]:
+    """Each channel's URL from its environment variable (a missing one is a config error naming the key,
+    never the value); the legacy alerts.webhook.url as the channel `webhook`."""
+    urls = {}
+    for i, ch in enumerate(alerts.notifications.channels):
+        value = env.get(ch.url_env, "").strip()
+        if not value:
+            raise ConfigError(f"alerts.notifications.channels[{i}].url_env: environment variable {ch.url_env} "
+                              f"(channel {ch.name}) is not set")
+        urls[ch.name] = Secret(value)
+    if alerts.webhook.url:
+        urls[LEGACY_WEBHOOK_CHANNEL] = Secret(alerts.webhook.url)
+    return urls
+
+
+def check_notifications(alerts: AlertsConfig) -> None:
+    """Channel names are unique (they label metrics and dead letters); `webhook` is taken by alerts.webhook.url."""
+    seen: set[str] = set()
+    for i, ch in enumerate(alerts.notifications.channels):
+        if ch.name in seen or (ch.name == LEGACY_WEBHOOK_CHANNEL and alerts.webhook.url):
+            raise ConfigError(f"alerts.notifications.channels[{i}].name: {ch.name!r} is used twice"
+                              + (" (alerts.webhook.url is the channel `webhook`)" if ch.name == LEGACY_WEBHOOK_CHANNEL else ""))
+        seen.add(ch.name)

@@ -6,6 +6,7 @@ from typing import Any
 
 import msgspec
 
+from .alerting import check_notifications
 from .errors import ConfigError, describe_validation_error
 from .metric_rules import MetricDetection, MetricOverride, MetricUnits, SensorOverride, ThresholdRule
 from .schema import Config
@@ -92,6 +93,7 @@ def check_across_fields(cfg: Config) -> None:
         raise ConfigError("retention.measurements_days: must exceed aggregation.max_lateness_s + grace_s")
     _check_aggregation(cfg)
     _check_detection(cfg)
+    check_notifications(cfg.alerts)
     if cfg.validation.metrics == "configured" and not configured_metrics(cfg):
         raise ConfigError("validation.metrics: `configured`, but no metric has a threshold, detection or unit rule")
     if cfg.agents.system.topic_root == cfg.logs.topic_root:

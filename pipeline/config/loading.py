@@ -11,6 +11,7 @@ from typing import Any
 import msgspec
 import yaml
 
+from .alerting import channel_urls
 from .base import Section
 from .checks import check_across_fields, check_dashboard_token, check_mapping_sections
 from .errors import ConfigError, describe_validation_error
@@ -102,6 +103,7 @@ def load(path: str | os.PathLike | None = None, env: dict[str, str] | None = Non
         raise ConfigError(f"{file}:{where}: invalid YAML") from None
     config, secrets = parse(tree, env), Secrets.from_env(env)
     check_dashboard_token(config.dashboard, bool(secrets.dashboard_token))
+    channel_urls(config.alerts, env)  # a channel whose URL variable is unset fails here, not at the first alert
     return Settings(config=config, secrets=secrets, path=str(file))
 
 

@@ -30,6 +30,8 @@ SECRET_ENV = {
     "postgres_password": "POSTGRES_PASSWORD",
     "redis_password": "REDIS_PASSWORD",
     "dashboard_token": "DASHBOARD_TOKEN",
+    # Key of the HMAC signature on alert webhook deliveries (X-Pipeline-Signature); empty: unsigned.
+    "alert_webhook_secret": "ALERT_WEBHOOK_SECRET",
 }
 
 # Kafka secrets, also only from the environment: copied into kafka.client under the librdkafka property
@@ -44,6 +46,7 @@ class Secrets(msgspec.Struct, frozen=True):
     postgres_password: Secret
     redis_password: Secret
     dashboard_token: Secret
+    alert_webhook_secret: Secret
 
     @classmethod
     def from_env(cls, env: dict[str, str]) -> "Secrets":

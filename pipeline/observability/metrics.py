@@ -55,7 +55,7 @@ class Metrics:
         self.watermark = Gauge("aggregation_watermark_timestamp_seconds", "Event-time watermark of a Kafka partition", ["partition"], namespace=ns, registry=registry)
         self.alert_transitions = Counter("alert_transitions", "Alert transitions: opened, escalated, flapping (held open), resolved", ["type", "event", "severity"], namespace=ns, registry=registry)
         self.alerts_open = Gauge("alerts_open", "Open alerts held by the evaluator", ["type"], namespace=ns, registry=registry)
-        self.webhook_deliveries = Counter("alert_webhook_deliveries", "Alert webhook deliveries: delivered, failed (after retries), dropped (queue full)", ["result"], namespace=ns, registry=registry)
+        self.webhook_deliveries = Counter("alert_webhook_deliveries", "Alert notification deliveries over all channels: delivered, failed (after retries), dropped (queue full)", ["result"], namespace=ns, registry=registry)
         self.config_reload_ok = Gauge("config_reload_ok", "1 if the last config reload was applied (or none was tried), 0 if it was refused", namespace=ns, registry=registry)
         self.config_reload_ok.set(1)
         self.config_last_reload = Gauge("config_last_reload_timestamp_seconds", "When the configuration was last loaded successfully", namespace=ns, registry=registry)
@@ -80,3 +80,8 @@ class Metrics:
         self.partitions_created = Counter("storage_partitions_created", "Partitions made: ahead (migrations, the daemon's timer) or on_demand (a write found none)", ["table", "reason"], namespace=ns, registry=registry)
         self.partition_checks = Counter("storage_partition_checks", "Checks of the partitions ahead by result: ok, failed", ["result"], namespace=ns, registry=registry)
         self.retention_last_success = Gauge("retention_last_success_timestamp_seconds", "When a retention pass last completed", namespace=ns, registry=registry)
+        # -- alert notifications (pipeline/sinks/notify): channel is a configured name, reason a fixed word --
+        self.notifications_sent = Counter("alert_notifications_sent", "Notification messages delivered (a digest counts once)", ["channel"], namespace=ns, registry=registry)
+        self.notifications_suppressed = Counter("alert_notifications_suppressed", "Alert notifications not sent: renotify (a repeat within alerts.notifications.renotify_s), duplicate (a resolution sent already), unrouted (no channel takes it), or the silencer's reason (snoozed, acknowledged, maintenance, ...)", ["reason"], namespace=ns, registry=registry)
+        self.notifications_failed = Counter("alert_notifications_failed", "Notification messages given up after retries or refused (dead-lettered as notification_failed)", ["channel"], namespace=ns, registry=registry)
+        self.notification_digests = Counter("alert_notification_digests", "Digest messages made: alerts collected while a channel had more than digest.max_alerts within digest.window_s", ["channel"], namespace=ns, registry=registry)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import threading
 import time
 
@@ -37,6 +38,7 @@ from ..records import Reading
 from ..storage.retention import RetentionJob
 from ..sinks.deadletter import DeadLetterSink, DeadLetterWriter, dead_letter_topics
 from ..sinks.logs import LogSink
+from ..sinks.notify import build_notifier
 from ..sinks.postgres import PostgresSink
 from ..sinks.redis_stream import RedisSink
 from ..clients.redis import connect as redis_connect
@@ -134,8 +136,14 @@ class Pipeline:
         self.config = ConfigHolder(settings, self.metrics)
         self.alerts: AlertRunner | None = None
         if cfg.alerts.enabled:
+            # Notification channels. Acknowledged, snoozed and maintenance alerts are not notified: the runner's
+            # Silences (loaded at start, told of API changes, refreshed every tick) decide; the runner is built
+            # right below, so the notifier reaches it through this late-bound call.
+            notifier = build_notifier(cfg.alerts, os.environ, settings.secrets.alert_webhook_secret, cfg.retry,
+                                      self.metrics, dead_letters=self.dead_letters, spawn=self.supervisor.spawn,
+                                      silenced=lambda payload, now: self.alerts.silences.silenced(payload, now))
             self.alerts = AlertRunner(cfg, settings.secrets.postgres_password, settings.secrets.redis_password,
-                                      settings=cfg.sinks.alerts, spawn=self.supervisor.spawn, **common)
+                                      settings=cfg.sinks.alerts, spawn=self.supervisor.spawn, notifier=notifier, **common)
             self.sinks.append(self.alerts)
             self.config.subscribe(self.alerts.update_config)
 

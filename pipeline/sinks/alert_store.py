@@ -1,4 +1,4 @@
-"""The alert store: alert transitions into PostgreSQL (`alerts`, `alert_events`), the Redis stream and the webhook.
+"""The alert store: alert transitions into PostgreSQL (`alerts`, `alert_events`), the Redis stream and the notifier.
 
 Only writes (and reads back what it wrote, to resume after a restart). At most one open alert per
 (sensor, metric, type) is guaranteed by the partial unique index `alerts_one_open`: an alert already open
@@ -23,7 +23,7 @@ from ..clients.postgres import open_pool, utc_naive
 from .postgres import INSERT_SENSORS
 from ..clients.redis import connect
 from ..runtime.supervisor import Spawn, plain_thread
-from .webhook import WebhookNotifier
+from .notify import AlertNotifier
 
 _UTC = timezone.utc
 LOAD_OPEN = ("SELECT id, sensor_id, metric, type, severity, message, timestamp FROM alerts "
@@ -45,12 +45,11 @@ class AlertStore:
     retried write never stores or announces it twice."""
 
     def __init__(self, config: Config, pg_password: Secret, redis_password: Secret, metrics: Metrics,
-                 spawn: Spawn = plain_thread):
+                 spawn: Spawn = plain_thread, notifier: AlertNotifier | None = None):
         self.pg, self.pg_password = config.postgres, pg_password
         self.redis_cfg, self.redis_password = config.redis, redis_password
         self.stream = config.redis.key_prefix + config.redis.streams.alerts
-        self.webhook = (WebhookNotifier(config.alerts.webhook, config.retry, metrics, spawn)
-                        if config.alerts.webhook.url else None)
+        self.notifier = notifier  # notification channels (pipeline/sinks/notify); None: none configured
         self.pool: ConnectionPool | None = None
         self.redis: redis.Redis | None = None
         self.silences = None  # operators.alerts.silences.Silences, set by the runner: why a transition is not notified
@@ -63,12 +62,12 @@ class AlertStore:
             self.redis = connect(self.redis_cfg, self.redis_password)
 
     def start_notifications(self) -> None:
-        if self.webhook is not None:
-            self.webhook.start()
+        if self.notifier is not None:
+            self.notifier.start()
 
     def close(self) -> None:
-        if self.webhook is not None:
-            self.webhook.stop(5.0)
+        if self.notifier is not None:
+            self.notifier.stop(5.0)
         if self.redis is not None:
             self.redis.close()
         if self.pool is not None:
@@ -163,5 +162,5 @@ class AlertStore:
         pipe.execute()
         for t, payload in zip(transitions, payloads):
             t.published = True
-            if self.webhook is not None:
-                self.webhook.offer(payload)
+            if self.notifier is not None:
+                self.notifier.offer(payload)

@@ -173,7 +173,8 @@ def alert_config(url: str) -> dict:
     # `boiler_temp` has only a threshold (no rate/outlier/stuck settings): the rows below are exactly its story.
     return dict(thresholds={"boiler_temp": {"warning": {"max": 40}, "critical": {"max": 60}, "deadband": 0.5}},
                 detection={"offline_after_s": 0, "offline_severity": "critical", "sensors": {"s-off": {"offline_after_s": 2}}},
-                alerts={"clear_readings": 3, "webhook": {"url": url, "max_elapsed_s": 10}},
+                # renotify_s 0: every transition is announced (the default holds back a reopening within the hour)
+                alerts={"clear_readings": 3, "webhook": {"url": url, "max_elapsed_s": 10}, "notifications": {"renotify_s": 0}},
                 processing={"interval_s": 0.5}, aggregation={"enabled": False})
 
 

@@ -22,6 +22,7 @@ from ...runtime.retry import Stopped, retry_call
 from ...runtime.supervisor import Spawn, plain_thread
 from ...sinks.alert_store import AlertStore
 from ...sinks.base import BatchingSink
+from ...sinks.notify import AlertNotifier
 from . import silence_sync
 from .evaluator import AlertEvaluator
 from .lifecycle import Transition
@@ -36,12 +37,12 @@ class AlertRunner(BatchingSink):
     name = "alerts"
 
     def __init__(self, config: Config, pg_password: Secret, redis_password: Secret, *args, clock=time.time,
-                 spawn: Spawn = plain_thread, **kwargs):
+                 spawn: Spawn = plain_thread, notifier: AlertNotifier | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.clock = clock
         self.tick_interval_s = config.processing.interval_s
         self.evaluator = AlertEvaluator(config)
-        self.store = AlertStore(config, pg_password, redis_password, self.metrics, spawn)  # spawn: the webhook's thread
+        self.store = AlertStore(config, pg_password, redis_password, self.metrics, spawn, notifier)
         # Scale-out: only sensors of partitions this instance owns are evaluated here (docs/operations.md).
         self.partitions = config.kafka.partitions
         self.partition_of: dict[str, int] = {}  # sensor -> the partition its readings arrived on
@@ -61,8 +62,8 @@ class AlertRunner(BatchingSink):
         silence_sync.load(self.store.pool, self.silences)
         self.known_locations = silence_sync.locations(self.store.pool)
         self.store.start_notifications()
-        log.info("event=sink_started sink=alerts open_alerts=%d known_sensors=%d webhook=%s", n,
-                 len(self.evaluator.last_seen), "on" if self.store.webhook else "off")
+        log.info("event=sink_started sink=alerts open_alerts=%d known_sensors=%d notification_channels=%d", n,
+                 len(self.evaluator.last_seen), len(self.store.notifier.channels) if self.store.notifier else 0)
 
     def update_config(self, config: Config) -> None:
         """Live reload: new detector settings and hysteresis for the next batch."""

@@ -31,7 +31,7 @@ def test_kafka_secrets_from_environment_are_masked_in_redacted_output():
     assert view["config"]["kafka"]["client"] == {"security.protocol": "SASL_SSL", "sasl.mechanism": "***",
                                                  "sasl.username": "***", "sasl.password": "***"}
     assert view["secrets"] == {"MQTT_PASSWORD": "***", "POSTGRES_PASSWORD": "", "REDIS_PASSWORD": "",
-                               "DASHBOARD_TOKEN": ""}
+                               "DASHBOARD_TOKEN": "", "ALERT_WEBHOOK_SECRET": ""}
 
 
 @pytest.mark.parametrize("key", ["sasl.password", "ssl.key.password", "ssl.key.pem", "sasl.oauthbearer.client.secret",
