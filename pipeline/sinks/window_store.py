@@ -9,7 +9,8 @@ closed windows are added to the Redis stream before the commit. A crash anywhere
 so it is closed again after restart: rows are exact, stream entries at-least-once (each carries an `id`).
 
 Redis keys (under `redis.key_prefix`):
-  partial:<sensor_id>    hash: <metric>:<period> -> JSON {start, end, count, avg, min, max} of the newest window
+  partial:<sensor_id>    hash: <metric>:<period> -> JSON {start, end, count, avg, min, max} of the newest window;
+                         expires limits.state_idle_s after the sensor's last running value
   <aggregations stream>  XADD id, sensor_id, metric, period, start, end, avg, min, max, count per closed window
 """
 from __future__ import annotations
@@ -98,8 +99,9 @@ BY_TIME_FROM_KEYS = 50  # closing this many keys of a window or more: aggregate 
 class WindowStore:
     """PostgreSQL and Redis for the window aggregator; every method is one round trip's worth of work."""
 
-    def __init__(self, redis_cfg: RedisConfig, redis_password: Secret):
+    def __init__(self, redis_cfg: RedisConfig, redis_password: Secret, state_idle_s: float = 86400.0):
         self.redis_cfg, self.redis_password = redis_cfg, redis_password
+        self.ttl_s = max(1, round(state_idle_s))  # partial:<sensor> expires with its series (limits.state_idle_s)
         self.pool: ConnectionPool | None = None
         self.redis: redis.Redis | None = None
         prefix = redis_cfg.key_prefix
@@ -145,7 +147,9 @@ class WindowStore:
         assert self.redis is not None
         pipe = self.redis.pipeline(transaction=False)
         for sensor_id, fields in fields_by_sensor.items():
-            pipe.hset(self.partial_prefix + sensor_id, mapping={k: orjson.dumps(v) for k, v in fields.items()})
+            key = self.partial_prefix + sensor_id
+            pipe.hset(key, mapping={k: orjson.dumps(v) for k, v in fields.items()})
+            pipe.expire(key, self.ttl_s)
         pipe.execute()
 
     def publish_closed(self, entries: list[tuple[Window, tuple]]) -> None:

@@ -90,6 +90,13 @@ class _KeyedDetector:
     def _judge(self, key: Key, value: float, ts: float, rule) -> Signal | None:
         raise NotImplementedError
 
+    def forget_series(self, keys: set[Key]) -> None:
+        """Drop the history of these (sensor, metric) series (idle: limits.state_idle_s)."""
+        for name in ("since",) + self._history:
+            state = getattr(self, name)
+            for key in keys:
+                state.pop(key, None)
+
     def forget(self, sensors: set[str]) -> None:
         """Drop the history of these sensors (their partition went to another instance, or they went idle)."""
         for name in ("since",) + self._history:

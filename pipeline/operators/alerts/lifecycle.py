@@ -89,6 +89,11 @@ class AlertBook:
         for key in [k for k in self.cycles if k[0] in sensors]:
             del self.cycles[key]
 
+    def forget_closed(self, idle) -> None:
+        """Drop the flap history of alert keys for which `idle(key)` holds and that have no open alert."""
+        for key in [k for k in self.cycles if k not in self.open and idle(k)]:
+            del self.cycles[key]
+
     def open_by_type(self) -> dict[str, int]:
         """How many alerts are open, per detector type."""
         counts: dict[str, int] = {}

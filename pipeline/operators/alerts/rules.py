@@ -37,6 +37,11 @@ class Rules:
             found = self._cache[key] = self._merge(sensor_id, metric)
         return found
 
+    def forget_series(self, keys) -> None:
+        """Drop the cached settings of these (sensor, metric) series (idle); merged again if they return."""
+        for key in keys:
+            self._cache.pop(key, None)
+
     def _merge(self, sensor_id: str, metric: str) -> MetricRules:
         threshold = self.thresholds.get(metric)
         if not self.detection.enabled:

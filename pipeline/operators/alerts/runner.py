@@ -17,6 +17,7 @@ from typing import Sequence
 
 from ...config import Config, Secret
 from ...runtime.batch import Batch
+from ...runtime.idle import IdleSweep
 from ...runtime.ownership import Ownership, sensor_partition
 from ...runtime.retry import Stopped, retry_call
 from ...runtime.supervisor import Spawn, plain_thread
@@ -45,6 +46,7 @@ class AlertRunner(BatchingSink):
         self.partition_of: dict[str, int] = {}  # sensor -> the partition its readings arrived on
         self.ownership = Ownership()
         self.lock = threading.RLock()  # rebalance callbacks (consumer thread) against evaluation (this thread)
+        self.idle_sweep = IdleSweep(config.limits.state_idle_s)
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -76,8 +78,11 @@ class AlertRunner(BatchingSink):
 
     def tick(self) -> None:
         """Offline sensors, alerts clear for long enough, alerts resolved by an operator."""
+        now = self.clock()
         with self.lock:
-            out = self.evaluator.tick(self.clock())
+            out = self.evaluator.tick(now)
+            if self.idle_sweep.due(now):
+                self._evict_idle(now)
         try:
             if out:
                 retry_call(lambda: self.store.store(out), operation="alerts_tick", policy=self.retry,
@@ -96,6 +101,15 @@ class AlertRunner(BatchingSink):
                 log.exception("event=alerts_tick_failed")
             else:
                 log.warning("event=alerts_tick_failed error=%r", str(err)[:200])
+
+    def _evict_idle(self, now: float) -> None:
+        """Series silent for limits.state_idle_s: their state goes (a sensor that returns is loaded again)."""
+        released = self.evaluator.evict_idle(now)
+        held = self.evaluator.sensors()
+        for s in [s for s in self.partition_of if s not in held]:
+            del self.partition_of[s]
+        if released:
+            log.info("event=alert_state_released series=%d sensors_held=%d", released, len(held))
 
     # -- storing -------------------------------------------------------------------------------
     def write(self, records: Sequence[Transition]) -> None:

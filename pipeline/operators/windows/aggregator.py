@@ -20,6 +20,7 @@ from psycopg_pool import ConnectionPool
 from ...config import AggregationConfig, RedisConfig, Secret
 from ...observability.metrics import Metrics
 from ...records import Reading
+from ...runtime.idle import IdleSweep
 from ...runtime.ownership import Ownership
 from ...clients.errors import SERVICE_AWAY
 from ...sinks.window_store import WindowStore, close_statement
@@ -43,11 +44,14 @@ class WindowAggregator:
     """Marks windows pending with the readings, closes them by watermark or idle timeout, publishes partials."""
 
     def __init__(self, cfg: AggregationConfig, redis_cfg: RedisConfig, redis_password: Secret, metrics: Metrics,
-                 clock=time.time):
+                 clock=time.time, state_idle_s: float = 86400.0):
         self.cfg = cfg
         self.metrics = metrics
         self.clock = clock
-        self.store = WindowStore(redis_cfg, redis_password)
+        # Running values of series silent this long (limits.state_idle_s) are released; Redis expires theirs too.
+        self.idle_s = state_idle_s
+        self.idle_sweep = IdleSweep(state_idle_s)
+        self.store = WindowStore(redis_cfg, redis_password, state_idle_s)
         self.tracker = WindowTracker(cfg.periods, cfg.grace_s, cfg.idle_close_s)
         self.partials = Partials(self.tracker)
         self.rollup_from = rollup_sources(self.tracker.sizes)
@@ -81,7 +85,8 @@ class WindowAggregator:
             self.from_readings.add(window)
         for sensor_id, metric, period, start, end, count, mean, lo, hi in seeds:
             if period in self.tracker.sizes:
-                self.partials.seed(sensor_id, metric, Window(period, to_us(start), to_us(end)), count, mean * count, lo, hi)
+                self.partials.seed(sensor_id, metric, Window(period, to_us(start), to_us(end)), count, mean * count, lo, hi,
+                                   now)
         self.metrics.windows_pending.set(self.tracker.pending_count())
         return len(pending)
 
@@ -152,7 +157,7 @@ class WindowAggregator:
         touched = self._touched
         add = self.partials.add
         for sensor_id, metric, value, ts_us in inserted:
-            add(sensor_id, metric, ts_us, value)
+            add(sensor_id, metric, ts_us, value, now)
             metrics = touched.get(sensor_id)
             if metrics is None:
                 touched[sensor_id] = {metric}
@@ -178,10 +183,18 @@ class WindowAggregator:
             if due:
                 self._guard("close_windows", lambda: self._close(due))
             self.metrics.windows_pending.set(self.tracker.pending_count())
+            now = self.clock()
+            if self.idle_sweep.due(now):
+                self.evict_idle(now)
             for partition in self.tracker.max_event:
                 wm = self.tracker.watermark(partition)
                 if wm is not None:
                     self.metrics.watermark.labels(str(partition)).set(wm / US)
+
+    def evict_idle(self, now: float) -> int:
+        """Release the running values of series without a reading for state_idle_s whose windows are all closed."""
+        with self.lock:
+            return self.partials.evict_idle(now - self.idle_s, self.tracker.pending_series())
 
     def _guard(self, what: str, fn) -> None:
         try:

@@ -140,6 +140,13 @@ class WindowTracker:
             for p in [p for p in d if p >= 0 and gone(p)]:
                 del d[p]
 
+    def pending_series(self) -> set[tuple[str, str]]:
+        """(sensor_id, metric) of every window not yet closed."""
+        out: set[tuple[str, str]] = set()
+        for keys in self.pending.values():
+            out |= keys
+        return out
+
     def pending_count(self) -> int:
         """How many (window, sensor, metric) entries wait to be closed."""
         return sum(len(k) for k in self.pending.values())
@@ -157,23 +164,28 @@ def _within(avg: float, lo: float, hi: float) -> float:
 
 
 class Partials:
-    """Running count/sum/min/max of the newest window per (sensor, metric, period), for the dashboard."""
+    """Running count/sum/min/max of the newest window per (sensor, metric, period), for the dashboard.
+    Released per series by `evict_idle` once the series has had no reading for a while and no window of it
+    is pending (a returning series starts a new window, as after a restart)."""
 
     def __init__(self, tracker: WindowTracker):
         self.tracker = tracker
-        # (sensor, metric, period) -> [start, end, count, total, min, max], mutated in place (hot path)
+        # (sensor, metric, period) -> [start, end, count, total, min, max, wall clock of the latest reading],
+        # mutated in place (hot path)
         self.acc: dict[tuple[str, str, str], list] = {}
 
-    def add(self, sensor_id: str, metric: str, ts: int, value: float) -> None:
-        """Fold one newly stored reading into the running values of its windows."""
+    def add(self, sensor_id: str, metric: str, ts: int, value: float, now: float = 0.0) -> None:
+        """Fold one newly stored reading (stored at wall clock `now`) into the running values of its windows."""
         acc = self.acc
         for period, size in self.tracker.sizes.items():
             start = ts - ts % size
             key = (sensor_id, metric, period)
             p = acc.get(key)
             if p is None or start > p[0]:
-                acc[key] = [start, start + size, 1, value * SUM_SCALE, value, value]
-            elif start == p[0]:
+                acc[key] = [start, start + size, 1, value * SUM_SCALE, value, value, now]
+                continue
+            p[6] = now
+            if start == p[0]:
                 p[2] += 1
                 p[3] += value * SUM_SCALE
                 if value < p[4]:
@@ -182,12 +194,21 @@ class Partials:
                     p[5] = value
             # an older window: its row is (re)computed from measurements; the partial shows the newest only
 
-    def seed(self, sensor_id: str, metric: str, window: Window, count: int, total: float, lo: float, hi: float) -> None:
+    def seed(self, sensor_id: str, metric: str, window: Window, count: int, total: float, lo: float, hi: float,
+             now: float = 0.0) -> None:
         """Running values recomputed from durable readings at start-up (newest window wins)."""
         key = (sensor_id, metric, window.period)
         p = self.acc.get(key)
         if p is None or window.start > p[0]:
-            self.acc[key] = [window.start, window.end, count, total * SUM_SCALE, lo, hi]
+            self.acc[key] = [window.start, window.end, count, total * SUM_SCALE, lo, hi, now]
+
+    def evict_idle(self, cutoff: float, pending: set[tuple[str, str]]) -> int:
+        """Drop the running values of series without a reading since wall clock `cutoff`, unless a window of
+        theirs is still pending (`pending`: (sensor, metric) pairs). Returns how many entries went."""
+        gone = [k for k, p in self.acc.items() if p[6] < cutoff and (k[0], k[1]) not in pending]
+        for key in gone:
+            del self.acc[key]
+        return len(gone)
 
     def fields(self, sensor_id: str, metrics: Iterable[str]) -> dict[str, dict]:
         """Hash fields `<metric>:<period>` -> running values of the newest window, for one sensor."""
@@ -196,7 +217,7 @@ class Partials:
             for period in self.tracker.sizes:
                 p = self.acc.get((sensor_id, metric, period))
                 if p is not None:
-                    start, end, count, total, lo, hi = p
+                    start, end, count, total, lo, hi = p[:6]
                     out[f"{metric}:{period}"] = {"start": start / US, "end": end / US, "count": count,
                                                  "avg": _within(total / count / SUM_SCALE, lo, hi), "min": lo, "max": hi}
         return out
