@@ -101,7 +101,7 @@ class Pipeline:
                          if cfg.aggregation.enabled else None, tick_interval_s=cfg.processing.interval_s,
                          partition_interval=cfg.storage.partition_interval, state_idle_s=cfg.limits.state_idle_s,
                          dead_letters=self.dead_letters, **common),
-            RedisSink(cfg.redis, settings.secrets.redis_password, settings=cfg.sinks.redis,
+            RedisSink(cfg.redis, settings.secrets.redis_password, settings=cfg.sinks.redis, state_idle_s=cfg.limits.state_idle_s,
                       dead_letters=self.dead_letters, **common),
         ]
         dead_letter_sink = DeadLetterSink(self.dead_letters, settings=cfg.sinks.dead_letter, **common)
