@@ -136,3 +136,23 @@ def test_without_deduplication_the_aggregator_gets_every_reading_in_microseconds
     s.known_sensors = {"a": T0}
     s.write([reading("a", 2.5, T0 + 0.000001)])
     assert agg.staged == [[("a", "temperature", 2.5, 1_700_000_000_000_001)]]
+
+
+def test_sensors_idle_for_state_idle_s_are_released_and_registered_again_if_they_return():
+    now = [0.0]
+    pool = FakePool({INSERT_FROM_STAGE: (1, [])})
+    s = PostgresSink(PostgresConfig(), Secret(""), SinkConfig(), RetryConfig(), Metrics(CollectorRegistry()), 4,
+                     state_idle_s=1000.0, clock=lambda: now[0], tick_interval_s=5.0)
+    s.pool = pool
+    s.write([reading("once", 1.0)])
+    s.write([reading("steady", 1.0)])
+    now[0] = 900.0
+    s.write([reading("steady", 2.0, T0 + 900)])
+    s.tick()  # starts the sweep clock
+    now[0] = 1100.0
+    s.tick()
+    assert set(s.known_sensors) == {"steady"}
+    pool.cursor.executed.clear()
+    s.write([reading("once", 3.0, T0 + 1100)])  # it returns: registered again (ON CONFLICT DO NOTHING)
+    assert pool.cursor.executed[0] == (INSERT_SENSORS, [("once", "boiler", "hall")])
+    assert set(s.known_sensors) == {"steady", "once"}
