@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import math
-from collections import deque
 from dataclasses import dataclass
 
 from ...config import OutlierRule, RateRule, StuckRule, ThresholdRule
@@ -124,23 +123,49 @@ class _Window:
     """The readings of one series in the rate window, with running sums for an O(1) least-squares slope.
 
     Times and values are kept relative to a reference (re-based from the kept readings now and then), so
-    the sums stay small and subtracting evicted readings loses no precision that matters."""
+    the sums stay small and subtracting evicted readings loses no precision that matters.
 
-    __slots__ = ("points", "t0", "v0", "st", "sv", "stt", "stv")
+    The readings are one flat list [ts, value, ts, value, ...] read from `head`, compacted now and then: a
+    deque costs about 700 bytes even when it holds one reading, a tuple per reading 56 more (limits.state_idle_s,
+    memory per series in README)."""
+
+    __slots__ = ("flat", "head", "t0", "v0", "st", "sv", "stt", "stv")
 
     def __init__(self, ts: float, value: float):
-        self.points: deque[tuple[float, float]] = deque()
+        self.flat: list[float] = []
+        self.head = 0  # index in `flat` of the oldest kept reading's time
         self.t0, self.v0 = ts, value
         self.st = self.sv = self.stt = self.stv = 0.0
 
+    def __len__(self) -> int:
+        return (len(self.flat) - self.head) >> 1
+
+    @property
+    def points(self) -> list[tuple[float, float]]:
+        """The kept (ts, value) readings, oldest first."""
+        flat = self.flat
+        return [(flat[i], flat[i + 1]) for i in range(self.head, len(flat), 2)]
+
+    def first_ts(self) -> float:
+        return self.flat[self.head]
+
+    def last_ts(self) -> float:
+        return self.flat[-2]
+
     def add(self, ts: float, value: float, window_s: float, max_samples: int) -> None:
         """Take a reading; drop those older than the window, and the oldest beyond `max_samples`."""
-        points = self.points
-        while points and (points[0][0] <= ts - window_s or len(points) >= max_samples):
-            self._sub(*points.popleft())
+        flat, head = self.flat, self.head
+        while head < len(flat) and (flat[head] <= ts - window_s or (len(flat) - head) >> 1 >= max_samples):
+            self._sub(flat[head], flat[head + 1])
+            head += 2
+        if head and head * 2 >= len(flat):  # at most half the list is dropped readings
+            del flat[:head]
+            head = 0
+        self.head = head
         if ts - self.t0 > 4 * window_s:
             self._rebase(ts, value)
-        points.append((ts, value))
+        flat.append(ts)
+        flat.append(value)
         t, v = ts - self.t0, value - self.v0
         self.st += t
         self.sv += v
@@ -157,8 +182,9 @@ class _Window:
     def _rebase(self, ts: float, value: float) -> None:
         self.t0, self.v0 = ts, value
         self.st = self.sv = self.stt = self.stv = 0.0
-        for pt, pv in self.points:
-            t, v = pt - self.t0, pv - self.v0
+        flat = self.flat
+        for i in range(self.head, len(flat), 2):
+            t, v = flat[i] - self.t0, flat[i + 1] - self.v0
             self.st += t
             self.sv += v
             self.stt += t * t
@@ -166,7 +192,7 @@ class _Window:
 
     def slope(self) -> float | None:
         """Least-squares slope (value per second) of the kept readings; None if their times do not spread."""
-        n = len(self.points)
+        n = len(self)
         den = n * self.stt - self.st * self.st
         if den <= 1e-9 * max(1.0, n * self.stt):
             return None
@@ -188,11 +214,11 @@ class Rate(_KeyedDetector):
         w = self.windows.get(key)
         if w is None:
             w = self.windows[key] = _Window(ts, value)
-        elif w.points and ts <= w.points[-1][0]:
+        elif len(w) and ts <= w.last_ts():
             return None  # out of order or a duplicate: the window is a time series, it only moves forward
         w.add(ts, value, rule.window_s, rule.max_samples)
-        n = len(w.points)
-        span = ts - w.points[0][0]
+        n = len(w)
+        span = ts - w.first_ts()
         if n < rule.min_samples or span < rule.min_span_s:
             return None
         slope = w.slope()

@@ -143,17 +143,6 @@ class WindowAggregator:
         # A batch that finished while its partition was being revoked: the next owner has its windows now.
         staged = [s for s in staged if s[0] < 0 or owns(s[0])]
         records = [r for r in records if r.source is None or owns(r.source.partition)]
-        for partition, w, sensor_id, metric in staged:
-            if tracker.is_closed(partition, w):
-                self.metrics.window_corrections.labels(w.period).inc()
-            tracker.add(partition, w, sensor_id, metric)
-        newest: dict[int, float] = {}  # the watermark moves once per partition and batch
-        for r in records:
-            partition = r.source.partition if r.source is not None else -1
-            if r.ts > newest.get(partition, -1.0):
-                newest[partition] = r.ts
-        for partition, ts in newest.items():
-            tracker.observe(partition, round(ts * US), now)
         touched = self._touched
         add = self.partials.add
         for sensor_id, metric, value, ts_us in inserted:
@@ -163,6 +152,18 @@ class WindowAggregator:
                 touched[sensor_id] = {metric}
             else:
                 metrics.add(metric)
+        key = self.partials.key  # one (sensor, metric) tuple per series, shared by its pending windows
+        for partition, w, sensor_id, metric in staged:
+            if tracker.is_closed(partition, w):
+                self.metrics.window_corrections.labels(w.period).inc()
+            tracker.add(partition, w, sensor_id, metric, key(sensor_id, metric))
+        newest: dict[int, float] = {}  # the watermark moves once per partition and batch
+        for r in records:
+            partition = r.source.partition if r.source is not None else -1
+            if r.ts > newest.get(partition, -1.0):
+                newest[partition] = r.ts
+        for partition, ts in newest.items():
+            tracker.observe(partition, round(ts * US), now)
         self.flush_partials(now)
         self.close_due()
 

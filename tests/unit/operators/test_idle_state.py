@@ -124,7 +124,7 @@ def test_running_values_are_released_once_idle_and_closed_and_kept_while_pending
     agg.partials.add("live", "t", ts, 3.0, 0.0)
     agg.partials.add("live", "t", ts + US, 4.0, 900.0)  # a later reading of the same windows
     agg.tracker.add(0, Window("1m", ts - ts % (60 * US), ts - ts % (60 * US) + 60 * US), "open", "t")
-    assert agg.evict_idle(now=IDLE + 1) == 2  # gone's 1m and 5m values; open's window is still pending
+    assert agg.evict_idle(now=IDLE + 1) == 1  # gone (all its periods); open: a window of it is still pending
     assert {k[0] for k in agg.partials.acc} == {"open", "live"}
     # A returning series starts its windows again from its new readings.
     agg.partials.add("gone", "t", ts + 3600 * US, 7.0, IDLE + 2)
