@@ -187,6 +187,8 @@ class PostgresSink(BatchingSink):
         gone = [s for s, seen in self.known_sensors.items() if seen < cutoff]
         for s in gone:
             del self.known_sensors[s]
+        if len(gone) > len(self.known_sensors):  # a dict keeps its table when emptied: copied, it frees the memory
+            self.known_sensors = dict(self.known_sensors)
         return len(gone)
 
     def close(self) -> None:

@@ -93,8 +93,11 @@ class _KeyedDetector:
         """Drop the history of these (sensor, metric) series (idle: limits.state_idle_s)."""
         for name in ("since",) + self._history:
             state = getattr(self, name)
+            before = len(state)
             for key in keys:
                 state.pop(key, None)
+            if before - len(state) > len(state):  # a dict keeps its table when emptied: copied, it frees the memory
+                setattr(self, name, dict(state))
 
     def forget(self, sensors: set[str]) -> None:
         """Drop the history of these sensors (their partition went to another instance, or they went idle)."""

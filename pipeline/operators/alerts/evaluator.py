@@ -133,6 +133,8 @@ class AlertEvaluator:
             return 0
         for key in gone:
             del self.series_seen[key]
+        if len(gone) > len(self.series_seen):  # a dict keeps its table when emptied: copied, it frees the memory
+            self.series_seen = dict(self.series_seen)
         for detector in self.detectors:
             detector.forget_series(gone)
         self.rules.forget_series(gone)
@@ -142,6 +144,8 @@ class AlertEvaluator:
         quiet = {k[0] for k in gone} - active - set(self.last_seen)
         for s in quiet:
             self.sensor_info.pop(s, None)
+        if len(quiet) > len(self.sensor_info):
+            self.sensor_info = dict(self.sensor_info)
         self.book.forget_closed(lambda key: key[1] is None and key[0] in quiet)
         return len(gone)
 

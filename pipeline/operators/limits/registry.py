@@ -62,6 +62,8 @@ class SensorRegistry:
         for sensor_id in gone:
             del self._seen[sensor_id]
             self._known.pop(sensor_id, None)
+        if len(gone) > len(self._seen):  # a dict keeps its table when emptied: copied, it frees the memory
+            self._seen, self._known = dict(self._seen), dict(self._known)
         return len(gone)
 
     def preload(self, sensors: Iterable[str], pairs: Iterable[tuple[str, str]]) -> None:

@@ -237,6 +237,8 @@ class Partials:
         gone = [k for k, p in self.acc.items() if p[0] < cutoff and k not in pending]
         for key in gone:
             del self.acc[key]
+        if len(gone) > len(self.acc):  # a dict keeps its table when emptied: copied, it frees the memory
+            self.acc = dict(self.acc)
         return len(gone)
 
     def fields(self, sensor_id: str, metrics: Iterable[str]) -> dict[str, dict]:
