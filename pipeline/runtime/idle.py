@@ -2,8 +2,9 @@
 
 Each owner (the limits registry, the window aggregator, the alert evaluator, the PostgreSQL sink) has an
 `evict_idle(now)` method; its runner asks an IdleSweep on its existing tick whether a sweep is due. A sweep
-walks that owner's series once, so it runs at most every SWEEP_FRACTION of the idle time (and at most once
-a minute): a series is released between state_idle_s and state_idle_s plus that much after its last reading.
+walks that owner's series once, so it runs every SWEEP_FRACTION of the idle time, or every minute if that is
+sooner: a series is released between state_idle_s and state_idle_s plus that much (and a tick) after its last
+reading.
 """
 from __future__ import annotations
 

@@ -140,3 +140,17 @@ def test_the_aggregator_sweeps_on_its_tick():
     now[0] = IDLE + 200.0
     agg.close_due()
     assert agg.partials.acc == {}
+
+
+def test_rules_are_shared_per_metric_and_cached_per_series_only_for_sensors_with_their_own_entry():
+    cfg = parse({"limits": {"state_idle_s": IDLE}, "thresholds": {"temperature": {"warning": {"max": 40}}},
+                 "detection": {"offline_after_s": 0,
+                               "sensors": {"special": {"metrics": {"temperature": {"threshold": {"warning": {"max": 30}}}}}}}},
+                {})
+    ev = AlertEvaluator(cfg)
+    ev.evaluate([reading(f"s{i}", 20.0, T0) for i in range(100)] + [reading("special", 20.0, T0)], now=0.0)
+    assert set(ev.rules._by_metric) == {"temperature"} and set(ev.rules._cache) == {("special", "temperature")}
+    ev.evict_idle(now=IDLE + 1)
+    assert ev.rules._cache == {}
+    out = ev.evaluate([reading("special", 35.0, T0 + 2000), reading("s1", 35.0, T0 + 2000)], now=IDLE + 2)
+    assert [t.alert.sensor_id for t in out] == ["special"]  # its own bound (30) again, merged afresh
