@@ -20,6 +20,11 @@ class IdleSweep:
         self.every = min(MAX_SWEEP_EVERY_S, idle_s * SWEEP_FRACTION)
         self._next: float | None = None
 
+    @property
+    def next_at(self) -> float:
+        """When `due` will next say True (-inf before its first call)."""
+        return -float("inf") if self._next is None else self._next
+
     def due(self, now: float) -> bool:
         if self._next is None:
             self._next = now + self.every

@@ -7,12 +7,14 @@ Memory is bounded by the limits themselves: at most `max_sensors` ids, each with
 `max_metrics_per_sensor` metric names (tuples of interned strings: a dozen metrics cost about 150 bytes).
 
 Only active sensors count: a sensor without an admitted reading for `limits.state_idle_s` is released
-(its metrics with it) by `evict_idle`, which the filter runs on the consumer thread as readings pass, at most
-every tenth of the idle time. A released sensor that returns is admitted again like a new one (if the count
-allows). Ids loaded from PostgreSQL at start count as seen at start.
+(its metrics with it) by `evict_idle`, which the filter runs on the consumer thread as readings pass, every
+tenth of the idle time (at most a minute apart). A reading is seen when the MQTT bridge received it
+(`received_at`: no clock call per reading). A released sensor that returns is admitted again like a new one (if
+the count allows). Ids loaded from PostgreSQL at start count as seen at start.
 """
 from __future__ import annotations
 
+import math
 import sys
 import time
 from datetime import datetime, timedelta, timezone
@@ -40,19 +42,20 @@ class SensorRegistry:
 
     def admit(self, sensor_id: str, metric: str, now: float | None = None) -> str | None:
         """None if the reading fits (and is now known, seen at `now`), else the reason it does not."""
+        if now is None:
+            now = self.clock()
         metrics = self._known.get(sensor_id)
+        if metrics is not None and metric in metrics:  # nearly every reading
+            self._seen[sensor_id] = now
+            return None
         if metrics is None:
             if len(self._known) >= self.max_sensors:
                 return "too_many_sensors"
-            self._known[sensor_id] = (sys.intern(metric),)
-            self._seen[sensor_id] = self.clock() if now is None else now
-            return None
-        self._seen[sensor_id] = self.clock() if now is None else now
-        if metric in metrics:
-            return None
-        if len(metrics) >= self.max_metrics:
+            metrics = ()
+        elif len(metrics) >= self.max_metrics:
             return "too_many_metrics"
         self._known[sensor_id] = metrics + (sys.intern(metric),)
+        self._seen[sensor_id] = now
         return None
 
     def evict_idle(self, now: float, idle_s: float) -> int:
@@ -94,15 +97,17 @@ class LimitFilter:
 
     def __init__(self, max_sensors: int, max_metrics_per_sensor: int, state_idle_s: float = 86400.0,
                  clock=time.time):
-        self.registry = SensorRegistry(max_sensors, max_metrics_per_sensor, clock)
-        self.clock = clock
+        self.registry = SensorRegistry(max_sensors, max_metrics_per_sensor, clock)  # clock: for the start-up load
         self.idle_s = state_idle_s
         self.sweep = IdleSweep(state_idle_s)
+        self._sweep_at = -math.inf  # asked of the sweep schedule only then: this runs for every reading
 
     def process(self, r: Reading) -> list[Reading]:
-        now = self.clock()
-        if self.sweep.due(now):  # the chain has no timer: idle sensors are released as readings pass
-            self.registry.evict_idle(now, self.idle_s)
+        now = r.received_at
+        if now >= self._sweep_at:  # the chain has no timer: idle sensors are released as readings pass
+            if self.sweep.due(now):
+                self.registry.evict_idle(now, self.idle_s)
+            self._sweep_at = self.sweep.next_at
         reason = self.registry.admit(r.sensor_id, r.metric, now)
         if reason is None:
             return [r]

@@ -21,8 +21,8 @@ CFG = parse({"limits": {"state_idle_s": IDLE},
              "alerts": {"clear_readings": 1, "flap": {"count": 3, "window_s": 600}}}, {})
 
 
-def reading(sensor: str, value: float, ts: float, metric: str = "temperature") -> Reading:
-    return Reading(sensor, "sensor", None, metric, value, ts, ts)
+def reading(sensor: str, value: float, ts: float, metric: str = "temperature", received_at: float | None = None) -> Reading:
+    return Reading(sensor, "sensor", None, metric, value, ts, ts if received_at is None else received_at)
 
 
 def series_state(ev: AlertEvaluator) -> set:
@@ -57,16 +57,15 @@ def test_preloaded_sensors_count_as_seen_at_start_and_are_released_if_silent():
 
 
 def test_limit_filter_releases_idle_sensors_as_readings_pass():
-    now = [0.0]
-    f = LimitFilter(max_sensors=1, max_metrics_per_sensor=5, state_idle_s=IDLE, clock=lambda: now[0])
-    assert f.process(reading("once", 1.0, T0))
+    f = LimitFilter(max_sensors=1, max_metrics_per_sensor=5, state_idle_s=IDLE)
+    assert f.process(reading("once", 1.0, T0, received_at=T0))
     try:
-        f.process(reading("other", 1.0, T0))
+        f.process(reading("other", 1.0, T0, received_at=T0 + 1))
         raise AssertionError("a second sensor within the idle time must be refused")
     except Invalid as err:
         assert err.reason == "too_many_sensors"
-    now[0] = IDLE + 200.0  # "once" has been silent for longer than state_idle_s
-    f.process(reading("other", 1.0, T0))  # admitted: the sweep released "once" first
+    # Received IDLE + 200 s later: "once" has been silent for longer than state_idle_s.
+    f.process(reading("other", 1.0, T0, received_at=T0 + IDLE + 200))  # admitted: the sweep released "once" first
     assert len(f.registry) == 1 and f.registry.metrics_of("other") == ("temperature",)
 
 
