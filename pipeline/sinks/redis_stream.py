@@ -4,7 +4,8 @@ Keys (all under `redis.key_prefix`):
   <readings stream>      XADD fields id, sensor_id, metric, value, ts, received_at. `id` is the reading's
                          identity (sensor|metric|event time in µs): consumers drop duplicates by it.
   latest:<sensor_id>     hash: <metric> -> value, <metric>:ts -> event time, type, location; expires
-                         limits.state_idle_s after the sensor's last reading
+                         between limits.state_idle_s and 1.1 times that after the sensor's last reading (its TTL
+                         is set again at most every tenth of it, not on every write)
   sensors                sorted set: sensor id -> when it was last written (epoch seconds); ids older than
                          limits.state_idle_s are trimmed on every write, so it holds the active sensors only
                          (a plain set left by an older version is converted at start)
@@ -56,6 +57,12 @@ class RedisSink(BatchingSink):
         self.cfg = cfg
         self.ttl_s = max(1, round(state_idle_s))  # latest:<sensor> and the sensors index forget a silent sensor
         self.clock = clock
+        # An EXPIRE per sensor and batch would add a third to the commands of a batch of distinct sensors: the TTL
+        # (state_idle_s plus a tenth) is set again only once a tenth of it has passed since it was last set.
+        self.refresh_s = self.ttl_s / 10
+        self.latest_ttl = str(round(self.ttl_s + self.refresh_s)).encode()
+        self._ttl_set: dict[str, float] = {}  # sensor -> when its latest:<sensor> TTL was last set
+        self._prune_at = 0.0
         self.password = password
         self.client: redis.Redis | None = None
         prefix = cfg.key_prefix
@@ -84,6 +91,18 @@ class RedisSink(BatchingSink):
             pipe.execute()
             log.info("event=redis_sensor_index_converted sensors=%d", len(ids))
 
+    def _needs_ttl(self, sensors, now: float) -> list[str]:
+        """The sensors whose latest:<sensor> TTL is to be set in this write (noted as set now)."""
+        ttl_set, after = self._ttl_set, now - self.refresh_s
+        out = [s for s in sensors if ttl_set.get(s, -1.0) <= after]
+        for s in out:
+            ttl_set[s] = now
+        if now >= self._prune_at:  # sensors whose TTL ran out are no longer noted either
+            self._prune_at = now + self.refresh_s
+            cutoff = now - self.ttl_s
+            self._ttl_set = {s: t for s, t in ttl_set.items() if t > cutoff}
+        return out
+
     def select(self, batch: Batch) -> Sequence[Reading]:
         return batch.readings
 
@@ -97,16 +116,18 @@ class RedisSink(BatchingSink):
     def _write_raw(self, records: Sequence[Reading], latest: dict[str, list[Reading]]) -> None:
         head, fields = self._xadd_head, redis_wire.xadd_fields
         commands = ["".join([head + fields(r) for r in records]).encode()]
-        prefix, ttl = self.latest_prefix, str(self.ttl_s).encode()
+        prefix, ttl = self.latest_prefix, self.latest_ttl
+        clock = self.clock()
         for sensor_id, newest in latest.items():
-            key = prefix + sensor_id
-            commands.append(redis_wire.hset_latest(key, newest[0], [redis_wire.latest_fields(r) for r in newest]))
-            commands.append(redis_wire.pack(b"EXPIRE", key.encode(), ttl))
-        now = int(self.clock())
+            commands.append(redis_wire.hset_latest(prefix + sensor_id, newest[0], [redis_wire.latest_fields(r) for r in newest]))
+        expiring = self._needs_ttl(latest, clock)
+        for sensor_id in expiring:
+            commands.append(redis_wire.pack(b"EXPIRE", (prefix + sensor_id).encode(), ttl))
+        now = int(clock)
         score, key = str(now).encode(), self.sensors_key.encode()
         commands.append(redis_wire.pack(b"ZADD", key, *(x for k in latest for x in (score, k.encode()))))
         commands.append(redis_wire.pack(b"ZREMRANGEBYSCORE", key, b"-inf", b"(%d" % (now - self.ttl_s)))
-        self._send(b"".join(commands), len(records) + 2 * len(latest) + 2)
+        self._send(b"".join(commands), len(records) + len(latest) + len(expiring) + 2)
 
     def _send(self, payload: bytes, replies: int) -> None:
         assert self.client is not None
@@ -127,8 +148,10 @@ class RedisSink(BatchingSink):
                 mapping[r.metric] = repr(r.value)
                 mapping[r.metric + ":ts"] = repr(r.ts)
             pipe.hset(self.latest_prefix + sensor_id, mapping=mapping)
-            pipe.expire(self.latest_prefix + sensor_id, self.ttl_s)
-        now = int(self.clock())
+        clock = self.clock()
+        for sensor_id in self._needs_ttl(latest, clock):
+            pipe.expire(self.latest_prefix + sensor_id, int(self.latest_ttl))
+        now = int(clock)
         pipe.zadd(self.sensors_key, dict.fromkeys(latest, now))
         pipe.zremrangebyscore(self.sensors_key, "-inf", f"({now - self.ttl_s}")
         pipe.execute()

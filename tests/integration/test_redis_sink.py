@@ -53,8 +53,15 @@ def test_the_sensor_index_holds_active_sensors_and_latest_values_expire(env, fas
         now = [2_000_000_000.0]
         sink.clock = lambda: now[0]
         sink.write(readings(7))
-        assert 0 < env.redis.ttl(prefix + "latest:d3") <= 86400  # limits.state_idle_s
+        assert 86400 < env.redis.ttl(prefix + "latest:d3") <= 95040  # limits.state_idle_s and a tenth
         assert env.redis.zscore(prefix + "sensors", "d3") == 2_000_000_000
+        env.redis.expire(prefix + "latest:d3", 1000)
+        now[0] += 600  # d3 again within a tenth of the TTL: no EXPIRE sent (the TTL set above stays)
+        sink.write([Reading("d3", "sensor", None, "temperature", 1.0, now[0], now[0])])
+        assert env.redis.ttl(prefix + "latest:d3") <= 1000
+        now[0] += 8640  # a tenth later: set again
+        sink.write([Reading("d3", "sensor", None, "temperature", 1.0, now[0], now[0])])
+        assert env.redis.ttl(prefix + "latest:d3") > 86400
         now[0] += 86400 + 1  # a day later only d0 writes: the others, and the converted ids, are trimmed
         sink.write([Reading("d0", "sensor", None, "temperature", 1.0, now[0], now[0])])
         assert env.redis.zrange(prefix + "sensors", 0, -1) == ["d0"]

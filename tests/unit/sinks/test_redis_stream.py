@@ -37,11 +37,11 @@ def test_stream_entries_latest_values_and_sensor_set():
     assert cmds[2][7] == b"hall-1|temperature|1760000000250000"
     assert cmds[3] == [b"HSET", "pré:latest:hall-1".encode(), b"type", b"thermo", b"location",
                        "Zürich – Halle 1".encode(), b"temperature", b"22.0", b"temperature:ts", b"1760000001.0"]
-    # Each latest-value hash expires limits.state_idle_s (default a day) after its sensor's last reading.
-    assert cmds[4] == [b"EXPIRE", "pré:latest:hall-1".encode(), b"86400"]
-    assert cmds[5] == [b"HSET", "pré:latest:b".encode(), b"type", b"sensor", b"location", b"", b"humidity", b"40.125",
+    assert cmds[4] == [b"HSET", "pré:latest:b".encode(), b"type", b"sensor", b"location", b"", b"humidity", b"40.125",
                        b"humidity:ts", b"1760000000.0"]
-    assert cmds[6] == [b"EXPIRE", "pré:latest:b".encode(), b"86400"]
+    # Each latest-value hash expires after limits.state_idle_s (default a day) and a tenth without a reading.
+    assert cmds[5] == [b"EXPIRE", "pré:latest:hall-1".encode(), b"95040"]
+    assert cmds[6] == [b"EXPIRE", "pré:latest:b".encode(), b"95040"]
     # The sensor index: last write time per id, and ids silent longer than state_idle_s trimmed.
     assert cmds[7] == [b"ZADD", "pré:sensors".encode(), b"1760000100", b"hall-1", b"1760000100", b"b"]
     assert cmds[8] == [b"ZREMRANGEBYSCORE", "pré:sensors".encode(), b"-inf", b"(1759913700"]
