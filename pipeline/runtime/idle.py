@@ -33,3 +33,33 @@ class IdleSweep:
             return False
         self._next = now + self.every
         return True
+
+
+class TtlRefresh:
+    """Which Redis keys of active sensors need their TTL set again. An EXPIRE per key and write would add a third
+    to the commands of a batch of distinct sensors, so a key's TTL (`ttl_s` plus a tenth) is set again only once a
+    tenth of it has passed since it was last set: it expires between `ttl_s` and 1.1 times that after the last
+    write. One float per active sensor; sensors whose TTL has run out are pruned every tenth of it."""
+
+    def __init__(self, ttl_s: float):
+        self.ttl_s = max(1, round(ttl_s))
+        self.refresh_s = self.ttl_s / 10
+        self.ttl = round(self.ttl_s + self.refresh_s)  # the seconds to send with EXPIRE
+        self._set: dict[str, float] = {}  # sensor -> when its key's TTL was last set
+        self._prune_at = 0.0
+
+    def due(self, sensors, now: float) -> list[str]:
+        """The sensors whose key's TTL is to be set in this write; `done` once the write succeeded (a failed one
+        is retried with its EXPIREs)."""
+        noted, after = self._set, now - self.refresh_s
+        return [s for s in sensors if noted.get(s, -1.0) <= after]
+
+    def done(self, sensors: list[str], now: float) -> None:
+        """Their TTL was set at `now`."""
+        noted = self._set
+        for s in sensors:
+            noted[s] = now
+        if now >= self._prune_at:
+            self._prune_at = now + self.refresh_s
+            cutoff = now - self.ttl  # their keys have expired
+            self._set = {s: t for s, t in noted.items() if t > cutoff}

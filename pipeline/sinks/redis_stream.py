@@ -5,7 +5,7 @@ Keys (all under `redis.key_prefix`):
                          identity (sensor|metric|event time in µs): consumers drop duplicates by it.
   latest:<sensor_id>     hash: <metric> -> value, <metric>:ts -> event time, type, location; expires
                          between limits.state_idle_s and 1.1 times that after the sensor's last reading (its TTL
-                         is set again at most every tenth of it, not on every write)
+                         is set again at most every tenth of it, not on every write: runtime/idle.py, TtlRefresh)
   sensors                sorted set: sensor id -> when it was last written (epoch seconds); ids older than
                          limits.state_idle_s are trimmed on every write, so it holds the active sensors only
                          (a plain set left by an older version is converted at start)
@@ -24,6 +24,7 @@ import redis
 from ..config import RedisConfig, Secret
 from ..records import Reading
 from ..runtime.batch import Batch
+from ..runtime.idle import TtlRefresh
 from ..clients.redis import connect
 from .base import BatchingSink
 from . import redis_wire
@@ -57,12 +58,8 @@ class RedisSink(BatchingSink):
         self.cfg = cfg
         self.ttl_s = max(1, round(state_idle_s))  # latest:<sensor> and the sensors index forget a silent sensor
         self.clock = clock
-        # An EXPIRE per sensor and batch would add a third to the commands of a batch of distinct sensors: the TTL
-        # (state_idle_s plus a tenth) is set again only once a tenth of it has passed since it was last set.
-        self.refresh_s = self.ttl_s / 10
-        self.latest_ttl = str(round(self.ttl_s + self.refresh_s)).encode()
-        self._ttl_set: dict[str, float] = {}  # sensor -> when its latest:<sensor> TTL was last set
-        self._prune_at = 0.0
+        self.ttl_refresh = TtlRefresh(state_idle_s)
+        self.latest_ttl = str(self.ttl_refresh.ttl).encode()
         self.password = password
         self.client: redis.Redis | None = None
         prefix = cfg.key_prefix
@@ -91,18 +88,6 @@ class RedisSink(BatchingSink):
             pipe.execute()
             log.info("event=redis_sensor_index_converted sensors=%d", len(ids))
 
-    def _needs_ttl(self, sensors, now: float) -> list[str]:
-        """The sensors whose latest:<sensor> TTL is to be set in this write (noted as set now)."""
-        ttl_set, after = self._ttl_set, now - self.refresh_s
-        out = [s for s in sensors if ttl_set.get(s, -1.0) <= after]
-        for s in out:
-            ttl_set[s] = now
-        if now >= self._prune_at:  # sensors whose TTL ran out are no longer noted either
-            self._prune_at = now + self.refresh_s
-            cutoff = now - self.ttl_s
-            self._ttl_set = {s: t for s, t in ttl_set.items() if t > cutoff}
-        return out
-
     def select(self, batch: Batch) -> Sequence[Reading]:
         return batch.readings
 
@@ -120,7 +105,7 @@ class RedisSink(BatchingSink):
         clock = self.clock()
         for sensor_id, newest in latest.items():
             commands.append(redis_wire.hset_latest(prefix + sensor_id, newest[0], [redis_wire.latest_fields(r) for r in newest]))
-        expiring = self._needs_ttl(latest, clock)
+        expiring = self.ttl_refresh.due(latest, clock)
         for sensor_id in expiring:
             commands.append(redis_wire.pack(b"EXPIRE", (prefix + sensor_id).encode(), ttl))
         now = int(clock)
@@ -128,6 +113,7 @@ class RedisSink(BatchingSink):
         commands.append(redis_wire.pack(b"ZADD", key, *(x for k in latest for x in (score, k.encode()))))
         commands.append(redis_wire.pack(b"ZREMRANGEBYSCORE", key, b"-inf", b"(%d" % (now - self.ttl_s)))
         self._send(b"".join(commands), len(records) + len(latest) + len(expiring) + 2)
+        self.ttl_refresh.done(expiring, clock)
 
     def _send(self, payload: bytes, replies: int) -> None:
         assert self.client is not None
@@ -149,12 +135,14 @@ class RedisSink(BatchingSink):
                 mapping[r.metric + ":ts"] = repr(r.ts)
             pipe.hset(self.latest_prefix + sensor_id, mapping=mapping)
         clock = self.clock()
-        for sensor_id in self._needs_ttl(latest, clock):
-            pipe.expire(self.latest_prefix + sensor_id, int(self.latest_ttl))
+        expiring = self.ttl_refresh.due(latest, clock)
+        for sensor_id in expiring:
+            pipe.expire(self.latest_prefix + sensor_id, self.ttl_refresh.ttl)
         now = int(clock)
         pipe.zadd(self.sensors_key, dict.fromkeys(latest, now))
         pipe.zremrangebyscore(self.sensors_key, "-inf", f"({now - self.ttl_s}")
         pipe.execute()
+        self.ttl_refresh.done(expiring, clock)
 
     def close(self) -> None:
         if self.client is not None:

@@ -173,7 +173,7 @@ class WindowAggregator:
             touched, self._touched = self._touched, {}
             self._next_partials = now + PARTIALS_EVERY_S
             fields = {sensor_id: self.partials.fields(sensor_id, metrics) for sensor_id, metrics in touched.items()}
-            self._guard("publish_partials", lambda: self.store.publish_partials(fields))
+            self._guard("publish_partials", lambda: self.store.publish_partials(fields, now))
 
     def close_due(self) -> None:
         """Write the rows of every window that is due; called after each write and on the sink's tick."""

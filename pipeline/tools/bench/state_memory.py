@@ -57,7 +57,7 @@ def build(clock, metrics: dict[str, float], offline: bool = True):
     evaluator = AlertEvaluator(cfg)
     agg = WindowAggregator(cfg.aggregation, cfg.redis, Secret(""), Metrics(CollectorRegistry()), clock=clock,
                            state_idle_s=cfg.limits.state_idle_s)
-    agg.store.publish_partials = lambda fields: None  # Redis: not measured here
+    agg.store.publish_partials = lambda fields, now: None  # Redis: not measured here
     agg.store.close = lambda statements: []  # PostgreSQL: the closing statements are not run
     return cfg, limits, evaluator, agg
 

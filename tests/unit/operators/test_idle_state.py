@@ -153,3 +153,18 @@ def test_rules_are_shared_per_metric_and_cached_per_series_only_for_sensors_with
     assert ev.rules._cache == {}
     out = ev.evaluate([reading("special", 35.0, T0 + 2000), reading("s1", 35.0, T0 + 2000)], now=IDLE + 2)
     assert [t.alert.sensor_id for t in out] == ["special"]  # its own bound (30) again, merged afresh
+
+
+def test_a_ttl_is_set_again_once_a_tenth_of_it_passed_and_only_after_a_successful_write():
+    from pipeline.runtime.idle import TtlRefresh
+
+    ttl = TtlRefresh(1000.0)
+    assert ttl.ttl == 1100 and ttl.due(["a", "b"], 0.0) == ["a", "b"]
+    assert ttl.due(["a"], 1.0) == ["a"]  # the first write failed: not noted, asked again
+    ttl.done(["a", "b"], 1.0)
+    assert ttl.due(["a", "b"], 50.0) == []
+    ttl.done([], 50.0)
+    assert ttl.due(["a", "b"], 101.0) == ["a", "b"]
+    ttl.done(["a"], 101.0)
+    ttl.done([], 1200.0)  # b's TTL ran out: no longer noted (a new write sets it like a new sensor's)
+    assert set(ttl._set) == {"a"}
