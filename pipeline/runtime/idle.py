@@ -52,7 +52,7 @@ class TtlRefresh:
         """The sensors whose key's TTL is to be set in this write; `done` once the write succeeded (a failed one
         is retried with its EXPIREs)."""
         noted, after = self._set, now - self.refresh_s
-        return [s for s in sensors if noted.get(s, -1.0) <= after]
+        return [s for s in sensors if noted.get(s, -float("inf")) <= after]
 
     def done(self, sensors: list[str], now: float) -> None:
         """Their TTL was set at `now`."""
