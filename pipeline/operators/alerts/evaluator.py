@@ -37,14 +37,13 @@ class AlertEvaluator:
         self.offline_timer = OfflineTimer(lambda sensor_id: self.rules.offline_after(sensor_id))
         self.sensor_info: dict[str, tuple[str, str | None]] = {}  # sensor -> (type, location), for registration
         self.series_seen: dict[tuple[str, str], float] = {}  # (sensor, metric) -> wall clock of its last reading
-        self.idle_s = config.limits.state_idle_s
+        self.idle_s = config.limits.state_idle_s  # like every limit, not reloaded live
 
     def reconfigure(self, config: Config) -> None:
         """Live reload: new detector settings, hysteresis and flap rule for the next readings (rules swapped whole)."""
         self.rules = Rules(config.thresholds, config.detection)
         self.offline_timer.reschedule()  # offline limits may have changed
         self.offline_severity = config.detection.offline_severity
-        self.idle_s = config.limits.state_idle_s
         a = config.alerts
         self.book.reconfigure(a.clear_readings, a.clear_seconds, a.flap.count, a.flap.window_s)
 
@@ -127,6 +126,7 @@ class AlertEvaluator:
         alert: detector history, cached rules, flap history; and of sensors left without a series or an open
         alert, their type and location. Returns how many series were released."""
         cutoff = now - self.idle_s
+        self.offline_timer.evict_idle(cutoff)
         open_series = {(k[0], k[1]) for k in self.book.open}
         gone = {k for k, seen in self.series_seen.items() if seen < cutoff and k not in open_series}
         if not gone:
@@ -139,7 +139,6 @@ class AlertEvaluator:
             detector.forget_series(gone)
         self.rules.forget_series(gone)
         self.book.forget_closed(lambda key: (key[0], key[1]) in gone)
-        self.offline_timer.evict_idle(cutoff)
         active = {k[0] for k in self.series_seen} | {k[0] for k in self.book.open}
         quiet = {k[0] for k in gone} - active - set(self.last_seen)
         for s in quiet:
