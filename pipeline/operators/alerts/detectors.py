@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import math
+from array import array
 from dataclasses import dataclass
 
 from ...config import OutlierRule, RateRule, StuckRule, ThresholdRule
@@ -122,84 +123,89 @@ class Threshold(_KeyedDetector):
         return CLEAR if clear_low <= value <= clear_high else HOLD
 
 
+_T0, _V0, _ST, _SV, _STT, _STV, _POINTS = range(7)  # the layout of a rate window's array
+
+
 class _Window:
     """The readings of one series in the rate window, with running sums for an O(1) least-squares slope.
 
     Times and values are kept relative to a reference (re-based from the kept readings now and then), so
     the sums stay small and subtracting evicted readings loses no precision that matters.
 
-    The readings are one flat list [ts, value, ts, value, ...] read from `head`, compacted now and then: a
-    deque costs about 700 bytes even when it holds one reading, a tuple per reading 56 more (limits.state_idle_s,
-    memory per series in README)."""
+    One array of doubles holds the reference, the sums and the readings [ts, value, ts, value, ...] read from
+    `head`, compacted now and then: 8 bytes a number instead of a 24-byte float object and a pointer, and no
+    deque (about 700 bytes even when it holds one reading): limits.state_idle_s, memory per series in README."""
 
-    __slots__ = ("flat", "head", "t0", "v0", "st", "sv", "stt", "stv")
+    __slots__ = ("a", "head")
 
     def __init__(self, ts: float, value: float):
-        self.flat: list[float] = []
-        self.head = 0  # index in `flat` of the oldest kept reading's time
-        self.t0, self.v0 = ts, value
-        self.st = self.sv = self.stt = self.stv = 0.0
+        self.a = array("d", (ts, value, 0.0, 0.0, 0.0, 0.0))
+        self.head = _POINTS  # index of the oldest kept reading's time
 
     def __len__(self) -> int:
-        return (len(self.flat) - self.head) >> 1
+        return (len(self.a) - self.head) >> 1
 
     @property
     def points(self) -> list[tuple[float, float]]:
         """The kept (ts, value) readings, oldest first."""
-        flat = self.flat
-        return [(flat[i], flat[i + 1]) for i in range(self.head, len(flat), 2)]
+        a = self.a
+        return [(a[i], a[i + 1]) for i in range(self.head, len(a), 2)]
 
     def first_ts(self) -> float:
-        return self.flat[self.head]
+        return self.a[self.head]
 
     def last_ts(self) -> float:
-        return self.flat[-2]
+        return self.a[-2]
 
     def add(self, ts: float, value: float, window_s: float, max_samples: int) -> None:
         """Take a reading; drop those older than the window, and the oldest beyond `max_samples`."""
-        flat, head = self.flat, self.head
-        while head < len(flat) and (flat[head] <= ts - window_s or (len(flat) - head) >> 1 >= max_samples):
-            self._sub(flat[head], flat[head + 1])
+        a, head = self.a, self.head
+        n, cutoff = len(a), ts - window_s
+        while head < n and (a[head] <= cutoff or (n - head) >> 1 >= max_samples):
+            self._sub(a[head], a[head + 1])
             head += 2
-        if head and head * 2 >= len(flat):  # at most half the list is dropped readings
-            del flat[:head]
-            head = 0
+        if head > _POINTS and (head - _POINTS) * 2 >= n - _POINTS:  # at most half the readings are dropped ones
+            del a[_POINTS:head]
+            head = _POINTS
         self.head = head
-        if ts - self.t0 > 4 * window_s:
+        if ts - a[_T0] > 4 * window_s:
             self._rebase(ts, value)
-        flat.append(ts)
-        flat.append(value)
-        t, v = ts - self.t0, value - self.v0
-        self.st += t
-        self.sv += v
-        self.stt += t * t
-        self.stv += t * v
+        a.append(ts)
+        a.append(value)
+        t, v = ts - a[_T0], value - a[_V0]
+        a[_ST] += t
+        a[_SV] += v
+        a[_STT] += t * t
+        a[_STV] += t * v
 
     def _sub(self, ts: float, value: float) -> None:
-        t, v = ts - self.t0, value - self.v0
-        self.st -= t
-        self.sv -= v
-        self.stt -= t * t
-        self.stv -= t * v
+        a = self.a
+        t, v = ts - a[_T0], value - a[_V0]
+        a[_ST] -= t
+        a[_SV] -= v
+        a[_STT] -= t * t
+        a[_STV] -= t * v
 
     def _rebase(self, ts: float, value: float) -> None:
-        self.t0, self.v0 = ts, value
-        self.st = self.sv = self.stt = self.stv = 0.0
-        flat = self.flat
-        for i in range(self.head, len(flat), 2):
-            t, v = flat[i] - self.t0, flat[i + 1] - self.v0
-            self.st += t
-            self.sv += v
-            self.stt += t * t
-            self.stv += t * v
+        a = self.a
+        st = sv = stt = stv = 0.0
+        for i in range(self.head, len(a), 2):
+            t, v = a[i] - ts, a[i + 1] - value
+            st += t
+            sv += v
+            stt += t * t
+            stv += t * v
+        a[_T0], a[_V0], a[_ST], a[_SV], a[_STT], a[_STV] = ts, value, st, sv, stt, stv
 
     def slope(self) -> float | None:
         """Least-squares slope (value per second) of the kept readings; None if their times do not spread."""
         n = len(self)
-        den = n * self.stt - self.st * self.st
-        if den <= 1e-9 * max(1.0, n * self.stt):
+        a = self.a
+        st, stt = a[_ST], a[_STT]
+        den = n * stt - st * st
+        if den <= 1e-9 * max(1.0, n * stt):
             return None
-        return (n * self.stv - self.st * self.sv) / den
+        return (n * a[_STV] - st * a[_SV]) / den
 
 
 class Rate(_KeyedDetector):
