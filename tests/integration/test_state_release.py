@@ -35,14 +35,14 @@ def test_an_idle_series_is_released_and_rebuilt_when_it_returns(env):
     prefix, root = f"t{env.run_id}:", env.root
     pub = Publisher()
     with RunningPipeline(settings, env.metrics()) as p:
-        t0 = time.time()
-        pub.publish_all([reading(root, "comet", v, t0 - 3 + i) for i, v in enumerate((20.0, 21.0, 20.5))])
+        t0 = (time.time() // 10) * 10 - 10  # the previous 10 s window: it closes as soon as steady reports
+        pub.publish_all([reading(root, "comet", v, t0 + 1 + i) for i, v in enumerate((20.0, 21.0, 20.5))])
         wait_for(lambda: env.redis.hget(prefix + "latest:comet", "temperature") == "20.5", what="comet's latest value")
         assert 0 < env.redis.ttl(prefix + "latest:comet") <= IDLE_S * 1.1 + 1
         wait_for(lambda: all(held(p, "comet").values()), what="comet's state in every owner")
 
         # comet goes silent; steady keeps reporting (it moves the watermark and passes the limits stage).
-        deadline = time.time() + IDLE_S + 3
+        deadline = time.time() + IDLE_S + 10  # (running values go once their window is closed too)
         while time.time() < deadline and any(held(p, "comet").values()):
             pub.publish_all([reading(root, "steady", 20.0, time.time())])
             time.sleep(0.3)
