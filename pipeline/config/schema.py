@@ -133,6 +133,10 @@ class LimitsConfig(Section):
     # At start, the metrics of windows of the longest aggregation period that began this long ago are loaded
     # (0: none; metrics then count from the start of the daemon, as they do when aggregation is off).
     metrics_lookback_s: Annotated[float, msgspec.Meta(ge=0, le=30 * 86400)] = 7200.0
+    # Per-series state (running window values, detector history, cached rules, sink caches, Redis latest values,
+    # the sensors counted against max_sensors) is released after this long without a reading, so one-shot ids
+    # cannot pile up; a series that returns is rebuilt as at start-up. State an open alert needs stays.
+    state_idle_s: Annotated[float, msgspec.Meta(ge=1, le=365 * 86400)] = 86400.0
 
 
 class SinkConfig(Section):

@@ -198,7 +198,7 @@ class Store:
     # -- sensors (latest values from Redis) ------------------------------------------------------
     def sensors(self, q: str | None = None, limit: int = 200, offset: int = 0) -> dict:
         """Sensors with their latest values, sorted by id; `q` matches id, type or location (any case)."""
-        ids = sorted(_s(i) for i in self._redis(lambda r: r.smembers(self.sensors_key)))
+        ids = sorted(_s(i) for i in self._redis(self._sensor_ids))
         needle = (q or "").lower()
         if not needle:  # no filter: read only the page's hashes
             page = ids[offset:offset + limit]
@@ -215,6 +215,13 @@ class Store:
                     continue
                 rows.append(item)
         return {"total": len(rows), "offset": offset, "limit": limit, "sensors": rows[offset:offset + limit]}
+
+    def _sensor_ids(self, r: redis.Redis) -> list:
+        """The active sensors: a sorted set by last write (sinks/redis_stream.py); a plain set from an older version."""
+        try:
+            return r.zrange(self.sensors_key, 0, -1)
+        except redis.ResponseError:  # WRONGTYPE until the daemon converts it at start
+            return list(r.smembers(self.sensors_key))
 
     def _hgetall_many(self, r: redis.Redis, ids: list[str]) -> list[dict[str, str]]:
         pipe = r.pipeline(transaction=False)

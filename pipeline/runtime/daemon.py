@@ -76,7 +76,7 @@ def build_stages(settings: Settings) -> list:
     if cfg.aggregation.enabled:  # readings too late for their window are dead-lettered before they are stored
         stages.append(LateFilter(cfg.aggregation.grace_s, cfg.aggregation.max_lateness_s))
     # Last: only a reading that would be stored makes its sensor and metric known.
-    stages.append(LimitFilter(cfg.limits.max_sensors, cfg.limits.max_metrics_per_sensor))
+    stages.append(LimitFilter(cfg.limits.max_sensors, cfg.limits.max_metrics_per_sensor, cfg.limits.state_idle_s))
     return stages
 
 
@@ -98,11 +98,12 @@ class Pipeline:
         self.sinks = [
             # Windows close in the PostgreSQL sink's thread, after its commits: they are computed from its rows.
             PostgresSink(cfg.postgres, settings.secrets.postgres_password, settings=cfg.sinks.postgres,
-                         aggregator=WindowAggregator(cfg.aggregation, cfg.redis, settings.secrets.redis_password, self.metrics)
+                         aggregator=WindowAggregator(cfg.aggregation, cfg.redis, settings.secrets.redis_password, self.metrics,
+                                                    state_idle_s=cfg.limits.state_idle_s)
                          if cfg.aggregation.enabled else None, tick_interval_s=cfg.processing.interval_s,
-                         partition_interval=cfg.storage.partition_interval,
+                         partition_interval=cfg.storage.partition_interval, state_idle_s=cfg.limits.state_idle_s,
                          dead_letters=self.dead_letters, **common),
-            RedisSink(cfg.redis, settings.secrets.redis_password, settings=cfg.sinks.redis,
+            RedisSink(cfg.redis, settings.secrets.redis_password, settings=cfg.sinks.redis, state_idle_s=cfg.limits.state_idle_s,
                       dead_letters=self.dead_letters, **common),
         ]
         dead_letter_sink = DeadLetterSink(self.dead_letters, settings=cfg.sinks.dead_letter, **common)

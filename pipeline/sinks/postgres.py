@@ -6,10 +6,14 @@ crash or an MQTT resend never makes a second row.
 With an `aggregator` (aggregation.enabled: pipeline/operators/windows/aggregator.py, given to the
 constructor), the windows of newly stored readings are marked pending in the same transaction, and the
 aggregator is told after the commit and on this sink's tick, in this sink's thread.
+
+Known sensors (registered in `sensors`) are remembered with when they last wrote, and released after
+`limits.state_idle_s` without one; a released sensor that returns is registered again (ON CONFLICT DO NOTHING).
 """
 from __future__ import annotations
 
 import logging
+import time
 from typing import Sequence
 
 import psycopg
@@ -20,6 +24,7 @@ from ..config import PostgresConfig, Secret
 from ..clients.postgres import describe, open_pool, utc_naive
 from ..records import Reading
 from ..runtime.batch import Batch
+from ..runtime.idle import IdleSweep
 from .base import BatchingSink
 
 log = logging.getLogger(__name__)
@@ -54,15 +59,18 @@ class PostgresSink(BatchingSink):
     name = "postgres"
 
     def __init__(self, pg: PostgresConfig, password: Secret, *args, aggregator=None, tick_interval_s: float | None = None,
-                 partition_interval: str = "1d", **kwargs):
+                 partition_interval: str = "1d", state_idle_s: float = 86400.0, clock=time.time, **kwargs):
         super().__init__(*args, **kwargs)
         self.pg = pg
         self.password = password
         self.pool: ConnectionPool | None = None
-        self.known_sensors: set[str] = set()
+        self.known_sensors: dict[str, float] = {}  # sensor -> when a reading of it was last written
+        self.clock = clock
+        self.idle_s = state_idle_s
+        self.idle_sweep = IdleSweep(state_idle_s)
         # The window aggregator, when aggregation is enabled; its idle windows close on this sink's tick.
         self.aggregator = aggregator
-        self.tick_interval_s = tick_interval_s if aggregator is not None else None
+        self.tick_interval_s = tick_interval_s
         self._written: tuple | None = None  # (inserted rows, staged windows) of the last write, for after_write
         self.partition_interval = partition_interval  # storage.partition_interval: for partitions made on demand
 
@@ -70,7 +78,8 @@ class PostgresSink(BatchingSink):
         pool = open_pool(self.pg, self.password, "postgres-sink", self.pg.pool_min, self.pg.pool_max, self._configure)
         try:
             with pool.connection() as conn:
-                self.known_sensors = {row[0] for row in conn.execute("SELECT sensor_id FROM sensors")}
+                now = self.clock()
+                self.known_sensors = {row[0]: now for row in conn.execute("SELECT sensor_id FROM sensors")}
         except (psycopg.Error, PoolTimeout) as err:
             pool.close()
             raise ConnectionError(f"cannot reach {describe(self.pg)}: {err}") from err
@@ -105,12 +114,14 @@ class PostgresSink(BatchingSink):
         for r in records:
             if r.sensor_id not in known and r.sensor_id not in new:
                 new[r.sensor_id] = r
+        registered = 0
         assert self.pool is not None
         with self.pool.connection() as conn:
             with conn.transaction():
                 with conn.cursor() as cur:
                     if new:
                         cur.executemany(INSERT_SENSORS, [(r.sensor_id, r.sensor_type, r.location) for r in new.values()])
+                        registered = max(0, cur.rowcount)  # not those registered before they were released
                     dedupe, agg = self.pg.deduplicate, self.aggregator
                     inserted = None
                     skipped = conflicts = 0
@@ -135,9 +146,11 @@ class PostgresSink(BatchingSink):
                         if inserted is None:
                             inserted = [(r.sensor_id, r.metric, r.value, round(r.ts * 1_000_000)) for r in records]
                         self._written = (inserted, agg.stage(cur, records, inserted))
-        if new:
-            known.update(new)
-            self.metrics.sensors_registered.inc(len(new))
+        now = self.clock()
+        for r in records:
+            known[r.sensor_id] = now
+        if registered:
+            self.metrics.sensors_registered.inc(registered)
         if skipped:
             if conflicts:
                 self.metrics.readings_deduplicated.labels("conflict").inc(conflicts)
@@ -160,9 +173,23 @@ class PostgresSink(BatchingSink):
             self.aggregator.partitions_revoked(partitions)
 
     def tick(self) -> None:
-        """Close the windows of partitions that went quiet (the watermark only moves with readings)."""
+        """Close the windows of partitions that went quiet (the watermark only moves with readings); release
+        sensors idle for state_idle_s."""
         if self.aggregator is not None:
             self.aggregator.close_due()
+        now = self.clock()
+        if self.idle_sweep.due(now):
+            self.evict_idle(now)
+
+    def evict_idle(self, now: float) -> int:
+        """Forget the sensors that wrote nothing since `now - state_idle_s` (registered again if they return)."""
+        cutoff = now - self.idle_s
+        gone = [s for s, seen in self.known_sensors.items() if seen < cutoff]
+        for s in gone:
+            del self.known_sensors[s]
+        if len(gone) > len(self.known_sensors):  # a dict keeps its table when emptied: copied, it frees the memory
+            self.known_sensors = dict(self.known_sensors)
+        return len(gone)
 
     def close(self) -> None:
         if self.aggregator is not None:

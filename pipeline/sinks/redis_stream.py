@@ -3,8 +3,12 @@
 Keys (all under `redis.key_prefix`):
   <readings stream>      XADD fields id, sensor_id, metric, value, ts, received_at. `id` is the reading's
                          identity (sensor|metric|event time in µs): consumers drop duplicates by it.
-  latest:<sensor_id>     hash: <metric> -> value, <metric>:ts -> event time, type, location
-  sensors                set of sensor ids seen
+  latest:<sensor_id>     hash: <metric> -> value, <metric>:ts -> event time, type, location; expires
+                         between limits.state_idle_s and 1.1 times that after the sensor's last reading (its TTL
+                         is set again at most every tenth of it, not on every write: runtime/idle.py, TtlRefresh)
+  sensors                sorted set: sensor id -> when it was last written (epoch seconds); ids older than
+                         limits.state_idle_s are trimmed on every write, so it holds the active sensors only
+                         (a plain set left by an older version is converted at start)
 
 `redis.fast_path` (default true) writes these as hand-built RESP with replies read in bulk (redis_wire.py, the
 one module that relies on redis-py's internals); false writes them through redis-py's plain pipeline.
@@ -12,6 +16,7 @@ one module that relies on redis-py's internals); false writes them through redis
 from __future__ import annotations
 
 import logging
+import time
 from typing import Sequence
 
 import redis
@@ -19,6 +24,7 @@ import redis
 from ..config import RedisConfig, Secret
 from ..records import Reading
 from ..runtime.batch import Batch
+from ..runtime.idle import TtlRefresh
 from ..clients.redis import connect
 from .base import BatchingSink
 from . import redis_wire
@@ -46,9 +52,14 @@ class RedisSink(BatchingSink):
 
     name = "redis"
 
-    def __init__(self, cfg: RedisConfig, password: Secret, *args, **kwargs):
+    def __init__(self, cfg: RedisConfig, password: Secret, *args, state_idle_s: float = 86400.0, clock=time.time,
+                 **kwargs):
         super().__init__(*args, **kwargs)
         self.cfg = cfg
+        self.ttl_s = max(1, round(state_idle_s))  # latest:<sensor> and the sensors index forget a silent sensor
+        self.clock = clock
+        self.ttl_refresh = TtlRefresh(state_idle_s)
+        self.latest_ttl = str(self.ttl_refresh.ttl).encode()
         self.password = password
         self.client: redis.Redis | None = None
         prefix = cfg.key_prefix
@@ -60,7 +71,22 @@ class RedisSink(BatchingSink):
     def start(self) -> None:
         self.client = connect(self.cfg, self.password)
         self.client.ping()  # fail (and be retried) at start rather than on the first write
+        self._convert_sensor_set()
         log.info("event=sink_started sink=redis target=%s:%d stream=%s", self.cfg.host, self.cfg.port, self.stream)
+
+    def _convert_sensor_set(self) -> None:
+        """`sensors` was a plain set before it held last-write times: make it a sorted set, every id as seen now."""
+        assert self.client is not None
+        kind = self.client.type(self.sensors_key)
+        if kind in (b"set", "set"):
+            ids = self.client.smembers(self.sensors_key)
+            now = int(self.clock())
+            pipe = self.client.pipeline(transaction=True)
+            pipe.delete(self.sensors_key)
+            if ids:
+                pipe.zadd(self.sensors_key, dict.fromkeys(ids, now))
+            pipe.execute()
+            log.info("event=redis_sensor_index_converted sensors=%d", len(ids))
 
     def select(self, batch: Batch) -> Sequence[Reading]:
         return batch.readings
@@ -75,12 +101,19 @@ class RedisSink(BatchingSink):
     def _write_raw(self, records: Sequence[Reading], latest: dict[str, list[Reading]]) -> None:
         head, fields = self._xadd_head, redis_wire.xadd_fields
         commands = ["".join([head + fields(r) for r in records]).encode()]
-        prefix = self.latest_prefix
+        prefix, ttl = self.latest_prefix, self.latest_ttl
+        clock = self.clock()
         for sensor_id, newest in latest.items():
-            commands.append(redis_wire.hset_latest(prefix + sensor_id, newest[0],
-                                                   [redis_wire.latest_fields(r) for r in newest]))
-        commands.append(redis_wire.pack(b"SADD", self.sensors_key.encode(), *(k.encode() for k in latest)))
-        self._send(b"".join(commands), len(records) + len(latest) + 1)
+            commands.append(redis_wire.hset_latest(prefix + sensor_id, newest[0], [redis_wire.latest_fields(r) for r in newest]))
+        expiring = self.ttl_refresh.due(latest, clock)
+        for sensor_id in expiring:
+            commands.append(redis_wire.pack(b"EXPIRE", (prefix + sensor_id).encode(), ttl))
+        now = int(clock)
+        score, key = str(now).encode(), self.sensors_key.encode()
+        commands.append(redis_wire.pack(b"ZADD", key, *(x for k in latest for x in (score, k.encode()))))
+        commands.append(redis_wire.pack(b"ZREMRANGEBYSCORE", key, b"-inf", b"(%d" % (now - self.ttl_s)))
+        self._send(b"".join(commands), len(records) + len(latest) + len(expiring) + 2)
+        self.ttl_refresh.done(expiring, clock)
 
     def _send(self, payload: bytes, replies: int) -> None:
         assert self.client is not None
@@ -101,8 +134,15 @@ class RedisSink(BatchingSink):
                 mapping[r.metric] = repr(r.value)
                 mapping[r.metric + ":ts"] = repr(r.ts)
             pipe.hset(self.latest_prefix + sensor_id, mapping=mapping)
-        pipe.sadd(self.sensors_key, *latest)
+        clock = self.clock()
+        expiring = self.ttl_refresh.due(latest, clock)
+        for sensor_id in expiring:
+            pipe.expire(self.latest_prefix + sensor_id, self.ttl_refresh.ttl)
+        now = int(clock)
+        pipe.zadd(self.sensors_key, dict.fromkeys(latest, now))
+        pipe.zremrangebyscore(self.sensors_key, "-inf", f"({now - self.ttl_s}")
         pipe.execute()
+        self.ttl_refresh.done(expiring, clock)
 
     def close(self) -> None:
         if self.client is not None:

@@ -9,7 +9,9 @@ closed windows are added to the Redis stream before the commit. A crash anywhere
 so it is closed again after restart: rows are exact, stream entries at-least-once (each carries an `id`).
 
 Redis keys (under `redis.key_prefix`):
-  partial:<sensor_id>    hash: <metric>:<period> -> JSON {start, end, count, avg, min, max} of the newest window
+  partial:<sensor_id>    hash: <metric>:<period> -> JSON {start, end, count, avg, min, max} of the newest window;
+                         expires between limits.state_idle_s and 1.1 times that after the sensor's last
+                         running value (runtime/idle.py, TtlRefresh)
   <aggregations stream>  XADD id, sensor_id, metric, period, start, end, avg, min, max, count per closed window
 """
 from __future__ import annotations
@@ -24,6 +26,7 @@ from psycopg_pool import ConnectionPool
 from ..config import RedisConfig, Secret
 from ..operators.windows.tracker import US, Window, from_us
 from ..clients.redis import connect
+from ..runtime.idle import TtlRefresh
 
 # Means in SQL: avg() over DOUBLE PRECISION raises "value out of range: overflow" once readings pass about
 # 1e154 (its running sum of squares) and sum() past 1.8e308, so one huge reading would keep its window from
@@ -98,8 +101,9 @@ BY_TIME_FROM_KEYS = 50  # closing this many keys of a window or more: aggregate 
 class WindowStore:
     """PostgreSQL and Redis for the window aggregator; every method is one round trip's worth of work."""
 
-    def __init__(self, redis_cfg: RedisConfig, redis_password: Secret):
+    def __init__(self, redis_cfg: RedisConfig, redis_password: Secret, state_idle_s: float = 86400.0):
         self.redis_cfg, self.redis_password = redis_cfg, redis_password
+        self.ttl_refresh = TtlRefresh(state_idle_s)  # partial:<sensor> expires with its series (limits.state_idle_s)
         self.pool: ConnectionPool | None = None
         self.redis: redis.Redis | None = None
         prefix = redis_cfg.key_prefix
@@ -141,12 +145,16 @@ class WindowStore:
                 self.publish_closed(entries)
         return entries
 
-    def publish_partials(self, fields_by_sensor: dict[str, dict]) -> None:
+    def publish_partials(self, fields_by_sensor: dict[str, dict], now: float) -> None:
         assert self.redis is not None
         pipe = self.redis.pipeline(transaction=False)
         for sensor_id, fields in fields_by_sensor.items():
             pipe.hset(self.partial_prefix + sensor_id, mapping={k: orjson.dumps(v) for k, v in fields.items()})
+        expiring = self.ttl_refresh.due(fields_by_sensor, now)
+        for sensor_id in expiring:
+            pipe.expire(self.partial_prefix + sensor_id, self.ttl_refresh.ttl)
         pipe.execute()
+        self.ttl_refresh.done(expiring, now)
 
     def publish_closed(self, entries: list[tuple[Window, tuple]]) -> None:
         if not entries:

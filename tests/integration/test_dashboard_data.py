@@ -159,7 +159,8 @@ def test_sensors_with_latest_values_from_redis(data, env):
                                                       "temperature": "21.5", "temperature:ts": repr(NOW - 5)})
     env.redis.hset(f"{prefix}latest:cold-room", mapping={"type": "freezer", "location": "",
                                                         "temperature": "-18.0", "temperature:ts": repr(NOW - 2)})
-    env.redis.sadd(f"{prefix}sensors", "hall-1", "cold-room")
+    # The sensor index as the Redis sink writes it: a sorted set by last write (sinks/redis_stream.py).
+    env.redis.zadd(f"{prefix}sensors", {"hall-1": int(NOW), "cold-room": int(NOW) - 60})
     _insert(env, "INSERT INTO measurements (sensor_id, metric, value, timestamp) VALUES "
                  "('hall-1', 'temperature', %s, to_timestamp(%s) AT TIME ZONE 'utc')",
             [(20.0 + k, NOW - 600 + 60 * k) for k in range(5)])
@@ -172,6 +173,10 @@ def test_sensors_with_latest_values_from_redis(data, env):
     assert values == [20.0, 21.0, 22.0, 23.0, 24.0] and times == sorted(times)
     assert [s["sensor_id"] for s in data.client.get("/api/sensors?q=FREEZER").json["sensors"]] == ["cold-room"]
     assert data.client.get("/api/sensors?limit=1&offset=1").json["sensors"][0]["sensor_id"] == "hall-1"
+    # A plain set left by an older version (until the daemon converts it at start) is still listed.
+    env.redis.delete(f"{prefix}sensors")
+    env.redis.sadd(f"{prefix}sensors", "hall-1", "cold-room")
+    assert data.client.get("/api/sensors").json["total"] == 2
 
     one = data.client.get("/api/sensors/hall-1").json
     assert one["type"] == "environment" and one["registered_at"] is not None

@@ -63,7 +63,7 @@ def test_readings_reach_postgres_and_redis_and_bad_ones_the_dead_letter_topic(en
     latest = env.redis.hgetall(f"t{env.run_id}:latest:hall-a")
     assert float(latest["temperature"]) == 21.5 and float(latest["pressure"]) == 1012.75
     assert float(latest["pressure:ts"]) == t0 + 1 and latest["location"] == "hall-3"
-    assert env.redis.smembers(f"t{env.run_id}:sensors") == {"hall-a", "tiny-7"}
+    assert set(env.redis.zrange(f"t{env.run_id}:sensors", 0, -1)) == {"hall-a", "tiny-7"}
 
     got = sorted((dict(m.headers())["reason"].decode(), m.value()) for m in dead)
     want = sorted((reason, payload.encode()) for _, payload, reason in invalid)

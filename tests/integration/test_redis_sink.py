@@ -41,3 +41,29 @@ def test_a_large_write_reads_every_reply_and_a_refused_command_leaves_the_connec
         assert env.redis.hget(prefix + "latest:d3", "temperature") == repr(23.0)
     finally:
         sink.close()
+
+
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast_path", "plain"])
+def test_the_sensor_index_holds_active_sensors_and_latest_values_expire(env, fast_path):
+    prefix = f"t{env.run_id}:"
+    env.redis.sadd(prefix + "sensors", "old-1", "old-2")  # a plain set, as an older version wrote it
+    sink = sink_for(env, fast_path)  # start() converts it: every id as seen now
+    try:
+        assert env.redis.type(prefix + "sensors") == "zset" and env.redis.zcard(prefix + "sensors") == 2
+        now = [2_000_000_000.0]
+        sink.clock = lambda: now[0]
+        sink.write(readings(7))
+        assert 86400 < env.redis.ttl(prefix + "latest:d3") <= 95040  # limits.state_idle_s and a tenth
+        assert env.redis.zscore(prefix + "sensors", "d3") == 2_000_000_000
+        env.redis.expire(prefix + "latest:d3", 1000)
+        now[0] += 600  # d3 again within a tenth of the TTL: no EXPIRE sent (the TTL set above stays)
+        sink.write([Reading("d3", "sensor", None, "temperature", 1.0, now[0], now[0])])
+        assert env.redis.ttl(prefix + "latest:d3") <= 1000
+        now[0] += 8640  # a tenth later: set again
+        sink.write([Reading("d3", "sensor", None, "temperature", 1.0, now[0], now[0])])
+        assert env.redis.ttl(prefix + "latest:d3") > 86400
+        now[0] += 86400 + 1  # a day later only d0 writes: the others, and the converted ids, are trimmed
+        sink.write([Reading("d0", "sensor", None, "temperature", 1.0, now[0], now[0])])
+        assert env.redis.zrange(prefix + "sensors", 0, -1) == ["d0"]
+    finally:
+        sink.close()

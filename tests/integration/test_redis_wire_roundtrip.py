@@ -30,10 +30,11 @@ def snapshot(prefix: str) -> dict:
     r = redis.Redis(host="127.0.0.1")
     keys = sorted(k.decode()[len(prefix):] for k in r.scan_iter(prefix + "*", count=1000))
     out = {"keys": keys, "stream": [fields for _id, fields in r.xrange(prefix + "readings")],
-           "sensors": sorted(r.smembers(prefix + "sensors"))}
+           "sensors": sorted(r.zrange(prefix + "sensors", 0, -1))}
     for k in keys:
         if k.startswith("latest:"):
             out[k] = r.hgetall(prefix + k)
+            out[k + " expires"] = 86400 < r.ttl(prefix + k) <= 95040
     return out
 
 

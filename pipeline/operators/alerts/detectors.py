@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections import deque
+from array import array
 from dataclasses import dataclass
 
 from ...config import OutlierRule, RateRule, StuckRule, ThresholdRule
@@ -90,6 +90,16 @@ class _KeyedDetector:
     def _judge(self, key: Key, value: float, ts: float, rule) -> Signal | None:
         raise NotImplementedError
 
+    def forget_series(self, keys: set[Key]) -> None:
+        """Drop the history of these (sensor, metric) series (idle: limits.state_idle_s)."""
+        for name in ("since",) + self._history:
+            state = getattr(self, name)
+            before = len(state)
+            for key in keys:
+                state.pop(key, None)
+            if before - len(state) > len(state):  # a dict keeps its table when emptied: copied, it frees the memory
+                setattr(self, name, dict(state))
+
     def forget(self, sensors: set[str]) -> None:
         """Drop the history of these sensors (their partition went to another instance, or they went idle)."""
         for name in ("since",) + self._history:
@@ -113,57 +123,89 @@ class Threshold(_KeyedDetector):
         return CLEAR if clear_low <= value <= clear_high else HOLD
 
 
+_T0, _V0, _ST, _SV, _STT, _STV, _POINTS = range(7)  # the layout of a rate window's array
+
+
 class _Window:
     """The readings of one series in the rate window, with running sums for an O(1) least-squares slope.
 
     Times and values are kept relative to a reference (re-based from the kept readings now and then), so
-    the sums stay small and subtracting evicted readings loses no precision that matters."""
+    the sums stay small and subtracting evicted readings loses no precision that matters.
 
-    __slots__ = ("points", "t0", "v0", "st", "sv", "stt", "stv")
+    One array of doubles holds the reference, the sums and the readings [ts, value, ts, value, ...] read from
+    `head`, compacted now and then: 8 bytes a number instead of a 24-byte float object and a pointer, and no
+    deque (about 700 bytes even when it holds one reading): limits.state_idle_s, memory per series in README."""
+
+    __slots__ = ("a", "head")
 
     def __init__(self, ts: float, value: float):
-        self.points: deque[tuple[float, float]] = deque()
-        self.t0, self.v0 = ts, value
-        self.st = self.sv = self.stt = self.stv = 0.0
+        self.a = array("d", (ts, value, 0.0, 0.0, 0.0, 0.0))
+        self.head = _POINTS  # index of the oldest kept reading's time
+
+    def __len__(self) -> int:
+        return (len(self.a) - self.head) >> 1
+
+    @property
+    def points(self) -> list[tuple[float, float]]:
+        """The kept (ts, value) readings, oldest first."""
+        a = self.a
+        return [(a[i], a[i + 1]) for i in range(self.head, len(a), 2)]
+
+    def first_ts(self) -> float:
+        return self.a[self.head]
+
+    def last_ts(self) -> float:
+        return self.a[-2]
 
     def add(self, ts: float, value: float, window_s: float, max_samples: int) -> None:
         """Take a reading; drop those older than the window, and the oldest beyond `max_samples`."""
-        points = self.points
-        while points and (points[0][0] <= ts - window_s or len(points) >= max_samples):
-            self._sub(*points.popleft())
-        if ts - self.t0 > 4 * window_s:
+        a, head = self.a, self.head
+        n, cutoff = len(a), ts - window_s
+        while head < n and (a[head] <= cutoff or (n - head) >> 1 >= max_samples):
+            self._sub(a[head], a[head + 1])
+            head += 2
+        if head > _POINTS and (head - _POINTS) * 2 >= n - _POINTS:  # at most half the readings are dropped ones
+            del a[_POINTS:head]
+            head = _POINTS
+        self.head = head
+        if ts - a[_T0] > 4 * window_s:
             self._rebase(ts, value)
-        points.append((ts, value))
-        t, v = ts - self.t0, value - self.v0
-        self.st += t
-        self.sv += v
-        self.stt += t * t
-        self.stv += t * v
+        a.append(ts)
+        a.append(value)
+        t, v = ts - a[_T0], value - a[_V0]
+        a[_ST] += t
+        a[_SV] += v
+        a[_STT] += t * t
+        a[_STV] += t * v
 
     def _sub(self, ts: float, value: float) -> None:
-        t, v = ts - self.t0, value - self.v0
-        self.st -= t
-        self.sv -= v
-        self.stt -= t * t
-        self.stv -= t * v
+        a = self.a
+        t, v = ts - a[_T0], value - a[_V0]
+        a[_ST] -= t
+        a[_SV] -= v
+        a[_STT] -= t * t
+        a[_STV] -= t * v
 
     def _rebase(self, ts: float, value: float) -> None:
-        self.t0, self.v0 = ts, value
-        self.st = self.sv = self.stt = self.stv = 0.0
-        for pt, pv in self.points:
-            t, v = pt - self.t0, pv - self.v0
-            self.st += t
-            self.sv += v
-            self.stt += t * t
-            self.stv += t * v
+        a = self.a
+        st = sv = stt = stv = 0.0
+        for i in range(self.head, len(a), 2):
+            t, v = a[i] - ts, a[i + 1] - value
+            st += t
+            sv += v
+            stt += t * t
+            stv += t * v
+        a[_T0], a[_V0], a[_ST], a[_SV], a[_STT], a[_STV] = ts, value, st, sv, stt, stv
 
     def slope(self) -> float | None:
         """Least-squares slope (value per second) of the kept readings; None if their times do not spread."""
-        n = len(self.points)
-        den = n * self.stt - self.st * self.st
-        if den <= 1e-9 * max(1.0, n * self.stt):
+        n = len(self)
+        a = self.a
+        st, stt = a[_ST], a[_STT]
+        den = n * stt - st * st
+        if den <= 1e-9 * max(1.0, n * stt):
             return None
-        return (n * self.stv - self.st * self.sv) / den
+        return (n * a[_STV] - st * a[_SV]) / den
 
 
 class Rate(_KeyedDetector):
@@ -181,11 +223,11 @@ class Rate(_KeyedDetector):
         w = self.windows.get(key)
         if w is None:
             w = self.windows[key] = _Window(ts, value)
-        elif w.points and ts <= w.points[-1][0]:
+        elif len(w) and ts <= w.last_ts():
             return None  # out of order or a duplicate: the window is a time series, it only moves forward
         w.add(ts, value, rule.window_s, rule.max_samples)
-        n = len(w.points)
-        span = ts - w.points[0][0]
+        n = len(w)
+        span = ts - w.first_ts()
         if n < rule.min_samples or span < rule.min_span_s:
             return None
         slope = w.slope()

@@ -4,6 +4,10 @@ Detectors judge each reading against the rules of its sensor and metric, the ale
 signals into transitions (opened, escalated, flapping, resolved), and a timer finds silent sensors and alerts clear
 for long enough. No IO, no threads, no locks: the runner (runner.py) owns those, and the store
 (pipeline/sinks/alert_store.py) writes what comes out.
+
+State per series (detector history, cached rules, closed alerts' flap history) is released by `evict_idle` once
+the series has had no reading for `limits.state_idle_s`, unless an alert of it is open; a series that returns
+starts its history again, as after a restart.
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from ...records import Reading
 from .detectors import Outlier, Rate, Stuck, Threshold, offline, offline_tracked
 from .lifecycle import ESCALATED, FLAPPING, OPENED, Alert, AlertBook, Transition
 from .messages import message
+from .offline import OfflineTimer
 from .rules import Rules
 
 DETECTOR_TYPES = ("threshold", "rate", "outlier", "stuck", "offline")
@@ -28,12 +33,16 @@ class AlertEvaluator:
         self.rules = Rules(config.thresholds, config.detection)
         self.offline_severity = config.detection.offline_severity
         self.detectors = (Threshold(), Rate(), Outlier(), Stuck())
-        self.last_seen: dict[str, float] = {}  # sensor -> wall clock when a reading of it was last evaluated
+        # Offline-tracked sensors -> wall clock of their last evaluated reading, with deadlines in a heap.
+        self.offline_timer = OfflineTimer(lambda sensor_id: self.rules.offline_after(sensor_id))
         self.sensor_info: dict[str, tuple[str, str | None]] = {}  # sensor -> (type, location), for registration
+        self.series_seen: dict[tuple[str, str], float] = {}  # (sensor, metric) -> wall clock of its last reading
+        self.idle_s = config.limits.state_idle_s  # like every limit, not reloaded live
 
     def reconfigure(self, config: Config) -> None:
         """Live reload: new detector settings, hysteresis and flap rule for the next readings (rules swapped whole)."""
         self.rules = Rules(config.thresholds, config.detection)
+        self.offline_timer.reschedule()  # offline limits may have changed
         self.offline_severity = config.detection.offline_severity
         a = config.alerts
         self.book.reconfigure(a.clear_readings, a.clear_seconds, a.flap.count, a.flap.window_s)
@@ -46,16 +55,17 @@ class AlertEvaluator:
         # (sensor, metric) pairs with an open alert: for the others a verdict without a severity changes
         # nothing, so the book is not asked (most readings of a healthy fleet).
         alerting = {(k[0], k[1]) for k in book.open}
-        detectors = self.detectors
+        detectors, timer, series_seen = self.detectors, self.offline_timer, self.series_seen
         for r in readings:
             sensor_id, metric = r.sensor_id, r.metric
             if offline_tracked(r.sensor_type):
-                self.last_seen[sensor_id] = now
+                timer.seen(sensor_id, now)
             self.sensor_info[sensor_id] = (r.sensor_type, r.location)
             if (sensor_id, None) in alerting:
                 self._add(out, book.resolve((sensor_id, None, "offline"), r.ts), r.sensor_type, r.location)
             mr = rules.for_metric(sensor_id, metric)
             key = (sensor_id, metric)
+            series_seen[key] = now
             is_alerting = key in alerting
             for detector, rule in zip(detectors, (mr.threshold, mr.rate, mr.outlier, mr.stuck)):
                 signal = detector.evaluate(key, r.value, r.ts, rule)
@@ -70,14 +80,10 @@ class AlertEvaluator:
     def tick(self, now: float) -> list[Transition]:
         """Timed verdicts: sensors silent past their offline limit, alerts clear for `clear_seconds`."""
         out: list[Transition] = []
-        rules = self.rules
-        for sensor_id, seen in self.last_seen.items():
-            limit = rules.offline_after(sensor_id)
-            if limit > 0:
-                signal = offline(now - seen, limit, self.offline_severity)
-                if signal.severity is not None:
-                    info = self.sensor_info.get(sensor_id, ("sensor", None))
-                    self._add(out, self.book.observe(sensor_id, None, "offline", signal, now), *info)
+        for sensor_id, silent_s in self.offline_timer.due(now):  # O(due), not O(sensors)
+            signal = offline(silent_s, self.rules.offline_after(sensor_id), self.offline_severity)
+            info = self.sensor_info.get(sensor_id, ("sensor", None))
+            self._add(out, self.book.observe(sensor_id, None, "offline", signal, now), *info)
         for t in self.book.due(now):
             self._add(out, t)
         return out
@@ -97,16 +103,50 @@ class AlertEvaluator:
     def load(self, open_alerts: Iterable[Alert], known_sensors: Iterable[tuple[str, str | None]], now: float) -> int:
         """Open alerts and known sensors from the database (start, a newly owned partition). Known sensors count
         as seen now, so silent ones go offline after the limit, if their type is offline-tracked at all."""
-        for sensor_id, sensor_type in known_sensors:
-            if offline_tracked(sensor_type):
-                self.last_seen.setdefault(sensor_id, now)
         alerts = list(open_alerts)
         self.book.load(a for a in alerts if a.key not in self.book.open)
+        timer = self.offline_timer
+        for sensor_id, sensor_type in known_sensors:
+            # A sensor already offline stays out of the timer until a reading resolves its alert.
+            if offline_tracked(sensor_type) and sensor_id not in timer and (sensor_id, None, "offline") not in self.book.open:
+                timer.seen(sensor_id, now)
         return len(alerts)
+
+    @property
+    def last_seen(self) -> dict[str, float]:
+        """Offline-tracked sensors -> when their last reading was evaluated (those the offline timer watches)."""
+        return self.offline_timer.last_seen
 
     def sensors(self) -> set[str]:
         """Every sensor this evaluator holds state for."""
         return set(self.last_seen) | set(self.sensor_info) | {k[0] for k in self.book.open}
+
+    def evict_idle(self, now: float) -> int:
+        """Release the state of series without a reading since `now - limits.state_idle_s` that have no open
+        alert: detector history, cached rules, flap history; and of sensors left without a series or an open
+        alert, their type and location. Returns how many series were released."""
+        cutoff = now - self.idle_s
+        self.offline_timer.evict_idle(cutoff)
+        open_series = {(k[0], k[1]) for k in self.book.open}
+        gone = {k for k, seen in self.series_seen.items() if seen < cutoff and k not in open_series}
+        if not gone:
+            return 0
+        for key in gone:
+            del self.series_seen[key]
+        if len(gone) > len(self.series_seen):  # a dict keeps its table when emptied: copied, it frees the memory
+            self.series_seen = dict(self.series_seen)
+        for detector in self.detectors:
+            detector.forget_series(gone)
+        self.rules.forget_series(gone)
+        self.book.forget_closed(lambda key: (key[0], key[1]) in gone)
+        active = {k[0] for k in self.series_seen} | {k[0] for k in self.book.open}
+        quiet = {k[0] for k in gone} - active - set(self.last_seen)
+        for s in quiet:
+            self.sensor_info.pop(s, None)
+        if len(quiet) > len(self.sensor_info):
+            self.sensor_info = dict(self.sensor_info)
+        self.book.forget_closed(lambda key: key[1] is None and key[0] in quiet)
+        return len(gone)
 
     def forget(self, sensors: set[str]) -> None:
         """Drop everything about these sensors: open alerts (still open in the database), detector history,
@@ -116,9 +156,11 @@ class AlertEvaluator:
         self.book.forget_sensors(sensors)
         for detector in self.detectors:
             detector.forget(sensors)
+        self.offline_timer.forget(sensors)
         for s in sensors:
-            self.last_seen.pop(s, None)
             self.sensor_info.pop(s, None)
+        for key in [k for k in self.series_seen if k[0] in sensors]:
+            del self.series_seen[key]
 
     def forget_resolved_elsewhere(self, still_open_ids: set[int]) -> list[Alert]:
         """Alerts an operator resolved in the database: no longer ours to resolve."""

@@ -22,20 +22,40 @@ class MetricRules:
 
 
 class Rules:
-    """Looks up (and caches) the merged settings; immutable once built."""
+    """Looks up (and caches) the merged settings; immutable once built.
+
+    Sensors without an entry of their own in `detection.sensors` share their metric's settings, cached per
+    metric (at most METRIC_CACHE names, then the cache starts over: names come from publishers); only sensors
+    with an entry are cached per (sensor, metric), and those entries go with their series when it is idle."""
+
+    METRIC_CACHE = 4096
 
     def __init__(self, thresholds: dict[str, ThresholdRule], detection: DetectionConfig):
         self.thresholds = thresholds
         self.detection = detection
-        self._cache: dict[tuple[str, str], MetricRules] = {}
+        self._by_metric: dict[str, MetricRules] = {}
+        self._cache: dict[tuple[str, str], MetricRules] = {}  # (sensor, metric) of sensors with their own entry
+        self._own = frozenset(detection.sensors) if detection.enabled else frozenset()
 
     def for_metric(self, sensor_id: str, metric: str) -> MetricRules:
         """The settings each detector uses for this sensor's metric."""
+        if sensor_id not in self._own:
+            found = self._by_metric.get(metric)
+            if found is None:
+                if len(self._by_metric) >= self.METRIC_CACHE:
+                    self._by_metric.clear()
+                found = self._by_metric[metric] = self._merge(sensor_id, metric)
+            return found
         key = (sensor_id, metric)
         found = self._cache.get(key)
         if found is None:
             found = self._cache[key] = self._merge(sensor_id, metric)
         return found
+
+    def forget_series(self, keys) -> None:
+        """Drop the cached settings of these (sensor, metric) series (idle); merged again if they return."""
+        for key in keys:
+            self._cache.pop(key, None)
 
     def _merge(self, sensor_id: str, metric: str) -> MetricRules:
         threshold = self.thresholds.get(metric)

@@ -17,6 +17,7 @@ from typing import Sequence
 
 from ...config import Config, Secret
 from ...runtime.batch import Batch
+from ...runtime.idle import IdleSweep
 from ...runtime.ownership import Ownership, sensor_partition
 from ...runtime.retry import Stopped, retry_call
 from ...runtime.supervisor import Spawn, plain_thread
@@ -53,6 +54,7 @@ class AlertRunner(BatchingSink):
         self.known_locations: dict[str, str] = {}
         self.silences = Silences(config.alerts.maintenance, self._location)
         self.store.silences = self.silences
+        self.idle_sweep = IdleSweep(config.limits.state_idle_s)
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -92,8 +94,11 @@ class AlertRunner(BatchingSink):
 
     def tick(self) -> None:
         """Offline sensors, alerts clear for long enough, alerts resolved by an operator."""
+        now = self.clock()
         with self.lock:
-            out = self.evaluator.tick(self.clock())
+            out = self.evaluator.tick(now)
+            if self.idle_sweep.due(now):
+                self._evict_idle(now)
         try:
             if out:
                 retry_call(lambda: self.store.store(out), operation="alerts_tick", policy=self.retry,
@@ -114,6 +119,15 @@ class AlertRunner(BatchingSink):
                 log.exception("event=alerts_tick_failed")
             else:
                 log.warning("event=alerts_tick_failed error=%r", str(err)[:200])
+
+    def _evict_idle(self, now: float) -> None:
+        """Series silent for limits.state_idle_s: their state goes (a sensor that returns is loaded again)."""
+        released = self.evaluator.evict_idle(now)
+        held = self.evaluator.sensors()
+        for s in [s for s in self.partition_of if s not in held]:
+            del self.partition_of[s]
+        if released:
+            log.info("event=alert_state_released series=%d sensors_held=%d", released, len(held))
 
     # -- storing -------------------------------------------------------------------------------
     def write(self, records: Sequence[Transition]) -> None:

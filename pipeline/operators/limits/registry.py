@@ -5,23 +5,34 @@ as a stage because a refusal must be a dead letter of the message that carried i
 like every other refusal), and the chain runs only in the consumer thread, so the state needs no lock.
 Memory is bounded by the limits themselves: at most `max_sensors` ids, each with at most
 `max_metrics_per_sensor` metric names (tuples of interned strings: a dozen metrics cost about 150 bytes).
+
+Only active sensors count: a sensor without an admitted reading for `limits.state_idle_s` is released
+(its metrics with it) by `evict_idle`, which the filter runs on the consumer thread as readings pass, every
+tenth of the idle time (at most a minute apart). A reading is seen when the MQTT bridge received it
+(`received_at`: no clock call per reading). A released sensor that returns is admitted again like a new one (if
+the count allows). Ids loaded from PostgreSQL at start count as seen at start.
 """
 from __future__ import annotations
 
+import math
 import sys
+import time
 from datetime import datetime, timedelta, timezone
 from typing import Iterable
 
 from ...records import Invalid, Reading
+from ...runtime.idle import IdleSweep
 
 
 class SensorRegistry:
     """Known sensors and their metrics; `admit` says whether a reading fits the limits, remembering it if so."""
 
-    def __init__(self, max_sensors: int, max_metrics_per_sensor: int):
+    def __init__(self, max_sensors: int, max_metrics_per_sensor: int, clock=time.time):
         self.max_sensors = max_sensors
         self.max_metrics = max_metrics_per_sensor
+        self.clock = clock
         self._known: dict[str, tuple[str, ...]] = {}
+        self._seen: dict[str, float] = {}  # sensor -> when a reading of it was last admitted
 
     def __len__(self) -> int:
         return len(self._known)
@@ -29,28 +40,45 @@ class SensorRegistry:
     def metrics_of(self, sensor_id: str) -> tuple[str, ...]:
         return self._known.get(sensor_id, ())
 
-    def admit(self, sensor_id: str, metric: str) -> str | None:
-        """None if the reading fits (and is now known), else the reason it does not."""
+    def admit(self, sensor_id: str, metric: str, now: float | None = None) -> str | None:
+        """None if the reading fits (and is now known, seen at `now`), else the reason it does not."""
+        if now is None:
+            now = self.clock()
         metrics = self._known.get(sensor_id)
+        if metrics is not None and metric in metrics:  # nearly every reading
+            self._seen[sensor_id] = now
+            return None
         if metrics is None:
             if len(self._known) >= self.max_sensors:
                 return "too_many_sensors"
-            self._known[sensor_id] = (sys.intern(metric),)
-            return None
-        if metric in metrics:
-            return None
-        if len(metrics) >= self.max_metrics:
+            metrics = ()
+        elif len(metrics) >= self.max_metrics:
             return "too_many_metrics"
         self._known[sensor_id] = metrics + (sys.intern(metric),)
+        self._seen[sensor_id] = now
         return None
 
+    def evict_idle(self, now: float, idle_s: float) -> int:
+        """Release the sensors without an admitted reading since `now - idle_s`; returns how many."""
+        cutoff = now - idle_s
+        gone = [s for s, seen in self._seen.items() if seen < cutoff]
+        for sensor_id in gone:
+            del self._seen[sensor_id]
+            self._known.pop(sensor_id, None)
+        if len(gone) > len(self._seen):  # a dict keeps its table when emptied: copied, it frees the memory
+            self._seen, self._known = dict(self._seen), dict(self._known)
+        return len(gone)
+
     def preload(self, sensors: Iterable[str], pairs: Iterable[tuple[str, str]]) -> None:
-        """Sensors (and their metrics) already stored count against the limits; beyond them, the rest is left out."""
+        """Sensors (and their metrics) already stored count against the limits (as seen now); beyond them, the rest
+        is left out."""
         known = self._known
+        now = self.clock()
         for sensor_id in sensors:
             if len(known) >= self.max_sensors:
                 break
             known.setdefault(sensor_id, ())
+            self._seen.setdefault(sensor_id, now)
         for sensor_id, metric in pairs:
             metrics = known.get(sensor_id)
             if metrics is None and len(known) >= self.max_sensors:
@@ -58,6 +86,7 @@ class SensorRegistry:
             metrics = metrics or ()
             if metric not in metrics and len(metrics) < self.max_metrics:
                 known[sensor_id] = metrics + (sys.intern(metric),)
+                self._seen.setdefault(sensor_id, now)
 
 
 class LimitFilter:
@@ -66,11 +95,20 @@ class LimitFilter:
     name = "limits"
     accepts = Reading
 
-    def __init__(self, max_sensors: int, max_metrics_per_sensor: int):
-        self.registry = SensorRegistry(max_sensors, max_metrics_per_sensor)
+    def __init__(self, max_sensors: int, max_metrics_per_sensor: int, state_idle_s: float = 86400.0,
+                 clock=time.time):
+        self.registry = SensorRegistry(max_sensors, max_metrics_per_sensor, clock)  # clock: for the start-up load
+        self.idle_s = state_idle_s
+        self.sweep = IdleSweep(state_idle_s)
+        self._sweep_at = -math.inf  # asked of the sweep schedule only then: this runs for every reading
 
     def process(self, r: Reading) -> list[Reading]:
-        reason = self.registry.admit(r.sensor_id, r.metric)
+        now = r.received_at
+        if now >= self._sweep_at:  # the chain has no timer: idle sensors are released as readings pass
+            if self.sweep.due(now):
+                self.registry.evict_idle(now, self.idle_s)
+            self._sweep_at = self.sweep.next_at
+        reason = self.registry.admit(r.sensor_id, r.metric, now)
         if reason is None:
             return [r]
         if reason == "too_many_sensors":

@@ -20,6 +20,7 @@ from psycopg_pool import ConnectionPool
 from ...config import AggregationConfig, RedisConfig, Secret
 from ...observability.metrics import Metrics
 from ...records import Reading
+from ...runtime.idle import IdleSweep
 from ...runtime.ownership import Ownership
 from ...clients.errors import SERVICE_AWAY
 from ...sinks.window_store import WindowStore, close_statement
@@ -43,11 +44,14 @@ class WindowAggregator:
     """Marks windows pending with the readings, closes them by watermark or idle timeout, publishes partials."""
 
     def __init__(self, cfg: AggregationConfig, redis_cfg: RedisConfig, redis_password: Secret, metrics: Metrics,
-                 clock=time.time):
+                 clock=time.time, state_idle_s: float = 86400.0):
         self.cfg = cfg
         self.metrics = metrics
         self.clock = clock
-        self.store = WindowStore(redis_cfg, redis_password)
+        # Running values of series silent this long (limits.state_idle_s) are released; Redis expires theirs too.
+        self.idle_s = state_idle_s
+        self.idle_sweep = IdleSweep(state_idle_s)
+        self.store = WindowStore(redis_cfg, redis_password, state_idle_s)
         self.tracker = WindowTracker(cfg.periods, cfg.grace_s, cfg.idle_close_s)
         self.partials = Partials(self.tracker)
         self.rollup_from = rollup_sources(self.tracker.sizes)
@@ -81,7 +85,8 @@ class WindowAggregator:
             self.from_readings.add(window)
         for sensor_id, metric, period, start, end, count, mean, lo, hi in seeds:
             if period in self.tracker.sizes:
-                self.partials.seed(sensor_id, metric, Window(period, to_us(start), to_us(end)), count, mean * count, lo, hi)
+                self.partials.seed(sensor_id, metric, Window(period, to_us(start), to_us(end)), count, mean * count, lo, hi,
+                                   now)
         self.metrics.windows_pending.set(self.tracker.pending_count())
         return len(pending)
 
@@ -138,10 +143,20 @@ class WindowAggregator:
         # A batch that finished while its partition was being revoked: the next owner has its windows now.
         staged = [s for s in staged if s[0] < 0 or owns(s[0])]
         records = [r for r in records if r.source is None or owns(r.source.partition)]
+        touched = self._touched
+        add = self.partials.add
+        for sensor_id, metric, value, ts_us in inserted:
+            add(sensor_id, metric, ts_us, value, now)
+            metrics = touched.get(sensor_id)
+            if metrics is None:
+                touched[sensor_id] = {metric}
+            else:
+                metrics.add(metric)
+        key = self.partials.key  # one (sensor, metric) tuple per series, shared by its pending windows
         for partition, w, sensor_id, metric in staged:
             if tracker.is_closed(partition, w):
                 self.metrics.window_corrections.labels(w.period).inc()
-            tracker.add(partition, w, sensor_id, metric)
+            tracker.add(partition, w, sensor_id, metric, key(sensor_id, metric))
         newest: dict[int, float] = {}  # the watermark moves once per partition and batch
         for r in records:
             partition = r.source.partition if r.source is not None else -1
@@ -149,15 +164,6 @@ class WindowAggregator:
                 newest[partition] = r.ts
         for partition, ts in newest.items():
             tracker.observe(partition, round(ts * US), now)
-        touched = self._touched
-        add = self.partials.add
-        for sensor_id, metric, value, ts_us in inserted:
-            add(sensor_id, metric, ts_us, value)
-            metrics = touched.get(sensor_id)
-            if metrics is None:
-                touched[sensor_id] = {metric}
-            else:
-                metrics.add(metric)
         self.flush_partials(now)
         self.close_due()
 
@@ -167,7 +173,7 @@ class WindowAggregator:
             touched, self._touched = self._touched, {}
             self._next_partials = now + PARTIALS_EVERY_S
             fields = {sensor_id: self.partials.fields(sensor_id, metrics) for sensor_id, metrics in touched.items()}
-            self._guard("publish_partials", lambda: self.store.publish_partials(fields))
+            self._guard("publish_partials", lambda: self.store.publish_partials(fields, now))
 
     def close_due(self) -> None:
         """Write the rows of every window that is due; called after each write and on the sink's tick."""
@@ -178,10 +184,18 @@ class WindowAggregator:
             if due:
                 self._guard("close_windows", lambda: self._close(due))
             self.metrics.windows_pending.set(self.tracker.pending_count())
+            now = self.clock()
+            if self.idle_sweep.due(now):
+                self.evict_idle(now)
             for partition in self.tracker.max_event:
                 wm = self.tracker.watermark(partition)
                 if wm is not None:
                     self.metrics.watermark.labels(str(partition)).set(wm / US)
+
+    def evict_idle(self, now: float) -> int:
+        """Release the running values of series without a reading for state_idle_s whose windows are all closed."""
+        with self.lock:
+            return self.partials.evict_idle(now - self.idle_s, self.tracker.pending_series())
 
     def _guard(self, what: str, fn) -> None:
         try:

@@ -96,9 +96,10 @@ class WindowTracker:
         wm = self.watermark(partition)
         return wm is not None and wm >= window.end
 
-    def add(self, partition: int, window: Window, sensor_id: str, metric: str) -> None:
-        """The window now holds readings of (sensor, metric) not folded into its row (pending durably too)."""
-        self.pending.setdefault((partition, window), set()).add((sensor_id, metric))
+    def add(self, partition: int, window: Window, sensor_id: str, metric: str, key: tuple[str, str] | None = None) -> None:
+        """The window now holds readings of (sensor, metric) not folded into its row (pending durably too);
+        `key`: that pair as a tuple already held elsewhere (one object per series instead of one per window)."""
+        self.pending.setdefault((partition, window), set()).add(key or (sensor_id, metric))
 
     def load(self, partition: int, window: Window, sensor_id: str, metric: str, now: float) -> None:
         """A pending window found at start-up; its partition counts as active from `now`."""
@@ -140,6 +141,13 @@ class WindowTracker:
             for p in [p for p in d if p >= 0 and gone(p)]:
                 del d[p]
 
+    def pending_series(self) -> set[tuple[str, str]]:
+        """(sensor_id, metric) of every window not yet closed."""
+        out: set[tuple[str, str]] = set()
+        for keys in self.pending.values():
+            out |= keys
+        return out
+
     def pending_count(self) -> int:
         """How many (window, sensor, metric) entries wait to be closed."""
         return sum(len(k) for k in self.pending.values())
@@ -157,46 +165,94 @@ def _within(avg: float, lo: float, hi: float) -> float:
 
 
 class Partials:
-    """Running count/sum/min/max of the newest window per (sensor, metric, period), for the dashboard."""
+    """Running count/sum/min/max of the newest window per (sensor, metric, period), for the dashboard.
+    Released per series by `evict_idle` once the series has had no reading for a while and no window of it
+    is pending (a returning series starts a new window, as after a restart).
+
+    One flat list per series, [wall clock of its latest reading, then per period: start, count, total, min,
+    max (None start: no window yet), then the series' key], mutated in place: about a third of the memory of
+    a list and a key per period (limits.state_idle_s, memory per series in README). Window starts are shared
+    between series (`_starts`), as are the key tuples of pending windows (`key`)."""
 
     def __init__(self, tracker: WindowTracker):
         self.tracker = tracker
-        # (sensor, metric, period) -> [start, end, count, total, min, max], mutated in place (hot path)
-        self.acc: dict[tuple[str, str, str], list] = {}
+        self.acc: dict[tuple[str, str], list] = {}
+        self._starts: dict[int, int] = {}  # window start -> one int object for every series in that window
 
-    def add(self, sensor_id: str, metric: str, ts: int, value: float) -> None:
-        """Fold one newly stored reading into the running values of its windows."""
-        acc = self.acc
-        for period, size in self.tracker.sizes.items():
-            start = ts - ts % size
-            key = (sensor_id, metric, period)
-            p = acc.get(key)
-            if p is None or start > p[0]:
-                acc[key] = [start, start + size, 1, value * SUM_SCALE, value, value]
-            elif start == p[0]:
-                p[2] += 1
-                p[3] += value * SUM_SCALE
-                if value < p[4]:
-                    p[4] = value
-                if value > p[5]:
-                    p[5] = value
-            # an older window: its row is (re)computed from measurements; the partial shows the newest only
-
-    def seed(self, sensor_id: str, metric: str, window: Window, count: int, total: float, lo: float, hi: float) -> None:
-        """Running values recomputed from durable readings at start-up (newest window wins)."""
-        key = (sensor_id, metric, window.period)
+    def _entry(self, sensor_id: str, metric: str, now: float) -> list:
+        key = (sensor_id, metric)
         p = self.acc.get(key)
-        if p is None or window.start > p[0]:
-            self.acc[key] = [window.start, window.end, count, total * SUM_SCALE, lo, hi]
+        if p is None:
+            p = self.acc[key] = [now] + [None, 0, 0.0, 0.0, 0.0] * len(self.tracker.sizes) + [key]
+        return p
+
+    def key(self, sensor_id: str, metric: str) -> tuple[str, str]:
+        """The (sensor, metric) tuple this series is held under (a new one if it has no running values)."""
+        p = self.acc.get((sensor_id, metric))
+        return p[-1] if p is not None else (sensor_id, metric)
+
+    def _shared(self, start: int) -> int:
+        starts = self._starts
+        found = starts.get(start)
+        if found is None:
+            if len(starts) >= 1024:  # old windows: their series have moved on or been released
+                starts.clear()
+            found = starts[start] = start
+        return found
+
+    def add(self, sensor_id: str, metric: str, ts: int, value: float, now: float = 0.0) -> None:
+        """Fold one newly stored reading (stored at wall clock `now`) into the running values of its windows."""
+        p = self._entry(sensor_id, metric, now)
+        p[0] = now
+        i = 1
+        for size in self.tracker.sizes.values():
+            start = ts - ts % size
+            current = p[i]
+            if current is None or start > current:
+                p[i:i + 5] = self._shared(start), 1, value * SUM_SCALE, value, value
+            elif start == current:
+                p[i + 1] += 1
+                p[i + 2] += value * SUM_SCALE
+                if value < p[i + 3]:
+                    p[i + 3] = value
+                if value > p[i + 4]:
+                    p[i + 4] = value
+            # an older window: its row is (re)computed from measurements; the partial shows the newest only
+            i += 5
+
+    def seed(self, sensor_id: str, metric: str, window: Window, count: int, total: float, lo: float, hi: float,
+             now: float = 0.0) -> None:
+        """Running values recomputed from durable readings at start-up (newest window wins)."""
+        periods = list(self.tracker.sizes)
+        if window.period not in periods:
+            return
+        p = self._entry(sensor_id, metric, now)
+        i = 1 + 5 * periods.index(window.period)
+        if p[i] is None or window.start > p[i]:
+            p[i:i + 5] = self._shared(window.start), count, total * SUM_SCALE, lo, hi
+
+    def evict_idle(self, cutoff: float, pending: set[tuple[str, str]]) -> int:
+        """Drop the running values of series without a reading since wall clock `cutoff`, unless a window of
+        theirs is still pending (`pending`: (sensor, metric) pairs). Returns how many series went."""
+        gone = [k for k, p in self.acc.items() if p[0] < cutoff and k not in pending]
+        for key in gone:
+            del self.acc[key]
+        if len(gone) > len(self.acc):  # a dict keeps its table when emptied: copied, it frees the memory
+            self.acc = dict(self.acc)
+        return len(gone)
 
     def fields(self, sensor_id: str, metrics: Iterable[str]) -> dict[str, dict]:
         """Hash fields `<metric>:<period>` -> running values of the newest window, for one sensor."""
         out = {}
         for metric in metrics:
-            for period in self.tracker.sizes:
-                p = self.acc.get((sensor_id, metric, period))
-                if p is not None:
-                    start, end, count, total, lo, hi = p
-                    out[f"{metric}:{period}"] = {"start": start / US, "end": end / US, "count": count,
+            p = self.acc.get((sensor_id, metric))
+            if p is None:
+                continue
+            i = 1
+            for period, size in self.tracker.sizes.items():
+                start, count, total, lo, hi = p[i:i + 5]
+                i += 5
+                if start is not None:
+                    out[f"{metric}:{period}"] = {"start": start / US, "end": (start + size) / US, "count": count,
                                                  "avg": _within(total / count / SUM_SCALE, lo, hi), "min": lo, "max": hi}
         return out

@@ -47,6 +47,7 @@ class FakeCursor:
 
     def executemany(self, sql: str, params_seq) -> None:
         self.executed.append((sql, list(params_seq)))
+        self.rowcount = len(self.executed[-1][1])  # every row affected (psycopg sums executemany's counts)
 
     def copy(self, sql: str) -> FakeCopy:
         return FakeCopy(sql, self.copies)

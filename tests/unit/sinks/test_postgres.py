@@ -38,7 +38,7 @@ def registered(s: PostgresSink):
 def test_readings_are_staged_as_text_copy_rows_and_unknown_sensors_registered_once():
     pool = FakePool({INSERT_FROM_STAGE: (3, [])})
     s = sink(pool)
-    s.known_sensors = {"old"}
+    s.known_sensors = {"old": T0}
     records = [reading("old", 1.5), reading("new", -2.0, T0 + 0.001), reading("new", 1e-7, T0 + 1, "humidity")]
     assert s.write(records) == 3
     cur = pool.cursor
@@ -50,7 +50,7 @@ def test_readings_are_staged_as_text_copy_rows_and_unknown_sensors_registered_on
                                   "new\thumidity\t1e-07\t1700000001.0\n")
     assert [sql for sql, _ in cur.executed[1:]] == [INSERT_FROM_STAGE]  # nothing skipped: no conflict count
     assert pool.conn.transactions == 1
-    assert s.known_sensors == {"old", "new"} and registered(s) == 1
+    assert set(s.known_sensors) == {"old", "new"} and registered(s) == 1
     assert deduplicated(s, "redelivery") is None and deduplicated(s, "conflict") is None
 
     pool.cursor.executed.clear()
@@ -63,7 +63,7 @@ def test_skipped_readings_are_counted_as_conflicts_or_redeliveries_and_not_as_wr
     # Of 5 staged readings 2 became rows; of the 3 skipped, PostgreSQL finds 1 whose stored value differs.
     pool = FakePool({INSERT_FROM_STAGE: (2, []), COUNT_CONFLICTS: (1, [(1,)])})
     s = sink(pool)
-    s.known_sensors = {"a"}
+    s.known_sensors = {"a": T0}
     assert s.write([reading("a", float(i), T0 + i) for i in range(5)]) == 2
     assert [sql for sql, _ in pool.cursor.executed] == [INSERT_FROM_STAGE, COUNT_CONFLICTS]
     assert (deduplicated(s, "conflict"), deduplicated(s, "redelivery")) == (1, 2)
@@ -71,11 +71,11 @@ def test_skipped_readings_are_counted_as_conflicts_or_redeliveries_and_not_as_wr
 
 def test_a_replayed_batch_is_all_redeliveries_and_a_batch_of_conflicts_has_none():
     replay = sink(FakePool({INSERT_FROM_STAGE: (0, []), COUNT_CONFLICTS: (1, [(0,)])}))
-    replay.known_sensors = {"a"}
+    replay.known_sensors = {"a": T0}
     assert replay.write([reading("a", 1.0), reading("a", 2.0, T0 + 1)]) == 0
     assert (deduplicated(replay, "redelivery"), deduplicated(replay, "conflict")) == (2, None)
     clash = sink(FakePool({INSERT_FROM_STAGE: (0, []), COUNT_CONFLICTS: (1, [(2,)])}))
-    clash.known_sensors = {"a"}
+    clash.known_sensors = {"a": T0}
     assert clash.write([reading("a", 1.0), reading("a", 2.0, T0 + 1)]) == 0
     assert (deduplicated(clash, "redelivery"), deduplicated(clash, "conflict")) == (None, 2)
 
@@ -83,7 +83,7 @@ def test_a_replayed_batch_is_all_redeliveries_and_a_batch_of_conflicts_has_none(
 def test_written_count_runs_through_the_sink_metrics():
     pool = FakePool({INSERT_FROM_STAGE: (1, []), COUNT_CONFLICTS: (1, [(0,)])})
     s = sink(pool)
-    s.known_sensors = {"a"}
+    s.known_sensors = {"a": T0}
     s._write_retrying([reading("a", 1.0), reading("a", 1.0)])  # the runner's path: counts what write() returns
     assert s.metrics.registry.get_sample_value("pipeline_sink_records_written_total", {"sink": "postgres"}) == 1
 
@@ -91,7 +91,7 @@ def test_written_count_runs_through_the_sink_metrics():
 def test_without_deduplication_rows_go_straight_to_measurements_as_utc_timestamps():
     pool = FakePool()
     s = sink(pool, deduplicate=False)
-    s.known_sensors = {"a"}
+    s.known_sensors = {"a": T0}
     assert s.write([reading("a", 20.5, T0 + 0.25)]) == 1
     [copy] = pool.cursor.copies
     assert copy.sql == COPY_MEASUREMENTS
@@ -118,7 +118,7 @@ def test_with_an_aggregator_only_the_rows_really_inserted_reach_the_windows_afte
     pool = FakePool({INSERT_FROM_STAGE: (1, new_rows), COUNT_CONFLICTS: (1, [(0,)])})
     agg = FakeAggregator()
     s = sink(pool, aggregator=agg)
-    s.known_sensors = {"a"}
+    s.known_sensors = {"a": T0}
     records = [reading("a", 1.0), reading("a", 1.0)]  # the second is a redelivery of the first
     assert s.write(records) == 1
     assert pool.cursor.executed[0][0].endswith("RETURNING sensor_id, metric, value, "
@@ -133,6 +133,26 @@ def test_with_an_aggregator_only_the_rows_really_inserted_reach_the_windows_afte
 def test_without_deduplication_the_aggregator_gets_every_reading_in_microseconds():
     agg = FakeAggregator()
     s = sink(FakePool(), deduplicate=False, aggregator=agg)
-    s.known_sensors = {"a"}
+    s.known_sensors = {"a": T0}
     s.write([reading("a", 2.5, T0 + 0.000001)])
     assert agg.staged == [[("a", "temperature", 2.5, 1_700_000_000_000_001)]]
+
+
+def test_sensors_idle_for_state_idle_s_are_released_and_registered_again_if_they_return():
+    now = [0.0]
+    pool = FakePool({INSERT_FROM_STAGE: (1, [])})
+    s = PostgresSink(PostgresConfig(), Secret(""), SinkConfig(), RetryConfig(), Metrics(CollectorRegistry()), 4,
+                     state_idle_s=1000.0, clock=lambda: now[0], tick_interval_s=5.0)
+    s.pool = pool
+    s.write([reading("once", 1.0)])
+    s.write([reading("steady", 1.0)])
+    now[0] = 900.0
+    s.write([reading("steady", 2.0, T0 + 900)])
+    s.tick()  # starts the sweep clock
+    now[0] = 1100.0
+    s.tick()
+    assert set(s.known_sensors) == {"steady"}
+    pool.cursor.executed.clear()
+    s.write([reading("once", 3.0, T0 + 1100)])  # it returns: registered again (ON CONFLICT DO NOTHING)
+    assert pool.cursor.executed[0] == (INSERT_SENSORS, [("once", "boiler", "hall")])
+    assert set(s.known_sensors) == {"steady", "once"}

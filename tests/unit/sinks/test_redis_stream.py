@@ -10,7 +10,7 @@ from pipeline.sinks.redis_stream import RedisSink
 
 def commands_written(records) -> tuple[list[list[bytes]], int]:
     cfg = parse({"redis": {"key_prefix": "pré:", "stream_maxlen": 500}}, {})
-    sink = RedisSink(cfg.redis, Secret(""), settings=cfg.sinks.redis, retry=cfg.retry,
+    sink = RedisSink(cfg.redis, Secret(""), settings=cfg.sinks.redis, retry=cfg.retry, clock=lambda: 1_760_000_100.7,
                      metrics=Metrics(CollectorRegistry()), queue_max_batches=1)
     sent = []
     sink._send = lambda payload, replies: sent.append((payload, replies))  # noqa: SLF001 - no Redis here
@@ -30,7 +30,7 @@ def test_stream_entries_latest_values_and_sensor_set():
     a2 = Reading("hall-1", "thermo", "Zürich – Halle 1", "temperature", 22.0, 1_760_000_001.0, 1_760_000_001.5)
     b = Reading("b", "sensor", None, "humidity", 40.125, 1_760_000_000.0, 1_760_000_000.75)
     cmds, replies = commands_written([a2, b, a1])  # a1 arrives late: the latest value stays a2's
-    assert replies == len(cmds) == 3 + 2 + 1
+    assert replies == len(cmds) == 3 + 2 * 2 + 2
     assert cmds[0] == [b"XADD", "pré:readings".encode(), b"MAXLEN", b"~", b"500", b"*",
                        b"id", b"hall-1|temperature|1760000001000000", b"sensor_id", b"hall-1", b"metric", b"temperature",
                        b"value", b"22.0", b"ts", b"1760000001.0", b"received_at", b"1760000001.5"]
@@ -39,4 +39,9 @@ def test_stream_entries_latest_values_and_sensor_set():
                        "Zürich – Halle 1".encode(), b"temperature", b"22.0", b"temperature:ts", b"1760000001.0"]
     assert cmds[4] == [b"HSET", "pré:latest:b".encode(), b"type", b"sensor", b"location", b"", b"humidity", b"40.125",
                        b"humidity:ts", b"1760000000.0"]
-    assert cmds[5] == [b"SADD", "pré:sensors".encode(), b"hall-1", b"b"]
+    # Each latest-value hash expires after limits.state_idle_s (default a day) and a tenth without a reading.
+    assert cmds[5] == [b"EXPIRE", "pré:latest:hall-1".encode(), b"95040"]
+    assert cmds[6] == [b"EXPIRE", "pré:latest:b".encode(), b"95040"]
+    # The sensor index: last write time per id, and ids silent longer than state_idle_s trimmed.
+    assert cmds[7] == [b"ZADD", "pré:sensors".encode(), b"1760000100", b"hall-1", b"1760000100", b"b"]
+    assert cmds[8] == [b"ZREMRANGEBYSCORE", "pré:sensors".encode(), b"-inf", b"(1759913700"]
