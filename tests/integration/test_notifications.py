@@ -215,3 +215,32 @@ def test_apprise_deliveries_do_not_follow_redirects_nor_outlast_the_deadline(rec
         slack.send(Notice("slack", [ALERT]))
     took = time.monotonic() - started
     assert "TIMEOUT" in str(err.value) and took < 3.0, (str(err.value), took)
+
+
+def test_a_snoozed_sensors_alert_is_stored_but_not_notified(env, receivers, monkeypatch):
+    # Through the whole path: a snooze in the database (as the API writes it), loaded by the running daemon's
+    # alert runner, asked by the notifier before it announces. The other sensor's alert is notified.
+    hook = receivers()
+    monkeypatch.setenv("TEST_ALERT_HOOK_URL", hook.url)
+    settings = env.migrate(env.settings(
+        thresholds={"boiler_temp": {"warning": {"max": 40}}}, detection={"offline_after_s": 0},
+        processing={"interval_s": 0.5}, aggregation={"enabled": False},
+        alerts={"notifications": {"channels": [{"name": "hook", "url_env": "TEST_ALERT_HOOK_URL"}]}}))
+    env.query("INSERT INTO alert_snoozes (sensor_id, until, created_by, note) VALUES "
+              "('quiet-1', (now() AT TIME ZONE 'utc') + interval '1 hour', 'maria', 'boiler serviced') RETURNING id")
+    metrics = env.metrics()
+    root, t0 = env.root, aligned_past()
+    pub = Publisher()
+    with RunningPipeline(settings, metrics):
+        pub.publish_all([reading(root, "quiet-1", "boiler_temp", 45, t0), reading(root, "loud-1", "boiler_temp", 45, t0)])
+        wait_for(lambda: env.query("SELECT count(*) FROM alerts")[0][0] == 2, what="both alerts stored")
+        wait_for(lambda: len(hook.requests) >= 1, timeout=20, what="the loud sensor's notification")
+        time.sleep(2)  # the snoozed one would have been sent by now
+    pub.close()
+
+    assert [b["sensor_id"] for b in hook.bodies] == ["loud-1"]
+    assert env.query("SELECT a.sensor_id, e.silenced FROM alert_events e JOIN alerts a ON a.id = e.alert_id "
+                     "WHERE e.event = 'opened' ORDER BY a.sensor_id") == [("loud-1", None), ("quiet-1", "snoozed")]
+    get = metrics.registry.get_sample_value
+    assert get("pipeline_alert_notifications_suppressed_total", {"reason": "snoozed"}) == 1
+    assert get("pipeline_alert_notifications_sent_total", {"channel": "hook"}) == 1
