@@ -133,6 +133,14 @@ class LimitsConfig(Section):
     # At start, the metrics of windows of the longest aggregation period that began this long ago are loaded
     # (0: none; metrics then count from the start of the daemon, as they do when aggregation is off).
     metrics_lookback_s: Annotated[float, msgspec.Meta(ge=0, le=30 * 86400)] = 7200.0
+    # Who may add a sensor. `open`: any publisher, by its first valid reading (whose type and location fill in
+    # the registration once). `known`: only ids already in the `sensors` table (added with `python -m
+    # pipeline.sensors`); a reading of any other id is refused as unknown_sensor, so nobody can pre-register
+    # or squat on a device id. Either way a reading never changes a registered sensor's type or location.
+    registration: Literal["open", "known"] = "open"
+    # How often the daemon rereads the `sensors` table, to learn sensors added, relabelled or removed while it
+    # runs (the command, plain SQL, another instance). One primary-key scan of at most max_sensors rows.
+    registry_refresh_s: Annotated[float, msgspec.Meta(ge=1, le=3600)] = 10.0
 
 
 class SinkConfig(Section):

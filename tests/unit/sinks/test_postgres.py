@@ -42,7 +42,7 @@ def test_readings_are_staged_as_text_copy_rows_and_unknown_sensors_registered_on
     records = [reading("old", 1.5), reading("new", -2.0, T0 + 0.001), reading("new", 1e-7, T0 + 1, "humidity")]
     assert s.write(records) == 3
     cur = pool.cursor
-    assert cur.executed[0] == (INSERT_SENSORS, [("new", "boiler", "hall")])
+    assert cur.executed[0] == (INSERT_SENSORS, (["new"], ["boiler"], ["hall"]))  # one statement for the batch
     [copy] = cur.copies
     assert copy.sql == COPY_STAGE
     assert "".join(copy.text) == ("old\ttemperature\t1.5\t1700000000.0\n"
