@@ -64,6 +64,7 @@ def test_a_reading_never_relabels_a_registered_sensor_in_postgres_or_redis(env, 
         with RunningPipeline(settings, env.metrics()):
             pub.publish_all([(f"{env.root}/dev-1", reading(value=1.0, type="boiler", location="cellar"))])
             wait_for(lambda: env.redis.hget(latest, "temperature") == "1.0", what="first reading in Redis")
+            wait_for(lambda: stored(env, "dev-1") == [1.0], what="first reading stored")
             assert registration(env, "dev-1") == ("boiler", "cellar")  # the first reading filled it in
 
             pub.publish_all([(f"{env.root}/dev-1", reading(value=2.0, type="hijack", location="roof"))])
@@ -79,6 +80,7 @@ def test_a_reading_never_relabels_a_registered_sensor_in_postgres_or_redis(env, 
             time.sleep(2.5)
             pub.publish_all([(f"{env.root}/dev-1", reading(value=3.0, type="hijack", location="roof"))])
             wait_for(lambda: env.redis.hget(latest, "temperature") == "3.0", what="third reading in Redis")
+            wait_for(lambda: stored(env, "dev-1") == [1.0, 2.0, 3.0], what="third reading stored")
             assert env.redis.hmget(latest, "type", "location") == ["pump", "well"]
             assert registration(env, "dev-1") == ("pump", "well")
     finally:
