@@ -120,6 +120,31 @@ def run_phase(name: str, config_path: Path, log_path: Path, conn, expected_total
             proc.wait(10)
 
 
+PER_SENSOR = "INSERT INTO sensors (sensor_id, type, location) VALUES (%s, %s, %s) ON CONFLICT (sensor_id) DO NOTHING"
+
+
+def statement_cost(settings: Settings, sensors: int, batch: int) -> None:
+    """The registration statement alone, in the sink's transaction shape: one INSERT per sensor (executemany,
+    which psycopg pipelines) against one INSERT ... unnest per batch, each into an empty `sensors`."""
+    from ...sinks.postgres import INSERT_SENSORS
+
+    with psycopg.connect(**conninfo(settings.config.postgres, settings.secrets.postgres_password)) as conn:
+        for name in ("per sensor", "per batch"):
+            conn.execute("DELETE FROM sensors")
+            conn.commit()
+            started = time.perf_counter()
+            for b in range(0, sensors, batch):
+                ids = [f"nss-{i:06d}" for i in range(b, min(b + batch, sensors))]
+                with conn.transaction(), conn.cursor() as cur:
+                    if name == "per sensor":
+                        cur.executemany(PER_SENSOR, [(i, "env", "hall") for i in ids])
+                    else:
+                        cur.execute(INSERT_SENSORS, (ids, ["env"] * len(ids), ["hall"] * len(ids)))
+            elapsed = time.perf_counter() - started
+            print(f"statement {name:<10} {sensors:,} sensors in batches of {batch}: {elapsed:.2f} s, "
+                  f"{sensors / elapsed:,.0f} sensors/s", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m pipeline.tools.bench.new_sensors", description=__doc__.split("\n\n")[0])
     p.add_argument("--sensors", type=int, default=50_000)
@@ -128,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=300.0, help="seconds a phase may take")
     p.add_argument("--keep", action="store_true", help="keep the database and topics")
     p.add_argument("--age-s", type=float, default=0.0, help="event times this many seconds before now")
+    p.add_argument("--statement", action="store_true", help="only time the registration statement, no daemon")
     args = p.parse_args(argv)
     rid = uuid.uuid4().hex[:8]
     workdir = Path(tempfile.mkdtemp(prefix="bench-new-sensors-"))
@@ -138,6 +164,12 @@ def main(argv: list[str] | None = None) -> int:
     from migrations import migrate
 
     migrate(settings, out=open("/dev/null", "w"))
+    if args.statement:
+        try:
+            statement_cost(settings, args.sensors, settings.config.processing.batch_size)
+        finally:
+            cleanup(settings, rid)
+        return 0
     kafka = settings.config.kafka
     ensure_topics(kafka, [kafka.topics.raw, *dead_letter_topics(kafka).values()])
     root = f"bench{rid}"
