@@ -136,3 +136,24 @@ def test_without_deduplication_the_aggregator_gets_every_reading_in_microseconds
     s.known_sensors = {"a"}
     s.write([reading("a", 2.5, T0 + 0.000001)])
     assert agg.staged == [[("a", "temperature", 2.5, 1_700_000_000_000_001)]]
+
+
+def test_a_sensor_removed_from_the_registry_while_known_is_registered_again_on_the_foreign_key_error():
+    import psycopg
+
+    pool = FakePool({INSERT_FROM_STAGE: (1, [])})
+    s = sink(pool)
+    s.known_sensors = {"gone", "other"}
+    real_execute = pool.cursor.execute
+    failures = []
+
+    def execute(sql, params=None):
+        if sql == INSERT_FROM_STAGE and not failures:  # the first try: `gone` is no longer in `sensors`
+            failures.append(sql)
+            raise psycopg.errors.ForeignKeyViolation("measurements_sensor_id_fkey")
+        return real_execute(sql, params)
+
+    pool.cursor.execute = execute
+    assert s.write([reading("gone", 1.0)]) == 1
+    assert (INSERT_SENSORS, (["gone"], ["boiler"], ["hall"])) in pool.cursor.executed
+    assert s.known_sensors == {"gone", "other"} and registered(s) == 1
