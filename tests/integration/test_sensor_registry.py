@@ -89,8 +89,10 @@ def test_a_reading_never_relabels_a_registered_sensor_in_postgres_or_redis(env, 
 
 def test_reserved_ids_and_types_are_refused_while_the_daemons_own_log_counts_are_stored(env):
     logs_root = f"l{env.run_id}"
+    # Known mode: the daemon's own readings are not registered by anyone, and are stored all the same.
     settings = env.migrate(env.settings(mqtt={"topics": [f"{env.root}/#", f"{logs_root}/#"]},
-                                        logs={"topic_root": logs_root, "count_window_s": 2, "count_grace_s": 0.5}))
+                                        logs={"topic_root": logs_root, "count_window_s": 2, "count_grace_s": 0.5},
+                                        limits={"registration": "known"}))
     forged = [(f"{env.root}/app:billing", reading("log_error", 999.0)),
               (f"{env.root}/broker:localhost", reading("mqtt_dropped", 999.0)),
               (f"{env.root}/dev-9", reading(value=999.0, type="app"))]
