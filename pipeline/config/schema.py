@@ -137,6 +137,14 @@ class LimitsConfig(Section):
     # the sensors counted against max_sensors) is released after this long without a reading, so one-shot ids
     # cannot pile up; a series that returns is rebuilt as at start-up. State an open alert needs stays.
     state_idle_s: Annotated[float, msgspec.Meta(ge=1, le=365 * 86400)] = 86400.0
+    # Who may add a sensor. `open`: any publisher, by its first valid reading (whose type and location fill in
+    # the registration once). `known`: only ids already in the `sensors` table (added with `python -m
+    # pipeline.sensors`); a reading of any other id is refused as unknown_sensor, so nobody can pre-register
+    # or squat on a device id. Either way a reading never changes a registered sensor's type or location.
+    registration: Literal["open", "known"] = "open"
+    # How often the daemon rereads the `sensors` table, to learn sensors added, relabelled or removed while it
+    # runs (the command, plain SQL, another instance). One primary-key scan of at most max_sensors rows.
+    registry_refresh_s: Annotated[float, msgspec.Meta(ge=1, le=3600)] = 10.0
 
 
 class SinkConfig(Section):

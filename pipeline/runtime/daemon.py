@@ -27,6 +27,7 @@ from ..ingest.mqtt_bridge import MqttBridge, client_id_suffix
 from ..logship import MQTTHandler
 from ..observability.metrics import Metrics
 from ..operators.alerts.runner import AlertRunner
+from ..operators.limits.refresh import RegistryRefresh
 from ..operators.limits.registry import LimitFilter, load_known
 from ..operators.logcounts.runner import LogCounter
 from ..operators.windows.tracker import parse_period
@@ -76,7 +77,8 @@ def build_stages(settings: Settings) -> list:
     if cfg.aggregation.enabled:  # readings too late for their window are dead-lettered before they are stored
         stages.append(LateFilter(cfg.aggregation.grace_s, cfg.aggregation.max_lateness_s))
     # Last: only a reading that would be stored makes its sensor and metric known.
-    stages.append(LimitFilter(cfg.limits.max_sensors, cfg.limits.max_metrics_per_sensor, cfg.limits.state_idle_s))
+    stages.append(LimitFilter(cfg.limits.max_sensors, cfg.limits.max_metrics_per_sensor, cfg.limits.registration,
+                              cfg.limits.state_idle_s))
     return stages
 
 
@@ -175,6 +177,7 @@ class Pipeline:
             self._at_start("single_instance_lock", self.instance_lock.acquire)
             self.supervisor.spawn("single-instance-lock", lambda: self.instance_lock.keep(self._stopped))
         self._at_start("limits_load", self._load_known_sensors)
+        self._start_registry_refresh()
         # Until the consumer group assigns partitions this instance owns none: state loaded at start is dropped
         # and reloaded per assigned partition, so a second instance never touches the first one's sensors.
         for sink in self.sinks:
@@ -244,8 +247,17 @@ class Pipeline:
         limits = next(s for s in self.chain.stages if isinstance(s, LimitFilter))
         period = max(cfg.aggregation.periods, key=parse_period) if cfg.aggregation.enabled else None
         with psycopg.connect(**conninfo(cfg.postgres, self.settings.secrets.postgres_password)) as conn:
-            load_known(conn, limits.registry, period, cfg.limits.metrics_lookback_s)
-        log.info("event=limits_loaded sensors=%d max_sensors=%d", len(limits.registry), cfg.limits.max_sensors)
+            load_known(conn, limits.registry, period, cfg.limits.metrics_lookback_s, limits=limits)
+        log.info("event=limits_loaded sensors=%d max_sensors=%d registration=%s", len(limits.registry),
+                 cfg.limits.max_sensors, cfg.limits.registration)
+
+    def _start_registry_refresh(self) -> None:
+        """Sensors added, relabelled or removed while running reach the limit filter within registry_refresh_s."""
+        cfg = self.settings.config
+        limits = next(s for s in self.chain.stages if isinstance(s, LimitFilter))
+        info = conninfo(cfg.postgres, self.settings.secrets.postgres_password)
+        refresh = RegistryRefresh(lambda: psycopg.connect(**info), limits, cfg.limits.registry_refresh_s)
+        self.supervisor.spawn("sensor-registry", lambda: refresh.run(self._stopped))
 
     def _at_start(self, operation: str, fn) -> None:
         cfg = self.settings.config

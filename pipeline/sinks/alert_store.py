@@ -112,7 +112,8 @@ class AlertStore:
         # alerts.sensor_id references sensors, and this thread may see a new sensor before the PostgreSQL sink.
         new = {t.alert.sensor_id: t.context for t in todo if t.event == OPENED or t.alert.id is None}
         if new:
-            cur.executemany(INSERT_SENSORS, [(s, c.get("type") or "sensor", c.get("location")) for s, c in sorted(new.items())])
+            ids = sorted(new)
+            cur.execute(INSERT_SENSORS, (ids, [new[s].get("type") or "sensor" for s in ids], [new[s].get("location") for s in ids]))
 
     def _store_one(self, cur: psycopg.Cursor, t: Transition) -> None:
         a = t.alert

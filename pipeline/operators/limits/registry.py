@@ -11,6 +11,17 @@ Only active sensors count: a sensor without an admitted reading for `limits.stat
 tenth of the idle time (at most a minute apart). A reading is seen when the MQTT bridge received it
 (`received_at`: no clock call per reading). A released sensor that returns is admitted again like a new one (if
 the count allows). Ids loaded from PostgreSQL at start count as seen at start.
+
+It also holds the registry's view of the `sensors` table, the one truth about a sensor's type and location:
+a reading of a registered sensor leaves with the registered type and location, whatever it claimed, so
+neither PostgreSQL nor the Redis mirror (`latest:<id>`) is relabelled by a publisher. A reading of a new
+sensor (registration `open`) fills in its registration once. With registration `known` an id the table
+does not hold is refused as unknown_sensor. Ids and types the daemon writes itself (log counts `app:<app>`,
+broker drops `broker:<host>`) are refused as reserved_sensor_id / reserved_sensor_type: those readings are
+handed to the sinks inside the daemon and never pass this chain. The table is reread every
+`limits.registry_refresh_s` by a runner in another thread (refresh.py), which offers the snapshot; the
+consumer thread swaps it in before its next reading, so the state still needs no lock.
+In open mode the labels of sensors this filter let register are released with the sensor (the table's stay).
 """
 from __future__ import annotations
 
@@ -20,8 +31,26 @@ import time
 from datetime import datetime, timedelta, timezone
 from typing import Iterable
 
+from ...ingest.broker_stats import SENSOR_TYPE as BROKER_SENSOR_TYPE
 from ...records import Invalid, Reading
 from ...runtime.idle import IdleSweep
+from ..logcounts.counting import APP_SENSOR_TYPE
+
+# Sensor types the daemon writes itself; each also reserves the id prefix "<type>:" (app:<app>, broker:<host>).
+# Compared without case, so `App:x` or type `BROKER` cannot pass for them on the dashboard either.
+RESERVED_TYPES = frozenset({APP_SENSOR_TYPE, BROKER_SENSOR_TYPE})
+RESERVED_PREFIXES = tuple(f"{t}:" for t in sorted(RESERVED_TYPES))
+_PREFIX_LEN = max(len(p) for p in RESERVED_PREFIXES)
+Labels = tuple[str, "str | None"]  # (type, location) as registered
+
+
+def reserved_reason(sensor_id: str, sensor_type: str | None) -> str | None:
+    """reserved_sensor_id / reserved_sensor_type when a published reading claims what only the daemon writes."""
+    if sensor_id[:_PREFIX_LEN].lower().startswith(RESERVED_PREFIXES):
+        return "reserved_sensor_id"
+    if sensor_type is not None and sensor_type.lower() in RESERVED_TYPES:
+        return "reserved_sensor_type"
+    return None
 
 
 class SensorRegistry:
@@ -36,6 +65,9 @@ class SensorRegistry:
 
     def __len__(self) -> int:
         return len(self._known)
+
+    def __contains__(self, sensor_id: str) -> bool:
+        return sensor_id in self._known
 
     def metrics_of(self, sensor_id: str) -> tuple[str, ...]:
         return self._known.get(sensor_id, ())
@@ -90,26 +122,66 @@ class SensorRegistry:
 
 
 class LimitFilter:
-    """Reading -> itself, or Invalid too_many_sensors / too_many_metrics. Other records pass unchanged."""
+    """Reading -> itself with its registered type and location, or Invalid reserved_sensor_id /
+    reserved_sensor_type / unknown_sensor / too_many_sensors / too_many_metrics. Other records pass unchanged."""
 
     name = "limits"
     accepts = Reading
 
-    def __init__(self, max_sensors: int, max_metrics_per_sensor: int, state_idle_s: float = 86400.0,
-                 clock=time.time):
+    def __init__(self, max_sensors: int, max_metrics_per_sensor: int, registration: str = "open",
+                 state_idle_s: float = 86400.0, clock=time.time):
         self.registry = SensorRegistry(max_sensors, max_metrics_per_sensor, clock)  # clock: for the start-up load
+        self.known_only = registration == "known"
         self.idle_s = state_idle_s
         self.sweep = IdleSweep(state_idle_s)
         self._sweep_at = -math.inf  # asked of the sweep schedule only then: this runs for every reading
+        # sensor id -> (type, location) as registered; in open mode also sensors this filter let register.
+        # Bounded: at most max_sensors rows read from the table plus the sensors the registry holds.
+        self.labels: dict[str, Labels] = {}
+        self._table: dict[str, Labels] = {}  # the table as last read
+        self._offered: dict[str, Labels] | None = None  # a snapshot of the table, from the refresh thread
+
+    def offer(self, snapshot: dict[str, Labels]) -> None:
+        """Called from the refresh thread: the table as just read; swapped in by the consumer thread."""
+        self._offered = snapshot
+
+    def use(self, snapshot: dict[str, Labels]) -> None:
+        """Take a snapshot of the table. Known mode: exactly the table (removed ids are refused again). Open
+        mode: the table wins for the ids it holds; ids registered here and not yet committed stay."""
+        self._table = snapshot
+        if self.known_only:
+            self.labels = snapshot
+        else:
+            self.labels.update(snapshot)
+
+    def _release_idle(self, now: float) -> None:
+        if self.registry.evict_idle(now, self.idle_s) and not self.known_only:
+            registry, table = self.registry, self._table
+            self.labels = {s: lab for s, lab in self.labels.items() if s in table or s in registry}
 
     def process(self, r: Reading) -> list[Reading]:
-        now = r.received_at
+        sensor_id, now = r.sensor_id, r.received_at
+        if self._offered is not None:
+            snapshot, self._offered = self._offered, None
+            self.use(snapshot)
         if now >= self._sweep_at:  # the chain has no timer: idle sensors are released as readings pass
             if self.sweep.due(now):
-                self.registry.evict_idle(now, self.idle_s)
+                self._release_idle(now)
             self._sweep_at = self.sweep.next_at
-        reason = self.registry.admit(r.sensor_id, r.metric, now)
+        reserved = reserved_reason(sensor_id, r.sensor_type)
+        if reserved is not None:
+            raise Invalid(reserved, f"sensor {sensor_id!r} of type {r.sensor_type!r}: ids {'/'.join(RESERVED_PREFIXES)}"
+                                    f"* and types {'/'.join(sorted(RESERVED_TYPES))} are the daemon's own")
+        labels = self.labels.get(sensor_id)
+        if labels is None and self.known_only:
+            raise Invalid("unknown_sensor", f"sensor {sensor_id!r} is not registered (limits.registration: known; "
+                                            "add it with python -m pipeline.sensors)")
+        reason = self.registry.admit(sensor_id, r.metric, now)
         if reason is None:
+            if labels is None:  # open mode, a new sensor: its first admitted reading fills in the registration
+                self.labels[sensor_id] = (r.sensor_type, r.location)
+            elif r.sensor_type != labels[0] or r.location != labels[1]:
+                r.sensor_type, r.location = labels
             return [r]
         if reason == "too_many_sensors":
             raise Invalid(reason, f"{self.registry.max_sensors} sensors known, {r.sensor_id!r} is new (limits.max_sensors)")
@@ -117,12 +189,26 @@ class LimitFilter:
                               "(limits.max_metrics_per_sensor)")
 
 
-def load_known(conn, registry: SensorRegistry, period: str | None, lookback_s: float, now: datetime | None = None) -> None:
+READ_REGISTERED = "SELECT sensor_id, type, location FROM sensors ORDER BY sensor_id LIMIT %s"
+
+
+def read_registered(conn, limit: int) -> dict[str, Labels]:
+    """The `sensors` table (up to `limit` ids, a primary-key scan): id -> (type, location), types interned."""
+    intern = sys.intern
+    return {sensor_id: (intern(stype), location) for sensor_id, stype, location in conn.execute(READ_REGISTERED, (limit,))}
+
+
+def load_known(conn, registry: SensorRegistry, period: str | None, lookback_s: float, now: datetime | None = None,
+               limits: LimitFilter | None = None) -> None:
     """Fill `registry` from PostgreSQL: every id in `sensors` (up to the limit, a primary-key scan), and the metrics
     of the windows of `period` that started in the last `lookback_s` (the period/timestamp index; none when
-    `period` is None or lookback_s is 0). Metrics of sensors quiet for longer count again from this start."""
+    `period` is None or lookback_s is 0). Metrics of sensors quiet for longer count again from this start.
+    With `limits`, their registered types and locations too."""
     limit = registry.max_sensors
-    sensors = [row[0] for row in conn.execute("SELECT sensor_id FROM sensors ORDER BY sensor_id LIMIT %s", (limit,))]
+    registered = read_registered(conn, limit)
+    if limits is not None:
+        limits.use(registered)
+    sensors = list(registered)
     pairs: list = []
     if period is not None and lookback_s > 0:
         since = (now or datetime.now(timezone.utc)).replace(tzinfo=None) - timedelta(seconds=lookback_s)

@@ -52,7 +52,7 @@ def build(clock, metrics: dict[str, float], offline: bool = True):
     cfg = msgspec.structs.replace(cfg, thresholds={**cfg.thresholds, **extra})
     if not offline:
         cfg = msgspec.structs.replace(cfg, detection=msgspec.structs.replace(cfg.detection, offline_after_s=0.0))
-    limits = LimitFilter(cfg.limits.max_sensors, cfg.limits.max_metrics_per_sensor, cfg.limits.state_idle_s, clock)
+    limits = LimitFilter(cfg.limits.max_sensors, cfg.limits.max_metrics_per_sensor, "open", cfg.limits.state_idle_s, clock)
     limits.registry.clock = clock
     evaluator = AlertEvaluator(cfg)
     agg = WindowAggregator(cfg.aggregation, cfg.redis, Secret(""), Metrics(CollectorRegistry()), clock=clock,

@@ -69,6 +69,17 @@ def test_limit_filter_releases_idle_sensors_as_readings_pass():
     assert len(f.registry) == 1 and f.registry.metrics_of("other") == ("temperature",)
 
 
+def test_open_mode_labels_of_released_sensors_go_with_them_and_the_tables_stay():
+    # The labels this filter filled in for one-shot ids would otherwise outlive the sensors they describe.
+    f = LimitFilter(max_sensors=10, max_metrics_per_sensor=5, state_idle_s=IDLE)
+    f.use({"registered": ("boiler", "cellar")})
+    f.process(reading("registered", 1.0, T0, received_at=T0))
+    f.process(reading("once", 1.0, T0, received_at=T0))
+    assert set(f.labels) == {"registered", "once"}
+    f.process(reading("steady", 1.0, T0, received_at=T0 + IDLE + 200))  # the sweep releases the two silent ones
+    assert set(f.labels) == {"registered", "steady"}
+
+
 def test_evaluator_releases_idle_series_and_keeps_those_with_an_open_alert():
     ev = AlertEvaluator(CFG)
     ev.evaluate([reading("quiet", 20.0 + i % 2, T0 + i) for i in range(5)], now=0.0)

@@ -36,13 +36,13 @@ def registered(s: PostgresSink):
 
 
 def test_readings_are_staged_as_text_copy_rows_and_unknown_sensors_registered_once():
-    pool = FakePool({INSERT_FROM_STAGE: (3, [])})
+    pool = FakePool({INSERT_FROM_STAGE: (3, []), INSERT_SENSORS: (1, [])})
     s = sink(pool)
     s.known_sensors = {"old": T0}
     records = [reading("old", 1.5), reading("new", -2.0, T0 + 0.001), reading("new", 1e-7, T0 + 1, "humidity")]
     assert s.write(records) == 3
     cur = pool.cursor
-    assert cur.executed[0] == (INSERT_SENSORS, [("new", "boiler", "hall")])
+    assert cur.executed[0] == (INSERT_SENSORS, (["new"], ["boiler"], ["hall"]))  # one statement for the batch
     [copy] = cur.copies
     assert copy.sql == COPY_STAGE
     assert "".join(copy.text) == ("old\ttemperature\t1.5\t1700000000.0\n"
@@ -154,5 +154,24 @@ def test_sensors_idle_for_state_idle_s_are_released_and_registered_again_if_they
     assert set(s.known_sensors) == {"steady"}
     pool.cursor.executed.clear()
     s.write([reading("once", 3.0, T0 + 1100)])  # it returns: registered again (ON CONFLICT DO NOTHING)
-    assert pool.cursor.executed[0] == (INSERT_SENSORS, [("once", "boiler", "hall")])
+    assert pool.cursor.executed[0] == (INSERT_SENSORS, (["once"], ["boiler"], ["hall"]))
     assert set(s.known_sensors) == {"steady", "once"}
+def test_a_sensor_removed_from_the_registry_while_known_is_registered_again_on_the_foreign_key_error():
+    import psycopg
+
+    pool = FakePool({INSERT_FROM_STAGE: (1, []), INSERT_SENSORS: (1, [])})
+    s = sink(pool)
+    s.known_sensors = {"gone": 0.0, "other": 0.0}
+    real_execute = pool.cursor.execute
+    failures = []
+
+    def execute(sql, params=None):
+        if sql == INSERT_FROM_STAGE and not failures:  # the first try: `gone` is no longer in `sensors`
+            failures.append(sql)
+            raise psycopg.errors.ForeignKeyViolation("measurements_sensor_id_fkey")
+        return real_execute(sql, params)
+
+    pool.cursor.execute = execute
+    assert s.write([reading("gone", 1.0)]) == 1
+    assert (INSERT_SENSORS, (["gone"], ["boiler"], ["hall"])) in pool.cursor.executed
+    assert set(s.known_sensors) == {"gone", "other"} and registered(s) == 1

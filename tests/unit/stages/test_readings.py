@@ -121,7 +121,7 @@ def test_oversized_payload_reason_uses_original_size():
 
 
 def test_string_value_containing_key_pattern_is_not_a_duplicate():
-    [r] = ok("sensors/d", b'{"metric": "t", "value": 1, "location": "a\\":b"}')
+    [r] = ok("sensors/d-quoted", b'{"metric": "t", "value": 1, "location": "a\\":b"}')  # its first reading: its labels
     assert r.location == 'a":b'
 
 

@@ -37,7 +37,7 @@ def test_preload_counts_stored_sensors_and_metrics_and_stops_at_the_limits():
 
 class FakeConn:
     def __init__(self, sensors, pairs):
-        self.rows = {"sensors": [(s,) for s in sensors], "aggregations": pairs}
+        self.rows = {"sensors": [(s, "env", None) for s in sensors], "aggregations": pairs}
         self.queries = []
 
     def execute(self, sql, params):
