@@ -78,7 +78,7 @@ def test_secrets_never_appear_in_logs_or_check_config(env, tmp_path, monkeypatch
         pub.publish(f"{env.root}/s-1", json.dumps({"metric": "temperature", "value": 99.0, "timestamp": time.time()}))
         pub.close()
         wait_for(lambda: env.query("SELECT count(*) FROM measurements")[0][0] == 1, what="the reading stored")
-        wait_for(lambda: b"event=webhook_failed" in log.read_bytes(), what="the alert's delivery failed")
+        wait_for(lambda: b"event=notification_failed" in log.read_bytes(), what="the alert's delivery failed")
         os.kill(daemon.proc.pid, signal.SIGHUP)  # a reload logs too
         wait_for(lambda: b"event=config_reload" in log.read_bytes(), what="reload logged")
     finally:
