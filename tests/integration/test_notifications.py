@@ -25,7 +25,7 @@ from pipeline.sinks.notify.http import DeliveryError, verify
 from pipeline.sinks.notify.policy import Notice
 from tests.integration.clients import Publisher, RunningPipeline, read_topic, wait_for
 from tests.integration.test_windows_alerts import aligned_past, reading
-from tests.unit.sinks.notify.receiver import Receiver
+from tests.unit.sinks.notify.receiver import Receiver, receivers  # noqa: F401 - receivers: a fixture
 
 ALERT = {"event": "opened", "alert_id": 3, "sensor_id": "s1", "metric": "boiler_temp", "type": "threshold",
          "severity": "critical", "message": "boiler_temp of sensor s1 is 61, above the critical maximum 60",
@@ -59,20 +59,6 @@ def mailbox():
     box = Mailbox()
     yield box
     box.controller.stop()
-
-
-@pytest.fixture
-def receivers():
-    made = []
-
-    def make(*answers, **kw):
-        r = Receiver(answers, **kw)
-        made.append(r)
-        return r
-
-    yield make
-    for r in made:
-        r.close()
 
 
 def test_a_reading_over_a_threshold_is_emailed_and_a_failing_channel_is_dead_lettered(env, mailbox, monkeypatch):
@@ -119,14 +105,19 @@ def test_a_reading_over_a_threshold_is_emailed_and_a_failing_channel_is_dead_let
     assert get("pipeline_dead_letters_total", {"kind": "retry_exhausted", "reason": "notification_failed"}) == 3
 
 
-def test_a_storm_of_50_alerts_reaches_a_signed_webhook_as_5_messages_and_one_digest(env, receivers, monkeypatch):
+def hooked(env, receivers, monkeypatch, **notifications):
+    """A local receiver as the only channel (`hook`) of a pipeline with a warning threshold on boiler_temp."""
     hook = receivers()
     monkeypatch.setenv("TEST_ALERT_HOOK_URL", hook.url)
     settings = env.migrate(env.settings(
         thresholds={"boiler_temp": {"warning": {"max": 40}}}, detection={"offline_after_s": 0},
         processing={"interval_s": 0.5}, aggregation={"enabled": False},
-        alerts={"notifications": {"digest": {"window_s": 3, "max_alerts": 5},
-                                  "channels": [{"name": "hook", "url_env": "TEST_ALERT_HOOK_URL"}]}}))
+        alerts={"notifications": {**notifications, "channels": [{"name": "hook", "url_env": "TEST_ALERT_HOOK_URL"}]}}))
+    return hook, settings
+
+
+def test_a_storm_of_50_alerts_reaches_a_signed_webhook_as_5_messages_and_one_digest(env, receivers, monkeypatch):
+    hook, settings = hooked(env, receivers, monkeypatch, digest={"window_s": 3, "max_alerts": 5})
     settings = msgspec.structs.replace(settings, secrets=Secrets.from_env({"ALERT_WEBHOOK_SECRET": "k3y"}))
     metrics = env.metrics()
     root, t0 = env.root, aligned_past()
@@ -220,12 +211,7 @@ def test_apprise_deliveries_do_not_follow_redirects_nor_outlast_the_deadline(rec
 def test_a_snoozed_sensors_alert_is_stored_but_not_notified(env, receivers, monkeypatch):
     # Through the whole path: a snooze in the database (as the API writes it), loaded by the running daemon's
     # alert runner, asked by the notifier before it announces. The other sensor's alert is notified.
-    hook = receivers()
-    monkeypatch.setenv("TEST_ALERT_HOOK_URL", hook.url)
-    settings = env.migrate(env.settings(
-        thresholds={"boiler_temp": {"warning": {"max": 40}}}, detection={"offline_after_s": 0},
-        processing={"interval_s": 0.5}, aggregation={"enabled": False},
-        alerts={"notifications": {"channels": [{"name": "hook", "url_env": "TEST_ALERT_HOOK_URL"}]}}))
+    hook, settings = hooked(env, receivers, monkeypatch)
     env.query("INSERT INTO alert_snoozes (sensor_id, until, created_by, note) VALUES "
               "('quiet-1', (now() AT TIME ZONE 'utc') + interval '1 hour', 'maria', 'boiler serviced') RETURNING id")
     metrics = env.metrics()

@@ -160,10 +160,12 @@ MESSAGES = [  # (topic, payload, qos, mid, dup, retain)
 
 
 class ScriptedBroker:
-    """Accepts one client: CONNACK, SUBACK, then MESSAGES, then collects what the client sends back."""
+    """Accepts one client: CONNACK, SUBACK, then `packets` (MESSAGES by default), then collects what the client
+    sends back."""
 
-    def __init__(self, v5: bool):
+    def __init__(self, v5: bool, packets: list[bytes] | None = None):
         self.v5 = v5
+        self.packets = packets if packets is not None else [_publish(*m, v5=v5) for m in MESSAGES]
         self.server = socket.create_server(("127.0.0.1", 0))
         self.port = self.server.getsockname()[1]
         self.received = b""
@@ -192,7 +194,8 @@ class ScriptedBroker:
             cmd, body = self._packet(conn)
             assert cmd == 0x82, cmd  # SUBSCRIBE
             conn.sendall(b"\x90" + (b"\x04" + body[:2] + b"\x00\x01" if self.v5 else b"\x03" + body[:2] + b"\x01"))
-            conn.sendall(b"".join(_publish(*m, v5=self.v5) for m in MESSAGES))
+            for packet in self.packets:
+                conn.sendall(packet)
             conn.settimeout(5)
             try:
                 while chunk := conn.recv(65536):

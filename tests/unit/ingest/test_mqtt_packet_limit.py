@@ -2,7 +2,6 @@
 messages after it still arrive (a scripted broker on a local socket, no services needed)."""
 from __future__ import annotations
 
-import socket
 import threading
 import tracemalloc
 
@@ -13,7 +12,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from pipeline import config as c
 from pipeline.ingest.mqtt_client import BufferedClient, publish_head
 from tests.unit.ingest.test_mqtt_client import publish
-from tests.unit.ingest.test_mqtt_fastpath_contract import _publish
+from tests.unit.ingest.test_mqtt_fastpath_contract import ScriptedBroker, _publish
 
 LIMIT = 64 * 1024
 BIG = 8 * 1024 * 1024
@@ -38,50 +37,9 @@ def test_a_malformed_or_foreign_packet_is_not_read_as_a_publish():
     assert publish_head(b"\x32\x04\x00\x09ab", 0, v5=False) is False  # topic longer than the packet
 
 
-class Broker:
-    """Accepts one client, answers CONNECT and SUBSCRIBE, then sends `packets`."""
-
-    def __init__(self, packets: list[bytes], v5: bool):
-        self.packets, self.v5 = packets, v5
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.port = self.server.getsockname()[1]
-        threading.Thread(target=self._run, daemon=True).start()
-
-    @staticmethod
-    def _read(conn: socket.socket) -> int:
-        head = conn.recv(1)
-        length, shift = 0, 0
-        while True:
-            byte = conn.recv(1)[0]
-            length |= (byte & 0x7F) << shift
-            shift += 7
-            if byte < 0x80:
-                break
-        body = b""
-        while len(body) < length:
-            body += conn.recv(length - len(body))
-        return head[0], body
-
-    def _run(self) -> None:
-        conn, _ = self.server.accept()
-        with conn:
-            self._read(conn)
-            conn.sendall(b"\x20\x03\x00\x00\x00" if self.v5 else b"\x20\x02\x00\x00")
-            _cmd, body = self._read(conn)
-            conn.sendall(b"\x90" + (b"\x04" + body[:2] + b"\x00\x01" if self.v5 else b"\x03" + body[:2] + b"\x01"))
-            for packet in self.packets:
-                conn.sendall(packet)
-            conn.settimeout(5)
-            try:
-                while conn.recv(65536):
-                    pass
-            except OSError:
-                pass
-
-
 def receive(packets: list[bytes], expected: int, v5: bool, limit: int = LIMIT) -> tuple[list, list, int]:
     """(messages, refusals, peak bytes allocated while receiving) of a BufferedClient limited to `limit`."""
-    broker = Broker(packets, v5)
+    broker = ScriptedBroker(v5, packets)
     got, refused = [], []
     done = threading.Event()
 

@@ -7,6 +7,8 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import pytest
+
 
 class Receiver:
     def __init__(self, answers=(), drip_interval_s: float = 0.3, reply: bytes = b""):
@@ -69,3 +71,18 @@ class Receiver:
     def close(self):
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+@pytest.fixture
+def receivers():
+    """Local HTTP receivers made by the test, closed after it."""
+    made = []
+
+    def make(*answers, **kw):
+        r = Receiver(answers, **kw)
+        made.append(r)
+        return r
+
+    yield make
+    for r in made:
+        r.close()

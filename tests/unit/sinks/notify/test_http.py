@@ -6,21 +6,7 @@ import time
 import pytest
 
 from pipeline.sinks.notify.http import DeliveryError, post, sign, verify
-from tests.unit.sinks.notify.receiver import Receiver
-
-
-@pytest.fixture
-def receivers():
-    made = []
-
-    def make(*answers, **kw):
-        r = Receiver(answers, **kw)
-        made.append(r)
-        return r
-
-    yield make
-    for r in made:
-        r.close()
+from tests.unit.sinks.notify.receiver import Receiver, receivers  # noqa: F401 - receivers: a fixture
 
 
 def test_a_redirect_is_a_failure_and_never_followed(receivers):
