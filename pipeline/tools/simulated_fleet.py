@@ -152,13 +152,16 @@ class MessageFactory:
         sensor = self.sensors[k % n]
         sid = sensor.sensor_id
         anomaly = self.planners[sid].at(t)
-        if anomaly is not None and anomaly.kind == "dropout":
-            return None
+        # Values are drawn even in a dropout, so the normal data around anomalies does not depend on them.
         if self.per_message == "all":
             readings = {m: self._value(sid, m, t, anomaly) for m in self.metrics}
+            if anomaly is not None and anomaly.kind == "dropout":
+                return None
             return f"{self.root}/{sid}", build_envelope_payload(sensor, readings, t)
         metric = self.metrics[(k // n) % len(self.metrics)]
         value = self._value(sid, metric, t, anomaly)
+        if anomaly is not None and anomaly.kind == "dropout":
+            return None
         if self.topic_style == "per-metric":
             return f"{self.root}/{sensor.sensor_id}/{metric}", build_bare_payload(value)
         return f"{self.root}/{sensor.sensor_id}", build_single_payload(sensor, metric, value, t)
