@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -106,6 +107,23 @@ class Daemon:
             rows = conn.execute(ALERTS_SQL).fetchall()
         return [Alert(sensor, metric, type_, epoch(ts)) for sensor, metric, type_, ts in rows]
 
+    def raw_count(self) -> int:
+        """Messages in the daemon's raw topic so far (what its MQTT bridge has taken from the broker)."""
+        from confluent_kafka import Consumer, TopicPartition
+
+        k = self.tree["kafka"]
+        if getattr(self, "_probe", None) is None:
+            self._probe = Consumer({"bootstrap.servers": k["bootstrap_servers"], "group.id": f"{k['consumer_group']}-count",
+                                    "enable.auto.commit": False})
+        topic = k["topics"]["raw"]
+        return sum(self._probe.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                   for p in range(k["partitions"]))
+
+    def stored_readings(self) -> int:
+        """Rows in `measurements`: every reading sent should be there (duplicates are skipped)."""
+        with self._db() as conn:
+            return conn.execute("SELECT count(*) FROM measurements").fetchone()[0]
+
     def wait_processed(self, timeout_s: float = 600.0, stable_s: float = 3.0) -> None:
         """Wait until the raw topic stopped growing and the consumer group committed all of it: every sink,
         the alert evaluator included, has taken every reading (offsets are committed only after them)."""
@@ -138,6 +156,9 @@ class Daemon:
 
     def stop(self) -> None:
         """SIGTERM the daemon, then remove its database, topics and keys (unless kept)."""
+        if getattr(self, "_probe", None) is not None:
+            self._probe.close()
+            self._probe = None
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -152,6 +173,7 @@ class Daemon:
         import redis
         from confluent_kafka.admin import AdminClient
 
+        shutil.rmtree(self.dir, ignore_errors=True)
         pg = self.pg
         if self.migrated:
             with psycopg.connect(host=pg["host"], port=pg["port"], user=pg["user"], dbname="postgres",
@@ -188,8 +210,12 @@ def publisher(daemon: Daemon):
 
 
 def replay(publish: Callable[[str, bytes], None], messages: Iterator[tuple[str, bytes] | None], rate: float,
+           arrived: Callable[[], int] | None = None, max_backlog: int = 500,
            clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> int:
-    """Publish pre-stamped messages (simulated time) at `rate` per second of wall clock; returns how many."""
+    """Publish pre-stamped messages (simulated time) at up to `rate` per second of wall clock; returns how many.
+    With `arrived` (messages the daemon has taken so far), never more than `max_backlog` ahead of it: a broker
+    drops QoS 1 messages beyond a client's queue limit (Mosquitto: 1000), and a lost reading is not a miss of
+    the detectors."""
     start, sent = clock(), 0
     for message in messages:
         if message is None:
@@ -200,4 +226,20 @@ def replay(publish: Callable[[str, bytes], None], messages: Iterator[tuple[str, 
             ahead = start + sent / rate - clock()
             if ahead > 0:
                 sleep(ahead)
+            if arrived is not None and sent % 200 == 0:
+                _wait_backlog(sent, arrived, max_backlog, clock, sleep)
     return sent
+
+
+def _wait_backlog(sent: int, arrived: Callable[[], int], max_backlog: int, clock, sleep, stall_s: float = 10.0) -> None:
+    """Wait while more than `max_backlog` messages are on their way; if none arrives for `stall_s` they were
+    lost (the run goes on, and the lost readings are counted at the end)."""
+    last, since = arrived(), clock()
+    while sent - last > max_backlog:
+        sleep(0.02)
+        now_arrived = arrived()
+        if now_arrived != last:
+            last, since = now_arrived, clock()
+        elif clock() - since > stall_s:
+            log.warning("event=replay_stalled sent=%d arrived=%d", sent, last)
+            return

@@ -19,7 +19,7 @@ def render(meta: dict, result: dict, checks: Sequence[Target]) -> str:
     lines = [f"command: {meta['command']}", f"date: {meta['date']}  machine: {meta['machine']}",
              f"sensor-hours: {result['sensor_hours']:g} (normal data: {result['normal_sensor_hours']:g}); "
              f"anomalies: {result['anomalies']}; alerts: {result['alerts']}; tolerance: {result['tolerance_s']:g} s; "
-             f"reporting interval: {meta['interval_s']:g} s",
+             f"reporting interval: {meta['interval_s']:g} s; readings lost on the way: {meta.get('readings_lost', 0)}",
              "", "| anomaly | n | detector | caught | recall | delay median | delay p95 |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for kind, k in result["kinds"].items():
