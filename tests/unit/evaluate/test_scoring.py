@@ -83,3 +83,34 @@ def test_targets_and_the_table():
                   r, list(checks.values()))
     assert "| step | 1 | **any** | 1 | 100.0 % | 1 s | 1 s |" in text
     assert "| median delay dropout | <= 35 s | 36 s | **no** |" in text
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, s: float) -> None:
+        self.now += s
+
+
+def test_replay_holds_the_rate_and_stays_within_the_backlog_of_the_daemon():
+    from pipeline.evaluate.harness import replay
+
+    fake, sent, backlog = FakeClock(), [], []
+    taken = lambda: int(fake.now * 300)  # noqa: E731 - the daemon takes 300 messages a second
+    messages = iter([("t", b"x")] * 2000 + [None] * 50)  # None: a sensor in a dropout, nothing to send
+
+    def publish(topic, payload):
+        sent.append(fake.now)
+        backlog.append(len(sent) - taken())
+
+    assert replay(publish, messages, rate=1000.0, arrived=taken, max_backlog=500, clock=fake.clock,
+                  sleep=fake.sleep) == 2000
+    assert max(backlog) <= 500 + 200  # checked every 200 messages
+    assert fake.now == pytest.approx((2000 - 500) / 300, rel=0.05)  # paced by the daemon, not the asked rate
+    stalled = FakeClock()
+    assert replay(lambda *_: None, iter([("t", b"x")] * 1000), rate=1e9, arrived=lambda: 0, max_backlog=100,
+                  clock=stalled.clock, sleep=stalled.sleep) == 1000  # nothing arrives: gives up waiting, goes on

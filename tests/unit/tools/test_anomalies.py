@@ -76,7 +76,7 @@ def test_the_factory_injects_what_the_truth_says():
     sensors = make_sensors(3)
     factory, clean = (MessageFactory(sensors, METRICS, seed=5, plan=p) for p in (plan, Plan()))
     seen: dict[tuple[str, float], dict | None] = {}
-    for k in range(3 * 4 * 3600):
+    for k in range(3 * 2 * 3600):
         t = T0 + k / 3
         msg, normal = factory.next_message(t), clean.next_message(t)
         sensor = sensors[k % 3].sensor_id
