@@ -291,8 +291,9 @@ def parse_args(args_list: Iterable[str] | None = None) -> Options:
 def run(args_list: list[str] | None = None) -> int:
     """Parse, simulate, print the summary line; return the count published (acknowledged at QoS >= 1)."""
     opts = parse_args(args_list)
-    log.info("event=simulate_start sensors=%d rate=%g duration_s=%g processes=%d topic_style=%s qos=%d root=%s",
-             opts.sensors, opts.rate, opts.duration, opts.processes, opts.topic_style, opts.qos, opts.root)
+    log.info("event=simulate_start sensors=%d rate=%g duration_s=%g processes=%d topic_style=%s qos=%d root=%s "
+             "anomalies_per_sensor_hour=%g truth=%s", opts.sensors, opts.rate, opts.duration, opts.processes,
+             opts.topic_style, opts.qos, opts.root, opts.anomalies, opts.truth or "-")
     summary = simulate(opts)
     print(summary.line(), flush=True)
     return summary.published

@@ -109,3 +109,18 @@ def test_command_line_anomaly_options():
     o = parse_args(["--anomalies", "0.5", "--truth", "/tmp/t.jsonl", "--anomaly-kinds", "step,stuck"])
     assert o.plan() == Plan(per_hour=0.5, kinds=("step", "stuck")) and o.truth == "/tmp/t.jsonl"
     assert parse_args([]).plan() == Plan(per_hour=0.0, kinds=KINDS)
+
+
+def test_the_publish_loop_hands_over_the_truth_and_skips_dropped_sensors():
+    from pipeline.tools.simulate import publish_loop
+    from pipeline.tools.simulated_fleet import Pacer
+
+    now = [0.0]
+    plan = Plan(per_hour=3600.0, kinds=("dropout",), warmup_s=1, settle_s=1, durations=(("dropout", 3.0, 3.0),))
+    factory = MessageFactory(make_sensors(2), METRICS, plan=plan)
+    sent, truth = [], []
+    slots = publish_loop(lambda topic, payload: sent.append(topic), factory, Pacer(20.0, 400), 20.0, lambda: False,
+                         clock=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + s),
+                         wall=lambda: T0 + now[0], on_truth=truth.extend)
+    assert slots == 400 and truth and all(a.kind == "dropout" for a in truth)
+    assert len(sent) < 400  # the slots of a sensor in a dropout send nothing
