@@ -3,7 +3,10 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
-SIM_ARGS=${SIM_ARGS:---sensors 20 --rate 20 --duration 0}
+# 20 sensors reporting once a second; a labelled anomaly every 2 sensor-hours on average (about one every 6
+# minutes across the fleet, none in the first 10), its ground truth appended to $TRUTH.
+TRUTH=${TRUTH:-/tmp/realtime-pipeline-anomalies.jsonl}
+SIM_ARGS=${SIM_ARGS:---sensors 20 --rate 20 --duration 0 --anomalies 0.5 --truth $TRUTH}
 # A fresh install shows this host's real system metrics too, with no device attached.
 export PIPELINE__AGENTS__SYSTEM__ENABLED=${PIPELINE__AGENTS__SYSTEM__ENABLED:-true}
 

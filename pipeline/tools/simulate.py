@@ -1,9 +1,13 @@
 """Device simulator: a fleet of environment sensors publishing realistic readings to MQTT at a held rate.
 
-python -m pipeline.tools.simulate --sensors 100 --rate 1000 --duration 60 [--anomalies 0.01] [--topic-style per-metric]
+python -m pipeline.tools.simulate --sensors 100 --rate 1000 --duration 60 [--anomalies 0.5 --truth truth.jsonl]
+                                 [--topic-style per-metric]
 
+--anomalies N injects N labelled anomalies per sensor-hour (spikes, steps, drifts, stuck values, dropouts,
+out-of-range values: pipeline/tools/anomalies.py) and --truth appends their ground truth as JSON lines.
 The generating logic (pipeline/tools/simulated_fleet.py: SensorModel, build_*_payload, MessageFactory, Pacer)
-is pure so tests need no broker; publish_loop() and the workers here own the MQTT clients.
+is pure so tests need no broker; publish_loop() and the workers here own the MQTT clients
+(pipeline/tools/sim_publisher.py).
 """
 from __future__ import annotations
 
@@ -14,23 +18,20 @@ import multiprocessing as mp
 import os
 import secrets
 import signal
-import socket
 import sys
 import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-import paho.mqtt.client as mqtt
-
+from .anomalies import KINDS, Plan
+from .sim_publisher import CONNECT_TIMEOUT_S, Publisher, StopFlag
 from .simulated_fleet import PROFILES, MessageFactory, Pacer, make_sensors
 
 log = logging.getLogger("pipeline.tools.simulate")  # not __main__ under python -m
 
 OVERRUN_GRACE = 0.05      # a run that fell behind may catch up for 5 % past --duration, then it stops
 MAX_SLEEP_S = 0.1          # sleep in short slices so a stop request is seen quickly even at 1 msg/s
-ACK_TIMEOUT_S = 30.0
-CONNECT_TIMEOUT_S = 10.0
 RATE_PER_PROCESS = 6000.0  # what one paho client sustains here with room to spare; above it --processes goes auto
 
 
@@ -68,6 +69,12 @@ class Options:
     seed: int
     prefix: str
     root: str
+    kinds: tuple[str, ...] = KINDS
+    truth: str = ""  # ground-truth file, appended to ("" : none)
+
+    def plan(self) -> Plan:
+        """The anomaly plan these options ask for."""
+        return Plan(per_hour=self.anomalies, kinds=self.kinds)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,106 +94,12 @@ class Summary:
         return f"published={self.published} duration_s={self.duration_s:.3f} rate={self.rate:.1f}"
 
 
-class StopFlag:
-    """Set from a signal handler: a plain attribute, because taking a lock there can deadlock the main thread."""
-
-    def __init__(self) -> None:
-        self.stopping = False
-
-    def set(self, *_: object) -> None:
-        self.stopping = True
-
-    def is_set(self) -> bool:
-        return self.stopping
-
-
-class Publisher:
-    """One paho client: connects, publishes without blocking, counts broker acknowledgements."""
-
-    def __init__(self, opts: Options, client_id: str):
-        self.qos = opts.qos
-        self.attempted = 0
-        self._acked = 0
-        self._lock = threading.Lock()  # on_publish can run in the loop thread and, for QoS 0, in ours
-        self._connected = threading.Event()
-        self._connect_rc: object = None
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True)
-        self.client.max_inflight_messages_set(1000)
-        self.client.max_queued_messages_set(0)  # unlimited: a slow broker shows up as ack wait, not lost messages
-        self.client.on_connect = self._on_connect
-        self.client.on_publish = self._on_publish
-        self.host, self.port = opts.host, opts.port
-
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
-        self._connect_rc = reason_code
-        if not reason_code.is_failure:
-            self._connected.set()
-
-    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
-        with self._lock:
-            self._acked += 1
-
-    @property
-    def acked(self) -> int:
-        """Publishes the broker acknowledged so far."""
-        with self._lock:
-            return self._acked
-
-    def connect(self) -> None:
-        """Connect and start the network thread; raise ConnectionError if the broker does not accept us."""
-        try:
-            self.client.connect(self.host, self.port, keepalive=30)
-        except OSError as err:
-            raise ConnectionError(f"mqtt broker {self.host}:{self.port} unreachable: {err}") from err
-        sock = self.client.socket()
-        if sock is not None:
-            # Nagle holds the last small PUBLISH until the broker's delayed ACK (~40 ms): visible as ack lag at the end.
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.client.loop_start()
-        if not self._connected.wait(CONNECT_TIMEOUT_S):
-            self.client.loop_stop()
-            raise ConnectionError(f"mqtt broker {self.host}:{self.port} refused or timed out: rc={self._connect_rc}")
-
-    def publish(self, topic: str, payload: bytes) -> None:
-        """Hand one message to paho; never blocks (the queue is unlimited)."""
-        info = self.client.publish(topic, payload, qos=self.qos)
-        # NO_CONN with QoS >= 1 means paho kept the message and sends it on reconnect; at QoS 0 it is gone.
-        if info.rc == mqtt.MQTT_ERR_SUCCESS or (info.rc == mqtt.MQTT_ERR_NO_CONN and self.qos > 0):
-            self.attempted += 1
-
-    def wait_acked(self, timeout_s: float = ACK_TIMEOUT_S) -> int:
-        """Wait until every publish is acknowledged (or the timeout); return the acknowledged count."""
-        deadline = time.monotonic() + timeout_s
-        while self.acked < self.attempted and time.monotonic() < deadline:
-            self._quickack()
-            time.sleep(0.002)
-        acked = self.acked
-        if acked < self.attempted:
-            log.warning("event=ack_timeout attempted=%d acked=%d timeout_s=%g", self.attempted, acked, timeout_s)
-        return acked
-
-    def _quickack(self) -> None:
-        # With nothing left to send we would delay our TCP ACKs 40 ms, and the broker's Nagle then holds
-        # the last PUBACKs that long; quick-ack mode (Linux, reset by the kernel, so re-armed) avoids it.
-        sock = self.client.socket()
-        quickack = getattr(socket, "TCP_QUICKACK", None)
-        if sock is not None and quickack is not None:
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, quickack, 1)
-            except OSError:
-                pass
-
-    def close(self) -> None:
-        """Disconnect and stop the network thread."""
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
 def publish_loop(publish: Callable[[str, bytes], None], factory: MessageFactory, pacer: Pacer,
                  duration_s: float, should_stop: Callable[[], bool],
                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
-                 wall: Callable[[], float] = time.time) -> int:
-    """Publish in bursts on the pacer's schedule until all are sent, the run overruns or a stop is asked."""
+                 wall: Callable[[], float] = time.time, on_truth: Callable[[list], None] = lambda _: None) -> int:
+    """Publish in bursts on the pacer's schedule until all are sent, the run overruns or a stop is asked.
+    Counts message slots (a sensor in a dropout uses its slot and sends nothing); anomalies begun go to on_truth."""
     start = clock()
     sent = 0
     while not should_stop():
@@ -197,8 +110,13 @@ def publish_loop(publish: Callable[[str, bytes], None], factory: MessageFactory,
         if due > sent:
             t = wall()
             for _ in range(due - sent):
-                publish(*factory.next_message(t))
+                message = factory.next_message(t)
+                if message is not None:
+                    publish(*message)
             sent = due
+            started = factory.take_truth()
+            if started:
+                on_truth(started)
         if pacer.total is not None and sent >= pacer.total:
             break
         wait = pacer.wake_at(sent) - (clock() - start)
@@ -212,15 +130,16 @@ def _simulate_slice(opts: Options, sensor_indices: list[int], rate: float, clien
     """Run one slice of the fleet on its own client; return (acknowledged, wall start, wall end)."""
     fleet = make_sensors(opts.sensors, opts.prefix)
     factory = MessageFactory([fleet[i] for i in sensor_indices], opts.metrics, seed=opts.seed,
-                             anomalies=opts.anomalies, topic_style=opts.topic_style,
+                             plan=opts.plan(), topic_style=opts.topic_style,
                              per_message=opts.per_message, root=opts.root)
+    on_truth = (lambda started: append_truth(opts.truth, started)) if opts.truth else (lambda _: None)
     pacer = Pacer(rate, total_for(rate, opts.duration))
     pub = Publisher(opts, client_id)
     pub.connect()
     try:
         ready()
         start = time.time()
-        publish_loop(pub.publish, factory, pacer, opts.duration, should_stop)
+        publish_loop(pub.publish, factory, pacer, opts.duration, should_stop, on_truth=on_truth)
         acked = pub.wait_acked()
         # A full run lasts exactly --duration so the reported rate is the paced one, not one slot high.
         if opts.duration > 0 and not should_stop():
@@ -230,6 +149,15 @@ def _simulate_slice(opts: Options, sensor_indices: list[int], rate: float, clien
         return acked, start, time.time()
     finally:
         pub.close()
+
+
+def append_truth(path: str, anomalies: list) -> None:
+    """Append ground-truth lines; one write per call, O_APPEND, so worker processes do not interleave lines."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, b"".join(a.truth_line() for a in anomalies))
+    finally:
+        os.close(fd)
 
 
 def _worker(index: int, opts: Options, sensor_indices: list[int], rate: float, barrier, stop_event,
@@ -313,6 +241,14 @@ def _metrics(value: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
+def _kinds(value: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(k.strip() for k in value.split(",") if k.strip()))
+    unknown = [k for k in names if k not in KINDS]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(f"unknown anomaly kind(s) {unknown}; choose from {','.join(KINDS)}")
+    return names
+
+
 def parse_args(args_list: Iterable[str] | None = None) -> Options:
     """Command line -> Options, with --processes and --readings-per-message resolved."""
     ap = argparse.ArgumentParser(prog="python -m pipeline.tools.simulate", description=__doc__.splitlines()[0])
@@ -320,7 +256,9 @@ def parse_args(args_list: Iterable[str] | None = None) -> Options:
     ap.add_argument("--rate", type=float, default=10.0, help="messages per second, all processes together")
     ap.add_argument("--duration", type=float, default=0.0, help="seconds; 0 runs until Ctrl-C")
     ap.add_argument("--metrics", type=_metrics, default=tuple(PROFILES))
-    ap.add_argument("--anomalies", type=float, default=0.0, help="fraction of readings that are spikes")
+    ap.add_argument("--anomalies", type=float, default=0.0, help="labelled anomalies per sensor-hour (0: none)")
+    ap.add_argument("--anomaly-kinds", type=_kinds, default=KINDS, help=f"comma-separated, of {','.join(KINDS)}")
+    ap.add_argument("--truth", default="", help="append the anomalies' ground truth to this file (JSON lines)")
     ap.add_argument("--topic-style", choices=("json", "per-metric"), default="json")
     ap.add_argument("--readings-per-message", choices=("1", "all"), default=None,
                     help="default: all for json, 1 for per-metric")
@@ -338,8 +276,8 @@ def parse_args(args_list: Iterable[str] | None = None) -> Options:
         ap.error("--rate must be > 0")
     if a.duration < 0:
         ap.error("--duration must be >= 0")
-    if not 0.0 <= a.anomalies <= 1.0:
-        ap.error("--anomalies must be between 0 and 1")
+    if not 0.0 <= a.anomalies <= 3600.0 or not math.isfinite(a.anomalies):
+        ap.error("--anomalies must be between 0 and 3600 per sensor-hour")
     per_message = a.readings_per_message or ("all" if a.topic_style == "json" else "1")
     if a.topic_style == "per-metric" and per_message == "all":
         ap.error("--topic-style per-metric carries one reading per message")
@@ -347,14 +285,15 @@ def parse_args(args_list: Iterable[str] | None = None) -> Options:
     if not 1 <= processes <= a.sensors:
         ap.error("--processes must be between 1 and --sensors")
     return Options(a.sensors, a.rate, a.duration, a.metrics, a.anomalies, a.topic_style, per_message,
-                   a.host, a.port, a.qos, processes, a.seed, a.prefix, a.root)
+                   a.host, a.port, a.qos, processes, a.seed, a.prefix, a.root, a.anomaly_kinds, a.truth)
 
 
 def run(args_list: list[str] | None = None) -> int:
     """Parse, simulate, print the summary line; return the count published (acknowledged at QoS >= 1)."""
     opts = parse_args(args_list)
-    log.info("event=simulate_start sensors=%d rate=%g duration_s=%g processes=%d topic_style=%s qos=%d root=%s",
-             opts.sensors, opts.rate, opts.duration, opts.processes, opts.topic_style, opts.qos, opts.root)
+    log.info("event=simulate_start sensors=%d rate=%g duration_s=%g processes=%d topic_style=%s qos=%d root=%s "
+             "anomalies_per_sensor_hour=%g truth=%s", opts.sensors, opts.rate, opts.duration, opts.processes,
+             opts.topic_style, opts.qos, opts.root, opts.anomalies, opts.truth or "-")
     summary = simulate(opts)
     print(summary.line(), flush=True)
     return summary.published

@@ -1,6 +1,11 @@
-"""The simulated fleet's data, pure: sensors, their metrics' realistic behaviour (daily cycle, noise, drift,
-occasional spikes), the payloads they send and the pacing that holds a rate. No broker, no clock of its own:
-pipeline/tools/simulate.py publishes what this makes."""
+"""The simulated fleet's data, pure: sensors, their metrics' realistic behaviour (daily cycle, noise, drift),
+labelled anomalies (pipeline/tools/anomalies.py), the payloads they send and the pacing that holds a rate.
+No broker, no clock of its own: pipeline/tools/simulate.py publishes what this makes, and the evaluation
+(pipeline/evaluate) replays it in simulated time.
+
+Noise is that of real indoor sensors (docs/processing.md, "The simulator"): temperature sd 0.1 °C, humidity
+sd 0.5 %RH, pressure sd 0.2 hPa, the order of the repeatability and noise figures in the Bosch BME280 and
+Sensirion SHT3x datasheets, on top of a daily cycle and a slow per-sensor drift."""
 from __future__ import annotations
 
 import hashlib
@@ -10,6 +15,8 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import orjson
+
+from .anomalies import AnomalyPlanner, Plan, apply
 
 DAY_S = 86400.0
 SENSOR_TYPE = "environment"
@@ -29,14 +36,14 @@ class MetricProfile:
     drift_amplitude: float  # slow per-sensor wander (calibration, weather), period of days
     sensor_sd: float        # sensors of the same kind never read exactly alike
     spike_offset: float     # a spike lands 1x..1.5x this far from the expected value
-    low: float              # physical limits: a spike never reads an impossible value
+    low: float              # the sensor's measuring range (BME280): only an out_of_range anomaly leaves it
     high: float
 
 
 PROFILES: dict[str, MetricProfile] = {
-    "temperature": MetricProfile(21.0, 5.0, 15.0, DAY_S, 0.2, 1.0, 1.0, 30.0, -40.0, 85.0),
-    "humidity": MetricProfile(45.0, -10.0, 15.0, DAY_S, 1.0, 3.0, 3.0, 40.0, 0.0, 100.0),
-    "pressure": MetricProfile(1013.25, 1.0, 10.0, DAY_S / 2, 0.3, 4.0, 1.0, 50.0, 870.0, 1085.0),
+    "temperature": MetricProfile(21.0, 5.0, 15.0, DAY_S, 0.1, 1.0, 1.0, 30.0, -40.0, 85.0),
+    "humidity": MetricProfile(45.0, -10.0, 15.0, DAY_S, 0.5, 3.0, 3.0, 40.0, 0.0, 100.0),
+    "pressure": MetricProfile(1013.25, 1.0, 10.0, DAY_S / 2, 0.2, 4.0, 1.0, 50.0, 300.0, 1100.0),
 }
 
 
@@ -61,11 +68,10 @@ def make_sensors(count: int, prefix: str = "sim") -> list[Sensor]:
 
 
 class SensorModel:
-    """One metric of one sensor: daily cycle + slow drift + gaussian noise, and spikes at the anomaly fraction."""
+    """One metric of one sensor: daily cycle + slow drift + gaussian noise (anomalies come from the planner)."""
 
-    def __init__(self, seed: int, sensor_id: str, metric: str, anomalies: float = 0.0):
+    def __init__(self, seed: int, sensor_id: str, metric: str):
         self.profile = p = PROFILES[metric]
-        self.anomalies = anomalies
         self._rng = random.Random(stable_seed(seed, sensor_id, metric))
         r = self._rng
         self._offset = r.gauss(0.0, p.sensor_sd)
@@ -81,14 +87,9 @@ class SensorModel:
         return p.base + self._offset + daily + drift
 
     def value_at(self, t: float) -> float:
-        """The next reading at epoch time t, rounded to 2 decimals; deterministic for a seed and call order."""
-        p, r = self.profile, self._rng
-        expected = self.expected_at(t)
-        if self.anomalies and r.random() < self.anomalies:
-            value = expected + r.choice((-1.0, 1.0)) * r.uniform(p.spike_offset, 1.5 * p.spike_offset)
-        else:
-            value = expected + r.gauss(0.0, p.noise_sd)
-        return round(min(p.high, max(p.low, value)), 2)
+        """The next normal reading at epoch time t (not rounded); deterministic for a seed and call order."""
+        p = self.profile
+        return min(p.high, max(p.low, self.expected_at(t) + self._rng.gauss(0.0, p.noise_sd)))
 
 
 def build_envelope_payload(sensor: Sensor, readings: dict[str, float], t: float) -> bytes:
@@ -109,10 +110,11 @@ def build_bare_payload(value: float) -> bytes:
 
 
 class MessageFactory:
-    """A deterministic stream of (topic, payload) for a slice of the fleet, round-robin over sensors."""
+    """A deterministic stream of (topic, payload) for a slice of the fleet, round-robin over sensors, with the
+    anomalies of `plan` injected (None: a message slot of a sensor in a dropout, which sends nothing)."""
 
     def __init__(self, sensors: Sequence[Sensor], metrics: Sequence[str], *, seed: int = 1,
-                 anomalies: float = 0.0, topic_style: str = "json", per_message: str = "all",
+                 plan: Plan | None = None, topic_style: str = "json", per_message: str = "all",
                  root: str = "sensors"):
         if topic_style not in ("json", "per-metric"):
             raise ValueError(f"topic_style {topic_style!r} is not json or per-metric")
@@ -122,20 +124,44 @@ class MessageFactory:
             raise ValueError("need at least one sensor and one metric")
         self.sensors, self.metrics = list(sensors), list(metrics)
         self.topic_style, self.per_message, self.root = topic_style, per_message, root
-        self.models = {(s.sensor_id, m): SensorModel(seed, s.sensor_id, m, anomalies)
+        self.models = {(s.sensor_id, m): SensorModel(seed, s.sensor_id, m)
                        for s in self.sensors for m in self.metrics}
+        plan = plan or Plan()
+        self.planners = {s.sensor_id: AnomalyPlanner(plan, s.sensor_id, self.metrics,
+                                                     random.Random(stable_seed(seed, s.sensor_id, "anomalies")))
+                         for s in self.sensors}
         self.count = 0
 
-    def next_message(self, t: float) -> tuple[str, bytes]:
-        """The next message stamped t; with one reading per message each sensor cycles through the metrics."""
+    def _value(self, sensor_id: str, metric: str, t: float, anomaly) -> float:
+        model = self.models[sensor_id, metric]
+        value = model.value_at(t)
+        if anomaly is not None:
+            value = apply(anomaly, metric, t, value, model.profile, self.planners[sensor_id].frozen)
+        return round(value, 2)
+
+    def take_truth(self):
+        """The anomalies begun since the last call, in start order (their ground truth)."""
+        started = [a for p in self.planners.values() for a in p.take_started()]
+        return sorted(started, key=lambda a: (a.start, a.sensor))
+
+    def next_message(self, t: float) -> tuple[str, bytes] | None:
+        """The next message stamped t; with one reading per message each sensor cycles through the metrics.
+        None: the sensor's slot while it is in a dropout (it sends nothing)."""
         k, n = self.count, len(self.sensors)
         self.count += 1
         sensor = self.sensors[k % n]
+        sid = sensor.sensor_id
+        anomaly = self.planners[sid].at(t)
+        # Values are drawn even in a dropout, so the normal data around anomalies does not depend on them.
         if self.per_message == "all":
-            readings = {m: self.models[sensor.sensor_id, m].value_at(t) for m in self.metrics}
-            return f"{self.root}/{sensor.sensor_id}", build_envelope_payload(sensor, readings, t)
+            readings = {m: self._value(sid, m, t, anomaly) for m in self.metrics}
+            if anomaly is not None and anomaly.kind == "dropout":
+                return None
+            return f"{self.root}/{sid}", build_envelope_payload(sensor, readings, t)
         metric = self.metrics[(k // n) % len(self.metrics)]
-        value = self.models[sensor.sensor_id, metric].value_at(t)
+        value = self._value(sid, metric, t, anomaly)
+        if anomaly is not None and anomaly.kind == "dropout":
+            return None
         if self.topic_style == "per-metric":
             return f"{self.root}/{sensor.sensor_id}/{metric}", build_bare_payload(value)
         return f"{self.root}/{sensor.sensor_id}", build_single_payload(sensor, metric, value, t)
