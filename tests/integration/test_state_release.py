@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 
+from pipeline.operators.alerts.detectors import HISTORY, OUT_N
 from tests.integration.clients import Publisher, RunningPipeline, wait_for
 
 IDLE_S = 2.0
@@ -26,8 +27,8 @@ def held(p, sensor: str) -> dict[str, bool]:
     ev = p.alerts.evaluator
     return {"limits": bool(limits.metrics_of(sensor)), "postgres": sensor in sink.known_sensors,
             "partials": (sensor, "temperature") in agg.partials.acc,
-            "evaluator": (sensor, "temperature") in ev.series_seen or sensor in ev.sensor_info,
-            "outlier": (sensor, "temperature") in ev.detectors[2].state}
+            "evaluator": (sensor, "temperature") in ev.series or sensor in ev.sensor_info,
+            "detector history": len(ev.series.get((sensor, "temperature"), ())) >= HISTORY}
 
 
 def test_an_idle_series_is_released_and_rebuilt_when_it_returns(env):
@@ -46,7 +47,7 @@ def test_an_idle_series_is_released_and_rebuilt_when_it_returns(env):
         while time.time() < deadline and any(held(p, "comet").values()):
             pub.publish_all([reading(root, "steady", 20.0, time.time())])
             time.sleep(0.3)
-        assert held(p, "comet") == dict.fromkeys(("limits", "postgres", "partials", "evaluator", "outlier"), False)
+        assert held(p, "comet") == dict.fromkeys(("limits", "postgres", "partials", "evaluator", "detector history"), False)
         assert all(held(p, "steady").values())
         assert env.redis.exists(prefix + "latest:comet") == 0  # expired with the series
 
@@ -66,7 +67,7 @@ def test_an_idle_series_is_released_and_rebuilt_when_it_returns(env):
         assert env.redis.zscore(prefix + "sensors", "comet") is not None
         partial = wait_for(lambda: env.redis.hget(prefix + "partial:comet", "temperature:10s"), what="comet's running values")
         assert json.loads(partial)["count"] == 1 and json.loads(partial)["avg"] == 50.0
-        assert p.alerts.evaluator.detectors[2].state[("comet", "temperature")][0] == 1  # warming up afresh
+        assert p.alerts.evaluator.series[("comet", "temperature")][OUT_N] == 1  # warming up afresh
         while time.time() < t1 + 12:  # the window of the returning reading closes by the wall clock
             pub.publish_all([reading(root, "steady", 20.0, time.time())])
             if env.query("SELECT count FROM aggregations WHERE sensor_id = 'comet' AND timestamp >= to_timestamp(%s) "

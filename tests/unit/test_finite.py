@@ -10,7 +10,7 @@ from hypothesis import given, settings, strategies as st
 
 from pipeline.config import MetricUnits, OutlierRule, UnitRule
 from pipeline.dashboard.store import parse_latest
-from pipeline.operators.alerts.detectors import Outlier
+from pipeline.operators.alerts.detectors import OUT_MEAN, OUT_VAR, Outlier
 from pipeline.records import Invalid, Reading
 from pipeline.stages.transform import NormalizeUnits
 from pipeline.operators.windows.tracker import US, Partials, WindowTracker
@@ -78,7 +78,7 @@ def test_the_outlier_detector_is_not_silenced_by_an_overflowing_variance():
     key = ("dev-1", "pressure")
     for v in (1e300, -1e300, 1e300, -1e300, 1e300):
         det.evaluate(key, v, 0.0, rule)
-    n, mean, var = det.state[key]
+    mean, var = det.series[key][OUT_MEAN], det.series[key][OUT_VAR]
     assert math.isfinite(mean) and math.isfinite(var)
 
 

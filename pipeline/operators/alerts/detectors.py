@@ -1,4 +1,4 @@
-"""The detectors. Each is a small pure class: `evaluate(key, value, ts, rule) -> Signal | None`.
+"""The detectors. Each is a small pure class: `evaluate(key, value, ts, rule, series) -> Signal | None`.
 
 A Signal says what the reading means for the alert of that (sensor, metric, detector):
   severity set        the alert condition holds at that severity (open, or escalate if worse)
@@ -7,8 +7,13 @@ A Signal says what the reading means for the alert of that (sensor, metric, dete
                       `for_s`; an open alert stays open, the clear streak restarts
   None                no opinion (warming up, rate window not yet full, out of order): changes nothing
 A detector whose rule is None (not configured) answers CLEAR, so an alert it opened before a reload
-turned it off still resolves. State (rate windows, EWMA, stuck runs, when a condition began) is keyed by
-(sensor_id, metric).
+turned it off still resolves.
+
+The history of a (sensor, metric) series (EWMA, stuck run, rate window) is one array of doubles that the
+caller owns and hands in with each reading (`new_series`, the layout below): one object per series for every
+detector, no dict entry, tuple or float object per detector (limits.state_idle_s, memory per series in
+README). Called without one, a detector keeps its own per key (`series`). Only when a condition began
+(`since`, while it holds under a `for_s`) is kept by the detector itself, per key: few series at a time.
 """
 from __future__ import annotations
 
@@ -17,10 +22,35 @@ import math
 from array import array
 from dataclasses import dataclass
 
-from ...config import OutlierRule, RateRule, StuckRule, ThresholdRule
+from ...config import OutlierRule, StuckRule, ThresholdRule
 from ..logcounts.counting import APP_SENSOR_TYPE
 
 Key = tuple[str, str]
+
+# A series' array: [SEEN] alone until a detector with history judges it; then the outlier's and the stuck run's
+# places (HISTORY in all, zero: no history yet); the rate window's sums and readings after them (rate.py).
+SEEN = 0  # wall clock of the series' latest reading (the evaluator's idle sweep)
+OUT_N, OUT_MEAN, OUT_VAR = 1, 2, 3  # outlier: readings in the statistics (0: none yet), EWMA mean and variance
+RUN_VALUE, RUN_SINCE, RUN_N = 4, 5, 6  # stuck: the run's first value and event time, its readings (0: no run)
+HISTORY = 7
+_NO_HISTORY = array("d", bytes(8 * (HISTORY - 1)))
+
+
+def new_series(now: float) -> array:
+    """The array of a series first seen at wall clock `now`, without history."""
+    return array("d", (now,))
+
+
+def seen_at(s: float | array) -> float:
+    """The wall clock of a series' latest reading: the float itself, or [SEEN] of its array."""
+    return s[SEEN] if type(s) is array else s
+
+
+def with_history(s: array) -> array:
+    """`s` with the outlier's and stuck run's places (added once, empty)."""
+    if len(s) < HISTORY:
+        s.extend(_NO_HISTORY)
+    return s
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +67,7 @@ CLEAR = Signal(None, clear=True)
 HOLD = Signal(None, clear=False)
 
 
-def _level(value: float, warning: float | None, critical: float | None) -> str | None:
+def level_above(value: float, warning: float | None, critical: float | None) -> str | None:
     if critical is not None and value > critical:
         return "critical"
     if warning is not None and value > warning:
@@ -56,24 +86,30 @@ def _prepared(rule: ThresholdRule) -> tuple:
             min(highs) - rule.deadband if highs else math.inf)
 
 
-class _KeyedDetector:
-    """Per-(sensor, metric) history, in the dicts named by `_history`; forgotten through the owner's method.
+class SeriesDetector:
+    """Judges a reading with the history of its series; remembers per key when a condition began.
 
     `evaluate` is shared: a detector judges one reading in `_judge`, and a verdict with a severity counts only
     once the condition has held for the rule's `for_s` seconds of event time (one hold rule for every
     detector). Until then the answer is HOLD, so an open alert stays open but no new one opens."""
 
-    _history: tuple[str, ...] = ()
+    keeps_history = True  # judges with the history of the series (an array is needed)
 
     def __init__(self):
         self.since: dict[Key, float] = {}  # key -> event time the condition first held (and kept holding)
+        self.series: dict[Key, array] = {}  # the history of keys judged without a series handed in
 
-    def evaluate(self, key: Key, value: float, ts: float, rule) -> Signal | None:
-        """What this reading means for the alert of `key` under `rule` (None: the detector is off)."""
+    def evaluate(self, key: Key, value: float, ts: float, rule, series: array | None = None) -> Signal | None:
+        """What this reading means for the alert of `key` under `rule` (None: the detector is off); `series`:
+        the history of `key` (new_series), updated in place (None: the detector keeps its own)."""
         if rule is None:
             self.since.pop(key, None)
             return CLEAR
-        signal = self._judge(key, value, ts, rule)
+        if series is None and self.keeps_history:
+            series = self.series.get(key)
+            if series is None:
+                series = self.series[key] = new_series(0.0)
+        signal = self._judge(series, value, ts, rule)
         if signal is None:
             return None  # no opinion: neither starts nor breaks a hold
         if signal.severity is None:
@@ -87,12 +123,12 @@ class _KeyedDetector:
             return HOLD
         return Signal(signal.severity, bound=signal.bound, detail=f"{signal.detail} for {ts - first:.0f} s")
 
-    def _judge(self, key: Key, value: float, ts: float, rule) -> Signal | None:
+    def _judge(self, s: array, value: float, ts: float, rule) -> Signal | None:
         raise NotImplementedError
 
     def forget_series(self, keys: set[Key]) -> None:
-        """Drop the history of these (sensor, metric) series (idle: limits.state_idle_s)."""
-        for name in ("since",) + self._history:
+        """Drop what this detector keeps of these (sensor, metric) series (idle: limits.state_idle_s)."""
+        for name in ("since", "series"):
             state = getattr(self, name)
             before = len(state)
             for key in keys:
@@ -101,19 +137,20 @@ class _KeyedDetector:
                 setattr(self, name, dict(state))
 
     def forget(self, sensors: set[str]) -> None:
-        """Drop the history of these sensors (their partition went to another instance, or they went idle)."""
-        for name in ("since",) + self._history:
-            state = getattr(self, name)
+        """Drop what this detector keeps of these sensors (their partition went to another instance, or they went
+        idle)."""
+        for state in (self.since, self.series):
             for key in [k for k in state if k[0] in sensors]:
                 del state[key]
 
 
-class Threshold(_KeyedDetector):
+class Threshold(SeriesDetector):
     """Warning and critical min/max bounds; clears inside the innermost bounds by the deadband."""
 
     type = "threshold"
+    keeps_history = False
 
-    def _judge(self, key: Key, value: float, ts: float, rule: ThresholdRule) -> Signal:
+    def _judge(self, s: array, value: float, ts: float, rule: ThresholdRule) -> Signal:
         checks, clear_low, clear_high = _prepared(rule)
         for level, high, low in checks:
             if high is not None and value > high:
@@ -123,149 +160,23 @@ class Threshold(_KeyedDetector):
         return CLEAR if clear_low <= value <= clear_high else HOLD
 
 
-_T0, _V0, _ST, _SV, _STT, _STV, _POINTS = range(7)  # the layout of a rate window's array
-
-
-class _Window:
-    """The readings of one series in the rate window, with running sums for an O(1) least-squares slope.
-
-    Times and values are kept relative to a reference (re-based from the kept readings now and then), so
-    the sums stay small and subtracting evicted readings loses no precision that matters.
-
-    One array of doubles holds the reference, the sums and the readings [ts, value, ts, value, ...] read from
-    `head`, compacted now and then: 8 bytes a number instead of a 24-byte float object and a pointer, and no
-    deque (about 700 bytes even when it holds one reading): limits.state_idle_s, memory per series in README."""
-
-    __slots__ = ("a", "head")
-
-    def __init__(self, ts: float, value: float):
-        self.a = array("d", (ts, value, 0.0, 0.0, 0.0, 0.0))
-        self.head = _POINTS  # index of the oldest kept reading's time
-
-    def __len__(self) -> int:
-        return (len(self.a) - self.head) >> 1
-
-    @property
-    def points(self) -> list[tuple[float, float]]:
-        """The kept (ts, value) readings, oldest first."""
-        a = self.a
-        return [(a[i], a[i + 1]) for i in range(self.head, len(a), 2)]
-
-    def first_ts(self) -> float:
-        return self.a[self.head]
-
-    def last_ts(self) -> float:
-        return self.a[-2]
-
-    def add(self, ts: float, value: float, window_s: float, max_samples: int) -> None:
-        """Take a reading; drop those older than the window, and the oldest beyond `max_samples`."""
-        a, head = self.a, self.head
-        n, cutoff = len(a), ts - window_s
-        while head < n and (a[head] <= cutoff or (n - head) >> 1 >= max_samples):
-            self._sub(a[head], a[head + 1])
-            head += 2
-        if head > _POINTS and (head - _POINTS) * 2 >= n - _POINTS:  # at most half the readings are dropped ones
-            del a[_POINTS:head]
-            head = _POINTS
-        self.head = head
-        if ts - a[_T0] > 4 * window_s:
-            self._rebase(ts, value)
-        a.append(ts)
-        a.append(value)
-        t, v = ts - a[_T0], value - a[_V0]
-        a[_ST] += t
-        a[_SV] += v
-        a[_STT] += t * t
-        a[_STV] += t * v
-
-    def _sub(self, ts: float, value: float) -> None:
-        a = self.a
-        t, v = ts - a[_T0], value - a[_V0]
-        a[_ST] -= t
-        a[_SV] -= v
-        a[_STT] -= t * t
-        a[_STV] -= t * v
-
-    def _rebase(self, ts: float, value: float) -> None:
-        a = self.a
-        st = sv = stt = stv = 0.0
-        for i in range(self.head, len(a), 2):
-            t, v = a[i] - ts, a[i + 1] - value
-            st += t
-            sv += v
-            stt += t * t
-            stv += t * v
-        a[_T0], a[_V0], a[_ST], a[_SV], a[_STT], a[_STV] = ts, value, st, sv, stt, stv
-
-    def slope(self) -> float | None:
-        """Least-squares slope (value per second) of the kept readings; None if their times do not spread."""
-        n = len(self)
-        a = self.a
-        st, stt = a[_ST], a[_STT]
-        den = n * stt - st * st
-        if den <= 1e-9 * max(1.0, n * stt):
-            return None
-        return (n * a[_STV] - st * a[_SV]) / den
-
-
-class Rate(_KeyedDetector):
-    """Largest allowed slope per second: the least-squares fit over the readings of the last `window_s`
-    seconds, judged once the window holds `min_samples` readings spanning `min_span_s`."""
-
-    type = "rate"
-    _history = ("windows",)
-
-    def __init__(self):
-        super().__init__()
-        self.windows: dict[Key, _Window] = {}
-
-    def _judge(self, key: Key, value: float, ts: float, rule: RateRule) -> Signal | None:
-        w = self.windows.get(key)
-        if w is None:
-            w = self.windows[key] = _Window(ts, value)
-        elif len(w) and ts <= w.last_ts():
-            return None  # out of order or a duplicate: the window is a time series, it only moves forward
-        w.add(ts, value, rule.window_s, rule.max_samples)
-        n = len(w)
-        span = ts - w.first_ts()
-        if n < rule.min_samples or span < rule.min_span_s:
-            return None
-        slope = w.slope()
-        if slope is None or not math.isfinite(slope):
-            return None
-        rate = abs(slope)
-        level = _level(rate, rule.warning, rule.critical)
-        if level is not None:
-            limit = rule.critical if level == "critical" else rule.warning
-            return Signal(level, bound=limit, detail=f"changed at {slope:+.4g}/s over the last {span:.0f} s "
-                                                     f"({n} readings), above the {level} limit {limit:g}/s")
-        limit = rule.warning if rule.warning is not None else rule.critical
-        if limit is None or rate <= limit - rule.deadband:
-            return CLEAR
-        return HOLD
-
-
-class Outlier(_KeyedDetector):
+class Outlier(SeriesDetector):
     """z-score against an exponentially weighted mean and deviation; silent for the first `min_samples`."""
 
     type = "outlier"
-    _history = ("state",)
 
-    def __init__(self):
-        super().__init__()
-        self.state: dict[Key, tuple[int, float, float]] = {}  # key -> (samples, mean, variance)
-
-    def _judge(self, key: Key, value: float, ts: float, rule: OutlierRule) -> Signal | None:
-        st = self.state.get(key)
-        if st is None:
-            self.state[key] = (1, value, 0.0)
+    def _judge(self, s: array, value: float, ts: float, rule: OutlierRule) -> Signal | None:
+        with_history(s)
+        n = s[OUT_N]
+        if not n:
+            s[OUT_N], s[OUT_MEAN], s[OUT_VAR] = 1.0, value, 0.0
             return None
-        n, mean, var = st
+        mean, var = s[OUT_MEAN], s[OUT_VAR]
         signal = None
         std = max(math.sqrt(var), rule.min_std)
         if n >= rule.min_samples and std > 0:
             z = abs(value - mean) / std
-            level = _level(z, rule.z_warning, rule.z_critical)
+            level = level_above(z, rule.z_warning, rule.z_critical)
             if level is not None:
                 limit = rule.z_critical if level == "critical" else rule.z_warning
                 signal = Signal(level, bound=limit, detail=f"{z:.1f} standard deviations from its recent mean {mean:.4g} "
@@ -280,30 +191,28 @@ class Outlier(_KeyedDetector):
         mean, var = mean + incr, (1 - rule.alpha) * (var + diff * incr)
         # Readings near the float limit (1e200 and more) can overflow the variance; an inf or NaN state
         # would silence the detector for good, so it starts over from this reading instead.
-        self.state[key] = (n + 1, mean, var) if math.isfinite(var) and math.isfinite(mean) else (1, value, 0.0)
+        if math.isfinite(var) and math.isfinite(mean):
+            s[OUT_N], s[OUT_MEAN], s[OUT_VAR] = n + 1, mean, var
+        else:
+            s[OUT_N], s[OUT_MEAN], s[OUT_VAR] = 1.0, value, 0.0
         return signal
 
 
-class Stuck(_KeyedDetector):
+class Stuck(SeriesDetector):
     """The same value (within `tolerance` of the run's first) `count` times in a row or for `seconds`."""
 
     type = "stuck"
-    _history = ("run",)
 
-    def __init__(self):
-        super().__init__()
-        self.run: dict[Key, tuple[float, float, int]] = {}  # key -> (first value, first ts, readings)
-
-    def _judge(self, key: Key, value: float, ts: float, rule: StuckRule) -> Signal:
+    def _judge(self, s: array, value: float, ts: float, rule: StuckRule) -> Signal:
         if rule.count == 0 and rule.seconds == 0:
             return CLEAR
-        run = self.run.get(key)
-        if run is None or abs(value - run[0]) > rule.tolerance:
-            self.run[key] = (value, ts, 1)
+        with_history(s)
+        if not s[RUN_N] or abs(value - s[RUN_VALUE]) > rule.tolerance:
+            s[RUN_VALUE], s[RUN_SINCE], s[RUN_N] = value, ts, 1.0
             return CLEAR
-        first, since, n = run[0], run[1], run[2] + 1
-        self.run[key] = (first, since, n)
-        lasted = ts - since
+        n = int(s[RUN_N]) + 1
+        s[RUN_N] = n
+        first, lasted = s[RUN_VALUE], ts - s[RUN_SINCE]
         if (rule.count and n >= rule.count) or (rule.seconds and n >= 2 and lasted >= rule.seconds):
             limit = f"{rule.count} readings" if rule.count and n >= rule.count else f"{rule.seconds:g} s"
             return Signal(rule.severity, detail=f"has reported {first:g} {n} times in a row over {lasted:.0f} s "

@@ -5,20 +5,23 @@ signals into transitions (opened, escalated, flapping, resolved), and a timer fi
 for long enough. No IO, no threads, no locks: the runner (runner.py) owns those, and the store
 (pipeline/sinks/alert_store.py) writes what comes out.
 
-State per series (detector history, cached rules, closed alerts' flap history) is released by `evict_idle` once
-the series has had no reading for `limits.state_idle_s`, unless an alert of it is open; a series that returns
-starts its history again, as after a restart.
+State per series (its detectors' history in one array, cached rules, closed alerts' flap history) is released by
+`evict_idle` once the series has had no reading for `limits.state_idle_s`, unless an alert of it is open; a series
+that returns starts its history again, as after a restart.
 """
 from __future__ import annotations
 
+import sys
+from array import array
 from typing import Iterable, Sequence
 
 from ...config import Config
 from ...records import Reading
-from .detectors import Outlier, Rate, Stuck, Threshold, offline, offline_tracked
+from .detectors import SEEN, Outlier, Stuck, Threshold, new_series, offline, offline_tracked, seen_at
 from .lifecycle import ESCALATED, FLAPPING, OPENED, Alert, AlertBook, Transition
 from .messages import message
 from .offline import OfflineTimer
+from .rate import Rate
 from .rules import Rules
 
 DETECTOR_TYPES = ("threshold", "rate", "outlier", "stuck", "offline")
@@ -36,7 +39,10 @@ class AlertEvaluator:
         # Offline-tracked sensors -> wall clock of their last evaluated reading, with deadlines in a heap.
         self.offline_timer = OfflineTimer(lambda sensor_id: self.rules.offline_after(sensor_id))
         self.sensor_info: dict[str, tuple[str, str | None]] = {}  # sensor -> (type, location), for registration
-        self.series_seen: dict[tuple[str, str], float] = {}  # (sensor, metric) -> wall clock of its last reading
+        # (sensor, metric) -> the wall clock of its last reading; once a detector with history (rate, outlier,
+        # stuck) judges it, an array with that clock at [SEEN] and the detectors' history (detectors.py). The
+        # float is the batch's one `now` object: a series with a threshold only costs its key and entry.
+        self.series: dict[tuple[str, str], float | array] = {}
         self.idle_s = config.limits.state_idle_s  # like every limit, not reloaded live
 
     def reconfigure(self, config: Config) -> None:
@@ -55,7 +61,7 @@ class AlertEvaluator:
         # (sensor, metric) pairs with an open alert: for the others a verdict without a severity changes
         # nothing, so the book is not asked (most readings of a healthy fleet).
         alerting = {(k[0], k[1]) for k in book.open}
-        detectors, timer, series_seen = self.detectors, self.offline_timer, self.series_seen
+        detectors, timer, series = self.detectors, self.offline_timer, self.series
         for r in readings:
             sensor_id, metric = r.sensor_id, r.metric
             if offline_tracked(r.sensor_type):
@@ -65,10 +71,18 @@ class AlertEvaluator:
                 self._add(out, book.resolve((sensor_id, None, "offline"), r.ts), r.sensor_type, r.location)
             mr = rules.for_metric(sensor_id, metric)
             key = (sensor_id, metric)
-            series_seen[key] = now
+            s = series.get(key)
+            if s is None:  # metric names repeat across sensors: one string for all their keys
+                key = (sensor_id, sys.intern(metric))
+            if type(s) is array:
+                s[SEEN] = now
+            elif mr.rate is None and mr.outlier is None and mr.stuck is None:
+                series[key], s = now, None  # no detector here needs a history
+            else:
+                s = series[key] = new_series(now)
             is_alerting = key in alerting
             for detector, rule in zip(detectors, (mr.threshold, mr.rate, mr.outlier, mr.stuck)):
-                signal = detector.evaluate(key, r.value, r.ts, rule)
+                signal = detector.evaluate(key, r.value, r.ts, rule, s)
                 if signal is not None and (is_alerting or signal.severity is not None):
                     t = book.observe(sensor_id, metric, detector.type, signal, r.ts, r.value)
                     if t is not None:
@@ -128,18 +142,18 @@ class AlertEvaluator:
         cutoff = now - self.idle_s
         self.offline_timer.evict_idle(cutoff)
         open_series = {(k[0], k[1]) for k in self.book.open}
-        gone = {k for k, seen in self.series_seen.items() if seen < cutoff and k not in open_series}
+        gone = {k for k, s in self.series.items() if seen_at(s) < cutoff and k not in open_series}
         if not gone:
             return 0
         for key in gone:
-            del self.series_seen[key]
-        if len(gone) > len(self.series_seen):  # a dict keeps its table when emptied: copied, it frees the memory
-            self.series_seen = dict(self.series_seen)
+            del self.series[key]
+        if len(gone) > len(self.series):  # a dict keeps its table when emptied: copied, it frees the memory
+            self.series = dict(self.series)
         for detector in self.detectors:
             detector.forget_series(gone)
         self.rules.forget_series(gone)
         self.book.forget_closed(lambda key: (key[0], key[1]) in gone)
-        active = {k[0] for k in self.series_seen} | {k[0] for k in self.book.open}
+        active = {k[0] for k in self.series} | {k[0] for k in self.book.open}
         quiet = {k[0] for k in gone} - active - set(self.last_seen)
         for s in quiet:
             self.sensor_info.pop(s, None)
@@ -159,8 +173,8 @@ class AlertEvaluator:
         self.offline_timer.forget(sensors)
         for s in sensors:
             self.sensor_info.pop(s, None)
-        for key in [k for k in self.series_seen if k[0] in sensors]:
-            del self.series_seen[key]
+        for key in [k for k in self.series if k[0] in sensors]:
+            del self.series[key]
 
     def forget_resolved_elsewhere(self, still_open_ids: set[int]) -> list[Alert]:
         """Alerts an operator resolved in the database: no longer ours to resolve."""

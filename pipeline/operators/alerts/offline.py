@@ -63,8 +63,11 @@ class OfflineTimer:
 
     def forget(self, sensors: Iterable[str]) -> None:
         """Stop watching these sensors (their heap entries are skipped when they come up)."""
+        before = len(self.last_seen)
         for s in sensors:
             self.last_seen.pop(s, None)
+        if before - len(self.last_seen) > len(self.last_seen):
+            self.last_seen = dict(self.last_seen)  # a dict keeps its table when emptied: copied, it frees the memory
 
     def evict_idle(self, cutoff: float) -> int:
         """Drop sensors seen before `cutoff` that have no deadline (their limit is 0: never offline)."""

@@ -154,10 +154,14 @@ class LimitFilter:
         else:
             self.labels.update(snapshot)
 
-    def _release_idle(self, now: float) -> None:
-        if self.registry.evict_idle(now, self.idle_s) and not self.known_only:
+    def evict_idle(self, now: float) -> int:
+        """Release the sensors without an admitted reading for state_idle_s, and in open mode the labels of
+        those the table does not hold; returns how many sensors went."""
+        gone = self.registry.evict_idle(now, self.idle_s)
+        if gone and not self.known_only:
             registry, table = self.registry, self._table
             self.labels = {s: lab for s, lab in self.labels.items() if s in table or s in registry}
+        return gone
 
     def process(self, r: Reading) -> list[Reading]:
         sensor_id, now = r.sensor_id, r.received_at
@@ -166,7 +170,7 @@ class LimitFilter:
             self.use(snapshot)
         if now >= self._sweep_at:  # the chain has no timer: idle sensors are released as readings pass
             if self.sweep.due(now):
-                self._release_idle(now)
+                self.evict_idle(now)
             self._sweep_at = self.sweep.next_at
         reserved = reserved_reason(sensor_id, r.sensor_type)
         if reserved is not None:

@@ -114,12 +114,12 @@ def memory(sensors: int, readings: int, interval: float, metrics: dict[str, floa
     evaluator.evict_idle(now[0])
     agg.close_due()
     agg.evict_idle(now[0])
-    limits.registry.evict_idle(now[0], cfg.limits.state_idle_s)
+    limits.evict_idle(now[0])
     after = held(base)
     tracemalloc.stop()
     return {"series": sensors * len(metrics), "active": active, "after": after, "open_alerts": open_alerts,
             "left": {"partials": len(agg.partials.acc), "pending windows": agg.tracker.pending_count(),
-                     "registry": len(limits.registry), "series in the evaluator": len(evaluator.series_seen)}}
+                     "registry": len(limits.registry), "series in the evaluator": len(evaluator.series)}}
 
 
 def report(title: str, m: dict, sensors: int) -> None:

@@ -4,6 +4,7 @@ from prometheus_client import CollectorRegistry
 
 from pipeline.config import RedisConfig, Secret, parse
 from pipeline.observability.metrics import Metrics
+from pipeline.operators.alerts.detectors import OUT_N, RUN_N
 from pipeline.operators.alerts.evaluator import AlertEvaluator
 from pipeline.operators.limits.registry import LimitFilter, SensorRegistry
 from pipeline.operators.windows.aggregator import WindowAggregator
@@ -27,8 +28,8 @@ def reading(sensor: str, value: float, ts: float, metric: str = "temperature", r
 
 def series_state(ev: AlertEvaluator) -> set:
     """Every (sensor, metric) the evaluator holds any per-series state for."""
-    keys = {k for d in ev.detectors for name in ("since",) + d._history for k in getattr(d, name)}
-    keys |= set(ev.rules._cache) | set(ev.series_seen) | {(k[0], k[1]) for k in ev.book.cycles}
+    keys = {k for d in ev.detectors for name in ("since", "series") for k in getattr(d, name)}
+    keys |= set(ev.rules._cache) | set(ev.series) | {(k[0], k[1]) for k in ev.book.cycles}
     return keys
 
 
@@ -109,12 +110,12 @@ def test_flap_history_of_an_idle_series_is_released():
 def test_a_returning_series_is_rebuilt_and_judged_again():
     ev = AlertEvaluator(CFG)
     ev.evaluate([reading("s", 20.0 + (i % 3) * 0.1, T0 + i) for i in range(10)], now=0.0)
-    assert ev.detectors[2].state[("s", "temperature")][0] == 10  # outlier statistics of 10 readings
+    assert ev.series[("s", "temperature")][OUT_N] == 10  # outlier statistics of 10 readings
     ev.evict_idle(now=IDLE + 1)
     assert series_state(ev) == set()
     # It returns: the outlier detector warms up again (as after a restart), the threshold still alerts.
     ev.evaluate([reading("s", 20.0, T0 + 2000)], now=IDLE + 2)
-    assert ev.detectors[2].state[("s", "temperature")][0] == 1
+    assert ev.series[("s", "temperature")][OUT_N] == 1
     out = ev.evaluate([reading("s", 55.0, T0 + 2001)], now=IDLE + 3)
     assert [(t.event, t.alert.type) for t in out] == [("opened", "threshold")]
 
@@ -179,3 +180,15 @@ def test_a_ttl_is_set_again_once_a_tenth_of_it_passed_and_only_after_a_successfu
     ttl.done(["a"], 101.0)
     ttl.done([], 1200.0)  # b's TTL ran out: no longer noted (a new write sets it like a new sensor's)
     assert set(ttl._set) == {"a"}
+
+
+def test_a_threshold_only_series_keeps_a_clock_alone_until_a_reload_gives_it_a_detector_with_history():
+    ev = AlertEvaluator(CFG)
+    ev.evaluate([reading("h", 20.0, T0 + i, "humidity") for i in range(3)], now=5.0)
+    assert ev.series[("h", "humidity")] == 5.0  # humidity has a threshold only: no history array
+    stuck = parse({"limits": {"state_idle_s": IDLE}, "thresholds": {"humidity": {"warning": {"max": 40}}},
+                   "detection": {"offline_after_s": 0, "metrics": {"humidity": {"stuck": {"count": 3}}}}}, {})
+    ev.reconfigure(stuck)
+    out = ev.evaluate([reading("h", 20.0, T0 + 10 + i, "humidity") for i in range(3)], now=6.0)
+    assert [(t.event, t.alert.type) for t in out] == [("opened", "stuck")]  # the run counts from the reload
+    assert ev.series[("h", "humidity")][RUN_N] == 3

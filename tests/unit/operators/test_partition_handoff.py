@@ -39,7 +39,7 @@ def test_revoked_sensors_are_forgotten_and_kept_ones_stay():
     sink.partitions_revoked({1})
     assert {k[0] for k in ev.book.open} == set(mine)
     assert set(ev.last_seen) == set(mine) and ev.sensors() == set(mine)
-    detector_keys = {k[0] for d in ev.detectors for name in d._history for k in getattr(d, name)}
+    detector_keys = {k[0] for k in ev.series} | {k[0] for d in ev.detectors for k in d.since}
     assert not detector_keys & set(theirs)
 
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import load
-from pipeline.operators.alerts.detectors import Outlier, Rate, Stuck
+from pipeline.operators.alerts.detectors import Outlier, Stuck
+from pipeline.operators.alerts.rate import Rate
 from pipeline.operators.alerts.lifecycle import AlertBook
 
 from .synthetic import NOISE, ramp, series, step, stuck

@@ -2,7 +2,8 @@
 import pytest
 
 from pipeline.config import Bounds, OutlierRule, RateRule, StuckRule, ThresholdRule, parse
-from pipeline.operators.alerts.detectors import CLEAR, HOLD, Outlier, Rate, Stuck, Threshold, offline
+from pipeline.operators.alerts.detectors import CLEAR, HOLD, Outlier, Stuck, Threshold, offline
+from pipeline.operators.alerts.rate import Rate, points, window_slope
 from pipeline.operators.alerts.rules import Rules
 
 K = ("s1", "temperature")
@@ -105,10 +106,10 @@ def test_rate_window_keeps_bounded_memory():
     r = Rate()
     for i in range(1000):
         r.evaluate(K, 20.0, i * 0.1, rule)  # 600 readings per window at 10/s: cut to the latest 50
-    assert len(r.windows[K].points) == 50
+    assert len(points(r.series[K])) == 50
     for i in range(1000, 1300):
         r.evaluate(K, 20.0, i * 1.0, rule)
-    assert len(r.windows[K].points) == 50 and r.windows[K].slope() == 0.0
+    assert len(points(r.series[K])) == 50 and window_slope(r.series[K]) == 0.0
 
 
 def test_rate_slope_stays_exact_far_from_the_epoch():
@@ -117,7 +118,7 @@ def test_rate_slope_stays_exact_far_from_the_epoch():
     t0 = 1.76e9
     for i in range(2000):  # long enough to re-base several times
         r.evaluate(K, 1013.25 + 0.01 * i, t0 + i, rule)
-    assert abs(r.windows[K].slope() - 0.01) < 1e-9
+    assert abs(window_slope(r.series[K]) - 0.01) < 1e-9
 
 
 def test_every_detector_holds_for_for_s():

@@ -115,7 +115,7 @@ def test_remove_keeps_keys_added_after_the_close_was_planned():
     [due] = tr.due(0.0)
     tr.add(0, w, "s2", "temperature")
     tr.remove(due)
-    assert tr.pending == {(0, w): {("s2", "temperature")}}
+    assert list(tr.pending) == [(0, w)] and set(tr.pending[(0, w)]) == {("s2", "temperature")}
 
 
 def test_partials_follow_the_newest_window_only():
