@@ -71,10 +71,17 @@ class OutlierRule(Section):
 
 
 class StuckRule(Section):
-    """The same value (within `tolerance`) `count` times in a row or for `seconds`; 0 turns a limit off."""
+    """The same value (within `tolerance`) `count` times in a row or for `seconds`, or a run of repeats whose
+    chance on the series' own normal data is below `repeat_chance`; 0 turns a limit off."""
 
     count: NonNegInt = 0
     seconds: NonNegFloat = 0.0
+    # The learned limit: each series' rate of exact repeats is learned from its runs, and a run of r repeats
+    # is stuck once rate**r <= repeat_chance (a per-reading false-alarm budget), but never before
+    # `min_count` readings: a sensor that rarely repeats is caught in a few readings, a coarse one that
+    # repeats for minutes is not called stuck for doing so.
+    repeat_chance: Annotated[float, msgspec.Meta(ge=0, lt=1)] = 0.0
+    min_count: Annotated[int, msgspec.Meta(ge=2)] = 3
     tolerance: NonNegFloat = 0.0
     severity: Severity = "warning"
     for_s: NonNegFloat = 0.0

@@ -32,7 +32,8 @@ Key = tuple[str, str]
 SEEN = 0  # wall clock of the series' latest reading (the evaluator's idle sweep)
 OUT_N, OUT_MEAN, OUT_VAR = 1, 2, 3  # outlier: readings in the statistics (0: none yet), EWMA mean and variance
 RUN_VALUE, RUN_SINCE, RUN_N = 4, 5, 6  # stuck: the run's first value and event time, its readings (0: no run)
-HISTORY = 7
+RUN_RATE = 7  # stuck: the series' repeat rate learned from the runs before this one (StuckRule.repeat_chance)
+HISTORY = 8
 _NO_HISTORY = array("d", bytes(8 * (HISTORY - 1)))
 
 
@@ -198,26 +199,72 @@ class Outlier(SeriesDetector):
         return signal
 
 
+# The learned stuck limit (StuckRule.repeat_chance). A new series is assumed to repeat its value 20 % of the
+# time (so it needs about 13 repeats at a chance of 1e-7 until its own rate is known) and the estimate follows
+# the series with a memory of about 200 readings: long enough that a quiet stretch does not make it
+# overconfident, short enough that a sensor whose resolution or environment changes is relearned in minutes.
+PRIOR_REPEAT_RATE = 0.2
+REPEAT_LEARNING = 0.005
+_RATE_FLOOR, _RATE_CEILING = 1e-6, 0.999
+_CONTINUATION = math.sqrt(2.0)
+
+
+def repeat_rate_after(rate: float, repeats: int) -> float:
+    """The repeat-rate estimate (an EWMA of "the reading equals the previous one") after a run of `repeats`
+    repeats ended by a change: `repeats` ones, then a zero, in closed form."""
+    keep = 1.0 - REPEAT_LEARNING
+    return keep * (1.0 - keep ** repeats * (1.0 - rate))
+
+
+def repeats_unlikely_after(rate: float, chance: float) -> int:
+    """The fewest repeats in a row whose chance on a series repeating at `rate` is at most `chance`.
+
+    A run is not a string of independent repeats at the average rate: a value that repeated is likely near
+    the series' level, where noise lands most often, so the next reading repeats it more often than average;
+    for gaussian noise up to sqrt(2) times (the density at the mean over the mean density). The bound uses
+    that worst case."""
+    rate = min(max(rate * _CONTINUATION, _RATE_FLOOR), _RATE_CEILING)
+    return max(1, math.ceil(math.log(chance) / math.log(rate) - 1e-9))
+
+
 class Stuck(SeriesDetector):
-    """The same value (within `tolerance` of the run's first) `count` times in a row or for `seconds`."""
+    """The same value (within `tolerance` of the run's first) `count` times in a row, for `seconds`, or longer
+    than the series' own repeats explain (`repeat_chance`, learned per series)."""
 
     type = "stuck"
 
     def _judge(self, s: array, value: float, ts: float, rule: StuckRule) -> Signal:
-        if rule.count == 0 and rule.seconds == 0:
+        if not (rule.count or rule.seconds or rule.repeat_chance):
             return CLEAR
         with_history(s)
         if not s[RUN_N] or abs(value - s[RUN_VALUE]) > rule.tolerance:
-            s[RUN_VALUE], s[RUN_SINCE], s[RUN_N] = value, ts, 1.0
+            rate = s[RUN_RATE] if s[RUN_N] else PRIOR_REPEAT_RATE
+            # A run that was judged stuck does not teach the series to repeat: a frozen sensor that comes back
+            # is caught as fast the next time.
+            if s[RUN_N] and _learned_limit(int(s[RUN_N]), rate, rule) is None:
+                rate = repeat_rate_after(rate, int(s[RUN_N]) - 1)
+            s[RUN_VALUE], s[RUN_SINCE], s[RUN_N], s[RUN_RATE] = value, ts, 1.0, rate
             return CLEAR
         n = int(s[RUN_N]) + 1
         s[RUN_N] = n
         first, lasted = s[RUN_VALUE], ts - s[RUN_SINCE]
-        if (rule.count and n >= rule.count) or (rule.seconds and n >= 2 and lasted >= rule.seconds):
-            limit = f"{rule.count} readings" if rule.count and n >= rule.count else f"{rule.seconds:g} s"
-            return Signal(rule.severity, detail=f"has reported {first:g} {n} times in a row over {lasted:.0f} s "
-                                                f"(limit {limit})")
-        return CLEAR
+        if rule.count and n >= rule.count:
+            limit = f"limit {rule.count} readings"
+        elif rule.seconds and lasted >= rule.seconds:
+            limit = f"limit {rule.seconds:g} s"
+        else:
+            limit = _learned_limit(n, s[RUN_RATE], rule)
+            if limit is None:
+                return CLEAR
+        return Signal(rule.severity, detail=f"has reported {first:g} {n} times in a row over {lasted:.0f} s ({limit})")
+
+
+def _learned_limit(n: int, rate: float, rule: StuckRule) -> str | None:
+    """Why a run of `n` readings is stuck under the learned limit, or None when it is not (yet)."""
+    if not rule.repeat_chance or n < rule.min_count or n - 1 < repeats_unlikely_after(rate, rule.repeat_chance):
+        return None
+    return (f"it repeats a reading {rate:.1%} of the time: {n - 1} repeats happen by chance "
+            f"less than once in {1 / rule.repeat_chance:,.0f} readings")
 
 
 def offline(silent_s: float, limit_s: float, severity: str) -> Signal:

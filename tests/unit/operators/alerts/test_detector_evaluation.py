@@ -86,8 +86,32 @@ def test_a_ramp_at_twice_the_rate_limit_is_caught_within_the_window(metric):
     assert None not in got and max(got) <= 45
 
 
+def quantised(values, resolution: float | None):
+    """Readings as a sensor of this resolution reports them (None: unrounded floats)."""
+    return values if resolution is None else tuple(round(round(v / resolution) * resolution, 6) for v in values)
+
+
+# 0.01: the simulator's rounding and a BME280's temperature step; 0.1: a DHT22, or a BME280 read coarsely.
+RESOLUTIONS = (None, 0.01, 0.1)
+
+
+@pytest.mark.parametrize("resolution", RESOLUTIONS)
 @pytest.mark.parametrize("metric", METRICS)
-def test_a_frozen_sensor_is_stuck_after_the_count(metric):
+def test_the_learned_stuck_limit_stays_quiet_on_normal_data_at_every_resolution(metric, resolution):
+    false = {s: o for s, values in enumerate(normal(metric)) if (o := openings("stuck", metric, quantised(values, resolution)))}
+    assert false == {}
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_a_frozen_sensor_that_never_repeats_is_stuck_at_min_count(metric):
     r = rule(metric, "stuck")
     got = delays("stuck", metric, lambda v, at: stuck(v, at, r.count + 10), seed=3)
-    assert got == [r.count - 1] * SENSORS
+    assert got == [r.min_count - 1] * SENSORS  # two repeats: two reporting intervals
+
+
+@pytest.mark.parametrize("resolution", (0.01, 0.1))
+@pytest.mark.parametrize("metric", METRICS)
+def test_a_frozen_quantised_sensor_is_stuck_within_the_count(metric, resolution):
+    r = rule(metric, "stuck")
+    got = delays("stuck", metric, lambda v, at: stuck(list(quantised(v, resolution)), at, r.count + 10), seed=3)
+    assert None not in got and max(got) < r.count - 1

@@ -1,8 +1,13 @@
 """Each detector on its own, fed scripted sequences; and how per-sensor overrides merge."""
+import itertools
+import random
+
 import pytest
 
 from pipeline.config import Bounds, OutlierRule, RateRule, StuckRule, ThresholdRule, parse
-from pipeline.operators.alerts.detectors import CLEAR, HOLD, Outlier, Stuck, Threshold, offline
+from pipeline.operators.alerts.detectors import (
+    CLEAR, HOLD, REPEAT_LEARNING, Outlier, Stuck, Threshold, offline, repeat_rate_after, repeats_unlikely_after,
+)
 from pipeline.operators.alerts.rate import Rate, points, window_slope
 from pipeline.operators.alerts.rules import Rules
 
@@ -171,6 +176,70 @@ def test_stuck_by_count_and_by_duration():
 def test_stuck_tolerance_and_off():
     assert severities(Stuck(), StuckRule(count=3, tolerance=0.05), [5.0, 5.04, 4.97]) == ["clear", "clear", "warning"]
     assert severities(Stuck(), StuckRule(), [5, 5, 5, 5]) == ["clear"] * 4
+
+
+LEARNED = StuckRule(repeat_chance=1e-7, count=60)
+
+
+def fine_grained(n: int, seed: int = 1) -> list[float]:
+    """A series that never repeats a reading (like an unrounded float from a 20-bit ADC)."""
+    rng = random.Random(seed)
+    return [20 + rng.random() for _ in range(n)]
+
+
+def coarse(n: int, seed: int = 1) -> list[float]:
+    """A coarse sensor in a still room: half its readings repeat the previous one, the others move 0.1."""
+    rng = random.Random(seed)
+    out = [20.0]
+    for _ in range(n - 1):
+        out.append(out[-1] if rng.random() < 0.5 else round(out[-1] + rng.choice((-0.1, 0.1)), 1))
+    return out
+
+
+def test_the_learned_stuck_limit_catches_a_series_that_never_repeats_after_min_count_readings():
+    history = fine_grained(2000)
+    got = severities(Stuck(), LEARNED, history + [21.5] * 5)
+    assert set(got[:2000]) == {"clear"}
+    assert got[2000:] == ["clear", "clear", "warning", "warning", "warning"]  # min_count 3: the 2nd repeat
+
+
+def test_a_new_series_needs_longer_runs_until_its_repeat_rate_is_learned():
+    # The prior (20 % repeats) asks for ceil(log(1e-7) / log(0.2 * sqrt 2)) = 13 repeats: 14 readings.
+    got = severities(Stuck(), LEARNED, [21.5] * 20)
+    assert got.index("warning") == repeats_unlikely_after(0.2, 1e-7) == 13
+
+
+def test_a_coarse_series_that_repeats_half_the_time_is_not_stuck_for_its_normal_runs():
+    values = coarse(20_000)
+    got = severities(Stuck(), LEARNED, values)
+    longest = max(len(list(g)) for _, g in itertools.groupby(values))
+    assert longest >= 10 and "warning" not in got  # runs of 10+ readings are normal for this sensor
+    assert severities(Stuck(), StuckRule(count=10), values).count("warning") > 0  # a fixed count cries wolf
+
+
+def test_a_stuck_run_does_not_teach_the_series_to_repeat():
+    history = fine_grained(2000)
+    detector = Stuck()
+    first = severities(detector, LEARNED, history + [21.5] * 300 + fine_grained(50, seed=2) + [21.7] * 5)
+    assert first[2300:2350].count("warning") == 0 and first[-5:] == ["clear", "clear", "warning", "warning", "warning"]
+
+
+def test_the_repeat_rate_is_an_ewma_of_repeats_in_closed_form():
+    rate, step = 0.2, 0.2
+    for repeats in (0, 1, 7, 40):
+        for _ in range(repeats):
+            step += REPEAT_LEARNING * (1 - step)
+        step += REPEAT_LEARNING * (0 - step)
+        rate = repeat_rate_after(rate, repeats)
+        assert rate == pytest.approx(step, rel=1e-12)
+
+
+@pytest.mark.parametrize("rate, chance, repeats", [(0.029, 1e-7, 6), (0.005, 1e-7, 4), (1e-9, 1e-7, 2),
+                                                   (0.5, 1e-7, 47), (0.9999, 1e-7, 16111)])
+def test_repeats_unlikely_after_is_the_smallest_run_below_the_chance(rate, chance, repeats):
+    assert repeats_unlikely_after(rate, chance) == repeats
+    worst = min(max(rate * 2 ** 0.5, 1e-6), 0.999)
+    assert worst ** repeats <= chance < worst ** (repeats - 1) or repeats == 1
 
 
 def test_offline_verdict():
