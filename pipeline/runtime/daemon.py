@@ -54,6 +54,7 @@ from .deadline import Deadline, call_bounded
 from .instance_lock import AlreadyConsumed, SingleInstanceLock
 from .reload import ConfigHolder
 from .retry import retry_call
+from .stuck import StuckWatch
 from .supervisor import Supervisor
 
 log = logging.getLogger(__name__)
@@ -271,7 +272,13 @@ class Pipeline:
 
     def wait(self, stop: threading.Event) -> int:
         """Block until `stop` is set or a thread fails; then shut down. Returns the exit code."""
+        watch, next_watch = StuckWatch(), 0.0
         while not stop.is_set():
+            now = time.monotonic()
+            if now >= next_watch:  # a sink busy for minutes says so (runtime/stuck.py)
+                next_watch = now + 1.0
+                for line in watch.check(((s.name, s.busy.state) for s in self.sinks), now):
+                    log.warning(line)
             if self.supervisor.wait_failure(0.1):  # also how soon a stop request starts the shutdown clock
                 where, err = self.supervisor.first_failure()  # type: ignore[misc]
                 log.error("event=thread_failed thread=%s error=%r", where, str(err)[:500])

@@ -24,6 +24,7 @@ from ..observability.metrics import Metrics
 from ..records import EXHAUSTED, DeadLetter
 from ..runtime.batch import Batch
 from ..runtime.retry import Backoff, Stopped, retry_call
+from ..runtime.stuck import Busy
 
 log = logging.getLogger(__name__)
 _STOP = object()
@@ -46,6 +47,7 @@ class BatchingSink:
         self.stop_event = threading.Event()  # set at the shutdown deadline: give up, leave the rest uncommitted
         self._finishing = threading.Event()  # flush what is queued, then end
         self.last_success: float | None = None
+        self.busy = Busy()  # the daemon's StuckWatch reads it (runtime/stuck.py)
 
     # -- to implement ------------------------------------------------------------------------
     def start(self) -> None:
@@ -136,7 +138,11 @@ class BatchingSink:
                 until_tick = max(0.0, next_tick - time.monotonic())
                 timeout = until_tick if timeout is None else min(timeout, until_tick)
                 if until_tick == 0.0:
-                    self.tick()
+                    self.busy.begin("tick")
+                    try:
+                        self.tick()
+                    finally:
+                        self.busy.end()
                     next_tick = time.monotonic() + self.tick_interval_s
                     continue
             try:
@@ -159,6 +165,13 @@ class BatchingSink:
     def _flush(self, pending: list[Batch], records: list) -> None:
         if not pending:
             return
+        self.busy.begin("write")
+        try:
+            self._flush_marked(pending, records)
+        finally:
+            self.busy.end()
+
+    def _flush_marked(self, pending: list[Batch], records: list) -> None:
         if records:
             try:
                 self._write_isolating(records)

@@ -94,8 +94,26 @@ src AS (
                          AND a.timestamp >= %(start)s AND a.timestamp < %(end)s
      GROUP BY a.sensor_id, a.metric)""" + _UPSERT
 BY_TIME_FROM_KEYS = 50  # closing this many keys of a window or more: aggregate its time range in one pass
+# Closing that many keys, the statement runs with nested loops off. Right after a bulk load (50,000 new
+# sensors) `aggregation_pending` and `aggregations` have no statistics yet (autovacuum has not analyzed them,
+# or is off), so the planner takes `closing` and a window's rows for 1 row each and joins them in a nested
+# loop: rolling up 12,500 keys rescanned a 5m window's 50,000 1m rows (aggregations_period_timestamp) per
+# key, minutes in which the PostgreSQL sink wrote nothing. Many keys join best by hash with any statistics;
+# SET LOCAL keeps the setting to this transaction, and it is put back for the next (few-key) statement.
+NESTED_LOOPS_OFF = "SET LOCAL enable_nestloop = off"
+NESTED_LOOPS_BACK = "SET LOCAL enable_nestloop TO DEFAULT"
 
 
+def run_closing(cur: psycopg.Cursor, sql: str, params: dict) -> list[tuple]:
+    """Run one closing statement (close_statement's) in the caller's transaction; returns its rows."""
+    many = len(params["sensors"]) >= BY_TIME_FROM_KEYS
+    if many:
+        cur.execute(NESTED_LOOPS_OFF)
+    cur.execute(sql, params)
+    rows = cur.fetchall()
+    if many:  # not in a finally: after an error the transaction is rolled back, and the setting with it
+        cur.execute(NESTED_LOOPS_BACK)
+    return rows
 
 
 class WindowStore:
@@ -140,8 +158,7 @@ class WindowStore:
             with conn.transaction():
                 with conn.cursor() as cur:
                     for window, sql, params in statements:
-                        cur.execute(sql, params)
-                        entries.extend((window, row) for row in cur.fetchall())
+                        entries.extend((window, row) for row in run_closing(cur, sql, params))
                 self.publish_closed(entries)
         return entries
 

@@ -98,3 +98,30 @@ def test_a_refused_record_is_dead_lettered_at_once_without_retry_sleeps():
     [letter] = letters.sent
     assert (letter.reason, letter.attempts, letter.metric) == ("sink_rejected", 1, "pressure")
     assert "value out of range" in letter.error
+
+
+def test_the_sink_thread_marks_a_write_busy_while_it_runs_and_idle_after():
+    """What the daemon's StuckWatch reads: ("write", since) during a write, None once it returned."""
+    entered, release = threading.Event(), threading.Event()
+
+    class Slow(TickingSink):
+        tick_interval_s = None
+
+        def write(self, records):
+            entered.set()
+            release.wait(5)
+
+    sink = Slow(settings=SinkConfig(batch_size=1, flush_interval_ms=20), retry=RetryConfig(),
+                metrics=Metrics(CollectorRegistry()), queue_max_batches=4)
+    t = threading.Thread(target=sink.run)
+    t.start()
+    b = Batch([1], [], {}, 1)
+    sink.put(b, threading.Event())
+    assert entered.wait(2)
+    step, since = sink.busy.state
+    assert step == "write" and since <= time.monotonic()
+    release.set()
+    assert b.done.wait(2)
+    assert sink.busy.state is None
+    sink.finish()
+    t.join(2)
