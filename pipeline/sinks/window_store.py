@@ -35,10 +35,19 @@ from ..runtime.idle import TtlRefresh
 # cast keeps only 15 digits).
 MEAN_VALUE = "avg(m.value::text::numeric)::float8"
 
-# One statement for every window a batch touched (executemany would be a statement per row).
-INSERT_PENDING = ("INSERT INTO aggregation_pending (period, window_start, sensor_id, metric, window_end, kafka_partition) "
-                  "SELECT * FROM unnest(%s::text[], %s::timestamp[], %s::text[], %s::text[], %s::timestamp[], %s::int[]) "
-                  "ON CONFLICT DO NOTHING")
+# One statement for every window a batch touched (executemany would be a statement per row). A batch's rows
+# are few distinct windows times its series: each is sent once and the rows as pairs of indexes, since sending
+# and parsing six arrays of a row each (two of timestamps) cost as much as the insert itself (a batch of 1,000
+# new sensors: 3,000 rows, bench/RESULTS.md "New sensors at the steady rate").
+INSERT_PENDING = """
+INSERT INTO aggregation_pending (period, window_start, sensor_id, metric, window_end, kafka_partition)
+SELECT w.period, w.window_start, s.sensor_id, s.metric, w.window_end, s.kafka_partition
+  FROM unnest(%s::int[], %s::int[]) AS r(window_no, series_no)
+  JOIN unnest(%s::text[], %s::timestamp[], %s::timestamp[]) WITH ORDINALITY
+       AS w(period, window_start, window_end, no) ON w.no = r.window_no
+  JOIN unnest(%s::text[], %s::text[], %s::int[]) WITH ORDINALITY
+       AS s(sensor_id, metric, kafka_partition, no) ON s.no = r.series_no
+ON CONFLICT DO NOTHING"""
 LOAD_PENDING = "SELECT period, window_start, window_end, sensor_id, metric, kafka_partition FROM aggregation_pending"
 # Running values of the pending windows, so the dashboard's partials are right again after a restart.
 SEED_PARTIALS = """
@@ -146,8 +155,15 @@ class WindowStore:
     @staticmethod
     def mark_pending(cur: psycopg.Cursor, rows: Sequence[tuple]) -> None:
         """In the readings' transaction: (period, start, sensor_id, metric, end, partition) rows, one statement."""
-        if rows:
-            cur.execute(INSERT_PENDING, [list(column) for column in zip(*rows)])
+        if not rows:
+            return
+        windows: dict[tuple, int] = {}
+        series: dict[tuple, int] = {}
+        window_nos, series_nos = [], []
+        for period, start, sensor_id, metric, end, partition in rows:
+            window_nos.append(windows.setdefault((period, start, end), len(windows) + 1))
+            series_nos.append(series.setdefault((sensor_id, metric, partition), len(series) + 1))
+        cur.execute(INSERT_PENDING, [window_nos, series_nos, *map(list, zip(*windows)), *map(list, zip(*series))])
 
     def close(self, statements: Sequence[tuple[Window, str, dict]]) -> list[tuple[Window, tuple]]:
         """Run the closing statements in one transaction; the closed rows go to the stream before the commit

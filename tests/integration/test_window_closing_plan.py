@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from pipeline.operators.windows.tracker import Window, to_us
-from pipeline.sinks.window_store import BY_TIME_FROM_KEYS, close_statement, run_closing
+from pipeline.sinks.window_store import BY_TIME_FROM_KEYS, WindowStore, close_statement, run_closing
 from pipeline.storage import partitions
 
 SENSORS = 2000
@@ -72,3 +72,23 @@ def test_closing_many_keys_writes_every_rolled_up_row(env):
     # ns-7: 1m rows with min 7 + 2k and max 8 + 2k for k = 0..4, two readings each
     assert env.query("SELECT min_value, max_value, count FROM aggregations WHERE period = '5m' AND sensor_id = 'ns-7'") \
         == [(7.0, 16.0, 10)]
+
+
+def test_pending_windows_are_marked_row_for_row_from_the_compact_statement(env):
+    """mark_pending sends each distinct window and series once: every row arrives as given, the ones already
+    pending are left as they are, and a batch's windows of several periods and partitions stay apart."""
+    env.migrate()
+    minute = START + timedelta(minutes=1)
+    rows = [(period, start, f"s{i}", metric, start + length, i % 3)
+            for period, start, length in (("1m", START, timedelta(minutes=1)), ("1m", minute, timedelta(minutes=1)),
+                                          ("5m", START, timedelta(minutes=5)), ("1h", START, timedelta(hours=1)))
+            for i in range(40) for metric in ("temperature", "humidity")]
+    already = rows[5]
+    with env.db() as conn:
+        conn.execute("INSERT INTO aggregation_pending VALUES (%s, %s, %s, %s, %s, 9)", already[:5])
+        with conn.transaction(), conn.cursor() as cur:
+            WindowStore.mark_pending(cur, rows + rows[:10])  # repeats in a batch are one row
+        stored = set(conn.execute("SELECT period, window_start, sensor_id, metric, window_end, kafka_partition "
+                                  "FROM aggregation_pending").fetchall())
+    assert stored == (set(rows) - {already}) | {already[:5] + (9,)}
+    assert len(stored) == 4 * 40 * 2
