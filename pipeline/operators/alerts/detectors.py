@@ -33,7 +33,8 @@ SEEN = 0  # wall clock of the series' latest reading (the evaluator's idle sweep
 OUT_N, OUT_MEAN, OUT_VAR = 1, 2, 3  # outlier: readings in the statistics (0: none yet), EWMA mean and variance
 RUN_VALUE, RUN_SINCE, RUN_N = 4, 5, 6  # stuck: the run's first value and event time, its readings (0: no run)
 RUN_RATE = 7  # stuck: the series' repeat rate learned from the runs before this one (StuckRule.repeat_chance)
-HISTORY = 8
+RUN_LAST = 8  # stuck: event time of the run's latest reading
+HISTORY = 9
 _NO_HISTORY = array("d", bytes(8 * (HISTORY - 1)))
 
 
@@ -237,16 +238,20 @@ class Stuck(SeriesDetector):
         if not (rule.count or rule.seconds or rule.repeat_chance):
             return CLEAR
         with_history(s)
+        if s[RUN_N] and ts <= s[RUN_LAST]:
+            # A reading delivered again (a QoS 1 resend keeps its event time) or one older than the run is not a
+            # repeat: counted, two resends would make a fine-grained sensor look frozen.
+            return None
         if not s[RUN_N] or abs(value - s[RUN_VALUE]) > rule.tolerance:
             rate = s[RUN_RATE] if s[RUN_N] else PRIOR_REPEAT_RATE
             # A run that was judged stuck does not teach the series to repeat: a frozen sensor that comes back
             # is caught as fast the next time.
             if s[RUN_N] and _learned_limit(int(s[RUN_N]), rate, rule) is None:
                 rate = repeat_rate_after(rate, int(s[RUN_N]) - 1)
-            s[RUN_VALUE], s[RUN_SINCE], s[RUN_N], s[RUN_RATE] = value, ts, 1.0, rate
+            s[RUN_VALUE], s[RUN_SINCE], s[RUN_N], s[RUN_RATE], s[RUN_LAST] = value, ts, 1.0, rate, ts
             return CLEAR
         n = int(s[RUN_N]) + 1
-        s[RUN_N] = n
+        s[RUN_N], s[RUN_LAST] = n, ts
         first, lasted = s[RUN_VALUE], ts - s[RUN_SINCE]
         if rule.count and n >= rule.count:
             limit = f"limit {rule.count} readings"

@@ -224,6 +224,16 @@ def test_a_stuck_run_does_not_teach_the_series_to_repeat():
     assert first[2300:2350].count("warning") == 0 and first[-5:] == ["clear", "clear", "warning", "warning", "warning"]
 
 
+def test_readings_delivered_again_or_out_of_order_are_not_repeats():
+    history = fine_grained(2000)
+    detector = Stuck()
+    assert set(severities(detector, LEARNED, history)) == {"clear"}
+    resent = [detector.evaluate(K, 21.5, t, LEARNED) for t in (3000.0, 3000.0, 3000.0, 2999.0, 2500.0)]
+    assert resent[0] is CLEAR and resent[1:] == [None] * 4  # one reading, three times and late copies: no run
+    assert detector.evaluate(K, 21.5, 3001.0, LEARNED) is CLEAR  # the run's second reading
+    assert detector.evaluate(K, 21.5, 3002.0, LEARNED).severity == "warning"  # its third
+
+
 def test_the_repeat_rate_is_an_ewma_of_repeats_in_closed_form():
     rate, step = 0.2, 0.2
     for repeats in (0, 1, 7, 40):
