@@ -153,17 +153,19 @@ class WindowStore:
         return pending, seeds
 
     @staticmethod
-    def mark_pending(cur: psycopg.Cursor, rows: Sequence[tuple]) -> None:
-        """In the readings' transaction: (period, start, sensor_id, metric, end, partition) rows, one statement."""
-        if not rows:
+    def mark_pending(cur: psycopg.Cursor, keys: Sequence[tuple[int, Window, str, str]]) -> None:
+        """In the readings' transaction: the (partition, window, sensor_id, metric) pending now, one statement."""
+        if not keys:
             return
-        windows: dict[tuple, int] = {}
+        windows: dict[Window, int] = {}
         series: dict[tuple, int] = {}
         window_nos, series_nos = [], []
-        for period, start, sensor_id, metric, end, partition in rows:
-            window_nos.append(windows.setdefault((period, start, end), len(windows) + 1))
+        for partition, window, sensor_id, metric in keys:
+            window_nos.append(windows.setdefault(window, len(windows) + 1))
             series_nos.append(series.setdefault((sensor_id, metric, partition), len(series) + 1))
-        cur.execute(INSERT_PENDING, [window_nos, series_nos, *map(list, zip(*windows)), *map(list, zip(*series))])
+        periods, starts, ends = zip(*((w.period, from_us(w.start), from_us(w.end)) for w in windows))
+        cur.execute(INSERT_PENDING, [window_nos, series_nos, list(periods), list(starts), list(ends),
+                                     *map(list, zip(*series))])
 
     def close(self, statements: Sequence[tuple[Window, str, dict]]) -> list[tuple[Window, tuple]]:
         """Run the closing statements in one transaction; the closed rows go to the stream before the commit

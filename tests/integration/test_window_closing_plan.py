@@ -87,7 +87,9 @@ def test_pending_windows_are_marked_row_for_row_from_the_compact_statement(env):
     with env.db() as conn:
         conn.execute("INSERT INTO aggregation_pending VALUES (%s, %s, %s, %s, %s, 9)", already[:5])
         with conn.transaction(), conn.cursor() as cur:
-            WindowStore.mark_pending(cur, rows + rows[:10])  # repeats in a batch are one row
+            keys = [(part, Window(period, to_us(start), to_us(end)), sid, metric)
+                    for period, start, sid, metric, end, part in rows + rows[:10]]
+            WindowStore.mark_pending(cur, keys)  # repeats in a batch are one row
         stored = set(conn.execute("SELECT period, window_start, sensor_id, metric, window_end, kafka_partition "
                                   "FROM aggregation_pending").fetchall())
     assert stored == (set(rows) - {already}) | {already[:5] + (9,)}

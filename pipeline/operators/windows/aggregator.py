@@ -24,7 +24,7 @@ from ...runtime.idle import IdleSweep
 from ...runtime.ownership import Ownership
 from ...clients.errors import SERVICE_AWAY
 from ...sinks.window_store import WindowStore, close_statement
-from .tracker import US, Due, Partials, Window, WindowTracker, from_us, to_us
+from .tracker import US, Due, Partials, Window, WindowTracker, to_us
 
 log = logging.getLogger(__name__)
 PARTIALS_EVERY_S = 1.0
@@ -117,17 +117,15 @@ class WindowAggregator:
         """Record the windows of newly stored readings as pending; returns them for `committed`."""
         partition_of = {r.sensor_id: (r.source.partition if r.source is not None else -1) for r in records}
         tracker = self.tracker
-        new: dict[tuple, tuple] = {}
+        new: dict[tuple, None] = {}  # (partition, window, sensor_id, metric), in order, once each
         for sensor_id, metric, _value, ts_us in inserted:
             partition = partition_of.get(sensor_id, -1)
             for w in tracker.windows(ts_us):
-                if tracker.is_pending(partition, w, sensor_id, metric):
-                    continue
-                key = (partition, w, sensor_id, metric)
-                if key not in new:
-                    new[key] = (w.period, from_us(w.start), sensor_id, metric, from_us(w.end), partition)
-        self.store.mark_pending(cur, list(new.values()))
-        return list(new)
+                if not tracker.is_pending(partition, w, sensor_id, metric):
+                    new[(partition, w, sensor_id, metric)] = None
+        staged = list(new)
+        self.store.mark_pending(cur, staged)
+        return staged
 
     # -- after the commit ----------------------------------------------------------------------
     def committed(self, records: Sequence[Reading], inserted: Sequence[tuple], staged: Sequence[tuple]) -> None:
