@@ -106,9 +106,19 @@ def check_across_fields(cfg: Config) -> None:
         raise ConfigError(f"logs.ship_own: logs.topic_root {cfg.logs.topic_root!r} is not covered by mqtt.topics")
 
 
-def check_dashboard_token(cfg: DashboardConfig, token_set: bool) -> None:
-    """A dashboard whose reads need DASHBOARD_TOKEN (asked for, or listening beyond loopback) must have one."""
-    if not cfg.enabled or token_set:
+# A random token this long (hex: 64 bits) is out of reach of guessing at the throttled rate (dashboard/throttle.py).
+MIN_TOKEN_CHARS = 16
+
+
+def check_dashboard_token(cfg: DashboardConfig, token: str) -> None:
+    """A dashboard whose reads need DASHBOARD_TOKEN (asked for, or listening beyond loopback) must have one, and
+    a token set must be long enough not to be guessed."""
+    if not cfg.enabled:
+        return
+    if token:
+        if len(token) < MIN_TOKEN_CHARS:
+            raise ConfigError(f"DASHBOARD_TOKEN: {len(token)} characters, at least {MIN_TOKEN_CHARS} needed "
+                              "(make one with `openssl rand -hex 16`)")
         return
     if cfg.require_token_for_reads:
         raise ConfigError("dashboard.require_token_for_reads: needs DASHBOARD_TOKEN in the environment")
