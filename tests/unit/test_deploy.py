@@ -88,3 +88,22 @@ def test_mosquitto_size_limit_fits_the_daemons_packet_limit_and_logins_are_requi
     for root in ("sensors", cfg.agents.system.topic_root, cfg.logs.topic_root):
         assert f"pattern write {root}/%u/#" in acl
     assert "user realtime-pipeline\ntopic read #\ntopic read $SYS/#\n" in acl  # the daemon: mqtt.username
+
+
+def test_mosquitto_listens_in_the_clear_on_loopback_only_and_over_tls_everywhere():
+    lines = [line.split(None, 1) for line in (ROOT / "deploy" / "mosquitto.conf").read_text().splitlines()
+             if line.strip() and not line.startswith("#")]
+    listeners = [i for i, (name, _) in enumerate(lines) if name == "listener"]
+    assert [lines[i][1] for i in listeners] == ["1883 127.0.0.1", "8883"]
+    tls = dict(lines[listeners[1] + 1:])  # the options after the TLS listener
+    assert {"certfile", "keyfile", "cafile"} <= set(tls) and tls["tls_version"] == "tlsv1.2"
+    assert "per_listener_settings" not in dict(lines)  # logins and the ACL apply to both listeners
+
+
+def test_mosquitto_queues_are_bounded_in_bytes_and_retain_is_off():
+    opts = _mosquitto_options()
+    queued, queued_bytes = int(opts["max_queued_messages"]), int(opts["max_queued_bytes"])
+    assert 1000 < queued <= 1_000_000 and 0 < queued_bytes <= 1 << 30  # 0 would be unlimited
+    # The byte bound is what holds when messages are large: by count alone a session could take this much.
+    assert queued * int(opts["message_size_limit"]) > 100 * queued_bytes
+    assert opts["retain_available"] == "false"
