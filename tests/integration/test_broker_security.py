@@ -9,8 +9,10 @@ from __future__ import annotations
 import re
 import shutil
 import socket
+import os
 import ssl
 import subprocess
+import sys
 import threading
 import uuid
 from pathlib import Path
@@ -21,10 +23,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.integration.services import ServiceProcess, free_port
 from tests.integration.test_mqtt_tls import make_certificates
+from tests.unit.test_deploy import agent_argv, env_file
 
 ROOT = Path(__file__).resolve().parents[2]
 DAEMON = "realtime-pipeline"
-PASSWORDS = {"dev-1": "pw-one", "dev-2": "pw-two", DAEMON: "pw-daemon"}
+PASSWORDS = {"dev-1": "pw-one", "dev-2": "pw-two", DAEMON: "pw-daemon", "host-1": "pw-host"}
 
 pytestmark = [pytest.mark.skipif(not shutil.which("mosquitto_passwd"), reason="mosquitto_passwd missing (Debian package mosquitto)"),
               pytest.mark.skipif(not shutil.which("openssl"), reason="needs the openssl command")]
@@ -264,3 +267,21 @@ def test_a_retained_publish_is_refused_and_nothing_is_kept(secure_broker):
     finally:
         dev1.close()
         daemon.close()
+
+
+def test_the_agent_as_its_unit_runs_it_publishes_over_tls_under_its_login(secure_broker):
+    b = secure_broker
+    env = {**env_file(ROOT / "deploy/agent.env.example"), "MQTT_HOST": "127.0.0.1", "MQTT_PORT": str(b.tls_port),
+           "MQTT_USERNAME": "host-1", "MQTT_CA_FILE": b.ca}
+    daemon = Client(b.tls_port, DAEMON, PASSWORDS[DAEMON], ca=b.ca)
+    try:
+        daemon.subscribe("system/#")
+        run = subprocess.run([sys.executable, "-m", "pipeline.agents.system", *agent_argv(env), "--interval", "0.2",
+                              "--count", "2"], capture_output=True, text=True, timeout=60, cwd=ROOT,
+                             env={**os.environ, "MQTT_PASSWORD": PASSWORDS["host-1"]})
+        assert run.returncode == 0 and "published=2 dropped=0 unacknowledged=0" in run.stderr, run.stderr
+        assert "tls=True" in run.stderr
+        got = daemon.wait_topic("system/host-1")
+    finally:
+        daemon.close()
+    assert {t for t, _ in got} == {"system/host-1"}
