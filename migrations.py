@@ -63,7 +63,8 @@ def migrate(settings: Settings, out=sys.stdout) -> list[int]:
     """Apply pending migrations; returns the versions applied."""
     if ensure_database(settings):
         print(f"created database {settings.config.postgres.database}", file=out)
-    params = conninfo(settings.config.postgres, settings.secrets.postgres_password)
+    # No statement timeout: one migration may rewrite a large table (a cancelled one would be rolled back).
+    params = conninfo(settings.config.postgres, settings.secrets.postgres_password, statement_timeout_ms=0)
     done: list[int] = []
     with psycopg.connect(**params, autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (LOCK_ID,))

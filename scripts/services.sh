@@ -80,11 +80,13 @@ start_redis() {
     echo "pid=$pid" > "$RUN_DIR/redis.started"
 }
 
-# deploy/mosquitto.conf for development and tests: its security section (listener on every interface, logins,
-# ACL) replaced by localhost only with anonymous clients, as the tests and `make run` connect; and no size
-# limit, so that oversized messages reach the daemon and the tests see its own limits at work.
+# deploy/mosquitto.conf for development and tests: its security section (the TLS listener and its files, logins,
+# ACL, retain off) replaced by one plain listener on localhost with anonymous clients, as the tests and
+# `make run` connect (tests publish retained messages to see the daemon ignore them); and no size limit, so
+# that oversized messages reach the daemon and the tests see its own limits at work.
+DEV_DROPPED='listener|certfile|keyfile|cafile|capath|tls_version|require_certificate|allow_anonymous|password_file|acl_file|message_size_limit|retain_available'
 dev_mosquitto_conf() {
-    grep -v -E '^[[:space:]]*(listener|allow_anonymous|password_file|acl_file|message_size_limit)([[:space:]]|$)' "$MOSQUITTO_CONF"
+    grep -v -E "^[[:space:]]*($DEV_DROPPED)([[:space:]]|\$)" "$MOSQUITTO_CONF"
     printf '%s\n' "listener 1883 127.0.0.1" "allow_anonymous true"
 }
 

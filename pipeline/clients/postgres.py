@@ -11,8 +11,11 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from ..config import PostgresConfig, Secret
 
 
-def conninfo(cfg: PostgresConfig, password: Secret, database: str | None = None) -> dict[str, Any]:
-    """Keyword arguments for psycopg.connect / ConnectionPool(kwargs=...)."""
+def conninfo(cfg: PostgresConfig, password: Secret, database: str | None = None,
+             statement_timeout_ms: int | None = None) -> dict[str, Any]:
+    """Keyword arguments for psycopg.connect / ConnectionPool(kwargs=...); the statement timeout is
+    postgres.statement_timeout_ms unless given (0: none set, the server's or role's own applies)."""
+    timeout = cfg.statement_timeout_ms if statement_timeout_ms is None else statement_timeout_ms
     params: dict[str, Any] = {
         "host": cfg.host,
         "port": cfg.port,
@@ -22,6 +25,8 @@ def conninfo(cfg: PostgresConfig, password: Secret, database: str | None = None)
         "connect_timeout": cfg.connect_timeout_s,
         "application_name": "realtime-pipeline",
     }
+    if timeout > 0:
+        params["options"] = f"-c statement_timeout={int(timeout)}"
     for key in ("sslrootcert", "sslcert", "sslkey"):
         if getattr(cfg, key):
             params[key] = getattr(cfg, key)

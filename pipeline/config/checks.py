@@ -64,10 +64,24 @@ def check_levels(where: str, warning: float | None, critical: float | None) -> N
         raise ConfigError(f"{where}: the warning limit must not exceed the critical limit")
 
 
+# sslmode values that may talk to the server in plain text: the password and every reading readable on the way.
+PLAINTEXT_SSLMODES = ("disable", "allow", "prefer")
+
+
+def check_postgres_tls(host: str, sslmode: str) -> None:
+    """A PostgreSQL server beyond this machine is reached over TLS: plain-text-capable modes are refused there."""
+    local = host.startswith(("/", "@")) or is_loopback_host(host)  # a Unix socket directory, or loopback
+    if not local and sslmode in PLAINTEXT_SSLMODES:
+        raise ConfigError(f"postgres.sslmode: {sslmode!r} may send the password and readings in plain text to "
+                          f"{host!r}, beyond this machine: use verify-full with postgres.sslrootcert (the server's CA), "
+                          "or require (encrypted, server not checked)")
+
+
 def check_across_fields(cfg: Config) -> None:
     """Rules between fields and sections of the converted config; the first one broken raises ConfigError."""
     if cfg.postgres.pool_min > cfg.postgres.pool_max:
         raise ConfigError("postgres.pool_min: must not exceed postgres.pool_max")
+    check_postgres_tls(cfg.postgres.host, cfg.postgres.sslmode)
     if cfg.kafka.heartbeat_interval_ms >= cfg.kafka.session_timeout_ms:
         raise ConfigError("kafka.heartbeat_interval_ms: must be below kafka.session_timeout_ms")
     if cfg.retry.initial_interval_s > cfg.retry.max_interval_s:
@@ -106,9 +120,19 @@ def check_across_fields(cfg: Config) -> None:
         raise ConfigError(f"logs.ship_own: logs.topic_root {cfg.logs.topic_root!r} is not covered by mqtt.topics")
 
 
-def check_dashboard_token(cfg: DashboardConfig, token_set: bool) -> None:
-    """A dashboard whose reads need DASHBOARD_TOKEN (asked for, or listening beyond loopback) must have one."""
-    if not cfg.enabled or token_set:
+# A random token this long (hex: 64 bits) is out of reach of guessing at the throttled rate (dashboard/throttle.py).
+MIN_TOKEN_CHARS = 16
+
+
+def check_dashboard_token(cfg: DashboardConfig, token: str) -> None:
+    """A dashboard whose reads need DASHBOARD_TOKEN (asked for, or listening beyond loopback) must have one, and
+    a token set must be long enough not to be guessed."""
+    if not cfg.enabled:
+        return
+    if token:
+        if len(token) < MIN_TOKEN_CHARS:
+            raise ConfigError(f"DASHBOARD_TOKEN: {len(token)} characters, at least {MIN_TOKEN_CHARS} needed "
+                              "(make one with `openssl rand -hex 16`)")
         return
     if cfg.require_token_for_reads:
         raise ConfigError("dashboard.require_token_for_reads: needs DASHBOARD_TOKEN in the environment")

@@ -102,7 +102,7 @@ def load(path: str | os.PathLike | None = None, env: dict[str, str] | None = Non
         where = f" line {mark.line + 1}" if mark else ""
         raise ConfigError(f"{file}:{where}: invalid YAML") from None
     config, secrets = parse(tree, env), Secrets.from_env(env)
-    check_dashboard_token(config.dashboard, bool(secrets.dashboard_token))
+    check_dashboard_token(config.dashboard, secrets.dashboard_token.reveal())
     channel_urls(config.alerts, env)  # a channel whose URL variable is unset fails here, not at the first alert
     return Settings(config=config, secrets=secrets, path=str(file))
 

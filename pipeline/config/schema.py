@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from .base import Name, NonNegFloat, Port, PositiveFloat, PositiveInt, Section
+from .base import Name, NonNegFloat, NonNegInt, Port, PositiveFloat, PositiveInt, Section
 from .metric_rules import DetectionConfig, MetricUnits, ThresholdRule
 from .alerting import AlertsConfig, FlapConfig, WebhookConfig  # noqa: F401 - re-exported
 from .mqtt import BrokerStatsConfig, MqttConfig, TlsConfig  # noqa: F401 - re-exported
@@ -91,6 +91,12 @@ class PostgresConfig(Section):
     sslrootcert: str = ""
     sslcert: str = ""
     sslkey: str = ""
+    # A statement running longer is cancelled by the server (QueryCanceled, retried like an outage), so one stuck
+    # statement (waiting on a lock that is never released, a runaway plan) cannot hold a sink for ever. 0: none.
+    statement_timeout_ms: NonNegInt = 30000
+    # The same for maintenance, whose single statements may run long: retention, partitions, rebuild. 0: none.
+    # Migrations (migrations.py) run without one: an operator watches them, and a cancelled one is rolled back.
+    maintenance_statement_timeout_ms: NonNegInt = 600000
 
 
 class ProcessingConfig(Section):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from flask import Flask, jsonify, request
 from flask.json.provider import DefaultJSONProvider
@@ -16,6 +16,7 @@ from . import alert_actions, api, auth, health, pages
 from .hosts import allowed_names, host_allowed
 from .params import BadParam
 from .store import Unavailable
+from .throttle import FailureThrottle
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +34,13 @@ SECURITY_HEADERS = {
 
 @dataclass(frozen=True)
 class DashboardState:
-    """What the blueprints need: the view, the settings and the token (empty: changes disabled)."""
+    """What the blueprints need: the view, the settings, the token (empty: changes disabled) and the throttle of
+    wrong tokens."""
 
     view: object
     config: DashboardConfig
     token: str
+    throttle: FailureThrottle = field(default_factory=FailureThrottle)
 
     @property
     def require_token_for_reads(self) -> bool:
@@ -77,7 +80,7 @@ def _is_api() -> bool:
 def create_app(view, config: DashboardConfig, token: Secret | str | None = None) -> Flask:
     """A Flask app over `view` (see view.View); `token` is DASHBOARD_TOKEN."""
     raw_token = token.reveal() if isinstance(token, Secret) else (token or "")
-    check_dashboard_token(config, bool(raw_token))
+    check_dashboard_token(config, raw_token)
     app = Flask(__name__)
     app.json = FiniteJSONProvider(app)
     app.extensions["dashboard"] = DashboardState(view, config, raw_token)

@@ -183,7 +183,8 @@ class PartitionJob:
 
     def run_once(self) -> list[str]:
         cfg = self.settings.config
-        with psycopg.connect(**conninfo(cfg.postgres, self.settings.secrets.postgres_password), autocommit=True) as conn:
+        with psycopg.connect(**conninfo(cfg.postgres, self.settings.secrets.postgres_password,
+                                   statement_timeout_ms=cfg.postgres.maintenance_statement_timeout_ms), autocommit=True) as conn:
             made = ensure_ahead(conn, cfg.storage)
         self.metrics.partition_checks.labels("ok").inc()
         for name in made:

@@ -195,7 +195,8 @@ def run_once(settings: Settings, dry_run: bool = False, stop: threading.Event | 
     cfg = settings.config
     now = now or datetime.now(timezone.utc)
     run = RetentionRun()
-    with psycopg.connect(**conninfo(cfg.postgres, settings.secrets.postgres_password), autocommit=True) as conn:
+    with psycopg.connect(**conninfo(cfg.postgres, settings.secrets.postgres_password,
+                                   statement_timeout_ms=cfg.postgres.maintenance_statement_timeout_ms), autocommit=True) as conn:
         if not dry_run and not conn.execute("SELECT pg_try_advisory_lock(%s)", (ADVISORY_LOCK_ID,)).fetchone()[0]:
             return None
         for target in targets(cfg.retention):

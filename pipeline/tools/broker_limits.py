@@ -15,7 +15,7 @@ from pathlib import Path
 
 DEFAULT_MAX_QUEUED = 1000
 MQTT_PORT = 1883
-FIX = ("mosquitto -c deploy/mosquitto.conf (it requires logins: docs/operations.md, \"Securing the broker\"), or add "
+FIX = ("mosquitto -c deploy/mosquitto.conf (it requires logins and TLS files: docs/operations.md, \"Securing the broker\"), or add "
        "`max_queued_messages 100000` to its config and restart it")
 
 

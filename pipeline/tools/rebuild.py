@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> int
     steps = plan(cfg.aggregation.periods, args.period, args.start, args.end, max(1, args.chunk_s))
     bar = Bar(sum(s.windows for s in steps))
     started = time.monotonic()
-    with psycopg.connect(**conninfo(cfg.postgres, settings.secrets.postgres_password), autocommit=True) as conn:
+    with psycopg.connect(**conninfo(cfg.postgres, settings.secrets.postgres_password,
+                                   statement_timeout_ms=cfg.postgres.maintenance_statement_timeout_ms), autocommit=True) as conn:
         done = rebuild(conn, steps, args.sensor, bar)
     bar(done, force=True)
     seconds = time.monotonic() - started

@@ -218,8 +218,16 @@ class Registry:
                 deleted[table] = self.conn.execute(q, (sensor_id,)).rowcount
             deleted["sensors"] = self.conn.execute("DELETE FROM sensors WHERE sensor_id = %s", (sensor_id,)).rowcount
         self.redis.delete(self.latest_prefix + sensor_id)
-        self.redis.srem(self.sensors_key, sensor_id)
+        self.unindex(sensor_id)
         return deleted
+
+    def unindex(self, sensor_id: str) -> None:
+        """Drop the id from the Redis sensor index: a sorted set by last write; a plain set before a daemon converted it."""
+        kind = self.redis.type(self.sensors_key)
+        if kind in (b"zset", "zset"):
+            self.redis.zrem(self.sensors_key, sensor_id)
+        elif kind in (b"set", "set"):
+            self.redis.srem(self.sensors_key, sensor_id)
 
 
 def run(args: argparse.Namespace, registry: Registry, out=None) -> None:

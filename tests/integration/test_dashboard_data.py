@@ -17,7 +17,7 @@ from pipeline.observability.status import LiveStatus
 from pipeline.runtime.reload import ConfigHolder
 from pipeline.runtime.supervisor import Supervisor
 
-TOKEN = "data-test-token"
+TOKEN = "data-test-token-0123"
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
 NOW = time.time()
 

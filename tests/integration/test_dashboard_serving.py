@@ -17,7 +17,7 @@ from pipeline.dashboard import create_app
 from pipeline.dashboard.http_server import HttpServer
 from tests.integration.clients import DaemonProcess, wait_for
 
-TOKEN = "serving-token"
+TOKEN = "serving-token-0123"
 
 
 class StubView:
@@ -154,6 +154,16 @@ def test_unknown_host_is_400_and_the_server_names_no_version(serve):
     ok = served.request(headers={"Host": f"127.0.0.1:{served.http.port}"})
     assert ok.status == 200 and ok.getheader("Server") == "realtime-pipeline"
     assert served.request(headers={"Host": f"localhost:{served.http.port}"}).status == 200
+
+
+def test_wrong_tokens_over_real_sockets_get_429_with_retry_after(serve):
+    served = serve(require_token_for_reads=True)
+    wrong = {"Authorization": "Bearer guess-guess-guess-1"}
+    assert [served.request(path="/ready", headers=wrong).status for _ in range(10)] == [200] * 10  # counted, not told
+    answer = served.request(path="/api/pipeline", headers=wrong)
+    assert answer.status == 429 and 1 <= int(answer.getheader("Retry-After")) <= 6
+    assert served.request(path="/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).status == 429
+    assert served.request(path="/health").status == 200  # probes without a token still answered
 
 
 def test_stop_closes_the_port_and_idle_connections_promptly(serve):

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import time
 
+from pipeline.config import Secret
+from pipeline.records import Reading
+from pipeline.sinks.redis_stream import RedisSink
 from pipeline.tools.sensors import main as sensors_cli
 from tests.integration.clients import Publisher, RunningPipeline, read_topic, wait_for
 
@@ -147,10 +150,18 @@ def test_the_command_end_to_end(env, tmp_path, capsys):
     assert [(s["sensor_id"], s["type"], s["location"]) for s in listed] == [("dev-2", "env", None), ("dev-3", "env", None)]
 
     env.query("INSERT INTO measurements (sensor_id, metric, value, timestamp) VALUES ('dev-1', 't', 1, now()) RETURNING id")
-    env.redis.sadd(f"{prefix}sensors", "dev-1")
+    # The Redis index as the daemon's Redis sink writes it (a sorted set by last write), with dev-1 in it.
+    redis_sink = RedisSink(settings.config.redis, Secret(""), settings=settings.config.sinks.redis,
+                           retry=settings.config.retry, metrics=env.metrics(), queue_max_batches=1)
+    redis_sink.start()
+    try:
+        redis_sink.write([Reading("dev-1", "boiler", "cellar", "t", 1.0, time.time(), time.time())])
+    finally:
+        redis_sink.close()
+    assert env.redis.zscore(f"{prefix}sensors", "dev-1") is not None
     assert cli(config, "remove", "dev-1") == 1  # stored readings: refused without --purge
     assert "measurements" in capsys.readouterr().err and registration(env, "dev-1") is not None
     assert cli(config, "remove", "dev-1", "--purge") == 0
     assert registration(env, "dev-1") is None and stored(env, "dev-1") == []
-    assert not env.redis.exists(f"{prefix}latest:dev-1") and not env.redis.sismember(f"{prefix}sensors", "dev-1")
+    assert not env.redis.exists(f"{prefix}latest:dev-1") and env.redis.zscore(f"{prefix}sensors", "dev-1") is None
     assert cli(config, "remove", "dev-3") == 0 and registration(env, "dev-3") is None

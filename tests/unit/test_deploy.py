@@ -1,5 +1,6 @@
 """The systemd units: `systemd-analyze verify` accepts them and they keep the settings operations rely on."""
 import configparser
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -63,10 +64,53 @@ def test_daemon_unit_settings():
     assert svc["ProtectSystem"] == "strict"
 
 
-def test_agent_unit_runs_the_agent_module():
+AGENT_ENV = {"MQTT_HOST", "MQTT_PORT", "MQTT_USERNAME", "MQTT_PASSWORD", "MQTT_CA_FILE"}
+
+
+def env_file(path: Path) -> dict[str, str]:
+    """KEY=value lines of an EnvironmentFile (comments and blank lines skipped)."""
+    lines = [line for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    return dict(line.split("=", 1) for line in lines)
+
+
+def agent_argv(env: dict[str, str]) -> list[str]:
+    """The agent unit's ExecStart after the program, ${VAR} replaced as systemd does: unit Environment=, then the file."""
     svc = _unit(UNITS[1])["Service"]
-    assert svc["ExecStart"] == f"{INSTALL_DIR}/.venv/bin/python -m pipeline.agents.system"
+    values = dict(item.split("=", 1) for item in svc["Environment"].split())
+    values.update(env)
+    argv = svc["ExecStart"].split()
+    assert argv[:3] == [f"{INSTALL_DIR}/.venv/bin/python", "-m", "pipeline.agents.system"]
+    return [re.sub(r"\$\{(\w+)\}", lambda m: values.get(m.group(1), ""), a) for a in argv[3:]]
+
+
+def test_agent_unit_runs_the_agent_module_over_tls_with_a_login_and_its_own_environment():
+    from pipeline.agents.system import parse_args
+
+    svc = _unit(UNITS[1])["Service"]
     assert svc["Restart"] == "on-failure"
+    # Its own file, not the daemon's .env, and a user of its own that cannot read that .env either.
+    assert svc["EnvironmentFile"] == "/etc/realtime-pipeline/agent.env"
+    assert svc["DynamicUser"] == "yes" and "User" not in svc
+    assert svc["InaccessiblePaths"] == f"-{INSTALL_DIR}/.env"
+    example = env_file(ROOT / "deploy" / "agent.env.example")
+    assert set(example) == AGENT_ENV  # the MQTT login only: no other secret of the pipeline
+    from pipeline.config.secret import SECRET_ENV
+    assert set(SECRET_ENV.values()) & set(example) == {"MQTT_PASSWORD"}
+    args = parse_args(agent_argv({**example, "MQTT_USERNAME": "host-7"}))
+    assert args.tls and not args.insecure and args.mqtt_port == 8883
+    assert args.mqtt_username == "host-7" and args.host == "host-7"  # the ACL: system/<user name>
+    assert args.ca_file == example["MQTT_CA_FILE"]
+
+
+@pytest.mark.parametrize("name", UNITS)
+def test_units_bound_memory_and_tasks(name):
+    svc = _unit(name)["Service"]
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    memory_max = int(svc["MemoryMax"][:-1]) * units[svc["MemoryMax"][-1]]
+    assert 64 << 20 <= memory_max <= 8 << 30
+    if "MemoryHigh" in svc:
+        assert int(svc["MemoryHigh"][:-1]) * units[svc["MemoryHigh"][-1]] < memory_max
+    assert 8 <= int(svc["TasksMax"]) <= 1024
 
 
 def _mosquitto_options() -> dict[str, str]:
@@ -88,3 +132,22 @@ def test_mosquitto_size_limit_fits_the_daemons_packet_limit_and_logins_are_requi
     for root in ("sensors", cfg.agents.system.topic_root, cfg.logs.topic_root):
         assert f"pattern write {root}/%u/#" in acl
     assert "user realtime-pipeline\ntopic read #\ntopic read $SYS/#\n" in acl  # the daemon: mqtt.username
+
+
+def test_mosquitto_listens_in_the_clear_on_loopback_only_and_over_tls_everywhere():
+    lines = [line.split(None, 1) for line in (ROOT / "deploy" / "mosquitto.conf").read_text().splitlines()
+             if line.strip() and not line.startswith("#")]
+    listeners = [i for i, (name, _) in enumerate(lines) if name == "listener"]
+    assert [lines[i][1] for i in listeners] == ["1883 127.0.0.1", "8883"]
+    tls = dict(lines[listeners[1] + 1:])  # the options after the TLS listener
+    assert {"certfile", "keyfile", "cafile"} <= set(tls) and tls["tls_version"] == "tlsv1.2"
+    assert "per_listener_settings" not in dict(lines)  # logins and the ACL apply to both listeners
+
+
+def test_mosquitto_queues_are_bounded_in_bytes_and_retain_is_off():
+    opts = _mosquitto_options()
+    queued, queued_bytes = int(opts["max_queued_messages"]), int(opts["max_queued_bytes"])
+    assert 1000 < queued <= 1_000_000 and 0 < queued_bytes <= 1 << 30  # 0 would be unlimited
+    # The byte bound is what holds when messages are large: by count alone a session could take this much.
+    assert queued * int(opts["message_size_limit"]) > 100 * queued_bytes
+    assert opts["retain_available"] == "false"

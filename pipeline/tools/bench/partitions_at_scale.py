@@ -159,7 +159,8 @@ def run_layout(partitioned: bool, args) -> dict:
     name = "partitioned" if partitioned else "unpartitioned"
     print(f"== {name}", flush=True)
     settings = make_db(partitioned)
-    params = conninfo(settings.config.postgres, settings.secrets.postgres_password)
+    # Loading millions of rows is one statement: no statement timeout for the benchmark's own connections.
+    params = conninfo(settings.config.postgres, settings.secrets.postgres_password, statement_timeout_ms=0)
     now = datetime.now(timezone.utc).replace(tzinfo=None)
     today = now.replace(hour=0, minute=0, second=0, microsecond=0)
     first_day = today - timedelta(days=args.days + 2)

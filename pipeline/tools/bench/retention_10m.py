@@ -84,7 +84,8 @@ def main() -> int:
     db = f"bench_ret_{uuid.uuid4().hex[:8]}"
     settings = Settings(parse({"postgres": {"database": db}}, {}), Secrets.from_env({}), "bench")
     migrate(settings, out=open("/dev/null", "w"))
-    params = conninfo(settings.config.postgres, settings.secrets.postgres_password)
+    # Loading millions of rows is one statement: no statement timeout for the benchmark's own connections.
+    params = conninfo(settings.config.postgres, settings.secrets.postgres_password, statement_timeout_ms=0)
     now = datetime.now(timezone.utc)
     try:
         with psycopg.connect(**params, autocommit=True) as conn:

@@ -104,3 +104,18 @@ def test_retention_defaults_and_validation():
         c.parse({"retention": {"aggregations_days": {"1 minute": 7}}}, {})
     with pytest.raises(c.ConfigError, match=r"^retention.measurements_days: Expected `float` >= 0"):
         c.parse({}, {"PIPELINE__RETENTION__MEASUREMENTS_DAYS": "-1"})
+
+
+@pytest.mark.parametrize("host, sslmode", [("db.example.org", "prefer"), ("10.0.0.5", "disable"), ("db", "allow")])
+def test_a_postgres_server_beyond_this_machine_needs_tls(host, sslmode):
+    with pytest.raises(c.ConfigError, match=rf"^postgres.sslmode: '{sslmode}' .*'{host}'.*verify-full"):
+        c.parse({"postgres": {"host": host, "sslmode": sslmode}}, {})
+    with pytest.raises(c.ConfigError, match=r"^postgres.sslmode"):
+        c.parse({"postgres": {"host": host}}, {})  # the built-in default (prefer) too
+
+
+@pytest.mark.parametrize("host, sslmode", [("db.example.org", "verify-full"), ("db.example.org", "verify-ca"),
+                                           ("db.example.org", "require"), ("localhost", "disable"),
+                                           ("127.0.0.1", "prefer"), ("::1", "disable"), ("/var/run/postgresql", "disable")])
+def test_tls_modes_accepted(host, sslmode):
+    assert c.parse({"postgres": {"host": host, "sslmode": sslmode}}, {}).postgres.sslmode == sslmode

@@ -13,7 +13,7 @@ from pipeline.dashboard import create_app
 from pipeline.dashboard.store import Unavailable
 from pipeline.observability.metrics import Metrics
 
-TOKEN = "s3cret-token"
+TOKEN = "s3cret-token-0123"
 XSS_ID = "<script>alert(1)</script>"
 XSS_MESSAGE = '<img src=x onerror="alert(2)"> too hot'
 

@@ -110,3 +110,27 @@ def test_beyond_loopback_without_a_token_is_refused_naming_host_and_token():
     assert c.load(ROOT / "config.yaml", env={**env, "DASHBOARD_TOKEN": TOKEN}).config.dashboard.host == "0.0.0.0"
     assert not c.load(ROOT / "config.yaml", env={**env, "PIPELINE__DASHBOARD__ENABLED": "false"}).config.dashboard.enabled
     assert c.load(ROOT / "config.yaml", env={}).config.dashboard.host == "127.0.0.1"  # the shipped default starts
+
+
+# -- what /health tells a caller without the token -----------------------------------------------------------------
+def test_health_beyond_loopback_gives_only_the_status_without_the_token():
+    view = FakeView()
+    view.live = False
+    client = create_app(view, DashboardConfig(host="0.0.0.0"), Secret(TOKEN)).test_client()
+    r = client.get("/health")
+    assert r.status_code == 503 and r.get_json() == {"status": "failing"}  # no thread names, no crash text
+    r = client.get("/health", headers=BEARER)
+    assert r.status_code == 503 and r.get_json()["threads"] == {"kafka-consumer": False}
+    loopback = create_app(view, DashboardConfig(host="127.0.0.1"), Secret(TOKEN)).test_client()
+    assert loopback.get("/health").get_json()["threads"] == {"kafka-consumer": False}
+
+
+# -- the token's length -------------------------------------------------------------------------------------------
+def test_a_short_token_is_refused_naming_the_variable():
+    with pytest.raises(ConfigError, match=r"^DASHBOARD_TOKEN: 15 characters, at least 16"):
+        c.load(ROOT / "config.yaml", env={"DASHBOARD_TOKEN": "x" * 15})
+    with pytest.raises(ConfigError, match=r"^DASHBOARD_TOKEN: 6 characters"):
+        create_app(FakeView(), DashboardConfig(), Secret("hunter"))
+    assert c.load(ROOT / "config.yaml", env={"DASHBOARD_TOKEN": "x" * 16}).secrets.dashboard_token
+    # A disabled dashboard does not use the token: not checked.
+    c.load(ROOT / "config.yaml", env={"DASHBOARD_TOKEN": "short", "PIPELINE__DASHBOARD__ENABLED": "false"})
