@@ -64,17 +64,18 @@ def check_levels(where: str, warning: float | None, critical: float | None) -> N
         raise ConfigError(f"{where}: the warning limit must not exceed the critical limit")
 
 
-# sslmode values that may talk to the server in plain text: the password and every reading readable on the way.
-PLAINTEXT_SSLMODES = ("disable", "allow", "prefer")
+# sslmode values that fall back to plain text without saying so (the password and every reading readable on the
+# way). An explicit `disable` is the operator's own decision (a private link, a TLS sidecar) and stays allowed.
+PLAINTEXT_SSLMODES = ("allow", "prefer")
 
 
 def check_postgres_tls(host: str, sslmode: str) -> None:
-    """A PostgreSQL server beyond this machine is reached over TLS: plain-text-capable modes are refused there."""
+    """A PostgreSQL server beyond this machine is not reached by a mode that silently falls back to plain text."""
     local = host.startswith(("/", "@")) or is_loopback_host(host)  # a Unix socket directory, or loopback
     if not local and sslmode in PLAINTEXT_SSLMODES:
         raise ConfigError(f"postgres.sslmode: {sslmode!r} may send the password and readings in plain text to "
                           f"{host!r}, beyond this machine: use verify-full with postgres.sslrootcert (the server's CA), "
-                          "or require (encrypted, server not checked)")
+                          "require (encrypted, server not checked), or disable to say plain text is meant")
 
 
 def check_across_fields(cfg: Config) -> None:

@@ -106,7 +106,7 @@ def test_retention_defaults_and_validation():
         c.parse({}, {"PIPELINE__RETENTION__MEASUREMENTS_DAYS": "-1"})
 
 
-@pytest.mark.parametrize("host, sslmode", [("db.example.org", "prefer"), ("10.0.0.5", "disable"), ("db", "allow")])
+@pytest.mark.parametrize("host, sslmode", [("db.example.org", "prefer"), ("10.0.0.5", "prefer"), ("db", "allow")])
 def test_a_postgres_server_beyond_this_machine_needs_tls(host, sslmode):
     with pytest.raises(c.ConfigError, match=rf"^postgres.sslmode: '{sslmode}' .*'{host}'.*verify-full"):
         c.parse({"postgres": {"host": host, "sslmode": sslmode}}, {})
@@ -116,6 +116,7 @@ def test_a_postgres_server_beyond_this_machine_needs_tls(host, sslmode):
 
 @pytest.mark.parametrize("host, sslmode", [("db.example.org", "verify-full"), ("db.example.org", "verify-ca"),
                                            ("db.example.org", "require"), ("localhost", "disable"),
+                                           ("db", "disable"),
                                            ("127.0.0.1", "prefer"), ("::1", "disable"), ("/var/run/postgresql", "disable")])
 def test_tls_modes_accepted(host, sslmode):
     assert c.parse({"postgres": {"host": host, "sslmode": sslmode}}, {}).postgres.sslmode == sslmode
