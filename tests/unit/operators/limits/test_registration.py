@@ -101,6 +101,9 @@ def test_registration_is_validated_with_the_key_named():
     assert parse({}, {}).limits.registration == "open"
     with pytest.raises(ConfigError, match="limits.registration"):
         parse({"limits": {"registration": "closed"}}, {})
+    assert parse({}, {}).limits.registry_lookups_per_s == 1000
+    with pytest.raises(ConfigError, match="limits.registry_lookups_per_s"):
+        parse({"limits": {"registry_lookups_per_s": -1}}, {})
 
 
 class FakeConn:
