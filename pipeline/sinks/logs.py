@@ -51,6 +51,11 @@ def record_key(r: LogRecord) -> str:
     return "h:" + hashlib.blake2b(content, digest_size=16).hexdigest()
 
 
+def delivery_id(r: LogRecord) -> str:
+    """The stream entry's id: the record key (consumers drop duplicates by it)."""
+    return record_key(r)
+
+
 
 class LogSink(BatchingSink):
     """Writes a batch's log records; `on_written` (the log counter) learns which are durable."""
@@ -112,7 +117,7 @@ class LogSink(BatchingSink):
         pipe = self.client.pipeline(transaction=False)
         maxlen = self.rcfg.stream_maxlen
         for r, row in zip(records, rows):
-            pipe.xadd(self.stream, {"id": row[9], "app": r.app, "level": r.level, "message": r.message,
+            pipe.xadd(self.stream, {"id": delivery_id(r), "app": r.app, "level": r.level, "message": r.message,
                                     "logger": r.logger or "", "extra": row[4], "ts": repr(r.ts),
                                     "received_at": repr(r.received_at)}, maxlen=maxlen, approximate=True)
         pipe.execute()
