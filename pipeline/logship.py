@@ -4,8 +4,10 @@
     logging.getLogger().addHandler(MQTTHandler(app="billing", host="localhost"))
 
 Each record is published (QoS 1) to <topic_root>/<app> as
-{"timestamp": epoch seconds, "level": "ERROR", "message": "...", "logger": "billing.db", "extra": {...}}
-where `extra` holds what the call passed with `extra=`. emit() never waits for the network and never
+{"timestamp": epoch seconds, "level": "ERROR", "message": "...", "logger": "billing.db", "extra": {...},
+ "id": "<boot id>:<sequence>"}
+where `extra` holds what the call passed with `extra=` and `id` is unique per handler (a random boot id and a
+counter), so the pipeline stores a record sent again (or replayed) once. emit() never waits for the network and never
 raises: it formats the record and puts it into a bounded buffer that a background thread publishes;
 when the buffer is full the record is dropped and counted (`handler.dropped`). Records about the
 shipping itself (loggers `paho` and `pipeline.logship`, anything logged from the handler's own
@@ -17,6 +19,7 @@ Over TLS, with the names and meaning of the daemon's mqtt.tls.* (tls, ca_file, c
 """
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -113,6 +116,7 @@ class MQTTHandler(logging.Handler):
         self._closing = threading.Event()
         self._deadline = math.inf
         self._closed = False
+        self._boot, self._seq = uuid.uuid4().hex[:16], itertools.count()  # the records' ids: <boot>:<n>
         self.publisher.start()
         # The daemon passes its supervisor's spawn, so the publishing thread is one of its named threads.
         self._thread = spawn(f"logship-{app}", self._run)
@@ -154,7 +158,7 @@ class MQTTHandler(logging.Handler):
         extra = {k: clean(v) for k, v in record.__dict__.items() if k not in _STANDARD and not k.startswith("_")}
         return {"timestamp": record.created, "level": level_name(record.levelno),
                 "message": truncate_utf8(_text(self.format(record)), self.max_message_bytes),
-                "logger": _text(record.name)[:200], "extra": extra}
+                "logger": _text(record.name)[:200], "extra": extra, "id": f"{self._boot}:{next(self._seq)}"}
 
     def encode(self, item: dict) -> bytes:
         """JSON bytes; an `extra` over max_extra_bytes is replaced by a marker so the record still goes."""

@@ -53,6 +53,7 @@ class LogRecord:
     ts: float  # event time, epoch seconds UTC
     received_at: float
     source: RawMessage | None = None
+    record_id: str | None = None  # the producer's own id of the record (payload field `id`), if it gave one
 
 
 class Invalid(Exception):

@@ -48,6 +48,9 @@ class DigestConfig(Section):
 
     window_s: PositiveFloat = 60.0
     max_alerts: PositiveInt = 10
+    # Alerts listed in one digest; the rest of its window are only counted ("and N more"), so a storm of any
+    # size is one message of bounded size, and the notifier holds at most this many payloads per channel.
+    max_listed: Annotated[int, msgspec.Meta(ge=1, le=10000)] = 50
 
 
 class NotificationsConfig(Section):

@@ -151,6 +151,10 @@ class LimitsConfig(Section):
     # How often the daemon rereads the `sensors` table, to learn sensors added, relabelled or removed while it
     # runs (the command, plain SQL, another instance). One primary-key scan of at most max_sensors rows.
     registry_refresh_s: Annotated[float, msgspec.Meta(ge=1, le=3600)] = 10.0
+    # Once the table holds more than max_sensors ids (it keeps every sensor ever registered), an id past the
+    # ones read is looked up by primary key before it is refused (known) or registered as new (open): at most
+    # this many lookups per second (an id found absent is not asked again until the next reread).
+    registry_lookups_per_s: Annotated[float, msgspec.Meta(ge=0, le=100_000)] = 1000.0
 
 
 class SinkConfig(Section):

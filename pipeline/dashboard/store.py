@@ -32,8 +32,11 @@ _ORDER = {
     "all": f"COALESCE(resolved, false), {_RANK} DESC, timestamp DESC, id DESC",
 }
 _ALERT_COLUMNS = "id, sensor_id, type, message, severity, timestamp, COALESCE(resolved, false) AS resolved, resolved_at"
-RESOLVE = (f"UPDATE alerts SET resolved = true, resolved_at = now() AT TIME ZONE 'utc' WHERE id = %s AND {_OPEN} "
-           f"RETURNING {_ALERT_COLUMNS}")
+# One statement: the alert row and its `resolved` event in alert_events (as an automatic resolution writes), at once.
+RESOLVE = (f"WITH r AS (UPDATE alerts SET resolved = true, resolved_at = now() AT TIME ZONE 'utc' WHERE id = %s AND {_OPEN} "
+           f"RETURNING {_ALERT_COLUMNS}), "
+           "e AS (INSERT INTO alert_events (alert_id, event, severity, message, timestamp) "
+           "SELECT id, 'resolved', severity, 'resolved by hand', resolved_at FROM r) SELECT * FROM r")
 AGGREGATIONS = ("SELECT extract(epoch FROM timestamp)::float8, avg_value, min_value, max_value, count FROM aggregations "
                 "WHERE sensor_id = %s AND metric = %s AND period = %s AND timestamp >= %s AND timestamp < %s "
                 "ORDER BY timestamp LIMIT %s")

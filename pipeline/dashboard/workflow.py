@@ -84,7 +84,7 @@ class AlertWorkflow:
         outcome, alert = self._transaction(run)
         if outcome == "acknowledged":
             if self.silences is not None:
-                self.silences.acknowledge(alert_id)
+                self.silences.acknowledge(alert_id, alert["severity"])  # a worse state is still notified
             log.info("event=alert_acknowledged alert_id=%d who=%r", alert_id, who)
         return outcome, _plain(alert)
 

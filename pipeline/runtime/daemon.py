@@ -27,7 +27,7 @@ from ..ingest.mqtt_bridge import MqttBridge, client_id_suffix
 from ..logship import MQTTHandler
 from ..observability.metrics import Metrics
 from ..operators.alerts.runner import AlertRunner
-from ..operators.limits.refresh import RegistryRefresh
+from ..operators.limits.refresh import RegistryLookup, RegistryRefresh
 from ..operators.limits.registry import LimitFilter, load_known
 from ..operators.logcounts.runner import LogCounter
 from ..operators.windows.tracker import parse_period
@@ -79,7 +79,7 @@ def build_stages(settings: Settings) -> list:
         stages.append(LateFilter(cfg.aggregation.grace_s, cfg.aggregation.max_lateness_s))
     # Last: only a reading that would be stored makes its sensor and metric known.
     stages.append(LimitFilter(cfg.limits.max_sensors, cfg.limits.max_metrics_per_sensor, cfg.limits.registration,
-                              cfg.limits.state_idle_s))
+                              cfg.limits.state_idle_s, lookups_per_s=cfg.limits.registry_lookups_per_s))
     return stages
 
 
@@ -120,6 +120,7 @@ class Pipeline:
                                   partition_interval=cfg.storage.partition_interval, **common))
         self._add_processing(settings, common)
         self.chain = StageChain(build_stages(settings), self.metrics)
+        self._registry_lookup: RegistryLookup | None = None  # the limits stage's, on the consumer thread
         self.source: KafkaSource | None = None
         self.bridge: MqttBridge | None = None
         self.dashboard = None  # pipeline.dashboard.server.Dashboard when dashboard.enabled
@@ -258,6 +259,8 @@ class Pipeline:
         limits = next(s for s in self.chain.stages if isinstance(s, LimitFilter))
         info = conninfo(cfg.postgres, self.settings.secrets.postgres_password)
         refresh = RegistryRefresh(lambda: psycopg.connect(**info), limits, cfg.limits.registry_refresh_s)
+        # Ids past the table read (a table larger than max_sensors) are looked up before being refused.
+        self._registry_lookup = limits.lookup = RegistryLookup(lambda: psycopg.connect(**info, autocommit=True))
         self.supervisor.spawn("sensor-registry", lambda: refresh.run(self._stopped))
 
     def _at_start(self, operation: str, fn) -> None:
@@ -330,6 +333,8 @@ class Pipeline:
         if self.source is not None:
             self.source.stop()
         self.supervisor.join([self._consumer_thread], deadline, reserve)
+        if self._registry_lookup is not None and not (self._consumer_thread and self._consumer_thread.is_alive()):
+            self._registry_lookup.close()  # its one user, the consumer thread, has ended
         # Counts are not handed on while sinks drain; a window left uncounted is counted after the next start.
         self.log_counter.stop()
         self.supervisor.join([self._log_counter_thread], deadline, reserve)

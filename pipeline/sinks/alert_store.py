@@ -28,6 +28,8 @@ from .notify import AlertNotifier
 _UTC = timezone.utc
 LOAD_OPEN = ("SELECT id, sensor_id, metric, type, severity, message, timestamp FROM alerts "
              "WHERE NOT resolved ORDER BY id")
+LOAD_OPEN_OF = ("SELECT id, sensor_id, metric, type, severity, message, timestamp FROM alerts "
+                "WHERE NOT resolved AND sensor_id = ANY(%s) ORDER BY id")  # the alerts_one_open index
 OPEN_IDS = "SELECT id FROM alerts WHERE NOT resolved"
 KNOWN_SENSORS = "SELECT sensor_id, type FROM sensors"
 INSERT_ALERT = ("INSERT INTO alerts (sensor_id, metric, type, message, severity, timestamp) VALUES (%s, %s, %s, %s, %s, %s) "
@@ -83,6 +85,14 @@ class AlertStore:
         alerts = [Alert(sensor_id, metric, type_, severity, ts.replace(tzinfo=_UTC).timestamp(), msg, id_)
                   for id_, sensor_id, metric, type_, severity, msg, ts in rows]
         return alerts, sensors
+
+    def load_open_of(self, sensor_ids: list[str]) -> list[Alert]:
+        """The open alerts of these sensors (one statement, by index)."""
+        assert self.pool is not None
+        with self.pool.connection() as conn:
+            rows = conn.execute(LOAD_OPEN_OF, (sensor_ids,)).fetchall()
+        return [Alert(sensor_id, metric, type_, severity, ts.replace(tzinfo=_UTC).timestamp(), msg, id_)
+                for id_, sensor_id, metric, type_, severity, msg, ts in rows]
 
     def open_ids(self) -> set[int]:
         """Ids of the alerts open in the database (an operator may have resolved some)."""

@@ -1,15 +1,17 @@
 """Log sink: application log records into the `logs` table (COPY) and onto a Redis Stream.
 
 PostgreSQL first, then Redis, in one write: a retry after a Redis failure writes PostgreSQL again,
-which is harmless because a record already stored is skipped (its delivery identity, Kafka
-partition + offset + receive time, is unique). That also makes a batch redelivered after a crash a
-no-op, so counts derived from the table stay exact.
+which is harmless because a record already stored is skipped: its identity (app, record key, event time)
+is unique. The record key never depends on the Kafka position (`record_key`), so a batch redelivered after
+a crash, a record replayed to the raw topic at a new offset, or one its shipper sent again are each stored
+once, and counts derived from the table stay exact.
 
-Stream entries (<redis.key_prefix><redis.streams.logs>): id (the delivery identity: consumers drop
-duplicates by it), app, level, message, logger, extra (JSON), ts, received_at.
+Stream entries (<redis.key_prefix><redis.streams.logs>): id (the record key: consumers drop duplicates by
+it), app, level, message, logger, extra (JSON), ts, received_at.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 from typing import Callable, Sequence
 
@@ -29,19 +31,30 @@ from ..clients.redis import connect
 
 log = logging.getLogger(__name__)
 
-COLUMNS = "app, level, message, logger, extra, timestamp, received_at, kafka_partition, kafka_offset"
+COLUMNS = "app, level, message, logger, extra, timestamp, received_at, kafka_partition, kafka_offset, record_key"
 CREATE_STAGE = ("CREATE TEMP TABLE IF NOT EXISTS logs_stage (app VARCHAR(50), level VARCHAR(10), message TEXT, "
                 "logger VARCHAR(200), extra JSONB, timestamp TIMESTAMP, received_at TIMESTAMP, kafka_partition INTEGER, "
-                "kafka_offset BIGINT) ON COMMIT DELETE ROWS")
+                "kafka_offset BIGINT, record_key TEXT) ON COMMIT DELETE ROWS")
 COPY_STAGE = f"COPY logs_stage ({COLUMNS}) FROM STDIN"
 INSERT_FROM_STAGE = (f"INSERT INTO logs ({COLUMNS}) SELECT {COLUMNS} FROM logs_stage "
-                     "ON CONFLICT (kafka_partition, kafka_offset, received_at, timestamp) DO NOTHING")
+                     "ON CONFLICT (app, record_key, timestamp) DO NOTHING")
+
+
+def record_key(r: LogRecord) -> str:
+    """The record's identity within its app and event time, independent of where Kafka stored it: `id:<id>`
+    from the producer's id, else `h:<hash>` of its content and MQTT receive stamp (µs), which a Kafka
+    redelivery and a replay keep (the bridge's header), while distinct messages never share it."""
+    if r.record_id:
+        return f"id:{r.record_id}"
+    content = orjson.dumps([r.level, r.message, r.logger, r.extra, round(r.received_at * 1_000_000)],
+                           option=orjson.OPT_SORT_KEYS)
+    return "h:" + hashlib.blake2b(content, digest_size=16).hexdigest()
 
 
 def delivery_id(r: LogRecord) -> str:
-    """The record's delivery identity as text: partition:offset:receive time in ms."""
-    src = r.source
-    return f"{src.partition}:{src.offset}:{round(r.received_at * 1000)}" if src is not None else ""
+    """The stream entry's id: the record key (consumers drop duplicates by it)."""
+    return record_key(r)
+
 
 
 class LogSink(BatchingSink):
@@ -92,7 +105,8 @@ class LogSink(BatchingSink):
         for r in records:
             src = r.source
             rows.append((r.app, r.level, r.message, r.logger, orjson.dumps(r.extra).decode(), utc_naive(r.ts),
-                         utc_naive(r.received_at), src.partition if src else None, src.offset if src else None))
+                         utc_naive(r.received_at), src.partition if src else None, src.offset if src else None,
+                         record_key(r)))
         with self.pool.connection() as conn:
             with conn.transaction():
                 with conn.cursor() as cur:

@@ -16,6 +16,12 @@ under `<kafka.consumer_group>.dlq-replay.R`, so the letters of other reasons it 
 run, and every run skips a letter that a reason's mark already covers. A crash between sending and committing
 sends those letters again on the next run; PostgreSQL skips readings it already holds.
 
+A failed notification (reason `notification_failed`, stage `alert_notifier`) is a dead letter too, on the
+retry-exhausted topic, but its value is the notification ({"channel", "digest", "alerts"}), not a message of
+the raw topic, which would refuse it (and lose it). Replay never sends one: a run passes over them (and marks
+them dealt with), `--reason notification_failed` is refused, and `list --reason notification_failed` shows them
+(the alerts themselves are in PostgreSQL and on the dashboard).
+
 A letter written because a replayed message failed again is a new letter at a new offset: a later replay
 (after the next fix) sends it like any other. It is not skipped, because then a second fix could never
 bring it back; it cannot loop by itself, since a run reads all its letters before it sends any.
@@ -36,10 +42,13 @@ from ..clients.kafka import producer_conf
 from ..ingest.identity import MQTT_TOPIC_HEADER, RECEIVED_US_HEADER
 from ..records import EXHAUSTED, FAILED, INVALID
 from ..sinks.deadletter import dead_letter_topics
+from ..sinks.notify.notifier import DEAD_LETTER_REASON as NOTIFICATION_FAILED
 
 REPLAYED_FROM = "replayed_from"
 Position = tuple[str, int]  # (dead-letter topic, partition)
 Marks = dict[Position, int]  # the next offset a replay has not dealt with, per position
+# Reasons of letters that are not raw-topic messages: never replayed to the raw topic.
+NOT_REPLAYABLE = frozenset({NOTIFICATION_FAILED})
 
 
 @dataclass
@@ -56,6 +65,11 @@ class Letter:
     @property
     def position(self) -> Position:
         return (self.topic, self.partition)
+
+    @property
+    def replayable(self) -> bool:
+        """False for a letter whose value is not a raw-topic message (a failed notification)."""
+        return self.headers.get("reason", "") not in NOT_REPLAYABLE
 
     def reasons(self) -> list[str]:
         """Its main reason, then the others of its refused readings (header `reasons`, {metric: reason})."""
@@ -156,6 +170,9 @@ def plan_replay(letters: Iterable[Letter], reason: str | None, limit: int | None
             continue
         if limit and len(send) >= limit:
             break
+        if not letter.replayable:  # never sent to the raw topic: dealt with
+            new[pos] = offset + 1
+            continue
         reasons = letter.reasons()
         done = offset < marks.get(pos, 0) or any(offset < reason_marks.get(r, {}).get(pos, 0) for r in reasons)
         if not done and (reason is None or reason in reasons):
@@ -212,6 +229,10 @@ def replay_command(cfg: KafkaConfig, kinds: list[str], reason: str | None, limit
     for r in sorted({r for letter in letters for r in letter.reasons()} - set(reason_marks)):
         reason_marks[r] = read_marks(cfg, replay_group(cfg, r), where)
     chosen, new_marks = plan_replay(letters, reason, limit, marks, reason_marks)
+    held = sum(1 for letter in letters if not letter.replayable and letter.offset >= own.get(letter.position, 0))
+    if held:
+        print(f"replay: {held} {NOTIFICATION_FAILED} letter(s) passed over: a failed notification is not a raw "
+              "message (see them with: list --reason notification_failed)", file=sys.stderr)
     sent = replay(cfg, chosen)
     if sent == len(chosen) and new_marks:
         commit_marks(cfg, replay_group(cfg, reason), new_marks)
@@ -264,6 +285,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     cfg = load_for_cli(args.config).config.kafka
     if args.command == "replay":
+        if args.reason in NOT_REPLAYABLE:
+            print(f"replay: {args.reason} letters are not raw messages and are never replayed; "
+                  f"list them with: list --reason {args.reason}", file=sys.stderr)
+            return 2
         sent, chosen = replay_command(cfg, replay_kinds(args.kind, args.reason), args.reason, args.limit)
         print(f"replayed {sent} of {chosen} dead letter(s) to {cfg.topics.raw}")
         return 0 if sent == chosen else 1

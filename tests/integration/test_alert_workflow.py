@@ -154,6 +154,23 @@ def test_snooze_alert_sensor_and_rule_then_unsnooze(flow, env):
     assert {x.id for x in fresh.snoozes(time.time())} == {alert_snooze["id"], rule_snooze["id"]}
 
 
+def test_an_acknowledged_warning_that_escalates_is_notified_told_or_loaded(flow, env):
+    """The acknowledgement hides the warning it was given for, not the critical it becomes: in the process told by
+    the API, and in a daemon that loads it from the database after the row's severity escalated."""
+    c, i = flow.client, flow.ids
+    assert c.post(f"/api/alerts/{i['wet']}/ack", json=WHO, headers=BEARER).status_code == 200
+    with env.db() as conn:  # the alert store escalates the row in place
+        conn.execute("UPDATE alerts SET severity = 'critical' WHERE id = %s", (i["wet"],))
+    fresh = Silences()
+    load_silences(flow.store.pool, fresh)
+    now = time.time()
+    for s in (flow.silences, fresh):
+        warning = {**payload(i["wet"], "hall-1", "humidity", "threshold", FLAPPING), "severity": "warning"}
+        assert s.silenced(warning, now) == "acknowledged"
+        assert s.silenced(payload(i["wet"], "hall-1", "humidity", "threshold"), now) is None  # escalated: critical
+        assert s.silenced(payload(i["wet"], "hall-1", "humidity", "threshold", "resolved"), now) is None
+
+
 def test_store_flags_transitions_it_stores_while_silenced(flow, env):
     """What the alert store writes for a silenced transition: stored as usual, alert_events.silenced says why."""
     from pipeline.config import Secret

@@ -89,9 +89,13 @@ def test_resolve_by_hand(data, env):
     resolved, resolved_at = env.query("SELECT resolved, resolved_at FROM alerts WHERE id = %s", (ident,))[0]
     assert resolved is True and abs(resolved_at.timestamp() - time.time()) < 120  # stored as naive UTC
     assert ident not in ids_of(c.get("/api/alerts")) and ident in ids_of(c.get("/api/alerts?status=resolved"))
+    # its history says so, as for an automatic resolution: one `resolved` event at the resolve time
+    assert env.query("SELECT event, severity, message, timestamp FROM alert_events WHERE alert_id = %s", (ident,)) == \
+        [("resolved", "critical", "resolved by hand", resolved_at)]
     again = c.post(f"/api/alerts/{ident}/resolve", headers=BEARER)
     assert again.status_code == 409 and again.json["alert"]["id"] == ident
     assert c.post("/api/alerts/987654/resolve", headers=BEARER).status_code == 404
+    assert env.query("SELECT count(*) FROM alert_events WHERE alert_id = %s", (ident,)) == [(1,)]  # not again on a 409
     get = data.metrics.registry.get_sample_value
     assert get("pipeline_alert_transitions_total", {"type": "threshold", "event": "resolved", "severity": "critical"}) == 1
     assert get("pipeline_alerts_open_in_database", {"severity": "critical"}) == 1

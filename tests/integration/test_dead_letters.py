@@ -133,3 +133,42 @@ def test_a_replayed_reading_without_a_device_timestamp_keeps_its_identity(env, t
         wait_for(lambda: env.query("SELECT count(*) FROM measurements")[0][0] == 1, what="the replayed reading")
     [(stored,)] = env.query("SELECT extract(epoch FROM timestamp)::numeric * 1000000 FROM measurements")
     assert int(stored) == round(received_at * 1_000_000)
+
+
+def test_a_failed_notification_is_dead_lettered_and_never_replayed_to_the_raw_topic(env, tmp_path):
+    from pipeline.config import Secret
+    from pipeline.sinks.notify import build_notifier
+
+    tree = {"retry": {"initial_interval_s": 0.01, "max_interval_s": 0.02, "jitter": 0.0},
+            "alerts": {"notifications": {"channels": [{"name": "ops", "url_env": "OPS_URL"}], "max_elapsed_s": 0.2}}}
+    settings = env.settings(**tree)
+    config = env.write_config(tmp_path / "config.yaml")  # the command needs no channel
+    kafka, metrics = settings.config.kafka, env.metrics()
+    writer = DeadLetterWriter(kafka, "test", metrics)
+    # A real notifier whose channel refuses connections: its failure becomes a real dead letter.
+    notifier = build_notifier(settings.config.alerts, {"OPS_URL": "http://127.0.0.1:9/hook"}, Secret(""),
+                              settings.config.retry, metrics, dead_letters=writer)
+    notifier.start()
+    notifier.offer({"event": "opened", "alert_id": 41, "sensor_id": "dev-1", "metric": "pressure", "type": "threshold",
+                    "severity": "critical", "message": "pressure of dev-1 is 9", "timestamp": time.time(), "value": 9.0})
+    wait_for(lambda: metrics.registry.get_sample_value("pipeline_alert_notifications_failed_total", {"channel": "ops"}) == 1,
+             what="the failed notification")
+    notifier.stop(1)
+    # Beside it, a reading a service refused: replayed as before.
+    reading = RawMessage(f"{env.root}/dev-1", json.dumps({"metric": "pressure", "value": 5.0}).encode(), time.time(),
+                         b"dev-1", kafka.topics.raw, 0, 3)
+    writer.send([DeadLetter(reading, "sink_rejected", "postgres", "CheckViolation", EXHAUSTED, attempts=3)])
+    writer.close()
+    letters = read_topic(kafka.topics.dead_letter_exhausted, expected=2)
+    assert sorted(dict(m.headers())["reason"].decode() for m in letters) == ["notification_failed", "sink_rejected"]
+
+    first = dlq(config, "replay")
+    assert first.returncode == 0 and "replayed 1 of 1" in first.stdout, first.stdout + first.stderr
+    assert "1 notification_failed letter(s) passed over" in first.stderr
+    asked = dlq(config, "replay", "--reason", "notification_failed")
+    assert asked.returncode == 2 and "never replayed" in asked.stderr
+    assert "replayed 0 of 0" in dlq(config, "replay", "--kind", "retry_exhausted").stdout
+    sent = read_topic(kafka.topics.raw, expected=2, timeout=8)
+    assert [m.value() for m in sent] == [reading.payload]  # the reading only: no notification reached the raw topic
+    listed = [json.loads(line) for line in dlq(config, "list", "--reason", "notification_failed", "--json").stdout.splitlines()]
+    assert [(row["stage"], row["payload"][:18]) for row in listed] == [("alert_notifier", '{"channel": "ops",')]

@@ -166,3 +166,36 @@ def test_daemon_ships_its_own_warnings_but_never_records_about_shipping(env):
     assert {"event=test_warning n=1", "event=sentinel"} <= messages
     assert not messages & {"event=below_ship_level", "event=about_shipping", "event=paho_trouble"}
     assert handler not in logging.getLogger().handlers
+
+
+def test_a_log_record_replayed_through_kafka_is_stored_once(env):
+    """The same raw-topic records produced twice (a replay: new offsets, the bridge's receive stamps kept), and a
+    shipper's record sent again with its id (a new receive stamp): one row each; a distinct message stays distinct."""
+    from confluent_kafka import Producer
+
+    from pipeline.ingest.identity import MQTT_TOPIC_HEADER, RECEIVED_US_HEADER
+
+    settings = env.migrate(log_settings(env))
+    root, raw_topic = settings.config.logs.topic_root, settings.config.kafka.topics.raw
+    producer = Producer({"bootstrap.servers": settings.config.kafka.bootstrap_servers})
+    stamp = int(time.time() * 1_000_000) - 5_000_000
+
+    def send(body: dict, received_us: int) -> None:
+        producer.produce(raw_topic, json.dumps(body).encode(), key=b"billing",
+                         headers=[(MQTT_TOPIC_HEADER, f"{root}/billing".encode()), (RECEIVED_US_HEADER, str(received_us).encode())])
+
+    plain = {"level": "ERROR", "message": "db down"}  # no timestamp, no id: its receive stamp is its identity
+    shipped = {"level": "WARNING", "message": "slow", "timestamp": stamp / 1e6, "id": "4be1f0c2:7"}
+    with RunningPipeline(settings, env.metrics()):
+        for _ in range(2):  # the second round is the replay
+            send(plain, stamp)
+            send(plain, stamp + 1)  # the same text, another message: a row of its own
+            producer.flush(10)
+        send(shipped, stamp + 2)
+        send(shipped, stamp + 3_000_000)  # sent again by the shipper: received again, later
+        producer.flush(10)
+        wait_for(lambda: env.query("SELECT count(*) FROM logs")[0][0] >= 3, what="the log records")
+        time.sleep(3)  # a duplicate would arrive after the last record
+    rows = env.query("SELECT level, message, received_at FROM logs ORDER BY received_at")
+    assert [(level, message) for level, message, _ in rows] == [("ERROR", "db down"), ("ERROR", "db down"), ("WARNING", "slow")]
+    assert env.query("SELECT count(DISTINCT record_key) FROM logs") == [(3,)]

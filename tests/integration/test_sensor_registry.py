@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
+
 from pipeline.config import Secret
 from pipeline.records import Reading
 from pipeline.sinks.redis_stream import RedisSink
@@ -165,3 +167,34 @@ def test_the_command_end_to_end(env, tmp_path, capsys):
     assert registration(env, "dev-1") is None and stored(env, "dev-1") == []
     assert not env.redis.exists(f"{prefix}latest:dev-1") and env.redis.zscore(f"{prefix}sensors", "dev-1") is None
     assert cli(config, "remove", "dev-3") == 0 and registration(env, "dev-3") is None
+
+
+@pytest.mark.parametrize("mode", ["known", "open"])
+def test_a_table_larger_than_max_sensors_keeps_every_registered_sensor_accepted_with_its_labels(env, mode):
+    """The table keeps every sensor ever registered: past max_sensors (in id order) a registered sensor is still
+    accepted and keeps its labels, before and after the daemon rereads the table."""
+    settings = env.migrate(env.settings(limits={"registration": mode, "max_sensors": 3, "registry_refresh_s": 1}))
+    with env.db() as conn:
+        for i in range(6):
+            conn.execute("INSERT INTO sensors (sensor_id, type, location) VALUES (%s, 'boiler', %s)", (f"dev-{i}", f"hall-{i}"))
+    latest = f"{settings.config.redis.key_prefix}latest:dev-5"
+    pub = Publisher()
+    try:
+        with RunningPipeline(settings, env.metrics()):
+            pub.publish_all([(f"{env.root}/dev-5", reading(value=1.0, type="hijack", location="roof")),
+                             (f"{env.root}/dev-0", reading(value=2.0)), (f"{env.root}/intruder", reading(value=3.0))])
+            wait_for(lambda: stored(env, "dev-5") == [1.0] and stored(env, "dev-0") == [2.0], what="dev-5 and dev-0 stored")
+            wait_for(lambda: env.redis.hget(latest, "temperature") == "1.0", what="dev-5 in Redis")
+            assert env.redis.hmget(latest, "type", "location") == ["boiler", "hall-5"]
+            if mode == "known":
+                letters = letters_by_topic(settings.config.kafka.topics.dead_letter, expected=1)
+                assert letters == {f"{env.root}/intruder": "unknown_sensor"}
+            else:
+                wait_for(lambda: stored(env, "intruder") == [3.0], what="a new sensor registered (room left)")
+            time.sleep(2.5)  # the table is reread (dev-5 with it) every second
+            pub.publish_all([(f"{env.root}/dev-5", reading(value=4.0, type="hijack", location="roof"))])
+            wait_for(lambda: stored(env, "dev-5") == [1.0, 4.0], what="dev-5 again after a reread")
+            assert env.redis.hmget(latest, "type", "location") == ["boiler", "hall-5"]
+        assert registration(env, "dev-5") == ("boiler", "hall-5")
+    finally:
+        pub.close()

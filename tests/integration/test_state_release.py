@@ -78,3 +78,47 @@ def test_an_idle_series_is_released_and_rebuilt_when_it_returns(env):
     windows = env.query("SELECT avg_value, count FROM aggregations WHERE sensor_id = 'comet' ORDER BY timestamp")
     assert windows[-1] == (50.0, 1) and sum(c for _, c in windows) == 4
     assert env.query("SELECT count(*) FROM sensors WHERE sensor_id = 'comet'")[0][0] == 1  # registered once
+
+
+def test_an_offline_alert_of_a_sensor_that_stays_away_is_released_and_resolved_when_it_returns(env):
+    """The runner against the real PostgreSQL with an injected clock: the open offline alert leaves memory after
+    state_idle_s, stays open in the database, and the sensor's return loads and resolves it."""
+    from pipeline.operators.alerts.runner import AlertRunner
+    from pipeline.records import RawMessage, Reading
+    from pipeline.runtime.batch import Batch
+
+    settings = env.migrate(env.settings(limits={"state_idle_s": 100}, detection={"offline_after_s": 10},
+                                        thresholds={"temperature": {"warning": {"max": 40}}}))
+    cfg, now = settings.config, [time.time()]
+    runner = AlertRunner(cfg, settings.secrets.postgres_password, settings.secrets.redis_password, settings=cfg.sinks.alerts,
+                         retry=cfg.retry, metrics=env.metrics(), queue_max_batches=4, clock=lambda: now[0])
+
+    def feed(sensor: str) -> list:
+        r = Reading(sensor, "sensor", None, "temperature", 20.0, now[0], now[0], RawMessage("t", b"", now[0], partition=0))
+        out = list(runner.select(Batch([r], [], {}, 1)))
+        runner.write(out)
+        return out
+
+    runner.start()
+    try:
+        feed("drifter")
+        feed("steady")
+        now[0] += 11
+        feed("steady")
+        runner.tick()  # drifter: silent past its limit
+        [(alert_id, resolved)] = env.query("SELECT id, resolved FROM alerts WHERE sensor_id = 'drifter' AND type = 'offline'")
+        assert not resolved and ("drifter", None, "offline") in runner.evaluator.book.open
+        for _ in range(25):  # 250 s of ticks; steady keeps reporting
+            now[0] += 10
+            feed("steady")
+            runner.tick()
+        assert "drifter" not in runner.evaluator.sensors() and runner.evaluator.released_open == 1
+        assert env.query("SELECT resolved FROM alerts WHERE id = %s", (alert_id,)) == [(False,)]  # still open there
+        now[0] += 10
+        out = feed("drifter")  # it returns
+        assert [(t.event, t.alert.id) for t in out] == [("resolved", alert_id)]
+        assert env.query("SELECT resolved FROM alerts WHERE id = %s", (alert_id,)) == [(True,)]
+        assert env.query("SELECT event FROM alert_events WHERE alert_id = %s ORDER BY id", (alert_id,)) == [
+            ("opened",), ("resolved",)]
+    finally:
+        runner.close()

@@ -7,7 +7,10 @@ for long enough. No IO, no threads, no locks: the runner (runner.py) owns those,
 
 State per series (its detectors' history in one array, cached rules, closed alerts' flap history) is released by
 `evict_idle` once the series has had no reading for `limits.state_idle_s`, unless an alert of it is open; a series
-that returns starts its history again, as after a restart.
+that returns starts its history again, as after a restart. A sensor whose `offline` alert has been open for
+longer than `limits.state_idle_s` (so silent for its offline limit and that long) is released whole, open alerts
+included (they stay open in PostgreSQL): `released_open` says so, and the runner loads the open alerts of a
+sensor it sees for the first time from then on, so the returning reading resolves it.
 """
 from __future__ import annotations
 
@@ -44,6 +47,7 @@ class AlertEvaluator:
         # float is the batch's one `now` object: a series with a threshold only costs its key and entry.
         self.series: dict[tuple[str, str], float | array] = {}
         self.idle_s = config.limits.state_idle_s  # like every limit, not reloaded live
+        self.released_open = 0  # sensors released with an open alert (still open in the database)
 
     def reconfigure(self, config: Config) -> None:
         """Live reload: new detector settings, hysteresis and flap rule for the next readings (rules swapped whole)."""
@@ -140,6 +144,10 @@ class AlertEvaluator:
         alert: detector history, cached rules, flap history; and of sensors left without a series or an open
         alert, their type and location. Returns how many series were released."""
         cutoff = now - self.idle_s
+        gone_away = {k[0] for k, a in self.book.open.items() if k[2] == "offline" and a.opened_at < cutoff}
+        if gone_away:  # offline for state_idle_s: its open alerts wait in the database for its return
+            self.forget(gone_away)
+            self.released_open += len(gone_away)
         self.offline_timer.evict_idle(cutoff)
         open_series = {(k[0], k[1]) for k in self.book.open}
         gone = {k for k, s in self.series.items() if seen_at(s) < cutoff and k not in open_series}

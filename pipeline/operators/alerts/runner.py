@@ -87,10 +87,32 @@ class AlertRunner(BatchingSink):
     def select(self, batch: Batch) -> Sequence[Transition]:
         """Judge the batch's readings (once, on arrival) and return the alert transitions to store."""
         with self.lock:
+            first = set()
             for r in batch.readings:
                 if r.source is not None and r.sensor_id not in self.partition_of:
                     self._first_reading(r.sensor_id, r.source.partition)
+                    first.add(r.sensor_id)
+            if first and self.evaluator.released_open and self.store.pool is not None:
+                self._reload_returning(first)
             return self.evaluator.evaluate(batch.readings, self.clock())
+
+    def _reload_returning(self, sensors: set[str]) -> None:
+        """Sensors seen here for the first time since their state went (or since start): their alerts that are
+        open in the database come back (an offline alert released while they were away is resolved by this
+        batch). Only once something was released with an open alert; one statement per batch."""
+        todo = sorted(sensors)  # alerts already held are not loaded twice (evaluator.load)
+        try:
+            alerts = retry_call(lambda: self.store.load_open_of(todo), operation="alerts_reload", policy=self.retry,
+                                is_transient=self.is_transient, stop=self.stop_event,
+                                on_retry=lambda *_: self.metrics.retries.labels("alerts_reload").inc())
+        except Stopped:
+            raise
+        except Exception as err:  # noqa: BLE001 - judged without them; the alerts stay open in the database
+            log.warning("event=alerts_reload_failed sensors=%d error=%r", len(todo), str(err)[:200])
+            return
+        if alerts:
+            self.evaluator.load(alerts, (), self.clock())
+            log.info("event=alert_state_reloaded sensors=%d open_alerts=%d", len(todo), len(alerts))
 
     def tick(self) -> None:
         """Offline sensors, alerts clear for long enough, alerts resolved by an operator."""
@@ -122,7 +144,11 @@ class AlertRunner(BatchingSink):
 
     def _evict_idle(self, now: float) -> None:
         """Series silent for limits.state_idle_s: their state goes (a sensor that returns is loaded again)."""
+        before = self.evaluator.released_open
         released = self.evaluator.evict_idle(now)
+        if self.evaluator.released_open > before:
+            log.info("event=alert_state_released_offline sensors=%d note=open_in_database",
+                     self.evaluator.released_open - before)
         held = self.evaluator.sensors()
         for s in [s for s in self.partition_of if s not in held]:
             del self.partition_of[s]

@@ -11,9 +11,11 @@ from .silences import Silences, Snooze
 _UTC = timezone.utc
 ACTIVE_SNOOZES = ("SELECT id, until, alert_id, sensor_id, metric, type FROM alert_snoozes "
                   "WHERE ended_at IS NULL AND until > now() AT TIME ZONE 'utc'")
-# Resolved ones stay for a while: their resolution may still be on its way to the notifier.
-ACKNOWLEDGED = ("SELECT id FROM alerts WHERE acknowledged_at IS NOT NULL AND "
-                "(NOT COALESCE(resolved, false) OR resolved_at > now() AT TIME ZONE 'utc' - interval '1 hour')")
+# Resolved ones stay for a while: their resolution may still be on its way to the notifier. With each, the
+# severity it had when acknowledged (its latest `ack` event; the row's own severity has escalated since, maybe).
+ACKNOWLEDGED = ("SELECT a.id, COALESCE((SELECT e.severity FROM alert_events e WHERE e.alert_id = a.id AND e.event = 'ack' "
+                "ORDER BY e.id DESC LIMIT 1), a.severity) FROM alerts a WHERE a.acknowledged_at IS NOT NULL AND "
+                "(NOT COALESCE(a.resolved, false) OR a.resolved_at > now() AT TIME ZONE 'utc' - interval '1 hour')")
 LOCATIONS = "SELECT sensor_id, location FROM sensors WHERE location IS NOT NULL"
 
 
@@ -23,7 +25,7 @@ def load(pool: ConnectionPool, silences: Silences) -> None:
     with pool.connection() as conn:
         snoozes = [Snooze(id_, until.replace(tzinfo=_UTC).timestamp(), alert_id, sensor_id, metric, type_)
                    for id_, until, alert_id, sensor_id, metric, type_ in conn.execute(ACTIVE_SNOOZES)]
-        acknowledged = [row[0] for row in conn.execute(ACKNOWLEDGED)]
+        acknowledged = [(alert_id, severity) for alert_id, severity in conn.execute(ACKNOWLEDGED)]
     silences.replace(snoozes, acknowledged, since)
 
 

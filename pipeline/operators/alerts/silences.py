@@ -1,8 +1,10 @@
 """Which alert transitions are not to be notified, and why: acknowledged, snoozed, in a maintenance window.
 
 A pure core: no IO and no clock (`now` is passed in). The state is snoozes (of one alert, or of every alert
-of a sensor and/or a rule = metric and/or detector type, until a time), acknowledged alert ids and the
-maintenance windows of the config. The database holds snoozes and acknowledgements (they survive a
+of a sensor and/or a rule = metric and/or detector type, until a time), acknowledged alert ids with the
+severity they had when acknowledged, and the maintenance windows of the config. An acknowledgement hides
+the state that was acknowledged, not a worse one: an acknowledged warning that escalates
+to critical is notified, and so are that alert's later transitions at the worse severity. The database holds snoozes and acknowledgements (they survive a
 restart): `silence_sync.py` loads them at start and on every alert tick (so a change made through another
 instance's dashboard arrives too), and the dashboard's API, after writing the database, tells this object at
 once (`snooze`, `unsnooze`, `acknowledge`). A refresh replaces the state with what the database said, then
@@ -24,6 +26,13 @@ from ...config.alerting import MaintenanceWindow, iso_epoch
 from .cron import Cron
 
 ACKNOWLEDGED, SNOOZED, MAINTENANCE = "acknowledged", "snoozed", "maintenance"
+_RANK = {"info": 0, "warning": 1, "critical": 2}
+_ANY = float("inf")  # an acknowledgement without a known severity hides every state
+
+
+def severity_rank(severity: str | None) -> float:
+    """info < warning < critical; None (not known): every severity."""
+    return _ANY if severity is None else _RANK.get(severity, 0)
 
 
 @dataclass(frozen=True)
@@ -80,7 +89,7 @@ class Silences:
         self.locate = locate
         self._windows: tuple[Window, ...] = tuple(Window(w) for w in windows)
         self._snoozes: dict[int, Snooze] = {}
-        self._acknowledged: frozenset[int] = frozenset()
+        self._acknowledged: dict[int, float] = {}  # alert id -> rank of the severity acknowledged (never mutated)
         self._lock = threading.Lock()
         self._seq = 0
         self._journal: list[tuple[int, str, object]] = []  # changes told since the oldest refresh began
@@ -89,10 +98,12 @@ class Silences:
     def silenced(self, payload: dict, now: float) -> str | None:
         """"acknowledged", "snoozed", "maintenance" or None (notify) for an alert transition, as the alert store
         publishes it: {"event", "alert_id", "sensor_id", "metric", "type", "severity", ...}. Every event of an
-        acknowledged alert is silenced (escalation, flapping, resolution: all stored, none announced again)."""
+        acknowledged alert at the severity acknowledged or below is silenced (flapping, resolution: stored, not
+        announced again); an escalation past it is not silenced by the acknowledgement."""
         alert_id, sensor_id = payload.get("alert_id"), payload.get("sensor_id")
         metric, type_ = payload.get("metric") or None, payload.get("type")
-        if alert_id is not None and alert_id in self._acknowledged:
+        acked = self._acknowledged.get(alert_id) if alert_id is not None else None
+        if acked is not None and severity_rank(payload.get("severity") or "info") <= acked:
             return ACKNOWLEDGED
         if self.snoozed_until(alert_id, sensor_id, metric, type_, now) is not None:
             return SNOOZED
@@ -135,37 +146,43 @@ class Silences:
     def unsnooze(self, snooze_id: int) -> None:
         self._change("unsnooze", snooze_id)
 
-    def acknowledge(self, alert_id: int) -> None:
-        self._change("ack", alert_id)
+    def acknowledge(self, alert_id: int, severity: str | None = None) -> None:
+        """The alert was acknowledged at `severity` (None: whatever it becomes)."""
+        self._change("ack", (alert_id, severity))
 
     def mark(self) -> int:
         """Call before querying the database for `replace`: changes told after this are replayed onto its result."""
         with self._lock:
             return self._seq
 
-    def replace(self, snoozes: Iterable[Snooze], acknowledged: Iterable[int], since: int) -> None:
-        """The state the database holds (active snoozes, acknowledged alerts), plus the changes told after
-        `mark()` returned `since` (their rows may have been committed after the query read)."""
+    def replace(self, snoozes: Iterable[Snooze], acknowledged: Iterable[int | tuple[int, str | None]],
+                since: int) -> None:
+        """The state the database holds (active snoozes, acknowledged alerts as ids or (id, severity when
+        acknowledged)), plus the changes told after `mark()` returned `since` (their rows may have been
+        committed after the query read)."""
         with self._lock:
             self._journal = [e for e in self._journal if e[0] > since]
-            table, acks = {s.id: s for s in snoozes}, set(acknowledged)
+            table, acks = {s.id: s for s in snoozes}, {}
+            for entry in acknowledged:
+                alert_id, severity = entry if isinstance(entry, tuple) else (entry, None)
+                acks[alert_id] = severity_rank(severity)
             for _seq, op, arg in self._journal:
                 self._apply(table, acks, op, arg)
-            self._snoozes, self._acknowledged = table, frozenset(acks)
+            self._snoozes, self._acknowledged = table, acks
 
     def _change(self, op: str, arg: object) -> None:
         with self._lock:
             self._seq += 1
             self._journal.append((self._seq, op, arg))
-            table, acks = dict(self._snoozes), set(self._acknowledged)
+            table, acks = dict(self._snoozes), dict(self._acknowledged)
             self._apply(table, acks, op, arg)
-            self._snoozes, self._acknowledged = table, frozenset(acks)
+            self._snoozes, self._acknowledged = table, acks
 
     @staticmethod
-    def _apply(table: dict[int, Snooze], acks: set[int], op: str, arg) -> None:
+    def _apply(table: dict[int, Snooze], acks: dict[int, float], op: str, arg) -> None:
         if op == "snooze":
             table[arg.id] = arg
         elif op == "unsnooze":
             table.pop(arg, None)
         elif op == "ack":
-            acks.add(arg)
+            acks[arg[0]] = severity_rank(arg[1])

@@ -22,19 +22,33 @@ handed to the sinks inside the daemon and never pass this chain. The table is re
 `limits.registry_refresh_s` by a runner in another thread (refresh.py), which offers the snapshot; the
 consumer thread swaps it in before its next reading, so the state still needs no lock.
 In open mode the labels of sensors this filter let register are released with the sensor (the table's stay).
+
+The table grows for ever (every sensor that ever registered), while memory is bounded by `max_sensors`: the
+snapshot holds the first `max_sensors` ids. When that is the whole table, an id it lacks is not registered.
+When the table is larger, an id it lacks is looked up in PostgreSQL (`lookup`, by primary key) before it is
+refused (known mode) or registered as new (open mode), so a registered sensor past the snapshot keeps its
+acceptance and labels; what a lookup finds is held while the sensor is active and reread with each snapshot
+(one `= ANY` statement). Lookups cost the consumer thread a round trip each, so they are bounded: at most
+`limits.registry_lookups_per_s`, and an id found absent is not asked again until the next snapshot (a miss
+is what a hostile publisher makes at will). Beyond the budget a miss is handled as if the id were absent. At
+start, with a table larger than the snapshot, the sensors of recent windows (the active ones) are loaded
+with their labels and count against `max_sensors`, not the first ids of the table.
 """
 from __future__ import annotations
 
+import logging
 import math
 import sys
 import time
 from datetime import datetime, timedelta, timezone
-from typing import Iterable
+from typing import Callable, Iterable
 
 from ...ingest.broker_stats import SENSOR_TYPE as BROKER_SENSOR_TYPE
 from ...records import Invalid, Reading
 from ...runtime.idle import IdleSweep
 from ..logcounts.counting import APP_SENSOR_TYPE
+
+log = logging.getLogger(__name__)
 
 # Sensor types the daemon writes itself; each also reserves the id prefix "<type>:" (app:<app>, broker:<host>).
 # Compared without case, so `App:x` or type `BROKER` cannot pass for them on the dashboard either.
@@ -42,6 +56,8 @@ RESERVED_TYPES = frozenset({APP_SENSOR_TYPE, BROKER_SENSOR_TYPE})
 RESERVED_PREFIXES = tuple(f"{t}:" for t in sorted(RESERVED_TYPES))
 _PREFIX_LEN = max(len(p) for p in RESERVED_PREFIXES)
 Labels = tuple[str, "str | None"]  # (type, location) as registered
+Lookup = Callable[[list], "dict[str, Labels]"]  # ids -> the labels of those registered (PostgreSQL)
+_ABSENT_MAX = 100_000  # ids found absent, remembered until the next snapshot (then forgotten, or at this many)
 
 
 def reserved_reason(sensor_id: str, sensor_type: str | None) -> str | None:
@@ -129,7 +145,8 @@ class LimitFilter:
     accepts = Reading
 
     def __init__(self, max_sensors: int, max_metrics_per_sensor: int, registration: str = "open",
-                 state_idle_s: float = 86400.0, clock=time.time):
+                 state_idle_s: float = 86400.0, clock=time.time, lookup: Lookup | None = None,
+                 lookups_per_s: float = 1000.0):
         self.registry = SensorRegistry(max_sensors, max_metrics_per_sensor, clock)  # clock: for the start-up load
         self.known_only = registration == "known"
         self.idle_s = state_idle_s
@@ -138,21 +155,64 @@ class LimitFilter:
         # sensor id -> (type, location) as registered; in open mode also sensors this filter let register.
         # Bounded: at most max_sensors rows read from the table plus the sensors the registry holds.
         self.labels: dict[str, Labels] = {}
-        self._table: dict[str, Labels] = {}  # the table as last read
-        self._offered: dict[str, Labels] | None = None  # a snapshot of the table, from the refresh thread
+        self._table: dict[str, Labels] = {}  # the table as last read (its first max_sensors ids)
+        self._offered: tuple | None = None  # (table, complete, extras) from the refresh thread
+        self.complete = True  # the table read is the whole table: a miss is not registered, no lookup
+        self.lookup = lookup  # set by the daemon: a primary-key read of `sensors`, on this thread
+        self.lookups_per_s = lookups_per_s
+        self._budget, self._budget_until = 0.0, -math.inf
+        self._absent: set[str] = set()
+        self._fresh: dict[str, Labels] = {}  # found by lookup since the last snapshot
+        # Ids past the table read that this filter holds labels for: reread with the next snapshot (a tuple,
+        # replaced whole, read by the refresh thread).
+        self.extra_ids: tuple[str, ...] = ()
+        self.lookups = self.lookups_skipped = 0
 
-    def offer(self, snapshot: dict[str, Labels]) -> None:
-        """Called from the refresh thread: the table as just read; swapped in by the consumer thread."""
-        self._offered = snapshot
+    def offer(self, snapshot: dict[str, Labels], complete: bool = True, extras: dict[str, Labels] | None = None) -> None:
+        """Called from the refresh thread: the table as just read (`complete`: all of it) and the rows of
+        `extra_ids` it reread; swapped in by the consumer thread."""
+        self._offered = (snapshot, complete, extras or {})
 
-    def use(self, snapshot: dict[str, Labels]) -> None:
-        """Take a snapshot of the table. Known mode: exactly the table (removed ids are refused again). Open
-        mode: the table wins for the ids it holds; ids registered here and not yet committed stay."""
-        self._table = snapshot
+    def use(self, snapshot: dict[str, Labels], complete: bool = True, extras: dict[str, Labels] | None = None) -> None:
+        """Take a snapshot of the table. Known mode: exactly the table (removed ids are refused again), plus the
+        ids past it still registered and those found since. Open mode: the table wins for the ids it holds;
+        ids registered here and not yet committed stay."""
+        self._table, self.complete = snapshot, complete
         if self.known_only:
-            self.labels = snapshot
+            self.labels = {**snapshot, **self._fresh, **(extras or {})}  # a reread is newer than a lookup
         else:
             self.labels.update(snapshot)
+            self.labels.update(extras or {})
+        self._fresh, self._absent = {}, set()
+        if not complete:
+            registry = self.registry
+            self.extra_ids = tuple(s for s in self.labels if s not in snapshot and (s in registry or not self.known_only))
+        else:
+            self.extra_ids = ()
+
+    def _look_up(self, sensor_id: str, now: float) -> Labels | None:
+        """A miss while the table read is not the whole table: its labels from PostgreSQL, if registered."""
+        if self.lookup is None or sensor_id in self._absent:
+            return None
+        if now >= self._budget_until:
+            self._budget, self._budget_until = self.lookups_per_s, now + 1.0
+        if self._budget < 1:
+            self.lookups_skipped += 1
+            return None
+        self._budget -= 1
+        self.lookups += 1
+        try:
+            found = self.lookup([sensor_id]).get(sensor_id)
+        except Exception as err:  # noqa: BLE001 - PostgreSQL away: handled as absent; nothing is remembered
+            log.warning("event=registry_lookup_failed sensor_id=%r error=%r", sensor_id[:50], str(err)[:200])
+            return None
+        if found is None:
+            if len(self._absent) >= _ABSENT_MAX:
+                self._absent = set()
+            self._absent.add(sensor_id)
+            return None
+        self.labels[sensor_id] = self._fresh[sensor_id] = found
+        return found
 
     def evict_idle(self, now: float) -> int:
         """Release the sensors without an admitted reading for state_idle_s, and in open mode the labels of
@@ -166,8 +226,8 @@ class LimitFilter:
     def process(self, r: Reading) -> list[Reading]:
         sensor_id, now = r.sensor_id, r.received_at
         if self._offered is not None:
-            snapshot, self._offered = self._offered, None
-            self.use(snapshot)
+            offered, self._offered = self._offered, None
+            self.use(*offered)
         if now >= self._sweep_at:  # the chain has no timer: idle sensors are released as readings pass
             if self.sweep.due(now):
                 self.evict_idle(now)
@@ -177,6 +237,8 @@ class LimitFilter:
             raise Invalid(reserved, f"sensor {sensor_id!r} of type {r.sensor_type!r}: ids {'/'.join(RESERVED_PREFIXES)}"
                                     f"* and types {'/'.join(sorted(RESERVED_TYPES))} are the daemon's own")
         labels = self.labels.get(sensor_id)
+        if labels is None and not self.complete:  # past the table read: maybe registered all the same
+            labels = self._look_up(sensor_id, now)
         if labels is None and self.known_only:
             raise Invalid("unknown_sensor", f"sensor {sensor_id!r} is not registered (limits.registration: known; "
                                             "add it with python -m pipeline.sensors)")
@@ -194,12 +256,23 @@ class LimitFilter:
 
 
 READ_REGISTERED = "SELECT sensor_id, type, location FROM sensors ORDER BY sensor_id LIMIT %s"
+READ_THESE = "SELECT sensor_id, type, location FROM sensors WHERE sensor_id = ANY(%s)"
 
 
 def read_registered(conn, limit: int) -> dict[str, Labels]:
-    """The `sensors` table (up to `limit` ids, a primary-key scan): id -> (type, location), types interned."""
+    """The `sensors` table (up to `limit` ids, a primary-key scan): id -> (type, location), types interned.
+    Fewer than `limit` rows: that is the whole table."""
     intern = sys.intern
     return {sensor_id: (intern(stype), location) for sensor_id, stype, location in conn.execute(READ_REGISTERED, (limit,))}
+
+
+def read_these(conn, sensor_ids: list) -> dict[str, Labels]:
+    """The registered ones among `sensor_ids` (one statement, by primary key): id -> (type, location)."""
+    if not sensor_ids:
+        return {}
+    intern = sys.intern
+    return {sensor_id: (intern(stype), location)
+            for sensor_id, stype, location in conn.execute(READ_THESE, (list(sensor_ids),))}
 
 
 def load_known(conn, registry: SensorRegistry, period: str | None, lookback_s: float, now: datetime | None = None,
@@ -210,12 +283,18 @@ def load_known(conn, registry: SensorRegistry, period: str | None, lookback_s: f
     With `limits`, their registered types and locations too."""
     limit = registry.max_sensors
     registered = read_registered(conn, limit)
-    if limits is not None:
-        limits.use(registered)
-    sensors = list(registered)
+    complete = len(registered) < limit
     pairs: list = []
     if period is not None and lookback_s > 0:
         since = (now or datetime.now(timezone.utc)).replace(tzinfo=None) - timedelta(seconds=lookback_s)
         pairs = conn.execute("SELECT DISTINCT sensor_id, metric FROM aggregations WHERE period = %s AND timestamp >= %s "
                              "LIMIT %s", (period, since, limit * registry.max_metrics)).fetchall()
+    if complete:
+        sensors = list(registered)
+        extras: dict[str, Labels] = {}
+    else:  # the table outgrew the limit: the recently active sensors count, not the first ids of the table
+        sensors = list(dict.fromkeys(s for s, _ in pairs))
+        extras = read_these(conn, [s for s in sensors if s not in registered]) if limits is not None else {}
     registry.preload(sensors, pairs)
+    if limits is not None:  # after the preload: the sensors it holds are those reread past the table read
+        limits.use(registered, complete, extras)

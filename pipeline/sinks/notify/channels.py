@@ -18,7 +18,6 @@ from .http import SIGNATURE_HEADER, TIMESTAMP_HEADER, DeliveryError, post, sign
 from .policy import Notice
 
 log = logging.getLogger(__name__)
-_DIGEST_LINES = 50  # alerts listed in a digest's text; the rest are counted
 
 
 def _when(ts) -> str:
@@ -36,12 +35,12 @@ def _line(p: dict) -> str:
 def render(notice: Notice) -> tuple[str, str, str]:
     """Title, body and apprise notify type (failure, warning, success, info) of a notice."""
     if notice.digest:
-        n = len(notice.alerts)
+        n = notice.count
         worst = "critical" if any(p.get("severity") == "critical" and p.get("event") != "resolved"
                                   for p in notice.alerts) else "warning"
-        lines = [_line(p) for p in notice.alerts[:_DIGEST_LINES]]
-        if n > _DIGEST_LINES:
-            lines.append(f"... and {n - _DIGEST_LINES} more")
+        lines = [_line(p) for p in notice.alerts]  # at most digest.max_listed
+        if notice.more:
+            lines.append(f"... and {notice.more} more")
         return (f"{n} alert notifications within {notice.window_s:g} s", "\n".join(lines),
                 "failure" if worst == "critical" else "warning")
     p = notice.alerts[0]
@@ -56,7 +55,8 @@ def json_body(notice: Notice) -> dict:
     """What the JSON webhook sends: the alert payload itself, or a digest document listing them."""
     if not notice.digest:
         return notice.alerts[0]
-    return {"event": "digest", "count": len(notice.alerts), "window_s": notice.window_s, "alerts": notice.alerts}
+    return {"event": "digest", "count": notice.count, "window_s": notice.window_s, "alerts": notice.alerts,
+            "more": notice.more}
 
 
 class WebhookSender:

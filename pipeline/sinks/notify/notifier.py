@@ -134,7 +134,7 @@ class AlertNotifier:
             return
         self.metrics.notifications_sent.labels(ch.name).inc()
         self.metrics.webhook_deliveries.labels("delivered").inc()
-        log.info("event=notification_sent channel=%s alerts=%d digest=%s attempts=%d", ch.name, len(notice.alerts),
+        log.info("event=notification_sent channel=%s alerts=%d digest=%s attempts=%d", ch.name, notice.count,
                  notice.digest, attempts[0])
 
     def _failed(self, ch: _Channel, notice: Notice, err: BaseException, attempts: int, first_failure: float,
@@ -143,11 +143,13 @@ class AlertNotifier:
         self.metrics.notifications_failed.labels(ch.name).inc()
         self.metrics.webhook_deliveries.labels("failed").inc()
         log.error("event=notification_failed channel=%s alerts=%d attempts=%d stopped=%s error=%r", ch.name,
-                  len(notice.alerts), attempts, stopped, text[:200])
+                  notice.count, attempts, stopped, text[:200])
         if self.dead_letters is None:
             return
         first = notice.alerts[0]
         value = {"channel": ch.name, "digest": notice.digest, "alerts": notice.alerts}
+        if notice.more:
+            value["more"] = notice.more
         source = RawMessage(mqtt_topic="", payload=json.dumps(value, default=str).encode(), received_at=first_failure,
                             key=str(first.get("alert_id")).encode())
         letter = DeadLetter(source, DEAD_LETTER_REASON, STAGE, text, EXHAUSTED, attempts=attempts,

@@ -6,7 +6,8 @@ An alert here is its identity (sensor, metric, type), so a reopened alert is the
 suppressed; a more severe state is news and goes. Every resolution goes, once per alert id.
 Per channel, more than `max_alerts` notifications within `window_s` switch the channel to a digest: what
 follows is collected and sent as one message when the window has passed; the channel leaves digest mode
-after a window in which nothing more came.
+after a window in which nothing more came. A digest lists at most `max_listed` alerts (the first of its window);
+the rest are counted in `more`.
 """
 from __future__ import annotations
 
@@ -42,6 +43,12 @@ class Notice:
     alerts: list[dict]
     digest: bool = False
     window_s: float = 0.0
+    more: int = 0  # a digest's alerts beyond those listed: only counted
+
+    @property
+    def count(self) -> int:
+        """How many alert notifications this notice stands for, listed or not."""
+        return len(self.alerts) + self.more
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +77,7 @@ class _Digest:
 
     recent: deque = field(default_factory=deque)
     pending: list = field(default_factory=list)
+    more: int = 0  # collected beyond max_listed: counted, not kept
     due: float | None = None  # in digest mode: when the collected alerts go out
 
 
@@ -77,11 +85,12 @@ class NotificationPolicy:
     """`decide(payload, now)` -> notices to send now and suppression reasons; `due(channel, now)` -> digests."""
 
     def __init__(self, routes: Sequence[Route], renotify_s: float, digest_window_s: float, digest_max: int,
-                 silenced: Silencer = never_silenced):
+                 silenced: Silencer = never_silenced, digest_listed: int = 50):
         self.routes = list(routes)
         self.renotify_s = renotify_s
         self.window_s = digest_window_s
         self.max_alerts = digest_max
+        self.max_listed = digest_listed
         self.silenced = silenced
         self._last: OrderedDict[tuple, tuple[float, int]] = OrderedDict()  # alert -> (notified at, severity rank)
         self._resolved: OrderedDict[object, None] = OrderedDict()  # alert ids whose resolution went
@@ -90,7 +99,7 @@ class NotificationPolicy:
     @classmethod
     def from_config(cls, cfg: NotificationsConfig, extra: Sequence[Route] = (), silenced: Silencer = never_silenced):
         routes = [Route.of(ch) for ch in cfg.channels] + list(extra)
-        return cls(routes, cfg.renotify_s, cfg.digest.window_s, cfg.digest.max_alerts, silenced)
+        return cls(routes, cfg.renotify_s, cfg.digest.window_s, cfg.digest.max_alerts, silenced, cfg.digest.max_listed)
 
     def decide(self, payload: dict, now: float) -> tuple[list[Notice], str | None]:
         """The notices to send now (digest mode keeps some back) and why nothing goes, if nothing does."""
@@ -117,10 +126,10 @@ class NotificationPolicy:
         if not d.pending:
             d.due = None  # a quiet window: back to one message per alert
             return None
-        alerts, d.pending = d.pending, []
+        alerts, more, d.pending, d.more = d.pending, d.more, [], 0
         d.due = None if force else now + self.window_s  # the storm may go on: collect one more window
         d.recent.append(now)
-        return Notice(channel, alerts, digest=True, window_s=self.window_s)
+        return Notice(channel, alerts, digest=True, window_s=self.window_s, more=more)
 
     def next_due(self, channel: str) -> float | None:
         d = self._digests.get(channel)
@@ -162,13 +171,20 @@ class NotificationPolicy:
     def _admit(self, channel: str, payload: dict, now: float) -> Notice | None:
         d = self._digests[channel]
         if d.due is not None:
-            d.pending.append(payload)
+            self._collect(d, payload)
             return None
         while d.recent and d.recent[0] <= now - self.window_s:
             d.recent.popleft()
         if len(d.recent) >= self.max_alerts:
-            d.pending.append(payload)
+            self._collect(d, payload)
             d.due = now + self.window_s
             return None
         d.recent.append(now)
         return Notice(channel, [payload])
+
+    def _collect(self, d: _Digest, payload: dict) -> None:
+        """Keep the payload for the digest if it is among the first max_listed, else only count it."""
+        if len(d.pending) < self.max_listed:
+            d.pending.append(payload)
+        else:
+            d.more += 1

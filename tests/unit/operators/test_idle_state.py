@@ -6,6 +6,7 @@ from pipeline.config import RedisConfig, Secret, parse
 from pipeline.observability.metrics import Metrics
 from pipeline.operators.alerts.detectors import OUT_N, RUN_N
 from pipeline.operators.alerts.evaluator import AlertEvaluator
+from pipeline.operators.alerts.lifecycle import Alert
 from pipeline.operators.limits.registry import LimitFilter, SensorRegistry
 from pipeline.operators.windows.aggregator import WindowAggregator
 from pipeline.operators.windows.tracker import US, Window
@@ -96,6 +97,30 @@ def test_evaluator_releases_idle_series_and_keeps_those_with_an_open_alert():
     assert "quiet" not in ev.sensor_info and "busy" in ev.sensor_info and "hot" in ev.sensor_info
     assert ev.evict_idle(now=10 * IDLE) == 1  # busy/temperature; hot keeps its state for its open alert
     assert {k[0] for k in series_state(ev)} == {"hot"} and set(ev.sensor_info) == {"hot"}
+
+
+def test_an_offline_alert_open_for_longer_than_the_idle_time_releases_its_sensor():
+    cfg = parse({"limits": {"state_idle_s": IDLE}, "thresholds": {"temperature": {"warning": {"max": 40}}},
+                 "detection": {"offline_after_s": 60}}, {})
+    ev = AlertEvaluator(cfg)
+    ev.evaluate([reading("gone", 20.0, T0), reading("back", 50.0, T0)], now=0.0)  # back: a threshold alert too
+    ev.evaluate([reading("here", 20.0, T0)], now=0.0)
+    out = ev.tick(now=61.0)
+    assert sorted(t.alert.sensor_id for t in out if t.alert.type == "offline") == ["back", "gone", "here"]
+    ev.evaluate([reading("here", 20.0, T0 + 500)], now=500.0)  # here returns within the idle time: resolved
+    assert ("here", None, "offline") not in ev.book.open
+    ev.evict_idle(now=61.0 + IDLE - 1)  # not yet: open for less than the idle time
+    assert ("gone", None, "offline") in ev.book.open and ev.released_open == 0
+    ev.evict_idle(now=61.0 + IDLE + 1)
+    assert ev.released_open == 2  # gone and back, each with its open alerts (still open in the database)
+    assert {k[0] for k in ev.book.open} == set() and ev.sensors() == {"here"}
+    assert {k[0] for k in series_state(ev)} <= {"here"}
+    # back returns: the runner loads its open alerts from the database first, then this reading resolves them
+    alerts = [Alert("back", None, "offline", "warning", 61.0, "m", 7), Alert("back", "temperature", "threshold",
+                                                                               "warning", 0.0, "m", 8)]
+    ev.load(alerts, (), now=2000.0)
+    out = ev.evaluate([reading("back", 20.0, T0 + 2000)], now=2000.0)
+    assert [(t.event, t.alert.id) for t in out] == [("resolved", 7)]  # the threshold clears by its own rule
 
 
 def test_flap_history_of_an_idle_series_is_released():

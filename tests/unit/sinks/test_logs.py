@@ -14,7 +14,7 @@ from pipeline.config import PostgresConfig, RedisConfig, RetryConfig, Secret, Si
 from pipeline.observability.metrics import Metrics
 from pipeline.records import LogRecord, RawMessage, Reading
 from pipeline.runtime.batch import Batch
-from pipeline.sinks.logs import COPY_STAGE, INSERT_FROM_STAGE, LogSink, delivery_id
+from pipeline.sinks.logs import COPY_STAGE, INSERT_FROM_STAGE, LogSink, record_key
 from tests.unit.sinks.fakedb import FakePool, FakeRedis
 
 T0 = 1_700_000_000.0
@@ -35,12 +35,16 @@ def sink(on_written=None) -> tuple[LogSink, FakePool, FakeRedis]:
     return s, s.pool, s.client
 
 
-def test_the_delivery_identity_is_partition_offset_and_receive_time_in_ms():
-    assert delivery_id(record()) == "3:7:1700000000012"
-    assert delivery_id(record(received_at=T0 + 0.0126)) == "3:7:1700000000013"
-    assert delivery_id(record(offset=8)) != delivery_id(record())
-    assert delivery_id(record(partition=0)) != delivery_id(record())
-    assert delivery_id(record(source=None)) == ""
+def test_the_record_key_is_the_producers_id_or_content_and_receive_stamp_never_the_kafka_position():
+    key = record_key(record())
+    assert key.startswith("h:") and len(key) == 34
+    assert record_key(record(offset=8)) == key and record_key(record(partition=0)) == key  # a replay: same
+    assert record_key(record(source=None)) == key
+    assert record_key(record(received_at=T0 + 0.012001)) != key  # another message, 1 µs later
+    assert record_key(record(message="order 43 failed")) != key
+    assert record_key(record(extra={"tags": ["a", "€"], "order_id": 42})) == key  # key order is not content
+    # The producer's id wins: sent again (a new receive stamp, a new offset), the same record.
+    assert record_key(record(record_id="b1:7")) == record_key(record(record_id="b1:7", received_at=T0 + 5, offset=9)) == "id:b1:7"
 
 
 def test_a_write_copies_the_rows_then_streams_one_entry_per_record_with_its_identity():
@@ -51,15 +55,16 @@ def test_a_write_copies_the_rows_then_streams_one_entry_per_record_with_its_iden
     assert copy.sql == COPY_STAGE
     when, received = datetime(2023, 11, 14, 22, 13, 20), datetime(2023, 11, 14, 22, 13, 20, 12000)
     assert copy.rows == [
-        ("billing", "ERROR", "order 42 failed", "billing.db", '{"order_id":42,"tags":["a","€"]}', when, received, 3, 7),
-        ("billing", "ERROR", "order 42 failed", None, "{}", when, received, 3, 8)]
+        ("billing", "ERROR", "order 42 failed", "billing.db", '{"order_id":42,"tags":["a","€"]}', when, received, 3, 7,
+         record_key(first)),
+        ("billing", "ERROR", "order 42 failed", None, "{}", when, received, 3, 8, record_key(second))]
     assert [sql for sql, _ in pool.cursor.executed] == [INSERT_FROM_STAGE] and pool.conn.transactions == 1
     assert [(name, maxlen) for name, _, maxlen, _ in client.sent] == [("p:logs", 500), ("p:logs", 500)]
-    assert client.sent[0][1] == {"id": "3:7:1700000000012", "app": "billing", "level": "ERROR",
+    assert client.sent[0][1] == {"id": record_key(first), "app": "billing", "level": "ERROR",
                                  "message": "order 42 failed", "logger": "billing.db",
                                  "extra": '{"order_id":42,"tags":["a","€"]}', "ts": "1700000000.0",
                                  "received_at": "1700000000.012"}
-    assert client.sent[1][1]["logger"] == "" and client.sent[1][1]["id"] == "3:8:1700000000012"
+    assert client.sent[1][1]["logger"] == "" and client.sent[1][1]["id"] == record_key(second)
 
 
 def test_postgres_is_written_before_redis_so_a_redis_failure_leaves_nothing_streamed():

@@ -29,6 +29,12 @@ def test_log_record_fields():
     assert r.source.mqtt_topic == "logs/billing" and r.received_at == NOW
 
 
+def test_the_producers_record_id_is_kept():
+    [r] = ok("logs/a", {"level": "INFO", "message": "m", "id": "3f2a9c:17"})
+    assert r.record_id == "3f2a9c:17"
+    assert ok("logs/a", {"level": "INFO", "message": "m"})[0].record_id is None
+
+
 def test_level_any_case_and_python_aliases_stored_upper_case():
     levels = [ok("logs/a", {"level": lv, "message": "m"})[0].level for lv in ("debug", "Info", "warn", "WARNING", "error",
                                                                                "fatal", "critical")]
@@ -76,6 +82,10 @@ def test_message_cap_counts_utf8_bytes():
     ("logs/a", {"level": "INFO", "message": "m", "extra": "k=v"}, "log_extra_invalid"),
     ("logs/a", {"level": "INFO", "message": "m", "extra": {"k": ["a\x00"]}}, "log_extra_invalid"),
     ("logs/a", {"level": "INFO", "message": "m", "extra": {"k\x00": 1}}, "log_extra_invalid"),
+    ("logs/a", {"level": "INFO", "message": "m", "id": 7}, "log_id_invalid"),
+    ("logs/a", {"level": "INFO", "message": "m", "id": ""}, "log_id_invalid"),
+    ("logs/a", {"level": "INFO", "message": "m", "id": "x" * 101}, "log_id_invalid"),
+    ("logs/a", {"level": "INFO", "message": "m", "id": "a\nb"}, "log_id_invalid"),
     ("logs/a", {"level": "INFO", "message": "m", "timestamp": "yesterday"}, "timestamp_invalid"),
     ("logs/a", {"level": "INFO", "message": "m", "timestamp": NOW + 3600}, "timestamp_in_future"),
     ("logs/a", {"level": "INFO", "message": "m", "timestamp": NOW - 40 * 86400}, "timestamp_too_old"),

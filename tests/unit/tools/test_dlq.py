@@ -66,3 +66,14 @@ def test_list_filters_on_any_reason_of_a_letter():
     letters = [letter(0, "late"), letter(1, "value_not_number", a="value_not_number", b="late"), letter(2, "x")]
     assert offsets(select(letters, "late", None)) == [(0, 0), (0, 1)]
     assert offsets(select(letters, None, 2)) == [(0, 0), (0, 1)]
+
+
+def test_a_failed_notification_is_never_sent_to_the_raw_topic_and_is_marked_dealt_with():
+    notification = Letter(T, 0, 1, b"7", b'{"channel": "ops", "digest": false, "alerts": []}',
+                          {"reason": "notification_failed", "kind": "retry_exhausted", "stage": "alert_notifier"})
+    letters = [letter(0), notification, letter(2)]
+    send, marks = plan_replay(letters, None, None, {}, {})
+    assert offsets(send) == [(0, 0), (0, 2)] and marks == {(T, 0): 3}
+    send, marks = plan_replay([notification], "notification_failed", None, {}, {})
+    assert send == [] and marks == {(T, 0): 2}
+    assert not notification.replayable and letter(0).replayable

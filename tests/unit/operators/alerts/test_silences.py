@@ -83,6 +83,22 @@ def test_acknowledged_alert_is_silenced_for_every_event_including_resolution():
     assert s.silenced(payload(), T0) == "acknowledged"  # the acknowledgement says more than the snooze
 
 
+def test_an_acknowledgement_hides_the_severity_acknowledged_not_a_worse_one():
+    s = Silences()
+    s.acknowledge(7, "warning")
+    warning = {**payload(event="flapping"), "severity": "warning"}
+    assert s.silenced(warning, T0) == "acknowledged"
+    assert s.silenced({**warning, "event": "resolved"}, T0) == "acknowledged"
+    assert s.silenced(payload(event="escalated"), T0) is None  # to critical: news, notified
+    assert s.silenced(payload(event="resolved"), T0) is None  # the critical's resolution too
+    s.acknowledge(7, "critical")  # acknowledged again at critical: hidden from then on
+    assert s.silenced(payload(event="resolved"), T0) == "acknowledged"
+    # From the database: (id, severity when acknowledged)
+    s.replace([], [(7, "warning"), (8, "critical")], s.mark())
+    assert s.silenced(payload(), T0) is None and s.silenced(payload(alert_id=8), T0) == "acknowledged"
+    assert s.silenced({**payload(alert_id=9), "severity": "info"}, T0) is None
+
+
 def test_replace_keeps_changes_told_after_the_query_began():
     s = Silences()
     s.snooze(Snooze(1, T0 + 600, alert_id=7))

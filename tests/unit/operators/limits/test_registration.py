@@ -8,7 +8,7 @@ from pipeline.config import ConfigError, parse
 from pipeline.operators.limits.refresh import RegistryRefresh
 from pipeline.operators.limits.registry import LimitFilter, READ_REGISTERED, reserved_reason
 from pipeline.records import INVALID
-from tests.unit.helpers import chain, raw, run
+from tests.unit.helpers import NOW, chain, raw, run
 
 
 def limits_of(ch) -> LimitFilter:
@@ -101,6 +101,9 @@ def test_registration_is_validated_with_the_key_named():
     assert parse({}, {}).limits.registration == "open"
     with pytest.raises(ConfigError, match="limits.registration"):
         parse({"limits": {"registration": "closed"}}, {})
+    assert parse({}, {}).limits.registry_lookups_per_s == 1000
+    with pytest.raises(ConfigError, match="limits.registry_lookups_per_s"):
+        parse({"limits": {"registry_lookups_per_s": -1}}, {})
 
 
 class FakeConn:
@@ -125,7 +128,7 @@ def test_refresh_reads_the_table_bounded_and_offers_it_and_survives_a_failed_rea
     limits = LimitFilter(10, 5, "known")
     conns = [FakeConn([("dev-1", "env", "hall")]), FakeConn([], fail=True)]
     refresh = RegistryRefresh(lambda: conns.pop(0), limits, 0.01)
-    assert refresh.run_once() == 1 and limits._offered == {"dev-1": ("env", "hall")}
+    assert refresh.run_once() == 1 and limits._offered == ({"dev-1": ("env", "hall")}, True, {})
     stop = threading.Event()
     conns.append(FakeConn([]))
     t = threading.Thread(target=refresh.run, args=(stop,))
@@ -135,3 +138,83 @@ def test_refresh_reads_the_table_bounded_and_offers_it_and_survives_a_failed_rea
     stop.set()
     t.join(2)
     assert refresh.failures == 1 and not t.is_alive()
+
+
+class Table:
+    """The `sensors` table behind a lookup: counts the ids asked for."""
+
+    def __init__(self, rows):
+        self.rows, self.asked = rows, []
+
+    def __call__(self, ids):
+        self.asked.extend(ids)
+        return {i: self.rows[i] for i in ids if i in self.rows}
+
+
+def over_the_limit(mode, lookups_per_s=1000.0):
+    """max_sensors 2, a table of 4 registered sensors: the table read holds the first two only."""
+    ch, _ = chain({"limits": {"registration": mode, "max_sensors": 2, "registry_lookups_per_s": lookups_per_s}})
+    limits = limits_of(ch)
+    table = Table({f"dev-{i}": ("boiler", f"hall-{i}") for i in range(4)})
+    limits.lookup = table
+    limits.use({"dev-0": ("boiler", "hall-0"), "dev-1": ("boiler", "hall-1")}, complete=False)
+    return ch, limits, table
+
+
+@pytest.mark.parametrize("mode", ["known", "open"])
+def test_a_registered_sensor_past_the_table_read_is_looked_up_and_keeps_acceptance_and_labels(mode):
+    ch, limits, table = over_the_limit(mode)
+    out, dead = run(ch, raw("sensors/dev-3", {"metric": "t", "value": 1, "type": "rogue", "location": "roof"}))
+    assert dead == [] and [(r.sensor_type, r.location) for r in out] == [("boiler", "hall-3")]
+    run(ch, raw("sensors/dev-3/t", "2"))
+    assert table.asked == ["dev-3"]  # once: held while active
+    assert limits.extra_ids == ()  # reread from the next snapshot on
+    limits.offer({"dev-0": ("boiler", "hall-0"), "dev-1": ("boiler", "hall-1")}, False, {"dev-3": ("pump", "well")})
+    out, _ = run(ch, raw("sensors/dev-3/t", "3"))
+    assert (out[0].sensor_type, out[0].location) == ("pump", "well") and limits.extra_ids == ("dev-3",)
+
+
+def test_known_mode_an_id_absent_from_the_table_is_asked_once_per_snapshot_and_refused():
+    ch, limits, table = over_the_limit("known")
+    for _ in range(3):
+        assert run(ch, raw("sensors/intruder/t", "1"))[1][0].reason == "unknown_sensor"
+    assert table.asked == ["intruder"]
+    limits.offer({"dev-0": ("boiler", "hall-0")}, False, {})
+    assert run(ch, raw("sensors/intruder/t", "1"))[1][0].reason == "unknown_sensor"
+    assert table.asked == ["intruder", "intruder"]
+
+
+def test_lookups_are_bounded_per_second_and_a_table_read_whole_needs_none():
+    ch, limits, table = over_the_limit("known", lookups_per_s=2)
+    for i in range(5):
+        run(ch, raw(f"sensors/x-{i}/t", "1", received_at=NOW))
+    assert len(table.asked) == 2 and limits.lookups_skipped == 3
+    run(ch, raw("sensors/dev-2/t", "1", received_at=NOW + 1.5))  # the next second: asked, accepted
+    assert table.asked[-1] == "dev-2" and "dev-2" in limits.registry
+    limits.use({"dev-0": ("boiler", "hall-0")})  # complete: the whole table
+    assert run(ch, raw("sensors/dev-3/t", "1", received_at=NOW + 3))[1][0].reason == "unknown_sensor"
+    assert table.asked[-1] == "dev-2"  # not asked
+
+
+def test_a_failed_lookup_is_handled_as_absent_and_not_remembered():
+    ch, limits, _ = over_the_limit("known")
+
+    def down(ids):
+        raise OSError("connection refused")
+    limits.lookup = down
+    assert run(ch, raw("sensors/dev-3/t", "1"))[1][0].reason == "unknown_sensor"
+    limits.lookup = Table({"dev-3": ("boiler", None)})
+    assert run(ch, raw("sensors/dev-3/t", "1"))[1] == []
+
+
+def test_refresh_rereads_the_sensors_held_past_the_table_read():
+    limits = LimitFilter(2, 5, "known")
+    limits.use({"a": ("env", None), "b": ("env", None)}, complete=False)
+    limits.labels["z"] = ("env", "roof")
+    limits.registry.admit("z", "t", 0.0)
+    limits.use({"a": ("env", None), "b": ("env", None)}, False, {"z": ("env", "roof")})
+    assert limits.extra_ids == ("z",)
+    conn = FakeConn([("a", "env", None), ("b", "env", None)])
+    RegistryRefresh(lambda: conn, limits, 10).run_once()
+    assert [p for _, p in conn.queries] == [(2,), (["z"],)]
+    assert limits._offered[1] is False

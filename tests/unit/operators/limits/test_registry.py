@@ -97,3 +97,26 @@ def test_log_records_pass_the_filter():
     ch, _ = chain({"limits": {"max_sensors": 1}})
     run(ch, raw("sensors/a/t", "1"))
     assert len(run(ch, raw("logs/app", {"level": "INFO", "message": "m"}))[0]) == 1
+
+
+class TableConn(FakeConn):
+    """FakeConn that also answers `sensor_id = ANY(%s)`."""
+
+    def execute(self, sql, params):
+        if "ANY" in sql:
+            self.queries.append((sql, params))
+            return Cursor(r for r in self.rows["sensors"] if r[0] in params[0])
+        return super().execute(sql, params)
+
+
+def test_a_table_larger_than_the_limit_counts_the_recently_active_sensors_not_its_first_ids():
+    limits = LimitFilter(max_sensors=2, max_metrics_per_sensor=4, registration="known")
+    conn = TableConn(["a", "b", "c", "d"], [("d", "t")])  # d: the one with recent windows
+    load_known(conn, limits.registry, "1h", 7200, now=datetime(2026, 1, 1, 12), limits=limits)
+    assert len(limits.registry) == 1 and limits.registry.metrics_of("d") == ("t",)
+    assert not limits.complete and set(limits.labels) == {"a", "b", "d"} and limits.extra_ids == ("d",)
+    assert conn.queries[-1][1] == (["d"],)
+    # the table fits: every id counts, as before
+    whole = LimitFilter(max_sensors=10, max_metrics_per_sensor=4, registration="known")
+    load_known(TableConn(["a", "b"], []), whole.registry, None, 0, limits=whole)
+    assert len(whole.registry) == 2 and whole.complete

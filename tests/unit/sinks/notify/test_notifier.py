@@ -118,6 +118,19 @@ def test_a_storm_of_50_alerts_is_5_messages_and_one_digest(receivers):
     assert get("pipeline_alert_notifications_sent_total", {"channel": "hook"}) == 6
 
 
+def test_a_digest_of_a_big_storm_lists_max_listed_alerts_and_says_how_many_more(receivers):
+    hook = receivers()
+    n, get = make([{"name": "hook", "url_env": "HOOK"}], {"HOOK": hook.url},
+                  digest={"window_s": 0.5, "max_alerts": 1, "max_listed": 4})
+    for i in range(30):
+        n.offer(alert(i))
+    assert wait(lambda: len(hook.bodies) == 2)
+    n.stop(1)
+    digest = hook.bodies[1]
+    assert digest["event"] == "digest" and digest["count"] == 29 and digest["more"] == 25
+    assert [a["alert_id"] for a in digest["alerts"]] == [1, 2, 3, 4]
+
+
 def test_silenced_alerts_are_counted_by_reason_and_not_sent(receivers):
     hook = receivers()
     snoozed = {2, 3}

@@ -1,5 +1,7 @@
 """The notification policy with an injected clock: routing, renotify, resolutions, digests, silencing."""
-from pipeline.config import parse
+import pytest
+
+from pipeline.config import ConfigError, parse
 from pipeline.sinks.notify.policy import NotificationPolicy, Route
 
 T0 = 1_760_000_000.0
@@ -10,9 +12,10 @@ def alert(alert_id=1, event="opened", severity="warning", sensor="s1", metric="t
             "severity": severity, "message": "m", "timestamp": T0, "value": 1.0}
 
 
-def policy(channels, renotify_s=600.0, window_s=60.0, max_alerts=10, silenced=None):
+def policy(channels, renotify_s=600.0, window_s=60.0, max_alerts=10, silenced=None, **digest):
     cfg = parse({"alerts": {"notifications": {"channels": channels, "renotify_s": renotify_s,
-                                              "digest": {"window_s": window_s, "max_alerts": max_alerts}}}}).alerts.notifications
+                                              "digest": {"window_s": window_s, "max_alerts": max_alerts, **digest}}}}
+                ).alerts.notifications
     return NotificationPolicy.from_config(cfg, silenced=silenced or (lambda p, now: None))
 
 
@@ -83,6 +86,29 @@ def test_a_storm_becomes_one_digest_per_channel_after_max_alerts():
     assert sent(p.decide(alert(100, sensor="s100", severity="warning"), T0 + 300)) == (["all"], None)
 
 
+def test_a_digest_lists_at_most_max_listed_alerts_and_counts_the_rest():
+    p = policy([ALL], max_alerts=1, window_s=60)  # max_listed: the default, 50
+    for i in range(1001):
+        p.decide(alert(i, sensor=f"s{i}"), T0 + i * 0.01)
+    d = p.due("all", T0 + 61)
+    assert [a["alert_id"] for a in d.alerts] == list(range(1, 51))  # the first 50 of the window
+    assert d.more == 950 and d.count == 1000
+    # the next window starts empty
+    p.decide(alert(2000, sensor="x"), T0 + 70)
+    d = p.due("all", T0 + 122)
+    assert [a["alert_id"] for a in d.alerts] == [2000] and d.more == 0
+    small = policy([ALL], max_alerts=1, max_listed=3)
+    for i in range(6):
+        small.decide(alert(i, sensor=f"s{i}"), T0)
+    d = small.due("all", T0, force=True)
+    assert len(d.alerts) == 3 and d.more == 2
+
+
+def test_max_listed_is_validated_with_the_key_named():
+    with pytest.raises(ConfigError, match="max_listed"):
+        policy([ALL], max_listed=0)
+
+
 def test_below_the_digest_limit_every_alert_goes_at_once():
     p = policy([ALL], max_alerts=10, window_s=60)
     for i in range(10):
@@ -128,3 +154,12 @@ def test_a_failing_silencer_does_not_swallow_alerts():
 def test_route_from_legacy_webhook_takes_everything():
     r = Route("webhook", frozenset(("warning", "critical")))
     assert r.accepts(alert(severity="warning")) and r.accepts(alert(severity="critical", metric=None))
+
+
+def test_a_digest_text_lists_the_alerts_it_holds_and_counts_the_rest():
+    from pipeline.sinks.notify.channels import render
+    from pipeline.sinks.notify.policy import Notice
+
+    title, body, _kind = render(Notice("all", [alert(i, sensor=f"s{i}") for i in range(3)], digest=True, window_s=60, more=7))
+    assert title.startswith("10 alert notifications")
+    assert body.count("\n") == 3 and body.endswith("... and 7 more")
