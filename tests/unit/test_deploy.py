@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import config as c
+from pipeline.agents.spool import spool_path
 
 ROOT = Path(__file__).resolve().parents[2]
 UNITS = ["realtime-pipeline.service", "realtime-pipeline-agent.service"]
@@ -67,6 +68,16 @@ def test_agent_unit_runs_the_agent_module():
     svc = _unit(UNITS[1])["Service"]
     assert svc["ExecStart"] == f"{INSTALL_DIR}/.venv/bin/python -m pipeline.agents.system"
     assert svc["Restart"] == "on-failure"
+
+
+def test_units_give_the_spools_a_state_directory(monkeypatch):
+    # ProtectSystem=strict leaves no other place to write: the spools' default must be the unit's StateDirectory.
+    for unit in UNITS:
+        svc = _unit(unit)["Service"]
+        assert svc["StateDirectory"] == "realtime-pipeline", unit
+    monkeypatch.setenv("STATE_DIRECTORY", "/var/lib/realtime-pipeline")
+    assert spool_path("", "system-agent.db") == "/var/lib/realtime-pipeline/system-agent.db"
+    assert spool_path("/data/s.db", "system-agent.db") == "/data/s.db"
 
 
 def _mosquitto_options() -> dict[str, str]:
