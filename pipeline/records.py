@@ -53,6 +53,8 @@ class LogRecord:
     ts: float  # event time, epoch seconds UTC
     received_at: float
     source: RawMessage | None = None
+    # The sender's id of the record (MQTTHandler sets one per record): the same for a replay of the same record.
+    record_id: str | None = None
 
 
 class Invalid(Exception):

@@ -5,6 +5,8 @@ Contract (docs/sources.md): topic <logs root>/<app>, payload a JSON object
 level and message are required. level is one of DEBUG, INFO, WARNING, ERROR, CRITICAL in any case,
 plus the aliases WARN and FATAL that Python's logging itself defines; it is stored upper case.
 timestamp follows the reading rules (ISO-8601 or epoch seconds; absent means the receive time).
+id (optional, printable ASCII up to 64 characters) is the sender's identity of the record (MQTTHandler sets
+one per record), the same when a spooled record is sent again.
 """
 from __future__ import annotations
 
@@ -18,12 +20,13 @@ from ..records import Invalid, LogRecord, RawMessage
 from .decode import json_depth, parse_json
 from .validate import check_event_time, check_sensor_id
 
-LOG_FIELDS = frozenset({"timestamp", "level", "message", "logger", "extra"})
+LOG_FIELDS = frozenset({"timestamp", "level", "message", "logger", "extra", "id"})
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LEVEL_NAMES = {**{name: name for name in LEVELS}, "WARN": "WARNING", "FATAL": "CRITICAL"}
 # The app becomes sensor id "app:<app>" for its log counts, and sensor ids hold 50 characters.
 APP_MAX = 46
 LOGGER_MAX = 200
+ID_MAX = 64
 
 
 @dataclass(slots=True)
@@ -106,10 +109,14 @@ class ValidateLog:
             raise Invalid("log_extra_invalid", f"extra must be an object, got {type(extra).__name__}")
         else:
             self._check_extra(extra)
+        record_id = obj.get("id")
+        if record_id is not None and (not isinstance(record_id, str) or not 0 < len(record_id) <= ID_MAX
+                                      or not record_id.isascii() or not record_id.isprintable()):
+            raise Invalid("log_id_invalid", f"id must be printable ASCII text of 1 to {ID_MAX} characters")
         source = c.source
         ts = check_event_time(obj.get("timestamp"), source.received_at, self.clock(), self.max_future_skew_s,
                               self.max_age_s)
-        return [LogRecord(app, level, message, logger, extra, ts, source.received_at, source)]
+        return [LogRecord(app, level, message, logger, extra, ts, source.received_at, source, record_id)]
 
     def _check_extra(self, extra: dict) -> None:
         """Depth first (the later checks walk it recursively), then the encoded size, then NUL characters:

@@ -17,7 +17,7 @@ UNREACHABLE = ("127.0.0.1", 1)  # connection refused: the handler keeps retrying
 @pytest.fixture(scope="module")
 def handler():
     # One handler for the tests that only build records: closing one waits out paho's reconnect pause.
-    h = MQTTHandler("billing", *UNREACHABLE, buffer_size=5, close_timeout=0.2)
+    h = MQTTHandler("billing", *UNREACHABLE, buffer_size=5, close_timeout=0.2, spool_path=None)
     yield h
     h.close()
 
