@@ -306,8 +306,15 @@ class SpooledPublisher:
     def _run(self) -> None:
         next_report = time.monotonic() + self.report_interval_s
         while not self._stop.is_set():
-            self._settle_acks()
-            self._top_up()
+            try:
+                self._settle_acks()
+                self._top_up()
+            except sqlite3.Error as err:
+                if self._stop.is_set():  # closed under it at shutdown
+                    return
+                # A disk error: what is spooled stays; try again rather than stop sending for good.
+                self.log.error("event=spool_read_failed source=%s error=%r", self.name, str(err)[:200])
+                self._stop.wait(1.0)
             if time.monotonic() >= next_report:
                 next_report = time.monotonic() + self.report_interval_s
                 if self.spool.count or self.dropped:
