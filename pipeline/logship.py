@@ -231,16 +231,24 @@ class MQTTHandler(logging.Handler):
                 self._drop(self._queue.qsize())
                 return
 
+    def sync(self, timeout: float = 5.0) -> bool:
+        """Wait until every record emitted so far is in the spool (on disk when it is a file); False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._count_lock:
+            target = self._accepted
+        while True:
+            with self._count_lock:
+                if self._handled >= target:
+                    return True
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                return False
+            time.sleep(0.01)
+
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every buffered record is acknowledged by the broker (at most `timeout`, default close_timeout)."""
         deadline = time.monotonic() + (self.close_timeout if timeout is None else timeout)
-        while True:
-            with self._count_lock:
-                if self._handled >= self._accepted:
-                    break
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                return False
-            time.sleep(0.02)
+        if not self.sync(timeout=deadline - time.monotonic()):
+            return False
         return self.shipper.wait(max(0.0, deadline - time.monotonic()))
 
     def close(self) -> None:
