@@ -5,10 +5,10 @@
 
 Each record is published (QoS 1) to <topic_root>/<app> as
 {"timestamp": epoch seconds, "level": "ERROR", "message": "...", "logger": "billing.db", "extra": {...},
- "id": "<run>-<n>"}
-where `extra` holds what the call passed with `extra=` and `id` is unique per record, set at emit time, so a
-replayed record is recognised as the same one. emit() never waits for the network or the disk and never
-raises: it formats the record and puts it into a bounded hand-off buffer (full: dropped and counted in
+ "id": "<boot id>:<sequence>"}
+where `extra` holds what the call passed with `extra=` and `id` is unique per handler (a random boot id and a
+counter), set at emit time and kept in the spool, so the pipeline stores a record sent again (or replayed) once.
+emit() never waits for the network or the disk and never raises: it formats the record and puts it into a bounded hand-off buffer (full: dropped and counted in
 `handler.dropped`); a background thread writes it to the spool on disk (pipeline/agents/spool.py, by default
 <state dir>/logship-<app>.db), which keeps it until the broker acknowledged it, across restarts and crashes.
 Records about the shipping itself (loggers `paho`, `pipeline.logship`, `pipeline.agents.spool`, anything logged
@@ -127,9 +127,7 @@ class MQTTHandler(logging.Handler):
         self._handled = 0  # of those, written to the spool or dropped by the background thread
         self._count_lock = threading.Lock()
         self._queue: queue.Queue = queue.Queue(maxsize=buffer_size)
-        # The record id: this handler's run, then a sequence, so ids are unique across restarts and ordered in a run.
-        self._run_id = uuid.uuid4().hex[:16]
-        self._seq = itertools.count()
+        self._boot, self._seq = uuid.uuid4().hex[:16], itertools.count()  # the records' ids: <boot>:<n>
         self._closing = threading.Event()
         self._deadline = math.inf
         self._closed = False
@@ -190,7 +188,7 @@ class MQTTHandler(logging.Handler):
         extra = {k: clean(v) for k, v in record.__dict__.items() if k not in _STANDARD and not k.startswith("_")}
         return {"timestamp": record.created, "level": level_name(record.levelno),
                 "message": truncate_utf8(_text(self.format(record)), self.max_message_bytes),
-                "logger": _text(record.name)[:200], "extra": extra, "id": f"{self._run_id}-{next(self._seq)}"}
+                "logger": _text(record.name)[:200], "extra": extra, "id": f"{self._boot}:{next(self._seq)}"}
 
     def encode(self, item: dict) -> bytes:
         """JSON bytes; an `extra` over max_extra_bytes is replaced by a marker so the record still goes."""

@@ -53,8 +53,7 @@ class LogRecord:
     ts: float  # event time, epoch seconds UTC
     received_at: float
     source: RawMessage | None = None
-    # The sender's id of the record (MQTTHandler sets one per record): the same for a replay of the same record.
-    record_id: str | None = None
+    record_id: str | None = None  # the producer's own id of the record (payload field `id`), if it gave one
 
 
 class Invalid(Exception):

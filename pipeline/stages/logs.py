@@ -1,12 +1,11 @@
 """Application log records: decode (topic and JSON) and validate into LogRecord, or raise Invalid.
 
 Contract (docs/sources.md): topic <logs root>/<app>, payload a JSON object
-  {"timestamp": ..., "level": "ERROR", "message": "...", "logger": "billing.db", "extra": {...}}
-level and message are required. level is one of DEBUG, INFO, WARNING, ERROR, CRITICAL in any case,
+  {"timestamp": ..., "level": "ERROR", "message": "...", "logger": "billing.db", "extra": {...}, "id": "..."}
+level and message are required. `id` (optional) is the producer's identity of the record, unique per app: a
+record sent again with the same id is stored once (the logship handler sets it). level is one of DEBUG, INFO, WARNING, ERROR, CRITICAL in any case,
 plus the aliases WARN and FATAL that Python's logging itself defines; it is stored upper case.
 timestamp follows the reading rules (ISO-8601 or epoch seconds; absent means the receive time).
-id (optional, printable ASCII up to 64 characters) is the sender's identity of the record (MQTTHandler sets
-one per record), the same when a spooled record is sent again.
 """
 from __future__ import annotations
 
@@ -26,7 +25,7 @@ LEVEL_NAMES = {**{name: name for name in LEVELS}, "WARN": "WARNING", "FATAL": "C
 # The app becomes sensor id "app:<app>" for its log counts, and sensor ids hold 50 characters.
 APP_MAX = 46
 LOGGER_MAX = 200
-ID_MAX = 64
+RECORD_ID_MAX = 100
 
 
 @dataclass(slots=True)
@@ -110,9 +109,9 @@ class ValidateLog:
         else:
             self._check_extra(extra)
         record_id = obj.get("id")
-        if record_id is not None and (not isinstance(record_id, str) or not 0 < len(record_id) <= ID_MAX
-                                      or not record_id.isascii() or not record_id.isprintable()):
-            raise Invalid("log_id_invalid", f"id must be printable ASCII text of 1 to {ID_MAX} characters")
+        if record_id is not None and (not isinstance(record_id, str) or not 0 < len(record_id) <= RECORD_ID_MAX
+                                      or not record_id.isprintable()):
+            raise Invalid("log_id_invalid", f"id must be printable text of 1 to {RECORD_ID_MAX} characters")
         source = c.source
         ts = check_event_time(obj.get("timestamp"), source.received_at, self.clock(), self.max_future_skew_s,
                               self.max_age_s)
