@@ -151,9 +151,9 @@ class MQTTHandler(logging.Handler):
         return self._queue.qsize() + self.shipper.pending
 
     def status(self) -> dict:
-        """The spool's backlog (queued, bytes, dropped, connected) plus the hand-off buffer."""
-        return {**self.shipper.status(), "handoff": self._queue.qsize(), "dropped": self.dropped,
-                "spool": self.spool_path or ":memory:"}
+        """The spool's backlog (queued, bytes, dropped, connected) plus the hand-off buffer and what it dropped."""
+        return {**self.shipper.status(), "handoff": self._queue.qsize(), "handoff_dropped": self._lost,
+                "dropped": self.dropped, "spool": self.spool_path or ":memory:"}
 
     def _drop(self, n: int) -> None:
         with self._count_lock:

@@ -4,6 +4,7 @@ sample and record arrives, in order per source, stored once (issue 24). And the 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import signal
@@ -197,8 +198,6 @@ def test_the_10_mb_bound_holds_and_the_oldest_records_are_dropped_and_counted(tm
     bound = 10 * 1024 * 1024
     h = MQTTHandler("bounded", "127.0.0.1", port, topic_root="tbound", spool_path=str(spool), spool_max_bytes=bound,
                     buffer_size=100_000, close_timeout=60)
-    import logging
-
     lg = logging.getLogger(f"bounded-{uuid.uuid4().hex[:6]}")
     lg.propagate = False
     lg.setLevel(logging.INFO)
