@@ -7,11 +7,12 @@ Each record is published (QoS 1) to <topic_root>/<app> as
 {"timestamp": epoch seconds, "level": "ERROR", "message": "...", "logger": "billing.db", "extra": {...},
  "id": "<boot id>:<sequence>"}
 where `extra` holds what the call passed with `extra=` and `id` is unique per handler (a random boot id and a
-counter), so the pipeline stores a record sent again (or replayed) once. emit() never waits for the network and never
-raises: it formats the record and puts it into a bounded buffer that a background thread publishes;
-when the buffer is full the record is dropped and counted (`handler.dropped`). Records about the
-shipping itself (loggers `paho` and `pipeline.logship`, anything logged from the handler's own
-threads) are never shipped, so shipping cannot feed on itself.
+counter), set at emit time and kept in the spool, so the pipeline stores a record sent again (or replayed) once.
+emit() never waits for the network or the disk and never raises: it formats the record and puts it into a bounded hand-off buffer (full: dropped and counted in
+`handler.dropped`); a background thread writes it to the spool on disk (pipeline/agents/spool.py, by default
+<state dir>/logship-<app>.db), which keeps it until the broker acknowledged it, across restarts and crashes.
+Records about the shipping itself (loggers `paho`, `pipeline.logship`, `pipeline.agents.spool`, anything logged
+from the handler's own threads) are never shipped, so shipping cannot feed on itself.
 
 Over TLS, with the names and meaning of the daemon's mqtt.tls.* (tls, ca_file, cert_file, key_file, insecure):
 
@@ -30,16 +31,20 @@ import time
 import uuid
 
 from .agents.publisher import MqttPublisher
+from .agents.spool import DEFAULT_MAX_BYTES, open_spooled, spool_path as resolve_spool_path
 from .config import TlsConfig
 from .runtime.supervisor import Spawn, plain_thread
 
-SKIP_LOGGERS = ("paho", "pipeline.logship")
+log = logging.getLogger(__name__)
+
+SKIP_LOGGERS = ("paho", "pipeline.logship", "pipeline.agents.spool")
 _APP_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]*")
 APP_MAX = 46
 # Attributes every LogRecord has: anything else on a record came from `extra=`.
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime", "taskName"}
 _MAX_DEPTH, _MAX_ITEMS, _MAX_TEXT = 6, 100, 2000
-_UNACKED_WINDOW = 200  # messages handed to paho but not acknowledged: bounds paho's memory
+_UNACKED_WINDOW = 100  # messages handed to paho but not acknowledged: bounds paho's memory
+_BATCH, _BATCH_BYTES = 500, 256 * 1024  # at most per spool write: small writes keep the file near its bound
 
 
 def level_name(levelno: int) -> str:
@@ -91,7 +96,8 @@ class MQTTHandler(logging.Handler):
                  buffer_size: int = 10000, max_message_bytes: int = 8192, max_extra_bytes: int = 8192,
                  close_timeout: float = 2.0, exclude: tuple[str, ...] = (), client_id: str | None = None,
                  spawn: Spawn = plain_thread, tls: bool | TlsConfig = False, ca_file: str = "", cert_file: str = "",
-                 key_file: str = "", insecure: bool = False):
+                 key_file: str = "", insecure: bool = False, spool_path: str | None = "",
+                 spool_max_bytes: int = DEFAULT_MAX_BYTES, report_interval_s: float = 60.0):
         if len(app) > APP_MAX or not _APP_RE.fullmatch(app) or not app.isascii():
             raise ValueError(f"app {app!r}: expected up to {APP_MAX} characters matching {_APP_RE.pattern}")
         if not topic_root or any(c in topic_root for c in "/+#"):
@@ -107,18 +113,26 @@ class MQTTHandler(logging.Handler):
             tls = TlsConfig(enabled=tls, ca_file=ca_file, cert_file=cert_file, key_file=key_file, insecure=insecure)
         self.publisher = MqttPublisher(host, port, client_id or f"logship-{app}-{uuid.uuid4().hex[:8]}", username,
                                        password, max_queued=2 * _UNACKED_WINDOW, tls=tls)
-        self.dropped = 0  # records not handed to the broker (buffer full, or still buffered at close)
-        self.unconfirmed = 0  # records handed over but not acknowledged when close() gave up waiting
-        self._accepted = 0  # records put into the buffer
-        self._handled = 0  # of those, published or dropped by the background thread
+        # "" means the default file, None memory only; a file owned by another process means memory only too,
+        # since logging must not break the application.
+        path = None if spool_path is None else resolve_spool_path(spool_path, f"logship-{app}.db")
+        self.shipper = open_spooled(self.publisher, path, spool_max_bytes, f"logship-{app}", logger=log,
+                                    window=_UNACKED_WINDOW, report_interval_s=report_interval_s,
+                                    on_error=lambda err: log.warning("event=logship_spool_unusable app=%s error=%r "
+                                                                     "note=memory_only", app, str(err)[:200]))
+        self.spool_path = path if self.shipper.spool.path is not None else None
+        self._lost = 0  # records dropped before the spool: hand-off full, unencodable, or left at close
+        self.unconfirmed = 0  # records not acknowledged when close() gave up waiting (a file spool keeps them)
+        self._accepted = 0  # records put into the hand-off buffer
+        self._handled = 0  # of those, written to the spool or dropped by the background thread
         self._count_lock = threading.Lock()
         self._queue: queue.Queue = queue.Queue(maxsize=buffer_size)
+        self._boot, self._seq = uuid.uuid4().hex[:16], itertools.count()  # the records' ids: <boot>:<n>
         self._closing = threading.Event()
         self._deadline = math.inf
         self._closed = False
-        self._boot, self._seq = uuid.uuid4().hex[:16], itertools.count()  # the records' ids: <boot>:<n>
-        self.publisher.start()
-        # The daemon passes its supervisor's spawn, so the publishing thread is one of its named threads.
+        # The daemon passes its supervisor's spawn, so the publishing threads are among its named threads.
+        self.shipper.start(spawn)
         self._thread = spawn(f"logship-{app}", self._run)
 
     @property
@@ -126,16 +140,32 @@ class MQTTHandler(logging.Handler):
         """Records the broker acknowledged."""
         return self.publisher.acked
 
+    @property
+    def dropped(self) -> int:
+        """Records lost: hand-off buffer full, dropped oldest from a full spool, refused by the disk."""
+        return self._lost + self.shipper.dropped
+
+    @property
+    def backlog(self) -> int:
+        """Records waiting: in the hand-off buffer and in the spool."""
+        return self._queue.qsize() + self.shipper.pending
+
+    def status(self) -> dict:
+        """The spool's backlog (queued, bytes, dropped, connected) plus the hand-off buffer and what it dropped."""
+        return {**self.shipper.status(), "handoff": self._queue.qsize(), "handoff_dropped": self._lost,
+                "dropped": self.dropped, "spool": self.spool_path or ":memory:"}
+
     def _drop(self, n: int) -> None:
         with self._count_lock:
-            self.dropped += n
+            self._lost += n
 
     def about_shipping(self, record: logging.LogRecord) -> bool:
         """True for records the shipping itself caused: never shipped."""
         name = record.name
         if any(name == p or name.startswith(p + ".") for p in self.skip_loggers):
             return True
-        return record.thread == self._thread.ident or record.threadName == self.publisher.thread_name
+        return (record.thread in (self._thread.ident, self.shipper.thread_ident)
+                or record.threadName == self.publisher.thread_name)
 
     def emit(self, record: logging.LogRecord) -> None:
         if self._closed or self.about_shipping(record):
@@ -170,46 +200,66 @@ class MQTTHandler(logging.Handler):
     def _run(self) -> None:
         while True:
             try:
-                item = self._queue.get(timeout=0.2)
+                batch = [self._queue.get(timeout=0.2)]
             except queue.Empty:
                 if self._closing.is_set():
                     return
                 continue
-            # Wait while too much is unacknowledged (broker away): the buffer fills and drops instead.
-            while not self.publisher.wait(0.2, below=_UNACKED_WINDOW):
-                if self._closing.is_set() and time.monotonic() > self._deadline:
-                    self._drop(1 + self._queue.qsize())
-                    return
-            try:
-                ok = self.publisher.publish(self.topic, self.encode(item))
-            except Exception:  # noqa: BLE001 - never die: a record that cannot be sent is counted
-                ok = False
+            messages, bad, size = [], 0, 0
+            while True:
+                try:
+                    body = self.encode(batch[-1])
+                    messages.append((self.topic, body))
+                    size += len(body)
+                except Exception:  # noqa: BLE001 - never die: a record that cannot be encoded is counted
+                    bad += 1
+                if len(batch) >= _BATCH or size >= _BATCH_BYTES:
+                    break
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            ok = self.shipper.publish_many(messages) if messages else True  # a failed write is counted there
             with self._count_lock:
-                self._handled += 1
-                if not ok:
-                    self.dropped += 1
+                self._handled += len(batch)
+                self._lost += bad
+            if not ok:
+                time.sleep(0.2)  # the disk refused: do not spin on it
             if self._closing.is_set() and time.monotonic() > self._deadline:
                 self._drop(self._queue.qsize())
                 return
 
+    def sync(self, timeout: float = 5.0) -> bool:
+        """Wait until every record emitted so far is in the spool (on disk when it is a file); False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._count_lock:
+            target = self._accepted
+        while True:
+            with self._count_lock:
+                if self._handled >= target:
+                    return True
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                return False
+            time.sleep(0.01)
+
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every buffered record is acknowledged by the broker (at most `timeout`, default close_timeout)."""
         deadline = time.monotonic() + (self.close_timeout if timeout is None else timeout)
-        while True:
-            with self._count_lock:
-                if self._handled >= self._accepted:
-                    break
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                return False
-            time.sleep(0.02)
-        return self.publisher.wait(max(0.0, deadline - time.monotonic()))
+        if not self.sync(timeout=deadline - time.monotonic()):
+            return False
+        return self.shipper.wait(max(0.0, deadline - time.monotonic()))
 
     def close(self) -> None:
-        """Publish what is buffered (at most close_timeout), then disconnect. Later records are ignored."""
+        """Write what is buffered to the spool, wait at most close_timeout for acknowledgements, then disconnect.
+        What stays unacknowledged (`unconfirmed`) is sent after the next start when the spool is a file.
+        Later records are ignored."""
         if not self._closed:
             self._closed = True
             self._deadline = time.monotonic() + self.close_timeout
             self._closing.set()
             self._thread.join(self.close_timeout + 1.0)
-            self.unconfirmed = self.publisher.close(max(0.1, self._deadline - time.monotonic()))
+            self.unconfirmed = self.shipper.close(max(0.1, self._deadline - time.monotonic()))
+            if self.unconfirmed or self.dropped:
+                log.info("event=logship_closed app=%s unconfirmed=%d dropped=%d spool=%s", self.app, self.unconfirmed,
+                         self.dropped, self.spool_path or ":memory:")
         super().close()

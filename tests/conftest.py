@@ -15,6 +15,13 @@ for name in [n for n in os.environ if n.startswith("PIPELINE__")]:
     del os.environ[name]
 
 
+@pytest.fixture(autouse=True)
+def _state_dir(tmp_path_factory, monkeypatch):
+    """Spools (pipeline/agents/spool.py) go to a directory of this test, never the user's or another test's."""
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state")))
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         path = Path(str(item.fspath)).resolve()

@@ -42,6 +42,8 @@ class MqttPublisher:
         self.connected = threading.Event()
         # Called with the paho client after each successful (re)connect: a subscriber subscribes there.
         self.on_connected = None
+        # Called with the message id of each acknowledged message, in paho's thread (the spool's pump uses it).
+        self.on_ack = None
         self._cond = threading.Condition()
         self.accepted = 0  # messages paho took (sent or queued until connected)
         self.acked = 0  # messages the broker acknowledged
@@ -57,12 +59,16 @@ class MqttPublisher:
 
     def publish(self, topic: str, payload: bytes) -> bool:
         """Hand one message to paho. False if it was refused (queue full): the caller counts it as dropped."""
+        return self.send(topic, payload) is not None
+
+    def send(self, topic: str, payload: bytes) -> int | None:
+        """Hand one message to paho: its message id, or None if it was refused (queue full)."""
         info = self.client.publish(topic, payload, qos=self.qos)
         if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
-            return False
+            return None
         with self._cond:
             self.accepted += 1
-        return True
+        return info.mid
 
     def _on_connect(self, _client, _userdata, _flags, reason_code, _properties) -> None:
         if reason_code.is_failure:
@@ -87,10 +93,12 @@ class MqttPublisher:
             self._warned = True
             log.warning("event=mqtt_disconnected client_id=%s reason=%s note=reconnecting", self.client_id, reason_code)
 
-    def _on_publish(self, _client, _userdata, _mid, _reason_code, _properties) -> None:
+    def _on_publish(self, _client, _userdata, mid, _reason_code, _properties) -> None:
         with self._cond:
             self.acked += 1
             self._cond.notify_all()
+        if self.on_ack is not None:
+            self.on_ack(mid)
 
     @property
     def pending(self) -> int:

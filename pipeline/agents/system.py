@@ -3,7 +3,12 @@ in the sensors' reading format (type "system") to <topic root>/<host>, every int
 
     python -m pipeline.agents.system [--interval 5] [--host NAME] [--mqtt-host localhost] [--mqtt-port 1883]
                                      [--mqtt-username USER] [--topic-root system] [--disk-path /] [--count N]
+                                     [--spool PATH] [--spool-max-bytes 10485760]
                                      [--tls [--ca-file PEM] [--cert-file PEM --key-file PEM] [--insecure]]
+
+Every sample is written to a spool on disk first (pipeline/agents/spool.py; default <state dir>/system-agent.db,
+the state dir being systemd's $STATE_DIRECTORY) and leaves it when the broker acknowledged it, so samples taken
+while the broker is away survive a restart or a crash of the agent and are sent in order when it returns.
 
 The MQTT password comes from the environment (MQTT_PASSWORD). The TLS options mean what mqtt.tls.* mean for
 the daemon. The daemon runs the same agent as a thread when `agents.system.enabled` is set (with the bridge's
@@ -17,6 +22,7 @@ import os
 import re
 import signal
 import socket
+import sqlite3
 import sys
 import threading
 import time
@@ -28,6 +34,7 @@ import psutil
 
 from ..config import TlsConfig
 from .publisher import MqttPublisher
+from .spool import DEFAULT_MAX_BYTES, MIN_MAX_BYTES, SpooledPublisher, SpoolBusy, open_spooled, spool_path
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +124,7 @@ def message(host: str, ts: float, values: dict[str, float]) -> bytes:
 class SystemAgent:
     """Samples every `interval_s` and publishes the interval's metrics; the first sample only primes the rates."""
 
-    def __init__(self, publisher: MqttPublisher, host: str = "", topic_root: str = "system", interval_s: float = 5.0,
+    def __init__(self, publisher: MqttPublisher | SpooledPublisher, host: str = "", topic_root: str = "system", interval_s: float = 5.0,
                  disk_path: str = "/", on_publish: Callable[[bool], None] | None = None):
         self.publisher = publisher
         self.host = sanitize_host(host or socket.gethostname())
@@ -143,9 +150,11 @@ class SystemAgent:
             prev = cur
             if not values:
                 continue
-            ok = self.publisher.publish(self.topic, message(self.host, time.time(), values))
+            ts = time.time()
+            ok = self.publisher.publish(self.topic, message(self.host, ts, values))
             if ok:
                 self.published += 1
+                log.debug("event=system_sample_spooled ts=%.3f", ts)
             else:
                 self.dropped += 1
             if self.on_publish is not None:
@@ -162,6 +171,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--topic-root", default="system", help="publishes to <root>/<host> (default system)")
     p.add_argument("--disk-path", default="/", help="file system whose usage is disk_percent (default /)")
     p.add_argument("--count", type=int, default=None, help="stop after N messages (default: run until stopped)")
+    p.add_argument("--spool", default="", help="the spool file that keeps samples until the broker acknowledged "
+                                               "them (default: <state dir>/system-agent.db)")
+    p.add_argument("--spool-max-bytes", type=int, default=DEFAULT_MAX_BYTES,
+                   help="bound of the spool file; beyond it the oldest samples are dropped and counted (default 10 MiB)")
     tls = p.add_argument_group("TLS (as mqtt.tls.* of the daemon)")
     tls.add_argument("--tls", action="store_true", help="connect over TLS, the broker's certificate verified")
     tls.add_argument("--ca-file", default="", help="CA certificate(s) to verify the broker with (default: the system's)")
@@ -175,6 +188,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error(f"{given[0]}: needs --tls")
     if args.mqtt_port is None:
         args.mqtt_port = 8883 if args.tls else 1883
+    if args.spool_max_bytes < MIN_MAX_BYTES:
+        p.error(f"--spool-max-bytes: at least {MIN_MAX_BYTES}")
     if args.interval < 0.1:
         p.error("--interval: must be at least 0.1 seconds")
     if "/" in args.topic_root or "+" in args.topic_root or "#" in args.topic_root or not args.topic_root:
@@ -199,16 +214,28 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as err:  # a TLS file missing or unreadable (ssl.SSLError is an OSError)
         print(f"tls: cannot use the certificate files: {err}", file=sys.stderr)
         return 2
-    agent = SystemAgent(publisher, args.host, args.topic_root, args.interval, args.disk_path)
+    path = spool_path(args.spool, "system-agent.db")
+    try:
+        shipper = open_spooled(publisher, path, args.spool_max_bytes, "system-agent")
+    except (SpoolBusy, OSError, sqlite3.DatabaseError) as err:
+        print(f"spool: cannot use {path}: {err}", file=sys.stderr)
+        return 2
+    agent = SystemAgent(shipper, args.host, args.topic_root, args.interval, args.disk_path)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    publisher.start()
+    backlog = shipper.pending
+    if backlog:
+        log.info("event=spool_replay source=system-agent queued=%d spool=%s", backlog, path)
+    shipper.start()
     try:
         agent.run(stop, args.count)
     finally:
-        left = publisher.close(timeout=5.0)
-    log.info("event=system_agent_stopped published=%d dropped=%d unacknowledged=%d", agent.published, agent.dropped, left)
+        dropped = agent.dropped + shipper.dropped
+        left = shipper.close(timeout=5.0)
+    # What stays unacknowledged is kept in the spool and sent after the next start.
+    log.info("event=system_agent_stopped published=%d dropped=%d unacknowledged=%d spool=%s", agent.published, dropped,
+             left, path)
     return 0 if left == 0 else 1
 
 

@@ -213,6 +213,10 @@ TopicLevel = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=r
 AppName = Annotated[str, msgspec.Meta(min_length=1, max_length=46, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:\-]*$")]
 
 
+# A spool's bound (pipeline/agents/spool.py): from 64 KiB to 1 TiB.
+SpoolBytes = Annotated[int, msgspec.Meta(ge=64 * 1024, le=1 << 40)]
+
+
 class SystemAgentConfig(Section):
     """The host metrics collector the daemon can run as a thread (same code as `python -m pipeline.agents.system`)."""
 
@@ -221,6 +225,10 @@ class SystemAgentConfig(Section):
     host: Annotated[str, msgspec.Meta(max_length=200)] = ""  # empty: this machine's host name (sanitized)
     topic_root: TopicLevel = "system"
     disk_path: Name = "/"
+    # Samples wait here until the broker acknowledged them (kept across restarts); empty: the state directory
+    # ($STATE_DIRECTORY, else $XDG_STATE_HOME/realtime-pipeline, else ~/.local/state/realtime-pipeline).
+    spool_path: Annotated[str, msgspec.Meta(max_length=4096)] = ""
+    spool_max_bytes: SpoolBytes = 10 * 1024 * 1024  # beyond it the oldest are dropped and counted
 
 
 class AgentsConfig(Section):
@@ -245,6 +253,9 @@ class LogsConfig(Section):
     ship_own: bool = False
     ship_app: AppName = "realtime-pipeline"
     ship_level: Literal["INFO", "WARNING", "ERROR", "CRITICAL"] = "WARNING"
+    # The shipped records' spool, as agents.system.spool_path (empty: <state dir>/logship-<ship_app>.db).
+    ship_spool_path: Annotated[str, msgspec.Meta(max_length=4096)] = ""
+    ship_spool_max_bytes: SpoolBytes = 10 * 1024 * 1024
 
 
 class RetentionConfig(Section):

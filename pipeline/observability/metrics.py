@@ -72,6 +72,10 @@ class Metrics:
         self.log_count_readings = Counter("log_count_readings", "Log-count measurements handed to the sinks (new or corrected)", namespace=ns, registry=registry)
         self.logship_records = Gauge("logship_records", "The daemon's own log records shipped over MQTT, by outcome", ["outcome"], namespace=ns, registry=registry)
         self.system_samples = Counter("system_agent_samples", "Host metric samples published by the built-in system agent", ["outcome"], namespace=ns, registry=registry)
+        # The disk spools of the built-in agent and the own-log handler (pipeline/agents/spool.py), by source.
+        self.spool_backlog = Gauge("spool_backlog_messages", "Messages spooled and not yet acknowledged by the broker", ["source"], namespace=ns, registry=registry)
+        self.spool_backlog_bytes = Gauge("spool_backlog_bytes", "Size of the spooled messages, as counted against the bound", ["source"], namespace=ns, registry=registry)
+        self.spool_dropped = Gauge("spool_dropped_messages", "Messages dropped since start: oldest beyond the spool's bound, or refused by the disk", ["source"], namespace=ns, registry=registry)
         # -- retention ----------------------------------------------------------------------------
         self.retention_deleted = Counter("retention_deleted", "Rows and stream entries removed by retention", ["target"], namespace=ns, registry=registry)
         self.retention_runs = Counter("retention_runs", "Retention passes by result: ok, skipped (another instance), failed", ["result"], namespace=ns, registry=registry)

@@ -15,6 +15,7 @@ import psycopg
 
 from .. import __version__
 from ..agents.publisher import MqttPublisher
+from ..agents.spool import SpooledPublisher, open_spooled, spool_path
 from ..agents.system import SystemAgent
 from ..config import Settings
 from ..config.checks import allowed_metrics
@@ -215,10 +216,14 @@ class Pipeline:
         if agent.enabled:
             publisher = MqttPublisher(mqtt.host, mqtt.port, f"{mqtt.client_id}-system", mqtt.username or None, password,
                                       mqtt.keepalive_s, tls=mqtt.tls)
+            # Another process owning the file stops the start: two agents would send each other's samples.
+            shipper = open_spooled(publisher, spool_path(agent.spool_path, "daemon-system-agent.db"),
+                                   agent.spool_max_bytes, "system-agent")
+            self._watch_spool("system_agent", shipper)
             samples = self.metrics.system_samples
-            self.system_agent = SystemAgent(publisher, agent.host, agent.topic_root, agent.interval_s, agent.disk_path,
+            self.system_agent = SystemAgent(shipper, agent.host, agent.topic_root, agent.interval_s, agent.disk_path,
                                             on_publish=lambda ok: samples.labels("published" if ok else "dropped").inc())
-            publisher.start()
+            shipper.start(self.supervisor.spawn)
             self._agent_thread = self.supervisor.spawn("agent-system", lambda: self.system_agent.run(self._sources_stop))
         logs = cfg.logs
         if logs.ship_own:
@@ -226,11 +231,19 @@ class Pipeline:
                                   topic_root=logs.topic_root, username=mqtt.username or None, password=password,
                                   max_message_bytes=logs.max_message_bytes, max_extra_bytes=logs.max_extra_bytes,
                                   client_id=f"{mqtt.client_id}-logship",
-                                  spawn=self.supervisor.spawn, tls=mqtt.tls)
+                                  spawn=self.supervisor.spawn, tls=mqtt.tls, spool_path=logs.ship_spool_path,
+                                  spool_max_bytes=logs.ship_spool_max_bytes)
             self.metrics.logship_records.labels("sent").set_function(lambda: handler.sent)
             self.metrics.logship_records.labels("dropped").set_function(lambda: handler.dropped)
+            self._watch_spool("logship", handler.shipper)
             logging.getLogger().addHandler(handler)
             self.log_handler = handler
+
+    def _watch_spool(self, source: str, shipper: SpooledPublisher) -> None:
+        """The spool's backlog and drops as metrics, read when scraped."""
+        self.metrics.spool_backlog.labels(source).set_function(lambda: shipper.spool.count)
+        self.metrics.spool_backlog_bytes.labels(source).set_function(lambda: shipper.spool.bytes)
+        self.metrics.spool_dropped.labels(source).set_function(lambda: shipper.dropped)
 
     def inject(self, readings: list[Reading], durable: bool = False) -> Batch | None:
         """Readings made inside the daemon (log counts) go to every sink, like a consumed batch without offsets.

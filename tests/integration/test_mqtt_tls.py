@@ -17,6 +17,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from pipeline.agents.spool import state_dir as spool_state_dir
 from pipeline.logship import MQTTHandler
 from tests.integration.clients import RunningPipeline, wait_for
 from tests.integration.conftest import ROOT
@@ -100,8 +101,11 @@ def broker(tmp_path):
 
 
 def agent(*args: str, count: int = 2) -> subprocess.CompletedProcess:
+    # A spool of its own: what one refused run keeps for its next start is not the next run's business.
+    spool = f"{spool_state_dir()}/agent-{uuid.uuid4().hex[:8]}.db"
     return subprocess.run([sys.executable, "-m", "pipeline.agents.system", "--interval", "0.2", "--count", str(count),
-                           "--mqtt-host", "127.0.0.1", *args], capture_output=True, text=True, timeout=60, cwd=ROOT)
+                           "--mqtt-host", "127.0.0.1", "--spool", spool, *args], capture_output=True, text=True,
+                          timeout=60, cwd=ROOT)
 
 
 def test_agent_command_over_tls(broker):

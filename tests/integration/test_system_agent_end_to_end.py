@@ -66,4 +66,7 @@ def test_daemon_runs_the_agent_for_its_own_host_and_its_metrics_get_windows_and_
                      (host,))
     assert all(0 <= lo <= hi <= 100 and n >= 1 for lo, hi, n in rows)
     assert metrics.registry.get_sample_value("pipeline_system_agent_samples_total", {"outcome": "published"}) >= 2
+    # Its spool reports a backlog (here empty: everything was acknowledged) and no drops.
+    assert metrics.registry.get_sample_value("pipeline_spool_backlog_messages", {"source": "system_agent"}) == 0
+    assert metrics.registry.get_sample_value("pipeline_spool_dropped_messages", {"source": "system_agent"}) == 0
     assert p.supervisor.liveness()["agent-system"] is False

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import config as c
+from pipeline.agents.spool import spool_path
 
 ROOT = Path(__file__).resolve().parents[2]
 UNITS = ["realtime-pipeline.service", "realtime-pipeline-agent.service"]
@@ -111,6 +112,17 @@ def test_units_bound_memory_and_tasks(name):
     if "MemoryHigh" in svc:
         assert int(svc["MemoryHigh"][:-1]) * units[svc["MemoryHigh"][-1]] < memory_max
     assert 8 <= int(svc["TasksMax"]) <= 1024
+
+
+def test_units_give_the_spools_a_state_directory(monkeypatch):
+    # ProtectSystem=strict leaves no other place to write: the spools' default must be the unit's StateDirectory.
+    dirs = {unit: _unit(unit)["Service"]["StateDirectory"] for unit in UNITS}
+    # Each its own: the agent runs as a DynamicUser, whose state directory systemd keeps under /var/lib/private.
+    assert dirs == {"realtime-pipeline.service": "realtime-pipeline",
+                    "realtime-pipeline-agent.service": "realtime-pipeline-agent"}
+    monkeypatch.setenv("STATE_DIRECTORY", "/var/lib/realtime-pipeline")
+    assert spool_path("", "system-agent.db") == "/var/lib/realtime-pipeline/system-agent.db"
+    assert spool_path("/data/s.db", "system-agent.db") == "/data/s.db"
 
 
 def _mosquitto_options() -> dict[str, str]:

@@ -17,7 +17,7 @@ UNREACHABLE = ("127.0.0.1", 1)  # connection refused: the handler keeps retrying
 @pytest.fixture(scope="module")
 def handler():
     # One handler for the tests that only build records: closing one waits out paho's reconnect pause.
-    h = MQTTHandler("billing", *UNREACHABLE, buffer_size=5, close_timeout=0.2)
+    h = MQTTHandler("billing", *UNREACHABLE, buffer_size=5, close_timeout=0.2, spool_path=None)
     yield h
     h.close()
 
@@ -124,6 +124,61 @@ def test_full_buffer_drops_and_counts_and_nothing_goes_unaccounted():
     assert h.sent == 0 and h.dropped + h.unconfirmed == total
     h.handle(record())  # after close: ignored, not raised
     assert h.dropped + h.unconfirmed == total
+
+
+def shipping_logger(h: MQTTHandler, name: str) -> logging.Logger:
+    log = logging.getLogger(name)
+    log.propagate = False
+    log.setLevel(logging.INFO)
+    log.addHandler(h)
+    return log
+
+
+def test_records_wait_in_the_spool_file_across_a_restart(tmp_path):
+    path = str(tmp_path / "billing.db")
+    h = MQTTHandler("billing", *UNREACHABLE, close_timeout=0.2, spool_path=path)
+    log = shipping_logger(h, "test.logship.restart")
+    for i in range(5):
+        log.error("record %d", i)
+    assert h.sync(5.0) and h.backlog == 5
+    log.removeHandler(h)
+    h.close()
+    assert (h.unconfirmed, h.dropped) == (5, 0)  # unacknowledged, kept on disk: not dropped
+    again = MQTTHandler("billing", *UNREACHABLE, close_timeout=0.2, spool_path=path)
+    try:
+        assert again.backlog == 5 and again.status()["queued"] == 5 and again.status()["spool"] == path
+    finally:
+        again.close()
+
+
+def test_emit_returns_at_once_when_the_disk_is_slow(tmp_path):
+    h = MQTTHandler("billing", *UNREACHABLE, close_timeout=0.2, spool_path=str(tmp_path / "b.db"), buffer_size=50)
+    write = h.shipper.spool.append
+    h.shipper.spool.append = lambda *a, **k: (time.sleep(2.0), write(*a, **k))[1]  # a disk taking 2 s a write
+    log = shipping_logger(h, "test.logship.slowdisk")
+    try:
+        started = time.monotonic()
+        for i in range(200):
+            log.error("record %d", i)
+        assert time.monotonic() - started < 0.5
+        # What did not fit the hand-off buffer is dropped and counted, never waited for.
+        assert h._lost > 0 and h.dropped == h._lost and h._accepted + h._lost == 200
+    finally:
+        log.removeHandler(h)
+        h.close()
+
+
+def test_a_spool_file_owned_by_another_process_means_memory_only(tmp_path, caplog):
+    path = str(tmp_path / "billing.db")
+    first = MQTTHandler("billing", *UNREACHABLE, close_timeout=0.1, spool_path=path)
+    caplog.set_level(logging.WARNING, logger="pipeline.logship")
+    second = MQTTHandler("billing", *UNREACHABLE, close_timeout=0.1, spool_path=path)
+    try:
+        assert first.spool_path == path and second.spool_path is None
+        assert "event=logship_spool_unusable app=billing" in caplog.text
+    finally:
+        first.close()
+        second.close()
 
 
 def test_emit_never_raises_into_the_application(handler, monkeypatch):
