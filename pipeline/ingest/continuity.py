@@ -13,13 +13,19 @@ and passed over.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import logging
+from dataclasses import dataclass, field, replace
 
 TAKE, SKIP, DROP = "take", "skip", "drop"
 TP = tuple[str, int]  # (topic, partition)
 SENSOR_TYPE = "kafka"  # readings of records missing for good: sensor kafka:<topic>:<partition>
 METRIC = "kafka_offset_gap"
 SENSOR_ID_MAX = 50
+# How the consumer logs each event: its level, and a note saying what it means.
+EVENT_LOG = {"detected": (logging.WARNING, "fetching_again_from_first"), "refetched": (logging.INFO, "all_there_now"),
+             "given_up": (logging.ERROR, "commits_held_at_first_see_kafka.offset_gaps"),
+             "expired": (logging.ERROR, "deleted_by_retention_before_consumed"),
+             "allowed": (logging.INFO, "kafka.offset_gaps_allow")}
 
 
 def sensor_id(topic: str, partition: int) -> str:
@@ -40,6 +46,7 @@ class Gap:
     attempts: int = 0  # fetches again from `first` so far
     next_seek: float = 0.0
     awaiting: bool = False  # a seek was made: the next message of the partition is the first from `first` on
+    expired: int = 0  # offsets of it that retention deleted (below the partition's log start): not a loss to fetch
 
     @property
     def missing(self) -> int:
@@ -67,7 +74,7 @@ class Continuity:
         self.backoff_s = backoff_s
         self.parts: dict[TP, Partition] = {}
         # Counts since start, for metrics and the report.
-        self.detected = self.refetched = self.given_up = self.allowed = 0
+        self.detected = self.refetched = self.given_up = self.allowed = self.expired = 0
         self.events: list[tuple[str, Gap]] = []  # (what, gap) since the last `take_events`
 
     # -- assignment -------------------------------------------------------------------------------
@@ -98,11 +105,11 @@ class Continuity:
         self.detected += 1
         if self.mode == "allow":
             self.allowed += 1
-            self.events.append(("allowed", hole))
+            self._event("allowed", hole)
             part.expected = offset + 1
             return TAKE
         part.gap = hole
-        self.events.append(("detected", hole))
+        self._event("detected", hole)
         return DROP
 
     def _while_gap(self, part: Partition, gap: Gap, tp: TP, offset: int, now: float) -> str:
@@ -110,8 +117,9 @@ class Continuity:
             return SKIP
         if offset == gap.first:  # fetched again: the hole is filled
             part.gap, part.expected = None, offset + 1
-            self.refetched += 1
-            self.events.append(("refetched", gap))
+            if gap.first <= gap.last:
+                self.refetched += 1
+                self._event("refetched", gap)
             return TAKE
         if not gap.awaiting:  # the rest of a fetch from before the seek
             return DROP
@@ -121,10 +129,22 @@ class Continuity:
             part.gap, part.expected = None, offset + 1
             part.held.append(gap)
             self.given_up += 1
-            self.events.append(("given_up", gap))
+            self._event("given_up", gap)
             return TAKE
         gap.next_seek = now + self.backoff_s
         return DROP
+
+    def log_start(self, tp: TP, low: int) -> None:
+        """The partition's log starts at `low` now: the part of a hole below it was deleted by retention (the
+        consumer lagged behind it), which fetching again cannot bring back; only the rest is fetched again."""
+        part = self.parts.get(tp)
+        gap = part.gap if part is not None else None
+        if gap is None or low <= gap.first:
+            return
+        first = min(low, gap.last + 1)
+        self.expired += 1
+        self._event("expired", replace(gap, last=first - 1))
+        gap.expired, gap.first = first - gap.first, first
 
     def seeks_due(self, now: float) -> list[tuple[TP, int]]:
         """Partitions to seek back to their hole now; each counts as one attempt."""
@@ -165,6 +185,9 @@ class Continuity:
     def held(self) -> list[Gap]:
         """Holes given up on the partitions assigned now, in partition order."""
         return [g for tp in sorted(self.parts) for g in self.parts[tp].held]
+
+    def _event(self, what: str, gap: Gap) -> None:
+        self.events.append((what, replace(gap)))  # as it is now: the gap itself changes on
 
     def take_events(self) -> list[tuple[str, Gap]]:
         events, self.events = self.events, []

@@ -20,7 +20,7 @@ from ..runtime.deadline import call_bounded
 from ..sinks.base import BatchingSink
 from ..clients.kafka import client_conf, consumer_conf, group_lag
 from .assignment import AssignmentWatchdog
-from .continuity import METRIC, SENSOR_TYPE, TAKE, Continuity, Gap, missing_by_partition, sensor_id
+from .continuity import EVENT_LOG, METRIC, SENSOR_TYPE, TAKE, Continuity, Gap, missing_by_partition, sensor_id
 from .identity import MQTT_TOPIC_HEADER, ORIGINAL_SIZE_HEADER, RECEIVED_US_HEADER
 
 log = logging.getLogger(__name__)
@@ -303,14 +303,18 @@ class KafkaSource:
                             topic, partition, offset, err)
 
     def _gap_events(self) -> None:
+        for event, g in list(self.continuity.events):
+            if event == "detected":  # behind retention? what it deleted no fetch brings back
+                try:
+                    low = self.consumer.get_watermark_offsets(TopicPartition(g.topic, g.partition), timeout=5.0)[0]
+                    self.continuity.log_start((g.topic, g.partition), low)
+                except KafkaException as err:
+                    log.warning("event=log_start_unknown partition=%d error=%s", g.partition, err)
         for event, g in self.continuity.take_events():
             self.metrics.offset_gaps.labels(event).inc()
-            level = {"detected": logging.WARNING, "given_up": logging.ERROR}.get(event, logging.INFO)
-            log.log(level, "event=offset_gap_%s topic=%s partition=%d first=%d last=%d missing=%d attempts=%d%s",
-                    event, g.topic, g.partition, g.first, g.last, g.missing, g.attempts,
-                    {"detected": " note=fetching_again_from_first",
-                     "given_up": f" note=commits_held_at_{g.first}_see_kafka.offset_gaps",
-                     "allowed": " note=kafka.offset_gaps_allow"}.get(event, ""))
+            level, note = EVENT_LOG[event]
+            log.log(level, "event=offset_gap_%s topic=%s partition=%d first=%d last=%d missing=%d attempts=%d note=%s",
+                    event, g.topic, g.partition, g.first, g.last, g.missing, g.attempts, note)
         self._gaps_changed()
 
     def _gaps_changed(self) -> None:

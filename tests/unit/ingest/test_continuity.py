@@ -137,3 +137,24 @@ def test_sensor_id_names_topic_and_partition_within_the_limit():
     assert sensor_id("sensor-readings", 3) == "kafka:sensor-readings:3"
     long = sensor_id("t" * 80, 12)
     assert len(long) == 50 and long.endswith(":12")
+
+
+def test_a_hole_below_the_log_start_was_deleted_by_retention_and_only_the_rest_is_fetched_again():
+    c = Continuity()
+    c.start(TP, 100)  # committed long ago; retention has since deleted up to 150
+    assert feed(c, [150, 151]) == [DROP, DROP]
+    c.log_start(TP, 150)
+    assert [(e, g.first, g.last) for e, g in c.take_events()] == [("detected", 100, 149), ("expired", 100, 149)]
+    assert c.seeks_due(0.0) == [(TP, 150)]
+    assert feed(c, [150, 151]) == [TAKE, TAKE]
+    assert c.refetched == 0 and c.expired == 1 and c.hold(TP) is None and c.take_events() == []
+
+
+def test_a_hole_partly_below_the_log_start_keeps_its_rest():
+    c = Continuity()
+    c.start(TP, 100)
+    feed(c, [160])
+    c.log_start(TP, 150)
+    c.log_start(TP, 90)  # an older answer changes nothing
+    assert c.seeks_due(0.0) == [(TP, 150)]
+    assert c.hold(TP) == 150
