@@ -33,7 +33,7 @@ class Metrics:
         self.consumer_paused = Gauge("kafka_consumer_paused", "1 while consumption is paused because a sink is behind", namespace=ns, registry=registry)
         self.consumer_stalled = Gauge("kafka_consumer_stalled", "1 while the consumer (group mode) has had no partitions for kafka.assignment_timeout_s while messages wait and nobody commits", namespace=ns, registry=registry)
         self.offset_gaps = Counter("kafka_offset_gaps", "Holes in a partition's offsets, by event: detected, refetched (the fetch again delivered them), given_up (still missing after kafka.gap_refetch_*: commits held at the hole), allowed (kafka.offset_gaps allow)", ["event"], namespace=ns, registry=registry)
-        self.offset_gap_dropped = Counter("kafka_offset_gap_dropped", "Messages fetched past a hole and dropped to be read again in order after it", namespace=ns, registry=registry)
+        self.offset_gap_dropped = Counter("kafka_offset_gap_dropped", "Messages not processed as fetched: past a hole (read again in order after it), or delivered again after being read", namespace=ns, registry=registry)
         self.offset_gap_missing = Gauge("kafka_offset_gap_missing", "Records missing in holes given up on a partition this consumer holds (its commits stop at the hole)", ["partition"], namespace=ns, registry=registry)
         self.consumer_lag = Gauge("kafka_consumer_lag", "Messages behind the high watermark", ["partition"], namespace=ns, registry=registry)
         self.stage_out = Counter("stage_records_out", "Records a stage passed on", ["stage"], namespace=ns, registry=registry)
