@@ -47,6 +47,17 @@ class KafkaConfig(Section):
     # sinks.postgres.flush_interval_ms 250 and mqtt.read_linger_ms 15) took the daemon from 153 to 103 CPU-s
     # per million messages, p99 to Redis 52 -> 91 ms. At high rates a poll brings enough and nothing waits.
     consume_linger_ms: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 40
+    # Each partition's offsets must follow on (the raw topic is written without transactions or compaction).
+    # refetch: a hole is fetched again from its first offset (the messages after it are read again, in order);
+    # still missing after gap_refetch_attempts fetches and gap_refetch_wait_s, it is given up: an alert, /ready
+    # not ready, and no commit at or past the hole. allow: for a topic that skips offsets legitimately
+    # (compaction, transaction markers): holes are counted and passed over.
+    offset_gaps: Literal["refetch", "allow"] = "refetch"
+    gap_refetch_attempts: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 5
+    gap_refetch_wait_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 10.0
+    # How often the records missing in given-up holes become a reading kafka_offset_gap of sensor
+    # kafka:<topic>:<partition> (thresholds.kafka_offset_gap), 0 once the hole is behind us (after a restart or rebalance).
+    gap_report_interval_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 10.0
     # Any librdkafka property (security.protocol, sasl.*, ssl.*), passed through unchanged.
     client: dict[str, str | int | float | bool] = {}
 

@@ -283,6 +283,8 @@ class PipelineView:
             "alerts_open": self.open_alerts,
             # The MQTT broker's own drop counters (pipeline/ingest/broker_stats.py); None when not watched.
             "broker": status.broker_drops(),
+            # Holes in a partition's offsets (pipeline/ingest/continuity.py): counts by event, and those given up.
+            "offset_gaps": {"events": counter_totals(m.offset_gaps, "event"), "held": list(status.consumer().gaps)},
             "recent_errors": self.recent.items(errors),
             "history": self.stats.history(history_s),
         }

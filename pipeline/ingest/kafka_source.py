@@ -13,13 +13,14 @@ from confluent_kafka.admin import AdminClient
 
 from ..config import KafkaConfig
 from ..observability.metrics import Metrics
-from ..records import RawMessage
+from ..records import RawMessage, Reading
 from ..runtime.batch import Batch, InFlight, split_outputs
 from ..runtime.chain import StageChain
 from ..runtime.deadline import call_bounded
 from ..sinks.base import BatchingSink
 from ..clients.kafka import client_conf, consumer_conf, group_lag
 from .assignment import AssignmentWatchdog
+from .continuity import EVENT_LOG, METRIC, SENSOR_TYPE, TAKE, Continuity, Gap, missing_by_partition, sensor_id
 from .identity import MQTT_TOPIC_HEADER, ORIGINAL_SIZE_HEADER, RECEIVED_US_HEADER
 
 log = logging.getLogger(__name__)
@@ -77,10 +78,15 @@ class KafkaSource:
         self.watchdog = AssignmentWatchdog(cfg.assignment_timeout_s)
         self._next_partition_check = 0.0
         self._admin: AdminClient | None = None  # group mode's watchdog, made on first use
+        self.continuity = Continuity(cfg.offset_gaps, cfg.gap_refetch_attempts, cfg.gap_refetch_wait_s)
+        # Holes given up, as the consumer thread last saw them; replaced whole, read by status and the reporter.
+        self.gaps_held: tuple[Gap, ...] = ()
+        self._gaps_ever: set[tuple[str, int]] = set()  # the reporter's: partitions reported at least once
 
     # -- rebalance: finish and commit what we hold before a partition moves ------------------------
     def _on_assign(self, consumer, partitions) -> None:
         self.assigned = list(partitions)
+        self._start_continuity(partitions)
         self.watchdog.assignment(time.monotonic(), bool(partitions))
         self._tell_sinks("partitions_assigned", {p.partition for p in partitions})
         log.info("event=partitions_assigned partitions=%s", ",".join(str(p.partition) for p in partitions))
@@ -92,6 +98,9 @@ class KafkaSource:
             log.warning("event=revoke_before_sinks_done note=uncommitted_batches_will_be_redelivered")
             self.inflight.drop()
         self._tell_sinks("partitions_revoked", {p.partition for p in partitions})
+        for p in partitions:
+            self.continuity.forget((p.topic, p.partition))
+        self._gaps_changed()
         self.assigned = []
         self.watchdog.assignment(time.monotonic(), False)
         log.info("event=partitions_revoked partitions=%s", ",".join(str(p.partition) for p in partitions))
@@ -104,8 +113,25 @@ class KafkaSource:
             except Exception:  # noqa: BLE001 - a failed hand-off must not break the rebalance; logged loudly
                 log.exception("event=partition_handoff_failed sink=%s hook=%s", sink.name, hook)
 
+    def _start_continuity(self, partitions) -> None:
+        """Where each partition will be read from: its committed offset, else (auto.offset.reset earliest) its
+        start. Not the first message: a hole can be right at the start."""
+        try:
+            committed = self.consumer.committed([TopicPartition(p.topic, p.partition) for p in partitions], timeout=10.0)
+        except KafkaException as err:
+            log.warning("event=committed_offsets_unknown error=%s note=continuity_checked_from_first_message", err)
+            committed = [TopicPartition(p.topic, p.partition) for p in partitions]
+        for tp in committed:
+            start = tp.offset if tp.error is None and tp.offset >= 0 else None
+            if start is None:
+                try:
+                    start = self.consumer.get_watermark_offsets(tp, timeout=5.0)[0]
+                except KafkaException as err:
+                    log.warning("event=log_start_unknown partition=%d error=%s", tp.partition, err)
+            self.continuity.start((tp.topic, tp.partition), start)
+
     def _commit(self, asynchronous: bool = True) -> None:
-        offsets = self.inflight.completed()
+        offsets = self.continuity.cap(self.inflight.completed())
         if not offsets:
             return
         tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
@@ -133,6 +159,7 @@ class KafkaSource:
             return
         if self.assigned:  # the topic grew: keep reading the old partitions, add the new ones
             self.consumer.incremental_assign(new)
+            self._start_continuity(new)
             self.assigned = self.assigned + new
             self._tell_sinks("partitions_assigned", {p.partition for p in self.assigned})
             log.info("event=partitions_assigned partitions=%s mode=single", ",".join(str(p.partition) for p in self.assigned))
@@ -170,7 +197,12 @@ class KafkaSource:
         self.stop_event.set()
 
     def status(self) -> tuple[bool, str]:
-        """(ok, detail) for readiness: a stalled consumer is not ready."""
+        """(ok, detail) for readiness: a stalled consumer, or one holding a partition's commits at a hole, is not ready."""
+        held = self.gaps_held
+        if held:
+            return False, "; ".join(
+                f"partition {g.partition} of {g.topic}: offsets {g.first}-{g.last} ({g.missing} records) missing after "
+                f"{g.attempts} fetches, commits held at offset {g.first}" for g in held)
         stall = self.watchdog.stall
         if stall is not None:
             return False, (f"consumer {self.client_id} (group {self.cfg.consumer_group}) has had no partitions for "
@@ -178,6 +210,10 @@ class KafkaSource:
         if self.assigned:
             return True, f"{len(self.assigned)} partition(s) assigned" + (" (single-instance)" if self.single else "")
         return True, "running, no partitions assigned (yet, or other instances hold them all)"
+
+    def gaps(self) -> tuple[Gap, ...]:
+        """Holes given up on the partitions held now (commits stop at each)."""
+        return self.gaps_held
 
     def in_flight(self) -> int:
         """Batches handed to the sinks and not yet committed."""
@@ -208,6 +244,7 @@ class KafkaSource:
                         log.warning("event=partition_check_failed error=%s", err)
             elif not self.assigned:
                 self._watch_assignment()
+            self._refetch()
             self._commit()
             # consume(n, timeout) waits until it has n messages or the timeout passes: at moderate rates
             # that wait would be every batch's latency. Wait for the first message only, then take
@@ -226,7 +263,7 @@ class KafkaSource:
         readings: list = []
         dead: list = []
         offsets: dict[tuple[str, int], int] = {}
-        run = self.chain.run
+        run, check, now, passed = self.chain.run, self.continuity.check, time.monotonic(), 0
         for msg in msgs:
             err = msg.error()
             if err is not None:
@@ -235,16 +272,67 @@ class KafkaSource:
                 if err.code() != KafkaError._PARTITION_EOF:
                     log.warning("event=consume_error error=%s", err)
                 continue
+            tp = (msg.topic(), msg.partition())
+            if check(tp, msg.offset(), now) != TAKE:  # past a hole (read again after it) or read before
+                passed += 1
+                continue
             run(to_raw(msg), readings, dead)
-            offsets[(msg.topic(), msg.partition())] = msg.offset() + 1
+            offsets[tp] = msg.offset() + 1
         self.chain.flush_counts()
-        self._consumed.inc(len(msgs))
+        self._consumed.inc(len(msgs) - passed)
+        if passed:
+            self.metrics.offset_gap_dropped.inc(passed)
+        if self.continuity.events:
+            self._gap_events()
         readings, logs = split_outputs(readings)
         batch = Batch(readings, dead, offsets, len(self.sinks), logs=logs)
         self.inflight.add(batch)
         for sink in self.sinks:
             if not self._offer(sink, batch):
                 return
+
+    # -- offset continuity (continuity.py decides; this reads again, logs and counts) --------------------
+    def _refetch(self) -> None:
+        """Seek the partitions with a hole back to its first offset: the next fetch starts there."""
+        for (topic, partition), offset in self.continuity.seeks_due(time.monotonic()):
+            try:
+                self.consumer.seek(TopicPartition(topic, partition, offset))
+            except KafkaException as err:  # taken away by a rebalance, or not fetching yet: try again shortly
+                self.continuity.seek_failed((topic, partition))
+                log.warning("event=offset_gap_seek_failed topic=%s partition=%d offset=%d error=%s",
+                            topic, partition, offset, err)
+
+    def _gap_events(self) -> None:
+        for event, g in list(self.continuity.events):
+            if event == "detected":  # behind retention? what it deleted no fetch brings back
+                try:
+                    low = self.consumer.get_watermark_offsets(TopicPartition(g.topic, g.partition), timeout=5.0)[0]
+                    self.continuity.log_start((g.topic, g.partition), low)
+                except KafkaException as err:
+                    log.warning("event=log_start_unknown partition=%d error=%s", g.partition, err)
+        for event, g in self.continuity.take_events():
+            self.metrics.offset_gaps.labels(event).inc()
+            level, note = EVENT_LOG[event]
+            log.log(level, "event=offset_gap_%s topic=%s partition=%d first=%d last=%d missing=%d attempts=%d note=%s",
+                    event, g.topic, g.partition, g.first, g.last, g.missing, g.attempts, note)
+        self._gaps_changed()
+
+    def _gaps_changed(self) -> None:
+        held = tuple(self.continuity.held())
+        if held != self.gaps_held:
+            for (_, partition) in missing_by_partition(self.gaps_held):
+                self.metrics.offset_gap_missing.labels(str(partition)).set(0)
+            for (_, partition), n in missing_by_partition(held).items():
+                self.metrics.offset_gap_missing.labels(str(partition)).set(n)
+            self.gaps_held = held
+
+    def gap_readings(self) -> list[Reading]:
+        """Records missing for good per partition with a hole since start (0 once it is behind us), as readings."""
+        missing = missing_by_partition(self.gaps_held)
+        self._gaps_ever.update(missing)
+        now = time.time()
+        return [Reading(sensor_id(t, p), SENSOR_TYPE, None, METRIC, float(missing.get((t, p), 0)), now, now)
+                for t, p in sorted(self._gaps_ever)]
 
     def _offer(self, sink: BatchingSink, batch: Batch) -> bool:
         """Queue the batch for a sink. While the sink's queue is full (its service is slow or down) the
@@ -287,7 +375,7 @@ class KafkaSource:
         held = self.inflight.wait_all(timeout / 4)  # the sinks have stopped: most of the time is for the close
 
         def commit_and_close() -> None:
-            offsets = self.inflight.completed()
+            offsets = self.continuity.cap(self.inflight.completed())
             # The rest no sink will finish now: it stays uncommitted, and forgetting it keeps the revoke
             # that close() runs from waiting revoke_timeout_s for it.
             self.inflight.drop()

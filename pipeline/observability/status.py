@@ -25,13 +25,15 @@ class SinkStatus:
 
 @dataclass(frozen=True)
 class ConsumerStatus:
-    """The Kafka consumer: started at all, its own verdict (ok, detail), batches in flight, partitions held."""
+    """The Kafka consumer: started at all, its own verdict (ok, detail), batches in flight, partitions held,
+    and holes in a partition's offsets given up on (topic, partition, first, last, missing, attempts)."""
 
     started: bool
     ok: bool
     detail: str
     in_flight: int = 0
     assigned: int = 0
+    gaps: tuple[dict, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -108,7 +110,9 @@ class LiveStatus:
         if source is None:
             return ConsumerStatus(False, False, "not started")
         ok, detail = source.status()
-        return ConsumerStatus(True, ok, detail, source.in_flight(), len(source.assigned))
+        gaps = tuple({"topic": g.topic, "partition": g.partition, "first": g.first, "last": g.last,
+                      "missing": g.missing, "attempts": g.attempts} for g in source.gaps())
+        return ConsumerStatus(True, ok, detail, source.in_flight(), len(source.assigned), gaps)
 
     def mqtt(self) -> MqttStatus:
         bridge = self._bridge

@@ -189,6 +189,8 @@ class Pipeline:
                                   cfg.processing.batch_size, cfg.processing.shutdown_timeout_s / 2)
         self.status.attach_source(self.source)
         self._consumer_thread = self.supervisor.spawn("kafka-consumer", self.source.run)
+        # Records a partition skipped for good become readings (an alert by thresholds.kafka_offset_gap).
+        self.supervisor.spawn("offset-gaps", lambda: self._report_gaps(self.source, cfg.kafka.gap_report_interval_s))
         self.bridge = MqttBridge(cfg.mqtt, cfg.kafka, self.settings.secrets.mqtt_password, self.metrics, self.supervisor,
                                  cfg.validation.max_payload_bytes, client_id_suffix(cfg.mqtt, cfg.instance_id))
         self.status.attach_bridge(self.bridge)
@@ -244,6 +246,12 @@ class Pipeline:
         self.metrics.spool_backlog.labels(source).set_function(lambda: shipper.spool.count)
         self.metrics.spool_backlog_bytes.labels(source).set_function(lambda: shipper.spool.bytes)
         self.metrics.spool_dropped.labels(source).set_function(lambda: shipper.dropped)
+
+    def _report_gaps(self, source: KafkaSource, interval_s: float) -> None:
+        while not self._sources_stop.wait(interval_s):
+            readings = source.gap_readings()
+            if readings:
+                self.inject(readings)
 
     def inject(self, readings: list[Reading], durable: bool = False) -> Batch | None:
         """Readings made inside the daemon (log counts) go to every sink, like a consumed batch without offsets.

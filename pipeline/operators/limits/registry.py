@@ -17,7 +17,7 @@ a reading of a registered sensor leaves with the registered type and location, w
 neither PostgreSQL nor the Redis mirror (`latest:<id>`) is relabelled by a publisher. A reading of a new
 sensor (registration `open`) fills in its registration once. With registration `known` an id the table
 does not hold is refused as unknown_sensor. Ids and types the daemon writes itself (log counts `app:<app>`,
-broker drops `broker:<host>`) are refused as reserved_sensor_id / reserved_sensor_type: those readings are
+broker drops `broker:<host>`, records a Kafka partition skipped `kafka:<topic>:<partition>`) are refused as reserved_sensor_id / reserved_sensor_type: those readings are
 handed to the sinks inside the daemon and never pass this chain. The table is reread every
 `limits.registry_refresh_s` by a runner in another thread (refresh.py), which offers the snapshot; the
 consumer thread swaps it in before its next reading, so the state still needs no lock.
@@ -44,15 +44,17 @@ from datetime import datetime, timedelta, timezone
 from typing import Callable, Iterable
 
 from ...ingest.broker_stats import SENSOR_TYPE as BROKER_SENSOR_TYPE
+from ...ingest.continuity import SENSOR_TYPE as KAFKA_SENSOR_TYPE
 from ...records import Invalid, Reading
 from ...runtime.idle import IdleSweep
 from ..logcounts.counting import APP_SENSOR_TYPE
 
 log = logging.getLogger(__name__)
 
-# Sensor types the daemon writes itself; each also reserves the id prefix "<type>:" (app:<app>, broker:<host>).
+# Sensor types the daemon writes itself; each also reserves the id prefix "<type>:" (app:<app>, broker:<host>,
+# kafka:<topic>:<partition>).
 # Compared without case, so `App:x` or type `BROKER` cannot pass for them on the dashboard either.
-RESERVED_TYPES = frozenset({APP_SENSOR_TYPE, BROKER_SENSOR_TYPE})
+RESERVED_TYPES = frozenset({APP_SENSOR_TYPE, BROKER_SENSOR_TYPE, KAFKA_SENSOR_TYPE})
 RESERVED_PREFIXES = tuple(f"{t}:" for t in sorted(RESERVED_TYPES))
 _PREFIX_LEN = max(len(p) for p in RESERVED_PREFIXES)
 Labels = tuple[str, "str | None"]  # (type, location) as registered

@@ -162,6 +162,14 @@ class Bench:
                 totals[reason] = totals.get(reason, 0) + int(n)
         return totals
 
+    def offset_gaps(self) -> dict[str, int]:
+        """Holes in a partition's offsets the daemons logged (detected, refetched, given_up, allowed)."""
+        totals = {"detected": 0, "refetched": 0, "given_up": 0, "allowed": 0}
+        for path in self.daemon_logs:
+            for event in re.findall(r"event=offset_gap_(\w+)", path.read_text(errors="replace")):
+                totals[event] = totals.get(event, 0) + 1
+        return totals
+
     def daemon_stats(self) -> tuple[float, float]:
         """CPU seconds of all instances together, and the largest instance's peak RSS (MB)."""
         stats = [process_stats(d.pid) for d in self.daemons]
@@ -310,6 +318,7 @@ class Bench:
         # Readings PostgreSQL skipped as already stored (a redelivery, or another value for a stored identity):
         # counted by the daemon, read from its last log line once it stopped.
         result["deduplicated"] = self.deduplicated_at_stop()
+        result["offset_gaps"] = self.offset_gaps()
         return result
 
 

@@ -31,6 +31,10 @@ def table(results: list[dict], limit: float) -> str:
         d = r.get("deduplicated") or {}
         lines.append(f"skipped as already stored at {r['offered_rate']:,.0f} msg/s: {d.get('redelivery', 0)} redelivered, "
                      f"{d.get('conflict', 0)} conflicting")
+    for r in results:
+        g = r.get("offset_gaps") or {}
+        lines.append(f"offset gaps at {r['offered_rate']:,.0f} msg/s: {g.get('detected', 0)} detected, "
+                     f"{g.get('refetched', 0)} fetched again, {g.get('given_up', 0)} given up")
     lines.append(f"broker limit (mosquitto C clients, QoS 0): {limit:,.0f} msg/s")
     return "\n".join(lines)
 

@@ -18,6 +18,9 @@ from pipeline import config as c
     ({"units": {"temperature": {"convert": []}}}, "units.temperature: Object missing required field `canonical`"),
     ({"postgres": {"pool_min": 5, "pool_max": 2}}, "postgres.pool_min: must not exceed postgres.pool_max"),
     ({"kafka": {"heartbeat_interval_ms": 20000, "session_timeout_ms": 10000}}, "kafka.heartbeat_interval_ms: must be below"),
+    ({"kafka": {"offset_gaps": "ignore"}}, "kafka.offset_gaps: Invalid enum value 'ignore'"),
+    ({"kafka": {"gap_refetch_attempts": 0}}, "kafka.gap_refetch_attempts: Expected `int` >= 1"),
+    ({"kafka": {"gap_report_interval_s": 0}}, "kafka.gap_report_interval_s: Expected `float` > 0"),
     ([1, 2], "(top level): expected a mapping"),
 ])
 def test_invalid_config_names_the_key(tree, expected):

@@ -89,9 +89,19 @@ class FakeChain:
 class FakeConsumer:
     """Records pause/resume/seek; consume() hands out what was fetched before a pause."""
 
-    def __init__(self, fetched=()):
+    def __init__(self, fetched=(), committed=None):
         self.fetched = list(fetched)
         self.calls = []
+        self.committed_offsets = dict(committed or {})  # (topic, partition) -> the group's committed offset
+
+    def committed(self, tps, timeout=None):
+        from confluent_kafka import TopicPartition
+
+        return [TopicPartition(t.topic, t.partition, self.committed_offsets.get((t.topic, t.partition), -1001))
+                for t in tps]
+
+    def get_watermark_offsets(self, tp, timeout=None, cached=False):
+        return (0, 100)
 
     def pause(self, tps):
         self.calls.append(("pause", [(t.topic, t.partition) for t in tps]))
@@ -238,6 +248,51 @@ def test_stopping_while_paused_gives_the_batch_to_no_later_sink_and_still_resume
     assert later.queue.empty()  # the batch stays uncommitted: Kafka redelivers it after the restart
     assert [c[0] for c in consumer.calls] == ["pause", "resume"]
     assert sample(source, "pipeline_kafka_consumer_paused") == 0
+
+
+# -- offset continuity ------------------------------------------------------------------------------------
+
+def test_a_hole_after_the_committed_offset_is_fetched_again_in_order():
+    from confluent_kafka import TopicPartition
+
+    chain = FakeChain()
+    consumer = FakeConsumer(committed={("raw", 0): 10})
+    source = source_with(chain, sinks=[lambda m: QueueSink("postgres", m)], consumer=consumer, assignment="group")
+    source._on_assign(None, [TopicPartition("raw", 0), TopicPartition("raw", 1)])
+    source._handle([Msg(b"1", offset=10), Msg(b"1", offset=11), Msg(b"1", offset=15), Msg(b"1", offset=16),
+                    Msg(b"1", offset=0, partition=1)])  # partition 1 had no commit: it starts at its log start, 0
+    assert source.sinks[0].queue.get_nowait().offsets == {("raw", 0): 12, ("raw", 1): 1}
+    source._refetch()
+    assert consumer.calls == [("seek", ("raw", 0, 12))]
+    source._handle([Msg(b"1", offset=o) for o in range(12, 17)])
+    assert source.sinks[0].queue.get_nowait().offsets == {("raw", 0): 17}
+    assert [m.offset for m in chain.seen if m.partition == 0] == [10, 11, 12, 13, 14, 15, 16]  # once each, in order
+    get = source.metrics.registry.get_sample_value
+    assert get("pipeline_kafka_offset_gaps_total", {"event": "detected"}) == 1
+    assert get("pipeline_kafka_offset_gaps_total", {"event": "refetched"}) == 1
+    assert sample(source, "pipeline_kafka_offset_gap_dropped_total") == 2
+    assert source.status()[0]
+
+
+def test_a_hole_given_up_holds_the_commit_and_makes_the_consumer_not_ready():
+    from confluent_kafka import TopicPartition
+
+    consumer = FakeConsumer(committed={("raw", 0): 10})
+    source = source_with(sinks=[lambda m: QueueSink("postgres", m, queue_max=100)], consumer=consumer,
+                         gap_refetch_attempts=1, gap_refetch_wait_s=0)
+    source._on_assign(None, [TopicPartition("raw", 0)])
+    source._handle([Msg(b"1", offset=10), Msg(b"1", offset=14)])
+    source._refetch()
+    source._handle([Msg(b"1", offset=14), Msg(b"1", offset=15)])  # still missing after the fetch again: given up
+    batches = [source.sinks[0].queue.get_nowait() for _ in range(2)]
+    for b in batches:
+        b.sink_done()
+    assert source.continuity.cap(source.inflight.completed()) == {("raw", 0): 11}
+    ok, detail = source.status()
+    assert not ok and "partition 0 of raw: offsets 11-13 (3 records) missing after 1 fetches" in detail
+    assert source.metrics.registry.get_sample_value("pipeline_kafka_offset_gap_missing", {"partition": "0"}) == 3
+    [reading] = source.gap_readings()
+    assert (reading.sensor_id, reading.metric, reading.value) == ("kafka:raw:0", "kafka_offset_gap", 3.0)
 
 
 # -- readiness -----------------------------------------------------------------------------------------

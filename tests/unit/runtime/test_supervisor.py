@@ -64,7 +64,7 @@ def test_live_status_asks_each_component_through_its_methods():
     assert status.consumer() == ConsumerStatus(False, False, "not started")
     assert not status.mqtt().connected and status.broker_drops() is None
     status.attach_source(SimpleNamespace(status=lambda: (True, "2 partition(s) assigned"), in_flight=lambda: 4,
-                                         assigned=[0, 1]))
+                                         assigned=[0, 1], gaps=lambda: ()))
     status.attach_bridge(SimpleNamespace(is_connected=lambda: True))
     status.attach_broker_stats(SimpleNamespace(status=lambda: {"dropped": 0}))
     assert status.consumer() == ConsumerStatus(True, True, "2 partition(s) assigned", 4, 2)

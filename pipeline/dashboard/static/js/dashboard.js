@@ -90,6 +90,7 @@
     $("lag-detail").textContent = `Consumer lag ${body.consumer_lag.total} (${parts || "no partitions"}); ` +
       `${body.in_flight_batches} batch(es) in flight` + (body.consumer_lag.error ? `; lag query failed: ${body.consumer_lag.error}` : "");
     renderBroker(body.broker);
+    renderGaps(body.offset_gaps);
     const dedup = body.deduplicated || {};
     $("deduplicated").textContent = `Skipped as already stored: ${fmtNum(dedup.redelivery || 0, 0)} redelivered reading(s), ` +
       `${fmtNum(dedup.conflict || 0, 0)} conflicting value(s) for a stored sensor, metric and timestamp (the first value kept)`;
@@ -113,6 +114,17 @@
     } else {
       p.textContent = `MQTT broker dropped ${fmtNum(b.dropped_total, 0)} message(s) since it started${rate}; ${since}`;
     }
+  }
+
+  // Holes in a Kafka partition's offsets: fetched again, or given up (commits held at the hole; README).
+  function renderGaps(g) {
+    const p = $("offset-gaps");
+    const ev = (g && g.events) || {};
+    const held = (g && g.held) || [];
+    p.className = held.length ? "bad" : "muted";
+    p.textContent = !ev.detected && !ev.allowed ? "" : `Kafka offset gaps: ${fmtNum(ev.detected || 0, 0)} detected, ` +
+      `${fmtNum(ev.refetched || 0, 0)} fetched again, ${fmtNum(ev.given_up || 0, 0)} given up, ${fmtNum(ev.allowed || 0, 0)} allowed` +
+      held.map((h) => `; partition ${h.partition}: offsets ${h.first}-${h.last} (${h.missing}) missing, commits held at ${h.first}`).join("");
   }
 
   function renderErrors(body) {
