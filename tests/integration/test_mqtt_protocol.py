@@ -15,7 +15,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.integration.clients import DaemonProcess, RunningPipeline, wait_for
-from tests.integration.services import ServiceProcess, free_port
+from tests.integration.services import ServiceProcess, free_port, kafka_broker
 
 BURST = 3000
 
@@ -95,12 +95,15 @@ def _read_packet(conn: socket.socket) -> tuple[int, bytes]:
     return head, exactly(length)
 
 
-class Mqtt311Broker:
-    """A scripted MQTT broker that refuses any CONNECT but 3.1.1 (CONNACK code 1, as a 3.1.1 broker answers
-    version 5), then grants the subscription, sends one QoS 1 PUBLISH and records the acknowledgements."""
+class ScriptedBroker:
+    """A scripted MQTT broker that refuses a CONNECT of any protocol level but `level` (CONNACK code 1, as a
+    3.1.1 broker answers version 5), grants the subscription, sends one QoS 1 PUBLISH (once `release` is set) and
+    records the acknowledgements."""
 
-    def __init__(self, topic: str, payload: bytes):
-        self.topic, self.payload = topic.encode(), payload
+    def __init__(self, topic: str, payload: bytes, level: int = 4):
+        self.topic, self.payload, self.level = topic.encode(), payload, level
+        self.release = threading.Event()
+        self.release.set()
         self.server = socket.create_server(("127.0.0.1", 0))
         self.port = self.server.getsockname()[1]
         self.levels: list[int] = []  # protocol level of each CONNECT: 4 is 3.1.1, 5 is MQTT 5
@@ -126,16 +129,18 @@ class Mqtt311Broker:
                 level, flags = body[2 + name_len], body[3 + name_len]
                 self.levels.append(level)
                 self.connect_flags.append(flags)
-                if level != 4:
+                if level != self.level:
                     conn.sendall(b"\x20\x02\x00\x01")  # connection refused: unacceptable protocol version
                     return
-                conn.sendall(b"\x20\x02\x00\x00")
+                v5 = level == 5
+                conn.sendall(b"\x20\x03\x00\x00\x00" if v5 else b"\x20\x02\x00\x00")
                 while True:
                     cmd, body = _read_packet(conn)
                     if cmd == 0x82:  # SUBSCRIBE: grant QoS 1, then one message
-                        conn.sendall(b"\x90\x03" + body[:2] + b"\x01")
+                        conn.sendall(b"\x90\x04" + body[:2] + b"\x00\x01" if v5 else b"\x90\x03" + body[:2] + b"\x01")
+                        self.release.wait(60)
                         var = len(self.topic).to_bytes(2, "big") + self.topic + (7).to_bytes(2, "big")
-                        rest = var + self.payload
+                        rest = var + (b"\x00" if v5 else b"") + self.payload  # v5: no properties
                         conn.sendall(bytes([0x32, len(rest)]) + rest)
                     elif cmd == 0x40:
                         self.pubacks.append(int.from_bytes(body[:2], "big"))
@@ -154,7 +159,7 @@ class Mqtt311Broker:
 @pytest.mark.parametrize("fast_path", [True, False], ids=["fast_path", "plain"])
 def test_a_broker_that_refuses_mqtt5_is_spoken_to_in_3_1_1_and_it_is_logged(env, caplog, fast_path):
     reading = json.dumps({"metric": "temperature", "value": 21.5, "timestamp": time.time() - 10}).encode()
-    broker = Mqtt311Broker(f"{env.root}/dev-311", reading)
+    broker = ScriptedBroker(f"{env.root}/dev-311", reading)
     settings = env.migrate(env.settings(mqtt={"host": "127.0.0.1", "port": broker.port, "fast_path": fast_path}))
     assert settings.config.mqtt.protocol == "5"  # the default
     caplog.set_level(logging.INFO, logger="pipeline.ingest.mqtt_bridge")
@@ -172,3 +177,32 @@ def test_a_broker_that_refuses_mqtt5_is_spoken_to_in_3_1_1_and_it_is_logged(env,
     fallback = [r.getMessage() for r in caplog.records if "event=mqtt_protocol_fallback" in r.getMessage()]
     assert len(fallback) == 1 and "from=5 to=3.1.1" in fallback[0] and f"port={broker.port}" in fallback[0]
     assert any("event=mqtt_connected" in r.getMessage() and "protocol=3.1.1" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.faults  # freezes a Kafka broker of its own
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast_path", "plain"])
+def test_with_mqtt5_a_message_is_acknowledged_only_once_kafka_has_it(env, tmp_path, fast_path):
+    reading = json.dumps({"metric": "temperature", "value": 5.5, "timestamp": time.time() - 10}).encode()
+    broker = ScriptedBroker(f"{env.root}/dev-5", reading, level=5)
+    broker.release.clear()
+    kafka = kafka_broker(tmp_path).start()
+    settings = env.migrate(env.settings(mqtt={"host": "127.0.0.1", "port": broker.port, "fast_path": fast_path},
+                                        kafka={"bootstrap_servers": f"127.0.0.1:{kafka.port}"}))
+    try:
+        with RunningPipeline(settings, env.metrics()) as pipeline:
+            assert pipeline.bridge.protocol == "5" and broker.levels == [5]
+            kafka.freeze()
+            try:
+                broker.release.set()  # the message arrives while Kafka cannot take it
+                wait_for(lambda: pipeline.metrics.registry.get_sample_value("pipeline_mqtt_messages_received_total"),
+                         10, what="the message received")
+                time.sleep(3)
+                assert broker.pubacks == []  # not acknowledged: the broker would resend it after a crash
+            finally:
+                kafka.thaw()
+            wait_for(lambda: broker.pubacks == [7], 60, what="the PUBACK once Kafka confirmed")
+            wait_for(lambda: env.query("SELECT sensor_id, value FROM measurements"), 30, what="the reading stored")
+    finally:
+        broker.close()
+        kafka.stop()
+    assert env.query("SELECT sensor_id, value FROM measurements") == [("dev-5", 5.5)]
