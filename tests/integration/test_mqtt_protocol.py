@@ -186,23 +186,24 @@ def test_with_mqtt5_a_message_is_acknowledged_only_once_kafka_has_it(env, tmp_pa
     broker = ScriptedBroker(f"{env.root}/dev-5", reading, level=5)
     broker.release.clear()
     kafka = kafka_broker(tmp_path).start()
-    settings = env.migrate(env.settings(mqtt={"host": "127.0.0.1", "port": broker.port, "fast_path": fast_path},
-                                        kafka={"bootstrap_servers": f"127.0.0.1:{kafka.port}"}))
+    extra = {"mqtt": {"host": "127.0.0.1", "port": broker.port, "fast_path": fast_path},
+             "kafka": {"bootstrap_servers": f"127.0.0.1:{kafka.port}"}}
+    env.migrate(env.settings(**extra))
+    daemon = DaemonProcess(env.write_config(tmp_path / "config.yaml", **extra), tmp_path / "daemon.log")
     try:
-        with RunningPipeline(settings, env.metrics()) as pipeline:
-            assert pipeline.bridge.protocol == "5" and broker.levels == [5]
-            kafka.freeze()
-            try:
-                broker.release.set()  # the message arrives while Kafka cannot take it
-                wait_for(lambda: pipeline.metrics.registry.get_sample_value("pipeline_mqtt_messages_received_total"),
-                         10, what="the message received")
-                time.sleep(3)
-                assert broker.pubacks == []  # not acknowledged: the broker would resend it after a crash
-            finally:
-                kafka.thaw()
-            wait_for(lambda: broker.pubacks == [7], 60, what="the PUBACK once Kafka confirmed")
-            wait_for(lambda: env.query("SELECT sensor_id, value FROM measurements"), 30, what="the reading stored")
+        daemon.start()
+        assert daemon.logged("protocol=5") and broker.levels == [5], daemon.log_tail()
+        kafka.freeze()
+        try:
+            broker.release.set()  # the message arrives while Kafka cannot take it
+            time.sleep(4)
+            assert broker.pubacks == []  # not acknowledged: the broker would resend it after a crash
+        finally:
+            kafka.thaw()
+        wait_for(lambda: broker.pubacks == [7], 60, what="the PUBACK once Kafka confirmed")
+        wait_for(lambda: env.query("SELECT sensor_id, value FROM measurements"), 30, what="the reading stored")
     finally:
+        daemon.stop()
         broker.close()
         kafka.stop()
     assert env.query("SELECT sensor_id, value FROM measurements") == [("dev-5", 5.5)]
