@@ -38,9 +38,14 @@ class BrokerStatsConfig(Section):
 class MqttConfig(Section):
     host: Name = "localhost"
     port: Port = 1883
-    protocol: Literal["3.1.1", "5"] = "3.1.1"
+    # "5": the daemon tells the broker how many unacknowledged messages it may send (receive_maximum) instead of
+    # leaving it to the broker's own window (Mosquitto: max_inflight_messages, 20), and the largest packet it
+    # takes (max_packet_bytes). A broker that refuses version 5 is spoken to in 3.1.1 (logged as
+    # event=mqtt_protocol_fallback). "3.1.1": always 3.1.1.
+    protocol: Literal["3.1.1", "5"] = "5"
     # A stable client id plus clean_session=false is what makes the broker keep our session (and
-    # the QoS 1 messages queued for it) while the daemon restarts.
+    # the QoS 1 messages queued for it) while the daemon restarts. MQTT 5: clean start false, and the session
+    # expires session_expiry_s after a disconnect (clean_session true: at once, as in 3.1.1).
     client_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] = "realtime-pipeline"
     clean_session: bool = False
     session_expiry_s: NonNegInt = 86400
@@ -48,8 +53,10 @@ class MqttConfig(Section):
     keepalive_s: Annotated[int, msgspec.Meta(ge=5, le=3600)] = 30
     topics: tuple[Name, ...] = ("sensors/#", "system/#", "logs/#")
     qos: Literal[0, 1] = 1
-    # MQTT 5 Receive Maximum: how many unacknowledged QoS 1 messages the broker may send us.
-    receive_maximum: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 1000
+    # MQTT 5 Receive Maximum: how many unacknowledged QoS 1 messages the broker may send us (Mosquitto takes it in
+    # place of max_inflight_messages). A stock Mosquitto holds receive_maximum + max_queued_messages (1000) for us
+    # before it drops: 5000 let a burst of 6,000 messages from one client through, not one of 8,000 (docs/operations.md).
+    receive_maximum: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 5000
     reconnect_min_delay_s: PositiveFloat = 0.5
     reconnect_max_delay_s: PositiveFloat = 10.0
     tls: TlsConfig = TlsConfig()

@@ -19,11 +19,17 @@ republished every sys_interval while it decays): until a counter value arrives, 
 The first counter value of a run takes over, minus what was estimated; without a previous value to grow
 from, its growth is at most that recent estimate (the rest happened too long ago to tell when).
 
+The average also holds the drops an earlier run already counted (a restart within minutes of them): so the
+last value of it a run received is kept too (`#rate` in the same hash, with the time it arrived), and a new run
+counts only what its first live value (not the retained copy: its age is unknown) holds beyond that one decayed
+the way the broker decays it (exp(-elapsed / window)), give or take 1 % and one drop.
+
 The pure part (parsing, growth with counter resets, the estimate) is `DropTracker`; `BrokerStats` is the runner.
 """
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from typing import Callable
@@ -38,6 +44,10 @@ log = logging.getLogger(__name__)
 SENSOR_TYPE = "broker"
 METRIC = "mqtt_dropped"
 SENSOR_ID_MAX = 50
+RATE_FIELD = "#rate"  # no topic name contains '#': never a counter's field
+# The broker's average and ours of what an earlier run counted drift apart by its whole-second clock and
+# the two-decimal payloads: a difference within this share (plus one drop) is no new drop.
+CARRY_TOLERANCE = 0.01
 
 
 def sensor_id(host: str) -> str:
@@ -74,11 +84,16 @@ class DropTracker:
     """The broker's counters per topic, its recent drop rate, and the growth seen since start and since the
     last report."""
 
-    def __init__(self, baseline: dict[str, int] | None = None, rate_window_s: float = 900.0):
+    def __init__(self, baseline: dict[str, int] | None = None, rate_window_s: float = 900.0,
+                 previous_rate: tuple[float, float] | None = None):
         self.values: dict[str, int] = {}
         self.baseline = dict(baseline or {})  # the previous run's last values: growth starts from them
         self.rate_window_s = rate_window_s
         self.rate_per_min: float | None = None  # the broker's moving average of drops per minute
+        # (per minute, when received) of the average: the last an earlier run received (its drops were counted),
+        # and the latest published while this run watched (a retained copy's age is unknown).
+        self.previous_rate = previous_rate
+        self.rate_live: tuple[float, float] | None = None
         self.estimated = 0  # growth counted from the rate while no counter value had arrived in this run
         self.seen_total = 0
         self.pending = 0  # growth not reported yet
@@ -88,6 +103,18 @@ class DropTracker:
     def recent(self) -> int:
         """About the drops of the last rate window, by the broker's own average (0 when unknown)."""
         return round(self.rate_per_min * self.rate_window_s / 60.0) if self.rate_per_min else 0
+
+    def recent_new(self) -> int | None:
+        """The recent drops no earlier run counted; None until a live value of the average tells them apart."""
+        if self.previous_rate is None:
+            return self.recent()
+        if self.rate_live is None:
+            return None
+        (live, at), (before, before_at) = self.rate_live, self.previous_rate
+        per_window = self.rate_window_s / 60.0
+        counted = before * math.exp(-max(0.0, at - before_at) / self.rate_window_s) * per_window
+        new = live * per_window - counted
+        return round(new) if new > CARRY_TOLERANCE * counted + 1 else 0
 
     def _grew(self, grew: int, now: float) -> None:
         if grew:
@@ -103,23 +130,31 @@ class DropTracker:
         else:
             # The run's first counter value: what the estimate already counted is not counted twice, and without
             # a previous value only the recent drops are known to be new.
-            known = growth(previous, value) if previous is not None else min(value, self.recent())
+            recent = self.recent_new()
+            known = growth(previous, value) if previous is not None else min(value, self.recent() if recent is None
+                                                                             else recent)
             grew, self.estimated = max(0, known - self.estimated), 0
         self.values[topic] = value
         self.last_value_at = now
         self._grew(grew, now)
         return grew
 
-    def observe_rate(self, per_min: float, now: float) -> None:
+    def observe_rate(self, per_min: float, now: float, live: bool = True) -> None:
+        """A value of the broker's average; `live`: published now, not a retained copy sent on subscribing."""
         self.rate_per_min = per_min
         self.last_value_at = now
+        if live:
+            self.rate_live = (per_min, now)
 
     def estimate(self, now: float) -> int:
         """While no counter value has arrived in this run: the recent drops the rate accounts for, as far as they
         exceed what was already counted, count as growth. Returns that growth (0 once a counter arrived)."""
         if self.values or self.rate_per_min is None:
             return 0
-        more = max(0, self.recent() - self.estimated)
+        recent = self.recent_new()
+        if recent is None:
+            return 0
+        more = max(0, recent - self.estimated)
         self.estimated += more
         self._grew(more, now)
         return more
@@ -156,7 +191,8 @@ class BrokerStats:
         self.clock = clock
         self.sensor_id = sensor_id(cfg.host)
         self.memory = memory
-        self.tracker = DropTracker(memory.load() if memory is not None else None, cfg.broker_stats.recent_rate_window_s)
+        self.tracker = DropTracker(memory.load() if memory is not None else None, cfg.broker_stats.recent_rate_window_s,
+                                   memory.load_rate() if memory is not None else None)
         self._lock = threading.Lock()  # the paho thread observes, the report loop takes
         self.link = MqttPublisher(cfg.host, cfg.port, f"{cfg.client_id}{client_id_suffix}-sys", cfg.username or None,
                                   password.reveal() or None, cfg.keepalive_s, qos=0, tls=cfg.tls)
@@ -173,8 +209,12 @@ class BrokerStats:
         if msg.topic == self.rate_topic:
             rate = parse_number(msg.payload)
             if rate is not None:
+                now, live = self.clock(), not msg.retain
                 with self._lock:
-                    self.tracker.observe_rate(rate, self.clock())
+                    self.tracker.observe_rate(rate, now, live)
+                    keep = live or self.tracker.rate_live is None  # a retained copy only until a live value came
+                if keep and self.memory is not None:
+                    self.memory.save_rate(rate, now)
                 self.metrics.broker_drop_rate.set(rate)
             return
         value = parse_counter(msg.payload)
@@ -240,6 +280,8 @@ class CounterMemory:
             return {}
         out = {}
         for topic, value in stored.items():
+            if topic in (RATE_FIELD, RATE_FIELD.encode()):
+                continue
             parsed = parse_counter(value if isinstance(value, bytes) else str(value).encode())
             if parsed is not None:
                 out[topic.decode() if isinstance(topic, bytes) else topic] = parsed
@@ -250,3 +292,22 @@ class CounterMemory:
             self.client.hset(self.key, topic, value)
         except Exception as err:  # noqa: BLE001
             log.debug("event=broker_stats_baseline_not_saved error=%r", str(err)[:200])
+
+    def load_rate(self) -> tuple[float, float] | None:
+        """The broker's average as last received by an earlier run: (per minute, when); None if unknown."""
+        try:
+            stored = self.client.hget(self.key, RATE_FIELD)
+        except Exception as err:  # noqa: BLE001 - Redis away: as if no earlier run had counted anything
+            log.warning("event=broker_stats_rate_unavailable error=%r", str(err)[:200])
+            return None
+        try:
+            per_min, at = (float(x) for x in (stored.decode() if isinstance(stored, bytes) else stored).split())
+        except (AttributeError, ValueError):
+            return None
+        return (per_min, at) if per_min >= 0 and math.isfinite(per_min) and math.isfinite(at) else None
+
+    def save_rate(self, per_min: float, at: float) -> None:
+        try:
+            self.client.hset(self.key, RATE_FIELD, f"{per_min} {at}")
+        except Exception as err:  # noqa: BLE001
+            log.debug("event=broker_stats_rate_not_saved error=%r", str(err)[:200])

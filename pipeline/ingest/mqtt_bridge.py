@@ -13,6 +13,11 @@ hand `_on_publish` the same (topic bytes, payload, qos, mid, dup).
 CONNECT property Maximum Packet Size, and the broker drops larger messages for us; with 3.1.1 the fast path
 refuses them unread (mqtt_client.py). Either way a refused message the bridge sees goes on with an empty payload
 and its real size, and the decode stage dead-letters it as payload_too_large with topic and size.
+
+MQTT 5 by default: with 3.1.1 the broker's own window of unacknowledged messages (Mosquitto's
+max_inflight_messages, 20) is in charge, and a burst beyond that window plus the broker's queue is dropped; with 5
+the daemon asks for `mqtt.receive_maximum`. A broker that refuses version 5 gets a new client speaking 3.1.1
+(same client id, same session settings), once, logged as event=mqtt_protocol_fallback.
 """
 from __future__ import annotations
 
@@ -60,6 +65,32 @@ def client_id_suffix(cfg: MqttConfig, instance_id: str) -> str:
     return f"-{instance_id}" if cfg.shared_group else ""
 
 
+def connect_properties(cfg: MqttConfig) -> Properties:
+    """MQTT 5 CONNECT properties: the session's lifetime, our receive window and our largest packet."""
+    props = Properties(PacketTypes.CONNECT)
+    # clean_session true in 3.1.1 ends the session at disconnect: in 5 that is an expiry of 0.
+    props.SessionExpiryInterval = 0 if cfg.clean_session else cfg.session_expiry_s
+    props.ReceiveMaximum = cfg.receive_maximum
+    props.MaximumPacketSize = cfg.max_packet_bytes
+    return props
+
+
+# CONNACK codes of a broker that does not speak MQTT 5: 0x84 Unsupported Protocol Version from a version 5
+# broker, 1 (unacceptable protocol version) from a 3.1.1 one (paho reads that as 0x84 too).
+VERSION_REFUSED = (0x84, 0x01)
+
+
+def refused_version(protocol: str, reason_value: int) -> bool:
+    """Whether a refused CONNECT means: try again in MQTT 3.1.1."""
+    return protocol == "5" and reason_value in VERSION_REFUSED
+
+
+def relearn_count(cfg: MqttConfig) -> int:
+    """Records per partition to relearn stamps from: at least the messages the broker may resend (MQTT 5: all
+    `receive_maximum` unacknowledged ones can be in Kafka already, in one partition if from one sensor)."""
+    return max(RELEARN_PER_PARTITION, cfg.receive_maximum) if cfg.protocol == "5" else RELEARN_PER_PARTITION
+
+
 def plain_on_message(handler: RawHandler):
     """A paho `on_message` callback (public API only) that hands `handler` what the fast path does."""
     def on_message(_client, _userdata, message: mqtt.MQTTMessage) -> None:
@@ -79,6 +110,7 @@ class MqttBridge:
     def __init__(self, mqtt_cfg: MqttConfig, kafka_cfg: KafkaConfig, password: Secret, metrics: Metrics,
                  supervisor: Supervisor, max_payload_bytes: int, client_id_suffix: str = ""):
         self.cfg = mqtt_cfg
+        self.password = password
         self.kafka_cfg = kafka_cfg
         self.max_payload_bytes = max_payload_bytes
         self.topic = kafka_cfg.topics.raw
@@ -90,29 +122,14 @@ class MqttBridge:
         self._stopping = threading.Event()
         self._generation = 0  # bumps on every (re)connect: a mid is only meaningful on its own connection
         self._poller = None  # the supervisor's handle of the poll thread
-        v5 = mqtt_cfg.protocol == "5"
         self.client_id = mqtt_cfg.client_id + client_id_suffix
         self._bridge_header = (BRIDGE_HEADER, self.client_id.encode())
         self.ignore_retained = mqtt_cfg.retained == "ignore"
         self.stamps = ReceiveStamps()
-        fast = ({"read_linger_s": mqtt_cfg.read_linger_ms / 1000.0, "max_packet_bytes": mqtt_cfg.max_packet_bytes}
-                if mqtt_cfg.fast_path else {})
-        self.client = (BufferedClient if mqtt_cfg.fast_path else mqtt.Client)(
-            CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
-            clean_session=None if v5 else mqtt_cfg.clean_session, manual_ack=True, **fast)
-        if mqtt_cfg.username:
-            self.client.username_pw_set(mqtt_cfg.username, password.reveal() or None)
-        configure_tls(self.client, mqtt_cfg.tls)
         self.filters = subscription_filters(mqtt_cfg)
-        self.client.reconnect_delay_set(mqtt_cfg.reconnect_min_delay_s, mqtt_cfg.reconnect_max_delay_s)
-        self.client.on_connect = self._on_connect
-        self.client.on_disconnect = self._on_disconnect
-        if mqtt_cfg.fast_path:
-            self.client.on_publish_raw = self._on_publish
-            self.client.on_too_large_raw = self._on_too_large
-        else:
-            self.client.on_message = plain_on_message(self._on_publish)
-        self.client.on_subscribe = self._on_subscribe
+        self.protocol = mqtt_cfg.protocol  # becomes "3.1.1" if the broker refuses version 5
+        self._client_lock = threading.Lock()  # the client is replaced once if the broker refuses version 5
+        self.client = self._new_client(self.protocol == "5")
         # Per-message counts are plain integers (one writer thread each), added to the Prometheus
         # counters by the producer thread a few times a second: a locked inc() per message cost more
         # than the hand-off itself.
@@ -127,23 +144,59 @@ class MqttBridge:
         if not self.cfg.clean_session:
             self._relearn_stamps()
         self._poller = self.supervisor.spawn("kafka-producer", self._poll_loop)
-        props = None
-        kwargs = {}
-        if self.cfg.protocol == "5":
-            props = Properties(PacketTypes.CONNECT)
-            props.SessionExpiryInterval = self.cfg.session_expiry_s
-            props.ReceiveMaximum = self.cfg.receive_maximum
-            props.MaximumPacketSize = self.cfg.max_packet_bytes
+        with self._client_lock:
+            self._connect(self.client)
+
+    def _new_client(self, v5: bool) -> mqtt.Client:
+        """A paho client for this bridge (fast path or plain), speaking MQTT 5 or 3.1.1; not connected yet."""
+        cfg = self.cfg
+        fast = ({"read_linger_s": cfg.read_linger_ms / 1000.0, "max_packet_bytes": cfg.max_packet_bytes}
+                if cfg.fast_path else {})
+        client = (BufferedClient if cfg.fast_path else mqtt.Client)(
+            CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+            clean_session=None if v5 else cfg.clean_session, manual_ack=True, **fast)
+        if cfg.username:
+            client.username_pw_set(cfg.username, self.password.reveal() or None)
+        configure_tls(client, cfg.tls)
+        client.reconnect_delay_set(cfg.reconnect_min_delay_s, cfg.reconnect_max_delay_s)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        if cfg.fast_path:
+            client.on_publish_raw = self._on_publish
+            client.on_too_large_raw = self._on_too_large
+        else:
+            client.on_message = plain_on_message(self._on_publish)
+        client.on_subscribe = self._on_subscribe
+        return client
+
+    def _connect(self, client: mqtt.Client) -> None:
+        """Start connecting in paho's network thread (it retries until the broker answers)."""
+        props, kwargs = None, {}
+        if client.protocol == mqtt.MQTTv5:
+            props = connect_properties(self.cfg)
             kwargs["clean_start"] = self.cfg.clean_session
-        self.client.connect_async(self.cfg.host, self.cfg.port, self.cfg.keepalive_s, properties=props, **kwargs)
-        self.client.loop_start()
+        client.connect_async(self.cfg.host, self.cfg.port, self.cfg.keepalive_s, properties=props, **kwargs)
+        client.loop_start()
+
+    def _fall_back(self, refused: mqtt.Client, reason) -> None:
+        """The broker refused MQTT 5: the same session, spoken to in 3.1.1 from now on (paho's network thread)."""
+        refused.loop_stop()  # from its own thread: the loop ends after this callback, without reconnecting
+        with self._client_lock:
+            if self._stopping.is_set() or refused is not self.client:
+                return
+            self.protocol = "3.1.1"
+            self.client = self._new_client(False)
+            self._connect(self.client)
+        log.warning("event=mqtt_protocol_fallback from=5 to=3.1.1 reason=%s host=%s port=%d "
+                    "note=broker_refused_mqtt5_receive_maximum_not_sent", str(reason).replace(" ", "_"),
+                    self.cfg.host, self.cfg.port)
 
     def _relearn_stamps(self) -> None:
         """Before the broker resends what a previous run of this session left unacknowledged: learn the stamps
         that run gave its last records, so a resend of one already in Kafka keeps its identity."""
         started = time.monotonic()
         conf = consumer_conf(self.kafka_cfg, f"{self.client_id}-relearn")
-        records = read_own_tail(conf, self.topic, self.client_id.encode(), RELEARN_PER_PARTITION)
+        records = read_own_tail(conf, self.topic, self.client_id.encode(), relearn_count(self.cfg))
         n = relearn(self.stamps, records)
         log.info("event=receive_stamps_relearned records=%d seconds=%.2f", n, time.monotonic() - started)
 
@@ -158,8 +211,10 @@ class MqttBridge:
         self._send_acks()
         if remaining:
             log.warning("event=producer_unflushed messages=%d note=unacknowledged_mqtt_messages_will_be_resent", remaining)
-        self.client.disconnect()
-        self.client.loop_stop()
+        with self._client_lock:  # no fallback replaces it from here on (_stopping is set)
+            client = self.client
+        client.disconnect()
+        client.loop_stop()
         if self._poller is not None:
             self._poller.join(timeout=2.0)
         self.metrics.mqtt_connected.set(0)
@@ -169,14 +224,17 @@ class MqttBridge:
         name_os_thread("mqtt-network")  # paho's thread, started by paho: named here, in it
         try:
             if reason_code.is_failure:
+                if refused_version(self.protocol, reason_code.value):
+                    self._fall_back(client, reason_code)
+                    return
                 log.error("event=mqtt_connect_refused reason=%s", reason_code)
                 return
             self._generation += 1
             self.connected.set()
             self.metrics.mqtt_connected.set(1)
             client.subscribe([(t, self.cfg.qos) for t in self.filters])
-            log.info("event=mqtt_connected host=%s port=%d tls=%s topics=%s", self.cfg.host, self.cfg.port,
-                     self.cfg.tls.enabled, ",".join(self.filters))
+            log.info("event=mqtt_connected host=%s port=%d tls=%s protocol=%s topics=%s", self.cfg.host, self.cfg.port,
+                     self.cfg.tls.enabled, self.protocol, ",".join(self.filters))
         except Exception as err:  # noqa: BLE001
             self.supervisor.report("mqtt.on_connect", err)
 
@@ -188,7 +246,9 @@ class MqttBridge:
             self.subscribed.set()
             log.info("event=mqtt_subscribed topics=%s", ",".join(self.filters))
 
-    def _on_disconnect(self, _client, _userdata, _flags, reason_code, _properties) -> None:
+    def _on_disconnect(self, client, _userdata, _flags, reason_code, _properties) -> None:
+        if client is not self.client:
+            return  # the client that was refused MQTT 5, replaced (_fall_back)
         self.connected.clear()
         self.subscribed.clear()
         self.metrics.mqtt_connected.set(0)

@@ -7,8 +7,10 @@ import socket
 import subprocess
 import time
 import uuid
+from datetime import datetime, timezone
 
 import paho.mqtt.client as mqtt
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.integration.clients import Publisher, RunningPipeline, wait_for
@@ -91,6 +93,85 @@ def test_broker_drops_show_as_metric_status_and_an_alert_that_resolves(env, tmp_
                      == [(True,)], 20, what="the drop alert resolving")
             victim.disconnect()
             victim.loop_stop()
+    finally:
+        broker.terminate()
+        broker.wait(10)
+
+
+def brokers_counter(port: int, wait: float = 1.0) -> int | None:
+    """The drop counter as a newcomer receives it (None: not delivered, its retained copy expired)."""
+    got = []
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"peek-{uuid.uuid4().hex[:8]}")
+    c.on_message = lambda _c, _u, m: got.append(int(float(m.payload)))
+    c.connect("127.0.0.1", port)
+    c.subscribe(DROPPED)
+    c.loop_start()
+    time.sleep(wait)
+    c.disconnect()
+    c.loop_stop()
+    return got[-1] if got else None
+
+
+@pytest.mark.faults  # two daemon runs and a wait for the broker's counter to expire (about two minutes)
+def test_a_restarted_daemon_counts_only_drops_no_earlier_run_counted(env, tmp_path):
+    # The first run sees 300 drops and reports them; 200 more happen while the daemon is down. It comes back
+    # when the broker no longer delivers its counter, so the 15-minute average (which holds all 500) is all it
+    # has: only the 200 are new. Counting the whole average opened an alert for drops already reported.
+    port = free_port()
+    broker = start_mosquitto(tmp_path, port)
+    victim_id, topic = f"victim-{uuid.uuid4().hex[:8]}", f"v{env.run_id}/x"
+    try:
+        extra = {"mqtt": {"host": "127.0.0.1", "port": port, "broker_stats": {"enabled": True, "report_interval_s": 1}}}
+        settings = env.migrate(env.settings(**extra))
+        victim = persistent_subscriber(port, victim_id, topic)  # a persistent session that goes away: queue of 10
+        victim.disconnect()
+        victim.loop_stop()
+
+        def drop(n: int) -> None:
+            pub = Publisher(port=port)
+            pub.publish_all([(topic, f"{i}") for i in range(n)])
+            pub.close()
+
+        def seen(metrics) -> float:
+            return sum(s.value for m in metrics.registry.collect() if m.name == "pipeline_mqtt_broker_drops_seen"
+                       for s in m.samples if s.name.endswith("_total"))
+
+        first = env.metrics()
+        with RunningPipeline(settings, first) as pipeline:
+            stats = pipeline.broker_stats
+            wait_for(lambda: stats.status()["last_value_at"] is not None, 15, what="the broker's first $SYS value")
+            before = brokers_counter(port) or 0
+            drop(310)
+            wait_for(lambda: seen(first) >= 300, 20, what="the first run counting 300 drops")
+            # The average rose with them: a value of it published while this run watched.
+            wait_for(lambda: (stats.status()["recent_rate_per_min"] or 0) * 15 >= 250, 20, what="the average")
+            counted = seen(first)
+        drop(200)  # the daemon is down: all dropped, the victim's queue is full
+        # Every drop happened before publish_all returned: the first value past the first run's is the total.
+        total = wait_for(lambda: (lambda v: v if v and v > before + counted else None)(brokers_counter(port)), 15,
+                         what="the counter after the second drops")
+        new = total - before - counted
+        assert counted == 300 and new == 200, (before, counted, total)
+        wait_for(lambda: brokers_counter(port) is None, 90, what="the counter's retained copy expiring")
+
+        second = env.metrics()
+        restarted = datetime.now(timezone.utc).replace(tzinfo=None)
+        with RunningPipeline(settings, second) as pipeline:
+            stats = pipeline.broker_stats
+            wait_for(lambda: seen(second), 30, what="the second run estimating the new drops")
+            time.sleep(4)  # two more updates of the average: nothing else may count
+            estimated = seen(second)
+            status = stats.status()
+            print(f"second run: estimated {estimated} of {new} new drops; the average holds "
+                  f"{status['recent_estimate']} (the first run's {counted} included)")
+            assert status["counter_received"] is False and status["estimated"] is True
+            assert status["recent_estimate"] >= counted  # the average still holds the first run's drops
+            assert 0.8 * new <= estimated <= 1.05 * new, (estimated, new)
+            # What the second run reported, as readings of the broker's sensor: the new drops, not the first run's.
+            reported = lambda: env.query("SELECT COALESCE(sum(value), 0) FROM measurements WHERE sensor_id = "  # noqa: E731
+                                         "'broker:127.0.0.1' AND metric = 'mqtt_dropped' AND timestamp >= %s",
+                                         (restarted,))[0][0]
+            wait_for(lambda: reported() == estimated, 10, what="the second run's report stored")
     finally:
         broker.terminate()
         broker.wait(10)

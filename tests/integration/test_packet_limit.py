@@ -30,10 +30,11 @@ def stored(env) -> list[tuple]:
 
 
 def test_mqtt311_a_message_over_the_packet_limit_is_dead_lettered_unread_and_the_next_one_stored(env, tmp_path):
-    settings = env.migrate()
+    settings = env.migrate(env.settings(mqtt={"protocol": "3.1.1"}))
     limit = settings.config.mqtt.max_packet_bytes
-    assert settings.config.mqtt.protocol == "3.1.1" and BIG > 4 * limit
-    daemon = DaemonProcess(env.write_config(tmp_path / "config.yaml"), tmp_path / "daemon.log").start()
+    assert BIG > 4 * limit
+    daemon = DaemonProcess(env.write_config(tmp_path / "config.yaml", mqtt={"protocol": "3.1.1"}),
+                           tmp_path / "daemon.log").start()
     pub = Publisher()
     try:
         pub.publish_all([(f"{env.root}/dev-1", reading(1))])  # warm: every stage has handled a message
@@ -63,7 +64,8 @@ def test_mqtt311_a_message_over_the_packet_limit_is_dead_lettered_unread_and_the
 
 
 def test_mqtt5_the_broker_honours_the_maximum_packet_size_the_daemon_asks_for(env):
-    settings = env.migrate(env.settings(mqtt={"protocol": "5"}))
+    settings = env.migrate()
+    assert settings.config.mqtt.protocol == "5"  # the default
     metrics = env.metrics()
     with RunningPipeline(settings, metrics) as pipeline:
         pub = Publisher()

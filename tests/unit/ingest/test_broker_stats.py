@@ -59,6 +59,10 @@ def test_the_counter_memory_round_trips_and_a_redis_failure_is_no_baseline():
         def hgetall(self, key):
             return {k.encode(): str(v).encode() for k, v in self.get(key, {}).items()}
 
+        def hget(self, key, field):
+            value = self.get(key, {}).get(field)
+            return None if value is None else str(value).encode()
+
         def hset(self, key, field, value):
             self.setdefault(key, {})[field] = value
 
@@ -66,13 +70,17 @@ def test_the_counter_memory_round_trips_and_a_redis_failure_is_no_baseline():
         def hgetall(self, key):
             raise ConnectionError("refused")
 
-        hset = hgetall
+        hset = hget = hgetall
 
     memory = CounterMemory(FakeRedis(), "broker_stats:broker:h")
+    assert memory.load_rate() is None  # no earlier run
     memory.save("$SYS/broker/publish/messages/dropped", 12)
-    assert memory.load() == {"$SYS/broker/publish/messages/dropped": 12}
-    assert CounterMemory(Down(), "k").load() == {}
+    memory.save_rate(55.53, 1733570000.25)
+    assert memory.load() == {"$SYS/broker/publish/messages/dropped": 12}  # the rate is not a counter
+    assert memory.load_rate() == (55.53, 1733570000.25)
+    assert CounterMemory(Down(), "k").load() == {} and CounterMemory(Down(), "k").load_rate() is None
     CounterMemory(Down(), "k").save("t", 1)  # never raises
+    CounterMemory(Down(), "k").save_rate(1.0, 2.0)
 
 
 COUNTER = "$SYS/broker/publish/messages/dropped"
@@ -118,3 +126,40 @@ def test_a_counter_after_an_estimate_counts_only_what_the_estimate_did_not():
 def test_rate_payloads_parse_as_floats():
     from pipeline.ingest.broker_stats import parse_number
     assert parse_number(b"31.55") == 31.55 and parse_number(b"-1") is None and parse_number(b"x") is None
+
+
+def decayed(per_min: float, seconds: float, window: float = 900.0) -> float:
+    """The broker's average `seconds` later without new drops (Mosquitto: exp(-elapsed / window) per update)."""
+    import math
+    return round(per_min * math.exp(-seconds / window), 2)
+
+
+def test_drops_an_earlier_run_counted_are_not_estimated_again_after_a_restart():
+    # The earlier run counted 833 drops; the broker's average then was 55.53 per minute (x 15 = 833). The daemon
+    # comes back 100 s later, the counter's retained copy gone: only the decaying average arrives.
+    earlier = (55.53, 1000.0)
+    t = DropTracker(baseline={COUNTER: 5833}, rate_window_s=900, previous_rate=earlier)
+    t.observe_rate(decayed(55.53, 95), 1100.0, live=False)  # the retained copy, of unknown age: wait
+    assert t.estimate(1100.0) == 0 and t.take() == 0
+    t.observe_rate(decayed(55.53, 105), 1105.0)  # published now: still only the old drops, decayed
+    assert t.estimate(1105.0) == 0 and t.take() == 0
+    assert t.status()["seen_since_start"] == 0
+    # The same restart without the earlier run's value counts them again (what happened before this was kept).
+    forgetful = DropTracker(baseline={COUNTER: 5833}, rate_window_s=900)
+    forgetful.observe_rate(decayed(55.53, 105), 1105.0)
+    assert forgetful.estimate(1105.0) == 741  # 15 x 49.41
+
+
+def test_after_a_restart_only_drops_beyond_what_an_earlier_run_counted_are_estimated():
+    t = DropTracker(baseline={COUNTER: 5833}, rate_window_s=900, previous_rate=(55.53, 1000.0))
+    # 200 drops while the daemon was down, 60 s before this value (the average holds them decayed a little).
+    t.observe_rate(round(decayed(55.53, 105) + 200 / 15 * decayed(1.0, 60), 2), 1105.0)
+    assert t.estimate(1105.0) == 188 and t.take() == 188  # 15 x (61.94 - 49.41): 200 decayed to 0.94
+    assert t.status()["estimated"] is True
+    assert t.observe(COUNTER, 5833 + 200, 1110.0) == 12  # the counter: exact from the earlier run's last value
+
+
+def test_a_broker_restart_since_the_earlier_run_estimates_nothing_negative():
+    t = DropTracker(rate_window_s=900, previous_rate=(55.53, 1000.0))
+    t.observe_rate(0.0, 1105.0)  # a new broker: its average starts from 0
+    assert t.estimate(1105.0) == 0 and t.take() == 0
