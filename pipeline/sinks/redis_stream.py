@@ -48,7 +48,8 @@ def latest_per_sensor(records: Sequence[Reading]) -> dict[str, list[Reading]]:
 
 
 class RedisSink(BatchingSink):
-    """Pipelined XADD + HSET, no transaction: at-least-once, duplicates recognisable by `id`."""
+    """Pipelined XADD + HSET in one MULTI/EXEC: a write refused and retried (out of memory, read-only) adds no
+    entry twice; a write whose reply was lost is at-least-once, duplicates recognisable by `id`."""
 
     name = "redis"
 
@@ -115,14 +116,14 @@ class RedisSink(BatchingSink):
         self._send(b"".join(commands), len(records) + len(latest) + len(expiring) + 2)
         self.ttl_refresh.done(expiring, clock)
 
-    def _send(self, payload: bytes, replies: int) -> None:
+    def _send(self, payload: bytes, commands: int) -> None:
         assert self.client is not None
-        redis_wire.send(self.client, payload, replies)
+        redis_wire.send_transaction(self.client, payload, commands)
 
     def _write_plain(self, records: Sequence[Reading], latest: dict[str, list[Reading]]) -> None:
         """The same commands through redis-py's public pipeline (`redis.fast_path: false`)."""
         assert self.client is not None
-        pipe = self.client.pipeline(transaction=False)
+        pipe = self.client.pipeline(transaction=True)
         stream, maxlen = self.stream, self.cfg.stream_maxlen
         for r in records:
             pipe.xadd(stream, {"id": r.reading_id, "sensor_id": r.sensor_id, "metric": r.metric,

@@ -25,7 +25,11 @@ from __future__ import annotations
 import hiredis
 import redis
 
+from ..clients.errors import redis_reply_error
 from ..records import Reading
+
+MULTI = b"*1\r\n$5\r\nMULTI\r\n"
+EXEC = b"*1\r\n$4\r\nEXEC\r\n"
 
 WRITTEN_FOR = {"redis": "8.1.0", "hiredis": "3.5.0"}  # the versions this module was checked against
 
@@ -75,7 +79,19 @@ def send(client: redis.Redis, payload: bytes, replies: int) -> None:
     """One write of every command, then every reply: what a pipeline does, minus redis-py's per-argument
     encoding and per-reply parsing. The replies are parsed in bulk by hiredis from the connection's socket;
     redis-py still connects, authenticates, checks health and reconnects. A refused command is raised as
-    redis.ResponseError once every reply is read (like a pipeline's execute())."""
+    the redis-py exception of its error code (OutOfMemoryError for OOM, ...) once every reply is read (like a
+    pipeline's execute())."""
+    _exchange(client, payload, replies)
+
+
+def send_transaction(client: redis.Redis, payload: bytes, commands: int) -> None:
+    """The commands in MULTI/EXEC: all or none take effect, so a write that the server refuses (out of memory,
+    read-only) and is retried never adds a stream entry twice. A command refused when queued is raised (not
+    the EXECABORT that follows it); so is the first command that failed inside EXEC."""
+    _exchange(client, MULTI + payload + EXEC, commands + 2, transaction=True)
+
+
+def _exchange(client: redis.Redis, payload: bytes, replies: int, transaction: bool = False) -> None:
     pool = client.connection_pool
     conn = pool.get_connection()
     try:
@@ -97,7 +113,11 @@ def send(client: redis.Redis, payload: bytes, replies: int) -> None:
                     break
                 replies -= 1
                 if isinstance(reply, hiredis.ReplyError) and error is None:
-                    error = redis.ResponseError(str(reply))  # a refused command: read the rest, then report it
+                    error = redis_reply_error(str(reply))  # a refused command: read the rest, then report it
+                elif transaction and not replies and error is None and isinstance(reply, list):
+                    failed = next((r for r in reply if isinstance(r, hiredis.ReplyError)), None)  # EXEC's replies
+                    if failed is not None:
+                        error = redis_reply_error(str(failed))
         if error is not None:
             raise error
     except BaseException:
