@@ -67,3 +67,37 @@ def test_the_sensor_index_holds_active_sensors_and_latest_values_expire(env, fas
         assert env.redis.zrange(prefix + "sensors", 0, -1) == ["d0"]
     finally:
         sink.close()
+
+
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast_path", "plain"])
+def test_a_write_refused_at_maxmemory_adds_nothing_and_its_retry_adds_each_entry_once(env, tmp_path, fast_path):
+    """OOM is a refusal of the service (held and retried, not dead-lettered); the write is one MULTI/EXEC, so the
+    refused try leaves no entry behind and the retry adds each reading exactly once."""
+    from pipeline.clients.errors import is_refusal
+    from tests.integration.services import redis_server
+
+    server = redis_server(tmp_path).start()
+    cfg = env.settings(redis={"fast_path": fast_path, "port": server.port}).config
+    sink = RedisSink(cfg.redis, Secret(""), settings=cfg.sinks.redis, retry=cfg.retry, metrics=env.metrics(),
+                     queue_max_batches=1)
+    r = redis.Redis(port=server.port)
+    stream = f"t{env.run_id}:readings"
+    try:
+        sink.start()
+        sink.write(readings(100))
+        r.config_set("maxmemory-policy", "noeviction")
+        # Room for a part of the next write only: without a transaction its first entries would be added and the
+        # rest refused, and the retry would add those first ones again.
+        r.config_set("maxmemory", r.info("memory")["used_memory"] + 64 * 1024)
+        batch = readings(3000, t0=1_760_001_000.0)
+        with pytest.raises(redis.exceptions.OutOfMemoryError) as refused:
+            sink.write(batch)
+        assert is_refusal(refused.value)
+        assert r.xlen(stream) == 100  # none of the refused write's entries
+        r.config_set("maxmemory", 0)
+        sink.write(batch)
+        ids = [fields[b"id"] for _e, fields in r.xrange(stream)]
+        assert len(ids) == 3100 and len(set(ids)) == 3100
+    finally:
+        sink.close()
+        server.stop()
