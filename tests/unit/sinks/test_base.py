@@ -157,11 +157,13 @@ def test_a_refusing_store_holds_the_batch_shows_blocked_backs_off_and_resumes_on
     retry = RetryConfig(initial_interval_s=0.02, max_interval_s=0.1, multiplier=2.0, jitter=0.0)
     sink = FullStore(settings=SinkConfig(batch_size=8, flush_interval_ms=20), retry=retry, metrics=metrics,
                      queue_max_batches=4, dead_letters=letters)
-    t = threading.Thread(target=sink.run)
+    t = threading.Thread(target=sink.run, daemon=True)  # a failed assertion must not leave the test run waiting
     t.start()
     b = Batch([Rec(n, Source("raw", 0, i)) for i, n in enumerate("abcdefgh")], [], {}, 1)
     sink.put(b, threading.Event())
     time.sleep(0.8)
+    if b.done.is_set():
+        sink.stop()
     assert not b.done.is_set()  # held: the batch is not acknowledged, so its offsets are not committed
     since, message = sink.blocked()
     assert message == "refused: OutOfMemoryError: OOM command not allowed when used memory > 'maxmemory'."
