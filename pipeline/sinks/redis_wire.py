@@ -84,21 +84,24 @@ def send(client: redis.Redis, payload: bytes, replies: int) -> None:
     _exchange(client, payload, replies)
 
 
-def send_transaction(client: redis.Redis, payload: bytes, commands: int) -> None:
-    """The commands in MULTI/EXEC: all or none take effect, so a write that the server refuses (out of memory,
-    read-only) and is retried never adds a stream entry twice. A command refused when queued is raised (not
-    the EXECABORT that follows it); so is the first command that failed inside EXEC."""
-    _exchange(client, MULTI + payload + EXEC, commands + 2, transaction=True)
+def send_transaction(client: redis.Redis, payload: bytes, commands: int) -> list:
+    """The commands in MULTI/EXEC: a write that the server refuses (out of memory, read-only) takes no effect
+    at all, so its retry never adds a stream entry twice. A command refused when queued is raised (not the
+    EXECABORT that follows it). Otherwise EXEC's replies are returned, one per command, a command that failed
+    inside EXEC (the others did take effect) as its redis-py exception."""
+    replies = _exchange(client, MULTI + payload + EXEC, commands + 2)
+    return [redis_reply_error(str(r)) if isinstance(r, hiredis.ReplyError) else r for r in replies]
 
 
-def _exchange(client: redis.Redis, payload: bytes, replies: int, transaction: bool = False) -> None:
+def _exchange(client: redis.Redis, payload: bytes, replies: int):
+    """Send the payload, read `replies` replies; raise the first error reply, else return the last reply."""
     pool = client.connection_pool
     conn = pool.get_connection()
     try:
         conn.send_packed_command([payload])
         reader = hiredis.Reader()
         sock = conn._sock
-        error = None
+        error = last = None
         while replies:
             try:
                 data = sock.recv(65536)
@@ -112,14 +115,12 @@ def _exchange(client: redis.Redis, payload: bytes, replies: int, transaction: bo
                 if reply is False:
                     break
                 replies -= 1
+                last = reply
                 if isinstance(reply, hiredis.ReplyError) and error is None:
                     error = redis_reply_error(str(reply))  # a refused command: read the rest, then report it
-                elif transaction and not replies and error is None and isinstance(reply, list):
-                    failed = next((r for r in reply if isinstance(r, hiredis.ReplyError)), None)  # EXEC's replies
-                    if failed is not None:
-                        error = redis_reply_error(str(failed))
         if error is not None:
             raise error
+        return last
     except BaseException:
         conn.disconnect()  # unread replies would be taken for the next command's
         raise

@@ -36,6 +36,9 @@ def test_a_large_write_reads_every_reply_and_a_refused_command_leaves_the_connec
         assert env.redis.xlen(prefix + "readings") == 3014  # the other commands of that write were applied
 
         env.redis.delete(prefix + "latest:d3")
+        sink.write(readings(14, t0=1_760_001_000.0))  # written again (the batch split to isolate the refusal)
+        assert env.redis.xlen(prefix + "readings") == 3014  # the entries that write added are not added twice
+        assert env.redis.hget(prefix + "latest:d3", "temperature") == repr(30.0)
         sink.write(readings(7, t0=1_760_002_000.0))  # the next write's replies are its own
         assert env.redis.xlen(prefix + "readings") == 3021
         assert env.redis.hget(prefix + "latest:d3", "temperature") == repr(23.0)
@@ -101,3 +104,25 @@ def test_a_write_refused_at_maxmemory_adds_nothing_and_its_retry_adds_each_entry
     finally:
         sink.close()
         server.stop()
+
+
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast_path", "plain"])
+def test_splitting_a_batch_to_isolate_a_refused_record_adds_each_stream_entry_once(env, fast_path):
+    """A command of the write fails for one sensor (its latest-value key holds a string): the batch is halved down
+    to that sensor's readings, and each write of a half is tried again; the stream still holds each reading once."""
+    cfg = env.settings(redis={"fast_path": fast_path}).config
+    letters = []
+    sink = RedisSink(cfg.redis, Secret(""), settings=cfg.sinks.redis, retry=cfg.retry, metrics=env.metrics(),
+                     queue_max_batches=1, dead_letters=type("Letters", (), {"send": lambda self, d, **_: letters.extend(d)})())
+    prefix = f"t{env.run_id}:"
+    try:
+        sink.start()
+        env.redis.set(prefix + "latest:d3", "not a hash")
+        refused = []
+        sink._write_isolating(readings(64), refused)  # noqa: SLF001 - the base sink's halving, on a real server
+        sink._dead_letter(refused)  # noqa: SLF001
+        ids = [fields["id"] for _e, fields in env.redis.xrange(prefix + "readings")]
+        assert len(ids) == 64 and len(set(ids)) == 64
+        assert sorted(r.sensor_id for r, *_ in refused) == ["d3"] * 9  # only the sensor whose command failed
+    finally:
+        sink.close()
