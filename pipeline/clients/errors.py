@@ -81,6 +81,9 @@ def store_message(err: BaseException) -> str:
     text = " ".join(str(err).split())
     state = getattr(err, "sqlstate", None)
     if isinstance(err, redis.RedisError):
+        at = text.find(_PIPELINE_PREFIX)  # the server's words, not redis-py's note on which command it was
+        if at >= 0:
+            text = text[at + len(_PIPELINE_PREFIX):]
         code = redis_code(err)
         if code and not text.startswith(code):
             text = f"{code} {text}"

@@ -78,3 +78,6 @@ def test_the_store_message_keeps_the_stores_own_words_and_code():
     assert msg == "OutOfMemoryError: OOM command not allowed when used memory > 'maxmemory'."
     msg = store_message(pg.ReadOnlySqlTransaction("cannot execute INSERT in a read-only\n transaction"))
     assert msg == "ReadOnlySqlTransaction (25006): cannot execute INSERT in a read-only transaction"
+    piped = redis.exceptions.OutOfMemoryError("Command # 1 (XADD t:alerts MAXLEN ~ 100000 * event opened ...) of "
+                                              "pipeline caused error: command not allowed when used memory > 'maxmemory'.")
+    assert store_message(piped) == "OutOfMemoryError: OOM command not allowed when used memory > 'maxmemory'."
