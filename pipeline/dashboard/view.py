@@ -214,8 +214,13 @@ class PipelineView:
             stale = (depth > 0 or retrying) and age > self.cfg.stale_write_after_s
             detail = (f"no successful write for {age:.0f}s with {depth} batch(es) waiting"
                       + (" and writes being retried" if retrying else "")) if stale else "ok"
-            out[sink.name] = {"ok": not stale, "detail": detail, "last_success_age_s": round(age, 1),
-                              "last_success": sink.last_success, "queue_depth": depth, "retrying": retrying}
+            blocked_s = None if sink.blocked_since is None else round(max(0.0, now - sink.blocked_since), 1)
+            if sink.blocked is not None:  # holding a batch until the store takes writes again: not ready now
+                detail = f"blocked for {blocked_s:.0f}s, holding its batch: {sink.blocked}"
+            ok = not stale and sink.blocked is None
+            out[sink.name] = {"ok": ok, "detail": detail, "last_success_age_s": round(age, 1),
+                              "last_success": sink.last_success, "queue_depth": depth, "retrying": retrying,
+                              "blocked": sink.blocked, "blocked_s": blocked_s}
         return out
 
     def ready(self) -> tuple[bool, dict]:

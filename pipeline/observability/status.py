@@ -16,11 +16,14 @@ DeadLetterListener = Callable[[Sequence[DeadLetter]], None]
 
 @dataclass(frozen=True)
 class SinkStatus:
-    """One batch consumer (sink or operator runner): batches waiting and its last successful write (epoch s)."""
+    """One batch consumer (sink or operator runner): batches waiting, its last successful write (epoch s) and,
+    while its store is away or refuses writes, since when (epoch s) and the store's message."""
 
     name: str
     queue_depth: int
     last_success: float | None
+    blocked_since: float | None = None
+    blocked: str | None = None
 
 
 @dataclass(frozen=True)
@@ -103,7 +106,11 @@ class LiveStatus:
         return [(where, str(err)) for where, err in self._supervisor.failures()]
 
     def sinks(self) -> list[SinkStatus]:
-        return [SinkStatus(s.name, s.queue_depth(), s.last_success) for s in self._sinks]
+        out = []
+        for s in self._sinks:
+            since, message = s.blocked() or (None, None)
+            out.append(SinkStatus(s.name, s.queue_depth(), s.last_success, since, message))
+        return out
 
     def consumer(self) -> ConsumerStatus:
         source = self._source

@@ -161,7 +161,7 @@ class AlertStore:
 
     def _publish(self, transitions: Sequence[Transition]) -> None:
         assert self.redis is not None
-        pipe = self.redis.pipeline(transaction=False)
+        pipe = self.redis.pipeline(transaction=True)
         payloads = []
         for t in transitions:
             a = t.alert

@@ -4,11 +4,16 @@ A backend only implements `select(batch)` (which records it writes), `write(reco
 `is_transient(err)`. The runner owns batching, retries with backoff, metrics and telling each batch
 it is durable here (which is what lets the consumer commit offsets).
 
-Failures: a transient error (the service is away) is retried with backoff until the service returns,
-so an outage pauses the pipeline instead of dead-lettering it. Any other error means some record is
-refused: the batch is split in halves until the refused record is alone (no backoff: a non-transient
-error is not retried), which is dead-lettered as retry exhaustion after `retry.max_attempts` tries (1 by
-default: at once, so refused records cannot hold up the sink); the rest is written.
+Failures: a transient error (the service is away, or up but refusing the service: out of memory,
+read-only, no privilege, disk full; pipeline/clients/errors.py) holds the batch and is retried with backoff
+until the store takes it, so an outage or a refusing store pauses the pipeline instead of dead-lettering it;
+meanwhile the sink says it is blocked, with the store's message (`blocked()`, pipeline_sink_blocked). Any
+other error means some record is refused: the batch is split in halves until the refused record is alone (no
+backoff: a non-transient error is not retried), which is dead-lettered as retry exhaustion after
+`retry.max_attempts` tries (1 by default: at once, so refused records cannot hold up the sink); the rest is
+written. The refused records of a batch go out as one letter per source message, and a message another sink
+dead-lettered already is not sent again (DeadLetterWriter.send(..., once_per_message=True)), so a replay
+sends each message back once.
 """
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ import threading
 import time
 from typing import Sequence
 
-from ..clients.errors import is_transient
+from ..clients.errors import is_refusal, is_transient, store_message
 from ..config import RetryConfig, SinkConfig
 from ..observability.metrics import Metrics
 from ..records import EXHAUSTED, DeadLetter
@@ -48,6 +53,9 @@ class BatchingSink:
         self._finishing = threading.Event()  # flush what is queued, then end
         self.last_success: float | None = None
         self.busy = Busy()  # the daemon's StuckWatch reads it (runtime/stuck.py)
+        # (since, the store's message) while a write is held by an outage or a refusal; None while writes pass.
+        # Written by this sink's thread only, read by the status interface: one assignment, no lock.
+        self._blocked: tuple[float, str] | None = None
 
     # -- to implement ------------------------------------------------------------------------
     def start(self) -> None:
@@ -80,6 +88,26 @@ class BatchingSink:
     def queue_depth(self) -> int:
         """Batches handed over and not yet taken by the thread."""
         return self.queue.qsize()
+
+    def blocked(self) -> tuple[float, str] | None:
+        """(since, the store's message) while writes wait for the store to take them again; None otherwise."""
+        return self._blocked
+
+    def _block(self, err: BaseException) -> None:
+        message = store_message(err)
+        kind = "refused" if is_refusal(err) else "unreachable"
+        if self._blocked is None:
+            self.metrics.sink_blocked.labels(self.name).set(1)
+            log.warning("event=sink_blocked sink=%s kind=%s error=%r note=holding_batch", self.name, kind, message)
+            self._blocked = (time.time(), f"{kind}: {message}")
+        else:
+            self._blocked = (self._blocked[0], f"{kind}: {message}")
+
+    def _unblock(self) -> None:
+        if self._blocked is not None:
+            since, self._blocked = self._blocked[0], None
+            self.metrics.sink_blocked.labels(self.name).set(0)
+            log.info("event=sink_unblocked sink=%s blocked_s=%.1f", self.name, time.time() - since)
 
     def offer(self, batch: Batch, timeout: float | None = None) -> bool:
         """Hand a batch over if the queue has room (within `timeout` seconds, or at once); False if it is full."""
@@ -173,8 +201,10 @@ class BatchingSink:
 
     def _flush_marked(self, pending: list[Batch], records: list) -> None:
         if records:
+            refused: list = []
             try:
-                self._write_isolating(records)
+                self._write_isolating(records, refused)
+                self._dead_letter(refused)
             except Stopped:
                 log.warning("event=sink_stopped_unflushed sink=%s records=%d", self.name, len(records))
                 return  # not marked done: offsets stay uncommitted and Kafka redelivers
@@ -185,16 +215,22 @@ class BatchingSink:
 
     def _write_retrying(self, records: Sequence) -> None:
         started = time.perf_counter()
+        def on_retry(err, *_):
+            self.metrics.retries.labels(f"{self.name}_write").inc()
+            self._block(err)
+
         written = retry_call(lambda: self.write(records), operation=f"{self.name}_write", policy=self.retry,
-                             is_transient=self.is_transient, stop=self.stop_event,
-                             on_retry=lambda *_: self.metrics.retries.labels(f"{self.name}_write").inc())
+                             is_transient=self.is_transient, stop=self.stop_event, on_retry=on_retry)
+        self._unblock()
         self.metrics.sink_write_seconds.labels(self.name).observe(time.perf_counter() - started)
         self.metrics.sink_batch.labels(self.name).observe(len(records))
         # A backend that skips records (PostgreSQL's duplicates) returns what it really wrote.
         self.metrics.sink_written.labels(self.name).inc(len(records) if written is None else written)
         self.after_write(records)
 
-    def _write_isolating(self, records: Sequence) -> None:
+    def _write_isolating(self, records: Sequence, refused: list) -> None:
+        """Write the records; those refused alone are added to `refused` as (record, error, attempts, first
+        failure), for `_dead_letter` once the whole batch is through."""
         try:
             self._write_retrying(records)
             return
@@ -211,12 +247,12 @@ class BatchingSink:
                 log.warning("event=sink_batch_refused sink=%s records=%d error=%r note=isolating",
                             self.name, len(records), str(err)[:200])
                 mid = len(records) // 2
-                self._write_isolating(records[:mid])
-                self._write_isolating(records[mid:])
+                self._write_isolating(records[:mid], refused)
+                self._write_isolating(records[mid:], refused)
                 return
-            self._retry_or_give_up(records[0], err)
+            self._retry_or_give_up(records[0], err, refused)
 
-    def _retry_or_give_up(self, record, err: BaseException) -> None:
+    def _retry_or_give_up(self, record, err: BaseException, refused: list) -> None:
         backoff = Backoff(self.retry)
         first_failure = time.time()
         attempts = 1
@@ -232,10 +268,34 @@ class BatchingSink:
                 raise
             except Exception as again:  # noqa: BLE001
                 err = again
-        dead = DeadLetter(record.source, "sink_rejected", self.name, f"{type(err).__name__}: {err}", EXHAUSTED,
-                          attempts=attempts, metric=getattr(record, "metric", None), first_failure_at=first_failure)
-        retry_call(lambda: self.dead_letters.send([dead]), operation="dead_letter_send", policy=self.retry,
-                   is_transient=lambda e: True, stop=self.stop_event)
+        refused.append((record, err, attempts, first_failure))
+
+    def _dead_letter(self, refused: list) -> None:
+        """One letter per source message of the refused records (listing every refused metric of it); a message
+        that another sink dead-lettered already is not sent again."""
+        if not refused:
+            return
+        letters: dict = {}
+        for record, err, attempts, first_failure in refused:
+            src = record.source
+            key = id(record) if src is None or src.offset < 0 else (src.topic, src.partition, src.offset)
+            metric = getattr(record, "metric", None)
+            dead = letters.get(key)
+            if dead is None:
+                letters[key] = dead = DeadLetter(src, "sink_rejected", self.name, f"{type(err).__name__}: {err}",
+                                                 EXHAUSTED, attempts=attempts, metric=metric,
+                                                 first_failure_at=first_failure)
+            elif metric is not None:
+                dead.metric = None  # several metrics of the message: the `metrics` header names them
+            if metric is not None:
+                dead.refused[metric] = "sink_rejected"
+        for dead in letters.values():
+            if len(dead.refused) < 2:
+                dead.refused.clear()  # one reading: `metric` says it
+        batch = list(letters.values())
+        log.warning("event=sink_records_refused sink=%s records=%d messages=%d", self.name, len(refused), len(batch))
+        retry_call(lambda: self.dead_letters.send(batch, once_per_message=True), operation="dead_letter_send",
+                   policy=self.retry, is_transient=lambda e: True, stop=self.stop_event)
 
     def after_write(self, records: Sequence) -> None:
         """Once readings are durable: latency from MQTT receive and from the device's timestamp."""

@@ -7,6 +7,8 @@ up on); `DeadLetterSink` is the batching thread for dead letters the stages prod
 from __future__ import annotations
 
 import logging
+import threading
+from collections import OrderedDict
 from typing import Callable, Sequence
 
 from confluent_kafka import KafkaException, Producer
@@ -19,6 +21,11 @@ from ..runtime.batch import Batch
 from .base import BatchingSink
 
 log = logging.getLogger(__name__)
+
+
+# How many source messages sent as dead letters by the sinks are remembered: a message refused by two sinks (or in
+# two writes of one) is sent once. Far more than a batch or a redelivery window holds; about 100 bytes each.
+SENT_REMEMBERED = 100_000
 
 
 class DeliveryFailed(Exception):
@@ -37,8 +44,44 @@ class DeadLetterWriter:
         self.topics = dead_letter_topics(kafka)
         self.metrics = metrics
         self.producer = Producer(producer_conf(kafka, f"{client_id}-dlq"))
+        self._sent: OrderedDict = OrderedDict()  # (topic, partition, offset) of source messages sent once_per_message
+        self._sent_lock = threading.Lock()  # every sink's thread sends through this writer
 
-    def send(self, records: Sequence[DeadLetter], timeout: float = 30.0) -> None:
+    def send(self, records: Sequence[DeadLetter], timeout: float = 30.0, once_per_message: bool = False) -> None:
+        """Produce the letters and wait for Kafka to confirm them; with `once_per_message`, a letter whose source
+        message was sent that way before (by another sink, or an earlier write) is left out."""
+        claimed: list = []
+        if once_per_message:
+            records, claimed = self._claim(records)
+            if not records:
+                return
+        try:
+            self._send(records, timeout)
+        except BaseException:
+            with self._sent_lock:  # not sent after all: the next try (or another sink) sends it
+                for key in claimed:
+                    self._sent.pop(key, None)
+            raise
+
+    def _claim(self, records: Sequence[DeadLetter]) -> tuple[list[DeadLetter], list]:
+        fresh, keys = [], []
+        with self._sent_lock:
+            for d in records:
+                src = d.source
+                key = (src.topic, src.partition, src.offset)
+                if src.offset >= 0:
+                    if key in self._sent:
+                        log.info("event=dead_letter_skipped reason=message_sent_already stage=%s partition=%d offset=%d",
+                                 d.stage, src.partition, src.offset)
+                        continue
+                    self._sent[key] = True
+                    keys.append(key)
+                    if len(self._sent) > SENT_REMEMBERED:
+                        self._sent.popitem(last=False)
+                fresh.append(d)
+        return fresh, keys
+
+    def _send(self, records: Sequence[DeadLetter], timeout: float) -> None:
         errors: list = []
         pending = [0]
 

@@ -114,7 +114,7 @@ class LogSink(BatchingSink):
                         for row in rows:
                             copy.write_row(row)
                     cur.execute(INSERT_FROM_STAGE)
-        pipe = self.client.pipeline(transaction=False)
+        pipe = self.client.pipeline(transaction=True)
         maxlen = self.rcfg.stream_maxlen
         for r, row in zip(records, rows):
             pipe.xadd(self.stream, {"id": delivery_id(r), "app": r.app, "level": r.level, "message": r.message,

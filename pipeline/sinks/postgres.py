@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from typing import Sequence
 
 import psycopg
@@ -76,9 +77,13 @@ class PostgresSink(BatchingSink):
         self.tick_interval_s = tick_interval_s
         self._written: tuple | None = None  # (inserted rows, staged windows) of the last write, for after_write
         self.partition_interval = partition_interval  # storage.partition_interval: for partitions made on demand
+        # Connections whose staging table exists. It is made in a write's own transaction, not when the pool
+        # connects: a read-only database then refuses the write with its own message (held, shown on /ready)
+        # instead of failing every connection attempt into an anonymous pool timeout.
+        self._staged: weakref.WeakSet = weakref.WeakSet()
 
     def start(self) -> None:
-        pool = open_pool(self.pg, self.password, "postgres-sink", self.pg.pool_min, self.pg.pool_max, self._configure)
+        pool = open_pool(self.pg, self.password, "postgres-sink", self.pg.pool_min, self.pg.pool_max)
         try:
             with pool.connection() as conn:
                 now = self.clock()
@@ -90,11 +95,6 @@ class PostgresSink(BatchingSink):
         log.info("event=sink_started sink=postgres target=%s known_sensors=%d", describe(self.pg), len(self.known_sensors))
         if self.aggregator is not None:
             self.aggregator.start(self.pool)
-
-    def _configure(self, conn: psycopg.Connection) -> None:
-        if self.pg.deduplicate:
-            conn.execute(CREATE_STAGE)
-            conn.commit()
 
     def select(self, batch: Batch) -> Sequence[Reading]:
         return batch.readings
@@ -126,8 +126,11 @@ class PostgresSink(BatchingSink):
         registered = 0
         assert self.pool is not None
         with self.pool.connection() as conn:
+            stage = self.pg.deduplicate and conn not in self._staged
             with conn.transaction():
                 with conn.cursor() as cur:
+                    if stage:
+                        cur.execute(CREATE_STAGE)
                     if new:
                         cur.execute(INSERT_SENSORS, (list(new), [r.sensor_type for r in new.values()],
                                                      [r.location for r in new.values()]))
@@ -156,6 +159,8 @@ class PostgresSink(BatchingSink):
                         if inserted is None:
                             inserted = [(r.sensor_id, r.metric, r.value, round(r.ts * 1_000_000)) for r in records]
                         self._written = (inserted, agg.stage(cur, records, inserted))
+            if stage:  # committed: the table stays for the connection's life (ON COMMIT DELETE ROWS)
+                self._staged.add(conn)
         now = self.clock()
         for r in records:
             known[r.sensor_id] = now

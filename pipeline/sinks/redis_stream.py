@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from typing import Sequence
 
 import redis
@@ -30,6 +31,7 @@ from .base import BatchingSink
 from . import redis_wire
 
 log = logging.getLogger(__name__)
+ADDED_REMEMBERED = 100_000  # reading ids of entries added by failed writes (about 100 bytes each)
 
 
 def latest_per_sensor(records: Sequence[Reading]) -> dict[str, list[Reading]]:
@@ -48,7 +50,8 @@ def latest_per_sensor(records: Sequence[Reading]) -> dict[str, list[Reading]]:
 
 
 class RedisSink(BatchingSink):
-    """Pipelined XADD + HSET, no transaction: at-least-once, duplicates recognisable by `id`."""
+    """Pipelined XADD + HSET in one MULTI/EXEC: a write refused and retried (out of memory, read-only) adds no
+    entry twice; a write whose reply was lost is at-least-once, duplicates recognisable by `id`."""
 
     name = "redis"
 
@@ -67,6 +70,10 @@ class RedisSink(BatchingSink):
         self.latest_prefix = prefix + "latest:"
         self.sensors_key = prefix + "sensors"
         self._xadd_head = redis_wire.xadd_head(self.stream, cfg.stream_maxlen)
+        # Readings whose stream entry a failed write added anyway (another command of its MULTI/EXEC failed, as
+        # when the batch is split to isolate a refused record): not added again when written again. Empty
+        # unless writes fail that way; the oldest are forgotten past ADDED_REMEMBERED.
+        self._added: OrderedDict = OrderedDict()
 
     def start(self) -> None:
         self.client = connect(self.cfg, self.password)
@@ -93,36 +100,48 @@ class RedisSink(BatchingSink):
 
     def write(self, records: Sequence[Reading]) -> None:
         latest = latest_per_sensor(records)
+        added = self._added
+        entries = [r for r in records if r.reading_id not in added] if added else records
+        clock = self.clock()
+        expiring = self.ttl_refresh.due(latest, clock)
         if self.cfg.fast_path:
-            self._write_raw(records, latest)
+            replies = self._write_raw(entries, latest, expiring, clock)
         else:
-            self._write_plain(records, latest)
+            replies = self._write_plain(entries, latest, expiring, clock)
+        failed = next((x for x in replies if isinstance(x, Exception)), None)
+        if failed is not None:
+            for r, reply in zip(entries, replies):  # the first replies are the XADDs'
+                if not isinstance(reply, Exception):
+                    added[r.reading_id] = True
+            while len(added) > ADDED_REMEMBERED:
+                added.popitem(last=False)
+            raise failed
+        self.ttl_refresh.done(expiring, clock)
 
-    def _write_raw(self, records: Sequence[Reading], latest: dict[str, list[Reading]]) -> None:
+    def _write_raw(self, records: Sequence[Reading], latest: dict[str, list[Reading]], expiring: list,
+                   clock: float) -> list:
         head, fields = self._xadd_head, redis_wire.xadd_fields
         commands = ["".join([head + fields(r) for r in records]).encode()]
         prefix, ttl = self.latest_prefix, self.latest_ttl
-        clock = self.clock()
         for sensor_id, newest in latest.items():
             commands.append(redis_wire.hset_latest(prefix + sensor_id, newest[0], [redis_wire.latest_fields(r) for r in newest]))
-        expiring = self.ttl_refresh.due(latest, clock)
         for sensor_id in expiring:
             commands.append(redis_wire.pack(b"EXPIRE", (prefix + sensor_id).encode(), ttl))
         now = int(clock)
         score, key = str(now).encode(), self.sensors_key.encode()
         commands.append(redis_wire.pack(b"ZADD", key, *(x for k in latest for x in (score, k.encode()))))
         commands.append(redis_wire.pack(b"ZREMRANGEBYSCORE", key, b"-inf", b"(%d" % (now - self.ttl_s)))
-        self._send(b"".join(commands), len(records) + len(latest) + len(expiring) + 2)
-        self.ttl_refresh.done(expiring, clock)
+        return self._send(b"".join(commands), len(records) + len(latest) + len(expiring) + 2)
 
-    def _send(self, payload: bytes, replies: int) -> None:
+    def _send(self, payload: bytes, commands: int) -> list:
         assert self.client is not None
-        redis_wire.send(self.client, payload, replies)
+        return redis_wire.send_transaction(self.client, payload, commands)
 
-    def _write_plain(self, records: Sequence[Reading], latest: dict[str, list[Reading]]) -> None:
+    def _write_plain(self, records: Sequence[Reading], latest: dict[str, list[Reading]], expiring: list,
+                     clock: float) -> list:
         """The same commands through redis-py's public pipeline (`redis.fast_path: false`)."""
         assert self.client is not None
-        pipe = self.client.pipeline(transaction=False)
+        pipe = self.client.pipeline(transaction=True)
         stream, maxlen = self.stream, self.cfg.stream_maxlen
         for r in records:
             pipe.xadd(stream, {"id": r.reading_id, "sensor_id": r.sensor_id, "metric": r.metric,
@@ -134,15 +153,12 @@ class RedisSink(BatchingSink):
                 mapping[r.metric] = repr(r.value)
                 mapping[r.metric + ":ts"] = repr(r.ts)
             pipe.hset(self.latest_prefix + sensor_id, mapping=mapping)
-        clock = self.clock()
-        expiring = self.ttl_refresh.due(latest, clock)
         for sensor_id in expiring:
             pipe.expire(self.latest_prefix + sensor_id, self.ttl_refresh.ttl)
         now = int(clock)
         pipe.zadd(self.sensors_key, dict.fromkeys(latest, now))
         pipe.zremrangebyscore(self.sensors_key, "-inf", f"({now - self.ttl_s}")
-        pipe.execute()
-        self.ttl_refresh.done(expiring, clock)
+        return pipe.execute(raise_on_error=False)  # a command refused when queued (OOM, READONLY) still raises
 
     def close(self) -> None:
         if self.client is not None:

@@ -25,7 +25,11 @@ from __future__ import annotations
 import hiredis
 import redis
 
+from ..clients.errors import redis_reply_error
 from ..records import Reading
+
+MULTI = b"*1\r\n$5\r\nMULTI\r\n"
+EXEC = b"*1\r\n$4\r\nEXEC\r\n"
 
 WRITTEN_FOR = {"redis": "8.1.0", "hiredis": "3.5.0"}  # the versions this module was checked against
 
@@ -75,14 +79,29 @@ def send(client: redis.Redis, payload: bytes, replies: int) -> None:
     """One write of every command, then every reply: what a pipeline does, minus redis-py's per-argument
     encoding and per-reply parsing. The replies are parsed in bulk by hiredis from the connection's socket;
     redis-py still connects, authenticates, checks health and reconnects. A refused command is raised as
-    redis.ResponseError once every reply is read (like a pipeline's execute())."""
+    the redis-py exception of its error code (OutOfMemoryError for OOM, ...) once every reply is read (like a
+    pipeline's execute())."""
+    _exchange(client, payload, replies)
+
+
+def send_transaction(client: redis.Redis, payload: bytes, commands: int) -> list:
+    """The commands in MULTI/EXEC: a write that the server refuses (out of memory, read-only) takes no effect
+    at all, so its retry never adds a stream entry twice. A command refused when queued is raised (not the
+    EXECABORT that follows it). Otherwise EXEC's replies are returned, one per command, a command that failed
+    inside EXEC (the others did take effect) as its redis-py exception."""
+    replies = _exchange(client, MULTI + payload + EXEC, commands + 2)
+    return [redis_reply_error(str(r)) if isinstance(r, hiredis.ReplyError) else r for r in replies]
+
+
+def _exchange(client: redis.Redis, payload: bytes, replies: int):
+    """Send the payload, read `replies` replies; raise the first error reply, else return the last reply."""
     pool = client.connection_pool
     conn = pool.get_connection()
     try:
         conn.send_packed_command([payload])
         reader = hiredis.Reader()
         sock = conn._sock
-        error = None
+        error = last = None
         while replies:
             try:
                 data = sock.recv(65536)
@@ -96,10 +115,12 @@ def send(client: redis.Redis, payload: bytes, replies: int) -> None:
                 if reply is False:
                     break
                 replies -= 1
+                last = reply
                 if isinstance(reply, hiredis.ReplyError) and error is None:
-                    error = redis.ResponseError(str(reply))  # a refused command: read the rest, then report it
+                    error = redis_reply_error(str(reply))  # a refused command: read the rest, then report it
         if error is not None:
             raise error
+        return last
     except BaseException:
         conn.disconnect()  # unread replies would be taken for the next command's
         raise

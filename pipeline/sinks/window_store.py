@@ -195,7 +195,7 @@ class WindowStore:
         if not entries:
             return
         assert self.redis is not None
-        pipe = self.redis.pipeline(transaction=False)
+        pipe = self.redis.pipeline(transaction=True)
         maxlen = self.redis_cfg.stream_maxlen
         for window, (sensor_id, metric, avg, lo, hi, count) in entries:
             start = window.start // US

@@ -125,3 +125,42 @@ def test_a_flapping_alert_is_one_row_held_open_with_a_flapping_event(env):
     assert [r[0] for r in env.query("SELECT event FROM alert_events ORDER BY id")] == [
         "opened", "resolved", "opened", "flapping", "resolved"]
     sink.close()
+
+
+def test_alerts_stream_at_maxmemory_holds_the_batch_and_the_runner_lives_on(env, tmp_path):
+    """XADD to the alerts stream refused (Redis at maxmemory, noeviction): the runner's thread holds the batch and
+    says it is blocked instead of crashing the daemon, and announces the alert once when Redis takes writes."""
+    import threading
+
+    import redis
+
+    from tests.integration.services import redis_server
+
+    server = redis_server(tmp_path).start()
+    settings = env.migrate(env.settings(thresholds=THRESHOLDS, redis={"port": server.port},
+                                        retry={"initial_interval_s": 0.05, "max_interval_s": 0.5}))
+    r = redis.Redis(port=server.port)
+    sink = make_sink(env, settings)
+    thread = threading.Thread(target=sink.run, daemon=True)
+    thread.start()
+    try:
+        r.config_set("maxmemory-policy", "noeviction")
+        r.config_set("maxmemory", 1)  # below what it holds: every command that adds data is refused
+        batch = Batch([Reading("s1", "boiler", None, "boiler_temp", 70.0, T0, T0)], [], {}, 1)
+        sink.put(batch, threading.Event())
+        time.sleep(2.0)
+        assert thread.is_alive() and not batch.done.is_set()
+        since, message = sink.blocked()
+        assert message.startswith("refused: OutOfMemoryError: OOM command not allowed")
+        r.config_set("maxmemory", 0)
+        assert batch.done.wait(10)
+        assert sink.blocked() is None
+        stream = settings.config.redis.key_prefix + settings.config.redis.streams.alerts
+        events = [f[b"event"] for _e, f in r.xrange(stream)]
+        assert events == [b"opened"]
+        assert env.query("SELECT count(*) FROM alerts") == [(1,)]
+    finally:
+        sink.finish()
+        thread.join(10)
+        sink.close()
+        server.stop()

@@ -172,3 +172,31 @@ def test_a_failed_notification_is_dead_lettered_and_never_replayed_to_the_raw_to
     assert [m.value() for m in sent] == [reading.payload]  # the reading only: no notification reached the raw topic
     listed = [json.loads(line) for line in dlq(config, "list", "--reason", "notification_failed", "--json").stdout.splitlines()]
     assert [(row["stage"], row["payload"][:18]) for row in listed] == [("alert_notifier", '{"channel": "ops",')]
+
+
+def test_a_message_whose_readings_the_store_refuses_among_good_ones_is_one_letter(env, tmp_path):
+    """Two readings of one message break a rule of the database, in a batch of good ones: the message goes
+    to the dead-letter topic once (listing both metrics), not once per reading, and the good ones are stored."""
+    settings = env.migrate(env.settings())
+    with env.db() as conn:
+        conn.execute("ALTER TABLE measurements ADD CONSTRAINT plausible_value CHECK (value < 1000000)")
+    t0 = time.time() - 100
+    good = [(f"{env.root}/dev-{i}", json.dumps({"metric": "pressure", "value": 1000 + i, "timestamp": t0 + i}))
+            for i in range(20)]
+    bad = (f"{env.root}/dev-3", json.dumps({"readings": {"pressure": 5e6, "temperature": 7e6, "humidity": 40},
+                                            "timestamp": t0 + 50}))
+    metrics = env.metrics()
+    with RunningPipeline(settings, metrics) as pipeline:
+        pub = Publisher()
+        pub.publish_all(good[:10] + [bad] + good[10:])
+        pub.close()
+        wait_for(lambda: env.query("SELECT count(*) FROM measurements")[0][0] == 21, what="the 21 good readings")
+        letters = read_topic(settings.config.kafka.topics.dead_letter_exhausted, expected=2, timeout=8)
+        assert pipeline.healthy()
+    assert len(letters) == 1
+    h = {k: v.decode() for k, v in letters[0].headers()}
+    assert (h["reason"], h["stage"], h["metrics"]) == ("sink_rejected", "postgres", "pressure,temperature")
+    assert letters[0].value() == bad[1].encode()
+    assert metrics.registry.get_sample_value("pipeline_dead_letters_total", {"kind": "retry_exhausted", "reason": "sink_rejected"}) == 1
+    assert env.query("SELECT metric, value FROM measurements WHERE sensor_id = 'dev-3' ORDER BY metric") == [
+        ("humidity", 40.0), ("pressure", 1003.0)]

@@ -22,7 +22,7 @@ from ...observability.metrics import Metrics
 from ...records import Reading
 from ...runtime.idle import IdleSweep
 from ...runtime.ownership import Ownership
-from ...clients.errors import SERVICE_AWAY
+from ...clients.errors import is_transient, store_message
 from ...sinks.window_store import WindowStore, close_statement
 from .tracker import US, Due, Partials, Window, WindowTracker, to_us
 
@@ -198,12 +198,12 @@ class WindowAggregator:
     def _guard(self, what: str, fn) -> None:
         try:
             fn()
-        except SERVICE_AWAY as err:
+        except Exception as err:  # noqa: BLE001 - the windows stay pending; a bug here must not stop the readings
             self.metrics.aggregation_errors.inc()
-            log.warning("event=aggregation_retry_later step=%s error=%r", what, str(err)[:200])
-        except Exception:  # noqa: BLE001 - the windows stay pending; a bug here must not stop the readings
-            self.metrics.aggregation_errors.inc()
-            log.exception("event=aggregation_failed step=%s", what)
+            if is_transient(err):  # the store is away or refuses writes (full, read-only): retried on the next tick
+                log.warning("event=aggregation_retry_later step=%s error=%r", what, store_message(err))
+            else:
+                log.exception("event=aggregation_failed step=%s", what)
 
     def _close(self, due: list[Due]) -> None:
         groups: dict[Window, set[tuple[str, str]]] = {}

@@ -249,6 +249,18 @@ def test_a_sink_is_stale_only_with_work_waiting_and_no_recent_write():
     assert body["problems"]["sinks"] == "postgres: no successful write for 90s with 3 batch(es) waiting"
 
 
+def test_a_blocked_sink_fails_readiness_at_once_with_the_stores_message():
+    now = 1000.0
+    message = "refused: OutOfMemoryError: OOM command not allowed when used memory > 'maxmemory'."
+    blocked = SinkStatus("redis", 2, now - 3, now - 3, message)  # a few seconds: not stale yet, but blocked
+    view, _ = fake_view(now, sinks=[fake_sink("postgres", now - 1), blocked], stale_write_after_s=60)
+    ok, body = view.ready()
+    assert not ok and body["failing"] == ["sinks"]
+    assert body["problems"]["sinks"] == f"redis: blocked for 3s, holding its batch: {message}"
+    sinks = body["checks"]["sinks"]["sinks"]
+    assert sinks["redis"]["blocked"] == message and sinks["redis"]["blocked_s"] == 3.0 and sinks["postgres"]["ok"]
+
+
 def test_consumer_lag_fails_readiness_only_above_the_configured_limit():
     view, _ = fake_view(ready_max_consumer_lag=100)
     view.lag = {0: 60, 1: 30}

@@ -54,6 +54,9 @@ class Sink:
     def queue_depth(self):
         return 3
 
+    def blocked(self):
+        return 20.0, "refused: ReadOnlySqlTransaction (25006): cannot execute INSERT in a read-only transaction"
+
 
 def test_live_status_asks_each_component_through_its_methods():
     sup = Supervisor()
@@ -70,7 +73,8 @@ def test_live_status_asks_each_component_through_its_methods():
     assert status.consumer() == ConsumerStatus(True, True, "2 partition(s) assigned", 4, 2)
     assert status.mqtt().connected and (status.mqtt().host, status.mqtt().port) == ("broker", 1883)
     assert status.broker_drops() == {"dropped": 0}
-    assert status.sinks() == [SinkStatus("postgres", 3, 12.0)]
+    assert status.sinks() == [SinkStatus("postgres", 3, 12.0, 20.0, "refused: ReadOnlySqlTransaction (25006): "
+                                         "cannot execute INSERT in a read-only transaction")]
     assert status.config_reload() == ReloadStatus("bad port", ("kafka.bootstrap_servers",))
     status.on_dead_letters(print)
     assert heard == [print]

@@ -3,6 +3,7 @@ import threading
 import time
 from typing import NamedTuple
 
+import redis
 from prometheus_client import CollectorRegistry
 
 from pipeline.config import RetryConfig, SinkConfig
@@ -82,7 +83,7 @@ class Letters:
     def __init__(self):
         self.sent = []
 
-    def send(self, letters):
+    def send(self, letters, once_per_message=False):
         self.sent.extend(letters)
 
 
@@ -92,7 +93,9 @@ def test_a_refused_record_is_dead_lettered_at_once_without_retry_sleeps():
     sink = Refusing(settings=SinkConfig(batch_size=10, flush_interval_ms=20), retry=retry,
                     metrics=Metrics(CollectorRegistry()), queue_max_batches=4, dead_letters=letters)
     names = ["a", "b", "bad", "c", "d", "e", "f", "g"]
-    sink._write_isolating([Rec(n) for n in names])
+    refused = []
+    sink._write_isolating([Rec(n) for n in names], refused)
+    sink._dead_letter(refused)
     assert sink.writes.count(["bad"]) == 1  # tried alone once, not again after a backoff
     assert sorted(n for w in sink.writes if "bad" not in w for n in w) == ["a", "b", "c", "d", "e", "f", "g"]
     [letter] = letters.sent
@@ -125,3 +128,86 @@ def test_the_sink_thread_marks_a_write_busy_while_it_runs_and_idle_after():
     assert sink.busy.state is None
     sink.finish()
     t.join(2)
+
+
+class Source(NamedTuple):
+    topic: str
+    partition: int
+    offset: int
+
+
+class FullStore(TickingSink):
+    """A store that refuses every write with out-of-memory until `accept` is set, then takes them."""
+
+    tick_interval_s = None
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.accept = threading.Event()
+
+    def write(self, records):
+        self.writes.append([r.name for r in records])
+        if not self.accept.is_set():
+            raise redis.exceptions.OutOfMemoryError("command not allowed when used memory > 'maxmemory'.")
+
+
+def test_a_refusing_store_holds_the_batch_shows_blocked_backs_off_and_resumes_on_its_own():
+    letters = Letters()
+    metrics = Metrics(CollectorRegistry())
+    retry = RetryConfig(initial_interval_s=0.02, max_interval_s=0.1, multiplier=2.0, jitter=0.0)
+    sink = FullStore(settings=SinkConfig(batch_size=8, flush_interval_ms=20), retry=retry, metrics=metrics,
+                     queue_max_batches=4, dead_letters=letters)
+    t = threading.Thread(target=sink.run, daemon=True)  # a failed assertion must not leave the test run waiting
+    t.start()
+    b = Batch([Rec(n, Source("raw", 0, i)) for i, n in enumerate("abcdefgh")], [], {}, 1)
+    sink.put(b, threading.Event())
+    time.sleep(0.8)
+    if b.done.is_set():
+        sink.stop()
+    assert not b.done.is_set()  # held: the batch is not acknowledged, so its offsets are not committed
+    since, message = sink.blocked()
+    assert message == "refused: OutOfMemoryError: OOM command not allowed when used memory > 'maxmemory'."
+    assert metrics.registry.get_sample_value("pipeline_sink_blocked", {"sink": "ticking"}) == 1
+    tries = len(sink.writes)
+    assert 6 <= tries <= 14  # backed off to max_interval_s (0.1 s): about 8 tries in 0.8 s, not thousands
+    assert all(w == list("abcdefgh") for w in sink.writes)  # never split: a refusal is not a bad record
+    sink.accept.set()
+    assert b.done.wait(2)
+    assert sink.blocked() is None
+    assert metrics.registry.get_sample_value("pipeline_sink_blocked", {"sink": "ticking"}) == 0
+    assert letters.sent == []
+    sink.finish()
+    t.join(2)
+
+
+def test_a_bad_record_is_isolated_and_its_message_dead_lettered_once_for_all_its_refused_readings():
+    letters = Letters()
+    sink = Refusing(settings=SinkConfig(batch_size=10, flush_interval_ms=20), retry=RetryConfig(),
+                    metrics=Metrics(CollectorRegistry()), queue_max_batches=4, dead_letters=letters)
+    msg = Source("raw", 1, 42)  # one MQTT message carrying two readings the store refuses
+    records = [Rec("a", Source("raw", 1, 40)), Rec("bad", msg, "temperature"), Rec("b", Source("raw", 1, 41)),
+               Rec("bad", msg, "humidity")]
+    refused = []
+    sink._write_isolating(records, refused)
+    sink._dead_letter(refused)
+    [letter] = letters.sent
+    assert letter.source == msg and letter.metric is None
+    assert letter.refused == {"temperature": "sink_rejected", "humidity": "sink_rejected"}
+
+
+def test_a_message_dead_lettered_by_one_sink_is_not_sent_again_by_another():
+    from pipeline.config import KafkaConfig
+    from pipeline.records import EXHAUSTED, DeadLetter, RawMessage
+    from pipeline.sinks.deadletter import DeadLetterWriter
+
+    writer = DeadLetterWriter(KafkaConfig(), "unit", Metrics(CollectorRegistry()))  # produces nothing here
+    sent = []
+    writer._send = lambda letters, timeout: sent.extend(letters)
+    src = RawMessage("t/s1", b"{}", 1.0, topic="raw", partition=0, offset=7)
+    letter = lambda sink: DeadLetter(src, "sink_rejected", sink, "refused", EXHAUSTED)  # noqa: E731
+    writer.send([letter("postgres")], once_per_message=True)
+    writer.send([letter("redis")], once_per_message=True)
+    writer.send([letter("postgres")], once_per_message=True)  # the batch written again after a redelivery
+    assert [d.stage for d in sent] == ["postgres"]
+    writer.send([letter("stage")])  # a stage's letter is not deduplicated
+    assert len(sent) == 2

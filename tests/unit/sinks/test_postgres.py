@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry
 from pipeline.config import PostgresConfig, RetryConfig, Secret, SinkConfig
 from pipeline.observability.metrics import Metrics
 from pipeline.records import Reading
-from pipeline.sinks.postgres import COPY_MEASUREMENTS, COPY_STAGE, COUNT_CONFLICTS, INSERT_FROM_STAGE, INSERT_SENSORS, PostgresSink
+from pipeline.sinks.postgres import COPY_MEASUREMENTS, COPY_STAGE, CREATE_STAGE, COUNT_CONFLICTS, INSERT_FROM_STAGE, INSERT_SENSORS, PostgresSink
 from tests.unit.sinks.fakedb import FakePool
 
 T0 = 1_700_000_000.0
@@ -24,6 +24,7 @@ def sink(pool: FakePool, deduplicate: bool = True, aggregator=None) -> PostgresS
     s = PostgresSink(PostgresConfig(deduplicate=deduplicate), Secret(""), SinkConfig(), RetryConfig(),
                      Metrics(CollectorRegistry()), 4, aggregator=aggregator)
     s.pool = pool
+    s._staged.add(pool.conn)  # the staging table exists (test_the_staging_table_is_made_in_the_first_write_only)
     return s
 
 
@@ -175,3 +176,15 @@ def test_a_sensor_removed_from_the_registry_while_known_is_registered_again_on_t
     assert s.write([reading("gone", 1.0)]) == 1
     assert (INSERT_SENSORS, (["gone"], ["boiler"], ["hall"])) in pool.cursor.executed
     assert set(s.known_sensors) == {"gone", "other"} and registered(s) == 1
+
+
+def test_the_staging_table_is_made_in_the_first_write_only():
+    """In the write's own transaction, not when the pool connects: a read-only database refuses the write with
+    its own message (held and shown as blocked) instead of failing every connection into a pool timeout."""
+    pool = FakePool({INSERT_FROM_STAGE: (1, [])})
+    s = sink(pool)
+    s._staged.clear()
+    s.write([reading("a", 1.0)])
+    s.write([reading("a", 2.0, T0 + 1)])
+    statements = [sql for sql, _ in pool.cursor.executed]
+    assert statements.count(CREATE_STAGE) == 1 and statements[0] == CREATE_STAGE

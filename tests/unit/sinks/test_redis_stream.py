@@ -13,7 +13,7 @@ def commands_written(records) -> tuple[list[list[bytes]], int]:
     sink = RedisSink(cfg.redis, Secret(""), settings=cfg.sinks.redis, retry=cfg.retry, clock=lambda: 1_760_000_100.7,
                      metrics=Metrics(CollectorRegistry()), queue_max_batches=1)
     sent = []
-    sink._send = lambda payload, replies: sent.append((payload, replies))  # noqa: SLF001 - no Redis here
+    sink._send = lambda payload, replies: sent.append((payload, replies)) or []  # noqa: SLF001 - no Redis here
     sink.write(records)
     [(payload, replies)] = sent
     # A server reads commands as arrays of bulk strings: so does hiredis.

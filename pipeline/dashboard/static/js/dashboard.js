@@ -81,11 +81,18 @@
     tbody.replaceChildren(...rows);
   }
 
+  // A sink whose store is away or refuses writes (full, read-only, ...) holds its batch: say so, with the store's words.
+  function lastWrite(sink) {
+    if (!sink) return el("td", null, "");
+    if (!sink.blocked) return el("td", null, fmtAgo(sink.last_success_age_s));
+    return el("td", {className: "bad", title: sink.blocked},
+              `blocked for ${fmtNum(sink.blocked_s || 0, 0)} s (last write ${fmtAgo(sink.last_success_age_s)}): ${sink.blocked}`);
+  }
+
   function renderQueues(body) {
     const sinks = state.sinkChecks || {};
     fillRows($("queue-table").tBodies[0], Object.entries(body.queues).map(([name, depth]) =>
-      el("tr", null, el("td", null, name), el("td", null, String(depth)),
-         el("td", null, sinks[name] ? fmtAgo(sinks[name].last_success_age_s) : ""))));
+      el("tr", null, el("td", null, name), el("td", null, String(depth)), lastWrite(sinks[name]))));
     const parts = Object.entries(body.consumer_lag.partitions).map(([p, lag]) => `p${p}: ${lag}`).join(", ");
     $("lag-detail").textContent = `Consumer lag ${body.consumer_lag.total} (${parts || "no partitions"}); ` +
       `${body.in_flight_batches} batch(es) in flight` + (body.consumer_lag.error ? `; lag query failed: ${body.consumer_lag.error}` : "");
