@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import shutil
 import subprocess
 import sys
@@ -32,7 +31,7 @@ from .loadgen import generate, payload_for
 from .measure import (LagSampler, PostgresObserver, RedisObserver, ServiceCpu, latency_over_time, percentiles,
                       process_stats, thread_cores, thread_cpu)
 from .procs import mosquitto, mosquitto_limit
-from . import ratios, suite
+from . import daemon_log, ratios, suite
 from .peer_quix import prepare_topic
 from .report import ratio_lines, sustainable, table
 from . import floor as floor_process
@@ -128,7 +127,7 @@ class Bench:
         partitions = set(range(self.settings.config.kafka.partitions))
         while True:  # every instance subscribed to MQTT, and the group's partitions split among them
             texts = [p.read_text(errors="replace") for p in logs]
-            owned = [assignment(t) for t in texts]
+            owned = [daemon_log.assignment(t) for t in texts]
             if (all("event=mqtt_subscribed" in t for t in texts) and sum(map(len, owned)) == len(partitions)
                     and set().union(*owned) == partitions):
                 break
@@ -154,21 +153,7 @@ class Bench:
     def deduplicated_at_stop(self) -> dict[str, int]:
         """Stop the daemons and read what they skipped as already stored, by reason, from their last log line."""
         self.stop_daemon()
-        totals: dict[str, int] = {"redelivery": 0, "conflict": 0}
-        for path in self.daemon_logs:
-            found = re.findall(r"event=stopped .*deduplicated=(\S+)", path.read_text(errors="replace"))
-            for item in (found[-1].split(",") if found else ()):
-                reason, _, n = item.partition(":")
-                totals[reason] = totals.get(reason, 0) + int(n)
-        return totals
-
-    def offset_gaps(self) -> dict[str, int]:
-        """Holes in a partition's offsets the daemons logged (detected, refetched, given_up, allowed)."""
-        totals = {"detected": 0, "refetched": 0, "given_up": 0, "allowed": 0}
-        for path in self.daemon_logs:
-            for event in re.findall(r"event=offset_gap_(\w+)", path.read_text(errors="replace")):
-                totals[event] = totals.get(event, 0) + 1
-        return totals
+        return daemon_log.deduplicated(p.read_text(errors="replace") for p in self.daemon_logs)
 
     def daemon_stats(self) -> tuple[float, float]:
         """CPU seconds of all instances together, and the largest instance's peak RSS (MB)."""
@@ -318,19 +303,8 @@ class Bench:
         # Readings PostgreSQL skipped as already stored (a redelivery, or another value for a stored identity):
         # counted by the daemon, read from its last log line once it stopped.
         result["deduplicated"] = self.deduplicated_at_stop()
-        result["offset_gaps"] = self.offset_gaps()
+        result["offset_gaps"] = daemon_log.offset_gaps(p.read_text(errors="replace") for p in self.daemon_logs)
         return result
-
-
-def assignment(log_text: str) -> set[int]:
-    """The Kafka partitions a daemon owns now, from its log (the last assignment, unless revoked since)."""
-    owned: set[int] = set()
-    for line in log_text.splitlines():
-        if "event=partitions_assigned" in line:
-            owned = {int(p) for p in line.rsplit("partitions=", 1)[1].split()[0].split(",") if p}
-        elif "event=partitions_revoked" in line:
-            owned = set()
-    return owned
 
 
 def main(argv: list[str] | None = None) -> int:
