@@ -78,9 +78,9 @@ class MqttConfig(Section):
     # store: treat them as new messages (a reading without a timestamp would be stored once per start).
     retained: Literal["ignore", "store"] = "ignore"
     # The largest MQTT packet (fixed header, topic and payload) the daemon takes in, so no publisher can make
-    # it hold more for one message. MQTT 5: sent to the broker (CONNECT Maximum Packet Size), which then drops
-    # larger messages for us. 3.1.1: larger ones are refused unread and dead-lettered as payload_too_large
-    # by the fast path (fast_path: false reads a packet whole first: paho's public API has no limit; use MQTT 5
-    # there). Must leave room for validation.max_payload_bytes plus a topic (config check); keep the broker's
-    # message_size_limit below it.
+    # it hold more for one message. The fast path refuses larger ones unread and dead-letters them as
+    # payload_too_large (topic and size), with either protocol. fast_path: false reads a packet whole first
+    # (paho's public API has no limit): with MQTT 5 the limit is then sent to the broker (CONNECT Maximum Packet
+    # Size), which drops larger messages unseen. Must leave room for validation.max_payload_bytes plus a topic
+    # (config check); keep the broker's message_size_limit below it.
     max_packet_bytes: Annotated[int, msgspec.Meta(ge=1024, le=268_435_460)] = 262_144

@@ -9,10 +9,11 @@ which sends it again on reconnect (persistent session). Every message gets its r
 paho's private names, for a pinned paho version); false through paho's plain `on_message` and `ack()`. Both
 hand `_on_publish` the same (topic bytes, payload, qos, mid, dup).
 
-`mqtt.max_packet_bytes` bounds what one message can make the daemon hold: with MQTT 5 it is sent as the
-CONNECT property Maximum Packet Size, and the broker drops larger messages for us; with 3.1.1 the fast path
-refuses them unread (mqtt_client.py). Either way a refused message the bridge sees goes on with an empty payload
-and its real size, and the decode stage dead-letters it as payload_too_large with topic and size.
+`mqtt.max_packet_bytes` bounds what one message can make the daemon hold. The fast path refuses a larger one
+unread (mqtt_client.py), whatever the protocol: it goes on with an empty payload and its real size, and the
+decode stage dead-letters it as payload_too_large with topic and size, so the sender can be told. The plain
+path reads a packet whole, so there (MQTT 5 only) the limit is sent as the CONNECT property Maximum Packet Size
+and the broker drops larger messages before they reach us, without a dead letter.
 
 MQTT 5 by default: with 3.1.1 the broker's own window of unacknowledged messages (Mosquitto's
 max_inflight_messages, 20) is in charge, and a burst beyond that window plus the broker's queue is dropped; with 5
@@ -66,12 +67,15 @@ def client_id_suffix(cfg: MqttConfig, instance_id: str) -> str:
 
 
 def connect_properties(cfg: MqttConfig) -> Properties:
-    """MQTT 5 CONNECT properties: the session's lifetime, our receive window and our largest packet."""
+    """MQTT 5 CONNECT properties: the session's lifetime, our receive window, and (plain path) our largest packet."""
     props = Properties(PacketTypes.CONNECT)
     # clean_session true in 3.1.1 ends the session at disconnect: in 5 that is an expiry of 0.
     props.SessionExpiryInterval = 0 if cfg.clean_session else cfg.session_expiry_s
     props.ReceiveMaximum = cfg.receive_maximum
-    props.MaximumPacketSize = cfg.max_packet_bytes
+    if not cfg.fast_path:
+        # Only where we could not refuse it unread: a broker that drops a message says nothing to anyone, while
+        # the fast path makes a dead letter of it (topic and size) at no more memory than the limit.
+        props.MaximumPacketSize = cfg.max_packet_bytes
     return props
 
 

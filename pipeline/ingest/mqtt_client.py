@@ -30,8 +30,8 @@ max_packet_bytes, on_too_large_raw, _skip, _too_large, _refuse_too_large).
 
 A PUBLISH larger than `max_packet_bytes` (whole packet, as MQTT 5's Maximum Packet Size counts it) is never
 held whole: its topic and packet id are read, `on_too_large_raw(topic, payload size, qos, mid, dup, retain)` is
-called, and the rest of its bytes are discarded as they arrive. MQTT 3.1.1 has no way to tell the broker the
-limit, so this is what bounds the memory one message can take; with MQTT 5 the broker is told and drops them.
+called, and the rest of its bytes are discarded as they arrive. This bounds the memory one message can take with
+either protocol, and unlike a broker told the limit (MQTT 5's Maximum Packet Size) it leaves a dead letter.
 
 Maintained alternatives checked from their documentation (2026-12-01), not benchmarked: aiomqtt wraps paho's
 Client (the same per-packet reader, plus an asyncio hand-off per message); gmqtt is an asyncio client with its

@@ -1,10 +1,12 @@
-"""mqtt.max_packet_bytes against the real Mosquitto on 1883: with MQTT 3.1.1 a message over the limit becomes a dead
-letter (topic and size, no payload) without the daemon ever holding it; with MQTT 5 the broker drops it for us.
-The message after it is stored either way."""
+"""mqtt.max_packet_bytes against the real Mosquitto on 1883: on the fast path a message over the limit becomes a dead
+letter (topic and size, no payload) without the daemon ever holding it, with MQTT 3.1.1 and 5 alike; on the plain
+path with MQTT 5 the broker is told the limit and drops it for us. The message after it is stored either way."""
 from __future__ import annotations
 
 import json
 import time
+
+import pytest
 
 from tests.integration.clients import DaemonProcess, Publisher, RunningPipeline, read_topic, wait_for
 
@@ -29,11 +31,12 @@ def stored(env) -> list[tuple]:
     return env.query("SELECT sensor_id, value FROM measurements ORDER BY value")
 
 
-def test_mqtt311_a_message_over_the_packet_limit_is_dead_lettered_unread_and_the_next_one_stored(env, tmp_path):
-    settings = env.migrate(env.settings(mqtt={"protocol": "3.1.1"}))
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+def test_a_message_over_the_packet_limit_is_dead_lettered_unread_and_the_next_one_stored(env, tmp_path, protocol):
+    settings = env.migrate(env.settings(mqtt={"protocol": protocol}))
     limit = settings.config.mqtt.max_packet_bytes
     assert BIG > 4 * limit
-    daemon = DaemonProcess(env.write_config(tmp_path / "config.yaml", mqtt={"protocol": "3.1.1"}),
+    daemon = DaemonProcess(env.write_config(tmp_path / "config.yaml", mqtt={"protocol": protocol}),
                            tmp_path / "daemon.log").start()
     pub = Publisher()
     try:
@@ -63,8 +66,8 @@ def test_mqtt311_a_message_over_the_packet_limit_is_dead_lettered_unread_and_the
     assert stored(env) == [("dev-1", 1.0), ("dev-1", 2.0)]
 
 
-def test_mqtt5_the_broker_honours_the_maximum_packet_size_the_daemon_asks_for(env):
-    settings = env.migrate()
+def test_mqtt5_plain_path_the_broker_honours_the_maximum_packet_size_the_daemon_asks_for(env):
+    settings = env.migrate(env.settings(mqtt={"fast_path": False}))
     assert settings.config.mqtt.protocol == "5"  # the default
     metrics = env.metrics()
     with RunningPipeline(settings, metrics) as pipeline:

@@ -25,7 +25,11 @@ def test_connect_properties_keep_the_sessions_semantics_of_3_1_1():
     from pipeline.ingest.mqtt_bridge import connect_properties
 
     persistent = connect_properties(c.parse({"mqtt": {"session_expiry_s": 600, "receive_maximum": 7000}}, {}).mqtt)
-    assert (persistent.SessionExpiryInterval, persistent.ReceiveMaximum, persistent.MaximumPacketSize) == (600, 7000, 262144)
+    assert (persistent.SessionExpiryInterval, persistent.ReceiveMaximum) == (600, 7000)
+    # The fast path refuses a large message itself (a dead letter); the broker is told the limit only on the plain path.
+    assert not hasattr(persistent, "MaximumPacketSize")
+    plain = connect_properties(c.parse({"mqtt": {"fast_path": False}}, {}).mqtt)
+    assert plain.MaximumPacketSize == 262144
     clean = connect_properties(c.parse({"mqtt": {"clean_session": True}}, {}).mqtt)
     assert clean.SessionExpiryInterval == 0  # 3.1.1's clean session: gone at disconnect
 
