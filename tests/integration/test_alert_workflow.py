@@ -174,7 +174,7 @@ def test_an_acknowledged_warning_that_escalates_is_notified_told_or_loaded(flow,
 def test_store_flags_transitions_it_stores_while_silenced(flow, env):
     """What the alert store writes for a silenced transition: stored as usual, alert_events.silenced says why."""
     from pipeline.config import Secret
-    from pipeline.sinks.alert_store import AlertStore
+    from pipeline.operators.alerts.store import AlertStore
 
     c, i = flow.client, flow.ids
     assert c.post(f"/api/alerts/{i['hot']}/ack", json=WHO, headers=BEARER).status_code == 200

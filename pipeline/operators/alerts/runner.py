@@ -6,7 +6,7 @@ resulting transitions stored. Each reading is judged once, when its batch arrive
 only stores transitions, so a retried write never judges a reading twice. Its tick
 (processing.interval_s) runs the offline detector, time-based resolution and a check for alerts that an
 operator resolved in the database. Judging is the evaluator's (evaluator.py); storing, announcing and
-notifying the store's (pipeline/sinks/alert_store.py).
+notifying the store's (pipeline/operators/alerts/store.py).
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from ...runtime.idle import IdleSweep
 from ...runtime.ownership import Ownership, sensor_partition
 from ...runtime.retry import Stopped, retry_call
 from ...runtime.supervisor import Spawn, plain_thread
-from ...sinks.alert_store import AlertStore
+from .store import AlertStore
 from ...sinks.base import BatchingSink
 from ...sinks.notify import AlertNotifier
 from . import silence_sync

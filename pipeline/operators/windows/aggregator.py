@@ -4,7 +4,7 @@ It works with the PostgreSQL sink, which hands it each write's transaction (`sta
 stored readings are marked pending with them) and calls it after the commit (`committed`: watermarks move,
 running values are published, due windows close) and on its tick (windows of idle partitions). So a window
 is pending exactly when readings of it are durable and its row is not, whatever crashes in between.
-The window math is the tracker's (tracker.py); the SQL and Redis are the store's (pipeline/sinks/window_store.py).
+The window math is the tracker's (tracker.py); the SQL and Redis are the store's (pipeline/operators/windows/store.py).
 This runner owns the lock (rebalance callbacks run in the consumer thread) and partition ownership.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ from ...records import Reading
 from ...runtime.idle import IdleSweep
 from ...runtime.ownership import Ownership
 from ...clients.errors import is_transient, store_message
-from ...sinks.window_store import WindowStore, close_statement
+from .store import WindowStore, close_statement
 from .tracker import US, Due, Partials, Window, WindowTracker, to_us
 
 log = logging.getLogger(__name__)

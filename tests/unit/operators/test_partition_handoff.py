@@ -66,7 +66,7 @@ def test_aggregator_closes_only_windows_of_owned_partitions():
 
 def test_aggregator_rolls_longer_periods_up_from_shorter_closed_rows_unless_loaded_from_the_database():
     from pipeline.operators.windows.aggregator import rollup_sources
-    from pipeline.sinks.window_store import CLOSE_FROM_READINGS_BY_KEY, CLOSE_FROM_READINGS_BY_TIME, CLOSE_FROM_ROLLUP
+    from pipeline.operators.windows.store import CLOSE_FROM_READINGS_BY_KEY, CLOSE_FROM_READINGS_BY_TIME, CLOSE_FROM_ROLLUP
     assert rollup_sources({"10s": 10, "1m": 60, "5m": 300, "7m": 420, "1h": 3600}) == {"1m": "10s", "5m": "1m",
                                                                                        "7m": "1m", "1h": "5m"}
     agg = WindowAggregator(CFG.aggregation, RedisConfig(), Secret(""), Metrics(CollectorRegistry()))

@@ -16,14 +16,14 @@ import psycopg
 import redis
 from psycopg_pool import ConnectionPool
 
-from ..config import Config, Secret
-from ..observability.metrics import Metrics
-from ..operators.alerts.lifecycle import ESCALATED, FLAPPING, OPENED, RESOLVED, SEVERITY_RANK, Alert, Transition
-from ..clients.postgres import open_pool, utc_naive
-from .postgres import INSERT_SENSORS
-from ..clients.redis import connect
-from ..runtime.supervisor import Spawn, plain_thread
-from .notify import AlertNotifier
+from ...config import Config, Secret
+from ...observability.metrics import Metrics
+from .lifecycle import ESCALATED, FLAPPING, OPENED, RESOLVED, SEVERITY_RANK, Alert, Transition
+from ...clients.postgres import open_pool, utc_naive
+from ...sinks.postgres import INSERT_SENSORS
+from ...clients.redis import connect
+from ...runtime.supervisor import Spawn, plain_thread
+from ...sinks.notify import AlertNotifier
 
 _UTC = timezone.utc
 LOAD_OPEN = ("SELECT id, sensor_id, metric, type, severity, message, timestamp FROM alerts "
