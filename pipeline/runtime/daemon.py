@@ -101,12 +101,14 @@ class Pipeline:
         self._stopped = threading.Event()
         self.dead_letters = DeadLetterWriter(cfg.kafka, cfg.instance_id, self.metrics)
         common = dict(retry=cfg.retry, metrics=self.metrics, queue_max_batches=cfg.processing.queue_max_batches)
+        # The window operator listens to the PostgreSQL sink's inserts: windows are computed from its rows and
+        # marked pending in its transactions (where each part runs: pipeline/operators/windows/aggregator.py).
+        self.windows = WindowAggregator(cfg.aggregation, cfg.redis, settings.secrets.redis_password, self.metrics,
+                                        state_idle_s=cfg.limits.state_idle_s) if cfg.aggregation.enabled else None
         self.sinks = [
-            # Windows close in the PostgreSQL sink's thread, after its commits: they are computed from its rows.
             PostgresSink(cfg.postgres, settings.secrets.postgres_password, settings=cfg.sinks.postgres,
-                         aggregator=WindowAggregator(cfg.aggregation, cfg.redis, settings.secrets.redis_password, self.metrics,
-                                                    state_idle_s=cfg.limits.state_idle_s)
-                         if cfg.aggregation.enabled else None, tick_interval_s=cfg.processing.interval_s,
+                         listeners=[self.windows] if self.windows is not None else (),
+                         tick_interval_s=cfg.processing.interval_s,
                          partition_interval=cfg.storage.partition_interval, state_idle_s=cfg.limits.state_idle_s,
                          dead_letters=self.dead_letters, **common),
             RedisSink(cfg.redis, settings.secrets.redis_password, settings=cfg.sinks.redis, state_idle_s=cfg.limits.state_idle_s,

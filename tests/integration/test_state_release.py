@@ -22,7 +22,7 @@ def reading(root: str, sensor: str, value: float, ts: float) -> tuple[str, str]:
 
 def held(p, sensor: str) -> dict[str, bool]:
     """Where the daemon still holds state of the sensor (each owner's own structures, read, never changed)."""
-    sink, agg = p.sinks[0], p.sinks[0].aggregator
+    sink, agg = p.sinks[0], p.windows
     limits = p.chain.stages[-1].registry
     ev = p.alerts.evaluator
     return {"limits": bool(limits.metrics_of(sensor)), "postgres": sensor in sink.known_sensors,

@@ -22,7 +22,7 @@ def reading(sensor: str, value: float, ts: float = T0, metric: str = "temperatur
 
 def sink(pool: FakePool, deduplicate: bool = True, aggregator=None) -> PostgresSink:
     s = PostgresSink(PostgresConfig(deduplicate=deduplicate), Secret(""), SinkConfig(), RetryConfig(),
-                     Metrics(CollectorRegistry()), 4, aggregator=aggregator)
+                     Metrics(CollectorRegistry()), 4, listeners=[aggregator] if aggregator is not None else ())
     s.pool = pool
     s._staged.add(pool.conn)  # the staging table exists (test_the_staging_table_is_made_in_the_first_write_only)
     return s
