@@ -118,7 +118,7 @@ class Pipeline:
         self.sinks.append(dead_letter_sink)
         # Application logs: their own sink, and the counter that turns the stored ones into readings.
         self.log_counter = LogCounter(cfg.postgres, settings.secrets.postgres_password, cfg.logs, cfg.retry, self.metrics,
-                                      self.inject)
+                                      self.inject, correct=self.sinks[0].correct)
         self.sinks.append(LogSink(cfg.postgres, settings.secrets.postgres_password, cfg.redis,
                                   settings.secrets.redis_password, settings=cfg.sinks.logs,
                                   dead_letters=self.dead_letters, on_written=self.log_counter.mark,

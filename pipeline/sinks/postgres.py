@@ -52,6 +52,8 @@ INSERT_FROM_STAGE = ("INSERT INTO measurements (sensor_id, metric, value, timest
 # Event time comes back as integer microseconds: cheaper than a datetime per row, and what the window
 # logic works in.
 RETURNING_NEW = " RETURNING sensor_id, metric, value, (extract(epoch FROM timestamp) * 1000000)::bigint"
+# A stored reading whose value changed (a log count that grew with late records): updated in place.
+CORRECT = "UPDATE measurements SET value = %s WHERE sensor_id = %s AND metric = %s AND timestamp = %s"
 # Run only when some staged readings were skipped: of those, the ones whose stored row holds another value are
 # conflicts (two readings claimed one identity; the first stays), the rest are redeliveries of stored readings.
 COUNT_CONFLICTS = ("SELECT count(*) FROM measurements_stage s JOIN measurements m ON m.sensor_id = s.sensor_id "
@@ -209,6 +211,13 @@ class PostgresSink(BatchingSink):
             inserted, staged = written
             for listener, mine in zip(self.listeners, staged):
                 listener.committed(records, inserted, mine)
+
+    def correct(self, readings: Sequence[Reading]) -> None:
+        """Stored readings take these new values, in one transaction. Called by the log counter in its own thread
+        (the pool is thread-safe; start() has made it); its caller retries transient errors."""
+        assert self.pool is not None
+        with self.pool.connection() as conn, conn.transaction():
+            conn.cursor().executemany(CORRECT, [(r.value, r.sensor_id, r.metric, utc_naive(r.ts)) for r in readings])
 
     def partitions_assigned(self, partitions: set[int]) -> None:
         for listener in self.listeners:

@@ -43,7 +43,7 @@ def counter(settings, pg, emitted, metrics):
         return Batch(readings, [], {}, 0)  # no sinks left to wait for: done
 
     c = LogCounter(settings.config.postgres, settings.secrets.postgres_password, settings.config.logs,
-                   settings.config.retry, metrics, emit)
+                   settings.config.retry, metrics, emit, pg.correct)
     c.start()
     return c
 
