@@ -36,9 +36,8 @@ class Dashboard:
         status.on_dead_letters(self.recent.add_dead_letters)
         self.store = Store(cfg.postgres, settings.secrets.postgres_password, cfg.redis, settings.secrets.redis_password,
                            self.cfg.raw_fallback_max_range_s)
-        self.view = PipelineView(status, metrics, cfg.kafka, self.store, self.cfg, self.recent)
-        # The alert evaluator's Silences (None with alerts off): acknowledgements and snoozes reach it at once.
-        self.view.silences = silences
+        # The daemon's Silences (None with alerts off): acknowledgements and snoozes reach it at once.
+        self.view = PipelineView(status, metrics, cfg.kafka, self.store, self.cfg, self.recent, silences=silences)
         self.app = create_app(self.view, self.cfg, settings.secrets.dashboard_token)
         self.http = HttpServer(self.app, self.cfg)
         self.port = self.http.port

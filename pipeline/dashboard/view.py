@@ -78,7 +78,7 @@ class PipelineView:
     """The real view over a pipeline's status interface, its metrics and the dashboard's own Store."""
 
     def __init__(self, status: PipelineStatus, metrics: Metrics, kafka: KafkaConfig, store: Store, cfg: DashboardConfig,
-                 recent: RecentErrors, clock=time.time):
+                 recent: RecentErrors, clock=time.time, silences=None):
         self.status = status
         self.store = store
         self.cfg = cfg
@@ -89,7 +89,8 @@ class PipelineView:
         self.lag: dict[int, int] = {}
         self.lag_error: str | None = None
         self.open_alerts: dict[str, int] = {}
-        self.workflow = AlertWorkflow(store)  # acknowledge, snooze; its `silences` is set by the daemon
+        # Acknowledge, snooze; the daemon's Silences (None with alerts off) is told of each change at once.
+        self.workflow = AlertWorkflow(store, silences)
         self._raw_topic = kafka.topics.raw
         self._group = kafka.consumer_group
         self._admin_conf = kafka_client_conf(kafka, f"{status.instance_id}-dashboard")

@@ -28,6 +28,8 @@ from ..ingest.mqtt_bridge import MqttBridge, client_id_suffix
 from ..logship import MQTTHandler
 from ..observability.metrics import Metrics
 from ..operators.alerts.runner import AlertRunner
+from ..operators.alerts.silences import Silences
+from ..operators.base import OperatorRunner
 from ..operators.limits.refresh import RegistryLookup, RegistryRefresh
 from ..operators.limits.registry import LimitFilter, load_known
 from ..operators.logcounts.runner import LogCounter
@@ -99,12 +101,14 @@ class Pipeline:
         self._stopped = threading.Event()
         self.dead_letters = DeadLetterWriter(cfg.kafka, cfg.instance_id, self.metrics)
         common = dict(retry=cfg.retry, metrics=self.metrics, queue_max_batches=cfg.processing.queue_max_batches)
+        # The window operator listens to the PostgreSQL sink's inserts: windows are computed from its rows and
+        # marked pending in its transactions (where each part runs: pipeline/operators/windows/aggregator.py).
+        self.windows = WindowAggregator(cfg.aggregation, cfg.redis, settings.secrets.redis_password, self.metrics,
+                                        state_idle_s=cfg.limits.state_idle_s) if cfg.aggregation.enabled else None
         self.sinks = [
-            # Windows close in the PostgreSQL sink's thread, after its commits: they are computed from its rows.
             PostgresSink(cfg.postgres, settings.secrets.postgres_password, settings=cfg.sinks.postgres,
-                         aggregator=WindowAggregator(cfg.aggregation, cfg.redis, settings.secrets.redis_password, self.metrics,
-                                                    state_idle_s=cfg.limits.state_idle_s)
-                         if cfg.aggregation.enabled else None, tick_interval_s=cfg.processing.interval_s,
+                         listeners=[self.windows] if self.windows is not None else (),
+                         tick_interval_s=cfg.processing.interval_s,
                          partition_interval=cfg.storage.partition_interval, state_idle_s=cfg.limits.state_idle_s,
                          dead_letters=self.dead_letters, **common),
             RedisSink(cfg.redis, settings.secrets.redis_password, settings=cfg.sinks.redis, state_idle_s=cfg.limits.state_idle_s,
@@ -114,7 +118,7 @@ class Pipeline:
         self.sinks.append(dead_letter_sink)
         # Application logs: their own sink, and the counter that turns the stored ones into readings.
         self.log_counter = LogCounter(cfg.postgres, settings.secrets.postgres_password, cfg.logs, cfg.retry, self.metrics,
-                                      self.inject)
+                                      self.inject, correct=self.sinks[0].correct)
         self.sinks.append(LogSink(cfg.postgres, settings.secrets.postgres_password, cfg.redis,
                                   settings.secrets.redis_password, settings=cfg.sinks.logs,
                                   dead_letters=self.dead_letters, on_written=self.log_counter.mark,
@@ -137,20 +141,21 @@ class Pipeline:
                                  cfg.mqtt.host, cfg.mqtt.port, dead_letter_sink)
 
     def _add_processing(self, settings: Settings, common: dict) -> None:
-        """The alert evaluator (a batch consumer like the sinks) and live config reload."""
+        """The alert operator (run by an OperatorRunner, which takes batches like a sink) and live config reload."""
         cfg = settings.config
         self.config = ConfigHolder(settings, self.metrics)
         self.alerts: AlertRunner | None = None
         if cfg.alerts.enabled:
-            # Notification channels. Acknowledged, snoozed and maintenance alerts are not notified: the runner's
-            # Silences (loaded at start, told of API changes, refreshed every tick) decide; the runner is built
-            # right below, so the notifier reaches it through this late-bound call.
+            # Acknowledged, snoozed and maintenance alerts are not notified: one Silences (loaded at start, told of
+            # API changes, refreshed every tick) is handed to the notifier, the alert operator and the dashboard.
+            silences = Silences(cfg.alerts.maintenance)
             notifier = build_notifier(cfg.alerts, os.environ, settings.secrets.alert_webhook_secret, cfg.retry,
                                       self.metrics, dead_letters=self.dead_letters, spawn=self.supervisor.spawn,
-                                      silenced=lambda payload, now: self.alerts.silences.silenced(payload, now))
+                                      silenced=silences.silenced)
             self.alerts = AlertRunner(cfg, settings.secrets.postgres_password, settings.secrets.redis_password,
-                                      settings=cfg.sinks.alerts, spawn=self.supervisor.spawn, notifier=notifier, **common)
-            self.sinks.append(self.alerts)
+                                      self.metrics, spawn=self.supervisor.spawn, notifier=notifier, silences=silences)
+            # Run like a sink (same queue, holds and commit bookkeeping), but it only computes.
+            self.sinks.append(OperatorRunner(self.alerts, settings=cfg.sinks.alerts, **common))
             self.config.subscribe(self.alerts.update_config)
 
     def start(self) -> None:

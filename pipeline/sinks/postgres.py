@@ -3,9 +3,11 @@
 With `postgres.deduplicate` (the default) a reading already stored is skipped, so redelivery after a
 crash or an MQTT resend never makes a second row.
 
-With an `aggregator` (aggregation.enabled: pipeline/operators/windows/aggregator.py, given to the
-constructor), the windows of newly stored readings are marked pending in the same transaction, and the
-aggregator is told after the commit and on this sink's tick, in this sink's thread.
+Insert listeners (`InsertListener`, given to the constructor; the window operator of
+pipeline/operators/windows/ when aggregation is enabled) are told the rows this sink really inserted: inside
+the write's transaction (`stage`: what they write there commits or rolls back with the rows; raising rolls
+the rows back) and after the commit (`committed`). This sink also drives their start (with its pool),
+tick and close in its own thread; partition hooks come from the consumer thread.
 
 Known sensors (registered in `sensors`) are remembered with when they last wrote, and released after
 `limits.state_idle_s` without one; a released sensor that returns is registered again (ON CONFLICT DO NOTHING).
@@ -15,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 import weakref
-from typing import Sequence
+from typing import Protocol, Sequence
 
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
@@ -50,6 +52,8 @@ INSERT_FROM_STAGE = ("INSERT INTO measurements (sensor_id, metric, value, timest
 # Event time comes back as integer microseconds: cheaper than a datetime per row, and what the window
 # logic works in.
 RETURNING_NEW = " RETURNING sensor_id, metric, value, (extract(epoch FROM timestamp) * 1000000)::bigint"
+# A stored reading whose value changed (a log count that grew with late records): updated in place.
+CORRECT = "UPDATE measurements SET value = %s WHERE sensor_id = %s AND metric = %s AND timestamp = %s"
 # Run only when some staged readings were skipped: of those, the ones whose stored row holds another value are
 # conflicts (two readings claimed one identity; the first stays), the rest are redeliveries of stored readings.
 COUNT_CONFLICTS = ("SELECT count(*) FROM measurements_stage s JOIN measurements m ON m.sensor_id = s.sensor_id "
@@ -57,12 +61,38 @@ COUNT_CONFLICTS = ("SELECT count(*) FROM measurements_stage s JOIN measurements 
                    "WHERE m.value <> s.value")
 
 
+class InsertListener(Protocol):
+    """Told which rows the PostgreSQL sink inserted (sensor_id, metric, value, event time in µs), in its thread."""
+
+    def start(self, pool: ConnectionPool) -> None:
+        """The sink connected: load state through its pool."""
+
+    def stage(self, cur: psycopg.Cursor, records: Sequence[Reading], inserted: Sequence[tuple]) -> object:
+        """Inside the rows' transaction: write what must commit with them; the result goes to `committed`."""
+
+    def committed(self, records: Sequence[Reading], inserted: Sequence[tuple], staged: object) -> None:
+        """The rows are durable. Must not raise: what fails is retried by the listener itself."""
+
+    def tick(self) -> None:
+        """The sink's tick (processing.interval_s)."""
+
+    def partitions_assigned(self, partitions: set[int]) -> None:
+        """The consumer group's assignment (consumer thread)."""
+
+    def partitions_revoked(self, partitions: set[int]) -> None:
+        """Partitions handed to another instance (consumer thread)."""
+
+    def close(self) -> None:
+        """The sink is closing."""
+
+
 class PostgresSink(BatchingSink):
     """Writes measurements with COPY through a connection pool; sensors are cached once known."""
 
     name = "postgres"
 
-    def __init__(self, pg: PostgresConfig, password: Secret, *args, aggregator=None, tick_interval_s: float | None = None,
+    def __init__(self, pg: PostgresConfig, password: Secret, *args, listeners: Sequence[InsertListener] = (),
+                 tick_interval_s: float | None = None,
                  partition_interval: str = "1d", state_idle_s: float = 86400.0, clock=time.time, **kwargs):
         super().__init__(*args, **kwargs)
         self.pg = pg
@@ -72,10 +102,10 @@ class PostgresSink(BatchingSink):
         self.clock = clock
         self.idle_s = state_idle_s
         self.idle_sweep = IdleSweep(state_idle_s)
-        # The window aggregator, when aggregation is enabled; its idle windows close on this sink's tick.
-        self.aggregator = aggregator
+        # Told the inserted rows (the window operator, when aggregation is enabled); ticked by this sink.
+        self.listeners = tuple(listeners)
         self.tick_interval_s = tick_interval_s
-        self._written: tuple | None = None  # (inserted rows, staged windows) of the last write, for after_write
+        self._written: tuple | None = None  # (inserted rows, what each listener staged) of the last write
         self.partition_interval = partition_interval  # storage.partition_interval: for partitions made on demand
         # Connections whose staging table exists. It is made in a write's own transaction, not when the pool
         # connects: a read-only database then refuses the write with its own message (held, shown on /ready)
@@ -93,8 +123,8 @@ class PostgresSink(BatchingSink):
             raise ConnectionError(f"cannot reach {describe(self.pg)}: {err}") from err
         self.pool = pool
         log.info("event=sink_started sink=postgres target=%s known_sensors=%d", describe(self.pg), len(self.known_sensors))
-        if self.aggregator is not None:
-            self.aggregator.start(self.pool)
+        for listener in self.listeners:
+            listener.start(self.pool)
 
     def select(self, batch: Batch) -> Sequence[Reading]:
         return batch.readings
@@ -135,7 +165,7 @@ class PostgresSink(BatchingSink):
                         cur.execute(INSERT_SENSORS, (list(new), [r.sensor_type for r in new.values()],
                                                      [r.location for r in new.values()]))
                         registered = max(0, cur.rowcount)  # not those registered before they were released
-                    dedupe, agg = self.pg.deduplicate, self.aggregator
+                    dedupe, listeners = self.pg.deduplicate, self.listeners
                     inserted = None
                     skipped = conflicts = 0
                     if dedupe:
@@ -143,8 +173,8 @@ class PostgresSink(BatchingSink):
                             # Text COPY rows built directly: ids and metrics are validated (no tab,
                             # newline or backslash), numbers are repr() of floats.
                             copy.write("".join([f"{r.sensor_id}\t{r.metric}\t{r.value!r}\t{r.ts!r}\n" for r in records]))
-                        cur.execute(INSERT_FROM_STAGE + (RETURNING_NEW if agg is not None else ""))
-                        if agg is not None:
+                        cur.execute(INSERT_FROM_STAGE + (RETURNING_NEW if listeners else ""))
+                        if listeners:
                             inserted = cur.fetchall()
                         inserted_n = len(inserted) if inserted is not None else cur.rowcount
                         skipped = len(records) - inserted_n
@@ -155,10 +185,11 @@ class PostgresSink(BatchingSink):
                             for r in records:
                                 copy.write_row((r.sensor_id, r.metric, r.value, utc_naive(r.ts)))
                         inserted_n = len(records)
-                    if agg is not None:
+                    if listeners:
                         if inserted is None:
                             inserted = [(r.sensor_id, r.metric, r.value, round(r.ts * 1_000_000)) for r in records]
-                        self._written = (inserted, agg.stage(cur, records, inserted))
+                        # Inside the transaction: a listener's error rolls the rows back (the batch is retried).
+                        self._written = (inserted, [lst.stage(cur, records, inserted) for lst in listeners])
             if stage:  # committed: the table stays for the connection's life (ON COMMIT DELETE ROWS)
                 self._staged.add(conn)
         now = self.clock()
@@ -176,22 +207,31 @@ class PostgresSink(BatchingSink):
     def after_write(self, records: Sequence[Reading]) -> None:
         super().after_write(records)
         written, self._written = self._written, None
-        if self.aggregator is not None and written is not None:
-            self.aggregator.committed(records, *written)
+        if written is not None:
+            inserted, staged = written
+            for listener, mine in zip(self.listeners, staged):
+                listener.committed(records, inserted, mine)
+
+    def correct(self, readings: Sequence[Reading]) -> None:
+        """Stored readings take these new values, in one transaction. Called by the log counter in its own thread
+        (the pool is thread-safe; start() has made it); its caller retries transient errors."""
+        assert self.pool is not None
+        with self.pool.connection() as conn, conn.transaction():
+            conn.cursor().executemany(CORRECT, [(r.value, r.sensor_id, r.metric, utc_naive(r.ts)) for r in readings])
 
     def partitions_assigned(self, partitions: set[int]) -> None:
-        if self.aggregator is not None:
-            self.aggregator.partitions_assigned(partitions)
+        for listener in self.listeners:
+            listener.partitions_assigned(partitions)
 
     def partitions_revoked(self, partitions: set[int]) -> None:
-        if self.aggregator is not None:
-            self.aggregator.partitions_revoked(partitions)
+        for listener in self.listeners:
+            listener.partitions_revoked(partitions)
 
     def tick(self) -> None:
-        """Close the windows of partitions that went quiet (the watermark only moves with readings); release
-        sensors idle for state_idle_s."""
-        if self.aggregator is not None:
-            self.aggregator.close_due()
+        """The listeners' timed work (windows of partitions that went quiet close); release sensors idle for
+        state_idle_s."""
+        for listener in self.listeners:
+            listener.tick()
         now = self.clock()
         if self.idle_sweep.due(now):
             self.evict_idle(now)
@@ -207,7 +247,7 @@ class PostgresSink(BatchingSink):
         return len(gone)
 
     def close(self) -> None:
-        if self.aggregator is not None:
-            self.aggregator.close()
+        for listener in self.listeners:
+            listener.close()
         if self.pool is not None:
             self.pool.close()

@@ -4,7 +4,7 @@ correcting readings.
     python -m pipeline.tools.rebuild --from 2026-11-01 --to 2026-11-08 [--sensor ID] [--period 1m] [--config PATH]
 
 Every window of every configured period (or only `--period`) overlapping [from, to) is recomputed and
-written with the daemon's own upsert (sinks/window_store.py: UPSERT_WINDOW_ROWS, the window start taken per
+written with the daemon's own upsert (operators/windows/store.py: UPSERT_WINDOW_ROWS, the window start taken per
 row), in chunks of whole windows (`--chunk-s`, an hour of event time by default), each one statement and one
 transaction: the work is bounded by one chunk's readings, and the daemon keeps running (a window it closes
 meanwhile is computed from the same committed readings). Periods go shortest first and a longer one
@@ -21,13 +21,13 @@ from typing import Callable, Iterator
 import psycopg
 
 from ..operators.windows.aggregator import rollup_sources
-from ..sinks.window_store import MEAN_VALUE, UPSERT_WINDOW_ROWS
+from ..operators.windows.store import MEAN_VALUE, UPSERT_WINDOW_ROWS
 from ..operators.windows.tracker import parse_period
 
-# The daemon's upsert (sinks/window_store.py), with the window start taken per row: one statement writes every
+# The daemon's upsert (operators/windows/store.py), with the window start taken per row: one statement writes every
 # window of a chunk. Built from the daemon's text, so a change there is a change here (or a loud failure).
 _DAEMON_ROW_START = "%(start)s FROM src"
-assert _DAEMON_ROW_START in UPSERT_WINDOW_ROWS, "sinks/window_store.py changed its upsert: update pipeline/storage/rebuild.py"
+assert _DAEMON_ROW_START in UPSERT_WINDOW_ROWS, "operators/windows/store.py changed its upsert: update pipeline/storage/rebuild.py"
 UPSERT_CHUNK_ROWS = UPSERT_WINDOW_ROWS.replace(_DAEMON_ROW_START, "window_start FROM src")
 # Windows are aligned to the epoch, as the daemon's (operators/windows/tracker.py: ts - ts % size).
 _WINDOW_START = "date_bin(%(size)s, {column}, TIMESTAMP '1970-01-01')"

@@ -16,17 +16,16 @@ THRESHOLDS = {"boiler_temp": {"warning": {"max": 40}, "critical": {"max": 60}, "
 
 def make_sink(env, settings) -> AlertRunner:
     cfg = settings.config
-    sink = AlertRunner(cfg, settings.secrets.postgres_password, settings.secrets.redis_password, settings=cfg.sinks.alerts,
-                     retry=cfg.retry, metrics=env.metrics(), queue_max_batches=4)
+    sink = AlertRunner(cfg, settings.secrets.postgres_password, settings.secrets.redis_password, env.metrics())
     sink.start()
     return sink
 
 
 def feed(sink: AlertRunner, *values_at: tuple[float, float], sensor: str = "s1") -> list:
     readings = [Reading(sensor, "boiler", None, "boiler_temp", v, T0 + dt, time.time()) for dt, v in values_at]
-    transitions = list(sink.select(Batch(readings, [], {}, 1)))
+    transitions = list(sink.take(Batch(readings, [], {}, 1)))
     sink.write(transitions)
-    sink.after_write(transitions)
+    sink.durable(transitions)
     return [(t.event, t.severity) for t in transitions]
 
 
@@ -81,7 +80,7 @@ def test_an_alert_resolved_by_an_operator_is_let_go(env, settings):
 
 def test_a_transition_of_an_alert_whose_opening_was_never_stored_stores_both(env, settings):
     sink = make_sink(env, settings)
-    opened = sink.select(Batch([Reading("s1", "boiler", None, "boiler_temp", 45, T0, time.time())], [], {}, 1))
+    opened = sink.take(Batch([Reading("s1", "boiler", None, "boiler_temp", 45, T0, time.time())], [], {}, 1))
     assert [t.event for t in opened] == ["opened"]  # judged, but (say) shutdown came before it was stored
     assert feed(sink, (1, 30), (2, 30)) == [("resolved", "warning")]
     assert env.query("SELECT severity, resolved FROM alerts") == [("warning", True)]
@@ -98,8 +97,8 @@ def test_log_count_sensors_stay_out_of_offline_tracking_when_state_is_reloaded_o
         conn.execute("INSERT INTO sensors (sensor_id, type) VALUES ('dev-1', 'sensor'), ('app:billing', 'app')")
     now = [T0]
     cfg = settings.config
-    sink = AlertRunner(cfg, settings.secrets.postgres_password, settings.secrets.redis_password, settings=cfg.sinks.alerts,
-                     retry=cfg.retry, metrics=env.metrics(), queue_max_batches=4, clock=lambda: now[0])
+    sink = AlertRunner(cfg, settings.secrets.postgres_password, settings.secrets.redis_password, env.metrics(),
+                       clock=lambda: now[0])
     sink.start()
     sink.partitions_assigned(set())  # what the daemon does before the consumer joins the group
     sink.partitions_assigned(set(range(cfg.kafka.partitions)))  # the consumer's assignment: state loaded again
@@ -139,8 +138,11 @@ def test_alerts_stream_at_maxmemory_holds_the_batch_and_the_runner_lives_on(env,
     server = redis_server(tmp_path).start()
     settings = env.migrate(env.settings(thresholds=THRESHOLDS, redis={"port": server.port},
                                         retry={"initial_interval_s": 0.05, "max_interval_s": 0.5}))
+    from pipeline.operators.base import OperatorRunner
+
     r = redis.Redis(port=server.port)
-    sink = make_sink(env, settings)
+    operator = make_sink(env, settings)
+    sink = OperatorRunner(operator, settings.config.sinks.alerts, settings.config.retry, operator.metrics, 4)
     thread = threading.Thread(target=sink.run, daemon=True)
     thread.start()
     try:

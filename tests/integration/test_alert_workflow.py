@@ -174,15 +174,14 @@ def test_an_acknowledged_warning_that_escalates_is_notified_told_or_loaded(flow,
 def test_store_flags_transitions_it_stores_while_silenced(flow, env):
     """What the alert store writes for a silenced transition: stored as usual, alert_events.silenced says why."""
     from pipeline.config import Secret
-    from pipeline.sinks.alert_store import AlertStore
+    from pipeline.operators.alerts.store import AlertStore
 
     c, i = flow.client, flow.ids
     assert c.post(f"/api/alerts/{i['hot']}/ack", json=WHO, headers=BEARER).status_code == 200
     cfg = flow.settings.config
-    store = AlertStore(cfg, Secret(""), Secret(""), env.metrics())
+    store = AlertStore(cfg, Secret(""), Secret(""), env.metrics(), silences=flow.silences)
     store.start()
     try:
-        store.silences = flow.silences
         hot = Alert("hall-1", "temperature", "threshold", "critical", NOW - 60, id=i["hot"])
         new = Alert("hall-2", "co2", "threshold", "warning", NOW)
         store.store([Transition(FLAPPING, hot, "critical", time.time(), message="flapping"),
@@ -208,8 +207,7 @@ def test_the_daemon_loads_snoozes_and_acknowledgements_at_start_and_flags_mainte
                                                      "start": "2020-01-01T00:00:00Z", "end": "2099-01-01T00:00:00Z"}]},
                             thresholds={"boiler_temp": {"warning": {"max": 40}, "critical": {"max": 60}}})
     cfg = settings.config
-    sink = AlertRunner(cfg, settings.secrets.postgres_password, settings.secrets.redis_password, settings=cfg.sinks.alerts,
-                       retry=cfg.retry, metrics=env.metrics(), queue_max_batches=4)
+    sink = AlertRunner(cfg, settings.secrets.postgres_password, settings.secrets.redis_password, env.metrics())
     sink.start()
     try:
         now = time.time()
@@ -219,7 +217,7 @@ def test_the_daemon_loads_snoozes_and_acknowledgements_at_start_and_flags_mainte
         assert s.silenced(payload(None, "roof", "co2", "rate", OPENED), now) == "maintenance"  # location from `sensors`
         assert s.silenced(payload(i["wet"], "hall-1", "humidity", "threshold"), now) is None
         # A reading of the roof opens an alert: stored as always, flagged as silenced by maintenance.
-        transitions = list(sink.select(Batch([Reading("roof", "environment", None, "boiler_temp", 45, now, now)], [], {}, 1)))
+        transitions = list(sink.take(Batch([Reading("roof", "environment", None, "boiler_temp", 45, now, now)], [], {}, 1)))
         sink.write(transitions)
         opened = next(t.alert.id for t in transitions if t.event == OPENED)
         assert env.query("SELECT event, silenced FROM alert_events WHERE alert_id = %s", (opened,)) == [("opened", "maintenance")]

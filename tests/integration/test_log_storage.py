@@ -43,7 +43,7 @@ def counter(settings, pg, emitted, metrics):
         return Batch(readings, [], {}, 0)  # no sinks left to wait for: done
 
     c = LogCounter(settings.config.postgres, settings.secrets.postgres_password, settings.config.logs,
-                   settings.config.retry, metrics, emit)
+                   settings.config.retry, metrics, emit, pg.correct)
     c.start()
     return c
 
@@ -136,11 +136,11 @@ def test_log_count_sensors_never_go_offline(env):
     env.query("INSERT INTO sensors (sensor_id, type) VALUES ('app:quiet', 'app'), ('dev-1', 'sensor') RETURNING 1")
     cfg = settings.config
     now = [time.time()]
-    sink = AlertRunner(cfg, settings.secrets.postgres_password, settings.secrets.redis_password, settings=cfg.sinks.alerts,
-                     retry=cfg.retry, metrics=env.metrics(), queue_max_batches=4, clock=lambda: now[0])
+    sink = AlertRunner(cfg, settings.secrets.postgres_password, settings.secrets.redis_password, env.metrics(),
+                       clock=lambda: now[0])
     sink.start()
     try:
-        sink.select(Batch([Reading("app:busy", "app", None, "log_error", 0.0, now[0], now[0])], [], {}, 1))
+        sink.take(Batch([Reading("app:busy", "app", None, "log_error", 0.0, now[0], now[0])], [], {}, 1))
         now[0] += 5
         sink.tick()
     finally:

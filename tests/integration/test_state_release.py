@@ -22,7 +22,7 @@ def reading(root: str, sensor: str, value: float, ts: float) -> tuple[str, str]:
 
 def held(p, sensor: str) -> dict[str, bool]:
     """Where the daemon still holds state of the sensor (each owner's own structures, read, never changed)."""
-    sink, agg = p.sinks[0], p.sinks[0].aggregator
+    sink, agg = p.sinks[0], p.windows
     limits = p.chain.stages[-1].registry
     ev = p.alerts.evaluator
     return {"limits": bool(limits.metrics_of(sensor)), "postgres": sensor in sink.known_sensors,
@@ -90,12 +90,12 @@ def test_an_offline_alert_of_a_sensor_that_stays_away_is_released_and_resolved_w
     settings = env.migrate(env.settings(limits={"state_idle_s": 100}, detection={"offline_after_s": 10},
                                         thresholds={"temperature": {"warning": {"max": 40}}}))
     cfg, now = settings.config, [time.time()]
-    runner = AlertRunner(cfg, settings.secrets.postgres_password, settings.secrets.redis_password, settings=cfg.sinks.alerts,
-                         retry=cfg.retry, metrics=env.metrics(), queue_max_batches=4, clock=lambda: now[0])
+    runner = AlertRunner(cfg, settings.secrets.postgres_password, settings.secrets.redis_password, env.metrics(),
+                       clock=lambda: now[0])
 
     def feed(sensor: str) -> list:
         r = Reading(sensor, "sensor", None, "temperature", 20.0, now[0], now[0], RawMessage("t", b"", now[0], partition=0))
-        out = list(runner.select(Batch([r], [], {}, 1)))
+        out = list(runner.take(Batch([r], [], {}, 1)))
         runner.write(out)
         return out
 

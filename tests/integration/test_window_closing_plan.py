@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from pipeline.operators.windows.tracker import Window, to_us
-from pipeline.sinks.window_store import BY_TIME_FROM_KEYS, WindowStore, close_statement, run_closing
+from pipeline.operators.windows.store import BY_TIME_FROM_KEYS, WindowStore, close_statement, run_closing
 from pipeline.storage import partitions
 
 SENSORS = 2000

@@ -3,7 +3,7 @@
 Detectors judge each reading against the rules of its sensor and metric, the alert book turns their
 signals into transitions (opened, escalated, flapping, resolved), and a timer finds silent sensors and alerts clear
 for long enough. No IO, no threads, no locks: the runner (runner.py) owns those, and the store
-(pipeline/sinks/alert_store.py) writes what comes out.
+(pipeline/operators/alerts/store.py) writes what comes out.
 
 State per series (its detectors' history in one array, cached rules, closed alerts' flap history) is released by
 `evict_idle` once the series has had no reading for `limits.state_idle_s`, unless an alert of it is open; a series

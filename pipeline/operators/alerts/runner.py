@@ -1,12 +1,13 @@
-"""The alert evaluator's runner: a batch consumer with its own thread, lock and partition ownership.
+"""The alert operator: the evaluator on every batch and on a timer, with its lock and partition ownership.
 
-It takes batches like a sink (pipeline/sinks/base.py gives it the thread, the bounded queue, retries and
-metrics), so a batch's Kafka offsets are committed only after its readings were evaluated and the
-resulting transitions stored. Each reading is judged once, when its batch arrives (`select`); `write`
-only stores transitions, so a retried write never judges a reading twice. Its tick
+It is an operator (pipeline/operators/base.py): the daemon runs it in an OperatorRunner, which gives it the
+thread ("sink-alerts"), the bounded queue, retries, holds and metrics, so a batch's Kafka offsets are
+committed only after its readings were evaluated and the resulting transitions stored. Each reading is
+judged once, when its batch arrives (`take`); `store` only stores transitions, so a retried store never
+judges a reading twice. Its tick
 (processing.interval_s) runs the offline detector, time-based resolution and a check for alerts that an
 operator resolved in the database. Judging is the evaluator's (evaluator.py); storing, announcing and
-notifying the store's (pipeline/sinks/alert_store.py).
+notifying the store's (pipeline/operators/alerts/store.py).
 """
 from __future__ import annotations
 
@@ -16,14 +17,15 @@ import time
 from typing import Sequence
 
 from ...config import Config, Secret
+from ...observability.metrics import Metrics
 from ...runtime.batch import Batch
 from ...runtime.idle import IdleSweep
 from ...runtime.ownership import Ownership, sensor_partition
-from ...runtime.retry import Stopped, retry_call
+from ...runtime.retry import Stopped
 from ...runtime.supervisor import Spawn, plain_thread
-from ...sinks.alert_store import AlertStore
-from ...sinks.base import BatchingSink
+from .store import AlertStore
 from ...sinks.notify import AlertNotifier
+from ..base import Operator
 from . import silence_sync
 from .evaluator import AlertEvaluator
 from .lifecycle import Transition
@@ -32,28 +34,29 @@ from .silences import Silences
 log = logging.getLogger(__name__)
 
 
-class AlertRunner(BatchingSink):
+class AlertRunner(Operator):
     """Runs the evaluator on every batch and on a timer; stores what it decides through the alert store."""
 
     name = "alerts"
 
-    def __init__(self, config: Config, pg_password: Secret, redis_password: Secret, *args, clock=time.time,
-                 spawn: Spawn = plain_thread, notifier: AlertNotifier | None = None, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, config: Config, pg_password: Secret, redis_password: Secret, metrics: Metrics, *,
+                 clock=time.time, spawn: Spawn = plain_thread, notifier: AlertNotifier | None = None,
+                 silences: Silences | None = None):
+        super().__init__(config.retry, metrics)
         self.clock = clock
         self.tick_interval_s = config.processing.interval_s
         self.evaluator = AlertEvaluator(config)
-        self.store = AlertStore(config, pg_password, redis_password, self.metrics, spawn, notifier)
+        # Acknowledged, snoozed, in maintenance: one object, owned by the daemon and handed to the notifier, the
+        # dashboard's API (which tells it its changes) and here; the store flags what it stores with it.
+        self.silences = silences if silences is not None else Silences(config.alerts.maintenance)
+        self.silences.locate_with(self._location)
+        self.store = AlertStore(config, pg_password, redis_password, self.metrics, spawn, notifier, self.silences)
         # Scale-out: only sensors of partitions this instance owns are evaluated here (docs/operations.md).
         self.partitions = config.kafka.partitions
         self.partition_of: dict[str, int] = {}  # sensor -> the partition its readings arrived on
         self.ownership = Ownership()
         self.lock = threading.RLock()  # rebalance callbacks (consumer thread) against evaluation (this thread)
-        # Acknowledged, snoozed, in maintenance: shared with the dashboard's API (which tells it its changes)
-        # and the store (which flags what it stores); the notifier asks it before announcing.
         self.known_locations: dict[str, str] = {}
-        self.silences = Silences(config.alerts.maintenance, self._location)
-        self.store.silences = self.silences
         self.idle_sweep = IdleSweep(config.limits.state_idle_s)
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -84,7 +87,7 @@ class AlertRunner(BatchingSink):
         return (info[1] if info is not None and info[1] else None) or self.known_locations.get(sensor_id)
 
     # -- evaluation (once per reading, when its batch arrives) ----------------------------------
-    def select(self, batch: Batch) -> Sequence[Transition]:
+    def take(self, batch: Batch) -> Sequence[Transition]:
         """Judge the batch's readings (once, on arrival) and return the alert transitions to store."""
         with self.lock:
             first = set()
@@ -102,9 +105,7 @@ class AlertRunner(BatchingSink):
         batch). Only once something was released with an open alert; one statement per batch."""
         todo = sorted(sensors)  # alerts already held are not loaded twice (evaluator.load)
         try:
-            alerts = retry_call(lambda: self.store.load_open_of(todo), operation="alerts_reload", policy=self.retry,
-                                is_transient=self.is_transient, stop=self.stop_event,
-                                on_retry=lambda *_: self.metrics.retries.labels("alerts_reload").inc())
+            alerts = self.retrying(lambda: self.store.load_open_of(todo), "alerts_reload")
         except Stopped:
             raise
         except Exception as err:  # noqa: BLE001 - judged without them; the alerts stay open in the database
@@ -123,10 +124,8 @@ class AlertRunner(BatchingSink):
                 self._evict_idle(now)
         try:
             if out:
-                retry_call(lambda: self.store.store(out), operation="alerts_tick", policy=self.retry,
-                           is_transient=self.is_transient, stop=self.stop_event,
-                           on_retry=lambda *_: self.metrics.retries.labels("alerts_tick").inc())
-                self.after_write(out)
+                self.retrying(lambda: self.store.store(out), "alerts_tick")
+                self.durable(out)
             if self.store.pool is not None:  # snoozes and acknowledgements made through another instance
                 silence_sync.load(self.store.pool, self.silences)
             ids = self.store.open_ids()
@@ -159,7 +158,7 @@ class AlertRunner(BatchingSink):
     def write(self, records: Sequence[Transition]) -> None:
         self.store.store(records)
 
-    def after_write(self, records: Sequence[Transition]) -> None:
+    def durable(self, records: Sequence[Transition]) -> None:
         for t in records:
             self.metrics.alert_transitions.labels(t.alert.type, t.event, t.severity).inc()
             log.info("event=alert_%s alert_id=%s sensor_id=%s metric=%s type=%s severity=%s", t.event, t.alert.id,

@@ -132,6 +132,10 @@ class Silences:
         """The snoozes in force at `now`, ending soonest first."""
         return sorted((s for s in self._snoozes.values() if s.until > now), key=lambda s: (s.until, s.id))
 
+    def locate_with(self, locate: Callable[[str], str | None]) -> None:
+        """Where sensors are, for windows by location: the alert operator knows (latest reading, registry)."""
+        self.locate = locate
+
     def is_acknowledged(self, alert_id: int) -> bool:
         return alert_id in self._acknowledged
 

@@ -5,7 +5,8 @@ value = count, timestamp = window start), so they get aggregations, thresholds a
 Why from the table: it holds exactly the records that are durable, each once (delivery identity), so a
 count is the same however often it is computed: after a crash, a replay or a restart. New counts go
 through the normal readings path (the PostgreSQL sink inserts them); a count that changed because
-records arrived late is updated in place first, then handed on as well. (Expiring old log records is
+records arrived late is updated in place first (through the PostgreSQL sink's `correct`: this operator only
+reads and computes), then handed on as well. (Expiring old log records is
 the retention job's, pipeline/storage/retention.py.)
 """
 from __future__ import annotations
@@ -33,11 +34,12 @@ log = logging.getLogger(__name__)
 SEEN = "SELECT app, min(timestamp), max(timestamp) FROM logs WHERE timestamp >= %s GROUP BY app"
 COUNTS = "SELECT app, level, count(*) FROM logs WHERE timestamp >= %s AND timestamp < %s GROUP BY app, level"
 STORED = "SELECT sensor_id, metric, value FROM measurements WHERE timestamp = %s AND sensor_id = ANY(%s) AND metric = ANY(%s)"
-CORRECT = "UPDATE measurements SET value = %s WHERE sensor_id = %s AND metric = %s AND timestamp = %s"
 
 # emit(readings, durable) hands readings to the sinks and returns the batch (None when stopping);
 # durable=True means they are already in `measurements` (corrections).
 Emit = Callable[[list[Reading], bool], "Batch | None"]
+# correct(readings) gives stored readings their new values (the PostgreSQL sink's `correct`).
+Correct = Callable[[Sequence[Reading]], None]
 HAND_OVER_MAX = 5000  # readings per hand-over: a long catch-up goes to the sinks in bounded batches
 
 
@@ -45,9 +47,10 @@ class LogCounter:
     """Thread body: every tick, counts the due windows and hands new or corrected counts to the sinks."""
 
     def __init__(self, pg: PostgresConfig, password: Secret, cfg: LogsConfig, retry: RetryConfig, metrics: Metrics,
-                 emit: Emit, clock: Callable[[], float] = time.time):
+                 emit: Emit, correct: Correct, clock: Callable[[], float] = time.time):
         self.pg, self.password, self.cfg, self.retry, self.metrics = pg, password, cfg, retry, metrics
         self.emit = emit
+        self.correct = correct
         self.clock = clock
         self.windows = CountWindows(cfg.count_window_s, cfg.count_grace_s, cfg.count_active_s)
         self.tick_s = min(1.0, cfg.count_window_s / 2)
@@ -119,12 +122,11 @@ class LogCounter:
             stored = {(s, m): v for s, m, v in conn.execute(
                 STORED, (utc_naive(start), sorted({s for s, _ in rows}), [metric(lv) for lv in LEVELS]))}
             new, corrected = changes(rows, stored)
-            if corrected:
-                with conn.transaction():
-                    conn.cursor().executemany(CORRECT, [(v, s, m, utc_naive(start)) for (s, m), v in corrected.items()])
         now = self.clock()
-        return ([self._reading(s, m, v, start, now) for (s, m), v in new.items()],
-                [self._reading(s, m, v, start, now) for (s, m), v in corrected.items()])
+        fixed = [self._reading(s, m, v, start, now) for (s, m), v in corrected.items()]
+        if fixed:
+            self.correct(fixed)
+        return [self._reading(s, m, v, start, now) for (s, m), v in new.items()], fixed
 
     def _hand_over(self, readings: list[Reading], durable: bool) -> bool:
         # Wait until every sink holds them: the next count of this window must see them stored.

@@ -1,11 +1,16 @@
-"""The window aggregator: windows of durable readings, closed into `aggregations` rows.
+"""The window operator: windows of durable readings, closed into `aggregations` rows.
 
-It works with the PostgreSQL sink, which hands it each write's transaction (`stage`: the windows of newly
-stored readings are marked pending with them) and calls it after the commit (`committed`: watermarks move,
-running values are published, due windows close) and on its tick (windows of idle partitions). So a window
-is pending exactly when readings of it are durable and its row is not, whatever crashes in between.
-The window math is the tracker's (tracker.py); the SQL and Redis are the store's (pipeline/sinks/window_store.py).
-This runner owns the lock (rebalance callbacks run in the consumer thread) and partition ownership.
+It is an insert listener of the PostgreSQL sink (pipeline/sinks/postgres.py, `InsertListener`), wired by the
+daemon when aggregation is enabled. Where each part runs:
+- `stage`, in the sink's thread inside the readings' COPY transaction: the windows of newly stored readings
+  are marked pending with them (so a window is pending exactly when readings of it are durable and its row
+  is not, whatever crashes in between);
+- `committed`, in the sink's thread after the commit: watermarks move, running values are published, due
+  windows close;
+- `tick` (processing.interval_s), `start` (with the sink's pool) and `close`, in the sink's thread: windows
+  of idle partitions close;
+- `partitions_assigned` / `partitions_revoked`, in the consumer thread (rebalance callbacks): hence the lock.
+The window math is the tracker's (tracker.py); the SQL and Redis are the store's (store.py).
 """
 from __future__ import annotations
 
@@ -23,7 +28,7 @@ from ...records import Reading
 from ...runtime.idle import IdleSweep
 from ...runtime.ownership import Ownership
 from ...clients.errors import is_transient, store_message
-from ...sinks.window_store import WindowStore, close_statement
+from .store import WindowStore, close_statement
 from .tracker import US, Due, Partials, Window, WindowTracker, to_us
 
 log = logging.getLogger(__name__)
@@ -173,8 +178,12 @@ class WindowAggregator:
             fields = {sensor_id: self.partials.fields(sensor_id, metrics) for sensor_id, metrics in touched.items()}
             self._guard("publish_partials", lambda: self.store.publish_partials(fields, now))
 
+    def tick(self) -> None:
+        """Timed work: windows whose partition went quiet close (the watermark only moves with readings)."""
+        self.close_due()
+
     def close_due(self) -> None:
-        """Write the rows of every window that is due; called after each write and on the sink's tick."""
+        """Write the rows of every window that is due; called after each write and on the tick."""
         with self.lock:
             self.flush_partials(self.clock())
             # Only windows of partitions we own: two instances closing one window would race on its pending rows.

@@ -25,15 +25,14 @@ def sensors_on(partition: int, n: int = 2) -> list[str]:
 
 
 def alert_sink() -> AlertRunner:
-    return AlertRunner(CFG, Secret(""), Secret(""), settings=CFG.sinks.alerts, retry=CFG.retry,
-                     metrics=Metrics(CollectorRegistry()), queue_max_batches=2)
+    return AlertRunner(CFG, Secret(""), Secret(""), Metrics(CollectorRegistry()))
 
 
 def test_revoked_sensors_are_forgotten_and_kept_ones_stay():
     sink = alert_sink()
     mine, theirs = sensors_on(0), sensors_on(1)
     sink.partitions_assigned({0, 1})
-    out = sink.select(Batch([reading(s, 50.0) for s in mine + theirs], [], {}, 1))
+    out = sink.take(Batch([reading(s, 50.0) for s in mine + theirs], [], {}, 1))
     ev = sink.evaluator
     assert len(out) == 4 and len(ev.book.open) == 4
     sink.partitions_revoked({1})
@@ -45,7 +44,7 @@ def test_revoked_sensors_are_forgotten_and_kept_ones_stay():
 
 def test_before_the_first_assignment_nothing_is_owned_once_the_daemon_says_so():
     sink = alert_sink()
-    sink.select(Batch([reading("dev-1", 50.0)], [], {}, 1))
+    sink.take(Batch([reading("dev-1", 50.0)], [], {}, 1))
     sink.partitions_assigned(set())  # what the daemon does before the consumer joins the group
     assert sink.evaluator.book.open == {} and sink.evaluator.sensors() == set()
 
@@ -66,7 +65,7 @@ def test_aggregator_closes_only_windows_of_owned_partitions():
 
 def test_aggregator_rolls_longer_periods_up_from_shorter_closed_rows_unless_loaded_from_the_database():
     from pipeline.operators.windows.aggregator import rollup_sources
-    from pipeline.sinks.window_store import CLOSE_FROM_READINGS_BY_KEY, CLOSE_FROM_READINGS_BY_TIME, CLOSE_FROM_ROLLUP
+    from pipeline.operators.windows.store import CLOSE_FROM_READINGS_BY_KEY, CLOSE_FROM_READINGS_BY_TIME, CLOSE_FROM_ROLLUP
     assert rollup_sources({"10s": 10, "1m": 60, "5m": 300, "7m": 420, "1h": 3600}) == {"1m": "10s", "5m": "1m",
                                                                                        "7m": "1m", "1h": "5m"}
     agg = WindowAggregator(CFG.aggregation, RedisConfig(), Secret(""), Metrics(CollectorRegistry()))

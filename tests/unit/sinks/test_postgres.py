@@ -10,7 +10,8 @@ from prometheus_client import CollectorRegistry
 from pipeline.config import PostgresConfig, RetryConfig, Secret, SinkConfig
 from pipeline.observability.metrics import Metrics
 from pipeline.records import Reading
-from pipeline.sinks.postgres import COPY_MEASUREMENTS, COPY_STAGE, CREATE_STAGE, COUNT_CONFLICTS, INSERT_FROM_STAGE, INSERT_SENSORS, PostgresSink
+from pipeline.sinks.postgres import (COPY_MEASUREMENTS, COPY_STAGE, CORRECT, CREATE_STAGE, COUNT_CONFLICTS, INSERT_FROM_STAGE,
+                                    INSERT_SENSORS, PostgresSink)
 from tests.unit.sinks.fakedb import FakePool
 
 T0 = 1_700_000_000.0
@@ -22,7 +23,7 @@ def reading(sensor: str, value: float, ts: float = T0, metric: str = "temperatur
 
 def sink(pool: FakePool, deduplicate: bool = True, aggregator=None) -> PostgresSink:
     s = PostgresSink(PostgresConfig(deduplicate=deduplicate), Secret(""), SinkConfig(), RetryConfig(),
-                     Metrics(CollectorRegistry()), 4, aggregator=aggregator)
+                     Metrics(CollectorRegistry()), 4, listeners=[aggregator] if aggregator is not None else ())
     s.pool = pool
     s._staged.add(pool.conn)  # the staging table exists (test_the_staging_table_is_made_in_the_first_write_only)
     return s
@@ -188,3 +189,12 @@ def test_the_staging_table_is_made_in_the_first_write_only():
     s.write([reading("a", 2.0, T0 + 1)])
     statements = [sql for sql, _ in pool.cursor.executed]
     assert statements.count(CREATE_STAGE) == 1 and statements[0] == CREATE_STAGE
+
+
+def test_corrected_readings_update_their_stored_rows_in_one_transaction():
+    pool = FakePool()
+    s = sink(pool)
+    s.correct([reading("app:a", 3.0, T0, "log_error"), reading("app:a", 1.0, T0, "log_info")])
+    assert pool.conn.transactions == 1
+    assert pool.cursor.executed == [(CORRECT, [(3.0, "app:a", "log_error", datetime(2023, 11, 14, 22, 13, 20)),
+                                               (1.0, "app:a", "log_info", datetime(2023, 11, 14, 22, 13, 20))])]

@@ -23,10 +23,10 @@ import psycopg
 import redis
 from psycopg_pool import ConnectionPool
 
-from ..config import RedisConfig, Secret
-from ..operators.windows.tracker import US, Window, from_us
-from ..clients.redis import connect
-from ..runtime.idle import TtlRefresh
+from ...config import RedisConfig, Secret
+from .tracker import US, Window, from_us
+from ...clients.redis import connect
+from ...runtime.idle import TtlRefresh
 
 # Means in SQL: avg() over DOUBLE PRECISION raises "value out of range: overflow" once readings pass about
 # 1e154 (its running sum of squares) and sum() past 1.8e308, so one huge reading would keep its window from

@@ -16,14 +16,15 @@ import psycopg
 import redis
 from psycopg_pool import ConnectionPool
 
-from ..config import Config, Secret
-from ..observability.metrics import Metrics
-from ..operators.alerts.lifecycle import ESCALATED, FLAPPING, OPENED, RESOLVED, SEVERITY_RANK, Alert, Transition
-from ..clients.postgres import open_pool, utc_naive
-from .postgres import INSERT_SENSORS
-from ..clients.redis import connect
-from ..runtime.supervisor import Spawn, plain_thread
-from .notify import AlertNotifier
+from ...config import Config, Secret
+from ...observability.metrics import Metrics
+from .silences import Silences
+from .lifecycle import ESCALATED, FLAPPING, OPENED, RESOLVED, SEVERITY_RANK, Alert, Transition
+from ...clients.postgres import open_pool, utc_naive
+from ...sinks.postgres import INSERT_SENSORS
+from ...clients.redis import connect
+from ...runtime.supervisor import Spawn, plain_thread
+from ...sinks.notify import AlertNotifier
 
 _UTC = timezone.utc
 LOAD_OPEN = ("SELECT id, sensor_id, metric, type, severity, message, timestamp FROM alerts "
@@ -47,14 +48,14 @@ class AlertStore:
     retried write never stores or announces it twice."""
 
     def __init__(self, config: Config, pg_password: Secret, redis_password: Secret, metrics: Metrics,
-                 spawn: Spawn = plain_thread, notifier: AlertNotifier | None = None):
+                 spawn: Spawn = plain_thread, notifier: AlertNotifier | None = None, silences: Silences | None = None):
         self.pg, self.pg_password = config.postgres, pg_password
         self.redis_cfg, self.redis_password = config.redis, redis_password
         self.stream = config.redis.key_prefix + config.redis.streams.alerts
         self.notifier = notifier  # notification channels (pipeline/sinks/notify); None: none configured
         self.pool: ConnectionPool | None = None
         self.redis: redis.Redis | None = None
-        self.silences = None  # operators.alerts.silences.Silences, set by the runner: why a transition is not notified
+        self.silences = silences  # why a transition is not notified (flagged on its event); None: never silenced
 
     def start(self) -> None:
         # Created once: start() may be retried while the services come up.
