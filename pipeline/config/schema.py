@@ -174,6 +174,8 @@ class SinkConfig(Section):
 
 
 class SinksConfig(Section):
+    # The sinks a daemon runs, by registered name, in order (pipeline/sinks/registry.py); unknown names are refused.
+    use: tuple[Name, ...] = ("postgres", "redis", "dead_letter", "logs")
     # 250 ms: below about 4,000 readings/s a batch is written by time, not size, and each write costs about as
     # much as a few hundred readings; above it batches fill first and the interval never applies.
     postgres: SinkConfig = SinkConfig(flush_interval_ms=250)

@@ -29,16 +29,21 @@ from ..observability.metrics import Metrics
 from ..records import EXHAUSTED, DeadLetter
 from ..runtime.batch import Batch
 from ..runtime.retry import Backoff, Stopped, retry_call
-from ..runtime.stuck import Busy
+from ..runtime.busy import Busy
 
 log = logging.getLogger(__name__)
 _STOP = object()
+# A best-effort sink may batch for minutes while the consumer goes on: its queue holds this many times more batches.
+BEST_EFFORT_QUEUE_FACTOR = 64
 
 
 class BatchingSink:
     """Base class; subclasses set `name` and implement select/write/is_transient (and start/close)."""
 
     name = "sink"
+    # Durable: the batch's Kafka offsets wait for this sink. Best-effort (set by pipeline/sinks/registry.py): they
+    # do not; the sink is handed batches without back-pressure and keeps its own position (`checkpoint`).
+    durable = True
     # Seconds between calls of `tick()` in the sink's thread (timed work: window closing, alert timers); None: never.
     tick_interval_s: float | None = None
 
@@ -49,10 +54,11 @@ class BatchingSink:
         self.retry = retry
         self.metrics = metrics
         self.queue: queue.Queue = queue.Queue(maxsize=queue_max_batches)
+        self._best_effort_max = queue_max_batches * BEST_EFFORT_QUEUE_FACTOR
         self.stop_event = threading.Event()  # set at the shutdown deadline: give up, leave the rest uncommitted
         self._finishing = threading.Event()  # flush what is queued, then end
         self.last_success: float | None = None
-        self.busy = Busy()  # the daemon's StuckWatch reads it (runtime/stuck.py)
+        self.busy = Busy()  # the daemon's BusyWatch reads it (runtime/busy.py)
         # (since, the store's message) while a write is held by an outage or a refusal; None while writes pass.
         # Written by this sink's thread only, read by the status interface: one assignment, no lock.
         self._blocked: tuple[float, str] | None = None
@@ -77,6 +83,13 @@ class BatchingSink:
 
     def tick(self) -> None:
         """Timed work, every `tick_interval_s`, in the sink's own thread (so it shares its state unlocked)."""
+
+    def checkpoint(self, offsets: dict[tuple[str, int], int]) -> None:
+        """A best-effort sink wrote everything before these offsets ((topic, partition) -> next offset): store them."""
+
+    def accepts_stored(self) -> bool:
+        """Readings already in `measurements` (log-count corrections) may be handed to this sink again."""
+        return True
 
     def partitions_assigned(self, partitions: set[int]) -> None:
         """The consumer group gave this instance these raw-topic partitions (the full assignment)."""
@@ -119,6 +132,17 @@ class BatchingSink:
             return True
         except queue.Full:
             return False
+
+    def offer_best_effort(self, batch: Batch) -> bool:
+        """Hand a batch to a best-effort sink without waiting: its queue holds BEST_EFFORT_QUEUE_FACTOR times a
+        durable sink's; beyond that the batch is left out (logged) and its checkpoint says where it stands."""
+        if self.queue.maxsize and self.queue.maxsize < self._best_effort_max:
+            self.queue.maxsize = self._best_effort_max
+        if self.offer(batch):
+            return True
+        log.warning("event=sink_behind sink=%s records=%d offsets=%s note=batch_left_out", self.name,
+                    len(batch.readings) + len(batch.logs), ",".join(f"{p}:{o}" for (_, p), o in batch.offsets.items()))
+        return False
 
     def stop(self) -> None:
         """Time is up: stop retrying and end the thread; what it does not hold stays uncommitted."""
@@ -210,8 +234,15 @@ class BatchingSink:
                 return  # not marked done: offsets stay uncommitted and Kafka redelivers
         self.last_success = time.time()
         self.metrics.sink_last_success.labels(self.name).set(self.last_success)
+        if self.durable:
+            for batch in pending:
+                batch.sink_done()
+            return
+        offsets: dict[tuple[str, int], int] = {}
         for batch in pending:
-            batch.sink_done()
+            offsets.update(batch.offsets)
+        if offsets:
+            self.checkpoint(offsets)
 
     def _write_retrying(self, records: Sequence) -> None:
         started = time.perf_counter()

@@ -112,6 +112,10 @@ class PostgresSink(BatchingSink):
         # instead of failing every connection attempt into an anonymous pool timeout.
         self._staged: weakref.WeakSet = weakref.WeakSet()
 
+
+    def accepts_stored(self) -> bool:
+        """Readings already stored come again only if duplicates are skipped (postgres.deduplicate)."""
+        return self.pg.deduplicate
     def start(self) -> None:
         pool = open_pool(self.pg, self.password, "postgres-sink", self.pg.pool_min, self.pg.pool_max)
         try:

@@ -1,13 +1,12 @@
-"""The daemon: builds components from the frozen config, has the supervisor run their threads, shuts down in order.
+"""The daemon's lifecycle: components come from the builders (build.py); it starts their threads through the
+supervisor and shuts down in order.
 
 Shutdown order: stop ingest (MQTT takes no more; Kafka confirms what it took, MQTT acks go out),
 stop consuming, let the sinks drain and flush, commit offsets, close connections.
 """
 from __future__ import annotations
 
-import functools
 import logging
-import os
 import threading
 import time
 
@@ -18,7 +17,6 @@ from ..agents.publisher import MqttPublisher
 from ..agents.spool import SpooledPublisher, open_spooled, spool_path
 from ..agents.system import SystemAgent
 from ..config import Settings
-from ..config.checks import allowed_metrics
 from ..ingest.broker_stats import BrokerStats, CounterMemory
 from ..ingest.broker_stats import sensor_id as broker_sensor_id
 from ..clients.kafka import ensure_topics
@@ -28,62 +26,30 @@ from ..ingest.mqtt_bridge import MqttBridge, client_id_suffix
 from ..logship import MQTTHandler
 from ..observability.metrics import Metrics
 from ..operators.alerts.runner import AlertRunner
-from ..operators.alerts.silences import Silences
-from ..operators.base import OperatorRunner
 from ..operators.limits.refresh import RegistryLookup, RegistryRefresh
-from ..operators.limits.registry import LimitFilter, load_known
+from ..operators.limits.registry import load_known
 from ..operators.logcounts.runner import LogCounter
 from ..operators.windows.tracker import parse_period
-from ..operators.windows.aggregator import WindowAggregator
 from ..observability.rates import counter_totals
 from ..observability.status import LiveStatus
 from ..storage.partitions import PartitionJob
 from ..records import Reading
 from ..storage.retention import RetentionJob
-from ..sinks.deadletter import DeadLetterSink, DeadLetterWriter, dead_letter_topics
-from ..sinks.logs import LogSink
-from ..sinks.notify import build_notifier
-from ..sinks.postgres import PostgresSink
-from ..sinks.redis_stream import RedisSink
+from ..sinks.deadletter import DeadLetterWriter, dead_letter_topics
 from ..clients.redis import connect as redis_connect
-from ..stages.decode import Decode
-from ..stages.lateness import LateFilter
-from ..stages.logs import ValidateLog, decode_log
-from ..stages.transform import NormalizeUnits
-from ..stages.validate import Validate
-from .batch import Batch
-from .chain import StageChain
-from .deadline import Deadline, call_bounded
+from ..runtime.batch import Batch
+from ..runtime.busy import BusyWatch
+from ..runtime.chain import StageChain
+from ..runtime.deadline import Deadline, call_bounded
+from ..runtime.reload import ConfigHolder
+from ..runtime.retry import retry_call
+from ..runtime.supervisor import Supervisor
+from .build import build_alerts, build_limits, build_sinks, build_stages, build_windows, run_operator
 from .instance_lock import AlreadyConsumed, SingleInstanceLock
-from .reload import ConfigHolder
-from .retry import retry_call
-from .stuck import StuckWatch
-from .supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 # Seconds of the shutdown budget (at most a quarter of it) kept for the commit and closing connections.
 CLOSE_RESERVE_S = 3.0
-
-
-def build_stages(settings: Settings) -> list:
-    """The processing stages in order, each given only its own section of the config."""
-    cfg = settings.config
-    v = cfg.validation
-    stages = [
-        Decode(v.max_payload_bytes, v.max_readings_per_message, max_json_depth=v.max_json_depth,
-               routes={cfg.logs.topic_root: functools.partial(decode_log, max_json_depth=v.max_json_depth)}),
-        Validate(v.max_future_skew_s, v.max_age_s, v.default_type, v.default_location,
-                 allowed_metrics=allowed_metrics(cfg)),
-        NormalizeUnits(cfg.units),
-        ValidateLog(cfg.logs.max_message_bytes, v.max_future_skew_s, v.max_age_s,
-                    max_extra_bytes=cfg.logs.max_extra_bytes, max_extra_depth=cfg.logs.max_extra_depth),
-    ]
-    if cfg.aggregation.enabled:  # readings too late for their window are dead-lettered before they are stored
-        stages.append(LateFilter(cfg.aggregation.grace_s, cfg.aggregation.max_lateness_s))
-    # Last: only a reading that would be stored makes its sensor and metric known.
-    stages.append(LimitFilter(cfg.limits.max_sensors, cfg.limits.max_metrics_per_sensor, cfg.limits.registration,
-                              cfg.limits.state_idle_s, lookups_per_s=cfg.limits.registry_lookups_per_s))
-    return stages
 
 
 class Pipeline:
@@ -100,31 +66,25 @@ class Pipeline:
         self.started_at = time.time()
         self._stopped = threading.Event()
         self.dead_letters = DeadLetterWriter(cfg.kafka, cfg.instance_id, self.metrics)
-        common = dict(retry=cfg.retry, metrics=self.metrics, queue_max_batches=cfg.processing.queue_max_batches)
         # The window operator listens to the PostgreSQL sink's inserts: windows are computed from its rows and
         # marked pending in its transactions (where each part runs: pipeline/operators/windows/aggregator.py).
-        self.windows = WindowAggregator(cfg.aggregation, cfg.redis, settings.secrets.redis_password, self.metrics,
-                                        state_idle_s=cfg.limits.state_idle_s) if cfg.aggregation.enabled else None
-        self.sinks = [
-            PostgresSink(cfg.postgres, settings.secrets.postgres_password, settings=cfg.sinks.postgres,
-                         listeners=[self.windows] if self.windows is not None else (),
-                         tick_interval_s=cfg.processing.interval_s,
-                         partition_interval=cfg.storage.partition_interval, state_idle_s=cfg.limits.state_idle_s,
-                         dead_letters=self.dead_letters, **common),
-            RedisSink(cfg.redis, settings.secrets.redis_password, settings=cfg.sinks.redis, state_idle_s=cfg.limits.state_idle_s,
-                      dead_letters=self.dead_letters, **common),
-        ]
-        dead_letter_sink = DeadLetterSink(self.dead_letters, settings=cfg.sinks.dead_letter, **common)
-        self.sinks.append(dead_letter_sink)
-        # Application logs: their own sink, and the counter that turns the stored ones into readings.
+        self.windows = build_windows(settings, self.metrics)
+        # The log counter turns stored application logs into readings; the logs sink tells it what was stored.
+        self.sinks = build_sinks(settings, self.metrics, self.dead_letters,
+                                 insert_listeners=[self.windows] if self.windows is not None else (),
+                                 on_logs_written=lambda *args: self.log_counter.mark(*args))
+        by_name = {s.name: s for s in self.sinks}
         self.log_counter = LogCounter(cfg.postgres, settings.secrets.postgres_password, cfg.logs, cfg.retry, self.metrics,
-                                      self.inject, correct=self.sinks[0].correct)
-        self.sinks.append(LogSink(cfg.postgres, settings.secrets.postgres_password, cfg.redis,
-                                  settings.secrets.redis_password, settings=cfg.sinks.logs,
-                                  dead_letters=self.dead_letters, on_written=self.log_counter.mark,
-                                  partition_interval=cfg.storage.partition_interval, **common))
-        self._add_processing(settings, common)
-        self.chain = StageChain(build_stages(settings), self.metrics)
+                                      self.inject, correct=by_name["postgres"].correct)
+        dead_letter_sink = by_name.get("dead_letter")
+        self.config = ConfigHolder(settings, self.metrics)
+        self.alerts: AlertRunner | None = build_alerts(settings, self.metrics, self.dead_letters, self.supervisor.spawn)
+        if self.alerts is not None:
+            # Run like a sink (same queue, holds and commit bookkeeping), but it only computes.
+            self.sinks.append(run_operator(self.alerts, settings, self.metrics))
+            self.config.subscribe(self.alerts.update_config)
+        self.limits = build_limits(settings)
+        self.chain = StageChain(build_stages(settings, limits=self.limits), self.metrics)
         self._registry_lookup: RegistryLookup | None = None  # the limits stage's, on the consumer thread
         self.source: KafkaSource | None = None
         self.bridge: MqttBridge | None = None
@@ -139,24 +99,6 @@ class Pipeline:
         self._sink_threads: list = []
         self.status = LiveStatus(cfg.instance_id, self.started_at, self.supervisor, self.sinks, self.config,
                                  cfg.mqtt.host, cfg.mqtt.port, dead_letter_sink)
-
-    def _add_processing(self, settings: Settings, common: dict) -> None:
-        """The alert operator (run by an OperatorRunner, which takes batches like a sink) and live config reload."""
-        cfg = settings.config
-        self.config = ConfigHolder(settings, self.metrics)
-        self.alerts: AlertRunner | None = None
-        if cfg.alerts.enabled:
-            # Acknowledged, snoozed and maintenance alerts are not notified: one Silences (loaded at start, told of
-            # API changes, refreshed every tick) is handed to the notifier, the alert operator and the dashboard.
-            silences = Silences(cfg.alerts.maintenance)
-            notifier = build_notifier(cfg.alerts, os.environ, settings.secrets.alert_webhook_secret, cfg.retry,
-                                      self.metrics, dead_letters=self.dead_letters, spawn=self.supervisor.spawn,
-                                      silenced=silences.silenced)
-            self.alerts = AlertRunner(cfg, settings.secrets.postgres_password, settings.secrets.redis_password,
-                                      self.metrics, spawn=self.supervisor.spawn, notifier=notifier, silences=silences)
-            # Run like a sink (same queue, holds and commit bookkeeping), but it only computes.
-            self.sinks.append(OperatorRunner(self.alerts, settings=cfg.sinks.alerts, **common))
-            self.config.subscribe(self.alerts.update_config)
 
     def start(self) -> None:
         cfg = self.settings.config
@@ -262,17 +204,19 @@ class Pipeline:
         """Readings made inside the daemon (log counts) go to every sink, like a consumed batch without offsets.
         `durable`: already in measurements, so a PostgreSQL sink that cannot skip duplicates leaves them out.
         Returns the batch (its `done` is set once every sink holds it), None when stopping."""
-        sinks = [s for s in self.sinks if not (durable and isinstance(s, PostgresSink) and not s.pg.deduplicate)]
-        batch = Batch(readings, [], {}, len(sinks))
+        sinks = [s for s in self.sinks if not durable or s.accepts_stored()]
+        batch = Batch(readings, [], {}, sum(s.durable for s in sinks))
         for sink in sinks:
-            if not sink.put(batch, self._stopped):
+            if not sink.durable:
+                sink.offer_best_effort(batch)
+            elif not sink.put(batch, self._stopped):
                 return None
         return batch
 
     def _load_known_sensors(self) -> None:
         """Before consuming: the sensors (and recent metrics) already stored count against limits.*."""
         cfg = self.settings.config
-        limits = next(s for s in self.chain.stages if isinstance(s, LimitFilter))
+        limits = self.limits
         period = max(cfg.aggregation.periods, key=parse_period) if cfg.aggregation.enabled else None
         with psycopg.connect(**conninfo(cfg.postgres, self.settings.secrets.postgres_password)) as conn:
             load_known(conn, limits.registry, period, cfg.limits.metrics_lookback_s, limits=limits)
@@ -282,7 +226,7 @@ class Pipeline:
     def _start_registry_refresh(self) -> None:
         """Sensors added, relabelled or removed while running reach the limit filter within registry_refresh_s."""
         cfg = self.settings.config
-        limits = next(s for s in self.chain.stages if isinstance(s, LimitFilter))
+        limits = self.limits
         info = conninfo(cfg.postgres, self.settings.secrets.postgres_password)
         refresh = RegistryRefresh(lambda: psycopg.connect(**info), limits, cfg.limits.registry_refresh_s)
         # Ids past the table read (a table larger than max_sensors) are looked up before being refused.
@@ -301,10 +245,10 @@ class Pipeline:
 
     def wait(self, stop: threading.Event) -> int:
         """Block until `stop` is set or a thread fails; then shut down. Returns the exit code."""
-        watch, next_watch = StuckWatch(), 0.0
+        watch, next_watch = BusyWatch(), 0.0
         while not stop.is_set():
             now = time.monotonic()
-            if now >= next_watch:  # a sink busy for minutes says so (runtime/stuck.py)
+            if now >= next_watch:  # a sink busy for minutes says so (runtime/busy.py)
                 next_watch = now + 1.0
                 for line in watch.check(((s.name, s.busy.state) for s in self.sinks), now):
                     log.warning(line)
