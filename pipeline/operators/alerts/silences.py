@@ -23,7 +23,7 @@ from typing import Callable, Iterable, Sequence
 from zoneinfo import ZoneInfo
 
 from ...config.alerting import MaintenanceWindow, iso_epoch
-from .cron import Cron
+from ...config.cron import Cron
 
 ACKNOWLEDGED, SNOOZED, MAINTENANCE = "acknowledged", "snoozed", "maintenance"
 _RANK = {"info": 0, "warning": 1, "critical": 2}

@@ -43,11 +43,8 @@ import time
 from datetime import datetime, timedelta, timezone
 from typing import Callable, Iterable
 
-from ...ingest.broker_stats import SENSOR_TYPE as BROKER_SENSOR_TYPE
-from ...ingest.continuity import SENSOR_TYPE as KAFKA_SENSOR_TYPE
-from ...records import Invalid, Reading
+from ...records import APP_SENSOR_TYPE, BROKER_SENSOR_TYPE, KAFKA_SENSOR_TYPE, Invalid, Reading
 from ...runtime.idle import IdleSweep
-from ..logcounts.counting import APP_SENSOR_TYPE
 
 log = logging.getLogger(__name__)
 
