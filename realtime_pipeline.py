@@ -17,7 +17,7 @@ import threading
 
 from pipeline import __version__
 from pipeline.config import load_for_cli, redacted
-from pipeline.observability import logging as kvlog
+from pipeline.observability import kvlog
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

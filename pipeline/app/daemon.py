@@ -21,7 +21,7 @@ from ..ingest.broker_stats import BrokerStats, CounterMemory
 from ..ingest.broker_stats import sensor_id as broker_sensor_id
 from ..clients.kafka import ensure_topics
 from ..clients.postgres import conninfo
-from ..ingest.kafka_source import KafkaSource
+from ..ingest.dispatch import ConsumeDispatch
 from ..ingest.mqtt_bridge import MqttBridge, client_id_suffix
 from ..logship import MQTTHandler
 from ..observability.metrics import Metrics
@@ -86,7 +86,7 @@ class Pipeline:
         self.limits = build_limits(settings)
         self.chain = StageChain(build_stages(settings, limits=self.limits), self.metrics)
         self._registry_lookup: RegistryLookup | None = None  # the limits stage's, on the consumer thread
-        self.source: KafkaSource | None = None
+        self.source: ConsumeDispatch | None = None
         self.bridge: MqttBridge | None = None
         self.dashboard = None  # pipeline.dashboard.server.Dashboard when dashboard.enabled
         self.system_agent: SystemAgent | None = None
@@ -132,7 +132,7 @@ class Pipeline:
         # and reloaded per assigned partition, so a second instance never touches the first one's sensors.
         for sink in self.sinks:
             sink.partitions_assigned(set())
-        self.source = KafkaSource(cfg.kafka, cfg.instance_id, self.chain, self.sinks, self.metrics,
+        self.source = ConsumeDispatch(cfg.kafka, cfg.instance_id, self.chain, self.sinks, self.metrics,
                                   cfg.processing.batch_size, cfg.processing.shutdown_timeout_s / 2)
         self.status.attach_source(self.source)
         self._consumer_thread = self.supervisor.spawn("kafka-consumer", self.source.run)
@@ -194,7 +194,7 @@ class Pipeline:
         self.metrics.spool_backlog_bytes.labels(source).set_function(lambda: shipper.spool.bytes)
         self.metrics.spool_dropped.labels(source).set_function(lambda: shipper.dropped)
 
-    def _report_gaps(self, source: KafkaSource, interval_s: float) -> None:
+    def _report_gaps(self, source: ConsumeDispatch, interval_s: float) -> None:
         while not self._sources_stop.wait(interval_s):
             readings = source.gap_readings()
             if readings:

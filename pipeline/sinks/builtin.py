@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from . import registry
 from .deadletter import DeadLetterSink
-from .logs import LogSink
+from .log_store import LogSink
 from .postgres import PostgresSink
 from .redis_stream import RedisSink
 from .registry import SinkContext

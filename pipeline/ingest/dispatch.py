@@ -1,5 +1,5 @@
-"""Kafka -> stages -> sinks: the consumer thread turns raw messages into batches and commits offsets
-only for batches that every sink holds."""
+"""The consume-and-dispatch runner: the consumer thread reads the raw topic in batches, runs the stages, hands each
+batch to the sinks and operators and commits offsets only for batches that every durable one holds."""
 from __future__ import annotations
 
 import concurrent.futures
@@ -51,7 +51,7 @@ def to_raw(msg) -> RawMessage:
                       msg.partition(), msg.offset(), original_size)
 
 
-class KafkaSource:
+class ConsumeDispatch:
     """Consumes the raw topic in batches, runs the stage chain, fans batches out to the sinks.
 
     Single-instance mode assigns itself every partition (no group join: nothing to wait for, nothing that
