@@ -16,7 +16,7 @@ import psycopg
 import redis
 from psycopg_pool import ConnectionPool
 
-from ...config import Config, Secret
+from ...config import PostgresConfig, RedisConfig, Secret
 from ...observability.metrics import Metrics
 from .silences import Silences
 from .lifecycle import ESCALATED, FLAPPING, OPENED, RESOLVED, SEVERITY_RANK, Alert, Transition
@@ -47,11 +47,12 @@ class AlertStore:
     """Stores and announces transitions; each transition remembers what is done (stored, published), so a
     retried write never stores or announces it twice."""
 
-    def __init__(self, config: Config, pg_password: Secret, redis_password: Secret, metrics: Metrics,
-                 spawn: Spawn = plain_thread, notifier: AlertNotifier | None = None, silences: Silences | None = None):
-        self.pg, self.pg_password = config.postgres, pg_password
-        self.redis_cfg, self.redis_password = config.redis, redis_password
-        self.stream = config.redis.key_prefix + config.redis.streams.alerts
+    def __init__(self, pg: PostgresConfig, pg_password: Secret, rcfg: RedisConfig, redis_password: Secret,
+                 metrics: Metrics, spawn: Spawn = plain_thread, notifier: AlertNotifier | None = None,
+                 silences: Silences | None = None):
+        self.pg, self.pg_password = pg, pg_password
+        self.redis_cfg, self.redis_password = rcfg, redis_password
+        self.stream = rcfg.key_prefix + rcfg.streams.alerts
         self.notifier = notifier  # notification channels (pipeline/sinks/notify); None: none configured
         self.pool: ConnectionPool | None = None
         self.redis: redis.Redis | None = None
