@@ -23,8 +23,7 @@ from ...runtime.idle import IdleSweep
 from ...runtime.ownership import Ownership, sensor_partition
 from ...runtime.retry import Stopped
 from ...runtime.supervisor import Spawn, plain_thread
-from .store import AlertStore
-from ...sinks.notify import AlertNotifier
+from .store import AlertNotifier, AlertStore
 from ..base import Operator
 from . import silence_sync
 from .evaluator import AlertEvaluator
