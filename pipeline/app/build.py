@@ -16,7 +16,7 @@ from ..sinks.deadletter import DeadLetterWriter
 from ..sinks.notify import build_notifier
 from ..stages.decode import Decode
 from ..stages.lateness import LateFilter
-from ..operators.limits.registry import LimitFilter
+from ..stages.limits import LimitFilter
 from ..stages.logs import ValidateLog, decode_log
 from ..stages.transform import NormalizeUnits
 from ..stages.validate import Validate

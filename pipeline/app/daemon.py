@@ -27,7 +27,7 @@ from ..logship import MQTTHandler
 from ..observability.metrics import Metrics
 from ..operators.alerts.runner import AlertRunner
 from ..operators.limits.refresh import RegistryLookup, RegistryRefresh
-from ..operators.limits.registry import load_known
+from ..stages.limits import load_known
 from ..operators.logcounts.runner import LogCounter
 from ..operators.windows.tracker import parse_period
 from ..observability.rates import counter_totals

@@ -140,7 +140,7 @@ class ValidationConfig(Section):
 
 
 class LimitsConfig(Section):
-    """Bounds on what publishers can make the daemon remember (pipeline/operators/limits/registry.py)."""
+    """Bounds on what publishers can make the daemon remember (pipeline/stages/limits.py)."""
 
     # Distinct sensor ids (those already in the `sensors` table count); a reading of a new one beyond is
     # refused as too_many_sensors. The default admits a fleet of 100,000 devices.
