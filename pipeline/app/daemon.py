@@ -13,17 +13,14 @@ import time
 import psycopg
 
 from .. import __version__
-from ..agents.publisher import MqttPublisher
-from ..agents.spool import SpooledPublisher, open_spooled, spool_path
 from ..agents.system import SystemAgent
 from ..config import Settings
-from ..ingest.broker_stats import BrokerStats, CounterMemory
-from ..ingest.broker_stats import sensor_id as broker_sensor_id
 from ..clients.kafka import ensure_topics
 from ..clients.postgres import conninfo
 from ..ingest.dispatch import ConsumeDispatch
 from ..ingest.mqtt_bridge import MqttBridge, client_id_suffix
 from ..logship import MQTTHandler
+from ..ingest.broker_stats import BrokerStats
 from ..observability.metrics import Metrics
 from ..operators.alerts.runner import AlertRunner
 from ..operators.limits.refresh import RegistryLookup, RegistryRefresh
@@ -36,7 +33,6 @@ from ..storage.partitions import PartitionJob
 from ..records import Reading
 from ..storage.retention import RetentionJob
 from ..sinks.deadletter import DeadLetterWriter, dead_letter_topics
-from ..clients.redis import connect as redis_connect
 from ..runtime.batch import Batch
 from ..runtime.busy import BusyWatch
 from ..runtime.chain import StageChain
@@ -46,6 +42,7 @@ from ..runtime.retry import retry_call
 from ..runtime.supervisor import Supervisor
 from .build import build_alerts, build_limits, build_sinks, build_stages, build_windows, run_operator
 from .instance_lock import AlreadyConsumed, SingleInstanceLock
+from .own_sources import build_broker_stats, build_log_handler, build_system_agent
 
 log = logging.getLogger(__name__)
 # Seconds of the shutdown budget (at most a quarter of it) kept for the commit and closing connections.
@@ -145,11 +142,8 @@ class Pipeline:
         if self.config.watchable:
             self.supervisor.spawn("config-reload", lambda: self.config.run(self._stopped, cfg.reload.watch_interval_s))
         self._start_own_sources()
-        if cfg.mqtt.broker_stats.enabled:  # the broker's own drop counters, shown and alerted on
-            memory = CounterMemory(redis_connect(cfg.redis, self.settings.secrets.redis_password),
-                                   f"{cfg.redis.key_prefix}broker_stats:{broker_sensor_id(cfg.mqtt.host)}")
-            self.broker_stats = BrokerStats(cfg.mqtt, self.settings.secrets.mqtt_password, self.metrics, self.inject,
-                                            client_id_suffix(cfg.mqtt, cfg.instance_id), memory=memory)
+        self.broker_stats = build_broker_stats(self.settings, self.metrics, self.inject)
+        if self.broker_stats is not None:  # the broker's own drop counters, shown and alerted on
             self.status.attach_broker_stats(self.broker_stats)
             self.supervisor.spawn("broker-stats", lambda: self.broker_stats.run(self._sources_stop))
         if cfg.retention.enabled:
@@ -159,40 +153,13 @@ class Pipeline:
 
     def _start_own_sources(self) -> None:
         """This host's system metrics and the daemon's own warnings, through MQTT like any other source."""
-        cfg = self.settings.config
-        mqtt, password = cfg.mqtt, self.settings.secrets.mqtt_password.reveal() or None
-        agent = cfg.agents.system
-        if agent.enabled:
-            publisher = MqttPublisher(mqtt.host, mqtt.port, f"{mqtt.client_id}-system", mqtt.username or None, password,
-                                      mqtt.keepalive_s, tls=mqtt.tls)
-            # Another process owning the file stops the start: two agents would send each other's samples.
-            shipper = open_spooled(publisher, spool_path(agent.spool_path, "daemon-system-agent.db"),
-                                   agent.spool_max_bytes, "system-agent")
-            self._watch_spool("system_agent", shipper)
-            samples = self.metrics.system_samples
-            self.system_agent = SystemAgent(shipper, agent.host, agent.topic_root, agent.interval_s, agent.disk_path,
-                                            on_publish=lambda ok: samples.labels("published" if ok else "dropped").inc())
-            shipper.start(self.supervisor.spawn)
+        self.system_agent = build_system_agent(self.settings, self.metrics)
+        if self.system_agent is not None:
+            self.system_agent.publisher.start(self.supervisor.spawn)
             self._agent_thread = self.supervisor.spawn("agent-system", lambda: self.system_agent.run(self._sources_stop))
-        logs = cfg.logs
-        if logs.ship_own:
-            handler = MQTTHandler(logs.ship_app, mqtt.host, mqtt.port, level=logging.getLevelName(logs.ship_level),
-                                  topic_root=logs.topic_root, username=mqtt.username or None, password=password,
-                                  max_message_bytes=logs.max_message_bytes, max_extra_bytes=logs.max_extra_bytes,
-                                  client_id=f"{mqtt.client_id}-logship",
-                                  spawn=self.supervisor.spawn, tls=mqtt.tls, spool_path=logs.ship_spool_path,
-                                  spool_max_bytes=logs.ship_spool_max_bytes)
-            self.metrics.logship_records.labels("sent").set_function(lambda: handler.sent)
-            self.metrics.logship_records.labels("dropped").set_function(lambda: handler.dropped)
-            self._watch_spool("logship", handler.shipper)
-            logging.getLogger().addHandler(handler)
-            self.log_handler = handler
-
-    def _watch_spool(self, source: str, shipper: SpooledPublisher) -> None:
-        """The spool's backlog and drops as metrics, read when scraped."""
-        self.metrics.spool_backlog.labels(source).set_function(lambda: shipper.spool.count)
-        self.metrics.spool_backlog_bytes.labels(source).set_function(lambda: shipper.spool.bytes)
-        self.metrics.spool_dropped.labels(source).set_function(lambda: shipper.dropped)
+        self.log_handler = build_log_handler(self.settings, self.metrics, self.supervisor.spawn)
+        if self.log_handler is not None:
+            logging.getLogger().addHandler(self.log_handler)
 
     def _report_gaps(self, source: ConsumeDispatch, interval_s: float) -> None:
         while not self._sources_stop.wait(interval_s):
