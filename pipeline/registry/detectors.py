@@ -6,7 +6,8 @@ The registry assigns the offsets: the pipeline's own detectors first, in their o
 they registered. So a new detector never renumbers another's slots; only the tail starts after it.
 
 A rule is configured under `detection.metrics.<metric>.<name>` (and per sensor under
-`detection.sensors.<id>.metrics.<metric>.<name>`), converted and checked by the entry's `schema` and `check`.
+`detection.sensors.<id>.metrics.<metric>.<name>`), converted and checked by the entry's `schema` (a msgspec Struct with a `for_s` field, the hold every detector
+shares) and `check`.
 """
 from __future__ import annotations
 
@@ -48,6 +49,8 @@ def register(spec: DetectorSpec) -> DetectorSpec:
         raise ValueError(f"detector name {spec.name!r} is reserved")
     if spec.tail and any(s.tail for n, s in _SPECS.items() if n != spec.name):
         raise ValueError(f"detector {spec.name!r}: only one detector may keep a variable-length window")
+    if "for_s" not in getattr(spec.schema, "__struct_fields__", ()):
+        raise ValueError(f"detector {spec.name!r}: its schema must have `for_s` (how long a condition holds first)")
     if spec.slots < 0:
         raise ValueError(f"detector {spec.name!r}: slots must not be negative")
     _SEQ.setdefault(spec.name, len(_SEQ))

@@ -80,6 +80,11 @@ def register(fmt: Format) -> Format:
     return fmt
 
 
+def unregister(name: str) -> None:
+    """Remove a format (tests that register one of their own)."""
+    _FORMATS.pop(name, None)
+
+
 def registered() -> dict[str, Format]:
     """Every registered format by name."""
     return dict(_FORMATS)
