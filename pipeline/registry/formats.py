@@ -73,7 +73,7 @@ _FORMATS: dict[str, Format] = {}
 
 def register(fmt: Format) -> Format:
     """Add a format under its name (replacing one of the same name: the last registration wins)."""
-    _parse(fmt.pattern, {}, check_only=True)
+    _parse(fmt.pattern, {})  # a malformed pattern is refused at registration
     if not isinstance(fmt.key_level, int) and fmt.key_level not in _captures(fmt.pattern):
         raise ValueError(f"format {fmt.name!r}: key level {{{fmt.key_level}}} is not in its pattern {fmt.pattern!r}")
     _FORMATS[fmt.name] = fmt
@@ -94,7 +94,7 @@ def _captures(pattern: str) -> set[str]:
     return {lv[1:-1] for lv in pattern.split("/") if lv.startswith("{") and lv.endswith("}")}
 
 
-def _parse(pattern: str, variables: dict[str, str], check_only: bool = False) -> tuple:
+def _parse(pattern: str, variables: dict[str, str]) -> tuple:
     """Pattern -> (levels as (kind, text), any depth). kind: lit, any (+), cap ({name})."""
     levels = pattern.split("/")
     deep = levels[-1] == "#"
