@@ -5,7 +5,6 @@ stop consuming, let the sinks drain and flush, commit offsets, close connections
 """
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import threading
@@ -48,7 +47,8 @@ from ..sinks.redis_stream import RedisSink
 from ..clients.redis import connect as redis_connect
 from ..stages.decode import Decode
 from ..stages.lateness import LateFilter
-from ..stages.logs import ValidateLog, decode_log
+from ..stages.formats import router as format_router
+from ..stages.logs import ValidateLog
 from ..stages.transform import NormalizeUnits
 from ..stages.validate import Validate
 from .batch import Batch
@@ -71,7 +71,7 @@ def build_stages(settings: Settings) -> list:
     v = cfg.validation
     stages = [
         Decode(v.max_payload_bytes, v.max_readings_per_message, max_json_depth=v.max_json_depth,
-               routes={cfg.logs.topic_root: functools.partial(decode_log, max_json_depth=v.max_json_depth)}),
+               formats=format_router(cfg)),
         Validate(v.max_future_skew_s, v.max_age_s, v.default_type, v.default_location,
                  allowed_metrics=allowed_metrics(cfg)),
         NormalizeUnits(cfg.units),
@@ -197,7 +197,8 @@ class Pipeline:
         # Records a partition skipped for good become readings (an alert by thresholds.kafka_offset_gap).
         self.supervisor.spawn("offset-gaps", lambda: self._report_gaps(self.source, cfg.kafka.gap_report_interval_s))
         self.bridge = MqttBridge(cfg.mqtt, cfg.kafka, self.settings.secrets.mqtt_password, self.metrics, self.supervisor,
-                                 cfg.validation.max_payload_bytes, client_id_suffix(cfg.mqtt, cfg.instance_id))
+                                 cfg.validation.max_payload_bytes, client_id_suffix(cfg.mqtt, cfg.instance_id),
+                                 partition_key=format_router(cfg).key)
         self.status.attach_bridge(self.bridge)
         self.bridge.start()
         if self.config.watchable:

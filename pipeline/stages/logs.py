@@ -16,6 +16,8 @@ from typing import Any
 import orjson
 
 from ..records import Invalid, LogRecord, RawMessage
+from ..registry import formats
+from ..registry.formats import Limits
 from .decode import json_depth, parse_json
 from .validate import check_event_time, check_sensor_id
 
@@ -48,6 +50,15 @@ def decode_log(msg: RawMessage, parts: list[str], max_json_depth: int = 32) -> l
     if unknown:
         raise Invalid("log_unknown_field", f"unknown field(s): {', '.join(sorted(map(repr, unknown)))[:200]}")
     return [LogCandidate(parts[1], obj, msg)]
+
+
+def _decode_log_format(msg: RawMessage, levels: dict[str, str], limits: Limits) -> list[LogCandidate]:
+    return decode_log(msg, msg.mqtt_topic.split("/"), limits.max_json_depth)
+
+
+# Everything under the logs root is a log record: a wrong shape there is log_topic_invalid, not a reading.
+LOG = formats.register(formats.Format("log", "{logs_root}/#", _decode_log_format, key_level=1,
+                                      doc="application log record, <logs.topic_root>/<app>"))
 
 
 def _has_nul(value: Any) -> bool:
