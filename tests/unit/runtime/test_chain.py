@@ -193,3 +193,19 @@ def test_an_empty_batch_and_a_batch_every_stage_passes_by():
     assert ch.run_batch([]) == ([], [])
     raws = [msg("a=1", 1)]
     assert ch.run_batch(raws) == (raws, [])  # no stage takes a RawMessage: it goes on unchanged
+
+
+def test_a_refused_record_without_a_source_is_still_a_letter_and_in_a_batch_of_one_names_its_message():
+    class Bare:  # builds records that do not carry their message
+        name = "bare"
+
+        def process_batch(self, items, refused):
+            for m in items:
+                refused.add(object(), Invalid("bare", m.payload.decode()))
+            return []
+
+    ch, _ = new_chain(Bare())
+    [one] = ch.run_batch([msg("x", 1)])[1]
+    assert (one.source.offset, one.reason) == (1, "bare")
+    letters = ch.run_batch([msg("x", 1), msg("y", 2)])[1]
+    assert [(d.source.mqtt_topic, d.error) for d in letters] == [("", "2 records refused; -: bare: x; -: bare: y")]
