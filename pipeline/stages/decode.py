@@ -20,6 +20,7 @@ import orjson
 from ..records import Invalid, RawMessage
 from ..registry import formats
 from ..registry.formats import Limits, Router
+from .base import RecordStage
 
 # Fields a JSON reading may carry. Anything else is refused so a typo ("temprature") is not lost silently.
 ENVELOPE_FIELDS = frozenset({"type", "location", "timestamp", "readings", "metric", "value", "unit", "seq"})
@@ -169,7 +170,7 @@ NUMBER = formats.register(formats.Format("number", "{root}/{sensor_id}/{metric}"
                                          doc="a bare number, the metric in the topic"))
 
 
-class Decode:
+class Decode(RecordStage):
     """RawMessage -> candidate readings; message-level problems raise Invalid. The payload format is the first
     of `formats` (pipeline/registry/formats.py) whose topic pattern matches; `routes` (topic root -> decoder of
     (msg, levels)) is checked before them."""

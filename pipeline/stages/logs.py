@@ -18,6 +18,7 @@ import orjson
 from ..records import Invalid, LogRecord, RawMessage
 from ..registry import formats
 from ..registry.formats import Limits
+from .base import RecordStage
 from .decode import json_depth, parse_json
 from .validate import check_event_time, check_sensor_id
 
@@ -79,7 +80,7 @@ def check_level(level: object) -> str:
     return name
 
 
-class ValidateLog:
+class ValidateLog(RecordStage):
     """LogCandidate -> LogRecord. `clock` is injectable so tests pin 'now'."""
 
     name = "validate_log"

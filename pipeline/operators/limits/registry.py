@@ -47,6 +47,7 @@ from ...ingest.broker_stats import SENSOR_TYPE as BROKER_SENSOR_TYPE
 from ...ingest.continuity import SENSOR_TYPE as KAFKA_SENSOR_TYPE
 from ...records import Invalid, Reading
 from ...runtime.idle import IdleSweep
+from ...stages.base import RecordStage
 from ..logcounts.counting import APP_SENSOR_TYPE
 
 log = logging.getLogger(__name__)
@@ -139,7 +140,7 @@ class SensorRegistry:
                 self._seen.setdefault(sensor_id, now)
 
 
-class LimitFilter:
+class LimitFilter(RecordStage):
     """Reading -> itself with its registered type and location, or Invalid reserved_sensor_id /
     reserved_sensor_type / unknown_sensor / too_many_sensors / too_many_metrics. Other records pass unchanged."""
 
