@@ -1,7 +1,6 @@
 """Builders: each component made from its own section of the frozen config (the daemon only starts and stops them)."""
 from __future__ import annotations
 
-import functools
 import os
 
 from ..config import Settings
@@ -17,7 +16,8 @@ from ..sinks.notify import build_notifier
 from ..stages.decode import Decode
 from ..stages.lateness import LateFilter
 from ..stages.limits import LimitFilter
-from ..stages.logs import ValidateLog, decode_log
+from ..stages.formats import router as format_router
+from ..stages.logs import ValidateLog
 from ..stages.transform import NormalizeUnits
 from ..stages.validate import Validate
 
@@ -30,7 +30,7 @@ def build_stages(settings: Settings, limits: LimitFilter | None = None) -> list:
     v = cfg.validation
     stages = [
         Decode(v.max_payload_bytes, v.max_readings_per_message, max_json_depth=v.max_json_depth,
-               routes={cfg.logs.topic_root: functools.partial(decode_log, max_json_depth=v.max_json_depth)}),
+               formats=format_router(cfg)),
         Validate(v.max_future_skew_s, v.max_age_s, v.default_type, v.default_location,
                  allowed_metrics=allowed_metrics(cfg)),
         NormalizeUnits(cfg.units),

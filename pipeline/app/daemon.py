@@ -136,7 +136,8 @@ class Pipeline:
         # Records a partition skipped for good become readings (an alert by thresholds.kafka_offset_gap).
         self.supervisor.spawn("offset-gaps", lambda: self._report_gaps(self.source, cfg.kafka.gap_report_interval_s))
         self.bridge = MqttBridge(cfg.mqtt, cfg.kafka, self.settings.secrets.mqtt_password, self.metrics, self.supervisor,
-                                 cfg.validation.max_payload_bytes, client_id_suffix(cfg.mqtt, cfg.instance_id))
+                                 cfg.validation.max_payload_bytes, client_id_suffix(cfg.mqtt, cfg.instance_id),
+                                 partition_key=format_router(cfg).key)
         self.status.attach_bridge(self.bridge)
         self.bridge.start()
         if self.config.watchable:

@@ -2,7 +2,7 @@
 per-sensor overrides. Their consistency (min below max, warning within critical) is checked in checks.py."""
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -88,9 +88,19 @@ class StuckRule(Section):
 
 
 class MetricDetection(Section):
+    """The detectors of one metric by rule type name: the pipeline's own as fields, plug-ins (registered in
+    pipeline/registry/detectors.py) in `plugins`, converted by their own schema (plugin_rules.py)."""
+
     rate: RateRule | None = None
     outlier: OutlierRule | None = None
     stuck: StuckRule | None = None
+    plugins: dict[str, Any] = {}  # filled from the plug-ins' own keys, never written in config
+
+    def rule(self, name: str) -> Any:
+        """The settings of detector `name` here, None if not given."""
+        if name in self.__struct_fields__ and name != "plugins":
+            return getattr(self, name)
+        return self.plugins.get(name)
 
 
 class MetricOverride(MetricDetection):

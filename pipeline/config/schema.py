@@ -118,6 +118,10 @@ class ProcessingConfig(Section):
     # Bounded hand-off queues between threads, in batches.
     queue_max_batches: Annotated[int, msgspec.Meta(ge=1, le=10000)] = 16
     shutdown_timeout_s: PositiveFloat = 20.0
+    # Payload formats by name (pipeline/registry/formats.py), in the order their topic patterns are tried: the
+    # first that matches decodes the message and gives its Kafka key. A plug-in format is added here by name.
+    formats: Annotated[tuple[Annotated[str, msgspec.Meta(min_length=1, max_length=64)], ...],
+                       msgspec.Meta(min_length=1)] = ("log", "json", "number")
 
 
 MetricName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z][A-Za-z0-9_]*$", max_length=20)]

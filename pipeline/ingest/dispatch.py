@@ -259,10 +259,9 @@ class ConsumeDispatch:
             self._handle(msgs)
 
     def _handle(self, msgs: list) -> None:
-        readings: list = []
-        dead: list = []
+        raws: list = []
         offsets: dict[tuple[str, int], int] = {}
-        run, check, now, passed = self.chain.run, self.continuity.check, time.monotonic(), 0
+        check, now, passed = self.continuity.check, time.monotonic(), 0
         for msg in msgs:
             err = msg.error()
             if err is not None:
@@ -275,8 +274,9 @@ class ConsumeDispatch:
             if check(tp, msg.offset(), now) != TAKE:  # past a hole (read again after it) or read before
                 passed += 1
                 continue
-            run(to_raw(msg), readings, dead)
+            raws.append(to_raw(msg))
             offsets[tp] = msg.offset() + 1
+        readings, dead = self.chain.run_batch(raws)  # in message order: one device's readings stay in order
         self.chain.flush_counts()
         self._consumed.inc(len(msgs) - passed)
         if passed:

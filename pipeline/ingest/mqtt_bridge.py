@@ -26,6 +26,7 @@ import logging
 import threading
 import time
 from collections import deque
+from typing import Callable
 
 import paho.mqtt.client as mqtt
 from confluent_kafka import Producer
@@ -49,7 +50,8 @@ RELEARN_PER_PARTITION = 5000
 
 
 def partition_key(mqtt_topic: bytes) -> bytes:
-    """The sensor id level of the topic: one sensor's readings stay in one partition, in order."""
+    """The second level of the topic (the default formats' sensor id): one sensor's readings stay in one partition,
+    in order. The daemon hands the bridge its selected formats' key instead (pipeline/registry/formats.py)."""
     parts = mqtt_topic.split(b"/", 2)
     return parts[1] if len(parts) > 1 else parts[0]
 
@@ -112,8 +114,10 @@ class MqttBridge:
     The supervisor runs the producer's poll thread (`kafka-producer`) and hears of errors in paho's callbacks."""
 
     def __init__(self, mqtt_cfg: MqttConfig, kafka_cfg: KafkaConfig, password: Secret, metrics: Metrics,
-                 supervisor: Supervisor, max_payload_bytes: int, client_id_suffix: str = ""):
+                 supervisor: Supervisor, max_payload_bytes: int, client_id_suffix: str = "",
+                 partition_key: Callable[[bytes], bytes] = partition_key):
         self.cfg = mqtt_cfg
+        self.partition_key = partition_key  # topic -> Kafka key, from the topic's levels only (never the payload)
         self.password = password
         self.kafka_cfg = kafka_cfg
         self.max_payload_bytes = max_payload_bytes
@@ -290,7 +294,7 @@ class MqttBridge:
                 # dead-letters it with its real size, instead of losing it or blocking here.
                 headers.append((ORIGINAL_SIZE_HEADER, str(original_size or len(payload)).encode()))
                 payload = payload[: self.max_payload_bytes]
-            self._produce(payload, partition_key(topic), headers, stamp // 1000,
+            self._produce(payload, self.partition_key(topic), headers, stamp // 1000,
                           lambda err, kmsg: self._delivered(err, kmsg, mid, qos, gen))
         except Exception as err:  # noqa: BLE001
             self.supervisor.report("mqtt.on_message", err)

@@ -6,15 +6,16 @@ batches of the revoked partitions are written and committed.
 """
 from __future__ import annotations
 
-import zlib
+from ..registry.formats import crc32_partition, sensor_key
 
 
 def sensor_partition(sensor_id: str, partitions: int) -> int:
     """The partition librdkafka's default partitioner (consistent_random: CRC32 of the key) gives a sensor.
 
-    The bridge keys every message by its sensor id (pipeline.ingest.mqtt_bridge.partition_key). Used only for
-    sensors known from the database; a sensor's readings carry their real partition."""
-    return zlib.crc32(sensor_id.encode("utf-8", "surrogateescape")) % partitions
+    The formats that come with the pipeline key every message by its sensor id (pipeline/registry/formats.py,
+    `Format.sensor_partition`, the same mapping). Used only for sensors known from the database; a sensor's
+    readings carry their real partition."""
+    return crc32_partition(sensor_key(sensor_id), partitions)
 
 
 class Ownership:

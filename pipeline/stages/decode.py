@@ -5,8 +5,8 @@ Topic contract (README, "Topics and payloads"):
                                or a single reading {"metric": "temperature", "value": 21.4, ...}
   <root>/<sensor_id>/<metric>  a bare number (what small devices send)
 
-Other contracts are routed by topic root (`routes`: root -> decoder), e.g. application logs
-(pipeline/stages/logs.py).
+Each contract is a payload format registered by name (pipeline/registry/formats.py): "json" and "number" here,
+"log" for application logs (pipeline/stages/logs.py); config `processing.formats` selects them, in order.
 """
 from __future__ import annotations
 
@@ -18,6 +18,9 @@ from typing import Any, Callable
 import orjson
 
 from ..records import Invalid, RawMessage
+from ..registry import formats
+from ..registry.formats import Limits, Router
+from ..runtime.stage import RecordStage
 
 # Fields a JSON reading may carry. Anything else is refused so a typo ("temprature") is not lost silently.
 ENVELOPE_FIELDS = frozenset({"type", "location", "timestamp", "readings", "metric", "value", "unit", "seq"})
@@ -128,19 +131,63 @@ def parse_bare_number(payload: bytes) -> float:
     return value
 
 
-class Decode:
-    """RawMessage -> candidate readings; message-level problems raise Invalid."""
+def decode_json(msg: RawMessage, levels: dict[str, str], limits: Limits) -> list[Candidate]:
+    """<root>/<sensor_id>: a JSON object of readings ({"readings": {metric: value}}) or a single reading
+    ({"metric", "value"}), with the envelope fields."""
+    sensor_id = levels["sensor_id"]
+    obj = parse_json(msg.payload, limits.max_json_depth)
+    if not isinstance(obj, dict):
+        raise Invalid("not_an_object", f"payload is a JSON {type(obj).__name__}, expected an object")
+    unknown = obj.keys() - ENVELOPE_FIELDS
+    if unknown:
+        raise Invalid("unknown_field", f"unknown field(s): {', '.join(sorted(map(repr, unknown)))[:200]}")
+    ts, stype, loc, unit = obj.get("timestamp"), obj.get("type"), obj.get("location"), obj.get("unit")
+    readings = obj.get("readings")
+    if readings is not None:
+        if "metric" in obj or "value" in obj:
+            raise Invalid("ambiguous_reading", "both 'readings' and 'metric'/'value' given")
+        if not isinstance(readings, dict):
+            raise Invalid("readings_not_object", "'readings' must be an object of metric: value")
+        if not readings:
+            raise Invalid("missing_field", "'readings' is empty")
+        if len(readings) > limits.max_readings:
+            raise Invalid("too_many_readings", f"{len(readings)} readings > {limits.max_readings}")
+        return [Candidate(sensor_id, m, v, ts, stype, loc, unit, msg) for m, v in readings.items()]
+    if "metric" not in obj or "value" not in obj:
+        raise Invalid("missing_field", "expected 'readings' or both 'metric' and 'value'")
+    return [Candidate(sensor_id, obj["metric"], obj["value"], ts, stype, loc, unit, msg)]
+
+
+def decode_number(msg: RawMessage, levels: dict[str, str], limits: Limits) -> list[Candidate]:
+    """<root>/<sensor_id>/<metric>: a bare number (what small devices send)."""
+    value = parse_bare_number(msg.payload)
+    return [Candidate(levels["sensor_id"], levels["metric"], value, None, None, None, None, msg)]
+
+
+JSON = formats.register(formats.Format("json", "{root}/{sensor_id}", decode_json,
+                                       doc="JSON object: a readings map or a single reading"))
+NUMBER = formats.register(formats.Format("number", "{root}/{sensor_id}/{metric}", decode_number,
+                                         doc="a bare number, the metric in the topic"))
+
+
+class Decode(RecordStage):
+    """RawMessage -> candidate readings; message-level problems raise Invalid. The payload format is the first
+    of `formats` (pipeline/registry/formats.py) whose topic pattern matches; `routes` (topic root -> decoder of
+    (msg, levels)) is checked before them."""
 
     name = "decode"
 
     def __init__(self, max_payload_bytes: int, max_readings: int,
-                 routes: dict[str, Callable[[RawMessage, list[str]], list]] | None = None, max_json_depth: int = 32):
+                 routes: dict[str, Callable[[RawMessage, list[str]], list]] | None = None, max_json_depth: int = 32,
+                 formats: Router | None = None):
         self.max_payload_bytes = max_payload_bytes
         self.max_readings = max_readings
         self.max_json_depth = max_json_depth
         self.routes = routes or {}  # topic root -> decoder for a contract other than readings
+        self.formats = formats if formats is not None else Router([JSON, NUMBER])
+        self.limits = Limits(max_readings, max_json_depth)
 
-    def process(self, msg: RawMessage) -> list[Candidate]:
+    def process(self, msg: RawMessage) -> list:
         payload = msg.payload
         size = msg.original_size or len(payload)
         if size > self.max_payload_bytes:
@@ -148,35 +195,9 @@ class Decode:
         if not payload or not payload.strip():
             raise Invalid("payload_empty")
         parts = msg.mqtt_topic.split("/")
-        route = self.routes.get(parts[0])
-        if route is not None:
-            return route(msg, parts)
-        if len(parts) < 2 or parts[1] == "":
-            raise Invalid("topic_missing_sensor_id", f"topic {msg.mqtt_topic!r} has no sensor id level")
-        if len(parts) > 3:
-            raise Invalid("topic_too_deep", f"topic {msg.mqtt_topic!r} has {len(parts)} levels, at most 3")
-        sensor_id = parts[1]
-        if len(parts) == 3:
-            value = parse_bare_number(payload)
-            return [Candidate(sensor_id, parts[2], value, None, None, None, None, msg)]
-        obj = parse_json(payload, self.max_json_depth)
-        if not isinstance(obj, dict):
-            raise Invalid("not_an_object", f"payload is a JSON {type(obj).__name__}, expected an object")
-        unknown = obj.keys() - ENVELOPE_FIELDS
-        if unknown:
-            raise Invalid("unknown_field", f"unknown field(s): {', '.join(sorted(map(repr, unknown)))[:200]}")
-        ts, stype, loc, unit = obj.get("timestamp"), obj.get("type"), obj.get("location"), obj.get("unit")
-        readings = obj.get("readings")
-        if readings is not None:
-            if "metric" in obj or "value" in obj:
-                raise Invalid("ambiguous_reading", "both 'readings' and 'metric'/'value' given")
-            if not isinstance(readings, dict):
-                raise Invalid("readings_not_object", "'readings' must be an object of metric: value")
-            if not readings:
-                raise Invalid("missing_field", "'readings' is empty")
-            if len(readings) > self.max_readings:
-                raise Invalid("too_many_readings", f"{len(readings)} readings > {self.max_readings}")
-            return [Candidate(sensor_id, m, v, ts, stype, loc, unit, msg) for m, v in readings.items()]
-        if "metric" not in obj or "value" not in obj:
-            raise Invalid("missing_field", "expected 'readings' or both 'metric' and 'value'")
-        return [Candidate(sensor_id, obj["metric"], obj["value"], ts, stype, loc, unit, msg)]
+        if self.routes:
+            route = self.routes.get(parts[0])
+            if route is not None:
+                return route(msg, parts)
+        fmt, levels = self.formats.route(msg, parts)
+        return fmt.decode(msg, levels, self.limits)

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 from ..records import Invalid, Reading
+from ..runtime.stage import RecordStage
 
 
-class LateFilter:
+class LateFilter(RecordStage):
     """Stage: a reading older than its partition's watermark minus `max_lateness_s` is refused as `late`.
 
     The watermark here is the highest event time this stage has seen on the partition minus the grace;

@@ -46,6 +46,7 @@ from typing import Callable, Iterable
 
 from ..records import APP_SENSOR_TYPE, BROKER_SENSOR_TYPE, KAFKA_SENSOR_TYPE, Invalid, Reading
 from ..runtime.idle import IdleSweep
+from ..runtime.stage import RecordStage
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +138,7 @@ class SensorRegistry:
                 self._seen.setdefault(sensor_id, now)
 
 
-class LimitFilter:
+class LimitFilter(RecordStage):
     """Reading -> itself with its registered type and location, or Invalid reserved_sensor_id /
     reserved_sensor_type / unknown_sensor / too_many_sensors / too_many_metrics. Other records pass unchanged."""
 

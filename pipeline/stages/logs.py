@@ -16,6 +16,9 @@ from typing import Any
 import orjson
 
 from ..records import Invalid, LogRecord, RawMessage
+from ..registry import formats
+from ..registry.formats import Limits
+from ..runtime.stage import RecordStage
 from .decode import json_depth, parse_json
 from .validate import check_event_time, check_sensor_id
 
@@ -50,6 +53,15 @@ def decode_log(msg: RawMessage, parts: list[str], max_json_depth: int = 32) -> l
     return [LogCandidate(parts[1], obj, msg)]
 
 
+def _decode_log_format(msg: RawMessage, levels: dict[str, str], limits: Limits) -> list[LogCandidate]:
+    return decode_log(msg, msg.mqtt_topic.split("/"), limits.max_json_depth)
+
+
+# Everything under the logs root is a log record: a wrong shape there is log_topic_invalid, not a reading.
+LOG = formats.register(formats.Format("log", "{logs_root}/#", _decode_log_format, key_level=1,
+                                      doc="application log record, <logs.topic_root>/<app>"))
+
+
 def _has_nul(value: Any) -> bool:
     # PostgreSQL refuses NUL in text and \u0000 in jsonb: refusing it here keeps one record from failing a batch.
     if isinstance(value, str):
@@ -68,7 +80,7 @@ def check_level(level: object) -> str:
     return name
 
 
-class ValidateLog:
+class ValidateLog(RecordStage):
     """LogCandidate -> LogRecord. `clock` is injectable so tests pin 'now'."""
 
     name = "validate_log"

@@ -5,9 +5,10 @@ import math
 
 from ..config import MetricUnits
 from ..records import Invalid, Reading
+from ..runtime.stage import RecordStage
 
 
-class NormalizeUnits:
+class NormalizeUnits(RecordStage):
     """Reading -> Reading in the canonical unit; an unknown unit for a configured metric is refused."""
 
     name = "transform"

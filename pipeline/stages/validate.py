@@ -13,6 +13,7 @@ import time
 from datetime import datetime, timezone
 
 from ..records import Invalid, Reading
+from ..runtime.stage import RecordStage
 from .decode import Candidate
 
 SENSOR_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]*")
@@ -107,7 +108,7 @@ def _check_text(value: object, field: str, limit: int, pattern: re.Pattern | Non
     return value
 
 
-class Validate:
+class Validate(RecordStage):
     """Candidate -> Reading. `clock` is injectable so tests pin 'now'."""
 
     name = "validate"

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 import redis
 
-from tests.integration.clients import DaemonProcess, SteadyPublisher, wait_for
+from tests.integration.clients import DaemonProcess, SteadyPublisher, read_topic, wait_for
 from tests.integration.services import free_port, redis_server
 from tests.integration.test_faults import assert_exactly_once
 
@@ -57,9 +57,12 @@ def watch_ready(daemon: DaemonProcess, port: int, seconds: float, sink: str) -> 
     return seen
 
 
-def assert_nothing_dead_lettered_and_no_crash(daemon: DaemonProcess) -> str:
+def assert_nothing_dead_lettered_and_no_crash(env, daemon: DaemonProcess) -> str:
     log = daemon.log_text()
     assert daemon.proc.poll() is None, daemon.log_tail(60)
+    topics = env.settings().config.kafka.topics
+    for topic in (topics.dead_letter, topics.dead_letter_failed, topics.dead_letter_exhausted):
+        assert read_topic(topic, expected=1, timeout=3) == [], f"a dead letter in {topic}"
     for bad in ("event=dead_letter ", "event=sink_records_refused", "event=thread_crashed", "event=aggregation_failed",
                 "event=sink_batch_refused"):
         assert bad not in log, f"{bad} in the log:\n" + "\n".join(line for line in log.splitlines() if bad in line)[:3000]
@@ -110,7 +113,7 @@ def test_redis_at_maxmemory_holds_the_batches_and_every_reading_is_stored_once(e
         assert (len(ids), len(set(ids))) == (TOTAL, TOTAL)  # every reading once: no entry added twice on retry
         entry_ids = [entry for entry, _fields in r.xrange(stream)]
         assert entry_ids == sorted(entry_ids, key=lambda e: tuple(map(int, e.split(b"-"))))
-        log = assert_nothing_dead_lettered_and_no_crash(daemon)
+        log = assert_nothing_dead_lettered_and_no_crash(env, daemon)
         assert seen, f"/ready never named the blocked redis sink ({fillers} filler keys):\n{daemon.log_tail(60)}"
         assert "OOM command not allowed when used memory > 'maxmemory'" in seen[0]["blocked"]
         assert seen[0]["problem"].startswith("redis: blocked for ") and seen[0]["gauge"] == 1
@@ -151,7 +154,7 @@ def test_postgres_read_only_holds_the_batches_and_every_reading_is_stored_once(e
             set_read_only(db, False)
         publisher.finish()
         assert_exactly_once(env, TOTAL, timeout=120)
-        log = assert_nothing_dead_lettered_and_no_crash(daemon)
+        log = assert_nothing_dead_lettered_and_no_crash(env, daemon)
         assert seen, f"/ready never named the blocked postgres sink:\n{daemon.log_tail(60)}"
         assert any("read-only transaction" in s["blocked"] and "ReadOnlySqlTransaction" in s["blocked"] for s in seen)
         assert all(s["gauge"] == 1 for s in seen)

@@ -23,12 +23,15 @@ from array import array
 from dataclasses import dataclass
 
 from ...config import OutlierRule, StuckRule, ThresholdRule
+from ...registry import detectors as registry
 from ..logcounts.counting import APP_SENSOR_TYPE
 
 Key = tuple[str, str]
 
-# A series' array: [SEEN] alone until a detector with history judges it; then the outlier's and the stuck run's
-# places (HISTORY in all, zero: no history yet); the rate window's sums and readings after them (rate.py).
+# A series' array: [SEEN] alone until a detector with history judges it; then every detector's fixed places, as
+# the registry lays them out (pipeline/registry/detectors.py: the outlier's, the stuck run's, then plug-ins'; zero:
+# no history yet); the rate window's sums and readings after them (rate.py). The places below are the built-ins',
+# which come first whatever plug-ins register; HISTORY is the fixed part without plug-ins.
 SEEN = 0  # wall clock of the series' latest reading (the evaluator's idle sweep)
 OUT_N, OUT_MEAN, OUT_VAR = 1, 2, 3  # outlier: readings in the statistics (0: none yet), EWMA mean and variance
 RUN_VALUE, RUN_SINCE, RUN_N = 4, 5, 6  # stuck: the run's first value and event time, its readings (0: no run)
@@ -96,6 +99,24 @@ class SeriesDetector:
     detector). Until then the answer is HOLD, so an open alert stays open but no new one opens."""
 
     keeps_history = True  # judges with the history of the series (an array is needed)
+    history = HISTORY  # length of the array's fixed places (the registry's layout sets it when plug-ins add some)
+    _no_history = _NO_HISTORY
+
+    def placed(self, offset: int, history: int, expected: int | None = None) -> "SeriesDetector":
+        """This detector in the registry's layout: its places start at `offset`, the fixed part ends at
+        `history`. A built-in whose places are constants checks they are where the registry put them."""
+        if expected is not None and offset != expected:
+            raise RuntimeError(f"detector {self.type}: slots laid out at {offset}, its code uses {expected}")
+        self.offset = offset
+        if history != self.history:
+            self.history, self._no_history = history, array("d", bytes(8 * (history - 1)))
+        return self
+
+    def with_history(self, s: array) -> array:
+        """`s` with every detector's fixed places (added once, empty)."""
+        if len(s) < self.history:
+            s.extend(self._no_history)
+        return s
 
     def __init__(self):
         self.since: dict[Key, float] = {}  # key -> event time the condition first held (and kept holding)
@@ -168,7 +189,7 @@ class Outlier(SeriesDetector):
     type = "outlier"
 
     def _judge(self, s: array, value: float, ts: float, rule: OutlierRule) -> Signal | None:
-        with_history(s)
+        self.with_history(s)
         n = s[OUT_N]
         if not n:
             s[OUT_N], s[OUT_MEAN], s[OUT_VAR] = 1.0, value, 0.0
@@ -237,7 +258,7 @@ class Stuck(SeriesDetector):
     def _judge(self, s: array, value: float, ts: float, rule: StuckRule) -> Signal:
         if not (rule.count or rule.seconds or rule.repeat_chance):
             return CLEAR
-        with_history(s)
+        self.with_history(s)
         if s[RUN_N] and ts <= s[RUN_LAST]:
             # A reading delivered again (a QoS 1 resend keeps its event time) or one older than the run is not a
             # repeat: counted, two resends would make a fine-grained sensor look frozen.
@@ -270,6 +291,17 @@ def _learned_limit(n: int, rate: float, rule: StuckRule) -> str | None:
         return None
     return (f"it repeats a reading {rate:.1%} of the time: {n - 1} repeats happen by chance "
             f"less than once in {1 / rule.repeat_chance:,.0f} readings")
+
+
+registry.register(registry.DetectorSpec(
+    "threshold", ThresholdRule, lambda offset, history: Threshold().placed(offset, history), value_first=True, order=10,
+    doc="warning and critical min/max bounds (config `thresholds`, per sensor `threshold`)"))
+registry.register(registry.DetectorSpec(
+    "outlier", OutlierRule, lambda offset, history: Outlier().placed(offset, history, OUT_N),
+    slots=RUN_VALUE - OUT_N, history=True, value_first=True, order=30, doc="z-score against an EWMA"))
+registry.register(registry.DetectorSpec(
+    "stuck", StuckRule, lambda offset, history: Stuck().placed(offset, history, RUN_VALUE),
+    slots=HISTORY - RUN_VALUE, history=True, order=40, doc="the same value too many times in a row"))
 
 
 def offline(silent_s: float, limit_s: float, severity: str) -> Signal:

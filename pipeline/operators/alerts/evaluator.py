@@ -20,14 +20,18 @@ from typing import Iterable, Sequence
 
 from ...config import Config
 from ...records import Reading
-from .detectors import SEEN, Outlier, Stuck, Threshold, new_series, offline, offline_tracked, seen_at
+from ...registry import detectors as registry
+from . import rate  # noqa: F401  (registers the rate detector beside those of detectors.py)
+from .detectors import SEEN, new_series, offline, offline_tracked, seen_at
 from .lifecycle import ESCALATED, FLAPPING, OPENED, Alert, AlertBook, Transition
 from .messages import message
 from .offline import OfflineTimer
-from .rate import Rate
 from .rules import Rules
 
-DETECTOR_TYPES = ("threshold", "rate", "outlier", "stuck", "offline")
+
+def detector_types() -> tuple[str, ...]:
+    """Every alert type: the registered detectors' and the evaluator's own `offline`."""
+    return (*(spec.name for spec in registry.ordered()), "offline")
 
 
 class AlertEvaluator:
@@ -36,9 +40,12 @@ class AlertEvaluator:
     def __init__(self, config: Config):
         a = config.alerts
         self.book = AlertBook(a.clear_readings, a.clear_seconds, a.flap.count, a.flap.window_s)
-        self.rules = Rules(config.thresholds, config.detection)
+        # The registered detectors, placed in the series' array by the registry (one layout for this evaluator).
+        built = registry.build()
+        self.specs = [spec for spec, _ in built]
+        self.detectors = tuple(detector for _, detector in built)
+        self.rules = Rules(config.thresholds, config.detection, self.specs)
         self.offline_severity = config.detection.offline_severity
-        self.detectors = (Threshold(), Rate(), Outlier(), Stuck())
         # Offline-tracked sensors -> wall clock of their last evaluated reading, with deadlines in a heap.
         self.offline_timer = OfflineTimer(lambda sensor_id: self.rules.offline_after(sensor_id))
         self.sensor_info: dict[str, tuple[str, str | None]] = {}  # sensor -> (type, location), for registration
@@ -51,7 +58,7 @@ class AlertEvaluator:
 
     def reconfigure(self, config: Config) -> None:
         """Live reload: new detector settings, hysteresis and flap rule for the next readings (rules swapped whole)."""
-        self.rules = Rules(config.thresholds, config.detection)
+        self.rules = Rules(config.thresholds, config.detection, self.specs)
         self.offline_timer.reschedule()  # offline limits may have changed
         self.offline_severity = config.detection.offline_severity
         a = config.alerts
@@ -80,12 +87,12 @@ class AlertEvaluator:
                 key = (sensor_id, sys.intern(metric))
             if type(s) is array:
                 s[SEEN] = now
-            elif mr.rate is None and mr.outlier is None and mr.stuck is None:
+            elif not mr.history:
                 series[key], s = now, None  # no detector here needs a history
             else:
                 s = series[key] = new_series(now)
             is_alerting = key in alerting
-            for detector, rule in zip(detectors, (mr.threshold, mr.rate, mr.outlier, mr.stuck)):
+            for detector, rule in zip(detectors, mr.rules):
                 signal = detector.evaluate(key, r.value, r.ts, rule, s)
                 if signal is not None and (is_alerting or signal.severity is not None):
                     t = book.observe(sensor_id, metric, detector.type, signal, r.ts, r.value)
@@ -189,7 +196,7 @@ class AlertEvaluator:
         return self.book.forget(still_open_ids)
 
     def open_counts(self) -> dict[str, int]:
-        counts = dict.fromkeys(DETECTOR_TYPES, 0)
+        counts = dict.fromkeys(detector_types(), 0)
         counts.update(self.book.open_by_type())
         return counts
 

@@ -3,10 +3,8 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+from ...registry import detectors as registry
 from .lifecycle import ESCALATED, FLAPPING, OPENED, Transition
-
-# Detectors whose detail reads after "<metric> of sensor <id> is <value>," (the others say what happened).
-_VALUE_FIRST = {"threshold", "outlier"}
 
 
 def when(ts: float) -> str:
@@ -24,10 +22,14 @@ def message(t: Transition) -> str:
     a = t.alert
     subject = _subject(t)
     if t.event in (OPENED, ESCALATED):
-        if a.type in _VALUE_FIRST and t.value is not None:
+        # Each detector declares how its detail reads (pipeline/registry/detectors.py): after "<subject> is
+        # <value>," (value_first), or saying what happened, then ", now <value>" (value_after) or not.
+        spec = registry.get(a.type)
+        if spec is not None and spec.value_first and t.value is not None:
             text = f"{subject} is {t.value:g}, {t.detail}"
         else:
-            text = f"{subject} {t.detail}" + (f", now {t.value:g}" if t.value is not None and a.type == "rate" else "")
+            now = spec is not None and spec.value_after and t.value is not None
+            text = f"{subject} {t.detail}" + (f", now {t.value:g}" if now else "")
         prefix = t.severity.capitalize() if t.event == OPENED else f"Escalated from {t.previous} to {t.severity}"
         return f"{prefix}: {text}, at {when(t.at)}."
     if t.event == FLAPPING:

@@ -15,74 +15,72 @@ import math
 from array import array
 
 from ...config import RateRule
-from .detectors import CLEAR, HISTORY, HOLD, Signal, SeriesDetector, level_above, with_history
+from ...registry import detectors as registry
+from .detectors import CLEAR, HISTORY, HOLD, Signal, SeriesDetector, level_above
 
-T0, V0, ST, SV, STT, STV = range(HISTORY, HISTORY + 6)  # after the outlier's and stuck run's places
-POINTS = HISTORY + 6  # the kept readings start here
-
-
-def _start(s: array, ts: float, value: float) -> None:
-    """An empty window in `s`, referenced at the first reading."""
-    with_history(s)
-    s.extend((ts, value, 0.0, 0.0, 0.0, 0.0))
+# Places relative to the window's start `b` (the end of every detector's fixed places, HISTORY without plug-ins):
+# reference time and value, the four running sums; the kept readings from b + POINTS on.
+T0, V0, ST, SV, STT, STV = range(6)
+POINTS = 6
 
 
-def count(s: array) -> int:
+def count(s: array, b: int = HISTORY) -> int:
     """How many readings the window of `s` holds (0 without a window)."""
-    return (len(s) - POINTS) >> 1 if len(s) >= POINTS else 0
+    return (len(s) - b - POINTS) >> 1 if len(s) >= b + POINTS else 0
 
 
-def points(s: array) -> list[tuple[float, float]]:
+def points(s: array, b: int = HISTORY) -> list[tuple[float, float]]:
     """The kept (ts, value) readings, oldest first."""
-    return [(s[i], s[i + 1]) for i in range(POINTS, len(s), 2)]
+    return [(s[i], s[i + 1]) for i in range(b + POINTS, len(s), 2)]
 
 
-def _add(s: array, ts: float, value: float, window_s: float, max_samples: int) -> None:
+def _add(s: array, b: int, ts: float, value: float, window_s: float, max_samples: int) -> None:
     """Take a reading; drop those older than the window, and the oldest beyond `max_samples`."""
-    head, n, cutoff = POINTS, len(s), ts - window_s
+    start = b + POINTS
+    head, n, cutoff = start, len(s), ts - window_s
     while head < n and (s[head] <= cutoff or (n - head) >> 1 >= max_samples):
-        _sub(s, s[head], s[head + 1])
+        _sub(s, b, s[head], s[head + 1])
         head += 2
-    if head > POINTS:
-        del s[POINTS:head]
-    if ts - s[T0] > 4 * window_s:
-        _rebase(s, ts, value)
+    if head > start:
+        del s[start:head]
+    if ts - s[b] > 4 * window_s:
+        _rebase(s, b, ts, value)
     s.append(ts)
     s.append(value)
-    t, v = ts - s[T0], value - s[V0]
-    s[ST] += t
-    s[SV] += v
-    s[STT] += t * t
-    s[STV] += t * v
+    t, v = ts - s[b], value - s[b + 1]
+    s[b + ST] += t
+    s[b + SV] += v
+    s[b + STT] += t * t
+    s[b + STV] += t * v
 
 
-def _sub(s: array, ts: float, value: float) -> None:
-    t, v = ts - s[T0], value - s[V0]
-    s[ST] -= t
-    s[SV] -= v
-    s[STT] -= t * t
-    s[STV] -= t * v
+def _sub(s: array, b: int, ts: float, value: float) -> None:
+    t, v = ts - s[b], value - s[b + 1]
+    s[b + ST] -= t
+    s[b + SV] -= v
+    s[b + STT] -= t * t
+    s[b + STV] -= t * v
 
 
-def _rebase(s: array, ts: float, value: float) -> None:
+def _rebase(s: array, b: int, ts: float, value: float) -> None:
     st = sv = stt = stv = 0.0
-    for i in range(POINTS, len(s), 2):
+    for i in range(b + POINTS, len(s), 2):
         t, v = s[i] - ts, s[i + 1] - value
         st += t
         sv += v
         stt += t * t
         stv += t * v
-    s[T0], s[V0], s[ST], s[SV], s[STT], s[STV] = ts, value, st, sv, stt, stv
+    s[b:b + POINTS] = array("d", (ts, value, st, sv, stt, stv))
 
 
-def window_slope(s: array) -> float | None:
+def window_slope(s: array, b: int = HISTORY) -> float | None:
     """Least-squares slope (value per second) of the kept readings; None if their times do not spread."""
-    n = count(s)
-    st, stt = s[ST], s[STT]
+    n = count(s, b)
+    st, stt = s[b + ST], s[b + STT]
     den = n * stt - st * st
     if den <= 1e-9 * max(1.0, n * stt):
         return None
-    return (n * s[STV] - st * s[SV]) / den
+    return (n * s[b + STV] - st * s[b + SV]) / den
 
 
 class Rate(SeriesDetector):
@@ -92,16 +90,19 @@ class Rate(SeriesDetector):
     type = "rate"
 
     def _judge(self, s: array, value: float, ts: float, rule: RateRule) -> Signal | None:
-        if len(s) < POINTS:
-            _start(s, ts, value)
-        elif len(s) > POINTS and ts <= s[-2]:
+        b = self.history  # the window starts after every detector's fixed places
+        start = b + POINTS
+        if len(s) < start:
+            self.with_history(s)
+            s.extend((ts, value, 0.0, 0.0, 0.0, 0.0))  # an empty window, referenced at the first reading
+        elif len(s) > start and ts <= s[-2]:
             return None  # out of order or a duplicate: the window is a time series, it only moves forward
-        _add(s, ts, value, rule.window_s, rule.max_samples)
-        n = count(s)
-        span = ts - s[POINTS]
+        _add(s, b, ts, value, rule.window_s, rule.max_samples)
+        n = count(s, b)
+        span = ts - s[start]
         if n < rule.min_samples or span < rule.min_span_s:
             return None
-        slope = window_slope(s)
+        slope = window_slope(s, b)
         if slope is None or not math.isfinite(slope):
             return None
         rate = abs(slope)
@@ -114,3 +115,8 @@ class Rate(SeriesDetector):
         if limit is None or rate <= limit - rule.deadband:
             return CLEAR
         return HOLD
+
+
+registry.register(registry.DetectorSpec(
+    "rate", RateRule, lambda offset, history: Rate().placed(offset, history), history=True, tail=True,
+    value_after=True, order=20, doc="least-squares slope over a window"))

@@ -1,24 +1,44 @@
 """The effective detector settings of each (sensor, metric): config `thresholds` and `detection`, merged.
 
+Detectors are those registered (pipeline/registry/detectors.py), each looked up by its rule type name.
 A per-sensor entry (`detection.sensors.<id>.metrics.<metric>`) replaces a detector's settings whole;
 detectors it does not name are inherited from the metric. One Rules object is built per config and
 swapped in whole on reload, so a batch is always judged against one consistent config.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Any
 
-from ...config import DetectionConfig, OutlierRule, RateRule, StuckRule, ThresholdRule
+from ...config import DetectionConfig, ThresholdRule
+from ...registry import detectors as registry
 
 
-@dataclass(frozen=True, slots=True)
 class MetricRules:
-    """Settings per detector for one (sensor, metric); None means the detector is off."""
+    """Settings per detector for one (sensor, metric), in the registry's order; None means the detector is off.
+    `history`: some detector given settings keeps the series' history (an array is needed). A detector's
+    settings read by its name too (`.threshold`, `.stuck`)."""
 
-    threshold: ThresholdRule | None = None
-    rate: RateRule | None = None
-    outlier: OutlierRule | None = None
-    stuck: StuckRule | None = None
+    __slots__ = ("rules", "history", "_names")
+
+    def __init__(self, rules: tuple = (), names: tuple[str, ...] = (), history: bool = False):
+        self.rules, self._names, self.history = rules, names, history
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.rules[self._names.index(name)]
+        except ValueError:
+            if name.startswith("_"):
+                raise AttributeError(name) from None
+            return None  # a detector not registered is not configured either
+
+    def given(self) -> dict[str, Any]:
+        return {n: r for n, r in zip(self._names, self.rules) if r is not None}
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, MetricRules) and self.given() == other.given()
+
+    def __repr__(self) -> str:
+        return f"MetricRules({self.given()!r})"
 
 
 class Rules:
@@ -30,7 +50,11 @@ class Rules:
 
     METRIC_CACHE = 4096
 
-    def __init__(self, thresholds: dict[str, ThresholdRule], detection: DetectionConfig):
+    def __init__(self, thresholds: dict[str, ThresholdRule], detection: DetectionConfig,
+                 specs: list[registry.DetectorSpec] | None = None):
+        self.specs = specs if specs is not None else registry.ordered()  # the evaluator's detectors, in order
+        self._names = tuple(spec.name for spec in self.specs)
+        self._history = tuple(spec.history for spec in self.specs)
         self.thresholds = thresholds
         self.detection = detection
         self._by_metric: dict[str, MetricRules] = {}
@@ -58,19 +82,19 @@ class Rules:
             self._cache.pop(key, None)
 
     def _merge(self, sensor_id: str, metric: str) -> MetricRules:
-        threshold = self.thresholds.get(metric)
-        if not self.detection.enabled:
-            return MetricRules(threshold=threshold)
-        base = self.detection.metrics.get(metric)
-        rate, outlier, stuck = (base.rate, base.outlier, base.stuck) if base is not None else (None, None, None)
-        sensor = self.detection.sensors.get(sensor_id)
+        enabled = self.detection.enabled
+        base = self.detection.metrics.get(metric) if enabled else None
+        sensor = self.detection.sensors.get(sensor_id) if enabled else None
         over = sensor.metrics.get(metric) if sensor is not None else None
-        if over is not None:
-            threshold = over.threshold if over.threshold is not None else threshold
-            rate = over.rate if over.rate is not None else rate
-            outlier = over.outlier if over.outlier is not None else outlier
-            stuck = over.stuck if over.stuck is not None else stuck
-        return MetricRules(threshold, rate, outlier, stuck)
+        rules = []
+        for name in self._names:
+            # Thresholds live in `thresholds` and apply with detection off; the others in detection.metrics.
+            rule = self.thresholds.get(metric) if name == "threshold" else base.rule(name) if base is not None else None
+            if over is not None:
+                rule = over.rule(name) if over.rule(name) is not None else rule
+            rules.append(rule)
+        history = any(r is not None and h for r, h in zip(rules, self._history))
+        return MetricRules(tuple(rules), self._names, history)
 
     def offline_after(self, sensor_id: str) -> float:
         """Seconds of silence before a sensor is offline (0: never)."""

@@ -82,6 +82,12 @@ class FakeChain:
         else:
             outputs.append(Reading("s1", "sensor", None, "t", float(raw.offset), 1.0, raw.received_at, raw))
 
+    def run_batch(self, raws):
+        outputs, dead = [], []
+        for raw in raws:
+            self.run(raw, outputs, dead)
+        return outputs, dead
+
     def flush_counts(self):
         self.flushes += 1
 

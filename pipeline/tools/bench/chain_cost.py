@@ -1,0 +1,99 @@
+"""The stage chain's cost per message, in-process: decode to the limits filter, no services.
+
+    python -m pipeline.tools.bench.chain_cost [--messages 500] [--batches 200] [--samples 5]
+
+config.yaml's stages (build_stages, as the daemon builds them) are fed batches of `--messages` JSON messages
+from 100 sensors, one reading per message and then three, the way the Kafka source hands them over (a
+consumed batch at a time; on a chain without `run_batch`, one `run` per message). Each sample times
+`--batches` batches with time.perf_counter; the figure is the median of `--samples` samples, in µs per message.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import time
+from pathlib import Path
+
+import orjson
+from prometheus_client import CollectorRegistry
+
+from ...config import load
+from ...observability.metrics import Metrics
+from ...records import RawMessage
+from ...runtime.chain import StageChain
+from ...app.build import build_stages
+
+ROOT = Path(__file__).resolve().parents[3]
+SENSORS = 100
+METRICS = ("temperature", "humidity", "pressure")
+
+
+def messages(n: int, readings: int, now: float) -> list[RawMessage]:
+    """`n` messages of `readings` readings each, round robin over the sensors, event times a few ms apart."""
+    out = []
+    for i in range(n):
+        sid = f"sensor-{i % SENSORS:03d}"
+        ts = now - 1.0 + i * 0.001
+        if readings == 1:
+            body = {"metric": "temperature", "value": 20.0 + i % 7, "timestamp": ts}
+        else:
+            body = {"readings": {m: 20.0 + (i + k) % 7 for k, m in enumerate(METRICS[:readings])}, "timestamp": ts,
+                    "type": "sensor", "location": "hall"}
+        out.append(RawMessage(f"sensors/{sid}", orjson.dumps(body), now, sid.encode(), "raw", i % 6, i))
+    return out
+
+
+def runner(chain: StageChain):
+    """The chain's batch entry point, or per message as the Kafka source called it before there was one."""
+    if hasattr(chain, "run_batch"):
+        def batch(raws):
+            out, dead = chain.run_batch(raws)
+            chain.flush_counts()
+            return out, dead
+        return batch
+
+    def per_message(raws):
+        out: list = []
+        dead: list = []
+        run = chain.run
+        for raw in raws:
+            run(raw, out, dead)
+        chain.flush_counts()
+        return out, dead
+    return per_message
+
+
+def measure(readings: int, n: int, batches: int, samples: int) -> tuple[float, list[float]]:
+    """Median µs per message over `samples` samples of `batches` batches, and the samples."""
+    settings = load(ROOT / "config.yaml", env={})
+    chain = StageChain(build_stages(settings), Metrics(CollectorRegistry()))
+    run = runner(chain)
+    raws = messages(n, readings, time.time())
+    out, dead = run(raws)  # warm: every sensor and metric known to the limits filter
+    if dead or len(out) != n * readings:
+        raise SystemExit(f"setup: {len(out)} records out, {len(dead)} dead letters ({dead[:1]})")
+    figures = []
+    for _ in range(samples):
+        gc.collect()
+        start = time.perf_counter()
+        for _ in range(batches):
+            run(raws)
+        figures.append((time.perf_counter() - start) / (batches * n) * 1e6)
+    return statistics.median(figures), figures
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--messages", type=int, default=500, help="messages per batch")
+    p.add_argument("--batches", type=int, default=200, help="batches per sample")
+    p.add_argument("--samples", type=int, default=5)
+    args = p.parse_args()
+    for readings in (1, 3):
+        median, figures = measure(readings, args.messages, args.batches, args.samples)
+        print(f"readings_per_message={readings} messages_per_batch={args.messages} us_per_message={median:.2f} "
+              f"samples={','.join(f'{f:.2f}' for f in figures)}")
+
+
+if __name__ == "__main__":
+    main()
