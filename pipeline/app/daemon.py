@@ -40,6 +40,7 @@ from ..runtime.deadline import Deadline, call_bounded
 from ..runtime.reload import ConfigHolder
 from ..runtime.retry import retry_call
 from ..runtime.supervisor import Supervisor
+from ..stages.formats import router as format_router
 from .build import build_alerts, build_limits, build_sinks, build_stages, build_windows, run_operator
 from .instance_lock import AlreadyConsumed, SingleInstanceLock
 from .own_sources import build_broker_stats, build_log_handler, build_system_agent
