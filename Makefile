@@ -60,6 +60,7 @@ run: migrate
 test: dev-venv peer-venv services
 	bash scripts/ensure-test-tools.sh
 	$(PY) migrations.py
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest
 
 test-fast: dev-venv peer-venv services

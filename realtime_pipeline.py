@@ -17,7 +17,7 @@ import threading
 
 from pipeline import __version__
 from pipeline.config import load_for_cli, redacted
-from pipeline.observability import logging as kvlog
+from pipeline.observability import kvlog
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -57,8 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(redacted(settings), indent=2, sort_keys=True))
         return 0
     kvlog.setup(settings.config.log_level)
-    from pipeline.runtime.daemon import Pipeline  # heavy imports only when we really run
-    from pipeline.runtime.instance_lock import AlreadyConsumed
+    from pipeline.app import Pipeline  # heavy imports only when we really run
+    from pipeline.app.instance_lock import AlreadyConsumed
 
     stop = threading.Event()
 

@@ -6,6 +6,11 @@ from dataclasses import dataclass, field
 
 import orjson
 
+# Sensor types of the readings the pipeline makes itself: reserved, a device may not claim them.
+BROKER_SENSOR_TYPE = "broker"  # the MQTT broker's drop counters (ingest/broker_stats.py)
+KAFKA_SENSOR_TYPE = "kafka"  # records missing for good (ingest/continuity.py)
+APP_SENSOR_TYPE = "app"  # counts of application logs (operators/logcounts)
+
 
 @dataclass(slots=True)
 class RawMessage:

@@ -204,7 +204,7 @@ def tls_settings(args: argparse.Namespace) -> TlsConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..observability import logging as kvlog
+    from ..observability import kvlog
 
     args = parse_args(argv)
     kvlog.setup(os.environ.get("LOG_LEVEL", "INFO"))

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
-from ..operators.alerts.cron import Cron, CronError
+from .cron import Cron, CronError
 from .base import Name, NonNegFloat, NonNegInt, PositiveFloat, PositiveInt, Section
 from .errors import ConfigError
 from .secret import Secret

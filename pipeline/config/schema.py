@@ -144,7 +144,7 @@ class ValidationConfig(Section):
 
 
 class LimitsConfig(Section):
-    """Bounds on what publishers can make the daemon remember (pipeline/operators/limits/registry.py)."""
+    """Bounds on what publishers can make the daemon remember (pipeline/stages/limits.py)."""
 
     # Distinct sensor ids (those already in the `sensors` table count); a reading of a new one beyond is
     # refused as too_many_sensors. The default admits a fleet of 100,000 devices.
@@ -178,6 +178,8 @@ class SinkConfig(Section):
 
 
 class SinksConfig(Section):
+    # The sinks a daemon runs, by registered name, in order (pipeline/sinks/registry.py); unknown names are refused.
+    use: tuple[Name, ...] = ("postgres", "redis", "dead_letter", "logs")
     # 250 ms: below about 4,000 readings/s a batch is written by time, not size, and each write costs about as
     # much as a few hundred readings; above it batches fill first and the interval never applies.
     postgres: SinkConfig = SinkConfig(flush_interval_ms=250)

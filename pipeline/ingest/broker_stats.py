@@ -39,9 +39,10 @@ from ..agents.system import sanitize_host
 from ..config import MqttConfig, Secret
 from ..observability.metrics import Metrics
 from ..records import Reading
+from ..records import BROKER_SENSOR_TYPE  # noqa: F401 - reserved, defined below every layer
 
 log = logging.getLogger(__name__)
-SENSOR_TYPE = "broker"
+SENSOR_TYPE = BROKER_SENSOR_TYPE
 METRIC = "mqtt_dropped"
 SENSOR_ID_MAX = 50
 RATE_FIELD = "#rate"  # no topic name contains '#': never a counter's field

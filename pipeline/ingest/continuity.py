@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field, replace
+from ..records import KAFKA_SENSOR_TYPE  # noqa: F401 - reserved, defined below every layer
 
 TAKE, SKIP, DROP = "take", "skip", "drop"
 TP = tuple[str, int]  # (topic, partition)
-SENSOR_TYPE = "kafka"  # readings of records missing for good: sensor kafka:<topic>:<partition>
+SENSOR_TYPE = KAFKA_SENSOR_TYPE  # readings of records missing for good: sensor kafka:<topic>:<partition>
 METRIC = "kafka_offset_gap"
 SENSOR_ID_MAX = 50
 # How the consumer logs each event: its level, and a note saying what it means.

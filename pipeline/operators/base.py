@@ -6,7 +6,7 @@ hears that it became durable (`durable`), does timed work (`tick`, every `tick_i
 consumer group's partitions (`partitions_assigned` / `partitions_revoked`, called in the consumer thread).
 
 `OperatorRunner` gives it a thread, a bounded queue, the hold on transient store errors (shown as blocked,
-pipeline_sink_blocked), metrics and the commit bookkeeping of pipeline/sinks/base.py: a batch's Kafka offsets
+pipeline_sink_blocked), metrics and the commit bookkeeping of pipeline/runtime/batching.py: a batch's Kafka offsets
 are committed only once the operator stored what it made of it, exactly as for a sink (the Kafka source
 counts the runner among the batch's holders, pipeline/runtime/batch.py). The operator itself starts no
 thread; for work it retries itself (a tick's store) it uses `retrying`, which ends at `stop()`.
@@ -22,7 +22,7 @@ from ..config import RetryConfig, SinkConfig
 from ..observability.metrics import Metrics
 from ..runtime.batch import Batch
 from ..runtime.retry import retry_call
-from ..sinks.base import BatchingSink
+from ..runtime.batching import BatchingRunner
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -79,7 +79,7 @@ class Operator:
                           stop=self.stop_event, on_retry=lambda *_: self.metrics.retries.labels(operation).inc())
 
 
-class OperatorRunner(BatchingSink):
+class OperatorRunner(BatchingRunner):
     """Runs one operator in its own thread, with the batching sink's queue, holds, retries and metrics."""
 
     def __init__(self, operator: Operator, settings: SinkConfig, retry: RetryConfig, metrics: Metrics,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from typing import Protocol
 
 from ..records import DeadLetter, LogRecord, Reading
 
@@ -22,9 +23,9 @@ def split_outputs(outputs: list) -> tuple[list[Reading], list[LogRecord]]:
 
 
 class Batch:
-    """Records from one consume call plus the offsets to commit once all `sinks` are done."""
+    """Records from one consume call plus the offsets to commit once all `sinks` (the durable ones) are done."""
 
-    __slots__ = ("readings", "dead", "offsets", "_pending", "_lock", "done", "created", "extra", "logs")
+    __slots__ = ("readings", "dead", "offsets", "_pending", "_lock", "done", "created", "logs")
 
     def __init__(self, readings: list[Reading], dead: list[DeadLetter], offsets: dict[tuple[str, int], int], sinks: int,
                  logs: list[LogRecord] | None = None):
@@ -36,7 +37,6 @@ class Batch:
         self._lock = threading.Lock()
         self.done = threading.Event()
         self.created = time.monotonic()
-        self.extra: dict = {}
         if sinks == 0:
             self.done.set()
 
@@ -82,3 +82,18 @@ class InFlight:
         """Forget everything in flight (after a revoke whose batches could not finish in time)."""
         with self._lock:
             self._batches.clear()
+
+
+class BatchConsumer(Protocol):
+    """What the consumer hands batches to (a sink or an operator's runner), defined here so ingest needs no sink."""
+
+    name: str
+    durable: bool
+
+    def offer(self, batch: Batch, timeout: float | None = None) -> bool: ...
+
+    def offer_best_effort(self, batch: Batch) -> bool: ...
+
+    def partitions_assigned(self, partitions: set[int]) -> None: ...
+
+    def partitions_revoked(self, partitions: set[int]) -> None: ...

@@ -1,7 +1,7 @@
 """The generic stage runner: applies pure stages in order to a batch of messages and turns their refusals into
 dead letters.
 
-Each stage gets the batch's records it accepts at once (`process_batch`, pipeline/stages/base.py; a stage written
+Each stage gets the batch's records it accepts at once (`process_batch`, pipeline/runtime/stage.py; a stage written
 per record is looped by RecordStage, or here when it has only `process`) and returns the records that go on.
 Records a stage does not accept pass it unchanged, in place: outputs stay in the order of their messages
 (one device's readings in the order sent). A stage that raises on the whole batch is run again one record at a
@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 from ..observability.metrics import Metrics
 from ..records import FAILED, INVALID, DeadLetter, Invalid, RawMessage
-from ..stages.base import Refused, Stage, per_record
+from .stage import Refused, Stage, per_record
 
 log = logging.getLogger(__name__)
 

@@ -28,15 +28,12 @@ from ..clients.postgres import describe, open_pool, utc_naive
 from ..records import Reading
 from ..runtime.batch import Batch
 from ..runtime.idle import IdleSweep
+from ..storage.sensor_rows import INSERT_SENSORS
 from .base import BatchingSink
 
 log = logging.getLogger(__name__)
 
-# The new sensors of a batch in one statement (one round trip, one plan), however many: registering them one
-# INSERT each held 50,000 new sensors to a few hundred readings/s. The first registration stays (the registry
-# is the truth about type and location; readings only fill it in once).
-INSERT_SENSORS = ("INSERT INTO sensors (sensor_id, type, location) "
-                  "SELECT * FROM unnest(%s::varchar[], %s::varchar[], %s::varchar[]) ON CONFLICT (sensor_id) DO NOTHING")
+# The new sensors of a batch go in with storage/sensor_rows.INSERT_SENSORS (one statement, however many).
 COPY_MEASUREMENTS = "COPY measurements (sensor_id, metric, value, timestamp) FROM STDIN"
 # Exactly-once effect: COPY into a per-connection staging table, then keep only readings whose
 # identity (sensor_id, metric, timestamp) is not stored yet. A redelivered batch inserts nothing.
@@ -112,6 +109,10 @@ class PostgresSink(BatchingSink):
         # instead of failing every connection attempt into an anonymous pool timeout.
         self._staged: weakref.WeakSet = weakref.WeakSet()
 
+
+    def accepts_stored(self) -> bool:
+        """Readings already stored come again only if duplicates are skipped (postgres.deduplicate)."""
+        return self.pg.deduplicate
     def start(self) -> None:
         pool = open_pool(self.pg, self.password, "postgres-sink", self.pg.pool_min, self.pg.pool_max)
         try:

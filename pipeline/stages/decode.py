@@ -20,7 +20,7 @@ import orjson
 from ..records import Invalid, RawMessage
 from ..registry import formats
 from ..registry.formats import Limits, Router
-from .base import RecordStage
+from ..runtime.stage import RecordStage
 
 # Fields a JSON reading may carry. Anything else is refused so a typo ("temprature") is not lost silently.
 ENVELOPE_FIELDS = frozenset({"type", "location", "timestamp", "readings", "metric", "value", "unit", "seq"})

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..records import Invalid, Reading
-from .base import RecordStage
+from ..runtime.stage import RecordStage
 
 
 class LateFilter(RecordStage):

@@ -18,7 +18,7 @@ import orjson
 from ..records import Invalid, LogRecord, RawMessage
 from ..registry import formats
 from ..registry.formats import Limits
-from .base import RecordStage
+from ..runtime.stage import RecordStage
 from .decode import json_depth, parse_json
 from .validate import check_event_time, check_sensor_id
 

@@ -5,7 +5,7 @@ import math
 
 from ..config import MetricUnits
 from ..records import Invalid, Reading
-from .base import RecordStage
+from ..runtime.stage import RecordStage
 
 
 class NormalizeUnits(RecordStage):

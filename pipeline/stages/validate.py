@@ -13,7 +13,7 @@ import time
 from datetime import datetime, timezone
 
 from ..records import Invalid, Reading
-from .base import RecordStage
+from ..runtime.stage import RecordStage
 from .decode import Candidate
 
 SENSOR_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]*")

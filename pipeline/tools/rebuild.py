@@ -1,5 +1,5 @@
 """python -m pipeline.tools.rebuild --from T --to T [--sensor ID] [--period 1m] [--chunk-s N] [--config PATH]:
-recompute `aggregations` from `measurements` (pipeline/storage/rebuild.py), with a progress bar and a rate."""
+recompute `aggregations` from `measurements` (pipeline/operators/windows/rebuild.py), with a progress bar and a rate."""
 from __future__ import annotations
 
 import argparse
@@ -12,8 +12,8 @@ import psycopg
 from ..clients.postgres import conninfo
 from ..config import Settings, load_for_cli
 from ..operators.windows.tracker import parse_period
-from ..storage.rebuild import DEFAULT_CHUNK_S, Progress, plan, rebuild
-from ..storage.rebuild import __doc__ as REBUILD_DOC
+from ..operators.windows.rebuild import DEFAULT_CHUNK_S, Progress, plan, rebuild
+from ..operators.windows.rebuild import __doc__ as REBUILD_DOC
 
 
 class Bar:

@@ -30,7 +30,7 @@ from psycopg import sql
 from ..clients.postgres import conninfo
 from ..clients.redis import connect as redis_connect
 from ..config import Settings, load_for_cli
-from ..operators.limits.registry import reserved_reason
+from ..stages.limits import reserved_reason
 from ..records import Invalid
 from ..stages.validate import LOCATION_MAX, TYPE_MAX, TYPE_RE, _check_text, check_sensor_id
 

@@ -301,7 +301,7 @@ def run(args_list: list[str] | None = None) -> int:
 
 def main() -> None:
     """Console entry point: exit 0 after a run, 1 when the broker cannot be used."""
-    from ..observability.logging import setup
+    from ..observability.kvlog import setup
     setup(os.environ.get("LOG_LEVEL", "INFO"))
     try:
         run()

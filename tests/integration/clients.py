@@ -12,7 +12,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 import pytest
 
-from pipeline.runtime.daemon import Pipeline
+from pipeline.app.daemon import Pipeline
 
 
 def wait_for(predicate, timeout: float = 20.0, interval: float = 0.1, what: str = "condition"):

@@ -179,7 +179,7 @@ def test_store_flags_transitions_it_stores_while_silenced(flow, env):
     c, i = flow.client, flow.ids
     assert c.post(f"/api/alerts/{i['hot']}/ack", json=WHO, headers=BEARER).status_code == 200
     cfg = flow.settings.config
-    store = AlertStore(cfg, Secret(""), Secret(""), env.metrics(), silences=flow.silences)
+    store = AlertStore(cfg.postgres, Secret(""), cfg.redis, Secret(""), env.metrics(), silences=flow.silences)
     store.start()
     try:
         hot = Alert("hall-1", "temperature", "threshold", "critical", NOW - 60, id=i["hot"])

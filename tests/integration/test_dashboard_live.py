@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from pipeline.runtime.daemon import Pipeline
+from pipeline.app.daemon import Pipeline
 from tests.integration.clients import Publisher, RunningPipeline, wait_for
 
 

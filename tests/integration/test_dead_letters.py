@@ -9,7 +9,7 @@ import time
 from pipeline.tools.dlq import read_marks, replay_group
 from pipeline.records import EXHAUSTED, FAILED, DeadLetter, RawMessage
 from pipeline.runtime.chain import StageChain
-from pipeline.runtime.daemon import build_stages
+from pipeline.app.build import build_stages
 from pipeline.sinks.deadletter import DeadLetterWriter
 from tests.integration.clients import Publisher, RunningPipeline, read_topic, wait_for
 from tests.integration.conftest import ROOT

@@ -8,7 +8,7 @@ from pipeline.records import LogRecord, RawMessage, Reading
 from pipeline.runtime.batch import Batch
 from pipeline.operators.logcounts.runner import LogCounter
 from pipeline.operators.alerts.runner import AlertRunner
-from pipeline.sinks.logs import LogSink
+from pipeline.sinks.log_store import LogSink
 from pipeline.clients.postgres import utc_naive
 from pipeline.sinks.postgres import PostgresSink
 

@@ -11,7 +11,7 @@ import urllib.request
 import confluent_kafka
 from confluent_kafka import Producer
 
-import pipeline.ingest.kafka_source as kafka_source
+import pipeline.ingest.dispatch as dispatch
 from pipeline.ingest.continuity import sensor_id
 from pipeline.ingest.identity import MQTT_TOPIC_HEADER, RECEIVED_US_HEADER
 from tests.integration.clients import RunningPipeline, committed_offsets, wait_for
@@ -48,7 +48,7 @@ class Withholding(confluent_kafka.Consumer):
 
 def withhold(monkeypatch, times: int | None) -> type[Withholding]:
     cls = type("WithholdingConsumer", (Withholding,), {"times": times, "withheld": {}})
-    monkeypatch.setattr(kafka_source, "Consumer", cls)
+    monkeypatch.setattr(dispatch, "Consumer", cls)
     return cls
 
 

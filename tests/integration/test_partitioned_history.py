@@ -15,7 +15,7 @@ from pipeline.tools import rebuild
 from pipeline.storage.partitions import existing, partition_name, span, utc_now
 from pipeline.records import LogRecord, RawMessage, Reading
 from pipeline.storage.retention import run_once
-from pipeline.sinks.logs import LogSink
+from pipeline.sinks.log_store import LogSink
 from pipeline.sinks.postgres import PostgresSink
 from tests.integration.clients import Publisher, RunningPipeline, wait_for
 from tests.integration.conftest import ROOT

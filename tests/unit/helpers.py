@@ -9,7 +9,7 @@ from pipeline.config import Settings, Secrets, parse
 from pipeline.observability.metrics import Metrics
 from pipeline.records import RawMessage
 from pipeline.runtime.chain import StageChain
-from pipeline.runtime.daemon import build_stages
+from pipeline.app.build import build_stages
 
 NOW = 1_760_000_000.0  # a fixed 'now' (2025-10-09T08:53:20Z)
 

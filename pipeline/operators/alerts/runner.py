@@ -23,8 +23,7 @@ from ...runtime.idle import IdleSweep
 from ...runtime.ownership import Ownership, sensor_partition
 from ...runtime.retry import Stopped
 from ...runtime.supervisor import Spawn, plain_thread
-from .store import AlertStore
-from ...sinks.notify import AlertNotifier
+from .store import AlertNotifier, AlertStore
 from ..base import Operator
 from . import silence_sync
 from .evaluator import AlertEvaluator
@@ -50,7 +49,8 @@ class AlertRunner(Operator):
         # dashboard's API (which tells it its changes) and here; the store flags what it stores with it.
         self.silences = silences if silences is not None else Silences(config.alerts.maintenance)
         self.silences.locate_with(self._location)
-        self.store = AlertStore(config, pg_password, redis_password, self.metrics, spawn, notifier, self.silences)
+        self.store = AlertStore(config.postgres, pg_password, config.redis, redis_password, self.metrics, spawn, notifier,
+                                self.silences)
         # Scale-out: only sensors of partitions this instance owns are evaluated here (docs/operations.md).
         self.partitions = config.kafka.partitions
         self.partition_of: dict[str, int] = {}  # sensor -> the partition its readings arrived on

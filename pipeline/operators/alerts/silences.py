@@ -23,7 +23,7 @@ from typing import Callable, Iterable, Sequence
 from zoneinfo import ZoneInfo
 
 from ...config.alerting import MaintenanceWindow, iso_epoch
-from .cron import Cron
+from ...config.cron import Cron
 
 ACKNOWLEDGED, SNOOZED, MAINTENANCE = "acknowledged", "snoozed", "maintenance"
 _RANK = {"info": 0, "warning": 1, "critical": 2}
@@ -54,7 +54,7 @@ class Snooze:
                 and (self.type is None or self.type == type_))
 
 
-class Window:
+class MaintenanceMatcher:
     """A maintenance window compiled from its config: which sensors, and when."""
 
     def __init__(self, cfg: MaintenanceWindow):
@@ -87,7 +87,7 @@ class Silences:
 
     def __init__(self, windows: Sequence[MaintenanceWindow] = (), locate: Callable[[str], str | None] | None = None):
         self.locate = locate
-        self._windows: tuple[Window, ...] = tuple(Window(w) for w in windows)
+        self._windows: tuple[MaintenanceMatcher, ...] = tuple(MaintenanceMatcher(w) for w in windows)
         self._snoozes: dict[int, Snooze] = {}
         self._acknowledged: dict[int, float] = {}  # alert id -> rank of the severity acknowledged (never mutated)
         self._lock = threading.Lock()
@@ -136,13 +136,10 @@ class Silences:
         """Where sensors are, for windows by location: the alert operator knows (latest reading, registry)."""
         self.locate = locate
 
-    def is_acknowledged(self, alert_id: int) -> bool:
-        return alert_id in self._acknowledged
-
     # -- changes ---------------------------------------------------------------------------------------
     def reconfigure(self, windows: Sequence[MaintenanceWindow]) -> None:
         """Live reload: the maintenance windows of the new config."""
-        self._windows = tuple(Window(w) for w in windows)
+        self._windows = tuple(MaintenanceMatcher(w) for w in windows)
 
     def snooze(self, snooze: Snooze) -> None:
         self._change("snooze", snooze)

@@ -10,23 +10,34 @@ severity, message, timestamp, value: one entry per transition.
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Callable, Sequence
+from typing import Callable, Protocol, Sequence
 
 import psycopg
 import redis
 from psycopg_pool import ConnectionPool
 
-from ...config import Config, Secret
+from ...config import PostgresConfig, RedisConfig, Secret
 from ...observability.metrics import Metrics
 from .silences import Silences
 from .lifecycle import ESCALATED, FLAPPING, OPENED, RESOLVED, SEVERITY_RANK, Alert, Transition
 from ...clients.postgres import open_pool, utc_naive
-from ...sinks.postgres import INSERT_SENSORS
+from ...storage.sensor_rows import INSERT_SENSORS
 from ...clients.redis import connect
 from ...runtime.supervisor import Spawn, plain_thread
-from ...sinks.notify import AlertNotifier
 
 _UTC = timezone.utc
+
+
+class AlertNotifier(Protocol):
+    """What the store needs of the notification channels (pipeline/sinks/notify.AlertNotifier is one)."""
+
+    channels: dict  # name -> channel
+
+    def start(self) -> None: ...
+
+    def stop(self, timeout: float) -> None: ...
+
+    def offer(self, payload: dict) -> None: ...
 LOAD_OPEN = ("SELECT id, sensor_id, metric, type, severity, message, timestamp FROM alerts "
              "WHERE NOT resolved ORDER BY id")
 LOAD_OPEN_OF = ("SELECT id, sensor_id, metric, type, severity, message, timestamp FROM alerts "
@@ -47,12 +58,13 @@ class AlertStore:
     """Stores and announces transitions; each transition remembers what is done (stored, published), so a
     retried write never stores or announces it twice."""
 
-    def __init__(self, config: Config, pg_password: Secret, redis_password: Secret, metrics: Metrics,
-                 spawn: Spawn = plain_thread, notifier: AlertNotifier | None = None, silences: Silences | None = None):
-        self.pg, self.pg_password = config.postgres, pg_password
-        self.redis_cfg, self.redis_password = config.redis, redis_password
-        self.stream = config.redis.key_prefix + config.redis.streams.alerts
-        self.notifier = notifier  # notification channels (pipeline/sinks/notify); None: none configured
+    def __init__(self, pg: PostgresConfig, pg_password: Secret, rcfg: RedisConfig, redis_password: Secret,
+                 metrics: Metrics, spawn: Spawn = plain_thread, notifier: AlertNotifier | None = None,
+                 silences: Silences | None = None):
+        self.pg, self.pg_password = pg, pg_password
+        self.redis_cfg, self.redis_password = rcfg, redis_password
+        self.stream = rcfg.key_prefix + rcfg.streams.alerts
+        self.notifier = notifier  # notification channels (an AlertNotifier); None: none configured
         self.pool: ConnectionPool | None = None
         self.redis: redis.Redis | None = None
         self.silences = silences  # why a transition is not notified (flagged on its event); None: never silenced

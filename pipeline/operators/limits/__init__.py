@@ -1,1 +1,2 @@
-"""Bounds on what publishers can make the daemon remember: distinct sensors and metrics per sensor."""
+"""The limit filter's state kept current: the `sensors` table reread and offered to it (the filter, a stage, is
+pipeline/stages/limits.py)."""

@@ -19,7 +19,7 @@ from typing import Callable
 
 import psycopg
 
-from .registry import LimitFilter, Labels, read_registered, read_these
+from ...stages.limits import LimitFilter, Labels, read_registered, read_these
 
 log = logging.getLogger(__name__)
 

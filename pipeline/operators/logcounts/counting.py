@@ -10,9 +10,9 @@ import math
 from typing import Iterable, Mapping
 
 from ...stages.logs import LEVELS
+from ...records import APP_SENSOR_TYPE  # noqa: F401 - reserved, defined below every layer
 
 # The sensor type of log counts. An app that stops logging is quiet, not offline: no offline alerts for it.
-APP_SENSOR_TYPE = "app"
 
 
 def sensor_id(app: str) -> str:

@@ -236,7 +236,3 @@ class WindowAggregator:
     def close(self) -> None:
         self.store.stop()
 
-
-def as_rows(records: Sequence[Reading]) -> list[tuple[str, str, float, int]]:
-    """Readings as the (sensor_id, metric, value, event time in µs) rows a plain COPY stored (no RETURNING there)."""
-    return [(r.sensor_id, r.metric, r.value, round(r.ts * US)) for r in records]

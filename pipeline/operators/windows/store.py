@@ -73,7 +73,7 @@ ON CONFLICT (sensor_id, metric, period, timestamp) DO UPDATE
    SET avg_value = EXCLUDED.avg_value, min_value = EXCLUDED.min_value, max_value = EXCLUDED.max_value,
        count = EXCLUDED.count
 RETURNING sensor_id, metric, avg_value, min_value, max_value, count"""
-UPSERT_WINDOW_ROWS = _UPSERT  # pipeline/storage/rebuild.py writes with exactly this statement too
+UPSERT_WINDOW_ROWS = _UPSERT  # pipeline/operators/windows/rebuild.py writes with exactly this statement too
 # Sources. A few keys (a late correction): their readings by the (sensor_id, metric, timestamp) index.
 CLOSE_FROM_READINGS_BY_KEY = _CLOSING + """
 src AS (

@@ -131,10 +131,6 @@ class NotificationPolicy:
         d.recent.append(now)
         return Notice(channel, alerts, digest=True, window_s=self.window_s, more=more)
 
-    def next_due(self, channel: str) -> float | None:
-        d = self._digests.get(channel)
-        return None if d is None else d.due
-
     # -- the steps of decide -------------------------------------------------------------------
     def _silence_reason(self, payload: dict, now: float) -> str | None:
         try:

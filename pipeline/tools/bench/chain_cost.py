@@ -22,7 +22,7 @@ from ...config import load
 from ...observability.metrics import Metrics
 from ...records import RawMessage
 from ...runtime.chain import StageChain
-from ...runtime.daemon import build_stages
+from ...app.build import build_stages
 
 ROOT = Path(__file__).resolve().parents[3]
 SENSORS = 100

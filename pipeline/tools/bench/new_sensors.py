@@ -126,7 +126,7 @@ PER_SENSOR = "INSERT INTO sensors (sensor_id, type, location) VALUES (%s, %s, %s
 def statement_cost(settings: Settings, sensors: int, batch: int) -> None:
     """The registration statement alone, in the sink's transaction shape: one INSERT per sensor (executemany,
     which psycopg pipelines) against one INSERT ... unnest per batch, each into an empty `sensors`."""
-    from ...sinks.postgres import INSERT_SENSORS
+    from ...storage.sensor_rows import INSERT_SENSORS
 
     with psycopg.connect(**conninfo(settings.config.postgres, settings.secrets.postgres_password)) as conn:
         for name in ("per sensor", "per batch"):

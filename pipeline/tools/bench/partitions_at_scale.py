@@ -14,7 +14,7 @@ layout's data is on disk at a time):
      (5-minute buckets) and over a week (1-hour buckets), random sensors and days;
   6. time to expire the oldest day with pipeline.storage.retention.expire (partitioned: one partition detached and
      dropped; unpartitioned: that day's rows deleted in batches of retention.batch_size);
-  7. time to rebuild the last day's aggregations (pipeline.storage.rebuild, the configured periods);
+  7. time to rebuild the last day's aggregations (pipeline.operators.windows.rebuild, the configured periods);
   8. unpartitioned only: how long migration 0007 takes to convert the full table (with
      --prepared-conversion: after the online preparation of docs/operations.md, timed too).
 """
@@ -39,7 +39,7 @@ from pipeline.dashboard.store import RAW_BUCKETS  # noqa: E402
 from pipeline.clients.postgres import conninfo  # noqa: E402
 from pipeline.observability.metrics import Metrics  # noqa: E402
 from pipeline.storage.partitions import existing  # noqa: E402
-from pipeline.storage.rebuild import plan, rebuild  # noqa: E402
+from pipeline.operators.windows.rebuild import plan, rebuild  # noqa: E402
 from pipeline.records import Reading  # noqa: E402
 from pipeline.storage.retention import Target, expire  # noqa: E402
 from pipeline.sinks.postgres import PostgresSink  # noqa: E402

@@ -28,7 +28,7 @@ from ...config.metric_rules import Bounds, ThresholdRule
 from ...observability.metrics import Metrics
 from ...operators.alerts.detectors import offline
 from ...operators.alerts.evaluator import AlertEvaluator
-from ...operators.limits.registry import LimitFilter
+from ...stages.limits import LimitFilter
 from ...operators.windows.aggregator import WindowAggregator
 from ...records import Reading
 
@@ -80,7 +80,7 @@ def feed(limits, evaluator, agg, sensors: int, metrics: dict[str, float], step: 
     evaluator.tick(now)
 
 
-OWNERS = {"operators/windows/": "windows", "operators/alerts/": "alerts", "operators/limits/": "limits"}
+OWNERS = {"operators/windows/": "windows", "operators/alerts/": "alerts", "stages/limits.py": "limits"}
 
 
 def held(base: tracemalloc.Snapshot) -> dict[str, int]:

@@ -7,7 +7,7 @@ from pipeline.observability.metrics import Metrics
 from pipeline.operators.alerts.detectors import OUT_N, RUN_N
 from pipeline.operators.alerts.evaluator import AlertEvaluator
 from pipeline.operators.alerts.lifecycle import Alert
-from pipeline.operators.limits.registry import LimitFilter, SensorRegistry
+from pipeline.stages.limits import LimitFilter, SensorRegistry
 from pipeline.operators.windows.aggregator import WindowAggregator
 from pipeline.operators.windows.tracker import US, Window
 from pipeline.records import Invalid, Reading

@@ -7,7 +7,7 @@ from prometheus_client import CollectorRegistry
 from pipeline.observability.metrics import Metrics
 from pipeline.records import FAILED, INVALID, Invalid, LogRecord, RawMessage, Reading
 from pipeline.runtime.chain import StageChain
-from pipeline.stages.base import RecordStage, Refused
+from pipeline.runtime.stage import RecordStage, Refused
 from tests.unit.helpers import NOW, chain, raw
 
 

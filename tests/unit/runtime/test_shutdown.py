@@ -6,7 +6,7 @@ import time
 from prometheus_client import CollectorRegistry
 
 from pipeline.config import KafkaConfig, RetryConfig, SinkConfig
-from pipeline.ingest.kafka_source import KafkaSource
+from pipeline.ingest.dispatch import ConsumeDispatch
 from pipeline.observability.metrics import Metrics
 from pipeline.runtime.batch import Batch
 from pipeline.runtime.deadline import Deadline, call_bounded
@@ -124,9 +124,9 @@ class FrozenBroker:
         self.closed = True
 
 
-def source_with(consumer) -> KafkaSource:
+def source_with(consumer) -> ConsumeDispatch:
     cfg = KafkaConfig(bootstrap_servers="127.0.0.1:9")  # never contacted: the consumer is replaced
-    source = KafkaSource(cfg, "test", None, [], Metrics(CollectorRegistry()), 10, 1.0)
+    source = ConsumeDispatch(cfg, "test", None, [], Metrics(CollectorRegistry()), 10, 1.0)
     source.consumer.close()
     source.consumer = consumer
     return source

@@ -104,7 +104,7 @@ def test_a_refused_record_is_dead_lettered_at_once_without_retry_sleeps():
 
 
 def test_the_sink_thread_marks_a_write_busy_while_it_runs_and_idle_after():
-    """What the daemon's StuckWatch reads: ("write", since) during a write, None once it returned."""
+    """What the daemon's BusyWatch reads: ("write", since) during a write, None once it returned."""
     entered, release = threading.Event(), threading.Event()
 
     class Slow(TickingSink):

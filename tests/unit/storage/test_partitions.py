@@ -6,7 +6,7 @@ import pytest
 
 from pipeline import config as c
 from pipeline.storage.partitions import Partition, expired, is_missing_partition, parse_bound, partition_name, span, uncovered, wanted
-from pipeline.storage.rebuild import chunks, plan
+from pipeline.operators.windows.rebuild import chunks, plan
 from pipeline.tools.rebuild import parse_time
 
 D = datetime(2026, 12, 1)

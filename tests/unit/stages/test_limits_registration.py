@@ -6,7 +6,7 @@ import pytest
 
 from pipeline.config import ConfigError, parse
 from pipeline.operators.limits.refresh import RegistryRefresh
-from pipeline.operators.limits.registry import LimitFilter, READ_REGISTERED, reserved_reason
+from pipeline.stages.limits import LimitFilter, READ_REGISTERED, reserved_reason
 from pipeline.records import INVALID
 from tests.unit.helpers import NOW, chain, raw, run
 

@@ -20,14 +20,14 @@ from typing import Callable, Iterator
 
 import psycopg
 
-from ..operators.windows.aggregator import rollup_sources
-from ..operators.windows.store import MEAN_VALUE, UPSERT_WINDOW_ROWS
-from ..operators.windows.tracker import parse_period
+from .aggregator import rollup_sources
+from .store import MEAN_VALUE, UPSERT_WINDOW_ROWS
+from .tracker import parse_period
 
 # The daemon's upsert (operators/windows/store.py), with the window start taken per row: one statement writes every
 # window of a chunk. Built from the daemon's text, so a change there is a change here (or a loud failure).
 _DAEMON_ROW_START = "%(start)s FROM src"
-assert _DAEMON_ROW_START in UPSERT_WINDOW_ROWS, "operators/windows/store.py changed its upsert: update pipeline/storage/rebuild.py"
+assert _DAEMON_ROW_START in UPSERT_WINDOW_ROWS, "operators/windows/store.py changed its upsert: update pipeline/operators/windows/rebuild.py"
 UPSERT_CHUNK_ROWS = UPSERT_WINDOW_ROWS.replace(_DAEMON_ROW_START, "window_start FROM src")
 # Windows are aligned to the epoch, as the daemon's (operators/windows/tracker.py: ts - ts % size).
 _WINDOW_START = "date_bin(%(size)s, {column}, TIMESTAMP '1970-01-01')"

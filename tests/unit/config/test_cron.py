@@ -6,7 +6,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from pipeline.operators.alerts.cron import Cron, CronError
+from pipeline.config.cron import Cron, CronError
 
 UTC = ZoneInfo("UTC")
 

@@ -1,5 +1,5 @@
 """A sink busy past the limit is reported once, and again when it ends; an injected clock, no waiting."""
-from pipeline.runtime.stuck import Busy, StuckWatch
+from pipeline.runtime.busy import Busy, BusyWatch
 
 
 class Clock:
@@ -13,7 +13,7 @@ class Clock:
 def test_a_long_write_is_reported_stuck_once_and_unstuck_when_it_ends():
     clock = Clock()
     pg, redis = Busy(clock), Busy(clock)
-    watch = StuckWatch(after_s=30)
+    watch = BusyWatch(after_s=30)
     check = lambda: watch.check([("postgres", pg.state), ("redis", redis.state)], clock.now)  # noqa: E731
     pg.begin("write")
     redis.begin("write")
@@ -33,7 +33,7 @@ def test_a_long_write_is_reported_stuck_once_and_unstuck_when_it_ends():
 def test_a_new_spell_begun_between_checks_ends_the_old_report_and_waits_its_own_limit():
     clock = Clock()
     pg = Busy(clock)
-    watch = StuckWatch(after_s=30)
+    watch = BusyWatch(after_s=30)
     pg.begin("write")
     clock.now += 45
     assert watch.check([("postgres", pg.state)], clock.now) == ["event=sink_stuck sink=postgres step=write busy_s=45.0"]

@@ -1,4 +1,5 @@
-"""The daemon: builds components from the frozen config, has the supervisor run their threads, shuts down in order.
+"""The daemon's lifecycle: components come from the builders (build.py); it starts their threads through the
+supervisor and shuts down in order.
 
 Shutdown order: stop ingest (MQTT takes no more; Kafka confirms what it took, MQTT acks go out),
 stop consuming, let the sinks drain and flush, commit offsets, close connections.
@@ -6,84 +7,47 @@ stop consuming, let the sinks drain and flush, commit offsets, close connections
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 
 import psycopg
 
 from .. import __version__
-from ..agents.publisher import MqttPublisher
-from ..agents.spool import SpooledPublisher, open_spooled, spool_path
 from ..agents.system import SystemAgent
 from ..config import Settings
-from ..config.checks import allowed_metrics
-from ..ingest.broker_stats import BrokerStats, CounterMemory
-from ..ingest.broker_stats import sensor_id as broker_sensor_id
 from ..clients.kafka import ensure_topics
 from ..clients.postgres import conninfo
-from ..ingest.kafka_source import KafkaSource
+from ..ingest.dispatch import ConsumeDispatch
 from ..ingest.mqtt_bridge import MqttBridge, client_id_suffix
 from ..logship import MQTTHandler
+from ..ingest.broker_stats import BrokerStats
 from ..observability.metrics import Metrics
 from ..operators.alerts.runner import AlertRunner
-from ..operators.alerts.silences import Silences
-from ..operators.base import OperatorRunner
 from ..operators.limits.refresh import RegistryLookup, RegistryRefresh
-from ..operators.limits.registry import LimitFilter, load_known
+from ..stages.limits import load_known
 from ..operators.logcounts.runner import LogCounter
 from ..operators.windows.tracker import parse_period
-from ..operators.windows.aggregator import WindowAggregator
 from ..observability.rates import counter_totals
 from ..observability.status import LiveStatus
 from ..storage.partitions import PartitionJob
 from ..records import Reading
 from ..storage.retention import RetentionJob
-from ..sinks.deadletter import DeadLetterSink, DeadLetterWriter, dead_letter_topics
-from ..sinks.logs import LogSink
-from ..sinks.notify import build_notifier
-from ..sinks.postgres import PostgresSink
-from ..sinks.redis_stream import RedisSink
-from ..clients.redis import connect as redis_connect
-from ..stages.decode import Decode
-from ..stages.lateness import LateFilter
+from ..sinks.deadletter import DeadLetterWriter, dead_letter_topics
+from ..runtime.batch import Batch
+from ..runtime.busy import BusyWatch
+from ..runtime.chain import StageChain
+from ..runtime.deadline import Deadline, call_bounded
+from ..runtime.reload import ConfigHolder
+from ..runtime.retry import retry_call
+from ..runtime.supervisor import Supervisor
 from ..stages.formats import router as format_router
-from ..stages.logs import ValidateLog
-from ..stages.transform import NormalizeUnits
-from ..stages.validate import Validate
-from .batch import Batch
-from .chain import StageChain
-from .deadline import Deadline, call_bounded
+from .build import build_alerts, build_limits, build_sinks, build_stages, build_windows, run_operator
 from .instance_lock import AlreadyConsumed, SingleInstanceLock
-from .reload import ConfigHolder
-from .retry import retry_call
-from .stuck import StuckWatch
-from .supervisor import Supervisor
+from .own_sources import build_broker_stats, build_log_handler, build_system_agent
 
 log = logging.getLogger(__name__)
 # Seconds of the shutdown budget (at most a quarter of it) kept for the commit and closing connections.
 CLOSE_RESERVE_S = 3.0
-
-
-def build_stages(settings: Settings) -> list:
-    """The processing stages in order, each given only its own section of the config."""
-    cfg = settings.config
-    v = cfg.validation
-    stages = [
-        Decode(v.max_payload_bytes, v.max_readings_per_message, max_json_depth=v.max_json_depth,
-               formats=format_router(cfg)),
-        Validate(v.max_future_skew_s, v.max_age_s, v.default_type, v.default_location,
-                 allowed_metrics=allowed_metrics(cfg)),
-        NormalizeUnits(cfg.units),
-        ValidateLog(cfg.logs.max_message_bytes, v.max_future_skew_s, v.max_age_s,
-                    max_extra_bytes=cfg.logs.max_extra_bytes, max_extra_depth=cfg.logs.max_extra_depth),
-    ]
-    if cfg.aggregation.enabled:  # readings too late for their window are dead-lettered before they are stored
-        stages.append(LateFilter(cfg.aggregation.grace_s, cfg.aggregation.max_lateness_s))
-    # Last: only a reading that would be stored makes its sensor and metric known.
-    stages.append(LimitFilter(cfg.limits.max_sensors, cfg.limits.max_metrics_per_sensor, cfg.limits.registration,
-                              cfg.limits.state_idle_s, lookups_per_s=cfg.limits.registry_lookups_per_s))
-    return stages
 
 
 class Pipeline:
@@ -100,33 +64,27 @@ class Pipeline:
         self.started_at = time.time()
         self._stopped = threading.Event()
         self.dead_letters = DeadLetterWriter(cfg.kafka, cfg.instance_id, self.metrics)
-        common = dict(retry=cfg.retry, metrics=self.metrics, queue_max_batches=cfg.processing.queue_max_batches)
         # The window operator listens to the PostgreSQL sink's inserts: windows are computed from its rows and
         # marked pending in its transactions (where each part runs: pipeline/operators/windows/aggregator.py).
-        self.windows = WindowAggregator(cfg.aggregation, cfg.redis, settings.secrets.redis_password, self.metrics,
-                                        state_idle_s=cfg.limits.state_idle_s) if cfg.aggregation.enabled else None
-        self.sinks = [
-            PostgresSink(cfg.postgres, settings.secrets.postgres_password, settings=cfg.sinks.postgres,
-                         listeners=[self.windows] if self.windows is not None else (),
-                         tick_interval_s=cfg.processing.interval_s,
-                         partition_interval=cfg.storage.partition_interval, state_idle_s=cfg.limits.state_idle_s,
-                         dead_letters=self.dead_letters, **common),
-            RedisSink(cfg.redis, settings.secrets.redis_password, settings=cfg.sinks.redis, state_idle_s=cfg.limits.state_idle_s,
-                      dead_letters=self.dead_letters, **common),
-        ]
-        dead_letter_sink = DeadLetterSink(self.dead_letters, settings=cfg.sinks.dead_letter, **common)
-        self.sinks.append(dead_letter_sink)
-        # Application logs: their own sink, and the counter that turns the stored ones into readings.
+        self.windows = build_windows(settings, self.metrics)
+        # The log counter turns stored application logs into readings; the logs sink tells it what was stored.
+        self.sinks = build_sinks(settings, self.metrics, self.dead_letters,
+                                 insert_listeners=[self.windows] if self.windows is not None else (),
+                                 on_logs_written=lambda *args: self.log_counter.mark(*args))
+        by_name = {s.name: s for s in self.sinks}
         self.log_counter = LogCounter(cfg.postgres, settings.secrets.postgres_password, cfg.logs, cfg.retry, self.metrics,
-                                      self.inject, correct=self.sinks[0].correct)
-        self.sinks.append(LogSink(cfg.postgres, settings.secrets.postgres_password, cfg.redis,
-                                  settings.secrets.redis_password, settings=cfg.sinks.logs,
-                                  dead_letters=self.dead_letters, on_written=self.log_counter.mark,
-                                  partition_interval=cfg.storage.partition_interval, **common))
-        self._add_processing(settings, common)
-        self.chain = StageChain(build_stages(settings), self.metrics)
+                                      self.inject, correct=by_name["postgres"].correct)
+        dead_letter_sink = by_name.get("dead_letter")
+        self.config = ConfigHolder(settings, self.metrics)
+        self.alerts: AlertRunner | None = build_alerts(settings, self.metrics, self.dead_letters, self.supervisor.spawn)
+        if self.alerts is not None:
+            # Run like a sink (same queue, holds and commit bookkeeping), but it only computes.
+            self.sinks.append(run_operator(self.alerts, settings, self.metrics))
+            self.config.subscribe(self.alerts.update_config)
+        self.limits = build_limits(settings)
+        self.chain = StageChain(build_stages(settings, limits=self.limits), self.metrics)
         self._registry_lookup: RegistryLookup | None = None  # the limits stage's, on the consumer thread
-        self.source: KafkaSource | None = None
+        self.source: ConsumeDispatch | None = None
         self.bridge: MqttBridge | None = None
         self.dashboard = None  # pipeline.dashboard.server.Dashboard when dashboard.enabled
         self.system_agent: SystemAgent | None = None
@@ -139,24 +97,6 @@ class Pipeline:
         self._sink_threads: list = []
         self.status = LiveStatus(cfg.instance_id, self.started_at, self.supervisor, self.sinks, self.config,
                                  cfg.mqtt.host, cfg.mqtt.port, dead_letter_sink)
-
-    def _add_processing(self, settings: Settings, common: dict) -> None:
-        """The alert operator (run by an OperatorRunner, which takes batches like a sink) and live config reload."""
-        cfg = settings.config
-        self.config = ConfigHolder(settings, self.metrics)
-        self.alerts: AlertRunner | None = None
-        if cfg.alerts.enabled:
-            # Acknowledged, snoozed and maintenance alerts are not notified: one Silences (loaded at start, told of
-            # API changes, refreshed every tick) is handed to the notifier, the alert operator and the dashboard.
-            silences = Silences(cfg.alerts.maintenance)
-            notifier = build_notifier(cfg.alerts, os.environ, settings.secrets.alert_webhook_secret, cfg.retry,
-                                      self.metrics, dead_letters=self.dead_letters, spawn=self.supervisor.spawn,
-                                      silenced=silences.silenced)
-            self.alerts = AlertRunner(cfg, settings.secrets.postgres_password, settings.secrets.redis_password,
-                                      self.metrics, spawn=self.supervisor.spawn, notifier=notifier, silences=silences)
-            # Run like a sink (same queue, holds and commit bookkeeping), but it only computes.
-            self.sinks.append(OperatorRunner(self.alerts, settings=cfg.sinks.alerts, **common))
-            self.config.subscribe(self.alerts.update_config)
 
     def start(self) -> None:
         cfg = self.settings.config
@@ -190,7 +130,7 @@ class Pipeline:
         # and reloaded per assigned partition, so a second instance never touches the first one's sensors.
         for sink in self.sinks:
             sink.partitions_assigned(set())
-        self.source = KafkaSource(cfg.kafka, cfg.instance_id, self.chain, self.sinks, self.metrics,
+        self.source = ConsumeDispatch(cfg.kafka, cfg.instance_id, self.chain, self.sinks, self.metrics,
                                   cfg.processing.batch_size, cfg.processing.shutdown_timeout_s / 2)
         self.status.attach_source(self.source)
         self._consumer_thread = self.supervisor.spawn("kafka-consumer", self.source.run)
@@ -204,11 +144,8 @@ class Pipeline:
         if self.config.watchable:
             self.supervisor.spawn("config-reload", lambda: self.config.run(self._stopped, cfg.reload.watch_interval_s))
         self._start_own_sources()
-        if cfg.mqtt.broker_stats.enabled:  # the broker's own drop counters, shown and alerted on
-            memory = CounterMemory(redis_connect(cfg.redis, self.settings.secrets.redis_password),
-                                   f"{cfg.redis.key_prefix}broker_stats:{broker_sensor_id(cfg.mqtt.host)}")
-            self.broker_stats = BrokerStats(cfg.mqtt, self.settings.secrets.mqtt_password, self.metrics, self.inject,
-                                            client_id_suffix(cfg.mqtt, cfg.instance_id), memory=memory)
+        self.broker_stats = build_broker_stats(self.settings, self.metrics, self.inject)
+        if self.broker_stats is not None:  # the broker's own drop counters, shown and alerted on
             self.status.attach_broker_stats(self.broker_stats)
             self.supervisor.spawn("broker-stats", lambda: self.broker_stats.run(self._sources_stop))
         if cfg.retention.enabled:
@@ -218,42 +155,15 @@ class Pipeline:
 
     def _start_own_sources(self) -> None:
         """This host's system metrics and the daemon's own warnings, through MQTT like any other source."""
-        cfg = self.settings.config
-        mqtt, password = cfg.mqtt, self.settings.secrets.mqtt_password.reveal() or None
-        agent = cfg.agents.system
-        if agent.enabled:
-            publisher = MqttPublisher(mqtt.host, mqtt.port, f"{mqtt.client_id}-system", mqtt.username or None, password,
-                                      mqtt.keepalive_s, tls=mqtt.tls)
-            # Another process owning the file stops the start: two agents would send each other's samples.
-            shipper = open_spooled(publisher, spool_path(agent.spool_path, "daemon-system-agent.db"),
-                                   agent.spool_max_bytes, "system-agent")
-            self._watch_spool("system_agent", shipper)
-            samples = self.metrics.system_samples
-            self.system_agent = SystemAgent(shipper, agent.host, agent.topic_root, agent.interval_s, agent.disk_path,
-                                            on_publish=lambda ok: samples.labels("published" if ok else "dropped").inc())
-            shipper.start(self.supervisor.spawn)
+        self.system_agent = build_system_agent(self.settings, self.metrics)
+        if self.system_agent is not None:
+            self.system_agent.publisher.start(self.supervisor.spawn)
             self._agent_thread = self.supervisor.spawn("agent-system", lambda: self.system_agent.run(self._sources_stop))
-        logs = cfg.logs
-        if logs.ship_own:
-            handler = MQTTHandler(logs.ship_app, mqtt.host, mqtt.port, level=logging.getLevelName(logs.ship_level),
-                                  topic_root=logs.topic_root, username=mqtt.username or None, password=password,
-                                  max_message_bytes=logs.max_message_bytes, max_extra_bytes=logs.max_extra_bytes,
-                                  client_id=f"{mqtt.client_id}-logship",
-                                  spawn=self.supervisor.spawn, tls=mqtt.tls, spool_path=logs.ship_spool_path,
-                                  spool_max_bytes=logs.ship_spool_max_bytes)
-            self.metrics.logship_records.labels("sent").set_function(lambda: handler.sent)
-            self.metrics.logship_records.labels("dropped").set_function(lambda: handler.dropped)
-            self._watch_spool("logship", handler.shipper)
-            logging.getLogger().addHandler(handler)
-            self.log_handler = handler
+        self.log_handler = build_log_handler(self.settings, self.metrics, self.supervisor.spawn)
+        if self.log_handler is not None:
+            logging.getLogger().addHandler(self.log_handler)
 
-    def _watch_spool(self, source: str, shipper: SpooledPublisher) -> None:
-        """The spool's backlog and drops as metrics, read when scraped."""
-        self.metrics.spool_backlog.labels(source).set_function(lambda: shipper.spool.count)
-        self.metrics.spool_backlog_bytes.labels(source).set_function(lambda: shipper.spool.bytes)
-        self.metrics.spool_dropped.labels(source).set_function(lambda: shipper.dropped)
-
-    def _report_gaps(self, source: KafkaSource, interval_s: float) -> None:
+    def _report_gaps(self, source: ConsumeDispatch, interval_s: float) -> None:
         while not self._sources_stop.wait(interval_s):
             readings = source.gap_readings()
             if readings:
@@ -263,17 +173,19 @@ class Pipeline:
         """Readings made inside the daemon (log counts) go to every sink, like a consumed batch without offsets.
         `durable`: already in measurements, so a PostgreSQL sink that cannot skip duplicates leaves them out.
         Returns the batch (its `done` is set once every sink holds it), None when stopping."""
-        sinks = [s for s in self.sinks if not (durable and isinstance(s, PostgresSink) and not s.pg.deduplicate)]
-        batch = Batch(readings, [], {}, len(sinks))
+        sinks = [s for s in self.sinks if not durable or s.accepts_stored()]
+        batch = Batch(readings, [], {}, sum(s.durable for s in sinks))
         for sink in sinks:
-            if not sink.put(batch, self._stopped):
+            if not sink.durable:
+                sink.offer_best_effort(batch)
+            elif not sink.put(batch, self._stopped):
                 return None
         return batch
 
     def _load_known_sensors(self) -> None:
         """Before consuming: the sensors (and recent metrics) already stored count against limits.*."""
         cfg = self.settings.config
-        limits = next(s for s in self.chain.stages if isinstance(s, LimitFilter))
+        limits = self.limits
         period = max(cfg.aggregation.periods, key=parse_period) if cfg.aggregation.enabled else None
         with psycopg.connect(**conninfo(cfg.postgres, self.settings.secrets.postgres_password)) as conn:
             load_known(conn, limits.registry, period, cfg.limits.metrics_lookback_s, limits=limits)
@@ -283,7 +195,7 @@ class Pipeline:
     def _start_registry_refresh(self) -> None:
         """Sensors added, relabelled or removed while running reach the limit filter within registry_refresh_s."""
         cfg = self.settings.config
-        limits = next(s for s in self.chain.stages if isinstance(s, LimitFilter))
+        limits = self.limits
         info = conninfo(cfg.postgres, self.settings.secrets.postgres_password)
         refresh = RegistryRefresh(lambda: psycopg.connect(**info), limits, cfg.limits.registry_refresh_s)
         # Ids past the table read (a table larger than max_sensors) are looked up before being refused.
@@ -302,10 +214,10 @@ class Pipeline:
 
     def wait(self, stop: threading.Event) -> int:
         """Block until `stop` is set or a thread fails; then shut down. Returns the exit code."""
-        watch, next_watch = StuckWatch(), 0.0
+        watch, next_watch = BusyWatch(), 0.0
         while not stop.is_set():
             now = time.monotonic()
-            if now >= next_watch:  # a sink busy for minutes says so (runtime/stuck.py)
+            if now >= next_watch:  # a sink busy for minutes says so (runtime/busy.py)
                 next_watch = now + 1.0
                 for line in watch.check(((s.name, s.busy.state) for s in self.sinks), now):
                     log.warning(line)

@@ -1,8 +1,8 @@
-"""A sink busy for a long time says so: `event=sink_stuck` once when its current write (or tick) has run for
+"""A sink busy for a long time says so (the sink watch, not the `stuck` detector of pipeline/operators/alerts): `event=sink_stuck` once when its current write (or tick) has run for
 STUCK_AFTER_S, `event=sink_unstuck` when it ends. A sink whose queue stays full while its thread waits on one
 statement for minutes was otherwise silent (bench/RESULTS.md, "New sensors at the steady rate").
 
-The sink's thread marks its work (`Busy`); the daemon's wait loop asks the watch (`StuckWatch`), which only
+The sink's thread marks its work (`Busy`); the daemon's wait loop asks the watch (`BusyWatch`), which only
 compares times and returns the lines to log.
 """
 from __future__ import annotations
@@ -28,7 +28,7 @@ class Busy:
         self.state = None
 
 
-class StuckWatch:
+class BusyWatch:
     """Turns each sink's Busy state into `sink_stuck` / `sink_unstuck` lines, one of each per busy spell."""
 
     def __init__(self, after_s: float = STUCK_AFTER_S):

@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry
 
 from pipeline.config import KafkaConfig, RetryConfig, SinkConfig
 from pipeline.ingest.identity import MQTT_TOPIC_HEADER, ORIGINAL_SIZE_HEADER, RECEIVED_US_HEADER
-from pipeline.ingest.kafka_source import KafkaSource, to_raw
+from pipeline.ingest.dispatch import ConsumeDispatch, to_raw
 from pipeline.observability.metrics import Metrics
 from pipeline.records import DeadLetter, LogRecord, Reading
 from pipeline.sinks.base import BatchingSink
@@ -131,17 +131,17 @@ class QueueSink(BatchingSink):
         self.name = name
 
 
-def source_with(chain=None, sinks=(), consumer=None, batch_size=10, **cfg) -> KafkaSource:
+def source_with(chain=None, sinks=(), consumer=None, batch_size=10, **cfg) -> ConsumeDispatch:
     metrics = Metrics(CollectorRegistry())
     kafka = KafkaConfig(bootstrap_servers="127.0.0.1:9", **cfg)  # never contacted: the consumer is replaced
-    source = KafkaSource(kafka, "test", chain or FakeChain(), [], metrics, batch_size, 1.0)
+    source = ConsumeDispatch(kafka, "test", chain or FakeChain(), [], metrics, batch_size, 1.0)
     source.consumer.close()
     source.consumer = consumer or FakeConsumer()
     source.sinks = [s(metrics) if callable(s) else s for s in sinks]
     return source
 
 
-def sample(source: KafkaSource, name: str) -> float | None:
+def sample(source: ConsumeDispatch, name: str) -> float | None:
     return source.metrics.registry.get_sample_value(name)
 
 

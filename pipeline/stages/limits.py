@@ -1,8 +1,9 @@
 """Sensor and metric limits: a stateful filter over readings, run as the last stage of the chain.
 
-It is stateful (it remembers which sensors and metrics are known), so it lives with the operators; it runs
-as a stage because a refusal must be a dead letter of the message that carried it (one letter per message,
-like every other refusal), and the chain runs only in the consumer thread, so the state needs no lock.
+It is a stage (a refusal must be a dead letter of the message that carried it, one letter per message, like
+every other refusal) that keeps state (which sensors and metrics are known); the chain runs only in the consumer
+thread, so the state needs no lock. Its refresh from the `sensors` table runs beside it as a thread of its own
+(pipeline/operators/limits/refresh.py).
 Memory is bounded by the limits themselves: at most `max_sensors` ids, each with at most
 `max_metrics_per_sensor` metric names (tuples of interned strings: a dozen metrics cost about 150 bytes).
 
@@ -43,12 +44,9 @@ import time
 from datetime import datetime, timedelta, timezone
 from typing import Callable, Iterable
 
-from ...ingest.broker_stats import SENSOR_TYPE as BROKER_SENSOR_TYPE
-from ...ingest.continuity import SENSOR_TYPE as KAFKA_SENSOR_TYPE
-from ...records import Invalid, Reading
-from ...runtime.idle import IdleSweep
-from ...stages.base import RecordStage
-from ..logcounts.counting import APP_SENSOR_TYPE
+from ..records import APP_SENSOR_TYPE, BROKER_SENSOR_TYPE, KAFKA_SENSOR_TYPE, Invalid, Reading
+from ..runtime.idle import IdleSweep
+from ..runtime.stage import RecordStage
 
 log = logging.getLogger(__name__)
 

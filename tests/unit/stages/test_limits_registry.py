@@ -1,7 +1,7 @@
 """The sensor and metric limits: the registry, the stage in the chain, and loading what is stored."""
 from datetime import datetime
 
-from pipeline.operators.limits.registry import LimitFilter, SensorRegistry, load_known
+from pipeline.stages.limits import LimitFilter, SensorRegistry, load_known
 from pipeline.records import INVALID
 from tests.unit.helpers import chain, raw, run
 

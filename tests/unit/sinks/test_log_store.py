@@ -14,7 +14,7 @@ from pipeline.config import PostgresConfig, RedisConfig, RetryConfig, Secret, Si
 from pipeline.observability.metrics import Metrics
 from pipeline.records import LogRecord, RawMessage, Reading
 from pipeline.runtime.batch import Batch
-from pipeline.sinks.logs import COPY_STAGE, INSERT_FROM_STAGE, LogSink, record_key
+from pipeline.sinks.log_store import COPY_STAGE, INSERT_FROM_STAGE, LogSink, record_key
 from tests.unit.sinks.fakedb import FakePool, FakeRedis
 
 T0 = 1_700_000_000.0

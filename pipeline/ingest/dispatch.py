@@ -1,5 +1,5 @@
-"""Kafka -> stages -> sinks: the consumer thread turns raw messages into batches and commits offsets
-only for batches that every sink holds."""
+"""The consume-and-dispatch runner: the consumer thread reads the raw topic in batches, runs the stages, hands each
+batch to the sinks and operators and commits offsets only for batches that every durable one holds."""
 from __future__ import annotations
 
 import concurrent.futures
@@ -14,10 +14,9 @@ from confluent_kafka.admin import AdminClient
 from ..config import KafkaConfig
 from ..observability.metrics import Metrics
 from ..records import RawMessage, Reading
-from ..runtime.batch import Batch, InFlight, split_outputs
+from ..runtime.batch import Batch, BatchConsumer, InFlight, split_outputs
 from ..runtime.chain import StageChain
 from ..runtime.deadline import call_bounded
-from ..sinks.base import BatchingSink
 from ..clients.kafka import client_conf, consumer_conf, group_lag
 from .assignment import AssignmentWatchdog
 from .continuity import EVENT_LOG, METRIC, SENSOR_TYPE, TAKE, Continuity, Gap, missing_by_partition, sensor_id
@@ -52,7 +51,7 @@ def to_raw(msg) -> RawMessage:
                       msg.partition(), msg.offset(), original_size)
 
 
-class KafkaSource:
+class ConsumeDispatch:
     """Consumes the raw topic in batches, runs the stage chain, fans batches out to the sinks.
 
     Single-instance mode assigns itself every partition (no group join: nothing to wait for, nothing that
@@ -60,7 +59,7 @@ class KafkaSource:
     second such daemon away. Group mode subscribes, and a watchdog reports an assignment that never comes.
     """
 
-    def __init__(self, cfg: KafkaConfig, client_id: str, chain: StageChain, sinks: Sequence[BatchingSink],
+    def __init__(self, cfg: KafkaConfig, client_id: str, chain: StageChain, sinks: Sequence[BatchConsumer],
                  metrics: Metrics, batch_size: int, revoke_timeout_s: float):
         self.cfg = cfg
         self.chain = chain
@@ -285,10 +284,12 @@ class KafkaSource:
         if self.continuity.events:
             self._gap_events()
         readings, logs = split_outputs(readings)
-        batch = Batch(readings, dead, offsets, len(self.sinks), logs=logs)
+        batch = Batch(readings, dead, offsets, sum(s.durable for s in self.sinks), logs=logs)
         self.inflight.add(batch)
         for sink in self.sinks:
-            if not self._offer(sink, batch):
+            if not sink.durable:  # its own checkpoint: never holds the commit nor pauses the consumer
+                sink.offer_best_effort(batch)
+            elif not self._offer(sink, batch):
                 return
 
     # -- offset continuity (continuity.py decides; this reads again, logs and counts) --------------------
@@ -334,7 +335,7 @@ class KafkaSource:
         return [Reading(sensor_id(t, p), SENSOR_TYPE, None, METRIC, float(missing.get((t, p), 0)), now, now)
                 for t, p in sorted(self._gaps_ever)]
 
-    def _offer(self, sink: BatchingSink, batch: Batch) -> bool:
+    def _offer(self, sink: BatchConsumer, batch: Batch) -> bool:
         """Queue the batch for a sink. While the sink's queue is full (its service is slow or down) the
         partitions are paused, and consume() keeps being called so we stay in the group."""
         if sink.offer(batch):

@@ -1,0 +1,89 @@
+"""Builders: each component made from its own section of the frozen config (the daemon only starts and stops them)."""
+from __future__ import annotations
+
+import os
+
+from ..config import Settings
+from ..config.checks import allowed_metrics
+from ..observability.metrics import Metrics
+from ..operators.alerts.runner import AlertRunner
+from ..operators.alerts.silences import Silences
+from ..operators.base import OperatorRunner
+from ..operators.windows.aggregator import WindowAggregator
+from ..sinks import builtin, registry
+from ..sinks.deadletter import DeadLetterWriter
+from ..sinks.notify import build_notifier
+from ..stages.decode import Decode
+from ..stages.lateness import LateFilter
+from ..stages.limits import LimitFilter
+from ..stages.formats import router as format_router
+from ..stages.logs import ValidateLog
+from ..stages.transform import NormalizeUnits
+from ..stages.validate import Validate
+
+assert builtin.DEFAULT_USE  # importing it registers today's sinks
+
+
+def build_stages(settings: Settings, limits: LimitFilter | None = None) -> list:
+    """The processing stages in order, each given only its own section of the config (`limits`: the daemon's)."""
+    cfg = settings.config
+    v = cfg.validation
+    stages = [
+        Decode(v.max_payload_bytes, v.max_readings_per_message, max_json_depth=v.max_json_depth,
+               formats=format_router(cfg)),
+        Validate(v.max_future_skew_s, v.max_age_s, v.default_type, v.default_location,
+                 allowed_metrics=allowed_metrics(cfg)),
+        NormalizeUnits(cfg.units),
+        ValidateLog(cfg.logs.max_message_bytes, v.max_future_skew_s, v.max_age_s,
+                    max_extra_bytes=cfg.logs.max_extra_bytes, max_extra_depth=cfg.logs.max_extra_depth),
+    ]
+    if cfg.aggregation.enabled:  # readings too late for their window are dead-lettered before they are stored
+        stages.append(LateFilter(cfg.aggregation.grace_s, cfg.aggregation.max_lateness_s))
+    # Last: only a reading that would be stored makes its sensor and metric known.
+    stages.append(limits if limits is not None else build_limits(settings))
+    return stages
+
+
+def build_limits(settings: Settings) -> LimitFilter:
+    """The limit filter (limits.*): sensors and metrics past the limits are refused."""
+    lim = settings.config.limits
+    return LimitFilter(lim.max_sensors, lim.max_metrics_per_sensor, lim.registration, lim.state_idle_s,
+                       lookups_per_s=lim.registry_lookups_per_s)
+
+
+def build_windows(settings: Settings, metrics: Metrics) -> WindowAggregator | None:
+    """The window operator (aggregation.*), or None when off."""
+    cfg = settings.config
+    if not cfg.aggregation.enabled:
+        return None
+    return WindowAggregator(cfg.aggregation, cfg.redis, settings.secrets.redis_password, metrics,
+                            state_idle_s=cfg.limits.state_idle_s)
+
+
+def build_sinks(settings: Settings, metrics: Metrics, dead_letters: DeadLetterWriter, *, insert_listeners=(),
+                on_logs_written=None) -> list:
+    """The sinks `sinks.use` names, in order (pipeline/sinks/registry.py)."""
+    ctx = registry.SinkContext(settings.config, settings.secrets, metrics, dead_letters,
+                               insert_listeners=tuple(insert_listeners), on_logs_written=on_logs_written)
+    return registry.build(ctx, settings.config.sinks.use)
+
+
+def build_alerts(settings: Settings, metrics: Metrics, dead_letters: DeadLetterWriter, spawn) -> AlertRunner | None:
+    """The alert operator (alerts.*) with its notifier, or None when off."""
+    cfg = settings.config
+    if not cfg.alerts.enabled:
+        return None
+    # Acknowledged, snoozed and maintenance alerts are not notified: one Silences (loaded at start, told of
+    # API changes, refreshed every tick) is handed to the notifier, the alert operator and the dashboard.
+    silences = Silences(cfg.alerts.maintenance)
+    notifier = build_notifier(cfg.alerts, os.environ, settings.secrets.alert_webhook_secret, cfg.retry, metrics,
+                              dead_letters=dead_letters, spawn=spawn, silenced=silences.silenced)
+    return AlertRunner(cfg, settings.secrets.postgres_password, settings.secrets.redis_password, metrics,
+                       spawn=spawn, notifier=notifier, silences=silences)
+
+
+def run_operator(operator, settings: Settings, metrics: Metrics) -> OperatorRunner:
+    """An operator's runner (its thread, queue and commit hold), batching per `sinks.<operator name>`."""
+    cfg = settings.config
+    return OperatorRunner(operator, settings=getattr(cfg.sinks, operator.name), retry=cfg.retry, metrics=metrics,
+                          queue_max_batches=cfg.processing.queue_max_batches)
