@@ -4,6 +4,11 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PEER_VENV := .venv-peer
 export PY
+# Test workers (pytest-xdist): the integration tests mostly wait on the services, each with its own database,
+# topics, Redis prefix and MQTT root, so more workers than the 2 cores pay. A test marked `serial` still runs alone
+# (tests/conftest.py). TEST_WORKERS=0 runs everything in one process.
+TEST_WORKERS ?= 3
+XDIST := -n $(TEST_WORKERS) --dist loadgroup
 
 .PHONY: help venv dev-venv peer-venv services services-down status migrate run test test-fast test-unit test-integration test-faults bench bench-max clean
 
@@ -60,23 +65,23 @@ run: migrate
 test: dev-venv peer-venv services
 	bash scripts/ensure-test-tools.sh
 	$(PY) migrations.py
-	$(PY) -m pytest
+	$(PY) -m pytest $(XDIST)
 
 test-fast: dev-venv peer-venv services
 	bash scripts/ensure-test-tools.sh
 	$(PY) migrations.py
-	$(PY) -m pytest -m "not faults"
+	$(PY) -m pytest $(XDIST) -m "not faults"
 
 test-unit: dev-venv
 	$(PY) -m pytest -m unit
 
 test-integration: dev-venv peer-venv services
 	bash scripts/ensure-test-tools.sh
-	$(PY) -m pytest -m integration
+	$(PY) -m pytest $(XDIST) -m integration
 
 test-faults: dev-venv peer-venv services
 	bash scripts/ensure-test-tools.sh
-	$(PY) -m pytest -m faults
+	$(PY) -m pytest $(XDIST) -m faults
 
 BENCH_ARGS ?= --suite --rate 10000 --duration 60 --step 1.15
 bench: dev-venv peer-venv services
