@@ -7,14 +7,15 @@ export PY
 # Test workers (pytest-xdist): the integration tests mostly wait on the services, each with its own database,
 # topics, Redis prefix and MQTT root, so more workers than the 2 cores pay. A test marked `serial` still runs alone
 # (tests/conftest.py). TEST_WORKERS=0 runs everything in one process.
-TEST_WORKERS ?= 3
+TEST_WORKERS ?= 4
 XDIST := -n $(TEST_WORKERS) --dist loadgroup
 
 .PHONY: help venv dev-venv peer-venv services services-down status migrate run test test-fast test-unit test-integration test-faults bench bench-max clean
 
 help:
 	@echo "make run            set up everything, start the pipeline and the device simulator (Ctrl-C stops both)"
-	@echo "make test           set up everything, run every test tier against the real services (what CI runs)"
+	@echo "make test           set up everything, run every test tier against the real services (what CI runs),"
+	@echo "                    in parallel: TEST_WORKERS=4 pytest-xdist workers (0: one process)"
 	@echo "make test-fast      the quick tiers: unit and integration tests without the fault-injection ones"
 	@echo "make test-unit      unit tests only: pure logic, no services needed"
 	@echo "make test-integration  integration tests only, fault injection included"
