@@ -39,7 +39,6 @@ def pytest_collection_modifyitems(config, items):
             raise pytest.UsageError(f"{item.nodeid}: `faults` is a kind of integration test (tests/integration)")
 
 
-
 def pytest_configure(config):
     """The controller of a parallel run makes the folder of the `serial` lock; its workers inherit its name."""
     if not hasattr(config, "workerinput") and getattr(config.option, "numprocesses", None):
