@@ -4,12 +4,20 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PEER_VENV := .venv-peer
 export PY
+# Test workers (pytest-xdist): the integration tests mostly wait on the services, each with its own database,
+# topics, Redis prefix and MQTT root, so more workers than the 2 cores pay. A test marked `serial` still runs alone
+# (tests/conftest.py). TEST_WORKERS=0 runs everything in one process. With 6 the fault tests, which break a
+# service and wait for the daemon to notice, missed their 30 s waits; the quick tiers take 6 (FAST_WORKERS).
+TEST_WORKERS ?= 4
+FAST_WORKERS ?= 6
+XDIST := -n $(TEST_WORKERS) --dist loadgroup
 
 .PHONY: help venv dev-venv peer-venv services services-down status migrate run test test-fast test-unit test-integration test-faults bench bench-max clean
 
 help:
 	@echo "make run            set up everything, start the pipeline and the device simulator (Ctrl-C stops both)"
-	@echo "make test           set up everything, run every test tier against the real services (what CI runs)"
+	@echo "make test           set up everything, run every test tier against the real services (what CI runs),"
+	@echo "                    in parallel: TEST_WORKERS=4 pytest-xdist workers (0: one process)"
 	@echo "make test-fast      the quick tiers: unit and integration tests without the fault-injection ones"
 	@echo "make test-unit      unit tests only: pure logic, no services needed"
 	@echo "make test-integration  integration tests only, fault injection included"
@@ -61,23 +69,23 @@ test: dev-venv peer-venv services
 	bash scripts/ensure-test-tools.sh
 	$(PY) migrations.py
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest
+	$(PY) -m pytest $(XDIST)
 
 test-fast: dev-venv peer-venv services
 	bash scripts/ensure-test-tools.sh
 	$(PY) migrations.py
-	$(PY) -m pytest -m "not faults"
+	$(PY) -m pytest -n $(FAST_WORKERS) --dist loadgroup -m "not faults"
 
 test-unit: dev-venv
 	$(PY) -m pytest -m unit
 
 test-integration: dev-venv peer-venv services
 	bash scripts/ensure-test-tools.sh
-	$(PY) -m pytest -m integration
+	$(PY) -m pytest $(XDIST) -m integration
 
 test-faults: dev-venv peer-venv services
 	bash scripts/ensure-test-tools.sh
-	$(PY) -m pytest -m faults
+	$(PY) -m pytest $(XDIST) -m faults
 
 BENCH_ARGS ?= --suite --rate 10000 --duration 60 --step 1.15
 bench: dev-venv peer-venv services

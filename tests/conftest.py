@@ -1,6 +1,11 @@
-"""Shared fixtures and the test tiers. Integration fixtures live in tests/integration/conftest.py."""
+"""Shared fixtures, the test tiers and the `serial` rule for parallel runs. Integration fixtures live in
+tests/integration/conftest.py."""
+import fcntl
 import os
+import shutil
 import sys
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -8,6 +13,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+# Set by the controller of a parallel run (pytest -n N) for its workers: where the `serial` lock lives.
+SERIAL_LOCK_DIR = "TESTS_SERIAL_LOCK_DIR"
 # Tier by directory; the `faults` tier is marked in the fault-injection modules themselves (pytestmark).
 TIER_DIRS = {"unit": ROOT / "tests" / "unit", "integration": ROOT / "tests" / "integration"}
 # Tests never read a developer's .env or the PIPELINE__* variables of the shell that runs them.
@@ -30,3 +37,43 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(getattr(pytest.mark, tier))
         if item.get_closest_marker("faults") and not item.get_closest_marker("integration"):
             raise pytest.UsageError(f"{item.nodeid}: `faults` is a kind of integration test (tests/integration)")
+
+
+def pytest_configure(config):
+    """The controller of a parallel run makes the folder of the `serial` lock; its workers inherit its name."""
+    if not hasattr(config, "workerinput") and getattr(config.option, "numprocesses", None):
+        os.environ[SERIAL_LOCK_DIR] = tempfile.mkdtemp(prefix="pytest-serial-")
+
+
+def pytest_unconfigure(config):
+    if not hasattr(config, "workerinput") and SERIAL_LOCK_DIR in os.environ:
+        shutil.rmtree(os.environ.pop(SERIAL_LOCK_DIR), ignore_errors=True)
+
+
+@contextmanager
+def _held(folder: Path, exclusive: bool):
+    """Shared for most tests, exclusive for a `serial` one, across every worker of the run."""
+    turnstile = open(folder / "turnstile", "a")
+    main = open(folder / "lock", "a")
+    try:
+        # Once a serial test waits at the turnstile no other test starts, so the other workers' overlapping
+        # shared locks cannot starve it.
+        fcntl.flock(turnstile, fcntl.LOCK_EX)
+        fcntl.flock(main, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        if not exclusive:
+            fcntl.flock(turnstile, fcntl.LOCK_UN)
+        yield
+    finally:
+        main.close()
+        turnstile.close()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_protocol(item, nextitem):
+    """In a parallel run (`make test`: pytest-xdist) a test marked `serial` runs alone: the other workers wait
+    between their tests. The wait is outside pytest-timeout's clock (this wrapper holds its wrapper) and --durations."""
+    folder = os.environ.get(SERIAL_LOCK_DIR)
+    if folder is None or not hasattr(item.config, "workerinput"):  # one process: every test runs alone anyway
+        return (yield)
+    with _held(Path(folder), exclusive=item.get_closest_marker("serial") is not None):
+        return (yield)

@@ -1,7 +1,12 @@
-"""Rules for the test suite itself: every test checks something, and tests/unit mirrors the pipeline package."""
+"""Rules for the test suite itself: every test checks something, tests/unit mirrors the pipeline package, and in a
+parallel run a `serial` test runs alone."""
 from __future__ import annotations
 
 import ast
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -73,3 +78,40 @@ def test_unit_test_folders_mirror_the_package():
     folders = [p.relative_to(TESTS / "unit") for p in (TESTS / "unit").rglob("*")
                if p.is_dir() and p.name != "__pycache__"]
     assert folders and [str(f) for f in folders if not (package / f / "__init__.py").exists()] == []
+
+
+SPANS = """
+import os, time
+import pytest
+
+def span(name):
+    start = time.time()
+    time.sleep(0.5)
+    with open(os.path.join(os.environ["SPAN_DIR"], name), "w") as f:
+        f.write(f"{start} {time.time()}")
+
+@pytest.mark.parametrize("n", range(6))
+def test_beside(n):
+    span(f"beside-{n}")
+
+@pytest.mark.serial
+def test_alone():
+    span("alone")
+"""
+
+
+def test_a_serial_test_runs_alone_in_a_parallel_run(tmp_path):
+    shutil.copy(TESTS / "conftest.py", tmp_path / "conftest.py")
+    (tmp_path / "pytest.ini").write_text("[pytest]\nmarkers =\n    serial: runs alone\n")
+    (tmp_path / "test_spans.py").write_text(SPANS)
+    spans = tmp_path / "spans"
+    spans.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "TESTS_"))} | {"SPAN_DIR": str(spans)}
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-n", "3", "-q", "-p", "no:cacheprovider"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    got = {p.name: tuple(map(float, p.read_text().split())) for p in spans.iterdir()}
+    alone = got.pop("alone")
+    assert len(got) == 6 and [n for n, (a, b) in got.items() if a < alone[1] and alone[0] < b] == []
+    ends = sorted(got.values())
+    assert any(ends[i + 1][0] < ends[i][1] for i in range(len(ends) - 1))  # the others did run side by side
