@@ -88,8 +88,8 @@ def build_alerts(settings: Settings, metrics: Metrics, dead_letters: DeadLetterW
     silences = Silences(cfg.alerts.maintenance)
     notifier = build_notifier(cfg.alerts, os.environ, settings.secrets.alert_webhook_secret, cfg.retry, metrics,
                               dead_letters=dead_letters, spawn=spawn, silenced=silences.silenced)
-    return AlertRunner(alert_sections(cfg), settings.secrets.postgres_password, settings.secrets.redis_password, metrics,
-                       spawn=spawn, notifier=notifier, silences=silences)
+    return AlertRunner(alert_sections(cfg), settings.secrets.postgres_password, settings.secrets.redis_password,
+                       metrics, spawn=spawn, notifier=notifier, silences=silences)
 
 
 def run_operator(operator, settings: Settings, metrics: Metrics) -> OperatorRunner:

@@ -50,8 +50,8 @@ class AlertRunner(Operator):
         # dashboard's API (which tells it its changes) and here; the store flags what it stores with it.
         self.silences = silences if silences is not None else Silences(sections.maintenance)
         self.silences.locate_with(self._location)
-        self.store = AlertStore(sections.postgres, pg_password, sections.redis, redis_password, self.metrics, spawn, notifier,
-                                self.silences)
+        self.store = AlertStore(sections.postgres, pg_password, sections.redis, redis_password, self.metrics, spawn,
+                                notifier, self.silences)
         # Scale-out: only sensors of partitions this instance owns are evaluated here (docs/operations.md).
         self.partitions = sections.partitions
         self.partition_of: dict[str, int] = {}  # sensor -> the partition its readings arrived on
@@ -78,8 +78,8 @@ class AlertRunner(Operator):
         with self.lock:
             self.evaluator.reconfigure(ev)
         self.silences.reconfigure(sections.maintenance)
-        log.info("event=alert_rules_reloaded metrics=%d sensor_overrides=%d", len(ev.thresholds) + len(ev.detection.metrics),
-                 len(ev.detection.sensors))
+        log.info("event=alert_rules_reloaded metrics=%d sensor_overrides=%d",
+                 len(ev.thresholds) + len(ev.detection.metrics), len(ev.detection.sensors))
 
     def close(self) -> None:
         self.store.close()

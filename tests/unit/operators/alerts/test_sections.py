@@ -2,7 +2,9 @@
 from prometheus_client import CollectorRegistry
 
 from pipeline.app.build import alert_sections
-from pipeline.config import Bounds, DetectionConfig, PostgresConfig, RedisConfig, RetryConfig, Secret, ThresholdRule, parse
+from pipeline.config import (
+    Bounds, DetectionConfig, PostgresConfig, RedisConfig, RetryConfig, Secret, ThresholdRule, parse,
+)
 from pipeline.config.alerting import FlapConfig
 from pipeline.observability.metrics import Metrics
 from pipeline.operators.alerts.evaluator import AlertEvaluator
