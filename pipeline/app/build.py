@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import os
 
-from ..config import Settings
+from ..config import Config, Settings
 from ..config.checks import allowed_metrics
 from ..observability.metrics import Metrics
 from ..operators.alerts.runner import AlertRunner
+from ..operators.alerts.sections import AlertSections, EvaluatorSettings
 from ..operators.alerts.silences import Silences
 from ..operators.base import OperatorRunner
 from ..operators.windows.aggregator import WindowAggregator
@@ -68,6 +69,15 @@ def build_sinks(settings: Settings, metrics: Metrics, dead_letters: DeadLetterWr
     return registry.build(ctx, settings.config.sinks.use)
 
 
+def alert_sections(cfg: Config) -> AlertSections:
+    """The alert operator's sections of the config (at start and on each live reload)."""
+    a = cfg.alerts
+    evaluator = EvaluatorSettings(cfg.thresholds, cfg.detection, a.clear_readings, a.clear_seconds, a.flap,
+                                  cfg.limits.state_idle_s)
+    return AlertSections(evaluator, a.maintenance, cfg.retry, cfg.processing.interval_s, cfg.postgres, cfg.redis,
+                         cfg.kafka.partitions)
+
+
 def build_alerts(settings: Settings, metrics: Metrics, dead_letters: DeadLetterWriter, spawn) -> AlertRunner | None:
     """The alert operator (alerts.*) with its notifier, or None when off."""
     cfg = settings.config
@@ -78,8 +88,8 @@ def build_alerts(settings: Settings, metrics: Metrics, dead_letters: DeadLetterW
     silences = Silences(cfg.alerts.maintenance)
     notifier = build_notifier(cfg.alerts, os.environ, settings.secrets.alert_webhook_secret, cfg.retry, metrics,
                               dead_letters=dead_letters, spawn=spawn, silenced=silences.silenced)
-    return AlertRunner(cfg, settings.secrets.postgres_password, settings.secrets.redis_password, metrics,
-                       spawn=spawn, notifier=notifier, silences=silences)
+    return AlertRunner(alert_sections(cfg), settings.secrets.postgres_password, settings.secrets.redis_password,
+                       metrics, spawn=spawn, notifier=notifier, silences=silences)
 
 
 def run_operator(operator, settings: Settings, metrics: Metrics) -> OperatorRunner:

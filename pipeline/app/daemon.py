@@ -41,7 +41,7 @@ from ..runtime.reload import ConfigHolder
 from ..runtime.retry import retry_call
 from ..runtime.supervisor import Supervisor
 from ..stages.formats import router as format_router
-from .build import build_alerts, build_limits, build_sinks, build_stages, build_windows, run_operator
+from .build import alert_sections, build_alerts, build_limits, build_sinks, build_stages, build_windows, run_operator
 from .instance_lock import AlreadyConsumed, SingleInstanceLock
 from .own_sources import build_broker_stats, build_log_handler, build_system_agent
 
@@ -80,7 +80,8 @@ class Pipeline:
         if self.alerts is not None:
             # Run like a sink (same queue, holds and commit bookkeeping), but it only computes.
             self.sinks.append(run_operator(self.alerts, settings, self.metrics))
-            self.config.subscribe(self.alerts.update_config)
+            alerts = self.alerts  # a live reload hands it its new sections, never the whole Config
+            self.config.subscribe(lambda new: alerts.update_config(alert_sections(new)))
         self.limits = build_limits(settings)
         self.chain = StageChain(build_stages(settings, limits=self.limits), self.metrics)
         self._registry_lookup: RegistryLookup | None = None  # the limits stage's, on the consumer thread

@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from pipeline.app.build import alert_sections
 from pipeline.records import Reading
 from pipeline.runtime.batch import Batch
 from pipeline.operators.alerts.runner import AlertRunner
@@ -16,7 +17,7 @@ THRESHOLDS = {"boiler_temp": {"warning": {"max": 40}, "critical": {"max": 60}, "
 
 def make_sink(env, settings) -> AlertRunner:
     cfg = settings.config
-    sink = AlertRunner(cfg, settings.secrets.postgres_password, settings.secrets.redis_password, env.metrics())
+    sink = AlertRunner(alert_sections(cfg), settings.secrets.postgres_password, settings.secrets.redis_password, env.metrics())
     sink.start()
     return sink
 
@@ -97,7 +98,7 @@ def test_log_count_sensors_stay_out_of_offline_tracking_when_state_is_reloaded_o
         conn.execute("INSERT INTO sensors (sensor_id, type) VALUES ('dev-1', 'sensor'), ('app:billing', 'app')")
     now = [T0]
     cfg = settings.config
-    sink = AlertRunner(cfg, settings.secrets.postgres_password, settings.secrets.redis_password, env.metrics(),
+    sink = AlertRunner(alert_sections(cfg), settings.secrets.postgres_password, settings.secrets.redis_password, env.metrics(),
                        clock=lambda: now[0])
     sink.start()
     sink.partitions_assigned(set())  # what the daemon does before the consumer joins the group

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from pipeline.app.build import alert_sections
 from pipeline.operators.alerts.lifecycle import FLAPPING, OPENED, Alert, Transition
 from pipeline.operators.alerts.silence_sync import load as load_silences
 from pipeline.operators.alerts.silences import Silences
@@ -207,7 +208,7 @@ def test_the_daemon_loads_snoozes_and_acknowledgements_at_start_and_flags_mainte
                                                      "start": "2020-01-01T00:00:00Z", "end": "2099-01-01T00:00:00Z"}]},
                             thresholds={"boiler_temp": {"warning": {"max": 40}, "critical": {"max": 60}}})
     cfg = settings.config
-    sink = AlertRunner(cfg, settings.secrets.postgres_password, settings.secrets.redis_password, env.metrics())
+    sink = AlertRunner(alert_sections(cfg), settings.secrets.postgres_password, settings.secrets.redis_password, env.metrics())
     sink.start()
     try:
         now = time.time()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from pipeline.app.build import alert_sections
 from pipeline.records import LogRecord, RawMessage, Reading
 from pipeline.runtime.batch import Batch
 from pipeline.operators.logcounts.runner import LogCounter
@@ -136,7 +137,7 @@ def test_log_count_sensors_never_go_offline(env):
     env.query("INSERT INTO sensors (sensor_id, type) VALUES ('app:quiet', 'app'), ('dev-1', 'sensor') RETURNING 1")
     cfg = settings.config
     now = [time.time()]
-    sink = AlertRunner(cfg, settings.secrets.postgres_password, settings.secrets.redis_password, env.metrics(),
+    sink = AlertRunner(alert_sections(cfg), settings.secrets.postgres_password, settings.secrets.redis_password, env.metrics(),
                        clock=lambda: now[0])
     sink.start()
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 
+from pipeline.app.build import alert_sections
 from pipeline.operators.alerts.detectors import HISTORY, OUT_N
 from tests.integration.clients import Publisher, RunningPipeline, wait_for
 
@@ -90,7 +91,7 @@ def test_an_offline_alert_of_a_sensor_that_stays_away_is_released_and_resolved_w
     settings = env.migrate(env.settings(limits={"state_idle_s": 100}, detection={"offline_after_s": 10},
                                         thresholds={"temperature": {"warning": {"max": 40}}}))
     cfg, now = settings.config, [time.time()]
-    runner = AlertRunner(cfg, settings.secrets.postgres_password, settings.secrets.redis_password, env.metrics(),
+    runner = AlertRunner(alert_sections(cfg), settings.secrets.postgres_password, settings.secrets.redis_password, env.metrics(),
                        clock=lambda: now[0])
 
     def feed(sensor: str) -> list:

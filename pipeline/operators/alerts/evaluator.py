@@ -18,7 +18,6 @@ import sys
 from array import array
 from typing import Iterable, Sequence
 
-from ...config import Config
 from ...records import Reading
 from ...registry import detectors as registry
 from . import rate  # noqa: F401  (registers the rate detector beside those of detectors.py)
@@ -27,6 +26,7 @@ from .lifecycle import ESCALATED, FLAPPING, OPENED, Alert, AlertBook, Transition
 from .messages import message
 from .offline import OfflineTimer
 from .rules import Rules
+from .sections import EvaluatorSettings
 
 
 def detector_types() -> tuple[str, ...]:
@@ -37,15 +37,15 @@ def detector_types() -> tuple[str, ...]:
 class AlertEvaluator:
     """Alert state of the sensors this instance owns: open alerts, detector history, offline timers."""
 
-    def __init__(self, config: Config):
-        a = config.alerts
-        self.book = AlertBook(a.clear_readings, a.clear_seconds, a.flap.count, a.flap.window_s)
+    def __init__(self, settings: EvaluatorSettings):
+        s = settings
+        self.book = AlertBook(s.clear_readings, s.clear_seconds, s.flap.count, s.flap.window_s)
         # The registered detectors, placed in the series' array by the registry (one layout for this evaluator).
         built = registry.build()
         self.specs = [spec for spec, _ in built]
         self.detectors = tuple(detector for _, detector in built)
-        self.rules = Rules(config.thresholds, config.detection, self.specs)
-        self.offline_severity = config.detection.offline_severity
+        self.rules = Rules(s.thresholds, s.detection, self.specs)
+        self.offline_severity = s.detection.offline_severity
         # Offline-tracked sensors -> wall clock of their last evaluated reading, with deadlines in a heap.
         self.offline_timer = OfflineTimer(lambda sensor_id: self.rules.offline_after(sensor_id))
         self.sensor_info: dict[str, tuple[str, str | None]] = {}  # sensor -> (type, location), for registration
@@ -53,16 +53,16 @@ class AlertEvaluator:
         # stuck) judges it, an array with that clock at [SEEN] and the detectors' history (detectors.py). The
         # float is the batch's one `now` object: a series with a threshold only costs its key and entry.
         self.series: dict[tuple[str, str], float | array] = {}
-        self.idle_s = config.limits.state_idle_s  # like every limit, not reloaded live
+        self.idle_s = s.state_idle_s  # like every limit, not reloaded live
         self.released_open = 0  # sensors released with an open alert (still open in the database)
 
-    def reconfigure(self, config: Config) -> None:
+    def reconfigure(self, settings: EvaluatorSettings) -> None:
         """Live reload: new detector settings, hysteresis and flap rule for the next readings (rules swapped whole)."""
-        self.rules = Rules(config.thresholds, config.detection, self.specs)
+        s = settings
+        self.rules = Rules(s.thresholds, s.detection, self.specs)
         self.offline_timer.reschedule()  # offline limits may have changed
-        self.offline_severity = config.detection.offline_severity
-        a = config.alerts
-        self.book.reconfigure(a.clear_readings, a.clear_seconds, a.flap.count, a.flap.window_s)
+        self.offline_severity = s.detection.offline_severity
+        self.book.reconfigure(s.clear_readings, s.clear_seconds, s.flap.count, s.flap.window_s)
 
     # -- readings -----------------------------------------------------------------------------------
     def evaluate(self, readings: Sequence[Reading], now: float) -> list[Transition]:

@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Sequence
 
-from ...config import Config, Secret
+from ...config import Secret
 from ...observability.metrics import Metrics
 from ...runtime.batch import Batch
 from ...runtime.idle import IdleSweep
@@ -28,6 +28,7 @@ from ..base import Operator
 from . import silence_sync
 from .evaluator import AlertEvaluator
 from .lifecycle import Transition
+from .sections import AlertSections
 from .silences import Silences
 
 log = logging.getLogger(__name__)
@@ -38,26 +39,26 @@ class AlertRunner(Operator):
 
     name = "alerts"
 
-    def __init__(self, config: Config, pg_password: Secret, redis_password: Secret, metrics: Metrics, *,
+    def __init__(self, sections: AlertSections, pg_password: Secret, redis_password: Secret, metrics: Metrics, *,
                  clock=time.time, spawn: Spawn = plain_thread, notifier: AlertNotifier | None = None,
                  silences: Silences | None = None):
-        super().__init__(config.retry, metrics)
+        super().__init__(sections.retry, metrics)
         self.clock = clock
-        self.tick_interval_s = config.processing.interval_s
-        self.evaluator = AlertEvaluator(config)
+        self.tick_interval_s = sections.tick_s
+        self.evaluator = AlertEvaluator(sections.evaluator)
         # Acknowledged, snoozed, in maintenance: one object, owned by the daemon and handed to the notifier, the
         # dashboard's API (which tells it its changes) and here; the store flags what it stores with it.
-        self.silences = silences if silences is not None else Silences(config.alerts.maintenance)
+        self.silences = silences if silences is not None else Silences(sections.maintenance)
         self.silences.locate_with(self._location)
-        self.store = AlertStore(config.postgres, pg_password, config.redis, redis_password, self.metrics, spawn, notifier,
-                                self.silences)
+        self.store = AlertStore(sections.postgres, pg_password, sections.redis, redis_password, self.metrics, spawn,
+                                notifier, self.silences)
         # Scale-out: only sensors of partitions this instance owns are evaluated here (docs/operations.md).
-        self.partitions = config.kafka.partitions
+        self.partitions = sections.partitions
         self.partition_of: dict[str, int] = {}  # sensor -> the partition its readings arrived on
         self.ownership = Ownership()
         self.lock = threading.RLock()  # rebalance callbacks (consumer thread) against evaluation (this thread)
         self.known_locations: dict[str, str] = {}
-        self.idle_sweep = IdleSweep(config.limits.state_idle_s)
+        self.idle_sweep = IdleSweep(sections.evaluator.state_idle_s)
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -70,13 +71,15 @@ class AlertRunner(Operator):
         log.info("event=sink_started sink=alerts open_alerts=%d known_sensors=%d notification_channels=%d", n,
                  len(self.evaluator.last_seen), len(self.store.notifier.channels) if self.store.notifier else 0)
 
-    def update_config(self, config: Config) -> None:
-        """Live reload: new detector settings and hysteresis for the next batch."""
+    def update_config(self, sections: AlertSections) -> None:
+        """Live reload: new detector settings, hysteresis and maintenance windows for the next batch (the other
+        sections need a restart and are not read here)."""
+        ev = sections.evaluator
         with self.lock:
-            self.evaluator.reconfigure(config)
-        self.silences.reconfigure(config.alerts.maintenance)
-        log.info("event=alert_rules_reloaded metrics=%d sensor_overrides=%d", len(config.thresholds) + len(config.detection.metrics),
-                 len(config.detection.sensors))
+            self.evaluator.reconfigure(ev)
+        self.silences.reconfigure(sections.maintenance)
+        log.info("event=alert_rules_reloaded metrics=%d sensor_overrides=%d",
+                 len(ev.thresholds) + len(ev.detection.metrics), len(ev.detection.sensors))
 
     def close(self) -> None:
         self.store.close()

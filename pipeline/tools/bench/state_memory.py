@@ -23,6 +23,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
+from ...app.build import alert_sections
 from ...config import Secret, load
 from ...config.metric_rules import Bounds, ThresholdRule
 from ...observability.metrics import Metrics
@@ -54,7 +55,7 @@ def build(clock, metrics: dict[str, float], offline: bool = True):
         cfg = msgspec.structs.replace(cfg, detection=msgspec.structs.replace(cfg.detection, offline_after_s=0.0))
     limits = LimitFilter(cfg.limits.max_sensors, cfg.limits.max_metrics_per_sensor, "open", cfg.limits.state_idle_s, clock)
     limits.registry.clock = clock
-    evaluator = AlertEvaluator(cfg)
+    evaluator = AlertEvaluator(alert_sections(cfg).evaluator)
     agg = WindowAggregator(cfg.aggregation, cfg.redis, Secret(""), Metrics(CollectorRegistry()), clock=clock,
                            state_idle_s=cfg.limits.state_idle_s)
     agg.store.publish_partials = lambda fields, now: None  # Redis: not measured here
@@ -154,7 +155,7 @@ def offline_ticks(n: int = 100_000, ticks: int = 5) -> dict:
     readings = [Reading(f"once-{i:06d}", "sensor", None, "temperature", 20.0, T0, T0) for i in range(n)]
     out = {}
     for name in ("before", "after"):
-        ev = AlertEvaluator(cfg)
+        ev = AlertEvaluator(alert_sections(cfg).evaluator)
         ev.evaluate(readings, 0.0)
         seen = dict(ev.last_seen)
         times = []

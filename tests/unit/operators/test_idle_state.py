@@ -2,6 +2,7 @@
 alert needs; a series that returns is rebuilt and judged like a new one."""
 from prometheus_client import CollectorRegistry
 
+from pipeline.app.build import alert_sections
 from pipeline.config import RedisConfig, Secret, parse
 from pipeline.observability.metrics import Metrics
 from pipeline.operators.alerts.detectors import OUT_N, RUN_N
@@ -83,7 +84,7 @@ def test_open_mode_labels_of_released_sensors_go_with_them_and_the_tables_stay()
 
 
 def test_evaluator_releases_idle_series_and_keeps_those_with_an_open_alert():
-    ev = AlertEvaluator(CFG)
+    ev = AlertEvaluator(alert_sections(CFG).evaluator)
     ev.evaluate([reading("quiet", 20.0 + i % 2, T0 + i) for i in range(5)], now=0.0)
     ev.evaluate([reading("hot", 50.0, T0)], now=0.0)  # opens a threshold alert
     ev.evaluate([reading("busy", 20.0, T0), reading("busy", 21.0, T0 + 1, "humidity")], now=0.0)
@@ -102,7 +103,7 @@ def test_evaluator_releases_idle_series_and_keeps_those_with_an_open_alert():
 def test_an_offline_alert_open_for_longer_than_the_idle_time_releases_its_sensor():
     cfg = parse({"limits": {"state_idle_s": IDLE}, "thresholds": {"temperature": {"warning": {"max": 40}}},
                  "detection": {"offline_after_s": 60}}, {})
-    ev = AlertEvaluator(cfg)
+    ev = AlertEvaluator(alert_sections(cfg).evaluator)
     ev.evaluate([reading("gone", 20.0, T0), reading("back", 50.0, T0)], now=0.0)  # back: a threshold alert too
     ev.evaluate([reading("here", 20.0, T0)], now=0.0)
     out = ev.tick(now=61.0)
@@ -124,7 +125,7 @@ def test_an_offline_alert_open_for_longer_than_the_idle_time_releases_its_sensor
 
 
 def test_flap_history_of_an_idle_series_is_released():
-    ev = AlertEvaluator(CFG)
+    ev = AlertEvaluator(alert_sections(CFG).evaluator)
     for i, v in enumerate((50.0, 20.0, 50.0, 20.0)):  # opened and resolved twice: two flap cycles noted
         ev.evaluate([reading("f", v, T0 + i, "humidity")], now=0.0)
     assert ("f", "humidity", "threshold") in ev.book.cycles and ev.book.open == {}
@@ -133,7 +134,7 @@ def test_flap_history_of_an_idle_series_is_released():
 
 
 def test_a_returning_series_is_rebuilt_and_judged_again():
-    ev = AlertEvaluator(CFG)
+    ev = AlertEvaluator(alert_sections(CFG).evaluator)
     ev.evaluate([reading("s", 20.0 + (i % 3) * 0.1, T0 + i) for i in range(10)], now=0.0)
     assert ev.series[("s", "temperature")][OUT_N] == 10  # outlier statistics of 10 readings
     ev.evict_idle(now=IDLE + 1)
@@ -183,7 +184,7 @@ def test_rules_are_shared_per_metric_and_cached_per_series_only_for_sensors_with
                  "detection": {"offline_after_s": 0,
                                "sensors": {"special": {"metrics": {"temperature": {"threshold": {"warning": {"max": 30}}}}}}}},
                 {})
-    ev = AlertEvaluator(cfg)
+    ev = AlertEvaluator(alert_sections(cfg).evaluator)
     ev.evaluate([reading(f"s{i}", 20.0, T0) for i in range(100)] + [reading("special", 20.0, T0)], now=0.0)
     assert set(ev.rules._by_metric) == {"temperature"} and set(ev.rules._cache) == {("special", "temperature")}
     ev.evict_idle(now=IDLE + 1)
@@ -208,12 +209,12 @@ def test_a_ttl_is_set_again_once_a_tenth_of_it_passed_and_only_after_a_successfu
 
 
 def test_a_threshold_only_series_keeps_a_clock_alone_until_a_reload_gives_it_a_detector_with_history():
-    ev = AlertEvaluator(CFG)
+    ev = AlertEvaluator(alert_sections(CFG).evaluator)
     ev.evaluate([reading("h", 20.0, T0 + i, "humidity") for i in range(3)], now=5.0)
     assert ev.series[("h", "humidity")] == 5.0  # humidity has a threshold only: no history array
     stuck = parse({"limits": {"state_idle_s": IDLE}, "thresholds": {"humidity": {"warning": {"max": 40}}},
                    "detection": {"offline_after_s": 0, "metrics": {"humidity": {"stuck": {"count": 3}}}}}, {})
-    ev.reconfigure(stuck)
+    ev.reconfigure(alert_sections(stuck).evaluator)
     out = ev.evaluate([reading("h", 20.0, T0 + 10 + i, "humidity") for i in range(3)], now=6.0)
     assert [(t.event, t.alert.type) for t in out] == [("opened", "stuck")]  # the run counts from the reload
     assert ev.series[("h", "humidity")][RUN_N] == 3

@@ -2,6 +2,7 @@
 no longer own and evaluate or close only what they own (no database: nothing to load in these cases)."""
 from prometheus_client import CollectorRegistry
 
+from pipeline.app.build import alert_sections
 from pipeline.config import RedisConfig, Secret, parse
 from pipeline.observability.metrics import Metrics
 from pipeline.records import RawMessage, Reading
@@ -25,7 +26,7 @@ def sensors_on(partition: int, n: int = 2) -> list[str]:
 
 
 def alert_sink() -> AlertRunner:
-    return AlertRunner(CFG, Secret(""), Secret(""), Metrics(CollectorRegistry()))
+    return AlertRunner(alert_sections(CFG), Secret(""), Secret(""), Metrics(CollectorRegistry()))
 
 
 def test_revoked_sensors_are_forgotten_and_kept_ones_stay():

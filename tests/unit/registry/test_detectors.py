@@ -3,6 +3,7 @@ evaluator beside the built-ins without moving their slots."""
 import msgspec
 import pytest
 
+from pipeline.app.build import alert_sections
 from pipeline.config import ConfigError, parse
 from pipeline.operators.alerts.detectors import HISTORY, OUT_N, RUN_N, RUN_VALUE, CLEAR, SeriesDetector, Signal
 from pipeline.operators.alerts.evaluator import AlertEvaluator, detector_types
@@ -64,7 +65,7 @@ def _cfg(**metric):
 def test_a_plugin_is_judged_beside_the_built_ins_in_one_array(plugin):
     cfg = _cfg(outlier={"z_warning": 50}, stuck={"count": 100}, rate={"warning": 1e9, "min_samples": 2,
                                                                          "min_span_s": 0}, above_first_unit={"k": 2})
-    ev = AlertEvaluator(cfg)
+    ev = AlertEvaluator(alert_sections(cfg).evaluator)
     readings = [Reading("s", "sensor", None, "temperature", float(v), float(i), float(i)) for i, v in enumerate([10, 11, 12, 25])]
     out = ev.evaluate(readings, 100.0)
     assert [(t.alert.type, t.event) for t in out] == [("above_first_unit", "opened")]

@@ -1,5 +1,6 @@
 """The offline timer: deadlines in a heap, a tick costs the deadlines that passed; a sensor whose offline alert
 opened leaves the timer (its alert stays open) and a reading brings it back."""
+from pipeline.app.build import alert_sections
 from pipeline.config import parse
 from pipeline.operators.alerts.evaluator import AlertEvaluator
 from pipeline.operators.alerts.offline import OfflineTimer
@@ -49,7 +50,7 @@ def config(offline_after_s: float = 60.0):
 
 
 def test_one_shot_sensors_go_offline_once_keep_their_alert_and_leave_the_timer():
-    ev = AlertEvaluator(config())
+    ev = AlertEvaluator(alert_sections(config()).evaluator)
     ev.evaluate([reading(f"once-{i}", T0) for i in range(1000)], now=0.0)
     out = ev.tick(61.0)
     assert len(out) == 1000 and {t.event for t in out} == {"opened"}
@@ -62,7 +63,7 @@ def test_one_shot_sensors_go_offline_once_keep_their_alert_and_leave_the_timer()
 
 
 def test_a_reading_resolves_the_offline_alert_and_tracks_the_sensor_again():
-    ev = AlertEvaluator(config())
+    ev = AlertEvaluator(alert_sections(config()).evaluator)
     ev.evaluate([reading("s", T0)], now=0.0)
     [opened] = ev.tick(61.0)
     assert opened.alert.type == "offline" and "s" not in ev.last_seen
@@ -75,14 +76,14 @@ def test_a_reading_resolves_the_offline_alert_and_tracks_the_sensor_again():
 def test_sensors_loaded_with_an_open_offline_alert_are_not_put_in_the_timer():
     from pipeline.operators.alerts.lifecycle import Alert
 
-    ev = AlertEvaluator(config())
+    ev = AlertEvaluator(alert_sections(config()).evaluator)
     ev.load([Alert("gone", None, "offline", "warning", T0, id=7)], [("gone", "sensor"), ("here", "sensor")], now=0.0)
     assert set(ev.last_seen) == {"here"}
 
 
 def test_a_reload_reschedules_with_the_new_limit():
-    ev = AlertEvaluator(config(600.0))
+    ev = AlertEvaluator(alert_sections(config(600.0)).evaluator)
     ev.evaluate([reading("s", T0)], now=0.0)
     assert ev.tick(61.0) == []
-    ev.reconfigure(config(60.0))
+    ev.reconfigure(alert_sections(config(60.0)).evaluator)
     assert [t.alert.type for t in ev.tick(61.0)] == ["offline"]
