@@ -58,7 +58,8 @@ class Pipeline:
         self.settings = settings
         cfg = settings.config
         # The banner is the first line an instance logs (before any client is built).
-        log.info("event=starting version=%s instance=%s config=%s", __version__, cfg.instance_id, settings.path)
+        log.info("event=starting version=%s instance=%s config=%s plugins=%s", __version__, cfg.instance_id, settings.path,
+                 ",".join(cfg.plugins) or "none")
         self.metrics = metrics or Metrics()
         self.supervisor = Supervisor(self.metrics.thread_alive)
         self.started_at = time.time()

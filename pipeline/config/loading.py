@@ -15,6 +15,7 @@ from .alerting import channel_urls
 from .base import Section
 from .checks import check_across_fields, check_dashboard_token, check_mapping_sections
 from .plugin_rules import lift_plugin_rules
+from .plugins import load_plugins
 from .errors import ConfigError, describe_validation_error
 from .schema import Config, Settings
 from .secret import KAFKA_SECRET_ENV, Secrets
@@ -77,6 +78,7 @@ def parse(tree: Any, env: dict[str, str] | None = None) -> Config:
     env = env or {}
     tree = apply_env(tree, env)
     _apply_kafka_secrets(tree, env)
+    load_plugins(tree.get("plugins"))  # before the sections that select what they register are checked
     tree = lift_plugin_rules(tree)
     check_mapping_sections(tree)
     try:

@@ -305,6 +305,8 @@ class StorageConfig(Section):
 
 
 class Config(Section):
+    # Modules imported before the rest is checked: formats, detectors and sinks they register (config/plugins.py).
+    plugins: list[str] = []
     instance_id: Annotated[str, msgspec.Meta(max_length=64)] = ""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     mqtt: MqttConfig = MqttConfig()
