@@ -68,12 +68,12 @@ def test_a_sink_far_behind_at_a_stop_gets_every_reading_exactly_once_after_the_r
     settings = env.migrate(env.settings(**extra))
     kafka = settings.config.kafka
     n = 100
-    made = register(path, 8.0)
+    made = register(path, 10.0)
     with RunningPipeline(settings, env.metrics()) as p:
         publish_one_by_one(env, [0], 0)
         wait_for(lambda: made[0].writing.is_set(), 10, what="the slow sink's first write")
-        # About 100 batches while the sink sits in its first 8 s write: far more than its queue holds.
-        publish_one_by_one(env, range(1, n), 0.04)
+        # About 100 batches while the sink sits in its first 10 s write: far more than its queue holds.
+        publish_one_by_one(env, range(1, n), 0.06)
         wait_for(lambda: sum(committed_offsets(kafka.consumer_group, kafka.topics.raw).values()) == n, 10,
                  what="the main consumer committed everything")
         assert env.query("SELECT count(*) FROM measurements")[0][0] == n
