@@ -1,6 +1,5 @@
 """The consume-and-dispatch runner: the consumer thread reads the raw topic in batches, runs the stages, hands each
-batch to the durable sinks and operators and commits offsets only for batches that every one of them holds
-(best-effort sinks have feeds of their own: sink_feed.py)."""
+batch to the durable sinks and operators (best-effort ones have feeds: sink_feed.py) and commits what all hold."""
 from __future__ import annotations
 
 import concurrent.futures
