@@ -171,7 +171,10 @@ class SinkFeed:
             offsets[(msg.topic(), msg.partition())] = msg.offset() + 1
             self.high[msg.partition()] = max(self.high.get(msg.partition(), 0), msg.offset() + 1)
         # Dead letters are the main path's: it has sent them already.
-        outputs, _dead = self.chain.run_batch(raws)
+        outputs, dead = self.chain.run_batch(raws)
+        if dead:
+            log.info("event=sink_feed_refused sink=%s messages=%d note=dead_lettered_by_the_main_path",
+                     self.sink.name, len(dead))
         readings, logs = split_outputs(outputs)
         batch = Batch(readings, [], offsets, 1, logs=logs)
         self.inflight.add(batch)

@@ -77,7 +77,9 @@ def test_a_sink_far_behind_at_a_stop_gets_every_reading_exactly_once_after_the_r
         wait_for(lambda: sum(committed_offsets(kafka.consumer_group, kafka.topics.raw).values()) == n, 10,
                  what="the main consumer committed everything")
         assert env.query("SELECT count(*) FROM measurements")[0][0] == n
-        assert {s.name: s.best_effort for s in p.status.sinks()}["jsonl"]
+        jsonl = lambda: {s.name: s for s in p.status.sinks()}["jsonl"]  # noqa: E731
+        assert jsonl().best_effort
+        assert p.metrics.registry.get_sample_value("pipeline_sink_feed_lag", {"sink": "jsonl"}) == jsonl().lag
     written = identities(path)
     checkpoint = sum(committed_offsets(feed_group(kafka.consumer_group, "jsonl"), kafka.topics.raw).values())
     assert sum(written.values()) == checkpoint < n  # stopped behind, its checkpoint exactly what it wrote
