@@ -122,12 +122,27 @@ class SinkFeed:
             fresh = [p for p in new if own.get(p, -1) < 0]
             main = self._main_committed(fresh) if fresh else {}
             start = start_offsets(own, main, new)
+            if fresh:
+                self._pin_start(topic, {p: start[p] for p in fresh})
             self.consumer.incremental_assign([TopicPartition(topic, p, start[p]) for p in sorted(new)])
             for p, at in start.items():
                 self.position[p] = max(0, at)
             log.info("event=sink_feed_assigned sink=%s group=%s start=%s", self.sink.name, self.group,
                      ",".join(f"{p}:{'earliest' if at == OFFSET_BEGINNING else at}" for p, at in sorted(start.items())))
         self._held = set(wanted)
+
+    def _pin_start(self, topic: str, start: dict[int, int]) -> None:
+        """A partition the feed never committed starts where the main group stands *now*: commit that at once, before
+        any batch, so a crash before the feed's first own commit resumes here, not at wherever the main group has
+        moved on to by then (which would skip what the sink never got)."""
+        pinned = {}
+        for p, at in start.items():
+            if at == OFFSET_BEGINNING:  # a commit needs a real offset: the partition's first
+                at = self.consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10.0)[0]
+                start[p] = at
+            pinned[p] = at
+        self.consumer.commit(offsets=[TopicPartition(topic, p, at) for p, at in sorted(pinned.items())],
+                             asynchronous=False)
 
     def _want(self) -> set[int] | None:
         if self.single:
