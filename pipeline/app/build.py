@@ -3,9 +3,13 @@ from __future__ import annotations
 
 import os
 
+from prometheus_client import CollectorRegistry
+
 from ..config import Config, Settings
 from ..config.checks import allowed_metrics
+from ..ingest.sink_feed import SinkFeed
 from ..observability.metrics import Metrics
+from ..runtime.chain import StageChain
 from ..operators.alerts.runner import AlertRunner
 from ..operators.alerts.sections import AlertSections, EvaluatorSettings
 from ..operators.alerts.silences import Silences
@@ -25,11 +29,12 @@ from ..stages.validate import Validate
 assert builtin.DEFAULT_USE  # importing it registers today's sinks
 
 
-def build_stages(settings: Settings, limits: LimitFilter | None = None) -> list:
-    """The processing stages in order, each given only its own section of the config (`limits`: the daemon's)."""
+def build_pure_stages(settings: Settings) -> list:
+    """The stages that judge each message on its own (decode, validate, units, logs): the main chain's first part and
+    a best-effort sink's feed's whole chain."""
     cfg = settings.config
     v = cfg.validation
-    stages = [
+    return [
         Decode(v.max_payload_bytes, v.max_readings_per_message, max_json_depth=v.max_json_depth,
                formats=format_router(cfg)),
         Validate(v.max_future_skew_s, v.max_age_s, v.default_type, v.default_location,
@@ -38,6 +43,12 @@ def build_stages(settings: Settings, limits: LimitFilter | None = None) -> list:
         ValidateLog(cfg.logs.max_message_bytes, v.max_future_skew_s, v.max_age_s,
                     max_extra_bytes=cfg.logs.max_extra_bytes, max_extra_depth=cfg.logs.max_extra_depth),
     ]
+
+
+def build_stages(settings: Settings, limits: LimitFilter | None = None) -> list:
+    """The processing stages in order, each given only its own section of the config (`limits`: the daemon's)."""
+    cfg = settings.config
+    stages = build_pure_stages(settings)
     if cfg.aggregation.enabled:  # readings too late for their window are dead-lettered before they are stored
         stages.append(LateFilter(cfg.aggregation.grace_s, cfg.aggregation.max_lateness_s))
     # Last: only a reading that would be stored makes its sensor and metric known.
@@ -76,6 +87,19 @@ def alert_sections(cfg: Config) -> AlertSections:
                                   cfg.limits.state_idle_s)
     return AlertSections(evaluator, a.maintenance, cfg.retry, cfg.processing.interval_s, cfg.postgres, cfg.redis,
                          cfg.kafka.partitions)
+
+
+def build_feeds(settings: Settings, sinks, metrics: Metrics) -> list[SinkFeed]:
+    """A feed of its own for each best-effort sink (pipeline/ingest/sink_feed.py).
+
+    Its chain is the pure stages only. Lateness and the limits are left out: their verdicts depend on the moment
+    the main path read a message (the watermark, the sensor registry then), so a feed catching up minutes later
+    would judge differently; and the limits' registry is the main consumer's, not shared across threads. The chain
+    counts into a registry of its own, so the pipeline's refusal counters do not count a message twice."""
+    cfg = settings.config
+    return [SinkFeed(cfg.kafka, cfg.instance_id, sink, StageChain(build_pure_stages(settings),
+                                                                  Metrics(CollectorRegistry())),
+                     metrics, cfg.processing.batch_size) for sink in sinks if not sink.durable]
 
 
 def build_alerts(settings: Settings, metrics: Metrics, dead_letters: DeadLetterWriter, spawn) -> AlertRunner | None:

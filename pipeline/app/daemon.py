@@ -41,7 +41,8 @@ from ..runtime.reload import ConfigHolder
 from ..runtime.retry import retry_call
 from ..runtime.supervisor import Supervisor
 from ..stages.formats import router as format_router
-from .build import alert_sections, build_alerts, build_limits, build_sinks, build_stages, build_windows, run_operator
+from .build import (alert_sections, build_alerts, build_feeds, build_limits, build_sinks, build_stages, build_windows,
+                    run_operator)
 from .instance_lock import AlreadyConsumed, SingleInstanceLock
 from .own_sources import build_broker_stats, build_log_handler, build_system_agent
 
@@ -83,6 +84,8 @@ class Pipeline:
             self.sinks.append(run_operator(self.alerts, settings, self.metrics))
             alerts = self.alerts  # a live reload hands it its new sections, never the whole Config
             self.config.subscribe(lambda new: alerts.update_config(alert_sections(new)))
+        # Each best-effort sink reads the raw topic through a feed of its own and keeps its own committed position.
+        self.feeds = build_feeds(settings, self.sinks, self.metrics)
         self.limits = build_limits(settings)
         self.chain = StageChain(build_stages(settings, limits=self.limits), self.metrics)
         self._registry_lookup: RegistryLookup | None = None  # the limits stage's, on the consumer thread
@@ -97,8 +100,9 @@ class Pipeline:
         # Handles of the threads stop() joins itself, in its fixed order.
         self._consumer_thread = self._log_counter_thread = self._agent_thread = None
         self._sink_threads: list = []
+        self._feed_threads: list = []
         self.status = LiveStatus(cfg.instance_id, self.started_at, self.supervisor, self.sinks, self.config,
-                                 cfg.mqtt.host, cfg.mqtt.port, dead_letter_sink)
+                                 cfg.mqtt.host, cfg.mqtt.port, dead_letter_sink, feeds=self.feeds)
 
     def start(self) -> None:
         cfg = self.settings.config
@@ -132,10 +136,14 @@ class Pipeline:
         # and reloaded per assigned partition, so a second instance never touches the first one's sensors.
         for sink in self.sinks:
             sink.partitions_assigned(set())
-        self.source = ConsumeDispatch(cfg.kafka, cfg.instance_id, self.chain, self.sinks, self.metrics,
-                                  cfg.processing.batch_size, cfg.processing.shutdown_timeout_s / 2)
+        # The best-effort sinks are fed by their own feeds; in group mode those follow this consumer's partitions.
+        self.source = ConsumeDispatch(cfg.kafka, cfg.instance_id, self.chain, [s for s in self.sinks if s.durable],
+                                      self.metrics, cfg.processing.batch_size, cfg.processing.shutdown_timeout_s / 2,
+                                      followers=() if cfg.kafka.assignment == "single" else self.feeds)
         self.status.attach_source(self.source)
         self._consumer_thread = self.supervisor.spawn("kafka-consumer", self.source.run)
+        for feed in self.feeds:  # after their sinks started
+            self._feed_threads.append(self.supervisor.spawn(f"feed-{feed.sink.name}", feed.run))
         # Records a partition skipped for good become readings (an alert by thresholds.kafka_offset_gap).
         self.supervisor.spawn("offset-gaps", lambda: self._report_gaps(self.source, cfg.kafka.gap_report_interval_s))
         self.bridge = MqttBridge(cfg.mqtt, cfg.kafka, self.settings.secrets.mqtt_password, self.metrics, self.supervisor,
@@ -172,15 +180,14 @@ class Pipeline:
                 self.inject(readings)
 
     def inject(self, readings: list[Reading], durable: bool = False) -> Batch | None:
-        """Readings made inside the daemon (log counts) go to every sink, like a consumed batch without offsets.
+        """Readings made inside the daemon (log counts) go to every durable sink, like a consumed batch without
+        offsets (a best-effort sink reads only the raw topic, through its feed).
         `durable`: already in measurements, so a PostgreSQL sink that cannot skip duplicates leaves them out.
         Returns the batch (its `done` is set once every sink holds it), None when stopping."""
-        sinks = [s for s in self.sinks if not durable or s.accepts_stored()]
-        batch = Batch(readings, [], {}, sum(s.durable for s in sinks))
+        sinks = [s for s in self.sinks if s.durable and (not durable or s.accepts_stored())]
+        batch = Batch(readings, [], {}, len(sinks))
         for sink in sinks:
-            if not sink.durable:
-                sink.offer_best_effort(batch)
-            elif not sink.put(batch, self._stopped):
+            if not sink.put(batch, self._stopped):
                 return None
         return batch
 
@@ -273,7 +280,9 @@ class Pipeline:
         log.info("event=stopping step=consumer")
         if self.source is not None:
             self.source.stop()
-        self.supervisor.join([self._consumer_thread], deadline, reserve)
+        for feed in self.feeds:  # before their sinks finish: no batch is handed over after the sink's last flush
+            feed.stop()
+        self.supervisor.join([self._consumer_thread, *self._feed_threads], deadline, reserve)
         if self._registry_lookup is not None and not (self._consumer_thread and self._consumer_thread.is_alive()):
             self._registry_lookup.close()  # its one user, the consumer thread, has ended
         # Counts are not handed on while sinks drain; a window left uncounted is counted after the next start.
@@ -288,6 +297,8 @@ class Pipeline:
         for sink in self.sinks:
             sink.stop()
         self.supervisor.join(self._sink_threads, deadline, reserve * 3 / 4)
+        for feed in self.feeds:  # commits what its sink wrote: the sink's checkpoint for the next start
+            bounded(f"{feed.sink.name}_feed_close", lambda f=feed: f.close(1.0), max(0.1, min(3.0, deadline.left())))
         drained = True
         if self.source is not None:
             drained = self.source.drain_and_close(deadline.left())

@@ -219,9 +219,13 @@ class PipelineView:
             if sink.blocked is not None:  # holding a batch until the store takes writes again: not ready now
                 detail = f"blocked for {blocked_s:.0f}s, holding its batch: {sink.blocked}"
             ok = not stale and sink.blocked is None
-            out[sink.name] = {"ok": ok, "detail": detail, "last_success_age_s": round(age, 1),
-                              "last_success": sink.last_success, "queue_depth": depth, "retrying": retrying,
-                              "blocked": sink.blocked, "blocked_s": blocked_s}
+            entry = {"ok": ok, "detail": detail, "last_success_age_s": round(age, 1),
+                     "last_success": sink.last_success, "queue_depth": depth, "retrying": retrying,
+                     "blocked": sink.blocked, "blocked_s": blocked_s}
+            if sink.best_effort:  # catches up from its own checkpoint: its lag is shown, it never fails /ready
+                entry.update(ok=True, best_effort=True, lag=sink.lag,
+                             detail=f"best-effort, {sink.feed}" + ("" if ok else f"; {detail}"))
+            out[sink.name] = entry
         return out
 
     def ready(self) -> tuple[bool, dict]:

@@ -1,5 +1,5 @@
 """The consume-and-dispatch runner: the consumer thread reads the raw topic in batches, runs the stages, hands each
-batch to the sinks and operators and commits offsets only for batches that every durable one holds."""
+batch to the durable sinks and operators (best-effort ones have feeds: sink_feed.py) and commits what all hold."""
 from __future__ import annotations
 
 import concurrent.futures
@@ -60,10 +60,12 @@ class ConsumeDispatch:
     """
 
     def __init__(self, cfg: KafkaConfig, client_id: str, chain: StageChain, sinks: Sequence[BatchConsumer],
-                 metrics: Metrics, batch_size: int, revoke_timeout_s: float):
+                 metrics: Metrics, batch_size: int, revoke_timeout_s: float, followers: Sequence = ()):
         self.cfg = cfg
         self.chain = chain
         self.sinks = list(sinks)
+        # Told of assignment changes like the sinks, handed no batch: the best-effort sinks' feeds (group mode).
+        self.followers = list(followers)
         self.metrics = metrics
         self.batch_size = batch_size
         self.revoke_timeout_s = revoke_timeout_s
@@ -106,7 +108,7 @@ class ConsumeDispatch:
 
     def _tell_sinks(self, hook: str, partitions: set[int]) -> None:
         """Per-sensor state follows partition ownership: each sink drops or rebuilds its share."""
-        for sink in self.sinks:
+        for sink in (*self.sinks, *self.followers):
             try:
                 getattr(sink, hook)(partitions)
             except Exception:  # noqa: BLE001 - a failed hand-off must not break the rebalance; logged loudly
@@ -284,12 +286,10 @@ class ConsumeDispatch:
         if self.continuity.events:
             self._gap_events()
         readings, logs = split_outputs(readings)
-        batch = Batch(readings, dead, offsets, sum(s.durable for s in self.sinks), logs=logs)
+        batch = Batch(readings, dead, offsets, len(self.sinks), logs=logs)
         self.inflight.add(batch)
         for sink in self.sinks:
-            if not sink.durable:  # its own checkpoint: never holds the commit nor pauses the consumer
-                sink.offer_best_effort(batch)
-            elif not self._offer(sink, batch):
+            if not self._offer(sink, batch):
                 return
 
     # -- offset continuity (continuity.py decides; this reads again, logs and counts) --------------------

@@ -43,6 +43,7 @@ class Metrics:
         self.sink_batch = Histogram("sink_batch_size", "Records per sink write", ["sink"], buckets=BATCH_BUCKETS, namespace=ns, registry=registry)
         self.sink_write_seconds = Histogram("sink_write_seconds", "Duration of one sink write", ["sink"], buckets=DURATION_BUCKETS, namespace=ns, registry=registry)
         self.sink_last_success = Gauge("sink_last_success_timestamp_seconds", "When the sink last wrote successfully", ["sink"], namespace=ns, registry=registry)
+        self.sink_feed_lag = Gauge("sink_feed_lag", "Records in the raw topic a best-effort sink's own feed has not yet had written (it catches up on its own; never holds commits)", ["sink"], namespace=ns, registry=registry)
         self.sink_blocked = Gauge("sink_blocked", "1 while the sink holds a batch because its store is away or refuses writes (out of memory, read-only, no privilege, disk full, ...); the store's message is on /ready and in the log", ["sink"], namespace=ns, registry=registry)
         self.retries = Counter("retries", "Retried operations", ["operation"], namespace=ns, registry=registry)
         self.queue_depth = Gauge("queue_depth", "Batches waiting in a hand-off queue", ["queue"], namespace=ns, registry=registry)

@@ -24,6 +24,9 @@ class SinkStatus:
     last_success: float | None
     blocked_since: float | None = None
     blocked: str | None = None
+    best_effort: bool = False  # fed by its own feed: shown on /ready, never failing it
+    lag: int | None = None  # records its feed has not yet had written
+    feed: str | None = None
 
 
 @dataclass(frozen=True)
@@ -76,7 +79,7 @@ class LiveStatus:
     """`PipelineStatus` over the daemon's supervisor and components, each asked through its own methods."""
 
     def __init__(self, instance_id: str, started_at: float, supervisor, sinks: Sequence, config_holder,
-                 mqtt_host: str, mqtt_port: int, dead_letter_sink=None):
+                 mqtt_host: str, mqtt_port: int, dead_letter_sink=None, feeds: Sequence = ()):
         self.instance_id = instance_id
         self.started_at = started_at
         self._supervisor = supervisor
@@ -84,6 +87,7 @@ class LiveStatus:
         self._config = config_holder
         self._mqtt_host, self._mqtt_port = mqtt_host, mqtt_port
         self._dead_letter_sink = dead_letter_sink
+        self._feeds = {f.sink.name: f for f in feeds}  # best-effort sinks' feeds, by sink name
         self._source = None
         self._bridge = None
         self._broker_stats = None
@@ -109,7 +113,10 @@ class LiveStatus:
         out = []
         for s in self._sinks:
             since, message = s.blocked() or (None, None)
-            out.append(SinkStatus(s.name, s.queue_depth(), s.last_success, since, message))
+            feed = self._feeds.get(s.name)
+            lag, feed_detail = feed.status() if feed is not None else (None, None)
+            out.append(SinkStatus(s.name, s.queue_depth(), s.last_success, since, message, best_effort=feed is not None,
+                                  lag=lag, feed=feed_detail))
         return out
 
     def consumer(self) -> ConsumerStatus:

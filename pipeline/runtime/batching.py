@@ -34,8 +34,6 @@ from .retry import Backoff, Stopped, retry_call
 
 log = logging.getLogger(__name__)
 _STOP = object()
-# A best-effort sink may batch for minutes while the consumer goes on: its queue holds this many times more batches.
-BEST_EFFORT_QUEUE_FACTOR = 64
 
 
 class BatchingRunner:
@@ -43,7 +41,7 @@ class BatchingRunner:
 
     name = "sink"
     # Durable: the batch's Kafka offsets wait for this sink. Best-effort (set by pipeline/sinks/registry.py): they
-    # do not; the sink is handed batches without back-pressure and keeps its own position (`checkpoint`).
+    # do not; the sink has its own feed (pipeline/ingest/sink_feed.py), which commits its own position.
     durable = True
     # Seconds between calls of `tick()` in the sink's thread (timed work: window closing, alert timers); None: never.
     tick_interval_s: float | None = None
@@ -55,7 +53,6 @@ class BatchingRunner:
         self.retry = retry
         self.metrics = metrics
         self.queue: queue.Queue = queue.Queue(maxsize=queue_max_batches)
-        self._best_effort_max = queue_max_batches * BEST_EFFORT_QUEUE_FACTOR
         self.stop_event = threading.Event()  # set at the shutdown deadline: give up, leave the rest uncommitted
         self._finishing = threading.Event()  # flush what is queued, then end
         self.last_success: float | None = None
@@ -86,7 +83,8 @@ class BatchingRunner:
         """Timed work, every `tick_interval_s`, in the sink's own thread (so it shares its state unlocked)."""
 
     def checkpoint(self, offsets: dict[tuple[str, int], int]) -> None:
-        """A best-effort sink wrote everything before these offsets ((topic, partition) -> next offset): store them."""
+        """A best-effort sink wrote everything before these offsets ((topic, partition) -> next offset). Its feed
+        commits them as the sink's checkpoint once the batches are marked done; a sink may also keep them itself."""
 
     def accepts_stored(self) -> bool:
         """Readings already in `measurements` (log-count corrections) may be handed to this sink again."""
@@ -133,17 +131,6 @@ class BatchingRunner:
             return True
         except queue.Full:
             return False
-
-    def offer_best_effort(self, batch: Batch) -> bool:
-        """Hand a batch to a best-effort sink without waiting: its queue holds BEST_EFFORT_QUEUE_FACTOR times a
-        durable sink's; beyond that the batch is left out (logged) and its checkpoint says where it stands."""
-        if self.queue.maxsize and self.queue.maxsize < self._best_effort_max:
-            self.queue.maxsize = self._best_effort_max
-        if self.offer(batch):
-            return True
-        log.warning("event=sink_behind sink=%s records=%d offsets=%s note=batch_left_out", self.name,
-                    len(batch.readings) + len(batch.logs), ",".join(f"{p}:{o}" for (_, p), o in batch.offsets.items()))
-        return False
 
     def stop(self) -> None:
         """Time is up: stop retrying and end the thread; what it does not hold stays uncommitted."""
@@ -235,15 +222,14 @@ class BatchingRunner:
                 return  # not marked done: offsets stay uncommitted and Kafka redelivers
         self.last_success = time.time()
         self.metrics.sink_last_success.labels(self.name).set(self.last_success)
-        if self.durable:
+        if not self.durable:
+            offsets: dict[tuple[str, int], int] = {}
             for batch in pending:
-                batch.sink_done()
-            return
-        offsets: dict[tuple[str, int], int] = {}
-        for batch in pending:
-            offsets.update(batch.offsets)
-        if offsets:
-            self.checkpoint(offsets)
+                offsets.update(batch.offsets)
+            if offsets:
+                self.checkpoint(offsets)
+        for batch in pending:  # a durable sink's mark lets the main consumer commit; a best-effort one's, its feed
+            batch.sink_done()
 
     def _write_retrying(self, records: Sequence) -> None:
         started = time.perf_counter()

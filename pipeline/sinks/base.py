@@ -1,9 +1,9 @@
 """The base of every sink: the shared batching run loop (pipeline/runtime/batching.py) under the sink's name."""
 from __future__ import annotations
 
-from ..runtime.batching import BEST_EFFORT_QUEUE_FACTOR, BatchingRunner
+from ..runtime.batching import BatchingRunner
 
-__all__ = ["BEST_EFFORT_QUEUE_FACTOR", "BatchingSink"]
+__all__ = ["BatchingSink"]
 
 
 class BatchingSink(BatchingRunner):

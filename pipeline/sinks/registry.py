@@ -1,9 +1,9 @@
 """Sinks by name: each backend registers a factory and says whether Kafka commits wait for it.
 
 A *durable* sink holds the commit: a batch's offsets are committed only once it stored the batch (PostgreSQL,
-Redis, dead letters, logs). A *best-effort* sink does not: it is handed every batch without back-pressure,
-keeps its own checkpoint (the next offset per partition it has written, stored by the sink itself,
-`BatchingSink.checkpoint`) and may batch for minutes (a file or object-storage sink). `sinks.use` in the config
+Redis, dead letters, logs). A *best-effort* sink does not: it reads the raw topic through a feed of its own
+(pipeline/ingest/sink_feed.py) whose committed offsets are its checkpoint, so it may batch for minutes (a file or
+object-storage sink) and catches up after a stop or a crash. `sinks.use` in the config
 names the sinks a daemon runs, in order.
 """
 from __future__ import annotations

@@ -105,3 +105,19 @@ def test_a_slow_best_effort_sink_holds_neither_commits_nor_rows_and_catches_up(e
         checkpoint = json.loads((tmp_path / "readings.offsets").read_text())
         assert sum(checkpoint.values()) == 40  # its own position: every message it wrote
     assert not made[0].durable
+
+
+def test_in_group_mode_a_best_effort_sinks_feed_follows_the_consumers_partitions(env, jsonl_sink, tmp_path):
+    made = jsonl_sink(durable=False)
+    settings = env.migrate(env.settings(kafka={"assignment": "group"},
+                                        sinks={"use": ["postgres", "redis", "dead_letter", "logs", "jsonl"]}))
+    group, raw = settings.config.kafka.consumer_group, settings.config.kafka.topics.raw
+    with RunningPipeline(settings, env.metrics()) as p:
+        [feed] = p.feeds
+        wait_for(lambda: feed._held == {tp.partition for tp in p.source.assigned}, 10, what="the feed's partitions")
+        publish(env, 20)
+        wait_for(lambda: len(lines(tmp_path / "readings.jsonl")) == 20, what="20 lines in the file")
+        # The sink's checkpoint is its feed's commits, under a group of its own.
+        wait_for(lambda: sum(committed_offsets(f"{group}.sink.jsonl", raw).values()) == 20, what="the feed's commits")
+    assert sorted(x["value"] for x in lines(tmp_path / "readings.jsonl")) == [20.0 + i for i in range(20)]
+    assert not made[0].durable

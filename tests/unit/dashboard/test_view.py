@@ -261,6 +261,18 @@ def test_a_blocked_sink_fails_readiness_at_once_with_the_stores_message():
     assert sinks["redis"]["blocked"] == message and sinks["redis"]["blocked_s"] == 3.0 and sinks["postgres"]["ok"]
 
 
+def test_a_best_effort_sink_shows_its_lag_and_never_fails_readiness():
+    now = 1000.0
+    behind = SinkStatus("jsonl", 1, now - 600, now - 30, "unreachable: timed out", best_effort=True, lag=5000,
+                        feed="5000 records behind on 4 partition(s)")
+    view, _ = fake_view(now, sinks=[fake_sink("postgres", now - 1), behind], stale_write_after_s=60)
+    ok, body = view.ready()
+    assert ok and body["failing"] == []
+    jsonl = body["checks"]["sinks"]["sinks"]["jsonl"]
+    assert jsonl["ok"] and jsonl["best_effort"] and jsonl["lag"] == 5000 and jsonl["blocked"] == "unreachable: timed out"
+    assert jsonl["detail"].startswith("best-effort, 5000 records behind on 4 partition(s); blocked for 30s")
+
+
 def test_consumer_lag_fails_readiness_only_above_the_configured_limit():
     view, _ = fake_view(ready_max_consumer_lag=100)
     view.lag = {0: 60, 1: 30}
