@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.integration.conftest import ROOT
 
 KEYS = {"offered_rate", "sustained_rate", "published", "stored_pg", "stored_redis", "lost", "duplicated", "latency_ms",
@@ -29,6 +31,9 @@ def test_benchmark_smoke_run_reports_every_figure_and_loses_nothing():
     assert sum(b["entries"] for b in report["redis_latency_over_time"]) == 5000
 
 
+# Three processes side by side for about a minute: the `faults` tier's (tests of tens of seconds), so make test-fast
+# stays quick; make test runs it.
+@pytest.mark.faults
 def test_bare_path_and_peer_run_beside_the_daemon_report_their_ratios_and_lose_nothing():
     proc = subprocess.run([sys.executable, "-m", "pipeline.tools.bench", "--rate", "1000", "--duration", "5", "--sensors", "50",
                            "--floor", "--peer", "quix", "--json"], capture_output=True, text=True, timeout=600, cwd=ROOT)

@@ -6,6 +6,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from pipeline.tools.dlq import read_marks, replay_group
 from pipeline.records import EXHAUSTED, FAILED, DeadLetter, RawMessage
 from pipeline.runtime.chain import StageChain
@@ -61,6 +63,7 @@ def test_refused_record_is_isolated_dead_lettered_then_listed_and_replayed_after
     assert env.query("SELECT count(*) FROM measurements") == [(21,)]
 
 
+@pytest.mark.faults  # runs for tens of seconds: the faults tier (make test), not make test-fast
 def test_replay_sends_retry_exhausted_by_default_never_twice_and_one_message_of_bad_readings_is_one_letter(env, tmp_path):
     settings = env.settings()
     config = env.write_config(tmp_path / "config.yaml")

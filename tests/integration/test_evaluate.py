@@ -12,6 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.faults  # runs for tens of seconds: the faults tier (make test), not make test-fast
 @pytest.mark.timeout(150)
 def test_every_injected_step_is_caught_and_normal_data_stays_quiet(tmp_path):
     truth = tmp_path / "truth.jsonl"

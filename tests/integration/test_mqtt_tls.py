@@ -108,6 +108,7 @@ def agent(*args: str, count: int = 2) -> subprocess.CompletedProcess:
                           timeout=60, cwd=ROOT)
 
 
+@pytest.mark.faults  # runs for tens of seconds: the faults tier (make test), not make test-fast
 def test_agent_command_over_tls(broker):
     root = f"tls{uuid.uuid4().hex[:8]}"
     got = broker.subscribe(f"{root}/#")

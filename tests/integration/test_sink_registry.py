@@ -89,6 +89,7 @@ def test_an_unknown_sink_name_is_refused_with_the_key_named(env):
         RunningPipeline(settings, env.metrics())
 
 
+@pytest.mark.faults  # runs for tens of seconds: the faults tier (make test), not make test-fast
 def test_a_slow_best_effort_sink_holds_neither_commits_nor_rows_and_catches_up(env, jsonl_sink, tmp_path):
     made = jsonl_sink(durable=False, write_s=10.0)
     settings = env.migrate(env.settings(sinks={"use": ["postgres", "redis", "dead_letter", "logs", "jsonl"]}))
