@@ -3,6 +3,7 @@ read-only. A refusal is not bad data: the daemon holds its batches, says which s
 /ready, resumes on its own, and every reading ends up stored exactly once with no dead letter."""
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import urllib.error
@@ -69,12 +70,22 @@ def assert_nothing_dead_lettered_and_no_crash(env, daemon: DaemonProcess) -> str
     return log
 
 
-def start(env, tmp_path, **config) -> tuple[DaemonProcess, int]:
+@contextlib.contextmanager
+def running(env, tmp_path, **config):
+    """A daemon of this test's config with its dashboard on a free port: (daemon, port). Its log tail is printed
+    when the test fails, and it is stopped either way."""
     port = free_port()
     config = {"dashboard": {"enabled": True, "host": "127.0.0.1", "port": port}, **config}
     cfg_path = env.write_config(tmp_path / "config.yaml", **config)
     env.migrate(env.settings(**config))
-    return DaemonProcess(cfg_path, tmp_path / "daemon.log").start(), port
+    daemon = DaemonProcess(cfg_path, tmp_path / "daemon.log").start()
+    try:
+        yield daemon, port
+    except BaseException:
+        print(daemon.log_tail(80))
+        raise
+    finally:
+        daemon.stop()
 
 
 def fill_to_maxmemory(r: redis.Redis) -> int:
@@ -94,40 +105,33 @@ def fill_to_maxmemory(r: redis.Redis) -> int:
 @pytest.mark.timeout(240)
 def test_redis_at_maxmemory_holds_the_batches_and_every_reading_is_stored_once(env, tmp_path):
     server = redis_server(tmp_path).start()
-    daemon = None
     try:
-        daemon, port = start(env, tmp_path, redis={"port": server.port})
-        r = redis.Redis(port=server.port)
-        publisher = SteadyPublisher(env.root, TOTAL, RATE)
-        publisher.start()
-        wait_for(lambda: publisher.published >= TOTAL // 4, 30, what="a quarter of the stream published")
-        fillers = fill_to_maxmemory(r)
-        seen = watch_ready(daemon, port, REFUSAL_S, "redis")
-        r.config_set("maxmemory", 0)  # memory freed: the store takes writes again
-        publisher.finish()
-        assert_exactly_once(env, TOTAL, timeout=120)
-        stream = f"t{env.run_id}:readings"
-        wait_for(lambda: r.xlen(stream) >= TOTAL, 60, what=f"{TOTAL} stream entries")
-        time.sleep(1.0)
-        ids = [fields[b"id"] for _entry, fields in r.xrange(stream)]
-        assert (len(ids), len(set(ids))) == (TOTAL, TOTAL)  # every reading once: no entry added twice on retry
-        entry_ids = [entry for entry, _fields in r.xrange(stream)]
-        assert entry_ids == sorted(entry_ids, key=lambda e: tuple(map(int, e.split(b"-"))))
-        log = assert_nothing_dead_lettered_and_no_crash(env, daemon)
-        assert seen, f"/ready never named the blocked redis sink ({fillers} filler keys):\n{daemon.log_tail(60)}"
-        assert "OOM command not allowed when used memory > 'maxmemory'" in seen[0]["blocked"]
-        assert seen[0]["problem"].startswith("redis: blocked for ") and seen[0]["gauge"] == 1
-        assert "event=sink_blocked sink=redis kind=refused" in log and "event=sink_unblocked sink=redis" in log
-        assert "event=consumer_paused" in log  # back-pressure reached the consumer, as in an outage
-        wait_for(lambda: ready(port)[0] == 200, 30, what="/ready green again")
-        assert metric(port, 'pipeline_sink_blocked{sink="redis"}') == 0
-    except BaseException:
-        if daemon is not None:
-            print(daemon.log_tail(80))
-        raise
+        with running(env, tmp_path, redis={"port": server.port}) as (daemon, port):
+            r = redis.Redis(port=server.port)
+            publisher = SteadyPublisher(env.root, TOTAL, RATE)
+            publisher.start()
+            wait_for(lambda: publisher.published >= TOTAL // 4, 30, what="a quarter of the stream published")
+            fillers = fill_to_maxmemory(r)
+            seen = watch_ready(daemon, port, REFUSAL_S, "redis")
+            r.config_set("maxmemory", 0)  # memory freed: the store takes writes again
+            publisher.finish()
+            assert_exactly_once(env, TOTAL, timeout=120)
+            stream = f"t{env.run_id}:readings"
+            wait_for(lambda: r.xlen(stream) >= TOTAL, 60, what=f"{TOTAL} stream entries")
+            time.sleep(1.0)
+            ids = [fields[b"id"] for _entry, fields in r.xrange(stream)]
+            assert (len(ids), len(set(ids))) == (TOTAL, TOTAL)  # every reading once: no entry added twice on retry
+            entry_ids = [entry for entry, _fields in r.xrange(stream)]
+            assert entry_ids == sorted(entry_ids, key=lambda e: tuple(map(int, e.split(b"-"))))
+            log = assert_nothing_dead_lettered_and_no_crash(env, daemon)
+            assert seen, f"/ready never named the blocked redis sink ({fillers} filler keys):\n{daemon.log_tail(60)}"
+            assert "OOM command not allowed when used memory > 'maxmemory'" in seen[0]["blocked"]
+            assert seen[0]["problem"].startswith("redis: blocked for ") and seen[0]["gauge"] == 1
+            assert "event=sink_blocked sink=redis kind=refused" in log and "event=sink_unblocked sink=redis" in log
+            assert "event=consumer_paused" in log  # back-pressure reached the consumer, as in an outage
+            wait_for(lambda: ready(port)[0] == 200, 30, what="/ready green again")
+            assert metric(port, 'pipeline_sink_blocked{sink="redis"}') == 0
     finally:
-        if daemon is not None:
-            daemon.stop()
         server.stop()
 
 
@@ -141,9 +145,7 @@ def set_read_only(db: str, on: bool) -> None:
 @pytest.mark.timeout(240)
 def test_postgres_read_only_holds_the_batches_and_every_reading_is_stored_once(env, tmp_path):
     db = f"test_{env.run_id}"
-    daemon = None
-    try:
-        daemon, port = start(env, tmp_path)
+    with running(env, tmp_path) as (daemon, port):
         publisher = SteadyPublisher(env.root, TOTAL, RATE)
         publisher.start()
         wait_for(lambda: publisher.published >= TOTAL // 4, 30, what="a quarter of the stream published")
@@ -160,10 +162,3 @@ def test_postgres_read_only_holds_the_batches_and_every_reading_is_stored_once(e
         assert all(s["gauge"] == 1 for s in seen)
         assert "event=sink_blocked sink=postgres" in log and "event=sink_unblocked sink=postgres" in log
         wait_for(lambda: ready(port)[0] == 200, 30, what="/ready green again")
-    except BaseException:
-        if daemon is not None:
-            print(daemon.log_tail(80))
-        raise
-    finally:
-        if daemon is not None:
-            daemon.stop()
