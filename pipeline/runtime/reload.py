@@ -128,6 +128,7 @@ class ConfigHolder:
     def run(self, stop: threading.Event, interval_s: float) -> None:
         """Thread body: reload on request, and when the file changed (checked every `interval_s`; 0: never)."""
         next_check = time.monotonic() + interval_s
+        seen = self._stamp
         while not stop.is_set():
             if self._requested.wait(0.2):
                 self._requested.clear()
@@ -135,5 +136,9 @@ class ConfigHolder:
                 continue
             if interval_s > 0 and time.monotonic() >= next_check:
                 next_check = time.monotonic() + interval_s
-                if _stamp(self.current.path) != self._stamp:
+                now = _stamp(self.current.path)
+                # Reloaded only once the change has held for one interval: a file being written in place (truncated,
+                # then filled) is never read half-written, which would parse as an empty, all-defaults config.
+                if now != self._stamp and now == seen:
                     self.reload("file_changed")
+                seen = now
