@@ -18,7 +18,7 @@ from typing import Any, Callable
 import orjson
 
 from ..records import Invalid, RawMessage
-from ..registry import formats
+from ..registry import formats, payloads
 from ..registry.formats import Limits, Router
 from ..runtime.stage import RecordStage
 
@@ -201,3 +201,7 @@ class Decode(RecordStage):
                 return route(msg, parts)
         fmt, levels = self.formats.route(msg, parts)
         return fmt.decode(msg, levels, self.limits)
+
+
+payloads.register(payloads.Encoding("json", lambda payload, limits: parse_json(payload, limits.max_json_depth),
+                                    doc="JSON (RFC 8259); duplicate keys and nesting past validation.max_json_depth refused"))
