@@ -1,6 +1,7 @@
 """The data contracts that travel between threads: a raw message, a reading, a log record, a dead letter."""
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -113,3 +114,29 @@ class DeadLetter:
             items.append(("metrics", ",".join(self.refused)))
             items.append(("reasons", orjson.dumps(self.refused).decode()))
         return [(k, v.encode("utf-8", "replace")) for k, v in items]
+
+
+# Names as devices write them ("BME280.Temperature", "Living Room/Plug 2", "ActivePower") become the pipeline's
+# names by one rule, the same for every dialect (storage, Redis, dashboard, alerts all see the result):
+# - a metric: camelCase split into words, letters lowercased, every run of other characters one "_", no "_" at
+#   either end, and "m_" before a leading digit: "BME280.Temperature" -> "bme280_temperature",
+#   "ActivePower" -> "active_power", "linkquality" -> "linkquality", "PM2.5" -> "pm2_5".
+# - a sensor id: case kept, every run of characters outside [A-Za-z0-9_.:-] one "_", and nothing but a letter or
+#   digit first: "Living Room/Plug 2" -> "Living_Room_Plug_2", "a4:c1:38:01" stays.
+# A name still too long after this (metric 20, sensor id 50: the columns' widths) is refused by validation with
+# its reason; a mapping's `rename` gives it a shorter one.
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z][a-z])|(?<=[a-z])(?=[A-Z])")
+_NOT_METRIC = re.compile(r"[^a-z0-9]+")
+_NOT_SENSOR = re.compile(r"[^A-Za-z0-9_.:\-]+")
+_SENSOR_LEAD = re.compile(r"^[^A-Za-z0-9]+")
+
+
+def metric_name(raw: str) -> str:
+    """A device's metric name as the pipeline stores it (the rule above)."""
+    name = _NOT_METRIC.sub("_", _CAMEL.sub("_", raw).lower()).strip("_")
+    return "m_" + name if name[:1].isdigit() else name
+
+
+def sensor_name(raw: str) -> str:
+    """A device's name as the pipeline's sensor id (the rule above)."""
+    return _SENSOR_LEAD.sub("", _NOT_SENSOR.sub("_", raw))
