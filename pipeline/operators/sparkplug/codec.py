@@ -1,0 +1,98 @@
+"""Sparkplug B on the wire: the topic namespace, the payload parsed (the format's stateless decoder) and metric
+values turned into numbers.
+
+Topic namespace (Sparkplug 3.0, chapter 4): spBv1.0/<group_id>/<message_type>/<edge_node_id>[/<device_id>]; and
+spBv1.0/STATE/<host_id> for host applications. The decoder only parses: which metric an alias names is the host
+application's business (host.py), since it depends on the birth certificates seen before.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from google.protobuf.message import DecodeError
+
+from ...records import Invalid, RawMessage
+from .proto import DataType, Payload
+
+NAMESPACE = "spBv1.0"
+NODE_TYPES = frozenset({"NBIRTH", "NDEATH", "NDATA", "NCMD"})
+DEVICE_TYPES = frozenset({"DBIRTH", "DDEATH", "DDATA", "DCMD"})
+# Commands are the host's own (or another host's) requests to the nodes: nothing to store.
+IGNORED_TYPES = frozenset({"NCMD", "DCMD"})
+
+_INT32 = frozenset({DataType.Int8, DataType.Int16, DataType.Int32})
+_UINT = frozenset({DataType.UInt8, DataType.UInt16, DataType.UInt32, DataType.UInt64})
+_TEXT = frozenset({DataType.String, DataType.Text, DataType.UUID})
+# Not a number the pipeline stores: datasets, templates, bytes, files, property sets, arrays, date-times.
+SKIPPED_KIND = {DataType.DataSet: "dataset", DataType.Template: "template", DataType.Bytes: "bytes",
+                DataType.File: "file", DataType.DateTime: "datetime", DataType.PropertySet: "propertyset",
+                DataType.PropertySetList: "propertyset", DataType.Unknown: "unknown_type"}
+
+
+@dataclass(slots=True)
+class SparkplugMessage:
+    """One parsed Sparkplug B message, before the host application resolves its aliases."""
+
+    group_id: str
+    message_type: str
+    edge_node_id: str
+    device_id: str  # "" for a node's own messages
+    payload: object  # Payload
+    source: RawMessage
+
+
+def decode(msg: RawMessage, levels: dict[str, str], limits) -> list:
+    """spBv1.0/{group_id}/{message_type}/{edge_node_id}[/{device_id}]: the protobuf payload parsed; a payload that
+    is not one is refused (`sparkplug_invalid_payload`), as is a topic outside the namespace's shape."""
+    mtype = levels["message_type"]
+    if mtype in IGNORED_TYPES:
+        return []
+    parts = msg.mqtt_topic.split("/")
+    device = parts[4] if len(parts) == 5 else ""
+    if len(parts) > 5 or (mtype in DEVICE_TYPES and not device) or (mtype in NODE_TYPES and device):
+        raise Invalid("sparkplug_bad_topic", f"topic {msg.mqtt_topic[:120]!r} does not fit spBv1.0/group/{mtype}/"
+                                             f"node{'/device' if mtype in DEVICE_TYPES else ''}")
+    if mtype not in NODE_TYPES and mtype not in DEVICE_TYPES:
+        raise Invalid("sparkplug_bad_topic", f"unknown Sparkplug message type {mtype[:20]!r}")
+    payload = Payload()
+    try:
+        payload.ParseFromString(msg.payload)
+    except (DecodeError, RuntimeError, ValueError) as err:  # truncated, malformed, nested past protobuf's limit
+        raise Invalid("sparkplug_invalid_payload", f"not a Sparkplug B payload: {str(err)[:120]}") from None
+    if len(payload.metrics) > limits.max_readings * 10:  # births carry more metrics than data messages
+        raise Invalid("too_many_readings", f"{len(payload.metrics)} metrics > {limits.max_readings * 10}")
+    return [SparkplugMessage(levels["group_id"], mtype, levels["edge_node_id"], device, payload, msg)]
+
+
+def ignore(msg: RawMessage, levels: dict[str, str], limits) -> list:
+    """spBv1.0/STATE/<host_id>: host applications' own state (ours included): nothing to store."""
+    return []
+
+
+def number(metric, datatype: int) -> tuple[float | None, str]:
+    """(value, "") for a metric the pipeline stores as a number, else (None, why it is skipped)."""
+    if metric.is_null:
+        return None, "null"
+    kind = metric.WhichOneof("value")
+    if kind is None:
+        return None, "no_value"
+    if datatype in _INT32 and kind == "int_value":
+        v = metric.int_value  # two's complement in a uint32 (the specification's encoding of signed types)
+        return float(v - (1 << 32) if v >= 1 << 31 else v), ""
+    if datatype == DataType.Int64 and kind == "long_value":
+        v = metric.long_value
+        return float(v - (1 << 64) if v >= 1 << 63 else v), ""
+    if datatype in _UINT and kind in ("int_value", "long_value"):
+        return float(getattr(metric, kind)), ""
+    if datatype == DataType.Float and kind == "float_value" or datatype == DataType.Double and kind == "double_value":
+        v = getattr(metric, kind)
+        return (float(v), "") if math.isfinite(v) else (None, "not_finite")
+    if datatype == DataType.Boolean and kind == "boolean_value":
+        return (1.0 if metric.boolean_value else 0.0), ""
+    if datatype in _TEXT:
+        return None, "string"
+    if datatype >= DataType.Int8Array:
+        return None, "array"
+    kind_name = SKIPPED_KIND.get(datatype)
+    return None, kind_name or "type_mismatch"
