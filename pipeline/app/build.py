@@ -16,6 +16,7 @@ from ..operators.alerts.runner import AlertRunner
 from ..operators.alerts.sections import AlertSections, EvaluatorSettings
 from ..operators.alerts.silences import Silences
 from ..operators.base import OperatorRunner
+from ..operators.sparkplug import SPARKPLUG  # noqa: F401 - registers the sparkplug formats (processing.formats)
 from ..operators.windows.aggregator import WindowAggregator
 from ..sinks import builtin, registry
 from ..sinks.deadletter import DeadLetterWriter
