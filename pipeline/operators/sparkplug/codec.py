@@ -21,13 +21,34 @@ DEVICE_TYPES = frozenset({"DBIRTH", "DDEATH", "DDATA", "DCMD"})
 # Commands are the host's own (or another host's) requests to the nodes: nothing to store.
 IGNORED_TYPES = frozenset({"NCMD", "DCMD"})
 
-_INT32 = frozenset({DataType.Int8, DataType.Int16, DataType.Int32})
-_UINT = frozenset({DataType.UInt8, DataType.UInt16, DataType.UInt32, DataType.UInt64})
-_TEXT = frozenset({DataType.String, DataType.Text, DataType.UUID})
+def _signed(bits: int):
+    top, span = 1 << (bits - 1), 1 << bits
+    return lambda v: float(v - span if v >= top else v)
+
+
+def _finite(v: float) -> float | None:
+    return float(v) if math.isfinite(v) else None
+
+
+# (datatype, the value field it is sent in) -> the number stored. Plain ints as keys: the generated enum's
+# attribute lookups cost more than the conversion. Signed types come in two's complement (Int8 to Int32 in a
+# uint32, Int64 in a uint64: the specification's encoding).
+_READ = {}
+for _dt in (DataType.Int8, DataType.Int16, DataType.Int32):
+    _READ[(int(_dt), "int_value")] = _signed(32)
+_READ[(int(DataType.Int64), "long_value")] = _signed(64)
+for _dt in (DataType.UInt8, DataType.UInt16, DataType.UInt32, DataType.UInt64):
+    _READ[(int(_dt), "int_value")] = _READ[(int(_dt), "long_value")] = float
+_READ[(int(DataType.Float), "float_value")] = _finite
+_READ[(int(DataType.Double), "double_value")] = _finite
+_READ[(int(DataType.Boolean), "boolean_value")] = lambda v: 1.0 if v else 0.0
+_TEXT = frozenset(int(t) for t in (DataType.String, DataType.Text, DataType.UUID))
+_FIRST_ARRAY = int(DataType.Int8Array)
 # Not a number the pipeline stores: datasets, templates, bytes, files, property sets, arrays, date-times.
-SKIPPED_KIND = {DataType.DataSet: "dataset", DataType.Template: "template", DataType.Bytes: "bytes",
-                DataType.File: "file", DataType.DateTime: "datetime", DataType.PropertySet: "propertyset",
-                DataType.PropertySetList: "propertyset", DataType.Unknown: "unknown_type"}
+SKIPPED_KIND = {int(DataType.DataSet): "dataset", int(DataType.Template): "template", int(DataType.Bytes): "bytes",
+                int(DataType.File): "file", int(DataType.DateTime): "datetime",
+                int(DataType.PropertySet): "propertyset", int(DataType.PropertySetList): "propertyset",
+                int(DataType.Unknown): "unknown_type"}
 
 
 @dataclass(slots=True)
@@ -72,27 +93,15 @@ def ignore(msg: RawMessage, levels: dict[str, str], limits) -> list:
 
 def number(metric, datatype: int) -> tuple[float | None, str]:
     """(value, "") for a metric the pipeline stores as a number, else (None, why it is skipped)."""
-    if metric.is_null:
-        return None, "null"
     kind = metric.WhichOneof("value")
-    if kind is None:
-        return None, "no_value"
-    if datatype in _INT32 and kind == "int_value":
-        v = metric.int_value  # two's complement in a uint32 (the specification's encoding of signed types)
-        return float(v - (1 << 32) if v >= 1 << 31 else v), ""
-    if datatype == DataType.Int64 and kind == "long_value":
-        v = metric.long_value
-        return float(v - (1 << 64) if v >= 1 << 63 else v), ""
-    if datatype in _UINT and kind in ("int_value", "long_value"):
-        return float(getattr(metric, kind)), ""
-    if datatype == DataType.Float and kind == "float_value" or datatype == DataType.Double and kind == "double_value":
-        v = getattr(metric, kind)
-        return (float(v), "") if math.isfinite(v) else (None, "not_finite")
-    if datatype == DataType.Boolean and kind == "boolean_value":
-        return (1.0 if metric.boolean_value else 0.0), ""
+    if kind is None or metric.is_null:
+        return None, "null" if metric.is_null else "no_value"
+    read = _READ.get((datatype, kind))
+    if read is not None:
+        value = read(getattr(metric, kind))
+        return (value, "") if value is not None else (None, "not_finite")
     if datatype in _TEXT:
         return None, "string"
-    if datatype >= DataType.Int8Array:
+    if datatype >= _FIRST_ARRAY:
         return None, "array"
-    kind_name = SKIPPED_KIND.get(datatype)
-    return None, kind_name or "type_mismatch"
+    return None, SKIPPED_KIND.get(datatype, "type_mismatch")

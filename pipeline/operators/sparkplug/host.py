@@ -24,6 +24,7 @@ from .codec import SparkplugMessage, number
 PROTOCOL_PREFIXES = ("Node Control/", "Device Control/")
 BD_SEQ = "bdSeq"
 SEQ_MODULO = 256
+NAMES_CACHED = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +93,26 @@ class Host:
         self.births_kept = births_kept
         self.sensor_type = sensor_type
         self.nodes: dict[tuple[str, str], Node] = {}
+        # Names by the naming rule, computed once per name (a regex each time cost more than the rest of a metric).
+        self._sensors: dict[tuple[str, str, str], str] = {}
+        self._metrics: dict[str, str] = {}
+
+    def _sensor(self, group: str, node: str, device: str) -> str:
+        key = (group, node, device)
+        sid = self._sensors.get(key)
+        if sid is None:
+            if len(self._sensors) >= NAMES_CACHED:
+                self._sensors.clear()
+            sid = self._sensors[key] = node_sensor(group, node, device)
+        return sid
+
+    def _metric(self, name: str) -> str:
+        metric = self._metrics.get(name)
+        if metric is None:
+            if len(self._metrics) >= NAMES_CACHED:
+                self._metrics.clear()
+            metric = self._metrics[name] = metric_name(name)
+        return metric
 
     # -- state coming and going --------------------------------------------------------------------
     def load(self, births: list[Birth]) -> None:
@@ -203,30 +224,27 @@ class Host:
     def _values(self, m: SparkplugMessage, birth: Birth, out: Outcome, node: Node | None = None,
                 now: float = 0.0) -> None:
         """The message's metrics as readings, names and datatypes from `birth`."""
-        sensor = node_sensor(m.group_id, m.edge_node_id, m.device_id)
+        sensor = self._sensor(m.group_id, m.edge_node_id, m.device_id)
         p = m.payload
         default_ts = p.timestamp / 1000.0 if p.HasField("timestamp") else None
         aliases, names = birth.aliases or {}, birth.names or {}
-        skipped = out.skipped
+        skipped, readings, src, stype = out.skipped, out.readings, m.source, self.sensor_type
         for x in p.metrics:
             name = x.name
             if name:
                 datatype = names.get(name)
-                if datatype is None:
-                    skipped["unknown_name"] = skipped.get("unknown_name", 0) + 1
-                    if node is not None:
-                        self._ask(node, out, "unknown_alias", now)
-                    continue
-            elif x.HasField("alias"):
-                known = aliases.get(x.alias)
-                if known is None:
-                    skipped["unknown_alias"] = skipped.get("unknown_alias", 0) + 1
-                    if node is not None:
-                        self._ask(node, out, "unknown_alias", now)
-                    continue
-                name, datatype = known
+                why = "unknown_name" if datatype is None else ""
             else:
-                skipped["unnamed"] = skipped.get("unnamed", 0) + 1
+                known = aliases.get(x.alias) if x.HasField("alias") else None
+                if known is not None:
+                    name, datatype = known
+                    why = ""
+                else:
+                    why = "unknown_alias" if x.HasField("alias") else "unnamed"
+            if why:
+                skipped[why] = skipped.get(why, 0) + 1
+                if node is not None and why != "unnamed":
+                    self._ask(node, out, "unknown_alias", now)
                 continue
             if name == BD_SEQ or name.startswith(PROTOCOL_PREFIXES):
                 continue
@@ -235,8 +253,7 @@ class Host:
                 skipped[why] = skipped.get(why, 0) + 1
                 continue
             ts = x.timestamp / 1000.0 if x.HasField("timestamp") else default_ts
-            out.readings.append(Candidate(sensor, metric_name(name), value, ts, self.sensor_type, None, None,
-                                          m.source))
+            readings.append(Candidate(sensor, self._metric(name), value, ts, stype, None, None, src))
 
     def _no_birth(self, m: SparkplugMessage, out: Outcome, now: float, node: Node | None = None) -> Outcome:
         """Data (or a device birth or death) with no live birth to read it by: refused, and a rebirth asked for."""

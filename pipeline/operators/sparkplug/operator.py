@@ -62,11 +62,13 @@ class SparkplugOperator:
         requests: list[tuple[str, str, str]] = []
         now = self.clock()
         m = self.metrics
+        types: dict[str, int] = {}
+        skipped: dict[str, int] = {}
         for msg in items:
             outcome = self.host.handle(msg, now)
-            m.sparkplug_messages.labels(msg.message_type).inc()
+            types[msg.message_type] = types.get(msg.message_type, 0) + 1
             for reason, n in outcome.skipped.items():
-                m.sparkplug_metrics_skipped.labels(reason).inc(n)
+                skipped[reason] = skipped.get(reason, 0) + n
             births += outcome.births
             if outcome.rebirth:
                 if not self.requests_on:
@@ -84,6 +86,10 @@ class SparkplugOperator:
             if outcome.offline:
                 m.sparkplug_offline.inc(len(outcome.offline))
                 out += [SensorOffline(s, now, msg.message_type, msg.source) for s in outcome.offline]
+        for kind, n in types.items():  # one locked increment per batch, not per message
+            m.sparkplug_messages.labels(kind).inc(n)
+        for reason, n in skipped.items():
+            m.sparkplug_metrics_skipped.labels(reason).inc(n)
         if births:  # durable before the batch goes on: its offsets are committed only after the sinks hold it
             self.retrying(lambda: self.store.save(births), "sparkplug_births")
             m.sparkplug_births_stored.inc(len(births))
