@@ -97,3 +97,23 @@ BOILER_BIRTH = [dict(name="Inputs/Temperature", alias=1, datatype=DataType.Float
 
 def temperature(value: float, alias: int = 1) -> list[dict]:
     return [dict(alias=alias, datatype=DataType.Float, float_value=value)]
+
+
+class StateWatch:
+    """The retained spBv1.0/STATE/<host_id> messages as a Sparkplug edge node sees them; clears the topic on close."""
+
+    def __init__(self, host_id: str):
+        import json
+
+        self.topic = f"spBv1.0/STATE/{host_id}"
+        self.states: list[dict] = []
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"state-{host_id}")
+        self.client.on_message = lambda _c, _u, msg: msg.payload and self.states.append(json.loads(msg.payload))
+        self.client.connect("127.0.0.1", 1883)
+        self.client.loop_start()
+        self.client.subscribe(self.topic, qos=1)
+
+    def close(self) -> None:
+        self.client.publish(self.topic, b"", qos=1, retain=True).wait_for_publish(10)  # no retained state left
+        self.client.disconnect()
+        self.client.loop_stop()

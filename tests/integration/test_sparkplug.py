@@ -8,7 +8,7 @@ from pipeline.config.loading import parse
 from pipeline.config.secret import Secrets
 from pipeline.operators.sparkplug.proto import DataType
 from tests.integration.clients import RunningPipeline, read_topic, wait_for
-from tests.integration.sparkplug_edge import BOILER_BIRTH, EdgeNode, recipe_tree, temperature
+from tests.integration.sparkplug_edge import BOILER_BIRTH, EdgeNode, StateWatch, recipe_tree, temperature
 
 
 def settings_of(env, **extra) -> Settings:
@@ -87,3 +87,17 @@ def test_data_before_birth_is_dead_lettered_and_hostile_payloads_refused_while_a
         finally:
             bad.close()
             good.close()
+
+
+def test_primary_host_state_online_at_start_and_offline_at_a_clean_stop(env):
+    host_id = f"host-{env.root}"
+    settings = settings_of(env, sparkplug={"host_id": host_id})
+    watch = StateWatch(host_id)
+    try:
+        with RunningPipeline(settings, env.metrics()):
+            wait_for(lambda: watch.states and watch.states[-1]["online"], what="STATE online")
+        wait_for(lambda: not watch.states[-1]["online"], what="STATE offline after the stop")
+        online, offline = watch.states[0], watch.states[-1]
+        assert online["timestamp"] == offline["timestamp"] > 0  # one session's birth and death share it
+    finally:
+        watch.close()

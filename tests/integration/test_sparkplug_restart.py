@@ -9,13 +9,14 @@ from pipeline.config import Settings
 from pipeline.config.loading import parse
 from pipeline.config.secret import Secrets
 from tests.integration.clients import DaemonProcess, read_topic, wait_committed, wait_for
-from tests.integration.sparkplug_edge import BOILER_BIRTH, EdgeNode, recipe_tree, temperature
+from tests.integration.sparkplug_edge import BOILER_BIRTH, EdgeNode, StateWatch, recipe_tree, temperature
 
 pytestmark = pytest.mark.faults  # kill -9 and restart of the daemon: make test-faults
 
 
 def test_kill_9_between_a_dbirth_and_its_ddata_loses_nothing_and_invents_nothing(env, tmp_path):
-    tree = recipe_tree(env, detection={"offline_after_s": 0})
+    host_id = f"host-{env.root}"
+    tree = recipe_tree(env, detection={"offline_after_s": 0}, sparkplug={"host_id": host_id})
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(tree))
     kafka = env.migrate(Settings(config=parse(tree, {}), secrets=Secrets.from_env({}), path="test")).config.kafka
@@ -23,14 +24,19 @@ def test_kill_9_between_a_dbirth_and_its_ddata_loses_nothing_and_invents_nothing
     dev = f"{g}_Line-4_Boiler"
     daemon = DaemonProcess(config, tmp_path / "daemon.log")
     edge = EdgeNode(g, "Line-4", bd_seq=1)
+    watch = StateWatch(host_id)
     try:
         daemon.start()
+        wait_for(lambda: watch.states and watch.states[-1]["online"], what="STATE online")
         edge.send("NBIRTH", [])
         edge.send("DBIRTH", BOILER_BIRTH, device="Boiler")
         wait_for(lambda: env.query("SELECT count(*) FROM measurements")[0][0] == 2, what="the DBIRTH's values")
         wait_committed(kafka.consumer_group, kafka.topics.raw, 2)  # a restart will not read the births again
         assert env.query("SELECT device_id FROM sparkplug_births ORDER BY kafka_offset") == [("",), ("Boiler",)]
         daemon.kill()
+        # The primary host's MQTT will: the broker says it is offline (retained), with its session's timestamp.
+        wait_for(lambda: not watch.states[-1]["online"], what="STATE offline from the will")
+        assert watch.states[-1]["timestamp"] == watch.states[0]["timestamp"]
 
         # While the daemon is away: data by alias only (the broker keeps them for the daemon's session).
         edge.send("DDATA", temperature(21.0), device="Boiler")
@@ -47,3 +53,4 @@ def test_kill_9_between_a_dbirth_and_its_ddata_loses_nothing_and_invents_nothing
     finally:
         edge.close()
         daemon.stop()
+        watch.close()

@@ -248,11 +248,12 @@ class Host:
                 continue
             if name == BD_SEQ or name.startswith(PROTOCOL_PREFIXES):
                 continue
-            value, why = number(x, x.datatype if x.HasField("datatype") else datatype)
+            # 0 is Unknown as a datatype and no time as a timestamp: unset fields read as 0, no HasField needed.
+            value, why = number(x, x.datatype or datatype)
             if value is None:
                 skipped[why] = skipped.get(why, 0) + 1
                 continue
-            ts = x.timestamp / 1000.0 if x.HasField("timestamp") else default_ts
+            ts = x.timestamp / 1000.0 if x.timestamp else default_ts
             readings.append(Candidate(sensor, self._metric(name), value, ts, stype, None, None, src))
 
     def _no_birth(self, m: SparkplugMessage, out: Outcome, now: float, node: Node | None = None) -> Outcome:
