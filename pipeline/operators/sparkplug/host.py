@@ -56,15 +56,32 @@ class Node:
 
 @dataclass(slots=True)
 class Outcome:
-    """What one message asks of the operator."""
+    """What messages ask of the operator (one per batch: the operator's loop makes no object per message)."""
 
     readings: list = field(default_factory=list)  # Candidates
-    offline: list[str] = field(default_factory=list)  # sensor ids gone offline now (a death)
-    births: list[Birth] = field(default_factory=list)  # to make durable before the message's offset is committed
-    rebirth: str = ""  # why the node should be asked for a rebirth ("" none)
-    rebirth_sent: bool = False  # and whether the rate limit lets the request go now
+    offline: list[tuple[str, SparkplugMessage]] = field(default_factory=list)  # sensors gone now (a death), by what
+    births: list[Birth] = field(default_factory=list)  # to make durable before the messages' offsets are committed
+    # Rebirth requests: (message, why, whether the rate limit lets it go now); at most one per message.
+    requests: list[tuple[SparkplugMessage, str, bool]] = field(default_factory=list)
+    refusals: list[tuple[SparkplugMessage, str]] = field(default_factory=list)  # whole messages refused: dead letters
     skipped: dict[str, int] = field(default_factory=dict)  # metrics not stored, by reason
-    refused: str = ""  # the whole message refused: reason (a dead letter)
+
+    @property
+    def rebirth(self) -> str:
+        """Why the last message asked for a rebirth ("": none asked)."""
+        return self.requests[-1][1] if self.requests else ""
+
+    @property
+    def rebirth_sent(self) -> bool:
+        return bool(self.requests) and self.requests[-1][2]
+
+    @property
+    def refused(self) -> str:
+        return self.refusals[-1][1] if self.refusals else ""
+
+    @property
+    def offline_ids(self) -> list[str]:
+        return [sensor for sensor, _ in self.offline]
 
 
 def node_sensor(group_id: str, edge_node_id: str, device_id: str = "") -> str:
@@ -139,8 +156,9 @@ class Host:
         del kept[:-self.births_kept]
 
     # -- messages ------------------------------------------------------------------------------------
-    def handle(self, m: SparkplugMessage, now: float) -> Outcome:
-        out = Outcome()
+    def handle(self, m: SparkplugMessage, now: float, out: Outcome | None = None) -> Outcome:
+        """One message; what it asks is added to `out` (a new Outcome when not given)."""
+        out = out if out is not None else Outcome()
         key = (m.group_id, m.edge_node_id)
         node = self.nodes.get(key)
         p = m.payload
@@ -161,11 +179,11 @@ class Host:
         if node is None:
             return self._no_birth(m, out, now)
         if seq is not None and node.seq is not None and seq != (node.seq + 1) % SEQ_MODULO:
-            self._ask(node, out, "seq_gap", now)
+            self._ask(node, out, "seq_gap", now, m)
         if seq is not None:
             node.seq = seq
         nbirth = _current(node.births.get(""), src.offset)
-        if nbirth is None or not nbirth.alive:
+        if nbirth is None or nbirth.names is None:
             return self._no_birth(m, out, now, node)
         if mtype == "DBIRTH":
             birth = self._birth(m, out, bd_seq=nbirth.bd_seq)
@@ -177,11 +195,11 @@ class Host:
             self._values(m, nbirth, out, node, now)
             return out
         dbirth = _current(node.births.get(m.device_id), src.offset)
-        if dbirth is None or not dbirth.alive or (dbirth.offset < nbirth.offset and src.offset >= 0):
+        if dbirth is None or dbirth.names is None or (dbirth.offset < nbirth.offset and src.offset >= 0):
             return self._no_birth(m, out, now, node)
         if mtype == "DDEATH":
             self._dead(m, m.device_id, nbirth.bd_seq, out)
-            out.offline.append(node_sensor(m.group_id, m.edge_node_id, m.device_id))
+            out.offline.append((node_sensor(m.group_id, m.edge_node_id, m.device_id), m))
             return out
         self._values(m, dbirth, out, node, now)  # DDATA
         return out
@@ -190,14 +208,14 @@ class Host:
         """NDEATH: the node and every device born under it are offline, if its bdSeq is the current session's."""
         bd_seq = next((x.long_value or x.int_value for x in m.payload.metrics if x.name == BD_SEQ), None)
         nbirth = _current(node.births.get(""), m.source.offset) if node is not None else None
-        if nbirth is None or not nbirth.alive or bd_seq is None or bd_seq != nbirth.bd_seq:
-            out.skipped["stale_death"] = 1
+        if nbirth is None or nbirth.names is None or bd_seq is None or bd_seq != nbirth.bd_seq:
+            out.skipped["stale_death"] = out.skipped.get("stale_death", 0) + 1
             return
-        out.offline.append(node_sensor(m.group_id, m.edge_node_id))
+        out.offline.append((node_sensor(m.group_id, m.edge_node_id), m))
         for device, births in node.births.items():
             b = _current(births, m.source.offset)
-            if device and b is not None and b.alive and b.offset > nbirth.offset:
-                out.offline.append(node_sensor(m.group_id, m.edge_node_id, device))
+            if device and b is not None and b.names is not None and b.offset > nbirth.offset:
+                out.offline.append((node_sensor(m.group_id, m.edge_node_id, device), m))
         self._dead(m, "", bd_seq, out)
         node.seq = None
 
@@ -244,7 +262,7 @@ class Host:
             if why:
                 skipped[why] = skipped.get(why, 0) + 1
                 if node is not None and why != "unnamed":
-                    self._ask(node, out, "unknown_alias", now)
+                    self._ask(node, out, "unknown_alias", now, m)
                 continue
             if name == BD_SEQ or name.startswith(PROTOCOL_PREFIXES):
                 continue
@@ -260,15 +278,15 @@ class Host:
         """Data (or a device birth or death) with no live birth to read it by: refused, and a rebirth asked for."""
         if node is None:
             node = self.nodes.setdefault((m.group_id, m.edge_node_id), Node())
-        out.refused = "sparkplug_before_birth"
-        self._ask(node, out, "before_birth", now)
+        out.refusals.append((m, "sparkplug_before_birth"))
+        self._ask(node, out, "before_birth", now, m)
         return out
 
-    def _ask(self, node: Node, out: Outcome, why: str, now: float) -> None:
-        """A rebirth request for the node, unless one went less than rebirth_interval_s ago."""
-        if out.rebirth:
+    def _ask(self, node: Node, out: Outcome, why: str, now: float, m: SparkplugMessage) -> None:
+        """A rebirth request for the node (once per message), sent unless one went less than rebirth_interval_s ago."""
+        if out.requests and out.requests[-1][0] is m:
             return
-        out.rebirth = why
-        if node.last_request is None or now - node.last_request >= self.rebirth_interval_s:
+        sent = node.last_request is None or now - node.last_request >= self.rebirth_interval_s
+        if sent:
             node.last_request = now
-            out.rebirth_sent = True
+        out.requests.append((m, why, sent))

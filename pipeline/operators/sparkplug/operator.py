@@ -11,7 +11,7 @@ import time
 
 from ...records import Invalid, SensorOffline
 from .codec import NAMESPACE, SparkplugMessage
-from .host import Host
+from .host import Host, Outcome
 from .proto import DataType, Payload
 from .store import BirthStore
 
@@ -57,45 +57,37 @@ class SparkplugOperator:
         self.host.forget(set(partitions))
 
     def process_batch(self, items: list, refused) -> list:
-        out: list = []
-        births: list = []
-        requests: list[tuple[str, str, str]] = []
         now = self.clock()
         m = self.metrics
+        out = Outcome()
         types: dict[str, int] = {}
-        skipped: dict[str, int] = {}
+        handle = self.host.handle
         for msg in items:
-            outcome = self.host.handle(msg, now)
+            handle(msg, now, out)
             types[msg.message_type] = types.get(msg.message_type, 0) + 1
-            for reason, n in outcome.skipped.items():
-                skipped[reason] = skipped.get(reason, 0) + n
-            births += outcome.births
-            if outcome.rebirth:
-                if not self.requests_on:
-                    m.sparkplug_rebirth_requests.labels(outcome.rebirth, "disabled").inc()
-                elif not outcome.rebirth_sent:
-                    m.sparkplug_rebirth_requests.labels(outcome.rebirth, "rate_limited").inc()
-                else:
-                    requests.append((msg.group_id, msg.edge_node_id, outcome.rebirth))
-            if outcome.refused:
-                refused.add(msg, Invalid(outcome.refused, f"{msg.message_type} from {msg.group_id}/{msg.edge_node_id}"
-                                                          f"{'/' + msg.device_id if msg.device_id else ''} with no "
-                                                          "birth certificate before it (a rebirth was asked for)"))
-                continue
-            out += outcome.readings
-            if outcome.offline:
-                m.sparkplug_offline.inc(len(outcome.offline))
-                out += [SensorOffline(s, now, msg.message_type, msg.source) for s in outcome.offline]
         for kind, n in types.items():  # one locked increment per batch, not per message
             m.sparkplug_messages.labels(kind).inc(n)
-        for reason, n in skipped.items():
+        for reason, n in out.skipped.items():
             m.sparkplug_metrics_skipped.labels(reason).inc(n)
-        if births:  # durable before the batch goes on: its offsets are committed only after the sinks hold it
+        for msg, reason in out.refusals:
+            refused.add(msg, Invalid(reason, f"{msg.message_type} from {msg.group_id}/{msg.edge_node_id}"
+                                             f"{'/' + msg.device_id if msg.device_id else ''} with no birth "
+                                             "certificate before it (a rebirth was asked for)"))
+        if out.births:  # durable before the batch goes on: its offsets are committed only after the sinks hold it
+            births = out.births
             self.retrying(lambda: self.store.save(births), "sparkplug_births")
             m.sparkplug_births_stored.inc(len(births))
-        for group, node, cause in requests:
-            self._ask_rebirth(group, node, cause, now)
-        return out
+        for msg, cause, sent in out.requests:
+            if not self.requests_on:
+                m.sparkplug_rebirth_requests.labels(cause, "disabled").inc()
+            elif not sent:
+                m.sparkplug_rebirth_requests.labels(cause, "rate_limited").inc()
+            else:
+                self._ask_rebirth(msg.group_id, msg.edge_node_id, cause, now)
+        if out.offline:
+            m.sparkplug_offline.inc(len(out.offline))
+            return out.readings + [SensorOffline(s, now, msg.message_type, msg.source) for s, msg in out.offline]
+        return out.readings
 
     def _ask_rebirth(self, group: str, node: str, cause: str, now: float) -> None:
         topic = f"{NAMESPACE}/{group}/NCMD/{node}"

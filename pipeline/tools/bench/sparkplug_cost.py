@@ -2,10 +2,11 @@
 
     python -m pipeline.tools.bench.sparkplug_cost [--messages 500] [--batches 100] [--samples 5]
 
-The same chain as the daemon's (build_stages with config.yaml plus deploy/formats/sparkplug.yaml, the sparkplug
-operator right after decoding) is fed batches of `--messages` messages: native JSON (`sensors/<id>`, format
-`json`) and Sparkplug B DDATA from 10 edge nodes of 10 devices, each metric by alias with its datatype and
-timestamp, as Eclipse Tahu's edge node sends them, after their births. One reading per message, then three.
+The daemon's chain (build_stages) is fed batches of `--messages` messages: native JSON (`sensors/<id>`, format
+`json`) through config.yaml's chain, and Sparkplug B DDATA through the chain of config.yaml plus
+deploy/formats/sparkplug.yaml (the sparkplug operator right after decoding, its births kept in memory), from 10
+edge nodes of 10 devices, each metric by alias with its datatype and timestamp, as Eclipse Tahu's edge node sends
+them, after their births. One reading per message, then three.
 Samples of the two alternate; the figures are the medians (and minima) of `--samples` samples, in µs per reading,
 the ratio Sparkplug's over JSON's.
 """
@@ -22,7 +23,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from ...app.build import build_stages
-from ...config import Settings, parse
+from ...config import Settings, load, parse
 from ...config.secret import Secrets
 from ...observability.metrics import Metrics
 from ...operators.sparkplug.operator import SparkplugOperator
@@ -93,18 +94,21 @@ def sparkplug_messages(n: int, readings: int, now: float) -> tuple[list[RawMessa
     return births, data
 
 
-def chain() -> StageChain:
-    s = settings()
+def chain(sparkplug: bool) -> StageChain:
+    """Sparkplug: config.yaml plus the recipe, the operator right after decoding; else config.yaml's own chain."""
     metrics = Metrics(CollectorRegistry())
+    if not sparkplug:
+        return StageChain(build_stages(load(ROOT / "config.yaml", env={})), metrics)
+    s = settings()
     services = OperatorServices(s.config, metrics, lambda: None, lambda *a: True, lambda fn, _op: fn())
     op = SparkplugOperator(services)
     op.store = _Births()
     return StageChain(build_stages(s, operators=[FormatOperatorStage("sparkplug", op, metrics)]), metrics)
 
 
-def prepared(raws: list[RawMessage], warm: list[RawMessage], readings: int):
+def prepared(raws: list[RawMessage], warm: list[RawMessage], readings: int, sparkplug: bool):
     """A chain that has seen `warm` and `raws` once (every sensor and metric known to the limits filter)."""
-    c = chain()
+    c = chain(sparkplug)
     c.run_batch(warm)
     out, dead = c.run_batch(raws)
     if dead or len(out) != len(raws) * readings:
@@ -132,7 +136,7 @@ def main() -> None:
     for readings in (1, 3):
         native = json_messages(args.messages, readings, now)
         births, data = sparkplug_messages(args.messages, readings, now)
-        chains = prepared(native, [], readings), prepared(data, births, readings)
+        chains = prepared(native, [], readings, False), prepared(data, births, readings, True)
         js, sp = [], []
         for _ in range(args.samples):  # interleaved: a busy spell of the machine hits both alike
             js.append(sample(chains[0], native, readings, args.batches))

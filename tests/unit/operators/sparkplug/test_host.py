@@ -42,7 +42,7 @@ def test_birth_then_data_by_alias_then_death_then_rebirth():
     assert data.readings[0].timestamp == (T0 + 1000) / 1000  # the metric's own timestamp (ms) is used
     assert not data.rebirth
     dead = run(N.format("NDEATH"), ndeath(bd_seq=3))
-    assert dead.offline == ["Plant_1_Line-4", "Plant_1_Line-4_Boiler"]  # the node and every device, at once
+    assert dead.offline_ids == ["Plant_1_Line-4", "Plant_1_Line-4_Boiler"]  # the node and every device, at once
     after = run(D.format("DDATA"), ddata(seq=3, temp=23.0))
     assert after.refused == "sparkplug_before_birth" and after.rebirth == "before_birth" and not after.readings
     again = run(N.format("NBIRTH"), nbirth(bd_seq=4, seq=0))
@@ -89,7 +89,7 @@ def test_ndeath_with_another_sessions_bdseq_is_ignored():
     run(N.format("NBIRTH"), nbirth(bd_seq=5, seq=0))
     run(D.format("DBIRTH"), dbirth(seq=1))
     late = run(N.format("NDEATH"), ndeath(bd_seq=4))  # the will of the connection before, delivered late
-    assert late.offline == [] and late.skipped == {"stale_death": 1}
+    assert late.offline_ids == [] and late.skipped == {"stale_death": 1}
     assert values(run(D.format("DDATA"), ddata(seq=2, temp=3.0)))  # still alive
 
 
@@ -98,7 +98,7 @@ def test_ddeath_marks_only_its_device_offline():
     run(N.format("NBIRTH"), nbirth(seq=0))
     run(D.format("DBIRTH"), dbirth(seq=1))
     out = run(D.format("DDEATH"), payload([], seq=2))
-    assert out.offline == ["Plant_1_Line-4_Boiler"]
+    assert out.offline_ids == ["Plant_1_Line-4_Boiler"]
     assert values(run(N.format("NDATA"), payload([dict(name="bdSeq", long_value=0)], seq=3))) == {}
     assert run(D.format("DDATA"), ddata(seq=4, temp=1.0)).refused == "sparkplug_before_birth"
 
