@@ -33,15 +33,15 @@ def _finite(v: float) -> float | None:
 # (datatype, the value field it is sent in) -> the number stored. Plain ints as keys: the generated enum's
 # attribute lookups cost more than the conversion. Signed types come in two's complement (Int8 to Int32 in a
 # uint32, Int64 in a uint64: the specification's encoding).
-_READ = {}
+READ = {}
 for _dt in (DataType.Int8, DataType.Int16, DataType.Int32):
-    _READ[(int(_dt), "int_value")] = _signed(32)
-_READ[(int(DataType.Int64), "long_value")] = _signed(64)
+    READ[(int(_dt), "int_value")] = _signed(32)
+READ[(int(DataType.Int64), "long_value")] = _signed(64)
 for _dt in (DataType.UInt8, DataType.UInt16, DataType.UInt32, DataType.UInt64):
-    _READ[(int(_dt), "int_value")] = _READ[(int(_dt), "long_value")] = float
-_READ[(int(DataType.Float), "float_value")] = _finite
-_READ[(int(DataType.Double), "double_value")] = _finite
-_READ[(int(DataType.Boolean), "boolean_value")] = lambda v: 1.0 if v else 0.0
+    READ[(int(_dt), "int_value")] = READ[(int(_dt), "long_value")] = float
+READ[(int(DataType.Float), "float_value")] = _finite
+READ[(int(DataType.Double), "double_value")] = _finite
+READ[(int(DataType.Boolean), "boolean_value")] = lambda v: 1.0 if v else 0.0
 _TEXT = frozenset(int(t) for t in (DataType.String, DataType.Text, DataType.UUID))
 _FIRST_ARRAY = int(DataType.Int8Array)
 # Not a number the pipeline stores: datasets, templates, bytes, files, property sets, arrays, date-times.
@@ -96,7 +96,7 @@ def number(metric, datatype: int) -> tuple[float | None, str]:
     kind = metric.WhichOneof("value")
     if kind is None or metric.is_null:
         return None, "null" if metric.is_null else "no_value"
-    read = _READ.get((datatype, kind))
+    read = READ.get((datatype, kind))
     if read is not None:
         value = read(getattr(metric, kind))
         return (value, "") if value is not None else (None, "not_finite")

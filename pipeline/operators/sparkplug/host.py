@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from ...records import metric_name, sensor_name
 from ...stages.decode import Candidate
-from .codec import SparkplugMessage, number
+from .codec import READ, SparkplugMessage, number
 
 # Metrics of the protocol itself, not readings.
 PROTOCOL_PREFIXES = ("Node Control/", "Device Control/")
@@ -94,8 +94,9 @@ def _current(births: list[Birth] | None, offset: int) -> Birth | None:
     """The latest birth (or death) before position `offset` (-1: position unknown, the latest)."""
     if not births:
         return None
-    if offset < 0:
-        return births[-1]
+    last = births[-1]
+    if offset < 0 or last.offset < offset:  # nearly always: the latest birth is before the message
+        return last
     for b in reversed(births):
         if b.offset < offset:
             return b
@@ -124,11 +125,13 @@ class Host:
         return sid
 
     def _metric(self, name: str) -> str:
+        """The stored metric name of a device's metric name; "" for the protocol's own metrics (not stored)."""
         metric = self._metrics.get(name)
         if metric is None:
             if len(self._metrics) >= NAMES_CACHED:
                 self._metrics.clear()
-            metric = self._metrics[name] = metric_name(name)
+            protocol = name == BD_SEQ or name.startswith(PROTOCOL_PREFIXES)
+            metric = self._metrics[name] = "" if protocol else metric_name(name)
         return metric
 
     # -- state coming and going --------------------------------------------------------------------
@@ -253,26 +256,33 @@ class Host:
                 datatype = names.get(name)
                 why = "unknown_name" if datatype is None else ""
             else:
-                known = aliases.get(x.alias) if x.HasField("alias") else None
+                alias = x.alias  # 0 also when unset: only then is it asked whether it was sent
+                known = aliases.get(alias) if alias or x.HasField("alias") else None
                 if known is not None:
                     name, datatype = known
                     why = ""
                 else:
-                    why = "unknown_alias" if x.HasField("alias") else "unnamed"
+                    why = "unknown_alias" if alias or x.HasField("alias") else "unnamed"
             if why:
                 skipped[why] = skipped.get(why, 0) + 1
                 if node is not None and why != "unnamed":
                     self._ask(node, out, "unknown_alias", now, m)
                 continue
-            if name == BD_SEQ or name.startswith(PROTOCOL_PREFIXES):
+            metric = self._metric(name)
+            if not metric:  # bdSeq, Node Control/*, Device Control/*
                 continue
             # 0 is Unknown as a datatype and no time as a timestamp: unset fields read as 0, no HasField needed.
-            value, why = number(x, x.datatype or datatype)
+            dt = x.datatype or datatype
+            kind = x.WhichOneof("value")
+            read = READ.get((dt, kind))  # codec.number inlined for the numbers; it names why a value is skipped
+            value = read(getattr(x, kind)) if read is not None and not x.is_null else None
             if value is None:
+                why = number(x, dt)[1]
                 skipped[why] = skipped.get(why, 0) + 1
                 continue
-            ts = x.timestamp / 1000.0 if x.timestamp else default_ts
-            readings.append(Candidate(sensor, self._metric(name), value, ts, stype, None, None, src))
+            ts = x.timestamp
+            ts = ts / 1000.0 if ts else default_ts
+            readings.append(Candidate(sensor, metric, value, ts, stype, None, None, src))
 
     def _no_birth(self, m: SparkplugMessage, out: Outcome, now: float, node: Node | None = None) -> Outcome:
         """Data (or a device birth or death) with no live birth to read it by: refused, and a rebirth asked for."""

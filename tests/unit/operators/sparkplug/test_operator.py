@@ -86,3 +86,16 @@ def test_a_death_is_handed_on_as_sensor_offline_marks():
     out = op.process_batch(batch(("spBv1.0/G/NBIRTH/E", nbirth(bd_seq=2, seq=0)), ("spBv1.0/G/DBIRTH/E/D", dbirth(seq=1)),
                                  ("spBv1.0/G/NDEATH/E", ndeath(bd_seq=2))), Refused())
     assert [(o.sensor_id, o.reason) for o in out if isinstance(o, SensorOffline)] == [("G_E", "NDEATH"), ("G_E_D", "NDEATH")]
+
+
+def test_config_errors_name_the_key():
+    import pytest
+
+    from pipeline.config import ConfigError
+
+    for section, key in (({"births_kept": 1}, "sparkplug.births_kept"), ({"host_id": "a/b"}, "sparkplug.host_id"),
+                         ({"rebirth_requests": "sometimes"}, "sparkplug.rebirth_requests"),
+                         ({"rebirth_intervall_s": 5}, "sparkplug")):
+        with pytest.raises(ConfigError) as err:
+            parse({"sparkplug": section})
+        assert key in str(err.value), str(err.value)
