@@ -14,8 +14,8 @@ from google.protobuf.message import DecodeError
 
 from ...records import Invalid, RawMessage
 from .proto import DataType, Payload
+from .state import NAMESPACE  # noqa: F401 - re-exported
 
-NAMESPACE = "spBv1.0"
 NODE_TYPES = frozenset({"NBIRTH", "NDEATH", "NDATA", "NCMD"})
 DEVICE_TYPES = frozenset({"DBIRTH", "DDEATH", "DDATA", "DCMD"})
 # Commands are the host's own (or another host's) requests to the nodes: nothing to store.
@@ -84,11 +84,6 @@ def decode(msg: RawMessage, levels: dict[str, str], limits) -> list:
     if len(payload.metrics) > limits.max_readings * 10:  # births carry more metrics than data messages
         raise Invalid("too_many_readings", f"{len(payload.metrics)} metrics > {limits.max_readings * 10}")
     return [SparkplugMessage(levels["group_id"], mtype, levels["edge_node_id"], device, payload, msg)]
-
-
-def ignore(msg: RawMessage, levels: dict[str, str], limits) -> list:
-    """spBv1.0/STATE/<host_id>: host applications' own state (ours included): nothing to store."""
-    return []
 
 
 def number(metric, datatype: int) -> tuple[float | None, str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import orjson
 
-from .codec import NAMESPACE
+NAMESPACE = "spBv1.0"  # the Sparkplug B topic namespace
 
 
 def state_topic(host_id: str) -> str:
