@@ -81,6 +81,12 @@ def test_data_before_birth_is_dead_lettered_and_hostile_payloads_refused_while_a
             reasons = sorted(dict(m.headers())["reason"].decode() for m in dead)
             assert reasons == ["sparkplug_before_birth"] + ["sparkplug_invalid_payload"] * 3
             assert measurements(env) == [(f"{g}_Good", "flow", 1.5), (f"{g}_Good", "flow", 2.5)]
+            # Keyed by the edge node (the topic's fourth level): one node's messages in one partition, in order.
+            raw = read_topic(settings.config.kafka.topics.raw, expected=6)
+            partitions: dict = {}
+            for m in raw:
+                partitions.setdefault(m.key(), set()).add(m.partition())
+            assert {k: len(v) for k, v in partitions.items()} == {b"Bad": 1, b"Good": 1}
             assert bad.rebirths() == 0  # rebirth_requests: false, a read-only deployment
             assert p.metrics.registry.get_sample_value("pipeline_sparkplug_rebirth_requests_total",
                                                        {"cause": "before_birth", "outcome": "disabled"}) == 1

@@ -108,12 +108,13 @@ class AlertEvaluator:
 
     def gone(self, marks: Sequence[SensorOffline], readings: Sequence[Reading], now: float) -> list[Transition]:
         """Sensors that said they are gone (a Sparkplug death): offline now, without waiting for their limit,
-        unless a reading of theirs came after the mark in the same batch (a rebirth: they are back)."""
+        unless a reading of theirs came after the mark in the same batch (a rebirth: they are back), or offline
+        alerts are off for them (offline_after_s 0)."""
         out: list[Transition] = []
         later = {r.sensor_id: _position(r.source) for r in readings if r.source is not None}
         for mark in marks:
             sensor_id = mark.sensor_id
-            if sensor_id in later and later[sensor_id] > _position(mark.source):
+            if sensor_id in later and later[sensor_id] > _position(mark.source) or self.rules.offline_after(sensor_id) <= 0:
                 continue
             self.offline_timer.forget((sensor_id,))
             signal = Signal(self.offline_severity, bound=0.0, detail=f"said it is offline ({mark.reason})")

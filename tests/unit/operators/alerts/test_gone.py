@@ -9,8 +9,8 @@ from pipeline.records import RawMessage, Reading, SensorOffline
 T0 = 1_760_000_000.0
 
 
-def evaluator() -> AlertEvaluator:
-    return AlertEvaluator(EvaluatorSettings({}, DetectionConfig(offline_after_s=3600), clear_readings=1,
+def evaluator(offline_after_s: float = 3600) -> AlertEvaluator:
+    return AlertEvaluator(EvaluatorSettings({}, DetectionConfig(offline_after_s=offline_after_s), clear_readings=1,
                                             clear_seconds=0.0, flap=FlapConfig(count=0), state_idle_s=86400.0))
 
 
@@ -40,3 +40,8 @@ def test_a_reading_after_the_death_in_the_same_batch_means_the_sensor_is_back():
     assert ev.gone([SensorOffline("G_E_D", T0 + 1, "DDEATH", at(2))], readings, T0 + 2) == []
     # ... and a reading before it does not.
     assert len(ev.gone([SensorOffline("G_E_D", T0 + 1, "DDEATH", at(4))], readings, T0 + 2)) == 1
+
+
+def test_no_offline_alert_where_offline_alerts_are_off():
+    ev = evaluator(offline_after_s=0)
+    assert ev.gone([SensorOffline("G_E_D", T0 + 1, "DDEATH", at(2))], [], T0 + 1) == []
