@@ -263,6 +263,7 @@ class PipelineView:
                             "detail": f"last reload refused: {reload_error}" if reload_error else
                             (f"changed, needs a restart: {', '.join(restart)}" if restart else "ok")}
         failing = [name for name, c in checks.items() if not c["ok"]]
+        self.metrics.ready.set(0 if failing else 1)  # pipeline_ready: the same verdict, for alerting rules
         return not failing, {"ready": not failing, "failing": failing,
                              "problems": {n: checks[n]["detail"] for n in failing}, "checks": checks}
 
