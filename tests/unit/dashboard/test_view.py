@@ -306,6 +306,8 @@ def test_sampling_sets_write_ages_and_queue_depths():
     assert get("pipeline_sink_last_success_age_seconds", {"sink": "postgres"}) == 12
     assert get("pipeline_sink_last_success_age_seconds", {"sink": "redis"}) == 100  # never: since start
     assert get("pipeline_queue_depth", {"queue": "postgres"}) == 2
+    # Every sink has its blocked series from the start (the PipelineSinkBlocked rule needs one), 0 until it blocks.
+    assert get("pipeline_sink_blocked", {"sink": "redis"}) == 0 and get("pipeline_sink_blocked", {"sink": "postgres"}) == 0
     assert point["rates"]["mqtt_received"] == 0.0 and "e2e:postgres" not in point["latency"]
 
 
