@@ -18,7 +18,7 @@ import psycopg
 import pytest
 import yaml
 
-from tests.integration import grafana as gf
+from tests import grafana_dashboards as gf
 from tests.integration.clients import DaemonProcess, Publisher, wait_for
 from tests.integration.conftest import ROOT, Env
 from pipeline.tools.bench.procs import free_port
@@ -54,7 +54,7 @@ def pipeline(tmp_path_factory):
     port = free_port()
     extra = {"dashboard": {"enabled": True, "port": port, "probe_cache_s": 0.5},
              "mqtt": {"broker_stats": {"enabled": True}}}
-    settings = env.migrate(env.settings(**extra))
+    env.migrate(env.settings(**extra))
     daemon = DaemonProcess(env.write_config(tmp / "config.yaml", **extra), tmp / "daemon.log")
     try:
         daemon.start()
@@ -77,8 +77,9 @@ def pipeline(tmp_path_factory):
         readings = (steps + 1) * len(SENSORS) * 2
         wait_for(lambda: env.query("SELECT count(*) FROM measurements")[0][0] == readings, 60,
                  what=f"{readings} readings stored")
-        wait_for(lambda: {r[0] for r in env.query("SELECT DISTINCT period FROM aggregations")}
-                 >= set(settings.config.aggregation.periods), 60, what="closed windows of every period")
+        # The periods the resolution test reads (a longer one, 1d say, closes no window within two hours).
+        wait_for(lambda: {r[0] for r in env.query("SELECT DISTINCT period FROM aggregations")} >= {"1m", "5m", "1h"},
+                 60, what="closed windows of 1m, 5m and 1h")
         wait_for(lambda: env.query("SELECT count(*) FROM alerts WHERE NOT resolved")[0][0] >= 2, 30, what="open alerts")
         alerts = dict(env.query("SELECT sensor_id, id FROM alerts WHERE NOT resolved AND type = 'threshold'"))
         url = f"http://127.0.0.1:{port}"

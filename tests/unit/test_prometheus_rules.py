@@ -56,13 +56,9 @@ def test_the_rules_read_only_metrics_the_pipeline_declares():
     """A renamed metric would leave a rule silent for ever: every pipeline_* name in the rules is exported."""
     import re
 
-    from prometheus_client import CollectorRegistry
+    from tests.grafana_dashboards import exported_metric_names
 
-    from pipeline.observability.metrics import Metrics
-
-    suffixes = {"counter": ("_total",), "gauge": ("",), "histogram": ("_bucket", "_sum", "_count")}
-    exported = {m.name + suffix for m in Metrics(CollectorRegistry()).registry.collect()
-                for suffix in suffixes.get(m.type, ("",))}
+    exported = exported_metric_names()
     used = set(re.findall(r"\bpipeline_[a-z_]+", RULES.read_text()))
     used.discard("pipeline_")
     assert used and used <= exported, used - exported

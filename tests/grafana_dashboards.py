@@ -15,7 +15,7 @@ import re
 from datetime import datetime, timezone
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 DASHBOARDS = ROOT / "deploy" / "grafana" / "dashboards"
 POSTGRES_UID = "realtime-pipeline-postgres"
 PROMETHEUS_UID = "realtime-pipeline-prometheus"
@@ -242,3 +242,15 @@ def rule_measures(expr: str) -> list[str]:
         m = re.fullmatch(r"absent\((.*)\)", part)
         out.append(m.group(1) if m else part)
     return out
+
+
+def exported_metric_names() -> set[str]:
+    """Every series name the pipeline's registry can export (counters as <name>_total, histograms as _bucket,
+    _sum and _count), labelled metrics without children included."""
+    from prometheus_client import CollectorRegistry
+
+    from pipeline.observability.metrics import Metrics
+
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}
+    return {m.name + suffix for m in Metrics(CollectorRegistry()).registry.collect()
+            for suffix in suffixes.get(m.type, ("",))}
