@@ -32,6 +32,17 @@ _DURATION = re.compile(r"^(\d+)(ms|s|m|h|d|w|y)$")
 _DURATION_MS = {"ms": 1, "s": 1000, "m": 60000, "h": 3600000, "d": 86400000, "w": 604800000, "y": 31536000000}
 
 
+def min_interval_ms(uid: str) -> int:
+    """The data source's `timeInterval` (Grafana's "Min time interval": the floor of $__interval) in ms."""
+    import yaml
+
+    for path in sorted((ROOT / "deploy" / "grafana" / "provisioning" / "datasources").glob("*.yaml")):
+        for ds in yaml.safe_load(path.read_text())["datasources"]:
+            if ds["uid"] == uid and ds.get("jsonData", {}).get("timeInterval"):
+                return int(duration_seconds(ds["jsonData"]["timeInterval"]) * 1000)
+    return 0
+
+
 def dashboards() -> dict[str, dict]:
     """file name -> dashboard JSON, every file of deploy/grafana/dashboards."""
     return {p.name: json.loads(p.read_text()) for p in sorted(DASHBOARDS.glob("*.json"))}

@@ -123,7 +123,8 @@ def test_every_sql_query_of_every_dashboard_returns_rows(pipeline):
         for name, board in gf.dashboards().items():
             values = sql_variables(conn, board, start, end)
             for where, target in gf.queries(board, gf.POSTGRES_UID):
-                sql = gf.expand_sql(target["rawSql"], start, end, values, target.get("maxDataPoints"))
+                sql = gf.expand_sql(target["rawSql"], start, end, values, target.get("maxDataPoints"),
+                                    gf.min_interval_ms(gf.POSTGRES_UID))
                 try:
                     rows = run_sql(conn, sql)
                 except psycopg.Error as err:
@@ -227,6 +228,7 @@ def test_every_promql_expression_of_the_dashboards_and_rules_returns_series(pipe
             assert status == 200 and v["_values"], f"{name}: variable ${v['name']} has no values"
             values[v["name"]] = gf.prom_value(v, None if v.get("includeAll") else v["_values"][:1])
         for where, target in gf.queries(board, gf.PROMETHEUS_UID):
+            # The test's Prometheus scrapes every second: the data source's timeInterval would say so.
             iv = gf.interval_ms(datetime.now(timezone.utc) - timedelta(minutes=5), datetime.now(timezone.utc),
                                 target.get("maxDataPoints"), int(SCRAPE_S * 1000))
             expr = gf.expand_promql(target["expr"], values, iv, SCRAPE_S, 300)

@@ -27,6 +27,7 @@ def test_the_data_sources_are_provisioned_with_the_password_from_the_environment
     # Never a password in the file: Grafana expands $__env{NAME} from its environment when it provisions.
     assert pg["secureJsonData"] == {"password": "$__env{POSTGRES_PASSWORD}"} and "password" not in pg
     assert ds[gf.PROMETHEUS_UID]["type"] == "prometheus"
+    assert gf.min_interval_ms(gf.POSTGRES_UID) == 1000 and gf.min_interval_ms(gf.PROMETHEUS_UID) == 15000
 
 
 def test_the_dashboard_provider_reads_the_shipped_folder():
