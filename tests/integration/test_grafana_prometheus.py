@@ -49,8 +49,11 @@ def pipeline(tmp_path_factory):
     (one acknowledged, one snoozed through the dashboard's API) and dead-lettered a broken message."""
     mp = pytest.MonkeyPatch()
     mp.setenv("DASHBOARD_TOKEN", TOKEN)
-    env = Env()
     tmp = tmp_path_factory.mktemp("grafana")
+    # Module-scoped, so set up before tests/conftest.py's per-test state directory: the daemon's spools go here.
+    mp.delenv("STATE_DIRECTORY", raising=False)
+    mp.setenv("XDG_STATE_HOME", str(tmp / "state"))
+    env = Env()
     port = free_port()
     extra = {"dashboard": {"enabled": True, "port": port, "probe_cache_s": 0.5},
              "mqtt": {"broker_stats": {"enabled": True}}}
