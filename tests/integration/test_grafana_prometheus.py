@@ -103,17 +103,22 @@ def run_sql(conn, sql: str) -> list[tuple]:
         return cur.fetchall()
 
 
+# What a user picks: the sensor with the alerts (the reserved broker:<host> sensor of the drop counters may sort
+# first) and its hot metric.
+PICKED = {"sensor": "s0", "metric": "temperature"}
+
+
 def sql_variables(conn, board: dict, start, end) -> dict[str, str]:
-    """Each PostgreSQL query variable as Grafana sets it on load: its query run (with the variables before it),
-    the first value taken."""
+    """Each PostgreSQL query variable as Grafana sets it: its query run (with the variables before it), the
+    value a user picks among those it offers."""
     values: dict[str, str] = {}
     for v in gf.variables(board):
         if gf._uid(v.get("datasource")) != gf.POSTGRES_UID:
             continue
         query = v["query"] if isinstance(v["query"], str) else v["query"].get("rawSql")
-        rows = run_sql(conn, gf.expand_sql(query, start, end, values))
-        assert rows, f"{board['title']}: variable ${v['name']} has no values"
-        values[v["name"]] = gf.sql_value(str(rows[0][0]))
+        offered = [str(r[0]) for r in run_sql(conn, gf.expand_sql(query, start, end, values))]
+        assert PICKED[v["name"]] in offered, f"{board['title']}: variable ${v['name']} offers {offered}"
+        values[v["name"]] = gf.sql_value(PICKED[v["name"]])
     return values
 
 
