@@ -269,20 +269,33 @@ def source_formats(mappings: list[Mapping]) -> list[Format]:
     return ignores + [m.formats()[-1] for m in mappings]
 
 
-def source_filters(sources: tuple[SourceMapping, ...]) -> list[str]:
-    """The MQTT filters the mappings' topics need, without repeats, in config order (ignore topics are not
-    subscribed: they are what arrives under these, or under mqtt.topics)."""
+def covers(general: str, specific: str) -> bool:
+    """Whether every topic MQTT filter `specific` matches is matched by `general` too (a broker delivers one copy
+    per matching subscription, so a covered filter is not subscribed again)."""
+    g, s = general.split("/"), specific.split("/")
+    for i, level in enumerate(g):
+        if level == "#":
+            return True
+        if i >= len(s) or s[i] == "#" or (level != "+" and level != s[i]):
+            return False
+    return len(g) == len(s)
+
+
+def source_filters(sources: tuple[SourceMapping, ...], subscribed: tuple[str, ...] = ()) -> list[str]:
+    """The MQTT filters the mappings' topics need beyond `subscribed`, none covered by another, in config order
+    (ignore topics are not subscribed: they are what arrives under these, or under mqtt.topics)."""
+    wanted = [mqtt_filter(s.topic) for s in sources]
     out: list[str] = []
-    for s in sources:
-        f = mqtt_filter(s.topic)
-        if f not in out:
+    for i, f in enumerate(wanted):
+        others = [*subscribed, *out, *(w for j, w in enumerate(wanted) if j > i and w != f)]
+        if f not in out and f not in subscribed and not any(covers(o, f) for o in others):
             out.append(f)
     return out
 
 
 def with_source_topics(cfg) -> Any:
     """The MQTT section with every mapping's topic filter added to `mqtt.topics` (subscribed automatically)."""
-    extra = [f for f in source_filters(cfg.sources) if f not in cfg.mqtt.topics]
+    extra = source_filters(cfg.sources, tuple(cfg.mqtt.topics))
     if not extra:
         return cfg.mqtt
     return msgspec.structs.replace(cfg.mqtt, topics=(*cfg.mqtt.topics, *extra))
