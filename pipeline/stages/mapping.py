@@ -111,6 +111,7 @@ class Mapping:
         self.text_values = dict(spec.text_values)
         self._names: dict[str, tuple | None] = {}
         self._sensors: dict[str, str] = {}
+        self._times: dict[str, float] = {}
 
     def formats(self) -> list[Format]:
         """The mapping's ignore topics (first), then its own topic."""
@@ -157,6 +158,7 @@ class Mapping:
         out: list[Candidate] = []
         skipped = 0
         matched = False
+        names, text_values, by_path = self._names, self.text_values, self.metric_is_path
         for record in records:
             if type(record) is not dict:
                 raise Invalid("record_not_object", f"a record is a {type(record).__name__}, expected an object")
@@ -164,7 +166,7 @@ class Mapping:
             sensor = self._sensor(levels, record)
             loc = self.location(levels, record) if self.location is not None else None
             stype = self.type(levels, record) if self.type is not None else None
-            for walk, name_from in self.paths:
+            for walk in self.paths:
                 found = walk(record, limit)
                 if not found:
                     continue
@@ -174,41 +176,38 @@ class Mapping:
                     if t is bool:
                         value = 1 if value else 0
                     elif t is str:
-                        value = self.text_values.get(value)
+                        value = text_values.get(value)
                         if value is None:
                             skipped += 1
                             continue
                     elif t is not float and t is not int:
                         skipped += 1  # null, or a type the encoding has and JSON has not
                         continue
-                    if self.metric_is_path:
-                        try:
-                            raw = "_".join(keys[name_from:])
-                        except TypeError:  # a binary encoding's non-text key
-                            raw = "_".join(map(str, keys[name_from:]))
+                    if by_path:
+                        raw = keys[0] if len(keys) == 1 else "_".join(map(str, keys))
                     else:
-                        raw = self.metric(levels, record, keys[name_from:], keys[-1] if keys else "")
+                        raw = self.metric(levels, record, keys, keys[-1] if keys else "")
                         if raw is None:
                             raise Invalid("metric_missing", f"a field of the metric template {self.spec.metric!r} is absent")
-                    named = self._names.get(raw, _MISSING)
+                    named = names.get(raw, _MISSING)  # a CBOR/msgpack key may be a number: hashable too
                     if named is _MISSING:
                         named = self._name(raw)
                     if named is None:
                         continue
                     metric, unit_at = named
-                    unit = None if unit_at is None else self._unit(unit_at, record)
-                    out.append(Candidate(sensor, metric, value, ts, stype, loc, unit, msg))
+                    out.append(Candidate(sensor, metric, value, ts, stype, loc,
+                                         None if unit_at is None else self._unit(unit_at, record), msg))
                     if len(out) > limit:
                         raise Invalid("too_many_readings", f"more than {limit} readings in one message")
         if not matched:
             raise Invalid("no_readings", f"none of the reading paths {list(self.spec.readings)} is in the payload")
         return out, skipped
 
-    def _name(self, raw: str) -> tuple | None:
+    def _name(self, raw: Any) -> tuple | None:
         """A raw name -> (stored metric, index of its unit rule or None); None when include/exclude drop it."""
         if len(self._names) >= MEMO_MAX:
             self._names.clear()
-        metric = metric_name(raw)
+        metric = metric_name(str(raw))
         named: tuple | None
         if (self.include is not None and not self.include(metric)) or (self.exclude is not None and self.exclude(metric)):
             named = None
@@ -242,15 +241,22 @@ class Mapping:
         if raw is None:
             raise Invalid("timestamp_missing", f"no timestamp at {path!r}")
         if fmt == "iso":
+            seen = self._times.get(raw) if type(raw) is str else None
+            if seen is not None:  # devices of one family often share a second: parsed once
+                return seen
             if type(raw) is not str or len(raw) > 40:
                 raise Invalid("timestamp_invalid", f"{str(raw)[:40]!r} at {path!r} is not an ISO-8601 date-time")
             try:
                 dt = datetime.fromisoformat(raw)
                 if dt.tzinfo is None:
                     dt = dt.replace(tzinfo=zone)
-                return dt.timestamp()
+                ts = dt.timestamp()
             except (ValueError, OverflowError, OSError):
                 raise Invalid("timestamp_invalid", f"{raw[:40]!r} at {path!r} is not an ISO-8601 date-time") from None
+            if len(self._times) >= 256:
+                self._times.clear()
+            self._times[raw] = ts
+            return ts
         if type(raw) is str and 0 < len(raw) <= 25 and raw.isdigit():
             raw = int(raw)
         if type(raw) is not int and type(raw) is not float:
