@@ -158,7 +158,7 @@ class Mapping:
         out: list[Candidate] = []
         skipped = 0
         matched = False
-        names, text_values, by_path = self._names, self.text_values, self.metric_is_path
+        names, text_values, by_path, counts = self._names, self.text_values, self.metric_is_path, self.counts
         for record in records:
             if type(record) is not dict:
                 raise Invalid("record_not_object", f"a record is a {type(record).__name__}, expected an object")
@@ -196,7 +196,7 @@ class Mapping:
                         continue
                     metric, unit_at = named
                     out.append(Candidate(sensor, metric, value, ts, stype, loc,
-                                         None if unit_at is None else self._unit(unit_at, record), msg))
+                                         None if unit_at is None else self._unit(unit_at, record), msg, counts))
                     if len(out) > limit:
                         raise Invalid("too_many_readings", f"more than {limit} readings in one message")
         if not matched:
