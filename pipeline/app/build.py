@@ -25,6 +25,7 @@ from ..stages.decode import Decode
 from ..stages.lateness import LateFilter
 from ..stages.limits import LimitFilter
 from ..stages.formats import router as format_router
+from ..stages.mapping_stats import MappingStats
 from ..stages.logs import ValidateLog
 from ..stages.transform import NormalizeUnits
 from ..stages.validate import Validate
@@ -32,14 +33,14 @@ from ..stages.validate import Validate
 assert builtin.DEFAULT_USE  # importing it registers today's sinks
 
 
-def build_pure_stages(settings: Settings) -> list:
+def build_pure_stages(settings: Settings, mapping_stats: MappingStats | None = None) -> list:
     """The stages that judge each message on its own (decode, validate, units, logs): the main chain's first part and
-    a best-effort sink's feed's whole chain."""
+    a best-effort sink's feed's whole chain. `mapping_stats`: where the mappings count (the main chain's only)."""
     cfg = settings.config
     v = cfg.validation
     return [
         Decode(v.max_payload_bytes, v.max_readings_per_message, max_json_depth=v.max_json_depth,
-               formats=format_router(cfg)),
+               formats=format_router(cfg, mapping_stats)),
         Validate(v.max_future_skew_s, v.max_age_s, v.default_type, v.default_location,
                  allowed_metrics=allowed_metrics(cfg)),
         NormalizeUnits(cfg.units),
@@ -48,11 +49,12 @@ def build_pure_stages(settings: Settings) -> list:
     ]
 
 
-def build_stages(settings: Settings, limits: LimitFilter | None = None, operators: Sequence = ()) -> list:
+def build_stages(settings: Settings, limits: LimitFilter | None = None,
+                 mapping_stats: MappingStats | None = None, operators: Sequence = ()) -> list:
     """The processing stages in order, each given only its own section of the config (`limits`: the daemon's;
     `operators`: the selected formats' operators, run right after decoding: pipeline/app/format_operators.py)."""
     cfg = settings.config
-    stages = build_pure_stages(settings)
+    stages = build_pure_stages(settings, mapping_stats)
     stages[1:1] = operators
     if cfg.aggregation.enabled:  # readings too late for their window are dead-lettered before they are stored
         stages.append(LateFilter(cfg.aggregation.grace_s, cfg.aggregation.max_lateness_s))
@@ -103,9 +105,13 @@ def build_feeds(settings: Settings, sinks, metrics: Metrics, operators: Sequence
     counts into a registry of its own, so the pipeline's refusal counters do not count a message twice."""
     cfg = settings.config
     skip = [SkipOperatorRecords(tuple(op.accepts for op in operators))] if operators else []
-    return [SinkFeed(cfg.kafka, cfg.instance_id, sink, StageChain(build_pure_stages(settings)[:1] + skip +
-                                                                  build_pure_stages(settings)[1:],
-                                                                  Metrics(CollectorRegistry())),
+
+    def stages() -> list:  # after decoding, the records only a format operator reads are dropped
+        out = build_pure_stages(settings)
+        out[1:1] = skip
+        return out
+
+    return [SinkFeed(cfg.kafka, cfg.instance_id, sink, StageChain(stages(), Metrics(CollectorRegistry())),
                      metrics, cfg.processing.batch_size) for sink in sinks if not sink.durable]
 
 

@@ -46,6 +46,11 @@ class Metrics:
         self.sparkplug_births_stored = Counter("sparkplug_births_stored", "Sparkplug B births and deaths made durable (table sparkplug_births)", namespace=ns, registry=registry)
         self.sparkplug_offline = Counter("sparkplug_offline_marks", "Sensors marked offline at once by an NDEATH or DDEATH", namespace=ns, registry=registry)
         self.dead_lettered = Counter("dead_letters", "Records sent to a dead-letter topic", ["kind", "reason"], namespace=ns, registry=registry)
+        # Mappings (config `sources:`): the label is a configured mapping name, so it stays bounded.
+        self.mapping_messages = Counter("mapping_messages", "Messages a mapping took, by outcome: decoded, refused (dead-lettered with the mapping's name), ignored (its ignore topics)", ["mapping", "outcome"], namespace=ns, registry=registry)
+        self.mapping_readings = Counter("mapping_readings", "Readings a mapping made of its messages (before validation)", ["mapping"], namespace=ns, registry=registry)
+        self.mapping_readings_refused = Counter("mapping_readings_refused", "Readings a mapping made that validation refused (a name too long, a time out of range, ...)", ["mapping"], namespace=ns, registry=registry)
+        self.mapping_text_skipped = Counter("mapping_text_skipped", "Text values a mapping skipped (not numbers, not in its text_values)", ["mapping"], namespace=ns, registry=registry)
         self.sink_written = Counter("sink_records_written", "Records durably written", ["sink"], namespace=ns, registry=registry)
         self.sink_batch = Histogram("sink_batch_size", "Records per sink write", ["sink"], buckets=BATCH_BUCKETS, namespace=ns, registry=registry)
         self.sink_write_seconds = Histogram("sink_write_seconds", "Duration of one sink write", ["sink"], buckets=DURATION_BUCKETS, namespace=ns, registry=registry)
@@ -77,6 +82,7 @@ class Metrics:
         self.alerts_open_db = Gauge("alerts_open_in_database", "Open alerts in the database, by severity (all instances)", ["severity"], namespace=ns, registry=registry)
         # Monitoring: kept fresh by the dashboard's monitor threads (every second, probes every 5 s).
         self.sink_last_success_age = Gauge("sink_last_success_age_seconds", "Seconds since the sink last wrote successfully (since start if never)", ["sink"], namespace=ns, registry=registry)
+        self.ready = Gauge("ready", "1 while /ready answers 200 (every check passes), 0 while it answers 503; refreshed with the dependency probes", namespace=ns, registry=registry)
         self.dependency_up = Gauge("dependency_up", "1 while the readiness probe of a dependency passes", ["dependency"], namespace=ns, registry=registry)
         self.http_requests = Counter("dashboard_http_requests", "Dashboard HTTP requests, by route and status", ["route", "status"], namespace=ns, registry=registry)
         # CPU, memory and open files of the daemon, as every Prometheus target exports them.
