@@ -1,5 +1,6 @@
 """kill -9 of the daemon between a DBIRTH and the DDATA after it: after the restart the data is stored under the
-names its birth gave (the alias table was durable), nothing is invented and no rebirth is needed."""
+names its birth gave (the alias table was durable), nothing is invented and no rebirth is needed. The daemon runs
+from the shipped fragment, `--config config.yaml --config deploy/formats/sparkplug.yaml`."""
 from __future__ import annotations
 
 import pytest
@@ -9,20 +10,22 @@ from pipeline.config import Settings
 from pipeline.config.loading import parse
 from pipeline.config.secret import Secrets
 from tests.integration.clients import DaemonProcess, read_topic, wait_committed, wait_for
-from tests.integration.sparkplug_edge import BOILER_BIRTH, EdgeNode, StateWatch, recipe_tree, temperature
+from tests.integration.sparkplug_edge import RECIPE, BOILER_BIRTH, EdgeNode, StateWatch, recipe_tree, temperature
 
 pytestmark = pytest.mark.faults  # kill -9 and restart of the daemon: make test-faults
 
 
 def test_kill_9_between_a_dbirth_and_its_ddata_loses_nothing_and_invents_nothing(env, tmp_path):
     host_id = f"host-{env.root}"
-    tree = recipe_tree(env, detection={"offline_after_s": 0}, sparkplug={"host_id": host_id})
-    config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump(tree))
+    # The shipped fragment as a user gives it (--config repeated), between the test's config and its own topics.
+    mine = {"mqtt": {"topics": [f"spBv1.0/{env.root}/#"]}, "sparkplug": {"host_id": host_id}}
+    base = env.write_config(tmp_path / "config.yaml", detection={"offline_after_s": 0})
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump(mine))
+    tree = recipe_tree(env, detection={"offline_after_s": 0}, **mine)
     kafka = env.migrate(Settings(config=parse(tree, {}), secrets=Secrets.from_env({}), path="test")).config.kafka
     g = env.root
     dev = f"{g}_Line-4_Boiler"
-    daemon = DaemonProcess(config, tmp_path / "daemon.log")
+    daemon = DaemonProcess([base, RECIPE, tmp_path / "test.yaml"], tmp_path / "daemon.log")
     edge = EdgeNode(g, "Line-4", bd_seq=1)
     watch = StateWatch(host_id)
     try:
