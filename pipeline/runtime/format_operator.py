@@ -15,9 +15,15 @@ from typing import Any, Callable
 
 from ..config import RetryConfig
 from ..clients.errors import is_transient
-from .retry import retry_call
+from .retry import Stopped, retry_call
 
 log = logging.getLogger(__name__)
+
+
+class OperatorStopped(BaseException):
+    """The daemon stopped while an operator waited for its store: the batch must not go on (its records would be
+    dead letters, its offsets committed). Not an Exception, so the chain does not refuse the records one by one:
+    the consumer thread ends, nothing of the batch is committed, and Kafka delivers it again after the restart."""
 
 
 class FormatOperatorStage:
@@ -33,6 +39,10 @@ class FormatOperatorStage:
         started = time.perf_counter()
         try:
             return self.operator.process_batch(items, refused)
+        except Stopped as err:
+            log.warning("event=format_operator_stopped operator=%s messages=%d note=batch_not_committed_read_again_"
+                        "after_restart", self.name, len(items))
+            raise OperatorStopped(self.name) from err
         finally:
             self._seconds.observe(time.perf_counter() - started)
 
