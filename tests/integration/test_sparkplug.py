@@ -107,3 +107,24 @@ def test_primary_host_state_online_at_start_and_offline_at_a_clean_stop(env):
         assert online["timestamp"] == offline["timestamp"] > 0  # one session's birth and death share it
     finally:
         watch.close()
+
+
+def test_the_births_store_keeps_the_last_births_per_device_and_reads_back_a_partitions_births(env):
+    import psycopg
+
+    from pipeline.operators.sparkplug.host import Birth
+    from pipeline.operators.sparkplug.store import BirthStore
+
+    env.migrate()
+    store = BirthStore(lambda: psycopg.connect(host="127.0.0.1", user="postgres", dbname=f"test_{env.run_id}",
+                                               autocommit=True), kept=2)
+    births = [Birth("G", "E", "D", 1, offset, 7, {1: ("Inputs/Temperature", 9)}, {"Inputs/Temperature": 9})
+              for offset in (10, 20, 30, 40)]
+    store.save(births[:3])
+    store.save(births[3:] + [Birth("G", "E", "", 1, 5, 7, None, None), Birth("G", "F", "", 2, 6, 1, {}, {})])
+    store.save(births[3:])  # read again after a restart: stored once
+    assert env.query("SELECT device_id, kafka_offset FROM sparkplug_births ORDER BY edge_node_id, device_id, "
+                     "kafka_offset") == [("", 5), ("D", 30), ("D", 40), ("", 6)]
+    loaded = sorted(store.load({1}), key=lambda b: b.offset)
+    assert loaded == [Birth("G", "E", "", 1, 5, 7, None, None), births[2], births[3]]
+    store.close()
