@@ -318,6 +318,9 @@ class SparkplugConfig(Section):
     births_kept: Annotated[int, msgspec.Meta(ge=2, le=64)] = 8
     # The sensor type of the readings (validation.default_type when empty).
     sensor_type: Annotated[str, msgspec.Meta(max_length=50)] = ""
+    # A metric's name, normalised (as a mapping's rename) or as the node writes it -> the name stored (else the
+    # naming rule's; a name longer than 20 characters is refused).
+    rename: dict[Annotated[str, msgspec.Meta(min_length=1, max_length=500)], MetricName] = {}
 
 
 class Config(Section):

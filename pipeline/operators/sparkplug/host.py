@@ -106,10 +106,13 @@ def _current(births: list[Birth] | None, offset: int) -> Birth | None:
 class Host:
     """Births, aliases and sequence numbers of the edge nodes this instance reads."""
 
-    def __init__(self, rebirth_interval_s: float = 10.0, births_kept: int = 8, sensor_type: str | None = None):
+    def __init__(self, rebirth_interval_s: float = 10.0, births_kept: int = 8, sensor_type: str | None = None,
+                 rename: dict[str, str] | None = None):
         self.rebirth_interval_s = rebirth_interval_s
         self.births_kept = births_kept
         self.sensor_type = sensor_type
+        # The name normalised (as a mapping's rename) or as the node writes it -> the name stored.
+        self.rename = dict(rename or {}) if rename else {}
         self.nodes: dict[tuple[str, str], Node] = {}
         # Names by the naming rule, computed once per name (a regex each time cost more than the rest of a metric).
         self._sensors: dict[tuple[str, str, str], str] = {}
@@ -131,7 +134,8 @@ class Host:
             if len(self._metrics) >= NAMES_CACHED:
                 self._metrics.clear()
             protocol = name == BD_SEQ or name.startswith(PROTOCOL_PREFIXES)
-            metric = self._metrics[name] = "" if protocol else metric_name(name)
+            normal = "" if protocol else metric_name(name)
+            metric = self._metrics[name] = self.rename.get(name) or self.rename.get(normal) or normal
         return metric
 
     # -- state coming and going --------------------------------------------------------------------

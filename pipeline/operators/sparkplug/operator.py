@@ -33,7 +33,7 @@ class SparkplugOperator:
 
     def __init__(self, services, clock=time.time):
         cfg = services.config.sparkplug
-        self.host = Host(cfg.rebirth_interval_s, cfg.births_kept, cfg.sensor_type or None)
+        self.host = Host(cfg.rebirth_interval_s, cfg.births_kept, cfg.sensor_type or None, cfg.rename)
         self.store = BirthStore(services.connect, cfg.births_kept)
         self.requests_on = cfg.rebirth_requests
         self.publish = services.publish

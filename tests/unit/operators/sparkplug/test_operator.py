@@ -95,7 +95,15 @@ def test_config_errors_name_the_key():
 
     for section, key in (({"births_kept": 1}, "sparkplug.births_kept"), ({"host_id": "a/b"}, "sparkplug.host_id"),
                          ({"rebirth_requests": "sometimes"}, "sparkplug.rebirth_requests"),
-                         ({"rebirth_intervall_s": 5}, "sparkplug")):
+                         ({"rebirth_intervall_s": 5}, "sparkplug"),
+                         ({"rename": {"Inputs/Temperature Sensor 1": "inputs temperature"}}, "sparkplug.rename")):
         with pytest.raises(ConfigError) as err:
             parse({"sparkplug": section})
         assert key in str(err.value), str(err.value)
+
+
+def test_rename_gives_a_long_name_a_short_one():
+    op, _ = operator(rename={"Inputs/Temperature": "boiler_temp", "outputs_pump": "pump"})
+    out = op.process_batch(batch(("spBv1.0/G/NBIRTH/E", nbirth(seq=0)), ("spBv1.0/G/DBIRTH/E/D", dbirth(seq=1))),
+                           Refused())
+    assert [(c.metric, c.value) for c in out] == [("boiler_temp", 21.5), ("pump", 1.0)]
