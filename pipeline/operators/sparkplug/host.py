@@ -112,7 +112,7 @@ class Host:
         self.births_kept = births_kept
         self.sensor_type = sensor_type
         # The name normalised (as a mapping's rename) or as the node writes it -> the name stored.
-        self.rename = dict(rename or {}) if rename else {}
+        self.rename = dict(rename or {})
         self.nodes: dict[tuple[str, str], Node] = {}
         # Names by the naming rule, computed once per name (a regex each time cost more than the rest of a metric).
         self._sensors: dict[tuple[str, str, str], str] = {}
