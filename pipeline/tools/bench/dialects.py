@@ -1,0 +1,93 @@
+"""Payload dialects the benchmark can publish (`--dialect NAME`): what a device family sends, and the recipe
+that maps it, so the cost per reading of a mapped dialect is measured beside native JSON in one run.
+
+One entry per dialect: the topic a simulated device publishes on (under the benchmark's root), the payload of
+one message (the reading(s) carry the publish time as their timestamp, unique per sensor, as the benchmark's
+latency and loss figures need), and the shipped recipe (deploy/formats/<recipe>.yaml) merged into the daemon's
+config with its topics put under the benchmark's root. Add a dialect with `register(Dialect(...))`.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Callable
+
+from ...config import recipes
+from .loadgen import payload_for
+
+# (seq, publish time, readings per message) -> payload bytes
+Payload = Callable[[int, float, int], bytes]
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """One payload dialect: `topic` has {root} and {sensor}; `recipe` names deploy/formats/<recipe>.yaml (None: a
+    built-in format, no mapping)."""
+
+    name: str
+    topic: str
+    payload: Payload
+    recipe: str | None = None
+    doc: str = ""
+
+    def config(self, root: str) -> dict:
+        """The config fragment the daemon needs for this dialect, its topics under `root`."""
+        return recipes.under_root(recipes.load(self.recipe), root) if self.recipe else {}
+
+
+DIALECTS: dict[str, Dialect] = {}
+
+
+def register(dialect: Dialect) -> Dialect:
+    DIALECTS[dialect.name] = dialect
+    return dialect
+
+
+def _drift(seq: int, now: float) -> float:
+    """The same healthy-sensor values as native JSON (loadgen.payload_for)."""
+    return 0.5 * math.sin(now / 600.0) + (seq % 7) * 1e-6
+
+
+def tasmota_payload(seq: int, now: float, readings: int) -> bytes:
+    """tele/<device>/SENSOR: one DS18B20 probe (1 reading) or a BME280 (3). Tasmota writes local time to the
+    second; here UTC to the microsecond, so two messages of one sensor never share a timestamp."""
+    d = _drift(seq, now)
+    when = datetime.fromtimestamp(now, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f").encode()
+    if readings == 1:
+        return b'{"Time":"%s","DS18B20":{"Id":"01144A0CB2AA","Temperature":%.6f},"TempUnit":"C"}' % (when, 21.0 + d)
+    return (b'{"Time":"%s","BME280":{"Temperature":%.6f,"Humidity":%.6f,"Pressure":%.6f},"PressureUnit":"hPa",'
+            b'"TempUnit":"C"}' % (when, 21.0 + d, 45.0 + d, 1013.0 + d))
+
+
+register(Dialect("native", "{root}/{sensor}", payload_for, None,
+                 "the pipeline's own JSON on sensors/<id> (the built-in json format)"))
+register(Dialect("tasmota", "{root}/tele/{sensor}/SENSOR", tasmota_payload, "tasmota",
+                 "Tasmota telemetry through deploy/formats/tasmota.yaml"))
+
+
+def compare(bench, args, native: dict) -> dict:
+    """One level per `--dialect`, at the native level's rate and readings per message: CPU per reading of each
+    against native JSON's (`ratio`), with its loss, so a cheap but lossy mapping cannot pass."""
+    base = native["cpu_s_per_million_readings"]
+    out = []
+    for name in args.dialect:
+        bench.log(f"dialect {name}: offering {native['offered_rate']:,.0f} msg/s for {args.duration:.0f} s")
+        r = bench.run(native["offered_rate"], readings=native["readings_per_message"], dialect=name)
+        out.append({"dialect": name, "recipe": DIALECTS[name].recipe, "offered_rate": r["offered_rate"],
+                    "sustained_rate": r["sustained_rate"], "readings_per_message": r["readings_per_message"],
+                    "lost": r["lost"], "duplicated": r["duplicated"],
+                    "cpu_s_per_million_readings": r["cpu_s_per_million_readings"],
+                    "native_cpu_s_per_million_readings": base,
+                    "ratio": round(r["cpu_s_per_million_readings"] / base, 3) if base else None,
+                    "latency_ms": r["latency_ms"]})
+    return {"dialects": out}
+
+
+def lines(report: dict) -> list[str]:
+    """The dialect comparison as text, each ratio with the figures it was made of."""
+    return [f"dialect {d['dialect']} (deploy/formats/{d['recipe']}.yaml) at {d['offered_rate']:,.0f} msg/s, "
+            f"{d['readings_per_message']} reading(s) per message: {d['cpu_s_per_million_readings']:.1f} CPU-s per million "
+            f"readings against native JSON's {d['native_cpu_s_per_million_readings']:.1f}: ratio {d['ratio']}; "
+            f"sustained {d['sustained_rate']:,.0f} msg/s, lost {d['lost']}, duplicated {d['duplicated']}"
+            for d in report.get("dialects") or []]
