@@ -311,9 +311,11 @@ class Router:
         return fmt.sensor_partition(sensor_id, partitions) if fmt else crc32_partition(sensor_key(sensor_id), partitions)
 
 
-def select(names: Iterable[str], variables: dict[str, str] | None = None, where: str = "processing.formats") -> Router:
-    """A Router over the named formats, in that order; an unknown name is refused, naming the config key."""
-    chosen = []
+def select(names: Iterable[str], variables: dict[str, str] | None = None, where: str = "processing.formats",
+           before: Iterable[Format] = ()) -> Router:
+    """A Router over `before` (formats not registered: configured mappings), then the named formats, in that order;
+    an unknown name is refused, naming the config key."""
+    chosen = list(before)
     for i, name in enumerate(names):
         fmt = _FORMATS.get(name)
         if fmt is None:

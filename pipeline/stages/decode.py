@@ -192,14 +192,18 @@ class Decode(RecordStage):
         size = msg.original_size or len(payload)
         if size > self.max_payload_bytes:
             raise Invalid("payload_too_large", f"{size} bytes > {self.max_payload_bytes}")
-        if not payload or not payload.strip():
-            raise Invalid("payload_empty")
+        empty = not payload or not payload.strip()
         parts = msg.mqtt_topic.split("/")
         if self.routes:
             route = self.routes.get(parts[0])
             if route is not None:
+                if empty:
+                    raise Invalid("payload_empty")
                 return route(msg, parts)
         fmt, levels = self.formats.route(msg, parts)
+        # A decoder may take empty payloads (a mapping's ignored topics: a retained message being cleared).
+        if empty and not getattr(fmt.decode, "accepts_empty", False):
+            raise Invalid("payload_empty")
         return fmt.decode(msg, levels, self.limits)
 
 

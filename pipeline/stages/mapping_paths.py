@@ -1,0 +1,126 @@
+"""Reading a payload tree by the paths of a mapping (syntax: pipeline/registry/paths.py), compiled once.
+
+A compiled path is a function tree -> [(keys, value)], `keys` every key from the root to the value (list
+indexes as text). A path that reaches an object or list gives every number below it (`leaves`). The work is
+bounded by what the parser let in (payload size, nesting depth) and by `limit` values per call.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from ..records import Invalid
+from ..registry.paths import ANY, DEEP, parse_path
+
+Found = list[tuple[tuple[str, ...], Any]]
+
+
+def _children(node: Any):
+    if type(node) is dict:
+        return node.items()
+    if type(node) is list:
+        return ((str(i), v) for i, v in enumerate(node))
+    return ()
+
+
+def _step(frontier: Found, step: str, limit: int) -> Found:
+    out: Found = []
+    if step == ANY:
+        for keys, node in frontier:
+            for k, v in _children(node):
+                out.append((keys + (k,), v))
+    elif step == DEEP:  # the node itself and every container or value below it
+        stack = list(frontier)
+        while stack:
+            keys, node = stack.pop()
+            out.append((keys, node))
+            if len(out) > limit:
+                break
+            for k, v in _children(node):
+                stack.append((keys + (k,), v))
+    else:
+        for keys, node in frontier:
+            if type(node) is dict:
+                if step in node:
+                    out.append((keys + (step,), node[step]))
+            elif type(node) is list and step.isdigit() and int(step) < len(node):
+                out.append((keys + (step,), node[int(step)]))
+    if len(out) > limit:
+        raise Invalid("too_many_readings", f"a path matched more than {limit} values")
+    return out
+
+
+def leaves(found: Found, limit: int) -> Found:
+    """Objects and lists replaced by the scalars below them (in document order)."""
+    if all(type(v) is not dict and type(v) is not list for _, v in found):
+        return found
+    out: Found = []
+    for keys, value in found:
+        if type(value) is not dict and type(value) is not list:
+            out.append((keys, value))
+            continue
+        stack = [(keys, value)]
+        while stack:
+            k0, node = stack.pop()
+            if type(node) is dict or type(node) is list:
+                stack.extend(reversed([(k0 + (k,), v) for k, v in _children(node)]))
+            else:
+                out.append((k0, node))
+                if len(out) > limit:
+                    raise Invalid("too_many_readings", f"more than {limit} values under the reading paths")
+    return out
+
+
+def compile_path(text: str) -> tuple[Callable[[Any, int], Found], int]:
+    """(tree, limit) -> [(keys, value)], and how many leading keys are left out of `{path}` (those before the
+    first wildcard; without one, all but the last)."""
+    steps = parse_path(text)
+    while len(steps) > 1 and steps[-1] == DEEP:  # '**' last: the object's values, which leaves() gives anyway
+        steps = steps[:-1]
+    wild = [i for i, s in enumerate(steps) if s in (ANY, DEEP)]
+    name_from = wild[0] if wild else len(steps) - 1
+    if not wild:  # literal keys only: follow them, no lists of candidates
+        def literal(tree: Any, limit: int) -> Found:
+            node = tree
+            for s in steps:
+                if type(node) is dict:
+                    if s not in node:
+                        return []
+                    node = node[s]
+                elif type(node) is list and s.isdigit() and int(s) < len(node):
+                    node = node[int(s)]
+                else:
+                    return []
+            return [(steps, node)]
+        return literal, name_from
+    prefix, rest = steps[:wild[0]], steps[wild[0]:]
+
+    def walk(tree: Any, limit: int) -> Found:
+        node = tree
+        for s in prefix:
+            if type(node) is not dict or s not in node:
+                return []
+            node = node[s]
+        frontier: Found = [(prefix, node)]
+        for s in rest:
+            frontier = _step(frontier, s, limit)
+            if not frontier:
+                break
+        return frontier
+    return walk, name_from
+
+
+def compile_field(text: str) -> Callable[[Any], Any]:
+    """A path without wildcards -> tree -> the value there (None when absent)."""
+    steps = parse_path(text)
+
+    def get(tree: Any) -> Any:
+        node = tree
+        for s in steps:
+            if type(node) is dict:
+                node = node.get(s)
+            elif type(node) is list and s.isdigit() and int(s) < len(node):
+                node = node[int(s)]
+            else:
+                return None
+        return node
+    return get
