@@ -339,4 +339,10 @@ class Settings(msgspec.Struct, frozen=True):
 
     config: Config
     secrets: Secrets
-    path: str
+    path: str  # the first file
+    paths: tuple[str, ...] = ()  # every file, in merge order (`--config` repeated); empty: just `path`
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        """The config files this came from, in merge order."""
+        return self.paths or (self.path,)

@@ -15,6 +15,8 @@ from fnmatch import translate
 from typing import Any, Callable
 from zoneinfo import ZoneInfo
 
+import msgspec
+
 from ..config.sources import FromPath, SourceMapping, key_capture, units_of
 from ..records import Invalid, RawMessage, metric_name, sensor_name
 from ..registry import payloads
@@ -276,3 +278,11 @@ def source_filters(sources: tuple[SourceMapping, ...]) -> list[str]:
         if f not in out:
             out.append(f)
     return out
+
+
+def with_source_topics(cfg) -> Any:
+    """The MQTT section with every mapping's topic filter added to `mqtt.topics` (subscribed automatically)."""
+    extra = [f for f in source_filters(cfg.sources) if f not in cfg.mqtt.topics]
+    if not extra:
+        return cfg.mqtt
+    return msgspec.structs.replace(cfg.mqtt, topics=(*cfg.mqtt.topics, *extra))
