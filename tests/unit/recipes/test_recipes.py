@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from paho.mqtt.client import topic_matches_sub
 from prometheus_client import CollectorRegistry
 
 from pipeline.app.build import build_pure_stages
-from pipeline.config import Secrets, Settings, parse, recipes
+from pipeline.config import Settings, load, recipes
 from pipeline.observability.metrics import Metrics
 from pipeline.records import RawMessage, Reading
 from pipeline.runtime.chain import StageChain
@@ -49,12 +50,18 @@ def payload_bytes(case: dict) -> bytes:
 
 
 def settings_for(*names: str, root: str = TEST_ROOT) -> Settings:
-    """config.yaml with the recipes after it, as `--config config.yaml --config <recipe>` merges them, topics
-    under `root`; old fixture times accepted (the documents' examples are from past years)."""
-    tree = yaml.safe_load((ROOT / "config.yaml").read_text())
-    tree["sources"] = [s for n in names for s in recipes.under_root(recipes.load(n), root)["sources"]]
-    tree.setdefault("validation", {})["max_age_s"] = TEN_YEARS_S
-    return Settings(parse(tree, {}), Secrets.from_env({}), "test")
+    """What `--config config.yaml --config deploy/formats/<name>.yaml ...` loads (the real loader, file by file),
+    each recipe's topics under `root`, and a last file accepting old fixture times (the documents' examples are
+    from past years)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = [ROOT / "config.yaml"]
+        for name in names:
+            rooted = Path(tmp) / f"{name}.yaml"
+            rooted.write_text(yaml.safe_dump(recipes.under_root(recipes.load(name), root)))
+            paths.append(rooted)
+        last = Path(tmp) / "test.yaml"
+        last.write_text(yaml.safe_dump({"validation": {"max_age_s": TEN_YEARS_S}}))
+        return load(paths + [last], env={})
 
 
 def run(settings: Settings, topic: str, payload: bytes, received_at: float) -> tuple[list[Reading], list]:
