@@ -38,6 +38,7 @@ class Metrics:
         self.consumer_lag = Gauge("kafka_consumer_lag", "Messages behind the high watermark", ["partition"], namespace=ns, registry=registry)
         self.stage_out = Counter("stage_records_out", "Records a stage passed on", ["stage"], namespace=ns, registry=registry)
         self.invalid = Counter("invalid_records", "Records refused, by reason", ["stage", "reason"], namespace=ns, registry=registry)
+        self.format_values_skipped = Counter("format_values_skipped", "Values a built-in payload format skipped, neither stored nor refused (text fields of line protocol and Telegraf JSON)", ["format"], namespace=ns, registry=registry)
         self.dead_lettered = Counter("dead_letters", "Records sent to a dead-letter topic", ["kind", "reason"], namespace=ns, registry=registry)
         # Mappings (config `sources:`): the label is a configured mapping name, so it stays bounded.
         self.mapping_messages = Counter("mapping_messages", "Messages a mapping took, by outcome: decoded, refused (dead-lettered with the mapping's name), ignored (its ignore topics)", ["mapping", "outcome"], namespace=ns, registry=registry)
