@@ -147,7 +147,9 @@ class Mapping:
         tree = self.parse(msg.payload, limits)
         limit = limits.max_readings
         if self.records is None:
-            records: Any = (tree,)
+            # An encoding's own shape: influx and telegraf_json give a list of records, text one value (the
+            # record {"value": it}); any other tree is one record.
+            records: Any = tree if type(tree) is list else (tree,) if type(tree) is dict else ({"value": tree},)
         else:
             records = self.records(tree)
             if type(records) is not list:
