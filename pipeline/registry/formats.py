@@ -231,6 +231,9 @@ class _Compiled:
         if self.deep and len(lits) == 1 and lits[0][0] == 0 and sid is None and not mixed:
             text = lits[0][1]
             return lambda p: p[0] == text
+        if not self.open and not mixed and sid is not None and len(lits) == 2:  # a mapping's usual 'a/{sensor_id}/b'
+            (i0, t0), (i1, t1) = lits
+            return lambda p: len(p) == n and p[i0] == t0 and p[i1] == t1 and bool(p[sid])
         return lambda p: self.fits(p, lits, mixed)
 
     def fits(self, parts: list, lits: tuple, mixed: tuple = ()) -> bool:

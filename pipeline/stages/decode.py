@@ -54,11 +54,21 @@ def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict:
 
 
 def _count_keys(obj: Any) -> int:
-    if isinstance(obj, dict):
-        return len(obj) + sum(_count_keys(v) for v in obj.values() if isinstance(v, (dict, list)))
-    if isinstance(obj, list):
-        return sum(_count_keys(v) for v in obj if isinstance(v, (dict, list)))
-    return 0
+    """Keys of every object in a parsed tree, without recursion (the depth is checked before)."""
+    n = 0
+    stack = [obj]
+    while stack:
+        node = stack.pop()
+        if type(node) is dict:
+            n += len(node)
+            for v in node.values():
+                if type(v) is dict or type(v) is list:
+                    stack.append(v)
+        elif type(node) is list:
+            for v in node:
+                if type(v) is dict or type(v) is list:
+                    stack.append(v)
+    return n
 
 
 def _count_keys_flat(obj: Any) -> int:

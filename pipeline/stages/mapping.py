@@ -111,6 +111,7 @@ class Mapping:
         self.text_values = dict(spec.text_values)
         self._names: dict[str, tuple | None] = {}
         self._sensors: dict[str, str] = {}
+        self._times: dict[str, float] = {}
 
     def formats(self) -> list[Format]:
         """The mapping's ignore topics (first), then its own topic."""
@@ -159,6 +160,7 @@ class Mapping:
         out: list[Candidate] = []
         skipped = 0
         matched = False
+        names, text_values, by_path = self._names, self.text_values, self.metric_is_path
         for record in records:
             if type(record) is not dict:
                 raise Invalid("record_not_object", f"a record is a {type(record).__name__}, expected an object")
@@ -166,7 +168,7 @@ class Mapping:
             sensor = self._sensor(levels, record)
             loc = self.location(levels, record) if self.location is not None else None
             stype = self.type(levels, record) if self.type is not None else None
-            for walk, name_from in self.paths:
+            for walk in self.paths:
                 found = walk(record, limit)
                 if not found:
                     continue
@@ -176,41 +178,38 @@ class Mapping:
                     if t is bool:
                         value = 1 if value else 0
                     elif t is str:
-                        value = self.text_values.get(value)
+                        value = text_values.get(value)
                         if value is None:
                             skipped += 1
                             continue
                     elif t is not float and t is not int:
                         skipped += 1  # null, or a type the encoding has and JSON has not
                         continue
-                    if self.metric_is_path:
-                        try:
-                            raw = "_".join(keys[name_from:])
-                        except TypeError:  # a binary encoding's non-text key
-                            raw = "_".join(map(str, keys[name_from:]))
+                    if by_path:
+                        raw = keys[0] if len(keys) == 1 else "_".join(map(str, keys))
                     else:
-                        raw = self.metric(levels, record, keys[name_from:], keys[-1] if keys else "")
+                        raw = self.metric(levels, record, keys, keys[-1] if keys else "")
                         if raw is None:
                             raise Invalid("metric_missing", f"a field of the metric template {self.spec.metric!r} is absent")
-                    named = self._names.get(raw, _MISSING)
+                    named = names.get(raw, _MISSING)  # a CBOR/msgpack key may be a number: hashable too
                     if named is _MISSING:
                         named = self._name(raw)
                     if named is None:
                         continue
                     metric, unit_at = named
-                    unit = None if unit_at is None else self._unit(unit_at, record)
-                    out.append(Candidate(sensor, metric, value, ts, stype, loc, unit, msg))
+                    out.append(Candidate(sensor, metric, value, ts, stype, loc,
+                                         None if unit_at is None else self._unit(unit_at, record), msg))
                     if len(out) > limit:
                         raise Invalid("too_many_readings", f"more than {limit} readings in one message")
         if not matched:
             raise Invalid("no_readings", f"none of the reading paths {list(self.spec.readings)} is in the payload")
         return out, skipped
 
-    def _name(self, raw: str) -> tuple | None:
+    def _name(self, raw: Any) -> tuple | None:
         """A raw name -> (stored metric, index of its unit rule or None); None when include/exclude drop it."""
         if len(self._names) >= MEMO_MAX:
             self._names.clear()
-        metric = metric_name(raw)
+        metric = metric_name(str(raw))
         named: tuple | None
         if (self.include is not None and not self.include(metric)) or (self.exclude is not None and self.exclude(metric)):
             named = None
@@ -244,15 +243,22 @@ class Mapping:
         if raw is None:
             raise Invalid("timestamp_missing", f"no timestamp at {path!r}")
         if fmt == "iso":
+            seen = self._times.get(raw) if type(raw) is str else None
+            if seen is not None:  # devices of one family often share a second: parsed once
+                return seen
             if type(raw) is not str or len(raw) > 40:
                 raise Invalid("timestamp_invalid", f"{str(raw)[:40]!r} at {path!r} is not an ISO-8601 date-time")
             try:
                 dt = datetime.fromisoformat(raw)
                 if dt.tzinfo is None:
                     dt = dt.replace(tzinfo=zone)
-                return dt.timestamp()
+                ts = dt.timestamp()
             except (ValueError, OverflowError, OSError):
                 raise Invalid("timestamp_invalid", f"{raw[:40]!r} at {path!r} is not an ISO-8601 date-time") from None
+            if len(self._times) >= 256:
+                self._times.clear()
+            self._times[raw] = ts
+            return ts
         if type(raw) is str and 0 < len(raw) <= 25 and raw.isdigit():
             raw = int(raw)
         if type(raw) is not int and type(raw) is not float:
@@ -271,20 +277,33 @@ def source_formats(mappings: list[Mapping]) -> list[Format]:
     return ignores + [m.formats()[-1] for m in mappings]
 
 
-def source_filters(sources: tuple[SourceMapping, ...]) -> list[str]:
-    """The MQTT filters the mappings' topics need, without repeats, in config order (ignore topics are not
-    subscribed: they are what arrives under these, or under mqtt.topics)."""
+def covers(general: str, specific: str) -> bool:
+    """Whether every topic MQTT filter `specific` matches is matched by `general` too (a broker delivers one copy
+    per matching subscription, so a covered filter is not subscribed again)."""
+    g, s = general.split("/"), specific.split("/")
+    for i, level in enumerate(g):
+        if level == "#":
+            return True
+        if i >= len(s) or s[i] == "#" or (level != "+" and level != s[i]):
+            return False
+    return len(g) == len(s)
+
+
+def source_filters(sources: tuple[SourceMapping, ...], subscribed: tuple[str, ...] = ()) -> list[str]:
+    """The MQTT filters the mappings' topics need beyond `subscribed`, none covered by another, in config order
+    (ignore topics are not subscribed: they are what arrives under these, or under mqtt.topics)."""
+    wanted = [mqtt_filter(s.topic) for s in sources]
     out: list[str] = []
-    for s in sources:
-        f = mqtt_filter(s.topic)
-        if f not in out:
+    for i, f in enumerate(wanted):
+        others = [*subscribed, *out, *(w for j, w in enumerate(wanted) if j > i and w != f)]
+        if f not in out and f not in subscribed and not any(covers(o, f) for o in others):
             out.append(f)
     return out
 
 
 def with_source_topics(cfg) -> Any:
     """The MQTT section with every mapping's topic filter added to `mqtt.topics` (subscribed automatically)."""
-    extra = [f for f in source_filters(cfg.sources) if f not in cfg.mqtt.topics]
+    extra = source_filters(cfg.sources, tuple(cfg.mqtt.topics))
     if not extra:
         return cfg.mqtt
     return msgspec.structs.replace(cfg.mqtt, topics=(*cfg.mqtt.topics, *extra))

@@ -51,7 +51,10 @@ def _step(frontier: Found, step: str, limit: int) -> Found:
 
 def leaves(found: Found, limit: int) -> Found:
     """Objects and lists replaced by the scalars below them (in document order)."""
-    if all(type(v) is not dict and type(v) is not list for _, v in found):
+    for _, v in found:
+        if type(v) is dict or type(v) is list:
+            break
+    else:
         return found
     out: Found = []
     for keys, value in found:
@@ -70,15 +73,16 @@ def leaves(found: Found, limit: int) -> Found:
     return out
 
 
-def compile_path(text: str) -> tuple[Callable[[Any, int], Found], int]:
-    """(tree, limit) -> [(keys, value)], and how many leading keys are left out of `{path}` (those before the
-    first wildcard; without one, all but the last)."""
+def compile_path(text: str) -> Callable[[Any, int], Found]:
+    """(tree, limit) -> [(name keys, value)]: the keys from the path's first wildcard on (without one, its last
+    key), and below it when the path reached an object: what `{path}` joins and `{key}` ends with."""
     steps = parse_path(text)
     while len(steps) > 1 and steps[-1] == DEEP:  # '**' last: the object's values, which leaves() gives anyway
         steps = steps[:-1]
     wild = [i for i, s in enumerate(steps) if s in (ANY, DEEP)]
-    name_from = wild[0] if wild else len(steps) - 1
     if not wild:  # literal keys only: follow them, no lists of candidates
+        last = (steps[-1],)
+
         def literal(tree: Any, limit: int) -> Found:
             node = tree
             for s in steps:
@@ -90,9 +94,22 @@ def compile_path(text: str) -> tuple[Callable[[Any, int], Found], int]:
                     node = node[int(s)]
                 else:
                     return []
-            return [(steps, node)]
-        return literal, name_from
+            return [(last, node)]
+        return literal
     prefix, rest = steps[:wild[0]], steps[wild[0]:]
+    if rest == (ANY,):  # the usual shape, 'a.b.*': the object's own items
+        def items(tree: Any, limit: int) -> Found:
+            node = tree
+            for s in prefix:
+                if type(node) is not dict or s not in node:
+                    return []
+                node = node[s]
+            if type(node) is dict:
+                if len(node) > limit:
+                    raise Invalid("too_many_readings", f"a path matched {len(node)} values > {limit}")
+                return [((k,), v) for k, v in node.items()]
+            return _step([((), node)], ANY, limit)
+        return items
 
     def walk(tree: Any, limit: int) -> Found:
         node = tree
@@ -100,13 +117,13 @@ def compile_path(text: str) -> tuple[Callable[[Any, int], Found], int]:
             if type(node) is not dict or s not in node:
                 return []
             node = node[s]
-        frontier: Found = [(prefix, node)]
+        frontier: Found = [((), node)]
         for s in rest:
             frontier = _step(frontier, s, limit)
             if not frontier:
                 break
         return frontier
-    return walk, name_from
+    return walk
 
 
 def compile_field(text: str) -> Callable[[Any], Any]:

@@ -227,3 +227,10 @@ def test_every_mapping_error_is_refused_at_start_naming_the_key(entry, key, text
     with pytest.raises(ConfigError) as err:
         parse({"sources": [TASMOTA, bad]})
     assert str(err.value).startswith(f"{key}: ") and text in str(err.value)
+
+
+def test_a_filter_already_covered_is_not_subscribed_again():
+    # A broker sends one copy per matching subscription: tele/+/SENSOR under tele/# would arrive twice.
+    cfg = parse({"mqtt": {"topics": ["tele/#"]}, "sources": [TASMOTA, {"name": "a", "topic": "x/{sensor_id}/y"},
+                                                             {"name": "b", "topic": "x/{sensor_id}/{m}"}]})
+    assert with_source_topics(cfg).topics == ("tele/#", "x/+/+")
