@@ -151,6 +151,8 @@ class Mapping:
             # An encoding's own shape: influx and telegraf_json give a list of records, text one value (the
             # record {"value": it}); any other tree is one record.
             records: Any = tree if type(tree) is list else (tree,) if type(tree) is dict else ({"value": tree},)
+            if len(records) > limit:
+                raise Invalid("too_many_readings", f"{len(records)} records > {limit}")
         else:
             records = self.records(tree)
             if type(records) is not list:
