@@ -60,10 +60,21 @@ def tasmota_payload(seq: int, now: float, readings: int) -> bytes:
             b'"TempUnit":"C"}' % (when, 21.0 + d, 45.0 + d, 1013.0 + d))
 
 
+def telegraf_payload(seq: int, now: float, readings: int) -> bytes:
+    """telegraf/<host>/<plugin>: one line of InfluxDB line protocol, the time in ns (Telegraf's default output)."""
+    d = _drift(seq, now)
+    ns = round(now * 1e9)
+    if readings == 1:
+        return b"env temperature=%.6f %d\n" % (21.0 + d, ns)
+    return b"env temperature=%.6f,humidity=%.6f,pressure=%.6f %d\n" % (21.0 + d, 45.0 + d, 1013.0 + d, ns)
+
+
 register(Dialect("native", "{root}/{sensor}", payload_for, None,
                  "the pipeline's own JSON on sensors/<id> (the built-in json format)"))
 register(Dialect("tasmota", "{root}/tele/{sensor}/SENSOR", tasmota_payload, "tasmota",
                  "Tasmota telemetry through deploy/formats/tasmota.yaml"))
+register(Dialect("telegraf", "{root}/telegraf/{sensor}/env", telegraf_payload, "telegraf",
+                 "Telegraf's line protocol through deploy/formats/telegraf.yaml"))
 
 
 def compare(bench, args, native: dict) -> dict:
