@@ -213,6 +213,7 @@ class Bench:
         self.step += 1
         readings = readings or a.readings_per_message
         sensors = [f"s{self.step}-{i:04d}" for i in range(a.sensors)]
+        dialects.publish_setup(d, "127.0.0.1", self.mqtt_port, f"bench{self.id}", sensors, readings)  # not measured
         stream = f"bench{self.id}:" + (self.settings.config.redis.streams.readings if kind == "daemon"
                                        else floor_process.STREAM_SUFFIX)
         table = "measurements" if kind == "daemon" else floor_process.TABLE

@@ -18,18 +18,22 @@ from .loadgen import payload_for
 
 # (seq, publish time, readings per message) -> payload bytes
 Payload = Callable[[int, float, int], bytes]
+# (root, sensors, readings per message) -> messages (topic, payload) published once before the load, in order
+# (a dialect whose data needs a definition first: a Sparkplug B birth certificate per device).
+Setup = Callable[[str, list[str], int], list[tuple[str, bytes]]]
 
 
 @dataclass(frozen=True)
 class Dialect:
     """One payload dialect: `topic` has {root} and {sensor}; `recipe` names deploy/formats/<recipe>.yaml (None: a
-    built-in format, no mapping)."""
+    built-in format, no mapping); `setup`, what is published before the load (not counted in its figures)."""
 
     name: str
     topic: str
     payload: Payload
     recipe: str | None = None
     doc: str = ""
+    setup: Setup | None = None
 
     def config(self, root: str) -> dict:
         """The config fragment the daemon needs for this dialect, its topics under `root`."""
@@ -75,6 +79,26 @@ register(Dialect("tasmota", "{root}/tele/{sensor}/SENSOR", tasmota_payload, "tas
                  "Tasmota telemetry through deploy/formats/tasmota.yaml"))
 register(Dialect("telegraf", "{root}/telegraf/{sensor}/env", telegraf_payload, "telegraf",
                  "Telegraf's line protocol through deploy/formats/telegraf.yaml"))
+
+
+def publish_setup(dialect: Dialect, host: str, port: int, root: str, sensors: list[str], readings: int) -> int:
+    """A dialect's set-up messages, QoS 1, each acknowledged by the broker; how many."""
+    if dialect.setup is None:
+        return 0
+    import paho.mqtt.client as mqtt
+
+    messages = dialect.setup(root, sensors, readings)
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-setup-{dialect.name}")
+    client.max_inflight_messages_set(1000)
+    client.connect(host, port)
+    client.loop_start()
+    try:
+        for info in [client.publish(t, p, qos=1) for t, p in messages]:
+            info.wait_for_publish(30)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    return len(messages)
 
 
 def compare(bench, args, native: dict) -> dict:

@@ -50,3 +50,4 @@ def test_the_dialect_option_offers_the_tables_mapped_dialects(capsys):
         bench_cli.main(["--dialect", "no-such-dialect"])
     assert "choose from 'tasmota'" in capsys.readouterr().err  # from the table: a new entry is offered at once
     assert DIALECTS["tasmota"].recipe == "tasmota" and DIALECTS["native"].recipe is None
+
