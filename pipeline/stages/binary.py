@@ -68,11 +68,12 @@ def _convert(value: Any, prefix: str) -> Any:
 
 
 # cbor2 decodes what sits under a tag as immutable (a frozendict, a tuple): the same tree, made plain.
-_IMMUTABLE = (cbor2.frozendict, tuple)
+# Exact types: MessagePack's ExtType is a tuple too, and is refused, not unpacked.
+_IMMUTABLE = frozenset({cbor2.frozendict, tuple})
 
 
 def _mutable(value: Any) -> dict | list:
-    return dict(value) if isinstance(value, cbor2.frozendict) else list(value)
+    return dict(value) if type(value) is cbor2.frozendict else list(value)
 
 
 def to_plain(obj: Any, max_depth: int, prefix: str) -> Any:
@@ -80,7 +81,7 @@ def to_plain(obj: Any, max_depth: int, prefix: str) -> Any:
     Iterative, so a hostile depth costs no recursion."""
     if isinstance(obj, _PLAIN):
         return obj
-    if isinstance(obj, _IMMUTABLE):
+    if type(obj) in _IMMUTABLE:
         obj = _mutable(obj)
     if not isinstance(obj, (dict, list)):
         return _convert(obj, prefix)
@@ -93,7 +94,7 @@ def to_plain(obj: Any, max_depth: int, prefix: str) -> Any:
         for key, value in items:
             if type(key) is not str and isinstance(node, dict):
                 raise Invalid(f"{prefix}_unsupported_type", f"map key of type {type(key).__name__}, not text")
-            if isinstance(value, _IMMUTABLE):
+            if type(value) in _IMMUTABLE:
                 value = node[key] = _mutable(value)
             if isinstance(value, (dict, list)):
                 stack.append((value, depth + 1))
@@ -127,6 +128,8 @@ def parse_cbor(payload: bytes, max_depth: int = 32) -> Any:
             raise Invalid("cbor_too_deep", f"nested deeper than {max_depth} levels") from None
         if _utf8_cause(err):
             raise Invalid("invalid_utf8", "a CBOR text string is not UTF-8") from None
+        if "map key must be" in text:  # strict_hashable_types: a key that is not text (nor bytes)
+            raise Invalid("cbor_unsupported_type", text[text.index("map key"):][:200]) from None
         if "Duplicate map key" in text:
             raise Invalid("duplicate_key", text[:200]) from None
         raise Invalid("cbor_invalid", f"{type(err).__name__}: {text[:200]}") from None

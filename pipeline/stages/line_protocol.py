@@ -132,6 +132,7 @@ def parse_line(line: bytes | str, max_fields: int | None = None) -> Line | None:
     pos = s.end()
     fields: dict[str, Any] = {}
     end = len(text)
+    written = 0  # field pairs as written (a repeated key counts again: the bound is on work, not on the result)
     while True:
         k = _KEY.match(text, pos)
         if k is None or k.end() >= end or text[k.end()] != "=":
@@ -150,7 +151,8 @@ def parse_line(line: bytes | str, max_fields: int | None = None) -> Line | None:
                 raise _fail("field without a value", text, pos)
             fields[key] = _field_value(b.group(), text, pos)
             pos = b.end()
-        if max_fields is not None and len(fields) > max_fields:
+        written += 1
+        if max_fields is not None and written > max_fields:
             raise Invalid("too_many_readings", f"more than {max_fields} fields")
         if pos < end and text[pos] == ",":
             pos += 1
@@ -178,13 +180,25 @@ def parse_line(line: bytes | str, max_fields: int | None = None) -> Line | None:
     return Line(measurement, tags, fields, time_ns)
 
 
+def _lines(payload: bytes | str):
+    """The payload's lines one at a time (a payload of newlines alone is not made into a list first)."""
+    newline = b"\n" if isinstance(payload, bytes) else "\n"
+    start = 0
+    while True:
+        end = payload.find(newline, start)
+        if end < 0:
+            yield payload[start:]
+            return
+        yield payload[start:end]
+        start = end + 1
+
+
 def parse_payload(payload: bytes | str, max_readings: int) -> list[Line]:
     """Every point of a payload, lines separated by newlines; refused whole (naming the line) at the first bad
     line, or as soon as the points hold more than `max_readings` fields together."""
-    lines = payload.split(b"\n" if isinstance(payload, bytes) else "\n")
     out: list[Line] = []
     budget = max_readings
-    for number, raw in enumerate(lines, 1):
+    for number, raw in enumerate(_lines(payload), 1):
         try:
             point = parse_line(raw, budget)
         except Invalid as err:

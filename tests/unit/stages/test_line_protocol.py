@@ -151,3 +151,13 @@ def test_hostile_lines_in_bounded_time():
     for payload in (b"m f=" + b"9" * 60_000 + b"i", b"m f=1 " + b"9" * 60_000, b'm f="' + b"\\" * 60_001,
                     b"m" + b"\\ " * 30_000, b"m," + b"t=v," * 15_000, b"\xff" * 60_000, b"m f=" + b"1" * 60_000 + b"x"):
         assert _bounded(payload).reason in {"line_protocol_invalid", "invalid_utf8"}
+
+
+def test_repeated_field_keys_count_against_the_limit_and_the_last_value_wins():
+    assert parse_line("m a=1,a=2").fields == {"a": 2.0}
+    err = _bounded(b"m " + b",".join([b"a=1"] * 10_000))
+    assert err.reason == "too_many_readings"
+
+
+def test_a_payload_of_newlines_is_refused_in_bounded_memory():
+    assert _bounded(b"\n" * 60_000).reason == "line_protocol_invalid"
