@@ -42,6 +42,8 @@ class Candidate:
     location: Any
     unit: Any
     source: RawMessage
+    # The mapping that made it (its counts: pipeline/stages/mapping_stats.py), so a refusal names the mapping.
+    origin: Any = None
 
 
 def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict:

@@ -162,14 +162,15 @@ class Mapping:
         out: list[Candidate] = []
         skipped = 0
         matched = False
-        names, text_values, by_path = self._names, self.text_values, self.metric_is_path
+        names, text_values, by_path, counts = self._names, self.text_values, self.metric_is_path, self.counts
+        sensors, location, stype_of = self._sensors, self.location, self.type
         for record in records:
             if type(record) is not dict:
                 raise Invalid("record_not_object", f"a record is a {type(record).__name__}, expected an object")
             ts = self._timestamp(record) if self.ts is not None else None
-            sensor = self._sensor(levels, record)
-            loc = self.location(levels, record) if self.location is not None else None
-            stype = self.type(levels, record) if self.type is not None else None
+            sensor = sensors.get(self.sensor(levels, record)) or self._sensor(levels, record)
+            loc = location(levels, record) if location is not None else None
+            stype = stype_of(levels, record) if stype_of is not None else None
             for walk in self.paths:
                 found = walk(record, limit)
                 if not found:
@@ -200,7 +201,7 @@ class Mapping:
                         continue
                     metric, unit_at = named
                     out.append(Candidate(sensor, metric, value, ts, stype, loc,
-                                         None if unit_at is None else self._unit(unit_at, record), msg))
+                                         None if unit_at is None else self._unit(unit_at, record), msg, counts))
                     if len(out) > limit:
                         raise Invalid("too_many_readings", f"more than {limit} readings in one message")
         if not matched:
@@ -242,12 +243,13 @@ class Mapping:
     def _timestamp(self, record: Any) -> float:
         get, fmt, zone, path = self.ts
         raw = get(record)
+        if type(raw) is str:
+            seen = self._times.get(raw)
+            if seen is not None:  # devices of one family often share a second: parsed once
+                return seen
         if raw is None:
             raise Invalid("timestamp_missing", f"no timestamp at {path!r}")
         if fmt == "iso":
-            seen = self._times.get(raw) if type(raw) is str else None
-            if seen is not None:  # devices of one family often share a second: parsed once
-                return seen
             if type(raw) is not str or len(raw) > 40:
                 raise Invalid("timestamp_invalid", f"{str(raw)[:40]!r} at {path!r} is not an ISO-8601 date-time")
             try:
@@ -262,7 +264,7 @@ class Mapping:
             self._times[raw] = ts
             return ts
         if type(raw) is str and 0 < len(raw) <= 25 and raw.isdigit():
-            raw = int(raw)
+            raw = int(raw)  # not remembered: the text of an epoch changes with every message
         if type(raw) is not int and type(raw) is not float:
             raise Invalid("timestamp_invalid", f"{str(raw)[:40]!r} at {path!r} is not a number ({fmt})")
         return raw / EPOCH_DIVISORS[fmt]

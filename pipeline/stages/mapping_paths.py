@@ -129,6 +129,9 @@ def compile_path(text: str) -> Callable[[Any, int], Found]:
 def compile_field(text: str) -> Callable[[Any], Any]:
     """A path without wildcards -> tree -> the value there (None when absent)."""
     steps = parse_path(text)
+    if len(steps) == 1 and not steps[0].isdigit():
+        key = steps[0]
+        return lambda tree: tree.get(key) if type(tree) is dict else None
 
     def get(tree: Any) -> Any:
         node = tree

@@ -21,19 +21,20 @@ class MappingCounts:
     """One mapping's counts; the engine calls its methods once per message."""
 
     __slots__ = ("name", "topic", "encoding", "messages", "readings", "text_skipped", "ignored", "refused",
-                 "last_refused", "_prom", "_samples", "_clock")
+                 "readings_refused", "last_refused", "_prom", "_samples", "_clock")
 
     def __init__(self, name: str, topic: str, encoding: str, metrics: Metrics | None, clock: Callable[[], float]):
         self.name, self.topic, self.encoding = name, topic, encoding
-        self.messages = self.readings = self.text_skipped = self.ignored = self.refused = 0
+        self.messages = self.readings = self.text_skipped = self.ignored = self.refused = self.readings_refused = 0
         self.last_refused: dict | None = None
         self._clock = clock
         self._samples: deque = deque(maxlen=64)  # (time, messages) at each snapshot: the rate's window
         self._prom = None
         if metrics is not None:
-            self._prom = (metrics.mapping_messages.labels(name, "decoded"), metrics.mapping_messages.labels(name, "refused"),
-                          metrics.mapping_messages.labels(name, "ignored"), metrics.mapping_readings.labels(name),
-                          metrics.mapping_text_skipped.labels(name))
+            by_outcome = metrics.mapping_messages
+            self._prom = (by_outcome.labels(name, "decoded"), by_outcome.labels(name, "refused"),
+                          by_outcome.labels(name, "ignored"), metrics.mapping_readings.labels(name),
+                          metrics.mapping_text_skipped.labels(name), metrics.mapping_readings_refused.labels(name))
 
     def decoded(self, readings: int, text_skipped: int) -> None:
         """A message that fit: how many readings it gave and how many text values were skipped."""
@@ -58,11 +59,22 @@ class MappingCounts:
         """A message that did not fit: kept as the last refused sample, with its reason."""
         self.messages += 1
         self.refused += 1
+        self._keep(reason, detail, topic, payload)
+        if self._prom is not None:
+            self._prom[1].inc()
+
+    def refused_reading(self, reason: str, detail: str, topic: str, payload: bytes) -> None:
+        """A reading the mapping made that validation refused (a name too long, a time too old): the message
+        fit, the reading did not; kept as the last refused sample too."""
+        self.readings_refused += 1
+        self._keep(reason, detail, topic, payload)
+        if self._prom is not None:
+            self._prom[5].inc()
+
+    def _keep(self, reason: str, detail: str, topic: str, payload: bytes) -> None:
         self.last_refused = {"at": self._clock(), "topic": topic[:200], "reason": reason, "error": detail[:500],
                              "payload": payload[:SAMPLE_BYTES].decode("utf-8", "replace"),
                              "payload_bytes": len(payload)}
-        if self._prom is not None:
-            self._prom[1].inc()
 
     def snapshot(self) -> dict:
         """The counts, readings per message and the message rate over about the last minute."""
@@ -76,6 +88,7 @@ class MappingCounts:
                 "readings": self.readings, "readings_per_message": round(self.readings / fit, 2) if fit else None,
                 "rate_per_s": round((messages - m0) / (now - t0), 3) if now > t0 else None,
                 "text_skipped": self.text_skipped, "ignored": self.ignored, "refused": self.refused,
+                "readings_refused": self.readings_refused,
                 "last_refused": self.last_refused}
 
 

@@ -234,3 +234,42 @@ def test_a_filter_already_covered_is_not_subscribed_again():
     cfg = parse({"mqtt": {"topics": ["tele/#"]}, "sources": [TASMOTA, {"name": "a", "topic": "x/{sensor_id}/y"},
                                                              {"name": "b", "topic": "x/{sensor_id}/{m}"}]})
     assert with_source_topics(cfg).topics == ("tele/#", "x/+/+")
+
+
+def test_a_reading_validation_refuses_names_the_mapping_and_is_the_last_refused_sample():
+    stats = MappingStats()
+    dec, _ = decoder({"name": "long", "topic": "l/{sensor_id}"}, stats=stats)
+    cands = run(dec, "l/a", {"ok": 1, "AVeryLongMetricNameIndeed": 2})
+    validate = Validate(300, 86400, "sensor", None, clock=lambda: NOW)
+    assert validate.process(cands[0])[0].metric == "ok"
+    with pytest.raises(Invalid) as err:
+        validate.process(cands[1])
+    assert err.value.reason == "metric_too_long"
+    assert err.value.detail.startswith("mapping long: metric 'avery_long_metric_name_indeed'")
+    snap = stats.snapshot()[0]
+    assert (snap["messages"], snap["refused"], snap["readings_refused"]) == (1, 0, 1)
+    assert snap["last_refused"]["reason"] == "metric_too_long" and "AVeryLong" in snap["last_refused"]["payload"]
+
+
+def test_the_counts_reach_prometheus_and_the_dashboard_view():
+    from prometheus_client import CollectorRegistry
+
+    from pipeline.dashboard.view import PipelineView
+    from pipeline.observability.metrics import Metrics
+
+    metrics = Metrics(CollectorRegistry())
+    stats = MappingStats(metrics)
+    dec, _ = decoder(TASMOTA, stats=stats)
+    run(dec, "tele/a/LWT", b"Online")
+    with pytest.raises(Invalid):
+        run(dec, "tele/a/SENSOR", b"{not json")
+    get = metrics.registry.get_sample_value
+    assert get("pipeline_mapping_messages_total", {"mapping": "tasmota", "outcome": "ignored"}) == 1
+    assert get("pipeline_mapping_messages_total", {"mapping": "tasmota", "outcome": "refused"}) == 1
+
+    class Status:  # the daemon's LiveStatus hands the view the stats' snapshot
+        def mappings(self):
+            return stats.snapshot()
+    body = PipelineView.mappings(type("V", (), {"status": Status()})())
+    [m] = body["mappings"]
+    assert (m["name"], m["ignored"], m["refused"], m["last_refused"]["reason"]) == ("tasmota", 1, 1, "invalid_json")

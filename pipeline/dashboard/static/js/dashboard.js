@@ -174,7 +174,8 @@
               el("td", {className: "mono"}, m.name), el("td", {className: "opt mono"}, `${m.topic} (${m.encoding})`),
               el("td", null, fmtNum(m.rate_per_s, 2)), el("td", null, fmtNum(m.messages, 0)),
               el("td", null, fmtNum(m.readings_per_message, 2)), el("td", null, fmtNum(m.text_skipped, 0)),
-              el("td", null, fmtNum(m.ignored, 0)), el("td", {className: m.refused ? "bad" : ""}, fmtNum(m.refused, 0)), refused);
+              el("td", null, fmtNum(m.ignored, 0)), el("td", {className: m.refused || m.readings_refused ? "bad" : "", title: "messages / readings refused"},
+                 `${fmtNum(m.refused, 0)} / ${fmtNum(m.readings_refused || 0, 0)}`), refused);
   }
 
   async function pollMappings() {
