@@ -37,6 +37,8 @@ INT64_MIN, INT64_MAX, UINT64_MAX = -(1 << 63), (1 << 63) - 1, (1 << 64) - 1
 # kept to backtrack into), so matching is linear in time and constant in memory.
 _MEASUREMENT = re.compile(r"(?:[^\\, ]++|\\.)++", re.S)
 _TAG = re.compile(r",((?:[^\\,= ]++|\\.)++)=((?:[^\\,= ]++|\\.)++)", re.S)
+_TAG_SET = re.compile(r"(?:,(?:[^\\,= ]++|\\.)++=(?:[^\\,= ]++|\\.)++)*+", re.S)
+_LINE_BYTES, _LINE_TEXT = re.compile(rb"[^\n]++"), re.compile(r"[^\n]++")
 _KEY = re.compile(r"(?:[^\\,= ]++|\\.)++", re.S)
 _STRING = re.compile(r'"((?:[^"\\]++|\\.)*+)"', re.S)
 _BARE = re.compile(r"[^, ]+")
@@ -45,7 +47,8 @@ _TIMESTAMP = re.compile(r"-?[0-9]+")
 _FLOAT = re.compile(r"-?(?:[0-9]++(?:\.[0-9]*+)?|\.[0-9]++)(?:[eE][-+]?[0-9]++)?")
 _INT = re.compile(r"-?[0-9]+")
 _UINT = re.compile(r"[0-9]+")
-_PAIR = re.compile(r"\\(.)", re.S)
+# What a backslash escapes, per element, besides a second backslash.
+_IN_MEASUREMENT, _IN_KEY, _IN_STRING = (",", " "), (",", "=", " "), ('"',)  # _IN_KEY: tag keys and values, field keys
 _TRUE = frozenset({"t", "T", "true", "True", "TRUE"})
 _FALSE = frozenset({"f", "F", "false", "False", "FALSE"})
 
@@ -59,11 +62,18 @@ class Line(NamedTuple):
     time_ns: int | None
 
 
-def _unescape(text: str, escapable: str) -> str:
-    """Drop the backslash of an escaped character (or of a second backslash); keep any other backslash."""
+def _unescape(text: str, escapes: tuple[str, ...]) -> str:
+    """Drop the backslash of an escaped character (or of a second backslash); keep any other backslash. Splitting
+    at each pair of backslashes first reads them left to right, as a scanner would, with str methods in C."""
     if "\\" not in text:
         return text
-    return _PAIR.sub(lambda m: m.group(1) if m.group(1) in escapable or m.group(1) == "\\" else m.group(0), text)
+    pieces = text.split("\\\\")
+    for i, piece in enumerate(pieces):
+        if "\\" in piece:
+            for char in escapes:
+                piece = piece.replace("\\" + char, char)
+            pieces[i] = piece
+    return "\\".join(pieces)
 
 
 def _fail(what: str, line: str, col: int) -> Invalid:
@@ -117,15 +127,20 @@ def parse_line(line: bytes | str, max_fields: int | None = None) -> Line | None:
     m = _MEASUREMENT.match(text, pos)
     if m is None:
         raise _fail("missing measurement", text, pos)
-    measurement = _unescape(m.group(), ", ")
+    measurement = _unescape(m.group(), _IN_MEASUREMENT)
     pos = m.end()
     tags: dict[str, str] = {}
-    while pos < len(text) and text[pos] == ",":
-        t = _TAG.match(text, pos)
-        if t is None:
+    if pos < len(text) and text[pos] == ",":
+        span = _TAG_SET.match(text, pos)
+        tagset = span.group()
+        if "\\" not in tagset:  # the usual case: str.split in C, not a match per tag
+            tags = dict(pair.split("=") for pair in tagset[1:].split(",")) if tagset else {}
+        else:
+            for t in _TAG.finditer(tagset):
+                tags[_unescape(t.group(1), _IN_KEY)] = _unescape(t.group(2), _IN_KEY)
+        pos = span.end()
+        if pos < len(text) and text[pos] == ",":
             raise _fail("tag is not key=value (an empty key or value, or an unescaped ',', '=' or ' ')", text, pos)
-        tags[_unescape(t.group(1), ",= ")] = _unescape(t.group(2), ",= ")
-        pos = t.end()
     s = _SPACES.match(text, pos)
     if s is None:
         raise _fail("expected a space before the fields", text, pos)
@@ -137,13 +152,13 @@ def parse_line(line: bytes | str, max_fields: int | None = None) -> Line | None:
         k = _KEY.match(text, pos)
         if k is None or k.end() >= end or text[k.end()] != "=":
             raise _fail("field is not key=value", text, pos)
-        key = _unescape(k.group(), ",= ")
+        key = _unescape(k.group(), _IN_KEY)
         pos = k.end() + 1
         if pos < end and text[pos] == '"':
             q = _STRING.match(text, pos)
             if q is None:
                 raise _fail("string field value without its closing quote", text, pos)
-            fields[key] = _unescape(q.group(1), '"')
+            fields[key] = _unescape(q.group(1), _IN_STRING)
             pos = q.end()
         else:
             b = _BARE.match(text, pos)
@@ -180,28 +195,18 @@ def parse_line(line: bytes | str, max_fields: int | None = None) -> Line | None:
     return Line(measurement, tags, fields, time_ns)
 
 
-def _lines(payload: bytes | str):
-    """The payload's lines one at a time (a payload of newlines alone is not made into a list first)."""
-    newline = b"\n" if isinstance(payload, bytes) else "\n"
-    start = 0
-    while True:
-        end = payload.find(newline, start)
-        if end < 0:
-            yield payload[start:]
-            return
-        yield payload[start:end]
-        start = end + 1
-
-
 def parse_payload(payload: bytes | str, max_readings: int) -> list[Line]:
     """Every point of a payload, lines separated by newlines; refused whole (naming the line) at the first bad
     line, or as soon as the points hold more than `max_readings` fields together."""
     out: list[Line] = []
     budget = max_readings
-    for number, raw in enumerate(_lines(payload), 1):
+    bytes_in = isinstance(payload, bytes)
+    # Non-empty lines found in C: empty lines cost nothing, and a line's number is counted only for an error.
+    for found in (_LINE_BYTES if bytes_in else _LINE_TEXT).finditer(payload):
         try:
-            point = parse_line(raw, budget)
+            point = parse_line(found.group(), budget)
         except Invalid as err:
+            number = payload.count(b"\n" if bytes_in else "\n", 0, found.start()) + 1
             if err.reason == "too_many_readings":
                 raise Invalid("too_many_readings", f"more than {max_readings} fields (line {number})") from None
             raise Invalid(err.reason, f"line {number}: {err.detail}") from None
