@@ -9,7 +9,7 @@ config with its topics put under the benchmark's root. Add a dialect with `regis
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable
 
@@ -34,10 +34,18 @@ class Dialect:
     recipe: str | None = None
     doc: str = ""
     setup: Setup | None = None
+    # Renames laid over the recipe's, so the dialect's readings land on native JSON's metrics (temperature, ...)
+    # and cost the same downstream (thresholds, detection, windows), as a site renames its own.
+    rename: dict[str, str] = field(default_factory=dict)
 
     def config(self, root: str) -> dict:
         """The config fragment the daemon needs for this dialect, its topics under `root`."""
-        return recipes.under_root(recipes.load(self.recipe), root) if self.recipe else {}
+        if not self.recipe:
+            return {}
+        tree = recipes.under_root(recipes.load(self.recipe), root)
+        for source in tree.get("sources") or []:
+            source["rename"] = {**(source.get("rename") or {}), **self.rename}
+        return tree
 
 
 DIALECTS: dict[str, Dialect] = {}
@@ -75,10 +83,13 @@ def telegraf_payload(seq: int, now: float, readings: int) -> bytes:
 
 register(Dialect("native", "{root}/{sensor}", payload_for, None,
                  "the pipeline's own JSON on sensors/<id> (the built-in json format)"))
+NATIVE_METRICS = ("temperature", "humidity", "pressure")
 register(Dialect("tasmota", "{root}/tele/{sensor}/SENSOR", tasmota_payload, "tasmota",
-                 "Tasmota telemetry through deploy/formats/tasmota.yaml"))
+                 "Tasmota telemetry through deploy/formats/tasmota.yaml",
+                 rename={"ds18b20_temperature": "temperature", **{f"bme280_{m}": m for m in NATIVE_METRICS}}))
 register(Dialect("telegraf", "{root}/telegraf/{sensor}/env", telegraf_payload, "telegraf",
-                 "Telegraf's line protocol through deploy/formats/telegraf.yaml"))
+                 "Telegraf's line protocol through deploy/formats/telegraf.yaml",
+                 rename={f"env_{m}": m for m in NATIVE_METRICS}))
 
 
 def publish_setup(dialect: Dialect, host: str, port: int, root: str, sensors: list[str], readings: int) -> int:
@@ -115,7 +126,8 @@ def compare(bench, args, native: dict) -> dict:
                     "cpu_s_per_million_readings": r["cpu_s_per_million_readings"],
                     "native_cpu_s_per_million_readings": base,
                     "ratio": round(r["cpu_s_per_million_readings"] / base, 3) if base else None,
-                    "latency_ms": r["latency_ms"]})
+                    "latency_ms": r["latency_ms"], "daemon_cores": r["daemon_cores"],
+                    "daemon_threads": r["daemon_threads"]})
     return {"dialects": out}
 
 
@@ -124,5 +136,6 @@ def lines(report: dict) -> list[str]:
     return [f"dialect {d['dialect']} (deploy/formats/{d['recipe']}.yaml) at {d['offered_rate']:,.0f} msg/s, "
             f"{d['readings_per_message']} reading(s) per message: {d['cpu_s_per_million_readings']:.1f} CPU-s per million "
             f"readings against native JSON's {d['native_cpu_s_per_million_readings']:.1f}: ratio {d['ratio']}; "
-            f"sustained {d['sustained_rate']:,.0f} msg/s, lost {d['lost']}, duplicated {d['duplicated']}"
+            f"sustained {d['sustained_rate']:,.0f} msg/s, lost {d['lost']}, duplicated {d['duplicated']}; daemon threads, "
+            f"cores: " + ", ".join(f"{n} {c:.3f}" for n, c in list(d["daemon_threads"].items())[:8])
             for d in report.get("dialects") or []]

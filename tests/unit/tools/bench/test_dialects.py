@@ -43,6 +43,8 @@ def test_each_dialect_gives_the_benchmark_its_readings_at_their_publish_time(nam
         times = [r.ts for r in out if r.sensor_id == f"s1-{i:04d}"]
         assert times == pytest.approx([now + i * 1e-6] * readings, abs=1e-6)
     assert len({(r.sensor_id, r.metric) for r in out}) == 50 * readings
+    # The same metrics as native JSON's: the same thresholds, detection and windows downstream.
+    assert {r.metric for r in out} == ({"temperature"} if readings == 1 else {"temperature", "humidity", "pressure"})
 
 
 def test_the_dialect_option_offers_the_tables_mapped_dialects(capsys):
