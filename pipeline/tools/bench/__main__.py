@@ -207,7 +207,7 @@ class Bench:
         duration = duration or a.duration
         d = dialects.DIALECTS[dialect]
         self.tree.pop("sources", None)
-        self.tree = deep_merge(self.tree, d.config(f"bench{self.id}"))
+        self.tree = deep_merge(self.tree, d.config())
         if self.step or kind != "daemon" or d.recipe:
             self.start_daemon(kind)
         self.step += 1

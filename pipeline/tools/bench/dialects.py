@@ -1,10 +1,10 @@
 """Payload dialects the benchmark can publish (`--dialect NAME`): what a device family sends, and the recipe
 that maps it, so the cost per reading of a mapped dialect is measured beside native JSON in one run.
 
-One entry per dialect: the topic a simulated device publishes on (under the benchmark's root), the payload of
+One entry per dialect: the topic a simulated device publishes on (its family's own), the payload of
 one message (the reading(s) carry the publish time as their timestamp, unique per sensor, as the benchmark's
 latency and loss figures need), and the shipped recipe (deploy/formats/<recipe>.yaml) merged into the daemon's
-config with its topics put under the benchmark's root. Add a dialect with `register(Dialect(...))`.
+config. Add a dialect with `register(Dialect(...))`.
 """
 from __future__ import annotations
 
@@ -25,8 +25,9 @@ Setup = Callable[[str, list[str], int], list[tuple[str, bytes]]]
 
 @dataclass(frozen=True)
 class Dialect:
-    """One payload dialect: `topic` has {root} and {sensor}; `recipe` names deploy/formats/<recipe>.yaml (None: a
-    built-in format, no mapping); `setup`, what is published before the load (not counted in its figures)."""
+    """One payload dialect: `topic` has {sensor} (and {root}, the benchmark's own level, for a built-in format);
+    `recipe` names deploy/formats/<recipe>.yaml (None: a built-in format, no mapping); `setup`, what is published
+    before the load (not counted in its figures)."""
 
     name: str
     topic: str
@@ -38,11 +39,14 @@ class Dialect:
     # and cost the same downstream (thresholds, detection, windows), as a site renames its own.
     rename: dict[str, str] = field(default_factory=dict)
 
-    def config(self, root: str) -> dict:
-        """The config fragment the daemon needs for this dialect, its topics under `root`."""
+    def config(self) -> dict:
+        """The config fragment the daemon needs for this dialect: its recipe as shipped, topics unchanged. The
+        benchmark's broker is its own, so a dialect publishes on its family's real topics (tele/<id>/SENSOR) and
+        the daemon routes and keys them as it would in production (under one more level the mapping's device
+        would sit one level deeper than the built-in formats' and the MQTT thread would take its slower key path)."""
         if not self.recipe:
             return {}
-        tree = recipes.under_root(recipes.load(self.recipe), root)
+        tree = recipes.load(self.recipe)
         for source in tree.get("sources") or []:
             source["rename"] = {**(source.get("rename") or {}), **self.rename}
         return tree
@@ -84,10 +88,10 @@ def telegraf_payload(seq: int, now: float, readings: int) -> bytes:
 register(Dialect("native", "{root}/{sensor}", payload_for, None,
                  "the pipeline's own JSON on sensors/<id> (the built-in json format)"))
 NATIVE_METRICS = ("temperature", "humidity", "pressure")
-register(Dialect("tasmota", "{root}/tele/{sensor}/SENSOR", tasmota_payload, "tasmota",
+register(Dialect("tasmota", "tele/{sensor}/SENSOR", tasmota_payload, "tasmota",
                  "Tasmota telemetry through deploy/formats/tasmota.yaml",
                  rename={"ds18b20_temperature": "temperature", **{f"bme280_{m}": m for m in NATIVE_METRICS}}))
-register(Dialect("telegraf", "{root}/telegraf/{sensor}/env", telegraf_payload, "telegraf",
+register(Dialect("telegraf", "telegraf/{sensor}/env", telegraf_payload, "telegraf",
                  "Telegraf's line protocol through deploy/formats/telegraf.yaml",
                  rename={f"env_{m}": m for m in NATIVE_METRICS}))
 

@@ -23,7 +23,7 @@ ROOT_LEVEL = "bench1234"
 
 def chain(dialect) -> StageChain:
     tree = deep_merge(yaml.safe_load((ROOT / "config.yaml").read_text()), {"mqtt": {"topics": [f"{ROOT_LEVEL}/#"]}})
-    tree = deep_merge(tree, dialect.config(ROOT_LEVEL))
+    tree = deep_merge(tree, dialect.config())
     return StageChain(build_pure_stages(Settings(parse(tree, {}), Secrets.from_env({}), "t")), Metrics(CollectorRegistry()))
 
 
