@@ -145,13 +145,16 @@ def _no_duplicates(pairs: list[tuple[Any, Any]]) -> dict:
     return out
 
 
-def parse_msgpack(payload: bytes, max_depth: int = 32) -> Any:
-    """One MessagePack object -> JSON's tree (the module's rules); Invalid with a named reason otherwise."""
+def parse_msgpack(payload: bytes, max_depth: int = 32, max_map_len: int | None = None) -> Any:
+    """One MessagePack object -> JSON's tree (the module's rules); Invalid with a named reason otherwise.
+    `max_map_len`: a map declaring more entries is refused as too_many_readings before it is built (the json
+    format's shapes: readings or envelope fields)."""
     size = len(payload)
     try:
         obj = msgpack.unpackb(payload, raw=False, strict_map_key=True, timestamp=0, use_list=True,
                               object_pairs_hook=_no_duplicates, max_str_len=size, max_bin_len=size,
-                              max_array_len=size, max_map_len=size // 2, max_ext_len=size)
+                              max_array_len=size, max_ext_len=size,
+                              max_map_len=size // 2 if max_map_len is None else min(max_map_len, size // 2))
     except Invalid:
         raise
     except msgpack.StackError:
@@ -162,6 +165,8 @@ def parse_msgpack(payload: bytes, max_depth: int = 32) -> Any:
         raise Invalid("msgpack_invalid", f"{len(err.extra)} bytes after the MessagePack object") from None
     except Exception as err:  # noqa: BLE001  untrusted bytes: every failure of the unpacker is a refusal
         text = str(err)
+        if max_map_len is not None and "exceeds max_map_len" in text:
+            raise Invalid("too_many_readings", f"a map of more than {max_map_len} entries") from None
         if "map key" in text:
             raise Invalid("msgpack_unsupported_type", text[:200]) from None
         raise Invalid("msgpack_invalid", f"{type(err).__name__}: {text[:200]}") from None

@@ -154,7 +154,10 @@ def decode_json(msg: RawMessage, levels: dict[str, str], limits: Limits) -> list
     payload = msg.payload
     # JSON text starts with ASCII; a first byte from 0x80 up is a CBOR or MessagePack map (binary.sniff).
     if payload and payload[0] >= 0x80 and (kind := sniff(payload)) != JSON_TEXT:
-        obj = (parse_cbor if kind == CBOR else parse_msgpack)(payload, limits.max_json_depth)
+        if kind == CBOR:
+            obj = parse_cbor(payload, limits.max_json_depth)
+        else:  # a map larger than any of this format's shapes is refused before it is built
+            obj = parse_msgpack(payload, limits.max_json_depth, max(limits.max_readings, len(ENVELOPE_FIELDS)))
     else:
         obj = parse_json(payload, limits.max_json_depth)
     if not isinstance(obj, dict):

@@ -147,7 +147,7 @@ HOSTILE = [
     ("cbor 10,000 readings", cbor2.dumps({"readings": {f"m{i}": i for i in range(10_000)}}), {"too_many_readings"}),
     ("msgpack truncated", b"\x82\xa1a\x01", {"msgpack_invalid"}),
     ("msgpack huge array", b"\x81\xa1t\xdd\xff\xff\xff\xff", {"msgpack_invalid"}),
-    ("msgpack huge map", b"\xdf\xff\xff\xff\xff", {"msgpack_invalid"}),
+    ("msgpack huge map", b"\xdf\xff\xff\xff\xff", {"too_many_readings"}),  # max_map_len, before building it
     ("msgpack huge str", b"\x81\xa1t\xdb\xff\xff\xff\xff", {"msgpack_invalid"}),
     ("msgpack huge bin", b"\x81\xa1t\xc6\xff\xff\xff\xff", {"msgpack_invalid"}),
     ("msgpack huge ext", b"\x81\xa1t\xc9\xff\xff\xff\xff\x05", {"msgpack_invalid"}),
@@ -180,3 +180,12 @@ def test_hostile_binary_refused_in_bounded_time_and_memory(name, payload, reason
     assert err.value.reason in reasons, str(err.value)
     assert elapsed < 1.0
     assert peak < 10 * len(payload) + 2_000_000, f"peak {peak} bytes for a {len(payload)}-byte payload"
+
+
+def test_msgpack_encoding_alone_bounds_maps_by_the_payload_size():
+    # the registered encoding (mappings) takes maps of any size the payload can hold; a declared size beyond it fails
+    body = msgpack.packb({f"k{i}": i for i in range(1_000)})
+    assert len(payloads.get("msgpack").parse(body, Limits(100, 32))) == 1_000
+    with pytest.raises(Invalid) as err:
+        payloads.get("msgpack").parse(b"\xdf\xff\xff\xff\xff", Limits(100, 32))
+    assert err.value.reason == "msgpack_invalid"
