@@ -123,6 +123,9 @@ class ProcessingConfig(Section):
     # first that matches decodes the message and gives its Kafka key. A plug-in format is added here by name.
     formats: Annotated[tuple[Annotated[str, msgspec.Meta(min_length=1, max_length=64)], ...],
                        msgspec.Meta(min_length=1)] = ("log", "json", "number")
+    # First topic level of the `telegraf` and `telegraf_json` formats (Telegraf's outputs.mqtt default topic
+    # `telegraf/{{ .Hostname }}/{{ .PluginName }}`); add "<root>/#" to mqtt.topics when selecting them.
+    telegraf_topic_root: Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=r"^[^/+#]+$")] = "telegraf"
 
 
 MetricName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z][A-Za-z0-9_]*$", max_length=20)]

@@ -45,6 +45,7 @@ class Metrics:
         self.sparkplug_rebirth_requests = Counter("sparkplug_rebirth_requests", "Rebirth requests (NCMD Node Control/Rebirth) by cause (seq_gap, unknown_alias, before_birth) and outcome (sent, rate_limited, disabled, not_sent)", ["cause", "outcome"], namespace=ns, registry=registry)
         self.sparkplug_births_stored = Counter("sparkplug_births_stored", "Sparkplug B births and deaths made durable (table sparkplug_births)", namespace=ns, registry=registry)
         self.sparkplug_offline = Counter("sparkplug_offline_marks", "Sensors marked offline at once by an NDEATH or DDEATH", namespace=ns, registry=registry)
+        self.format_values_skipped = Counter("format_values_skipped", "Values a built-in payload format skipped, neither stored nor refused (text fields of line protocol and Telegraf JSON)", ["format"], namespace=ns, registry=registry)
         self.dead_lettered = Counter("dead_letters", "Records sent to a dead-letter topic", ["kind", "reason"], namespace=ns, registry=registry)
         # Mappings (config `sources:`): the label is a configured mapping name, so it stays bounded.
         self.mapping_messages = Counter("mapping_messages", "Messages a mapping took, by outcome: decoded, refused (dead-lettered with the mapping's name), ignored (its ignore topics)", ["mapping", "outcome"], namespace=ns, registry=registry)

@@ -31,6 +31,9 @@ class Limits:
 
     max_readings: int = 100
     max_json_depth: int = 32
+    # Values a decoder skipped, neither stored nor refused (text fields of line protocol), by format name: the
+    # decode stage owns the dict and the chain adds it to pipeline_format_values_skipped_total.
+    skipped: dict[str, int] | None = None
 
 
 class FormatOperator(Protocol):
