@@ -209,7 +209,7 @@ def mqtt_filter(pattern: str, variables: dict[str, str] | None = None) -> str:
 class _Compiled:
     """A selected format's pattern, matched against topic levels (str for decoding, bytes for the key)."""
 
-    __slots__ = ("fmt", "n", "deep", "open", "lits", "blits", "mixed", "bmixed", "sid", "caps", "multi", "key_index",
+    __slots__ = ("fmt", "first", "n", "deep", "open", "lits", "blits", "mixed", "bmixed", "sid", "caps", "multi", "key_index",
                  "key_of", "captures", "match", "bmatch")
 
     def __init__(self, fmt: Format, variables: dict[str, str]):
@@ -223,6 +223,7 @@ class _Compiled:
         self.multi = None if m is None else (levels[m][1], slice(m, (m + 1 - n) or None))
         self.lits = tuple((at(i), t) for i, (k, t) in enumerate(levels) if k == "lit")
         self.blits = tuple((i, t.encode()) for i, t in self.lits)
+        self.first = next((t for i, t in self.lits if i == 0), None)  # the literal first level, if any
         self.mixed = tuple((at(i), rx) for i, (k, rx) in enumerate(levels) if k == "mixed")
         self.bmixed = tuple((i, re.compile(rx.pattern.encode(), re.S)) for i, rx in self.mixed)
         # {sensor_id} never matches an empty level: such a topic is dead-lettered as topic_missing_sensor_id.
@@ -305,6 +306,13 @@ class Router:
         self._key_index = indexes.pop() if len(indexes) == 1 else None
         if any(c.open and not c.deep for c in self.formats):  # a {name+} level: topics of any length
             self.max_levels = 1 << 16
+        # Candidates by the topic's first level, in selection order: a topic is tried only against the formats
+        # whose first level is that literal or a placeholder (mappings with many ignore topics, each family under
+        # a root of its own, cost one dict lookup instead of a match per pattern).
+        self._any_first = [c for c in self.formats if c.first is None]
+        self._by_first = {f: [c for c in self.formats if c.first in (f, None)]
+                          for f in {c.first for c in self.formats if c.first is not None}}
+        self._bby_first = {f.encode(): cands for f, cands in self._by_first.items()}
 
     def key(self, mqtt_topic: bytes) -> bytes:
         """The Kafka key of a topic: its format's key level; a topic no format takes keeps the second level
@@ -316,14 +324,14 @@ class Router:
                 return parts[i]
             return parts[1] if len(parts) > 1 else parts[0]
         parts = mqtt_topic.split(b"/")
-        for c in self.formats:
+        for c in self._bby_first.get(parts[0], self._any_first):
             if c.bmatch(parts):
                 return c.key_of(parts)
         return parts[1] if len(parts) > 1 else parts[0]
 
     def route(self, msg: RawMessage, parts: list[str]) -> tuple[Format, dict[str, str]]:
         """The format that takes this message and its captured levels; Invalid when none does."""
-        for c in self.formats:
+        for c in self._by_first.get(parts[0], self._any_first):
             if c.match(parts):
                 return c.fmt, c.captures(parts)
         if len(parts) < 2 or parts[1] == "":

@@ -10,7 +10,7 @@ globs, the time zone; names already seen are remembered (a bounded memo), so a m
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import datetime, timezone
 from fnmatch import translate
 from typing import Any, Callable
 from zoneinfo import ZoneInfo
@@ -28,6 +28,12 @@ from .mapping_stats import MappingCounts, MappingStats
 
 MEMO_MAX = 4096  # names remembered per mapping; past it the memo starts again (hostile name churn stays bounded)
 _MISSING = object()
+def _zone(name: str):
+    """The assumed zone of times written without one: UTC as the datetime module's own constant (replacing a
+    tzinfo and converting with it costs half of ZoneInfo("UTC")'s), any other by its IANA name."""
+    return timezone.utc if name in ("UTC", "Etc/UTC", "Z") else ZoneInfo(name)
+
+
 EPOCH_DIVISORS = {"epoch_s": 1.0, "epoch_ms": 1e3, "epoch_us": 1e6, "epoch_ns": 1e9}
 
 
@@ -105,7 +111,7 @@ class Mapping:
         self.units = [(_globs(u.metrics) or (lambda _m: True), u.value, compile_field(u.path) if u.path else None)
                       for u in units_of(spec)]
         ts = spec.timestamp
-        self.ts = None if ts is None else (compile_field(ts.path), ts.format, ZoneInfo(ts.assume_zone), ts.path)
+        self.ts = None if ts is None else (compile_field(ts.path), ts.format, _zone(ts.assume_zone), ts.path)
         self.sensor = _value_of(spec.sensor_id)
         self.location, self.type = _value_of(spec.location), _value_of(spec.type)
         self.text_values = dict(spec.text_values)
