@@ -152,14 +152,18 @@ def decode_json(msg: RawMessage, levels: dict[str, str], limits: Limits) -> list
     by their first byte (pipeline/stages/binary.py)."""
     sensor_id = levels["sensor_id"]
     payload = msg.payload
-    # JSON text starts with ASCII; a first byte from 0x80 up is a CBOR or MessagePack map (binary.sniff).
-    if payload and payload[0] >= 0x80 and (kind := sniff(payload)) != JSON_TEXT:
+    try:
+        obj = parse_json(payload, limits.max_json_depth)
+    except Invalid:
+        # JSON text starts with ASCII, so orjson refuses a CBOR or MessagePack map at its first byte; they are
+        # told apart only then (binary.sniff), and JSON's path costs nothing more.
+        kind = sniff(payload)
+        if kind == JSON_TEXT:
+            raise
         if kind == CBOR:
             obj = parse_cbor(payload, limits.max_json_depth)
         else:  # a map larger than any of this format's shapes is refused before it is built
             obj = parse_msgpack(payload, limits.max_json_depth, max(limits.max_readings, len(ENVELOPE_FIELDS)))
-    else:
-        obj = parse_json(payload, limits.max_json_depth)
     if not isinstance(obj, dict):
         raise Invalid("not_an_object", f"payload is a JSON {type(obj).__name__}, expected an object")
     unknown = obj.keys() - ENVELOPE_FIELDS
