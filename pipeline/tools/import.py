@@ -23,13 +23,14 @@ import psycopg
 
 from ..clients.postgres import conninfo
 from ..config import Settings, load_for_cli
-from ..operators.windows.rebuild import plan, rebuild
+from ..operators.windows.rebuild import DEFAULT_CHUNK_S, plan, rebuild
 from ..records import RawMessage
 from .import_files import BadLine, Checker, csv_columns, detect_format, parse_batch, read_batches
 from .import_store import Checkpoint, FileKey, ImportStore
 from .progress import Progress
 
 DEFAULT_BATCH = 50_000
+CHUNK_READINGS = 200_000
 SHOW_BAD = 100  # bad lines printed per file; the rest are counted by reason in the summary
 
 
@@ -102,7 +103,13 @@ def _report(err, path: str, line: BadLine) -> None:
     print(f"{path}:{line.lineno}: {line.reason}" + (f": {line.detail}" if line.detail else ""), file=err)
 
 
-def rebuild_aggregates(store: ImportStore, settings: Settings, err=sys.stderr) -> tuple[int, int] | None:
+def chunk_seconds(span_s: float, readings: int) -> int:
+    """Event time per rebuild statement: about CHUNK_READINGS readings each (a year of sparse history is not 26,000
+    statements of an hour), within [an hour, 30 days]."""
+    return int(min(30 * 86400, max(DEFAULT_CHUNK_S, span_s * CHUNK_READINGS / max(1, readings))))
+
+
+def rebuild_aggregates(store: ImportStore, settings: Settings, readings: int, err=sys.stderr) -> tuple[int, int] | None:
     """Rebuild the aggregates of every finished import not rebuilt yet; (windows, rows) or None if none."""
     cfg = settings.config
     if not cfg.aggregation.enabled:
@@ -111,7 +118,7 @@ def rebuild_aggregates(store: ImportStore, settings: Settings, err=sys.stderr) -
     if span is None:
         return None
     lo, hi = _utc(span[0]), _utc(span[1] + 1e-6)
-    steps = plan(cfg.aggregation.periods, None, lo, hi)
+    steps = plan(cfg.aggregation.periods, None, lo, hi, chunk_seconds(span[1] - span[0], readings))
     with Progress("rebuild", sum(s.windows for s in steps), "windows", out=err) as bar:
         seen = [0]
 
@@ -166,7 +173,7 @@ def main(argv: list[str] | None = None, settings: Settings | None = None, out=sy
             return 130
         progress.close()
         import_s = time.monotonic() - started
-        rebuilt = rebuild_aggregates(store, settings, err)
+        rebuilt = rebuild_aggregates(store, settings, sum(cp.stored for cp in results.values()), err)
     summary(out, results, totals, import_s, time.monotonic() - started - import_s, rebuilt,
             days if args.allow_old and cfg.retention.enabled else 0.0)
     return 1 if any("file_refused" in cp.bad_reasons for cp in results.values()) else 0
