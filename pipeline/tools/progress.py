@@ -7,8 +7,9 @@ one `event=progress_done` line at the end, so `grep` and log shippers see whole 
 from __future__ import annotations
 
 import sys
+import threading
 import time
-from typing import TextIO
+from typing import Callable, TextIO
 
 from tqdm import tqdm
 
@@ -87,3 +88,33 @@ class Progress:
             self._bar.close()
         else:
             self._line("progress_done", self.clock())
+
+
+class Ticking:
+    """For work counted from outside (rows a benchmark sees stored): a thread sets `progress` from `poll()` ->
+    (done so far, extra fields) every `interval` seconds until the block ends."""
+
+    def __init__(self, progress: Progress, poll: Callable[[], tuple[int, dict]], interval: float = 1.0):
+        self.progress, self.poll, self.interval = progress, poll, interval
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="progress", daemon=True)
+
+    def __enter__(self) -> Ticking:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join(5)
+        self._tick()
+
+    def _tick(self) -> None:
+        try:
+            done, fields = self.poll()
+        except Exception:  # noqa: BLE001 - a progress display never fails the work it shows
+            return
+        self.progress.update(max(0, done - self.progress.done), **fields)
+
+    def _run(self) -> None:
+        while not self.stop.wait(self.interval):
+            self._tick()
