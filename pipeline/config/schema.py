@@ -151,7 +151,8 @@ class LimitsConfig(Section):
     max_sensors: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)] = 100_000
     # Distinct metrics per sensor; a new metric beyond is refused as too_many_metrics.
     max_metrics_per_sensor: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 50
-    # At start, the metrics of windows of the longest aggregation period that began this long ago are loaded
+    # At start, the metrics of windows that began this long ago are loaded (from the longest aggregation period no
+    # longer than this: a 1d row exists only once its day is over)
     # (0: none; metrics then count from the start of the daemon, as they do when aggregation is off).
     metrics_lookback_s: Annotated[float, msgspec.Meta(ge=0, le=30 * 86400)] = 7200.0
     # Per-series state (running window values, detector history, cached rules, sink caches, Redis latest values,

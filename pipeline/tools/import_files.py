@@ -120,10 +120,13 @@ def lp_candidates(text: str, source: RawMessage) -> list[Candidate]:
     a `unit` tag is the unit."""
     from ..stages import line_protocol  # written beside the dialects; absent, line-protocol files are refused
 
+    parser_error = getattr(line_protocol, "Invalid", Invalid)
     try:
         point = line_protocol.parse_line(text)
-    except line_protocol.Invalid as err:
-        raise Invalid("line_protocol", str(err)[:200]) from None
+    except Invalid:
+        raise  # the parser's own named reason
+    except parser_error as err:
+        raise Invalid("line_protocol_invalid", str(err)[:200]) from None
     if point.time_ns is None:
         raise Invalid("timestamp_missing", "an imported point needs its timestamp")
     tags = point.tags
