@@ -87,7 +87,7 @@ def import_file(path: str, store: ImportStore, settings: Settings, allow_old: bo
                 shown += 1
             cp.bad += len(bad)
             cp.byte_offset = b.end_offset
-            cp.line_no = max([n for n, _ in b.lines[-1:]] + [x.lineno for x in b.too_long[-1:]])
+            cp.line_no = b.end_lineno
             totals.stored += store.write(key, readings, cp)
             totals.bad += len(bad)
             progress.update(b.end_offset - offset, stored=totals.stored, bad=totals.bad)

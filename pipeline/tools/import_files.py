@@ -40,11 +40,12 @@ class BadLine:
 
 @dataclass
 class Batch:
-    """Lines [first, last] of a file and the byte offset just after the last one."""
+    """Lines of a file (number, text) and the byte offset and line number where the batch ends."""
 
     lines: list[tuple[int, str]]
     end_offset: int
     too_long: list[BadLine]
+    end_lineno: int = 0
 
 
 def read_batches(f: BinaryIO, offset: int, lineno: int, max_lines: int) -> Iterator[Batch]:
@@ -70,7 +71,7 @@ def read_batches(f: BinaryIO, offset: int, lineno: int, max_lines: int) -> Itera
                 lines.append((lineno, text))
         if not lines and not too_long:
             return
-        yield Batch(lines, offset, too_long)
+        yield Batch(lines, offset, too_long, lineno)
 
 
 def detect_format(first_line: str) -> str:
