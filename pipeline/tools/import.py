@@ -70,7 +70,11 @@ def import_file(path: str, store: ImportStore, settings: Settings, allow_old: bo
             if cp.byte_offset == 0:
                 cp.byte_offset, cp.line_no = f.tell(), 1
         else:
-            from ..stages import line_protocol  # noqa: F401 - refused now, not on every line, when it is absent
+            try:  # refused now, not on every line, when it is absent
+                from ..stages import line_protocol  # noqa: F401
+            except ImportError:
+                raise ValueError("neither a CSV header naming sensor_id,metric,value,timestamp nor line protocol "
+                                 "(this version has no line-protocol parser)") from None
         if cp.line_no > 1:
             print(f"{path}: resuming after line {cp.line_no} (byte {cp.byte_offset})", file=err)
         checker = Checker(settings.config, allow_old)
@@ -152,28 +156,28 @@ def main(argv: list[str] | None = None, settings: Settings | None = None, out=sy
     started = time.monotonic()
     results: dict[str, Checkpoint] = {}
     total_bytes = sum(os.path.getsize(f) for f in args.files)
-    with psycopg.connect(**conninfo(cfg.postgres, settings.secrets.postgres_password,
-                                    statement_timeout_ms=cfg.postgres.maintenance_statement_timeout_ms),
-                         autocommit=True) as conn:
-        store = ImportStore(conn, cfg.storage.partition_interval)
-        progress = Progress("import", total_bytes, "B", out=err)
-        totals = Totals()
-        try:
+    progress = Progress("import", total_bytes, "B", out=err)
+    totals = Totals()
+    try:
+        with psycopg.connect(**conninfo(cfg.postgres, settings.secrets.postgres_password,
+                                        statement_timeout_ms=cfg.postgres.maintenance_statement_timeout_ms),
+                             autocommit=True) as conn:
+            store = ImportStore(conn, cfg.storage.partition_interval)
             for path in args.files:
                 try:
                     results[path] = import_file(path, store, settings, args.allow_old, max(1, args.batch), progress,
                                                 totals, err)
-                except (ValueError, ImportError) as e:  # a header without the columns, no line-protocol parser
+                except ValueError as e:  # a header without the columns, no line-protocol parser
                     print(f"{path}: not imported: {e}", file=err)
                     results[path] = Checkpoint(bad_reasons={"file_refused": 1})
-        except KeyboardInterrupt:
             progress.close()
-            print("interrupted: every batch committed so far is stored; run the same command again to go on",
-                  file=err)
-            return 130
+            import_s = time.monotonic() - started
+            rebuilt = rebuild_aggregates(store, settings, sum(cp.stored for cp in results.values()), err)
+    except KeyboardInterrupt:
         progress.close()
-        import_s = time.monotonic() - started
-        rebuilt = rebuild_aggregates(store, settings, sum(cp.stored for cp in results.values()), err)
+        print("interrupted: every batch committed so far is stored; run the same command again to go on (the "
+              "aggregates of the imported range are rebuilt then)", file=err)
+        return 130
     summary(out, results, totals, import_s, time.monotonic() - started - import_s, rebuilt,
             days if args.allow_old and cfg.retention.enabled else 0.0)
     return 1 if any("file_refused" in cp.bad_reasons for cp in results.values()) else 0

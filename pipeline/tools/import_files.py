@@ -22,6 +22,7 @@ from ..stages.transform import NormalizeUnits
 from ..stages.validate import Validate
 
 MAX_LINE_BYTES = 65536
+MAX_BATCH_BYTES = 16 * 1024 * 1024  # a batch of long lines stops here, whatever --batch says
 CSV_REQUIRED = ("sensor_id", "metric", "value", "timestamp")
 CSV_COLUMNS = CSV_REQUIRED + ("unit",)
 _NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
@@ -49,12 +50,14 @@ class Batch:
 
 
 def read_batches(f: BinaryIO, offset: int, lineno: int, max_lines: int) -> Iterator[Batch]:
-    """Lines from `offset` (the line numbered `lineno` + 1 starts there), at most `max_lines` per batch."""
+    """Lines from `offset` (the line numbered `lineno` + 1 starts there), at most `max_lines` and about
+    MAX_BATCH_BYTES per batch."""
     f.seek(offset)
     while True:
         lines: list[tuple[int, str]] = []
         too_long: list[BadLine] = []
-        while len(lines) + len(too_long) < max_lines:
+        first = offset
+        while len(lines) + len(too_long) < max_lines and offset - first < MAX_BATCH_BYTES:
             raw = f.readline(MAX_LINE_BYTES + 1)
             if not raw:
                 break

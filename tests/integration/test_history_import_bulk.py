@@ -46,8 +46,23 @@ def test_a_million_rows_then_the_same_file_and_a_copy_of_it_double_nothing(env, 
     assert env.query(COUNTS) == [(1_000_000, 1_000_000)]
 
 
+def stop_at(env, cmd: list[str], past: int, sig: int) -> subprocess.CompletedProcess:
+    """Run the import, send `sig` once its checkpoint passed byte `past`, and wait for the process to end."""
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    offset = 0
+    while offset < past and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+        if env.query("SELECT to_regclass('import_checkpoints') IS NOT NULL")[0][0]:
+            offset = (env.query("SELECT max(byte_offset) FROM import_checkpoints")[0][0] or 0)
+    assert proc.poll() is None, "the import ended before it could be stopped"
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
 @pytest.mark.timeout(600)
-def test_an_import_killed_halfway_and_run_again_loses_and_doubles_nothing(env, tmp_path):
+def test_an_import_stopped_by_ctrl_c_then_killed_and_run_again_loses_and_doubles_nothing(env, tmp_path):
     settings = env.migrate()
     config = env.write_config(tmp_path / "config.yaml")
     path = tmp_path / "history.csv"
@@ -55,19 +70,16 @@ def test_an_import_killed_halfway_and_run_again_loses_and_doubles_nothing(env, t
     write_rows(path, n)
     size = path.stat().st_size
     cmd = [sys.executable, "-m", "pipeline.tools.import", "--config", str(config), "--batch", "10000", str(path)]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    offset = 0
-    while offset < size // 3 and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-        rows = env.query("SELECT byte_offset FROM import_checkpoints") if env.query(
-            "SELECT to_regclass('import_checkpoints') IS NOT NULL")[0][0] else []
-        offset = rows[0][0] if rows else 0
-    assert proc.poll() is None, "the import ended before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(10)
+
+    interrupted = stop_at(env, cmd, size // 4, signal.SIGINT)  # Ctrl-C
+    assert interrupted.returncode == 130 and "run the same command again" in interrupted.stderr
+    first, distinct = env.query(COUNTS)[0]
+    assert 0 < first < n and first == distinct
+
+    killed = stop_at(env, cmd, size // 2, signal.SIGKILL)  # a crash
+    assert killed.returncode == -signal.SIGKILL and re.search(r"resuming after line \d+", killed.stderr)
     stored, distinct = env.query(COUNTS)[0]
-    assert 0 < stored < n and stored == distinct
+    assert first < stored < n and stored == distinct
     assert env.query("SELECT done FROM import_checkpoints") == [(False,)]
 
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -75,6 +87,6 @@ def test_an_import_killed_halfway_and_run_again_loses_and_doubles_nothing(env, t
     assert re.search(r"resuming after line \d+", again.stderr)
     assert env.query(COUNTS) == [(n, n)]
     assert env.query("SELECT done, rebuilt, stored FROM import_checkpoints") == [(True, True, n)]
-    # The aggregates cover the whole file, the part before the kill too.
+    # The aggregates cover the whole file, the part before the stops too.
     assert env.query("SELECT sum(count) FROM aggregations WHERE period = '1m'") == [(n,)]
     assert "\r" not in again.stderr
