@@ -179,6 +179,7 @@ class PipelineView:
         for sink in self.status.sinks():
             self.metrics.sink_last_success_age.labels(sink.name).set(now - (sink.last_success or self.status.started_at))
             self.metrics.queue_depth.labels(sink.name).set(sink.queue_depth)
+            self.metrics.sink_blocked.labels(sink.name)  # 0 until the sink blocks: a series to alert on from the start
 
     def run_monitor(self, stop: threading.Event, interval: float = 1.0) -> None:
         """The sampling loop: rates, latency quantiles, write ages and queue depths every `interval`."""
@@ -264,6 +265,7 @@ class PipelineView:
                             "detail": f"last reload refused: {reload_error}" if reload_error else
                             (f"changed, needs a restart: {', '.join(restart)}" if restart else "ok")}
         failing = [name for name, c in checks.items() if not c["ok"]]
+        self.metrics.ready.set(0 if failing else 1)  # pipeline_ready: the same verdict, for alerting rules
         return not failing, {"ready": not failing, "failing": failing,
                              "problems": {n: checks[n]["detail"] for n in failing}, "checks": checks}
 

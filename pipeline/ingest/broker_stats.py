@@ -195,6 +195,11 @@ class BrokerStats:
         self.tracker = DropTracker(memory.load() if memory is not None else None, cfg.broker_stats.recent_rate_window_s,
                                    memory.load_rate() if memory is not None else None)
         self._lock = threading.Lock()  # the paho thread observes, the report loop takes
+        # Exported at 0 from the start, so the first drops are an increase (a series born at N shows none to
+        # increase() and rate()). A filter with wildcards has no topic yet: its series come with the counters.
+        for topic in (*self.topics, self.rate_topic):
+            if topic and "+" not in topic and "#" not in topic:
+                metrics.broker_drops_seen.labels(topic)
         self.link = MqttPublisher(cfg.host, cfg.port, f"{cfg.client_id}{client_id_suffix}-sys", cfg.username or None,
                                   password.reveal() or None, cfg.keepalive_s, qos=0, tls=cfg.tls)
         self.link.on_connected = self._subscribe

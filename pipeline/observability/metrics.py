@@ -70,6 +70,7 @@ class Metrics:
         self.alerts_open_db = Gauge("alerts_open_in_database", "Open alerts in the database, by severity (all instances)", ["severity"], namespace=ns, registry=registry)
         # Monitoring: kept fresh by the dashboard's monitor threads (every second, probes every 5 s).
         self.sink_last_success_age = Gauge("sink_last_success_age_seconds", "Seconds since the sink last wrote successfully (since start if never)", ["sink"], namespace=ns, registry=registry)
+        self.ready = Gauge("ready", "1 while /ready answers 200 (every check passes), 0 while it answers 503; refreshed with the dependency probes", namespace=ns, registry=registry)
         self.dependency_up = Gauge("dependency_up", "1 while the readiness probe of a dependency passes", ["dependency"], namespace=ns, registry=registry)
         self.http_requests = Counter("dashboard_http_requests", "Dashboard HTTP requests, by route and status", ["route", "status"], namespace=ns, registry=registry)
         # CPU, memory and open files of the daemon, as every Prometheus target exports them.

@@ -222,6 +222,7 @@ def test_ready_when_everything_passes():
     assert ok and body["failing"] == [] and set(body["checks"]) == {
         "threads", "mqtt", "kafka", "postgres", "redis", "consumer", "sinks", "consumer_lag", "config"}
     assert pipeline.metrics.registry.get_sample_value("pipeline_dependency_up", {"dependency": "kafka"}) == 1
+    assert pipeline.metrics.registry.get_sample_value("pipeline_ready") == 1
 
 
 def test_not_ready_names_each_failing_dependency():
@@ -233,6 +234,7 @@ def test_not_ready_names_each_failing_dependency():
     assert body["problems"]["postgres"] == "OSError: connection refused"
     assert "kafka-consumer" in body["problems"]["threads"]
     assert pipeline.metrics.registry.get_sample_value("pipeline_dependency_up", {"dependency": "postgres"}) == 0
+    assert pipeline.metrics.registry.get_sample_value("pipeline_ready") == 0  # what the PipelineNotReady rule reads
     live, health = view.health()
     assert not live and health["threads"]["kafka-consumer"] is False
 
@@ -274,12 +276,14 @@ def test_a_best_effort_sink_shows_its_lag_and_never_fails_readiness():
 
 
 def test_consumer_lag_fails_readiness_only_above_the_configured_limit():
-    view, _ = fake_view(ready_max_consumer_lag=100)
+    view, pipeline = fake_view(ready_max_consumer_lag=100)
     view.lag = {0: 60, 1: 30}
     assert view.ready()[0]
+    assert pipeline.metrics.registry.get_sample_value("pipeline_ready") == 1
     view.lag = {0: 60, 1: 50}
     ok, body = view.ready()
     assert not ok and body["failing"] == ["consumer_lag"] and body["checks"]["consumer_lag"]["total"] == 110
+    assert pipeline.metrics.registry.get_sample_value("pipeline_ready") == 0  # the same verdict as /ready
 
 
 def test_a_refused_reload_is_reported_but_keeps_the_pipeline_ready():
@@ -302,6 +306,8 @@ def test_sampling_sets_write_ages_and_queue_depths():
     assert get("pipeline_sink_last_success_age_seconds", {"sink": "postgres"}) == 12
     assert get("pipeline_sink_last_success_age_seconds", {"sink": "redis"}) == 100  # never: since start
     assert get("pipeline_queue_depth", {"queue": "postgres"}) == 2
+    # Every sink has its blocked series from the start (the PipelineSinkBlocked rule needs one), 0 until it blocks.
+    assert get("pipeline_sink_blocked", {"sink": "redis"}) == 0 and get("pipeline_sink_blocked", {"sink": "postgres"}) == 0
     assert point["rates"]["mqtt_received"] == 0.0 and "e2e:postgres" not in point["latency"]
 
 

@@ -163,3 +163,23 @@ def test_a_broker_restart_since_the_earlier_run_estimates_nothing_negative():
     t = DropTracker(rate_window_s=900, previous_rate=(55.53, 1000.0))
     t.observe_rate(0.0, 1105.0)  # a new broker: its average starts from 0
     assert t.estimate(1105.0) == 0 and t.take() == 0
+
+
+def test_the_drop_counters_of_named_topics_are_exported_at_zero_before_any_drop():
+    """A series born at N shows no increase: the first drops would escape the PipelineBrokerDrops rule."""
+    import msgspec
+    from prometheus_client import CollectorRegistry
+
+    from pipeline.config import Secret
+    from pipeline.ingest.broker_stats import BrokerStats
+    from pipeline.observability.metrics import Metrics
+
+    base = MqttConfig()
+    topics = ("$SYS/broker/publish/messages/dropped", "$SYS/brokers/+/metrics/messages/dropped")
+    cfg = msgspec.structs.replace(base, broker_stats=msgspec.structs.replace(base.broker_stats, topics=topics))
+    metrics = Metrics(CollectorRegistry())
+    BrokerStats(cfg, Secret(""), metrics, inject=lambda readings: None)
+    seen = "pipeline_mqtt_broker_drops_seen_total"
+    assert metrics.registry.get_sample_value(seen, {"topic": topics[0]}) == 0
+    assert metrics.registry.get_sample_value(seen, {"topic": base.broker_stats.recent_rate_topic}) == 0
+    assert metrics.registry.get_sample_value(seen, {"topic": topics[1]}) is None  # a filter, not a topic
