@@ -77,7 +77,8 @@ def import_file(path: str, store: ImportStore, settings: Settings, allow_old: bo
                                  "(this version has no line-protocol parser)") from None
         if cp.line_no > 1:
             print(f"{path}: resuming after line {cp.line_no} (byte {cp.byte_offset})", file=err)
-        checker = Checker(settings.config, allow_old)
+        known = store.registered() if settings.config.limits.registration == "known" else None
+        checker = Checker(settings.config, allow_old, registered=known)
         source = RawMessage(mqtt_topic=f"import:{path}", payload=b"", received_at=time.time())
         shown = 0
         offset = cp.byte_offset

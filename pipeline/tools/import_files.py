@@ -149,9 +149,11 @@ def lp_candidates(text: str, source: RawMessage) -> list[Candidate]:
 
 class Checker:
     """The live path's validation and unit conversion (stages validate, transform, lateness) for one file;
-    `allow_old` lifts the age limit and the lateness filter."""
+    `allow_old` lifts the age limit and the lateness filter. With limits.registration `known`, `registered` holds the
+    sensors that may write (a reading of another is refused as unknown_sensor, as the live path does)."""
 
-    def __init__(self, cfg: Config, allow_old: bool, clock=None):
+    def __init__(self, cfg: Config, allow_old: bool, clock=None, registered: set[str] | None = None):
+        self.registered = registered if cfg.limits.registration == "known" else None
         v = cfg.validation
         kwargs = {"clock": clock} if clock is not None else {}
         self.validate = Validate(v.max_future_skew_s, math.inf if allow_old else v.max_age_s, v.default_type,
@@ -164,6 +166,9 @@ class Checker:
         out = []
         for c in candidates:
             for r in self.validate.process(c):
+                if self.registered is not None and r.sensor_id not in self.registered:
+                    raise Invalid("unknown_sensor", f"sensor {r.sensor_id!r} is not registered (limits.registration: "
+                                                    "known; add it with python -m pipeline.sensors)")
                 for u in self.units.process(r):
                     out.extend(self.late.process(u) if self.late is not None else (u,))
         return out

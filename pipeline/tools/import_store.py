@@ -92,6 +92,10 @@ class ImportStore:
         conn.execute(CREATE_CHECKPOINTS)
         conn.execute(CREATE_STAGE)  # a temporary table: ON COMMIT DELETE ROWS, for this connection's life
 
+    def registered(self) -> set[str]:
+        """Every sensor id of the `sensors` table."""
+        return {r[0] for r in self.conn.execute("SELECT sensor_id FROM sensors")}
+
     def load(self, key: FileKey) -> Checkpoint:
         row = self.conn.execute(f"SELECT {CHECKPOINT_COLUMNS} FROM import_checkpoints WHERE path = %s AND size = %s "
                                 "AND mtime_ns = %s", (key.path, key.size, key.mtime_ns)).fetchone()

@@ -57,6 +57,9 @@ def test_every_line_through_the_live_validation_and_units():
     assert [(b.lineno, b.reason) for b in bad] == [(3, "timestamp_too_old"), (4, "value_not_number")]  # as text, not a number
     old = Checker(cfg, allow_old=True, clock=lambda: 1_800_000_000.0)
     assert len(parse_batch(batch, "csv", cols, old, SOURCE)[0]) == 2
+    known_only = parse({"limits": {"registration": "known"}}, {})
+    strict = Checker(known_only, allow_old=True, clock=lambda: 1_800_000_000.0, registered={"s2"})
+    assert {b.reason for b in parse_batch(batch, "csv", cols, strict, SOURCE)[1]} == {"unknown_sensor", "value_not_number"}
 
 
 Line = namedtuple("Line", "measurement tags fields time_ns")
