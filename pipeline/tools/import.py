@@ -15,7 +15,6 @@ import argparse
 import os
 import sys
 import time
-from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
