@@ -28,6 +28,7 @@ CSV_COLUMNS = CSV_REQUIRED + ("unit",)
 _NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
 # Tags naming the sensor of a line-protocol point, the first present wins; none: the measurement names it.
 LP_SENSOR_TAGS = ("sensor_id", "sensor", "device", "host")
+LP_MAX_FIELDS = 1000  # fields of one point; more: too_many_readings
 
 
 @dataclass(frozen=True)
@@ -126,11 +127,13 @@ def lp_candidates(text: str, source: RawMessage) -> list[Candidate]:
 
     parser_error = getattr(line_protocol, "Invalid", Invalid)
     try:
-        point = line_protocol.parse_line(text)
+        point = line_protocol.parse_line(text, max_fields=LP_MAX_FIELDS)
     except Invalid:
         raise  # the parser's own named reason
     except parser_error as err:
         raise Invalid("line_protocol_invalid", str(err)[:200]) from None
+    if point is None:  # a comment or a blank line
+        return []
     if point.time_ns is None:
         raise Invalid("timestamp_missing", "an imported point needs its timestamp")
     tags = point.tags
