@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The pipeline daemon: MQTT -> Kafka -> processing -> PostgreSQL and Redis Streams.
 
-    python realtime_pipeline.py [--config PATH] [--check-config] [--version]
+    python realtime_pipeline.py [--config PATH [--config PATH ...]] [--check-config] [--version]
 
 Exit codes: 0 clean stop, 1 a thread failed or shutdown could not drain, 2 invalid configuration.
 """
@@ -22,7 +22,9 @@ from pipeline.observability import kvlog
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--config", help="config file (default: config.yaml beside this script, or $PIPELINE_CONFIG)")
+    p.add_argument("--config", action="append",
+                   help="config file (default: config.yaml beside this script, or $PIPELINE_CONFIG); may repeat: "
+                        "files deep-merge in order (`sources` append by name, other lists are replaced, later scalars win)")
     p.add_argument("--check-config", action="store_true",
                    help="validate the configuration, print it with secrets masked, and exit")
     p.add_argument("--version", action="version", version=f"realtime-pipeline {__version__}")
@@ -53,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_for_cli(args.config)
     if args.check_config:
         # The effective configuration (file + environment), secrets masked: safe to paste into a ticket.
-        print(f"config ok: {settings.path}")
+        print(f"config ok: {', '.join(settings.files)}")
         print(json.dumps(redacted(settings), indent=2, sort_keys=True))
         return 0
     kvlog.setup(settings.config.log_level)

@@ -22,6 +22,7 @@ from ..stages.decode import Decode
 from ..stages.lateness import LateFilter
 from ..stages.limits import LimitFilter
 from ..stages.formats import router as format_router
+from ..stages.mapping_stats import MappingStats
 from ..stages.logs import ValidateLog
 from ..stages.transform import NormalizeUnits
 from ..stages.validate import Validate
@@ -29,14 +30,14 @@ from ..stages.validate import Validate
 assert builtin.DEFAULT_USE  # importing it registers today's sinks
 
 
-def build_pure_stages(settings: Settings) -> list:
+def build_pure_stages(settings: Settings, mapping_stats: MappingStats | None = None) -> list:
     """The stages that judge each message on its own (decode, validate, units, logs): the main chain's first part and
-    a best-effort sink's feed's whole chain."""
+    a best-effort sink's feed's whole chain. `mapping_stats`: where the mappings count (the main chain's only)."""
     cfg = settings.config
     v = cfg.validation
     return [
         Decode(v.max_payload_bytes, v.max_readings_per_message, max_json_depth=v.max_json_depth,
-               formats=format_router(cfg)),
+               formats=format_router(cfg, mapping_stats)),
         Validate(v.max_future_skew_s, v.max_age_s, v.default_type, v.default_location,
                  allowed_metrics=allowed_metrics(cfg)),
         NormalizeUnits(cfg.units),
@@ -45,10 +46,11 @@ def build_pure_stages(settings: Settings) -> list:
     ]
 
 
-def build_stages(settings: Settings, limits: LimitFilter | None = None) -> list:
+def build_stages(settings: Settings, limits: LimitFilter | None = None,
+                 mapping_stats: MappingStats | None = None) -> list:
     """The processing stages in order, each given only its own section of the config (`limits`: the daemon's)."""
     cfg = settings.config
-    stages = build_pure_stages(settings)
+    stages = build_pure_stages(settings, mapping_stats)
     if cfg.aggregation.enabled:  # readings too late for their window are dead-lettered before they are stored
         stages.append(LateFilter(cfg.aggregation.grace_s, cfg.aggregation.max_lateness_s))
     # Last: only a reading that would be stored makes its sensor and metric known.

@@ -41,6 +41,8 @@ from ..runtime.reload import ConfigHolder
 from ..runtime.retry import retry_call
 from ..runtime.supervisor import Supervisor
 from ..stages.formats import router as format_router
+from ..stages.mapping import with_source_topics
+from ..stages.mapping_stats import MappingStats
 from .build import (alert_sections, build_alerts, build_feeds, build_limits, build_sinks, build_stages, build_windows,
                     run_operator)
 from .instance_lock import AlreadyConsumed, SingleInstanceLock
@@ -96,7 +98,8 @@ class Pipeline:
         # Each best-effort sink reads the raw topic through a feed of its own and keeps its own committed position.
         self.feeds = build_feeds(settings, self.sinks, self.metrics)
         self.limits = build_limits(settings)
-        self.chain = StageChain(build_stages(settings, limits=self.limits), self.metrics)
+        self.mapping_stats = MappingStats(self.metrics)  # the main chain's mappings count here (dashboard, metrics)
+        self.chain = StageChain(build_stages(settings, limits=self.limits, mapping_stats=self.mapping_stats), self.metrics)
         self._registry_lookup: RegistryLookup | None = None  # the limits stage's, on the consumer thread
         self.source: ConsumeDispatch | None = None
         self.bridge: MqttBridge | None = None
@@ -112,6 +115,7 @@ class Pipeline:
         self._feed_threads: list = []
         self.status = LiveStatus(cfg.instance_id, self.started_at, self.supervisor, self.sinks, self.config,
                                  cfg.mqtt.host, cfg.mqtt.port, dead_letter_sink, feeds=self.feeds)
+        self.status.attach_mappings(self.mapping_stats)
 
     def start(self) -> None:
         cfg = self.settings.config
@@ -155,7 +159,7 @@ class Pipeline:
             self._feed_threads.append(self.supervisor.spawn(f"feed-{feed.sink.name}", feed.run))
         # Records a partition skipped for good become readings (an alert by thresholds.kafka_offset_gap).
         self.supervisor.spawn("offset-gaps", lambda: self._report_gaps(self.source, cfg.kafka.gap_report_interval_s))
-        self.bridge = MqttBridge(cfg.mqtt, cfg.kafka, self.settings.secrets.mqtt_password, self.metrics, self.supervisor,
+        self.bridge = MqttBridge(with_source_topics(cfg), cfg.kafka, self.settings.secrets.mqtt_password, self.metrics, self.supervisor,
                                  cfg.validation.max_payload_bytes, client_id_suffix(cfg.mqtt, cfg.instance_id),
                                  partition_key=format_router(cfg).key)
         self.status.attach_bridge(self.bridge)

@@ -11,6 +11,7 @@ from .errors import ConfigError, describe_validation_error
 from .metric_rules import MetricDetection, MetricOverride, MetricUnits, SensorOverride, ThresholdRule
 from .schema import Config
 from .serving import DashboardConfig, is_loopback_host
+from .sources import check_sources
 
 # What an MQTT PUBLISH carries besides its payload, at most, for the topics this pipeline takes (fixed header,
 # topic, packet id, MQTT 5 properties): mqtt.max_packet_bytes must leave this room above the largest valid payload.
@@ -108,6 +109,7 @@ def check_across_fields(cfg: Config) -> None:
         raise ConfigError("retention.measurements_days: must exceed aggregation.max_lateness_s + grace_s")
     _check_aggregation(cfg)
     _check_detection(cfg)
+    check_sources(cfg.sources)
     check_notifications(cfg.alerts)
     if cfg.validation.metrics == "configured" and not configured_metrics(cfg):
         raise ConfigError("validation.metrics: `configured`, but no metric has a threshold, detection or unit rule")

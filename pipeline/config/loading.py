@@ -6,7 +6,7 @@ import os
 import socket
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import msgspec
 import yaml
@@ -90,11 +90,32 @@ def parse(tree: Any, env: dict[str, str] | None = None) -> Config:
     return cfg
 
 
-def load(path: str | os.PathLike | None = None, env: dict[str, str] | None = None) -> Settings:
-    """Read config.yaml (or `path`), apply environment overrides, validate and freeze."""
-    if env is None:
-        env = dict(os.environ)
-    file = Path(path) if path else Path(env.get("PIPELINE_CONFIG", DEFAULT_PATH))
+def merge_trees(base: dict, over: dict, top: bool = True) -> dict:
+    """`over` deep-merged onto `base` (neither changed): mappings merge key by key, `sources` (top level) append by
+    name (a later entry of the same name replaces the earlier one in its place), any other list and every scalar
+    of `over` replaces the one in `base`."""
+    out = dict(base)
+    for key, value in over.items():
+        old = out.get(key)
+        if top and key == "sources" and isinstance(old, list) and isinstance(value, list):
+            merged = list(old)
+            for entry in value:
+                name = entry.get("name") if isinstance(entry, dict) else None
+                at = next((i for i, e in enumerate(merged) if name is not None and isinstance(e, dict)
+                           and e.get("name") == name), None)
+                if at is None:
+                    merged.append(entry)
+                else:
+                    merged[at] = entry
+            out[key] = merged
+        elif isinstance(old, dict) and isinstance(value, dict):
+            out[key] = merge_trees(old, value, top=False)
+        else:
+            out[key] = value
+    return out
+
+
+def _read_tree(file: Path) -> dict:
     try:
         text = file.read_text(encoding="utf-8")
     except OSError as err:
@@ -105,13 +126,36 @@ def load(path: str | os.PathLike | None = None, env: dict[str, str] | None = Non
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise ConfigError(f"{file}:{where}: invalid YAML") from None
+    if tree is None:
+        return {}
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{file}: (top level): expected a mapping of sections")
+    return tree
+
+
+ConfigPaths = str | os.PathLike | Sequence[str | os.PathLike] | None
+
+
+def load(path: ConfigPaths = None, env: dict[str, str] | None = None) -> Settings:
+    """Read config.yaml (or `path`; several files are deep-merged in order, `merge_trees`), apply environment
+    overrides, validate and freeze."""
+    if env is None:
+        env = dict(os.environ)
+    if path is None or isinstance(path, (str, os.PathLike)):
+        paths = [path] if path else []
+    else:
+        paths = [p for p in path if p]
+    files = [Path(p) for p in paths] or [Path(env.get("PIPELINE_CONFIG", DEFAULT_PATH))]
+    tree: dict = {}
+    for file in files:
+        tree = merge_trees(tree, _read_tree(file))
     config, secrets = parse(tree, env), Secrets.from_env(env)
     check_dashboard_token(config.dashboard, secrets.dashboard_token.reveal())
     channel_urls(config.alerts, env)  # a channel whose URL variable is unset fails here, not at the first alert
-    return Settings(config=config, secrets=secrets, path=str(file))
+    return Settings(config=config, secrets=secrets, path=str(files[0]), paths=tuple(str(f) for f in files))
 
 
-def load_for_cli(path: str | os.PathLike | None = None) -> Settings:
+def load_for_cli(path: ConfigPaths = None) -> Settings:
     """For command-line entry points: .env, then the config; an invalid config prints one line naming the
     key and exits with status 2."""
     load_dotenv_file()

@@ -11,6 +11,9 @@ from typing import Any
 from .errors import ConfigError
 
 ENTRY_POINT_GROUP = "realtime_pipeline.plugins"
+# The package's own formats and payload encodings register like a plug-in's, by import: before the sections that
+# name them (`processing.formats`, `sources[].encoding`) are checked. Imported by name: they sit in a layer above.
+BUILTIN_MODULES = ("pipeline.stages.formats",)
 
 
 def load_plugins(names: Any) -> tuple[str, ...]:
@@ -21,6 +24,8 @@ def load_plugins(names: Any) -> tuple[str, ...]:
     if not isinstance(names, list) or not all(isinstance(n, str) and n.strip() for n in names):
         raise ConfigError("plugins: expected a list of module names (e.g. [mycompany.pipeline_formats])")
     loaded = []
+    for name in BUILTIN_MODULES:
+        importlib.import_module(name)
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         try:
             ep.load()

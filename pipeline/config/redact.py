@@ -80,4 +80,7 @@ def redacted(settings: Settings) -> dict:
     tree = mask_tree(msgspec.to_builtins(settings.config))
     secrets = {SECRET_ENV[f.name]: (MASK if getattr(settings.secrets, f.name) else "")
                for f in msgspec.structs.fields(Secrets)}
-    return {"path": mask_urls(settings.path), "config": tree, "secrets": secrets}
+    out = {"path": mask_urls(settings.path), "config": tree, "secrets": secrets}
+    if len(settings.files) > 1:
+        out["paths"] = [mask_urls(p) for p in settings.files]
+    return out

@@ -11,6 +11,7 @@ from .metric_rules import DetectionConfig, MetricUnits, ThresholdRule
 from .alerting import AlertsConfig, FlapConfig, WebhookConfig  # noqa: F401 - re-exported
 from .mqtt import BrokerStatsConfig, MqttConfig, TlsConfig  # noqa: F401 - re-exported
 from .secret import Secrets
+from .sources import SourceMapping
 from .serving import DashboardConfig  # noqa: F401 - re-exported
 
 
@@ -330,6 +331,8 @@ class Config(Section):
     logs: LogsConfig = LogsConfig()
     retention: RetentionConfig = RetentionConfig()
     storage: StorageConfig = StorageConfig()
+    # Mappings of payload dialects (pipeline/config/sources.py, docs/formats.md): tried before processing.formats.
+    sources: tuple[SourceMapping, ...] = ()
 
 
 class Settings(msgspec.Struct, frozen=True):
@@ -337,4 +340,10 @@ class Settings(msgspec.Struct, frozen=True):
 
     config: Config
     secrets: Secrets
-    path: str
+    path: str  # the first file
+    paths: tuple[str, ...] = ()  # every file, in merge order (`--config` repeated); empty: just `path`
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        """The config files this came from, in merge order."""
+        return self.paths or (self.path,)

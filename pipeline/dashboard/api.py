@@ -132,3 +132,10 @@ def pipeline():
     history = params.integer(a, "history", 0, 0, 3600)
     errors = params.integer(a, "errors", 20, 0, 200)
     return jsonify(_view().pipeline(history, errors))
+
+
+@bp.get("/mappings")
+def mappings():
+    """Per configured mapping (config `sources:`): messages, their rate, readings per message, text values
+    skipped, topics ignored, messages refused and the last refused sample with its reason."""
+    return jsonify(_view().mappings())

@@ -51,6 +51,7 @@ class View(Protocol):
                note: str) -> dict: ...
     def unsnooze(self, snooze_id: int, who: str, note: str) -> tuple[str, dict | None]: ...
     def snoozes(self, limit: int) -> list[dict]: ...
+    def mappings(self) -> dict: ...
 
 
 class Probe:
@@ -301,6 +302,11 @@ class PipelineView:
             "recent_errors": self.recent.items(errors),
             "history": self.stats.history(history_s),
         }
+
+    def mappings(self) -> dict:
+        """The configured mappings' counts and last refused samples (the Mappings panel)."""
+        status = getattr(self.status, "mappings", None)  # a status of an older shape has none
+        return {"mappings": status() if status is not None else []}
 
     # -- data (delegated to the store) ------------------------------------------------------------
     def sensors(self, q: str | None = None, limit: int = 200, offset: int = 0, spark_minutes: int = 0) -> dict:

@@ -39,6 +39,11 @@ class Metrics:
         self.stage_out = Counter("stage_records_out", "Records a stage passed on", ["stage"], namespace=ns, registry=registry)
         self.invalid = Counter("invalid_records", "Records refused, by reason", ["stage", "reason"], namespace=ns, registry=registry)
         self.dead_lettered = Counter("dead_letters", "Records sent to a dead-letter topic", ["kind", "reason"], namespace=ns, registry=registry)
+        # Mappings (config `sources:`): the label is a configured mapping name, so it stays bounded.
+        self.mapping_messages = Counter("mapping_messages", "Messages a mapping took, by outcome: decoded, refused (dead-lettered with the mapping's name), ignored (its ignore topics)", ["mapping", "outcome"], namespace=ns, registry=registry)
+        self.mapping_readings = Counter("mapping_readings", "Readings a mapping made of its messages (before validation)", ["mapping"], namespace=ns, registry=registry)
+        self.mapping_readings_refused = Counter("mapping_readings_refused", "Readings a mapping made that validation refused (a name too long, a time out of range, ...)", ["mapping"], namespace=ns, registry=registry)
+        self.mapping_text_skipped = Counter("mapping_text_skipped", "Text values a mapping skipped (not numbers, not in its text_values)", ["mapping"], namespace=ns, registry=registry)
         self.sink_written = Counter("sink_records_written", "Records durably written", ["sink"], namespace=ns, registry=registry)
         self.sink_batch = Histogram("sink_batch_size", "Records per sink write", ["sink"], buckets=BATCH_BUCKETS, namespace=ns, registry=registry)
         self.sink_write_seconds = Histogram("sink_write_seconds", "Duration of one sink write", ["sink"], buckets=DURATION_BUCKETS, namespace=ns, registry=registry)

@@ -73,6 +73,7 @@ class PipelineStatus(Protocol):
     def broker_drops(self) -> dict | None: ...
     def config_reload(self) -> ReloadStatus: ...
     def on_dead_letters(self, listener: DeadLetterListener) -> None: ...
+    def mappings(self) -> list[dict]: ...
 
 
 class LiveStatus:
@@ -91,6 +92,7 @@ class LiveStatus:
         self._source = None
         self._bridge = None
         self._broker_stats = None
+        self._mappings = None
 
     # -- the daemon attaches what it builds during start() --------------------------------------
     def attach_source(self, source) -> None:
@@ -101,6 +103,10 @@ class LiveStatus:
 
     def attach_broker_stats(self, broker_stats) -> None:
         self._broker_stats = broker_stats
+
+    def attach_mappings(self, stats) -> None:
+        """The main chain's per-mapping counts (pipeline/stages/mapping_stats.py: `snapshot()`)."""
+        self._mappings = stats
 
     # -- PipelineStatus ---------------------------------------------------------------------------
     def threads(self) -> dict[str, bool]:
@@ -134,6 +140,10 @@ class LiveStatus:
 
     def broker_drops(self) -> dict | None:
         return self._broker_stats.status() if self._broker_stats is not None else None
+
+    def mappings(self) -> list[dict]:
+        """Per configured mapping: messages, rate, readings per message, text skipped, last refused sample."""
+        return self._mappings.snapshot() if self._mappings is not None else []
 
     def config_reload(self) -> ReloadStatus:
         holder = self._config

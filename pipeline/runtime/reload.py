@@ -1,4 +1,4 @@
-"""Live configuration: the current Settings, reloaded on SIGHUP or when config.yaml changes on disk.
+"""Live configuration: the current Settings, reloaded on SIGHUP or when a config file (every `--config`) changes.
 
 A valid file is frozen into a new Config and swapped in whole; components that take live changes
 (the alert evaluator: thresholds, detection, alerts.clear_*; the log level) are notified. Any other
@@ -46,12 +46,17 @@ def is_live(key: str) -> bool:
     return any(key == k or key.startswith(k + ".") for k in LIVE_KEYS)
 
 
-def _stamp(path: str) -> tuple | None:
+def _stamp_one(path: str) -> tuple | None:
     try:
         st = os.stat(path)
     except OSError:
         return None
     return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def _stamp(paths: tuple[str, ...]) -> tuple:
+    """Every config file's (mtime, size, inode): a change to any of them is a change."""
+    return tuple(_stamp_one(p) for p in paths)
 
 
 class ConfigHolder:
@@ -70,13 +75,18 @@ class ConfigHolder:
         self._listeners: list[Callable[[Config], None]] = []
         self._requested = threading.Event()
         self._lock = threading.Lock()
-        self._stamp = _stamp(settings.path)
+        self._stamp = _stamp(settings.files)
         metrics.config_last_reload.set(time.time())
 
     @property
     def watchable(self) -> bool:
         """True if the settings came from a file (tests may build them in memory)."""
-        return os.path.isfile(self.current.path)
+        return all(os.path.isfile(p) for p in self.current.files)
+
+    def _load_arg(self):
+        """What the loader is given: the one file, or every file in merge order (`--config` repeated)."""
+        files = self.current.files
+        return files[0] if len(files) == 1 else list(files)
 
     def subscribe(self, listener: Callable[[Config], None]) -> None:
         """`listener(config)` is called with each new config that changed a live key."""
@@ -89,9 +99,9 @@ class ConfigHolder:
     def reload(self, trigger: str) -> bool:
         """Read and validate the file again; returns True if a valid config is in place afterwards."""
         with self._lock:
-            self._stamp = _stamp(self.current.path)
+            self._stamp = _stamp(self.current.files)
             try:
-                new = self.loader(self.current.path, env=dict(os.environ) if self.env is None else self.env)
+                new = self.loader(self._load_arg(), env=dict(os.environ) if self.env is None else self.env)
             except ConfigError as err:
                 self.last_reload_error = str(err)
                 self.metrics.config_reload_ok.set(0)
@@ -136,7 +146,7 @@ class ConfigHolder:
                 continue
             if interval_s > 0 and time.monotonic() >= next_check:
                 next_check = time.monotonic() + interval_s
-                now = _stamp(self.current.path)
+                now = _stamp(self.current.files)
                 # Reloaded only once the change has held for one interval: a file being written in place (truncated,
                 # then filled) is never read half-written, which would parse as an empty, all-defaults config.
                 if now != self._stamp and now == seen:

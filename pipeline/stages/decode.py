@@ -39,6 +39,8 @@ class Candidate:
     location: Any
     unit: Any
     source: RawMessage
+    # The mapping that made it (its counts: pipeline/stages/mapping_stats.py), so a refusal names the mapping.
+    origin: Any = None
 
 
 def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict:
@@ -51,11 +53,21 @@ def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict:
 
 
 def _count_keys(obj: Any) -> int:
-    if isinstance(obj, dict):
-        return len(obj) + sum(_count_keys(v) for v in obj.values() if isinstance(v, (dict, list)))
-    if isinstance(obj, list):
-        return sum(_count_keys(v) for v in obj if isinstance(v, (dict, list)))
-    return 0
+    """Keys of every object in a parsed tree, without recursion (the depth is checked before)."""
+    n = 0
+    stack = [obj]
+    while stack:
+        node = stack.pop()
+        if type(node) is dict:
+            n += len(node)
+            for v in node.values():
+                if type(v) is dict or type(v) is list:
+                    stack.append(v)
+        elif type(node) is list:
+            for v in node:
+                if type(v) is dict or type(v) is list:
+                    stack.append(v)
+    return n
 
 
 def _count_keys_flat(obj: Any) -> int:
@@ -192,14 +204,18 @@ class Decode(RecordStage):
         size = msg.original_size or len(payload)
         if size > self.max_payload_bytes:
             raise Invalid("payload_too_large", f"{size} bytes > {self.max_payload_bytes}")
-        if not payload or not payload.strip():
-            raise Invalid("payload_empty")
+        empty = not payload or not payload.strip()
         parts = msg.mqtt_topic.split("/")
         if self.routes:
             route = self.routes.get(parts[0])
             if route is not None:
+                if empty:
+                    raise Invalid("payload_empty")
                 return route(msg, parts)
         fmt, levels = self.formats.route(msg, parts)
+        # A decoder may take empty payloads (a mapping's ignored topics: a retained message being cleared).
+        if empty and not getattr(fmt.decode, "accepts_empty", False):
+            raise Invalid("payload_empty")
         return fmt.decode(msg, levels, self.limits)
 
 

@@ -124,6 +124,16 @@ class Validate(RecordStage):
         self.clock = clock
 
     def process(self, c: Candidate) -> list[Reading]:
+        if c.origin is None:
+            return self._check(c)
+        try:
+            return self._check(c)
+        except Invalid as err:  # a mapping made it: the refusal names the mapping and counts against it
+            detail = f"mapping {c.origin.name}: metric {str(c.metric)[:40]!r}: {err.detail or err.reason}"
+            c.origin.refused_reading(err.reason, detail, c.source.mqtt_topic, c.source.payload)
+            raise Invalid(err.reason, detail) from None
+
+    def _check(self, c: Candidate) -> list[Reading]:
         sensor_id = check_sensor_id(c.sensor_id)
         metric = check_metric(c.metric)
         if self.allowed_metrics is not None and metric not in self.allowed_metrics:

@@ -117,7 +117,10 @@ class DaemonProcess:
     read only what the current run wrote."""
 
     def __init__(self, config_path, log_path):
-        self.config_path, self.log_path = str(config_path), log_path
+        """`config_path`: one file, or a list of them (`--config` repeated, merged in order)."""
+        paths = config_path if isinstance(config_path, (list, tuple)) else [config_path]
+        self.config_paths = [str(p) for p in paths]
+        self.config_path, self.log_path = self.config_paths[0], log_path
         self.proc = None
         self._log_offset = 0
 
@@ -130,7 +133,8 @@ class DaemonProcess:
         root = Path(__file__).resolve().parents[2]
         log = open(self.log_path, "ab")
         self._log_offset = log.tell()
-        self.proc = subprocess.Popen([sys.executable, str(root / "realtime_pipeline.py"), "--config", self.config_path],
+        args = [a for p in self.config_paths for a in ("--config", p)]
+        self.proc = subprocess.Popen([sys.executable, str(root / "realtime_pipeline.py"), *args],
                                      stdout=log, stderr=subprocess.STDOUT, cwd=root)
         wait_for(lambda: self.logged("event=partitions_assigned") and self.logged("event=mqtt_subscribed")
                  or self.proc.poll() is not None, ready_timeout, what="daemon ready")

@@ -339,3 +339,10 @@ def test_requests_are_counted_by_route_template(client, view):
     get = view.metrics.registry.get_sample_value
     assert get("pipeline_dashboard_http_requests_total", {"route": "/api/sensors/<sensor_id>", "status": "200"}) == 2
     assert get("pipeline_dashboard_http_requests_total", {"route": "/api/alerts", "status": "400"}) == 1
+
+
+def test_api_mappings_serves_the_views_mapping_counts(view):
+    view.mappings = lambda: {"mappings": [{"name": "tasmota", "messages": 3, "refused": 1,
+                                           "last_refused": {"reason": "timestamp_missing"}}]}
+    body = client_for(view).get("/api/mappings").json
+    assert body["mappings"][0]["name"] == "tasmota" and body["mappings"][0]["last_refused"]["reason"] == "timestamp_missing"

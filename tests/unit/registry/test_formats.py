@@ -81,3 +81,22 @@ def test_the_sensor_partition_comes_from_the_format_and_matches_the_ownership_ma
     for sensor in ("s1", "boiler-3", "ü"):
         assert router.sensor_partition(sensor, 12) == sensor_partition(sensor, 12) == formats.crc32_partition(
             router.key(f"sensors/{sensor}".encode()), 12)
+
+
+def test_multi_level_and_text_captures_match_key_and_filter():
+    multi = Format("multi-test", "z/{name+}/state/{metric}", _csv, key_level="name")
+    mixed = Format("mixed-test", "v3/{app}@{tenant}/devices/{sensor_id}/up", _csv)
+    router = Router([multi, mixed])
+    fmt, levels = router.route(_msg("z/a/b c/state/power"), "z/a/b c/state/power".split("/"))
+    assert fmt is multi and levels == {"name": "a/b c", "metric": "power"}
+    assert router.key(b"z/a/b c/state/power") == b"a/b c"
+    fmt, levels = router.route(_msg("v3/farm@ttn/devices/d1/up"), "v3/farm@ttn/devices/d1/up".split("/"))
+    assert fmt is mixed and levels == {"app": "farm", "tenant": "ttn", "sensor_id": "d1"}
+    assert router.key(b"v3/farm@ttn/devices/d1/up") == b"d1"
+    for topic in ("z/state/power", "z/a/state", "v3/farm/devices/d1/up"):
+        with pytest.raises(Invalid):
+            router.route(_msg(topic), topic.split("/"))
+    assert formats.mqtt_filter(multi.pattern) == "z/#" and formats.mqtt_filter(mixed.pattern) == "v3/+/devices/+/up"
+    for bad in ("a/{x+}/#", "a/{x}{y}/b", "a/{x}/{x}", "a/b+c"):
+        with pytest.raises(ValueError):
+            formats.mqtt_filter(bad)

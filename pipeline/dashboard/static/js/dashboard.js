@@ -163,6 +163,33 @@
     setTimeout(() => pollPipeline(false), 1000);
   }
 
+  // -- mappings (every 5 s): what each configured mapping took, and its last refused sample ---------------
+  function mappingRow(m) {
+    const r = m.last_refused;
+    const refused = r ? el("td", {className: "errtext", title: r.error},
+                           el("div", null, el("span", {className: "mono"}, r.reason), ` ${fmtTime(r.at)} `, el("span", {className: "mono"}, r.topic)),
+                           el("div", null, r.error), el("div", {className: "sample"}, "payload: " + r.payload))
+                      : el("td", {className: "muted"}, "none");
+    return el("tr", {dataset: {mapping: m.name}},
+              el("td", {className: "mono"}, m.name), el("td", {className: "opt mono"}, `${m.topic} (${m.encoding})`),
+              el("td", null, fmtNum(m.rate_per_s, 2)), el("td", null, fmtNum(m.messages, 0)),
+              el("td", null, fmtNum(m.readings_per_message, 2)), el("td", null, fmtNum(m.text_skipped, 0)),
+              el("td", null, fmtNum(m.ignored, 0)), el("td", {className: m.refused || m.readings_refused ? "bad" : "", title: "messages / readings refused"},
+                 `${fmtNum(m.refused, 0)} / ${fmtNum(m.readings_refused || 0, 0)}`), refused);
+  }
+
+  async function pollMappings() {
+    try {
+      const res = await getJSON("/api/mappings");
+      if (res.ok && res.body) {
+        const items = res.body.mappings || [];
+        $("mappings").classList.toggle("hidden", items.length === 0);
+        fillRows($("mapping-table").tBodies[0], items.map(mappingRow));
+      }
+    } catch (err) { /* the pipeline poll reports an unreachable dashboard */ }
+    setTimeout(pollMappings, 5000);
+  }
+
   // -- health (every 2 s) ----------------------------------------------------------------------------
   async function pollReady() {
     try {
@@ -384,6 +411,7 @@
     setInterval(() => { if (state.selected) loadHistory(); }, 10000);
     pollPipeline(true);
     pollReady();
+    pollMappings();
     pollSensors();
     pollAlerts();
   });
