@@ -117,6 +117,17 @@ SCHEMAS = {
                                 "consumer_lag": {"type": "object", "required": ["total", "partitions"]},
                                 "dead_letters": {"type": "object", "additionalProperties": NUM},
                                 "recent_errors": {"type": "array"}, "history": {"type": "array"}}},
+    "Mappings": {"type": "object", "required": ["mappings"], "properties": {"mappings": {"type": "array", "items": {
+        "type": "object", "required": ["name", "messages", "refused"],
+        "properties": {"name": {"type": "string"}, "topic": {"type": "string"}, "encoding": {"type": "string"},
+                       "messages": {"type": "integer"}, "rate_per_s": NUM_OR_NULL, "readings": {"type": "integer"},
+                       "readings_per_message": NUM_OR_NULL, "text_skipped": {"type": "integer"},
+                       "ignored": {"type": "integer"}, "refused": {"type": "integer"},
+                       "readings_refused": {"type": "integer"},
+                       "last_refused": {"type": ["object", "null"], "properties": {
+                           "at": NUM, "topic": {"type": "string"}, "reason": {"type": "string"},
+                           "error": {"type": "string"}, "payload": {"type": "string"},
+                           "payload_bytes": {"type": "integer"}}}}}}}},
     "Health": {"type": "object", "required": ["status"],
                "properties": {"status": {"enum": ["ok", "failing"]}, "uptime_s": NUM, "threads": {"type": "object"},
                               "failures": {"type": "array"}}},
@@ -186,6 +197,9 @@ PATHS = {
     "/api/pipeline": {"get": _op("The pipeline's live numbers", _json(_ref("Pipeline"), "throughput, lag, dead letters"), [
         _q("history", {"type": "integer", "minimum": 0, "maximum": 3600}, "seconds of per-second points"),
         _q("errors", {"type": "integer", "minimum": 0, "maximum": 200}, "recent errors")])},
+    "/api/mappings": {"get": _op("Counts of the configured payload mappings (config `sources:`)",
+                                 _json(_ref("Mappings"), "per mapping: messages, rate, refusals, last refused sample"),
+                                 errors=())},
     "/health": {"get": {"summary": "Liveness", "security": [], "responses": {
         "200": _json(_ref("Health"), "alive"), "503": _json(_ref("Health"), "a worker thread died")}}},
     "/ready": {"get": {"summary": "Readiness per dependency", "security": [], "responses": {

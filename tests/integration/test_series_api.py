@@ -21,6 +21,7 @@ from pipeline.observability.recent import RecentErrors
 from pipeline.observability.status import LiveStatus
 from pipeline.runtime.reload import ConfigHolder
 from pipeline.runtime.supervisor import Supervisor
+from pipeline.stages.mapping_stats import MappingStats
 from tests.integration.test_dashboard_data import BEARER, TOKEN
 
 importer = importlib.import_module("pipeline.tools.import")
@@ -165,8 +166,13 @@ def test_the_openapi_description_is_valid_and_covers_every_api_route(filled):
 
 
 def test_real_answers_match_the_openapi_description(filled):
-    env, _, client, _ = filled
+    env, app, client, _ = filled
     doc = client.get("/api/openapi.json").json
+    stats = MappingStats()  # a mapping that took a message and refused one
+    counts = stats.counts("zigbee", "zigbee2mqtt/#", "json")
+    counts.decoded(3, 1)
+    counts.refused_message("mapping_no_value", "no field holds a number", "zigbee2mqtt/plug", b'{"state": "ON"}')
+    app.extensions["dashboard"].view.status.attach_mappings(stats)
     with env.db() as conn:
         conn.execute("INSERT INTO sensors (sensor_id, type) VALUES ('api-2', 'sensor') ON CONFLICT DO NOTHING")
         ids = [conn.execute("INSERT INTO alerts (sensor_id, type, message, severity, timestamp, metric) VALUES "
@@ -176,13 +182,14 @@ def test_real_answers_match_the_openapi_description(filled):
             "/api/sensors": "/api/sensors?spark=30", "/api/sensors/{sensor_id}": f"/api/sensors/{SENSOR}",
             "/api/sensors/{sensor_id}/trend": f"/api/sensors/{SENSOR}/trend?metric={METRIC}&period=1h",
             "/api/alerts": "/api/alerts?status=all", "/api/pipeline": "/api/pipeline?history=60",
-            "/api/snoozes": "/api/snoozes"}
+            "/api/snoozes": "/api/snoozes", "/api/mappings": "/api/mappings"}
     raw = client.get(f"/api/series?sensor={SENSOR}&metric={METRIC}&from={NOW - HOUR}&to={NOW}&points=200")
     check(doc, "/api/series", "get", raw)
     for path, url in gets.items():
         r = client.get(url)
         assert r.status_code == 200, (url, r.data)
         check(doc, path, "get", r)
+    assert client.get("/api/mappings").json["mappings"][0]["last_refused"]["reason"] == "mapping_no_value"
     check(doc, "/api/series", "get", client.get("/api/series?sensor=x"))  # a 400 naming `metric`
     check(doc, "/api/sensors/{sensor_id}", "get", client.get("/api/sensors/nobody"))  # 404
     who = {"who": "ops", "note": "looking"}
