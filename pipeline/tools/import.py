@@ -138,7 +138,8 @@ def rebuild_aggregates(store: ImportStore, settings: Settings, readings: int, er
 def main(argv: list[str] | None = None, settings: Settings | None = None, out=sys.stdout, err=sys.stderr) -> int:
     p = argparse.ArgumentParser(prog="python -m pipeline.tools.import", description=__doc__.splitlines()[0])
     p.add_argument("files", nargs="+", metavar="FILE", help="CSV (with a header line) or line-protocol files")
-    p.add_argument("--config", help="config file (default: config.yaml)")
+    p.add_argument("--config", action="append",
+                   help="config file (default: config.yaml); may repeat (deep-merged in order, as the daemon does)")
     p.add_argument("--allow-old", action="store_true",
                    help="lift validation.max_age_s and the lateness limit for this import only")
     p.add_argument("--batch", type=int, default=DEFAULT_BATCH, help=f"lines per transaction (default {DEFAULT_BATCH})")
