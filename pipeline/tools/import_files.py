@@ -109,7 +109,10 @@ def _timestamp(text: str):
 
 def csv_candidates(text: str, columns: dict[str, int], source: RawMessage) -> list[Candidate]:
     """One CSV line -> its candidate (the validate stage checks every field)."""
-    fields = text.split(",") if '"' not in text else next(csv.reader([text]), [])
+    try:
+        fields = text.split(",") if '"' not in text else next(csv.reader([text]), [])
+    except csv.Error as err:  # a Python whose csv module refuses what this one reads
+        raise Invalid("csv_invalid", str(err)[:200]) from None
     if len(fields) != len(columns):
         raise Invalid("csv_columns", f"{len(fields)} field(s), the header names {len(columns)}")
     unit_at = columns.get("unit")
