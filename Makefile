@@ -35,6 +35,12 @@ $(VENV)/.installed: requirements.txt
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $@
 
+# The Sparkplug B protobuf module, generated from the .proto by grpcio-tools' protoc (a build product: gitignored).
+SPB_DIR := pipeline/operators/sparkplug
+SPB_PB2 := $(SPB_DIR)/sparkplug_b_pb2.py
+$(SPB_PB2): $(SPB_DIR)/sparkplug_b.proto $(VENV)/.installed
+	$(PY) -m grpc_tools.protoc -I$(SPB_DIR) --python_out=$(SPB_DIR) $(SPB_DIR)/sparkplug_b.proto
+
 $(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
@@ -46,8 +52,8 @@ $(PEER_VENV)/.installed: requirements-peer.txt
 	$(PEER_VENV)/bin/python -m pip install --quiet -r requirements-peer.txt
 	touch $@
 
-venv: $(VENV)/.installed
-dev-venv: $(VENV)/.installed-dev
+venv: $(VENV)/.installed $(SPB_PB2)
+dev-venv: $(VENV)/.installed-dev $(SPB_PB2)
 peer-venv: $(PEER_VENV)/.installed
 
 services: venv
@@ -95,4 +101,4 @@ bench-max: dev-venv peer-venv services
 	$(PY) -m pipeline.tools.bench --find-max --rate 10000 --duration 30
 
 clean:
-	rm -rf $(VENV) $(PEER_VENV) .pytest_cache
+	rm -rf $(VENV) $(PEER_VENV) .pytest_cache $(SPB_PB2)

@@ -62,6 +62,17 @@ class LogRecord:
     record_id: str | None = None  # the producer's own id of the record (payload field `id`), if it gave one
 
 
+@dataclass(slots=True)
+class SensorOffline:
+    """A sensor that said it is gone (a Sparkplug B death certificate): offline now, not after a silence. It
+    travels with the batch's readings to the alert operator; the sensor's next reading brings it back."""
+
+    sensor_id: str
+    ts: float  # when it was declared gone, epoch seconds
+    reason: str  # what said so, for the alert's message (e.g. "NDEATH")
+    source: RawMessage | None = None
+
+
 class Invalid(Exception):
     """Raised by a stage for bad input; `reason` is a short stable name used in metrics and DLQ headers."""
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from typing import Sequence
 
 from prometheus_client import CollectorRegistry
 
@@ -10,10 +11,12 @@ from ..config.checks import allowed_metrics
 from ..ingest.sink_feed import SinkFeed
 from ..observability.metrics import Metrics
 from ..runtime.chain import StageChain
+from ..runtime.format_operator import SkipOperatorRecords
 from ..operators.alerts.runner import AlertRunner
 from ..operators.alerts.sections import AlertSections, EvaluatorSettings
 from ..operators.alerts.silences import Silences
 from ..operators.base import OperatorRunner
+from ..operators.sparkplug import SPARKPLUG  # noqa: F401 - registers the sparkplug formats (processing.formats)
 from ..operators.windows.aggregator import WindowAggregator
 from ..sinks import builtin, registry
 from ..sinks.deadletter import DeadLetterWriter
@@ -47,10 +50,12 @@ def build_pure_stages(settings: Settings, mapping_stats: MappingStats | None = N
 
 
 def build_stages(settings: Settings, limits: LimitFilter | None = None,
-                 mapping_stats: MappingStats | None = None) -> list:
-    """The processing stages in order, each given only its own section of the config (`limits`: the daemon's)."""
+                 mapping_stats: MappingStats | None = None, operators: Sequence = ()) -> list:
+    """The processing stages in order, each given only its own section of the config (`limits`: the daemon's;
+    `operators`: the selected formats' operators, run right after decoding: pipeline/app/format_operators.py)."""
     cfg = settings.config
     stages = build_pure_stages(settings, mapping_stats)
+    stages[1:1] = operators
     if cfg.aggregation.enabled:  # readings too late for their window are dead-lettered before they are stored
         stages.append(LateFilter(cfg.aggregation.grace_s, cfg.aggregation.max_lateness_s))
     # Last: only a reading that would be stored makes its sensor and metric known.
@@ -91,7 +96,7 @@ def alert_sections(cfg: Config) -> AlertSections:
                          cfg.kafka.partitions)
 
 
-def build_feeds(settings: Settings, sinks, metrics: Metrics) -> list[SinkFeed]:
+def build_feeds(settings: Settings, sinks, metrics: Metrics, operators: Sequence = ()) -> list[SinkFeed]:
     """A feed of its own for each best-effort sink (pipeline/ingest/sink_feed.py).
 
     Its chain is the pure stages only. Lateness and the limits are left out: their verdicts depend on the moment
@@ -99,8 +104,14 @@ def build_feeds(settings: Settings, sinks, metrics: Metrics) -> list[SinkFeed]:
     would judge differently; and the limits' registry is the main consumer's, not shared across threads. The chain
     counts into a registry of its own, so the pipeline's refusal counters do not count a message twice."""
     cfg = settings.config
-    return [SinkFeed(cfg.kafka, cfg.instance_id, sink, StageChain(build_pure_stages(settings),
-                                                                  Metrics(CollectorRegistry())),
+    skip = [SkipOperatorRecords(tuple(op.accepts for op in operators))] if operators else []
+
+    def stages() -> list:  # after decoding, the records only a format operator reads are dropped
+        out = build_pure_stages(settings)
+        out[1:1] = skip
+        return out
+
+    return [SinkFeed(cfg.kafka, cfg.instance_id, sink, StageChain(stages(), Metrics(CollectorRegistry())),
                      metrics, cfg.processing.batch_size) for sink in sinks if not sink.durable]
 
 

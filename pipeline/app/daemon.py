@@ -45,6 +45,7 @@ from ..stages.mapping import with_source_topics
 from ..stages.mapping_stats import MappingStats
 from .build import (alert_sections, build_alerts, build_feeds, build_limits, build_sinks, build_stages, build_windows,
                     run_operator)
+from .format_operators import FormatOperators
 from .instance_lock import AlreadyConsumed, SingleInstanceLock
 from .own_sources import build_broker_stats, build_log_handler, build_system_agent
 
@@ -95,11 +96,14 @@ class Pipeline:
             self.sinks.append(run_operator(self.alerts, settings, self.metrics))
             alerts = self.alerts  # a live reload hands it its new sections, never the whole Config
             self.config.subscribe(lambda new: alerts.update_config(alert_sections(new)))
+        # Stateful operators of the selected formats (Sparkplug B's host): stages right after decoding.
+        self.format_ops = FormatOperators(settings, self.metrics)
         # Each best-effort sink reads the raw topic through a feed of its own and keeps its own committed position.
-        self.feeds = build_feeds(settings, self.sinks, self.metrics)
+        self.feeds = build_feeds(settings, self.sinks, self.metrics, operators=self.format_ops.stages)
         self.limits = build_limits(settings)
         self.mapping_stats = MappingStats(self.metrics)  # the main chain's mappings count here (dashboard, metrics)
-        self.chain = StageChain(build_stages(settings, limits=self.limits, mapping_stats=self.mapping_stats), self.metrics)
+        self.chain = StageChain(build_stages(settings, limits=self.limits, mapping_stats=self.mapping_stats,
+                                             operators=self.format_ops.stages), self.metrics)
         self._registry_lookup: RegistryLookup | None = None  # the limits stage's, on the consumer thread
         self.source: ConsumeDispatch | None = None
         self.bridge: MqttBridge | None = None
@@ -149,10 +153,12 @@ class Pipeline:
         # and reloaded per assigned partition, so a second instance never touches the first one's sensors.
         for sink in self.sinks:
             sink.partitions_assigned(set())
+        self._at_start("format_operators_start", self.format_ops.start)
         # The best-effort sinks are fed by their own feeds; in group mode those follow this consumer's partitions.
         self.source = ConsumeDispatch(cfg.kafka, cfg.instance_id, self.chain, [s for s in self.sinks if s.durable],
                                       self.metrics, cfg.processing.batch_size, cfg.processing.shutdown_timeout_s / 2,
-                                      followers=() if cfg.kafka.assignment == "single" else self.feeds)
+                                      followers=(*self.format_ops.stages,
+                                                 *(() if cfg.kafka.assignment == "single" else self.feeds)))
         self.status.attach_source(self.source)
         self._consumer_thread = self.supervisor.spawn("kafka-consumer", self.source.run)
         for feed in self.feeds:  # after their sinks started
@@ -294,6 +300,7 @@ class Pipeline:
         log.info("event=stopping step=consumer")
         if self.source is not None:
             self.source.stop()
+        self.format_ops.stop()  # their retries end: the consumer thread is let go
         for feed in self.feeds:  # before their sinks finish: no batch is handed over after the sink's last flush
             feed.stop()
         self.supervisor.join([self._consumer_thread, *self._feed_threads], deadline, reserve)
@@ -318,6 +325,7 @@ class Pipeline:
             drained = self.source.drain_and_close(deadline.left())
         for sink in self.sinks:
             bounded(f"{sink.name}_close", sink.close, max(0.1, deadline.left()))
+        bounded("format_operators_close", lambda: self.format_ops.close(1.0), max(0.1, min(2.0, deadline.left())))
         bounded("log_counter_close", self.log_counter.close, max(0.1, deadline.left()))
         if self.instance_lock is not None:  # last: another daemon may take over only after our commits
             bounded("single_instance_lock_release", self.instance_lock.release, max(0.1, deadline.left()))

@@ -123,6 +123,9 @@ class ProcessingConfig(Section):
     # first that matches decodes the message and gives its Kafka key. A plug-in format is added here by name.
     formats: Annotated[tuple[Annotated[str, msgspec.Meta(min_length=1, max_length=64)], ...],
                        msgspec.Meta(min_length=1)] = ("log", "json", "number")
+    # First topic level of the `telegraf` and `telegraf_json` formats (Telegraf's outputs.mqtt default topic
+    # `telegraf/{{ .Hostname }}/{{ .PluginName }}`); add "<root>/#" to mqtt.topics when selecting them.
+    telegraf_topic_root: Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=r"^[^/+#]+$")] = "telegraf"
 
 
 MetricName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z][A-Za-z0-9_]*$", max_length=20)]
@@ -306,6 +309,24 @@ class StorageConfig(Section):
     check_interval_s: Annotated[float, msgspec.Meta(ge=10.0)] = 3600.0
 
 
+class SparkplugConfig(Section):
+    # The Sparkplug B host application (format `sparkplug`, pipeline/operators/sparkplug/; docs/formats.md).
+    # false: never publish a rebirth request (NCMD), for a deployment allowed to read only.
+    rebirth_requests: bool = True
+    # At most one rebirth request per edge node in this many seconds.
+    rebirth_interval_s: PositiveFloat = 10.0
+    # Set: this daemon is the primary host application <host_id>: it publishes spBv1.0/STATE/<host_id>, retained
+    # ({"online": true, "timestamp": ms}; the MQTT will says false). Empty: no STATE messages.
+    host_id: Annotated[str, msgspec.Meta(pattern=r"^[^/#+]*$", max_length=64)] = ""
+    # Births kept per node and device (a restart reads data again by the birth before it, back to the last commit).
+    births_kept: Annotated[int, msgspec.Meta(ge=2, le=64)] = 8
+    # The sensor type of the readings (validation.default_type when empty).
+    sensor_type: Annotated[str, msgspec.Meta(max_length=50)] = ""
+    # A metric's name, normalised (as a mapping's rename) or as the node writes it -> the name stored (else the
+    # naming rule's; a name longer than 20 characters is refused).
+    rename: dict[Annotated[str, msgspec.Meta(min_length=1, max_length=500)], MetricName] = {}
+
+
 class Config(Section):
     # Modules imported before the rest is checked: formats, detectors and sinks they register (config/plugins.py).
     plugins: list[str] = []
@@ -331,6 +352,7 @@ class Config(Section):
     logs: LogsConfig = LogsConfig()
     retention: RetentionConfig = RetentionConfig()
     storage: StorageConfig = StorageConfig()
+    sparkplug: SparkplugConfig = SparkplugConfig()
     # Mappings of payload dialects (pipeline/config/sources.py, docs/formats.md): tried before processing.formats.
     sources: tuple[SourceMapping, ...] = ()
 

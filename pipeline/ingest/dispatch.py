@@ -285,8 +285,8 @@ class ConsumeDispatch:
             self.metrics.offset_gap_dropped.inc(passed)
         if self.continuity.events:
             self._gap_events()
-        readings, logs = split_outputs(readings)
-        batch = Batch(readings, dead, offsets, len(self.sinks), logs=logs)
+        readings, logs = split_outputs(readings, offline := [])
+        batch = Batch(readings, dead, offsets, len(self.sinks), logs=logs, offline=offline)
         self.inflight.add(batch)
         for sink in self.sinks:
             if not self._offer(sink, batch):

@@ -38,6 +38,14 @@ class Metrics:
         self.consumer_lag = Gauge("kafka_consumer_lag", "Messages behind the high watermark", ["partition"], namespace=ns, registry=registry)
         self.stage_out = Counter("stage_records_out", "Records a stage passed on", ["stage"], namespace=ns, registry=registry)
         self.invalid = Counter("invalid_records", "Records refused, by reason", ["stage", "reason"], namespace=ns, registry=registry)
+        # Format operators (pipeline/runtime/format_operator.py) and the Sparkplug B host (pipeline/operators/sparkplug).
+        self.format_operator_seconds = Histogram("format_operator_seconds", "Time a format operator took per batch, by format", ["format"], buckets=DURATION_BUCKETS, namespace=ns, registry=registry)
+        self.sparkplug_messages = Counter("sparkplug_messages", "Sparkplug B messages handled by the host application, by message type", ["type"], namespace=ns, registry=registry)
+        self.sparkplug_metrics_skipped = Counter("sparkplug_metrics_skipped", "Sparkplug B metrics not stored, by reason (string, dataset, template, array, bytes, null, unknown_alias, ...; stale_death: an NDEATH whose bdSeq is not the current birth's)", ["reason"], namespace=ns, registry=registry)
+        self.sparkplug_rebirth_requests = Counter("sparkplug_rebirth_requests", "Rebirth requests (NCMD Node Control/Rebirth) by cause (seq_gap, unknown_alias, before_birth) and outcome (sent, rate_limited, disabled, not_sent)", ["cause", "outcome"], namespace=ns, registry=registry)
+        self.sparkplug_births_stored = Counter("sparkplug_births_stored", "Sparkplug B births and deaths made durable (table sparkplug_births)", namespace=ns, registry=registry)
+        self.sparkplug_offline = Counter("sparkplug_offline_marks", "Sensors marked offline at once by an NDEATH or DDEATH", namespace=ns, registry=registry)
+        self.format_values_skipped = Counter("format_values_skipped", "Values a built-in payload format skipped, neither stored nor refused (text fields of line protocol and Telegraf JSON)", ["format"], namespace=ns, registry=registry)
         self.dead_lettered = Counter("dead_letters", "Records sent to a dead-letter topic", ["kind", "reason"], namespace=ns, registry=registry)
         # Mappings (config `sources:`): the label is a configured mapping name, so it stays bounded.
         self.mapping_messages = Counter("mapping_messages", "Messages a mapping took, by outcome: decoded, refused (dead-lettered with the mapping's name), ignored (its ignore topics)", ["mapping", "outcome"], namespace=ns, registry=registry)

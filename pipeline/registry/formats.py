@@ -6,8 +6,10 @@ fills in (e.g. `{logs_root}`). The MQTT bridge asks the selected formats for the
 the topic's levels only, on paho's network thread, never decoding the payload); the decode stage asks them for
 the decoder (`Router.route`). The first selected format whose pattern matches takes the message.
 
-A format may declare a stateful operator (`operator`): a factory for an object with durable state, partition
-hooks and the right to publish (`FormatOperator`). Nothing fills that slot yet; the runner will.
+A format may declare a stateful operator (`operator`): a factory, handed `OperatorServices` (the config, metrics,
+a durable store's connection, the right to publish over MQTT), for a `FormatOperator`. Its runner
+(pipeline/runtime/format_operator.py) runs it as a stage right after decoding, on the consumer thread, in message
+order, and tells it which partitions this instance holds (pipeline/ingest/dispatch.py's rebalance callbacks).
 """
 from __future__ import annotations
 
@@ -29,15 +31,38 @@ class Limits:
 
     max_readings: int = 100
     max_json_depth: int = 32
+    # Values a decoder skipped, neither stored nor refused (text fields of line protocol), by format name: the
+    # decode stage owns the dict and the chain adds it to pipeline_format_values_skipped_total.
+    skipped: dict[str, int] | None = None
 
 
 class FormatOperator(Protocol):
-    """A format's stateful operator (declared slot): durable state per partition, the right to publish."""
+    """A format's stateful operator: takes the records its decoder made (`accepts`, in message order) and returns
+    what goes on (candidate readings, ...), refusing a record through `refused.add` (pipeline/runtime/stage.py).
+    Whatever it must keep across a restart it makes durable inside `process_batch`: the batch goes to the sinks,
+    and its offsets can be committed, only after. Partition hooks are called on the consumer thread."""
 
-    def process(self, records: list) -> list: ...
+    accepts: type
+
+    def start(self) -> None: ...
+    def process_batch(self, items: list, refused: Any) -> list: ...
     def partitions_assigned(self, partitions: set[int]) -> None: ...
     def partitions_revoked(self, partitions: set[int]) -> None: ...
-    def flush(self) -> None: ...
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class OperatorServices:
+    """What a format operator's factory is handed: `config` (the frozen Config; the operator reads its own
+    section), `metrics`, `connect` (a new autocommit PostgreSQL connection: its durable store), `publish`
+    ((topic, payload, retain) -> accepted; MQTT QoS 1) and `retrying` ((fn, operation) -> fn's result, transient
+    errors retried until the daemon stops)."""
+
+    config: Any
+    metrics: Any
+    connect: Callable[[], Any]
+    publish: Callable[[str, bytes, bool], bool]
+    retrying: Callable[[Callable[[], Any], str], Any]
 
 
 def crc32_partition(key: bytes, partitions: int) -> int:
@@ -62,7 +87,7 @@ class Format:
     decode: Decoder
     key_level: str | int = "sensor_id"
     sensor_key: Callable[[str], bytes] = sensor_key
-    operator: Callable[[Any], FormatOperator] | None = None
+    operator: Callable[[OperatorServices], FormatOperator] | None = None
     doc: str = ""
 
     def sensor_partition(self, sensor_id: str, partitions: int) -> int:
@@ -227,7 +252,7 @@ class _Compiled:
             return lambda p: len(p) == n and bool(p[sid])
         if self.deep and len(lits) == 1 and lits[0][0] == 0 and sid is None and not mixed:
             text = lits[0][1]
-            return lambda p: p[0] == text
+            return lambda p: p[0] == text and len(p) >= n
         if not self.open and not mixed and sid is not None and len(lits) == 2:  # a mapping's usual 'a/{sensor_id}/b'
             (i0, t0), (i1, t1) = lits
             return lambda p: len(p) == n and p[i0] == t0 and p[i1] == t1 and bool(p[sid])

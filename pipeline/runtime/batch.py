@@ -10,27 +10,37 @@ import time
 from collections import deque
 from typing import Protocol
 
-from ..records import DeadLetter, LogRecord, Reading
+from ..records import DeadLetter, LogRecord, Reading, SensorOffline
 
 
-def split_outputs(outputs: list) -> tuple[list[Reading], list[LogRecord]]:
-    """Chain outputs by kind: readings, and log records (each sink selects the kind it writes)."""
+def split_outputs(outputs: list, offline: list | None = None) -> tuple[list[Reading], list[LogRecord]]:
+    """Chain outputs by kind: readings, and log records (each sink selects the kind it writes); sensors declared
+    offline (SensorOffline, a format operator's) go to `offline` if given, else are left out."""
     readings: list = []
     logs: list = []
     for item in outputs:
-        (logs if item.__class__ is LogRecord else readings).append(item)
+        cls = item.__class__
+        if cls is LogRecord:
+            logs.append(item)
+        elif cls is SensorOffline:
+            if offline is not None:
+                offline.append(item)
+        else:
+            readings.append(item)
     return readings, logs
 
 
 class Batch:
     """Records from one consume call plus the offsets to commit once all `sinks` (the durable ones) are done."""
 
-    __slots__ = ("readings", "dead", "offsets", "_pending", "_lock", "done", "created", "logs")
+    __slots__ = ("readings", "dead", "offsets", "_pending", "_lock", "done", "created", "logs", "offline")
 
     def __init__(self, readings: list[Reading], dead: list[DeadLetter], offsets: dict[tuple[str, int], int], sinks: int,
-                 logs: list[LogRecord] | None = None):
+                 logs: list[LogRecord] | None = None, offline: list[SensorOffline] | None = None):
         self.readings = readings
         self.logs = logs if logs is not None else []
+        # Sensors that said they are gone (a Sparkplug death), in message order: the alert operator's.
+        self.offline = offline if offline is not None else []
         self.dead = dead
         self.offsets = offsets  # (topic, partition) -> next offset to read
         self._pending = sinks

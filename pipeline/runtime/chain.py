@@ -46,6 +46,8 @@ class StageChain:
         # Records out per stage since the last flush_counts(): one locked Prometheus increment per batch
         # and stage.
         self._counts = [0] * len(self.stages)
+        # Stages whose decoders skip values (the decode stage's `values_skipped`, format -> count): added per batch.
+        self._skipping = [s for s in self.stages if isinstance(getattr(s, "values_skipped", None), dict)]
 
     def flush_counts(self) -> None:
         """Add the per-stage counts gathered since the last call to the metrics (once per batch)."""
@@ -54,6 +56,12 @@ class StageChain:
             if n:
                 self._out[i].inc(n)
                 counts[i] = 0
+        for stage in self._skipping:
+            tally = stage.values_skipped
+            if tally:
+                for fmt, n in list(tally.items()):
+                    self.metrics.format_values_skipped.labels(fmt).inc(n)
+                tally.clear()
 
     def run(self, raw: RawMessage, outputs: list, dead: list) -> None:
         """One message (tests, tools): a batch of one."""

@@ -5,6 +5,8 @@ Topic contract (README, "Topics and payloads"):
                                or a single reading {"metric": "temperature", "value": 21.4, ...}
   <root>/<sensor_id>/<metric>  a bare number (what small devices send)
 
+The JSON objects may also come as CBOR or MessagePack maps (told apart by the first byte: binary.sniff).
+
 Each contract is a payload format registered by name (pipeline/registry/formats.py): "json" and "number" here,
 "log" for application logs (pipeline/stages/logs.py); config `processing.formats` selects them, in order.
 """
@@ -21,6 +23,7 @@ from ..records import Invalid, RawMessage
 from ..registry import formats, payloads
 from ..registry.formats import Limits, Router
 from ..runtime.stage import RecordStage
+from .binary import CBOR, JSON as JSON_TEXT, parse_cbor, parse_msgpack, sniff
 
 # Fields a JSON reading may carry. Anything else is refused so a typo ("temprature") is not lost silently.
 ENVELOPE_FIELDS = frozenset({"type", "location", "timestamp", "readings", "metric", "value", "unit", "seq"})
@@ -145,9 +148,18 @@ def parse_bare_number(payload: bytes) -> float:
 
 def decode_json(msg: RawMessage, levels: dict[str, str], limits: Limits) -> list[Candidate]:
     """<root>/<sensor_id>: a JSON object of readings ({"readings": {metric: value}}) or a single reading
-    ({"metric", "value"}), with the envelope fields."""
+    ({"metric", "value"}), with the envelope fields; the same objects in CBOR or MessagePack are told from JSON
+    by their first byte (pipeline/stages/binary.py)."""
     sensor_id = levels["sensor_id"]
-    obj = parse_json(msg.payload, limits.max_json_depth)
+    payload = msg.payload
+    # JSON text starts with ASCII; a first byte from 0x80 up is a CBOR or MessagePack map (binary.sniff).
+    if payload and payload[0] >= 0x80 and (kind := sniff(payload)) != JSON_TEXT:
+        if kind == CBOR:
+            obj = parse_cbor(payload, limits.max_json_depth)
+        else:  # a map larger than any of this format's shapes is refused before it is built
+            obj = parse_msgpack(payload, limits.max_json_depth, max(limits.max_readings, len(ENVELOPE_FIELDS)))
+    else:
+        obj = parse_json(payload, limits.max_json_depth)
     if not isinstance(obj, dict):
         raise Invalid("not_an_object", f"payload is a JSON {type(obj).__name__}, expected an object")
     unknown = obj.keys() - ENVELOPE_FIELDS
@@ -197,7 +209,8 @@ class Decode(RecordStage):
         self.max_json_depth = max_json_depth
         self.routes = routes or {}  # topic root -> decoder for a contract other than readings
         self.formats = formats if formats is not None else Router([JSON, NUMBER])
-        self.limits = Limits(max_readings, max_json_depth)
+        self.values_skipped: dict[str, int] = {}  # format -> values its decoder skipped (the chain counts them)
+        self.limits = Limits(max_readings, max_json_depth, self.values_skipped)
 
     def process(self, msg: RawMessage) -> list:
         payload = msg.payload
@@ -221,3 +234,29 @@ class Decode(RecordStage):
 
 payloads.register(payloads.Encoding("json", lambda payload, limits: parse_json(payload, limits.max_json_depth),
                                     doc="JSON (RFC 8259); duplicate keys and nesting past validation.max_json_depth refused"))
+
+
+_BOOLEAN_WORDS = {"true": True, "on": True, "false": False, "off": False}
+
+
+def parse_text(payload: bytes, limits: Limits) -> float | bool | str:
+    """The `text` encoding: a plain number (as the `number` format reads it) -> float; true/false/on/off in any
+    case -> a boolean (ESPHome's and Zigbee2MQTT's states); any other UTF-8 text -> the text, which a mapping
+    skips and counts. Surrounding whitespace is ignored."""
+    try:
+        text = payload.decode("utf-8").strip()
+    except UnicodeDecodeError as err:
+        raise Invalid("invalid_utf8", f"byte {err.start + 1} is not UTF-8") from None
+    if not text:
+        raise Invalid("payload_empty")
+    word = _BOOLEAN_WORDS.get(text.lower()) if len(text) <= 5 else None
+    if word is not None:
+        return word
+    try:
+        return parse_bare_number(payload)
+    except Invalid:
+        return text
+
+
+payloads.register(payloads.Encoding("text", parse_text,
+                                    doc="a plain number; true/false/on/off as a boolean; other text as text"))

@@ -163,3 +163,32 @@ def test_mosquitto_queues_are_bounded_in_bytes_and_retain_is_off():
     # The byte bound is what holds when messages are large: by count alone a session could take this much.
     assert queued * int(opts["message_size_limit"]) > 100 * queued_bytes
     assert opts["retain_available"] == "false"
+
+
+def daemon_argv(env: dict[str, str]) -> list[str]:
+    """The daemon unit's ExecStart after the script, $VAR replaced as systemd does (split at spaces; unit
+    Environment= first, then EnvironmentFile= lines, which win)."""
+    svc = _unit(UNITS[0])["Service"]
+    values = dict(item.split("=", 1) for item in svc["Environment"].split())
+    values.update(env)
+    argv = svc["ExecStart"].split()
+    assert argv[:2] == [f"{INSTALL_DIR}/.venv/bin/python", f"{INSTALL_DIR}/realtime_pipeline.py"]
+    out = []
+    for a in argv[2:]:
+        out += values.get(a[1:], "").split() if a.startswith("$") else [a]
+    return [a.replace(INSTALL_DIR, str(ROOT)) for a in out]
+
+
+def test_daemon_unit_adds_recipes_as_more_config_files_from_its_environment():
+    import realtime_pipeline
+    from pipeline.config import recipes
+
+    assert realtime_pipeline.parse_args(daemon_argv({})).config == [str(ROOT / "config.yaml")]  # none by default
+    line = f"--config {INSTALL_DIR}/deploy/formats/tasmota.yaml --config {INSTALL_DIR}/deploy/formats/shelly.yaml"
+    args = realtime_pipeline.parse_args(daemon_argv({"RECIPES": line}))
+    assert args.config == [str(ROOT / "config.yaml"), str(recipes.path("tasmota")), str(recipes.path("shelly"))]
+    settings = c.load(args.config, env={})
+    assert [s.name for s in settings.config.sources] == ["tasmota", "shelly"]
+    # The pre-start check validates the same files.
+    pre = _unit(UNITS[0])["Service"]["ExecStartPre"]
+    assert pre.replace(" --check-config", "") == _unit(UNITS[0])["Service"]["ExecStart"]

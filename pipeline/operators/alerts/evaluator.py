@@ -18,10 +18,10 @@ import sys
 from array import array
 from typing import Iterable, Sequence
 
-from ...records import Reading
+from ...records import Reading, SensorOffline
 from ...registry import detectors as registry
 from . import rate  # noqa: F401  (registers the rate detector beside those of detectors.py)
-from .detectors import SEEN, new_series, offline, offline_tracked, seen_at
+from .detectors import SEEN, Signal, new_series, offline, offline_tracked, seen_at
 from .lifecycle import ESCALATED, FLAPPING, OPENED, Alert, AlertBook, Transition
 from .messages import message
 from .offline import OfflineTimer
@@ -32,6 +32,10 @@ from .sections import EvaluatorSettings
 def detector_types() -> tuple[str, ...]:
     """Every alert type: the registered detectors' and the evaluator's own `offline`."""
     return (*(spec.name for spec in registry.ordered()), "offline")
+
+
+def _position(source) -> tuple[int, int]:
+    return (source.partition, source.offset) if source is not None else (-1, -1)
 
 
 class AlertEvaluator:
@@ -100,6 +104,22 @@ class AlertEvaluator:
                         self._add(out, t, r.sensor_type, r.location)
                         alerting.add(key)
                         is_alerting = True
+        return out
+
+    def gone(self, marks: Sequence[SensorOffline], readings: Sequence[Reading], now: float) -> list[Transition]:
+        """Sensors that said they are gone (a Sparkplug death): offline now, without waiting for their limit,
+        unless a reading of theirs came after the mark in the same batch (a rebirth: they are back), or offline
+        alerts are off for them (offline_after_s 0)."""
+        out: list[Transition] = []
+        later = {r.sensor_id: _position(r.source) for r in readings if r.source is not None}
+        for mark in marks:
+            sensor_id = mark.sensor_id
+            if sensor_id in later and later[sensor_id] > _position(mark.source) or self.rules.offline_after(sensor_id) <= 0:
+                continue
+            self.offline_timer.forget((sensor_id,))
+            signal = Signal(self.offline_severity, bound=0.0, detail=f"said it is offline ({mark.reason})")
+            info = self.sensor_info.get(sensor_id, ("sensor", None))
+            self._add(out, self.book.observe(sensor_id, None, "offline", signal, now), *info)
         return out
 
     def tick(self, now: float) -> list[Transition]:

@@ -100,7 +100,11 @@ class AlertRunner(Operator):
                     first.add(r.sensor_id)
             if first and self.evaluator.released_open and self.store.pool is not None:
                 self._reload_returning(first)
-            return self.evaluator.evaluate(batch.readings, self.clock())
+            now = self.clock()
+            out = self.evaluator.evaluate(batch.readings, now)
+            if batch.offline:  # sensors that said they are gone: offline now (pipeline/operators/sparkplug)
+                out += self.evaluator.gone(batch.offline, batch.readings, now)
+            return out
 
     def _reload_returning(self, sensors: set[str]) -> None:
         """Sensors seen here for the first time since their state went (or since start): their alerts that are

@@ -31,7 +31,7 @@ from .loadgen import generate, payload_for
 from .measure import (LagSampler, PostgresObserver, RedisObserver, ServiceCpu, latency_over_time, percentiles,
                       process_stats, thread_cores, thread_cpu)
 from .procs import mosquitto, mosquitto_limit
-from . import daemon_log, ratios, suite
+from . import daemon_log, dialects, ratios, suite
 from .peer_quix import prepare_topic
 from .report import ratio_lines, sustainable, table
 from . import floor as floor_process
@@ -199,16 +199,22 @@ class Bench:
                                f"limit{self.id}/x", self.log)
 
     # -- one load level -------------------------------------------------------------------------
-    def run(self, rate: float, kind: str = "daemon", readings: int | None = None, duration: float | None = None) -> dict:
+    def run(self, rate: float, kind: str = "daemon", readings: int | None = None, duration: float | None = None,
+            dialect: str = "native") -> dict:
         """One load level through the daemon, or (kind "floor") through the bare path (floor.py); readings per
-        message and seconds of load as given on the command line unless set here."""
+        message and seconds of load as given on the command line unless set here; payloads of `dialect`
+        (dialects.py: a mapped dialect's recipe goes into the daemon's config for this level only)."""
         a = self.args
         duration = duration or a.duration
-        if self.step or kind != "daemon":
+        d = dialects.DIALECTS[dialect]
+        self.tree.pop("sources", None)
+        self.tree = deep_merge(self.tree, d.config())
+        if self.step or kind != "daemon" or d.recipe:
             self.start_daemon(kind)
         self.step += 1
         readings = readings or a.readings_per_message
         sensors = [f"s{self.step}-{i:04d}" for i in range(a.sensors)]
+        dialects.publish_setup(d, "127.0.0.1", self.mqtt_port, f"bench{self.id}", sensors, readings)  # not measured
         stream = f"bench{self.id}:" + (self.settings.config.redis.streams.readings if kind == "daemon"
                                        else floor_process.STREAM_SUFFIX)
         table = "measurements" if kind == "daemon" else floor_process.TABLE
@@ -237,7 +243,7 @@ class Bench:
         bar = Progress(f"bench {kind} {rate:,.0f} msg/s", round(rate * duration * readings), "readings")
         ticking = Ticking(bar, lambda: (pob.count, {})).__enter__()  # a daemon thread: ends with the process on an error
         gen = generate("127.0.0.1", self.mqtt_port, f"bench{self.id}", sensors, rate, duration, readings,
-                       processes=a.publishers, seq_base=self.seq)
+                       processes=a.publishers, seq_base=self.seq, topic=d.topic, payload=d.payload)
         self.seq += gen.published + a.publishers
         t_gen_end = time.time()
         expected = gen.published * readings
@@ -277,6 +283,7 @@ class Bench:
         messages = max(1, gen.published)
         result = {
             "path": kind,
+            "dialect": dialect,
             "offered_rate": rate,
             "readings_per_message": readings,
             "instances": a.instances,
@@ -296,6 +303,7 @@ class Bench:
             "drain_after_load_s": round(drain_s, 2),
             "cpu_s_per_million": round((cpu1 - cpu0) / messages * 1e6, 1),
             "cpu_s_per_10k": round((cpu1 - cpu0) / messages * 1e4, 3),
+            "cpu_s_per_million_readings": round((cpu1 - cpu0) / (messages * readings) * 1e6, 1),
             "peak_rss_mb": round(peak_rss, 1),
             "generator_cpu_s_per_million": round(gen.cpu_s / messages * 1e6, 1),
             "daemon_cores": round((cpu1 - cpu0) / max(1e-6, time.time() - t_start), 2),
@@ -333,6 +341,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="also drive the bare path (floor.py) at the first rate: overhead_ratio = daemon / bare CPU per message")
     p.add_argument("--peer", choices=("quix",), help="also run a peer (Quix Streams) over the first level's topic, beside "
                                                       "the daemon's consuming half on the same data")
+    p.add_argument("--dialect", action="append", choices=sorted(set(dialects.DIALECTS) - {"native"}),
+                   help="after the native JSON level, one level of this dialect's payloads through its recipe at the "
+                        "same rate: cost per reading against native JSON (repeatable)")
     p.add_argument("--suite", action="store_true", help="every ratio target in one run (what `make bench` runs; "
                                                          "see pipeline/tools/bench/suite.py)")
     p.add_argument("--max-duration", type=float, default=30, help="seconds per level while --suite steps the rate up")
@@ -358,6 +369,8 @@ def main(argv: list[str] | None = None) -> int:
             if not args.find_max or not sustainable(r) or rate * args.step > args.max_rate:
                 break
             rate = round(rate * args.step, -2)
+        if args.dialect:
+            extras.update(dialects.compare(bench, args, results[0]))
     finally:
         bench.stop()
     headline = results[0]
@@ -377,11 +390,11 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(report))
     else:
         print(table(results, limit))
-        print("\n".join(ratio_lines(report)))
+        print("\n".join(ratio_lines(report) + dialects.lines(report)))
         if args.find_max:
             print(f"highest sustainable rate: {report['max_sustainable_rate'] or 'none'} msg/s "
                   f"({args.readings_per_message} reading(s) per message)")
-    clean = [headline] + ([report["floor"]] if report.get("floor") else [])
+    clean = [headline] + ([report["floor"]] if report.get("floor") else []) + (report.get("dialects") or [])
     return 0 if all(r["lost"] == 0 and r["duplicated"] == 0 for r in clean) else 1
 
 

@@ -16,6 +16,7 @@ import struct
 import threading
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 
 def _remaining_length(n: int) -> bytes:
@@ -90,15 +91,17 @@ class _AckReader(threading.Thread):
 
 
 def publish_worker(host: str, port: int, topic_prefix: str, sensors: list[str], rate: float, duration: float,
-                   readings: int, seq_start: int, seq_step: int, start_at: float, out: "mp.Queue") -> None:
-    """One process: paced QoS 1 publishes over one connection; seq = seq_start + k * seq_step."""
+                   readings: int, seq_start: int, seq_step: int, start_at: float, out: "mp.Queue",
+                   topic: str = "{root}/{sensor}", payload: Callable[[int, float, int], bytes] = payload_for) -> None:
+    """One process: paced QoS 1 publishes over one connection; seq = seq_start + k * seq_step. `topic` (with
+    {root} and {sensor}) and `payload` are a dialect's (dialects.py); native JSON by default."""
     sock = socket.create_connection((host, port))
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.sendall(connect_packet(f"bench-gen-{os.getpid()}"))
     reader = _AckReader(sock)
     reader.start()
     reader.connected.wait(10)
-    topics = [f"{topic_prefix}/{s}".encode() for s in sensors]
+    topics = [topic.format(root=topic_prefix, sensor=s).encode() for s in sensors]
     total = int(rate * duration)
     cpu0 = time.process_time()
     delay = start_at - time.time()
@@ -123,7 +126,7 @@ def publish_worker(host: str, port: int, topic_prefix: str, sensors: list[str], 
             seq = seq_start + sent * seq_step
             # A microsecond apart: a reading's identity is (sensor, metric, timestamp), so two messages of a
             # burst must never share a timestamp, even when the burst wraps around the sensor list.
-            chunk.append(publish_packet(topics[sent % len(topics)], packet_id, payload_for(seq, now + k * 1e-6, readings)))
+            chunk.append(publish_packet(topics[sent % len(topics)], packet_id, payload(seq, now + k * 1e-6, readings)))
             sent += 1
         sock.sendall(b"".join(chunk))
     deadline = time.monotonic() + 30
@@ -136,7 +139,8 @@ def publish_worker(host: str, port: int, topic_prefix: str, sensors: list[str], 
 
 
 def generate(host: str, port: int, topic_prefix: str, sensors: list[str], rate: float, duration: float,
-             readings: int = 1, processes: int = 1, seq_base: int = 0) -> GenResult:
+             readings: int = 1, processes: int = 1, seq_base: int = 0, topic: str = "{root}/{sensor}",
+             payload: Callable[[int, float, int], bytes] = payload_for) -> GenResult:
     """Run `processes` publishers in parallel, splitting sensors and rate; sum their results."""
     ctx = mp.get_context("fork")
     out = ctx.Queue()
@@ -145,7 +149,8 @@ def generate(host: str, port: int, topic_prefix: str, sensors: list[str], rate: 
     for i in range(processes):
         mine = sensors[i::processes] or sensors
         p = ctx.Process(target=publish_worker, args=(host, port, topic_prefix, mine, rate / processes, duration, readings,
-                                                      seq_base + i, processes, start_at, out), daemon=True)
+                                                      seq_base + i, processes, start_at, out, topic, payload),
+                        daemon=True)
         p.start()
         procs.append(p)
     results = [out.get(timeout=duration + 120) for _ in procs]

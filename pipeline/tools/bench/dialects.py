@@ -1,0 +1,145 @@
+"""Payload dialects the benchmark can publish (`--dialect NAME`): what a device family sends, and the recipe
+that maps it, so the cost per reading of a mapped dialect is measured beside native JSON in one run.
+
+One entry per dialect: the topic a simulated device publishes on (its family's own), the payload of
+one message (the reading(s) carry the publish time as their timestamp, unique per sensor, as the benchmark's
+latency and loss figures need), and the shipped recipe (deploy/formats/<recipe>.yaml) merged into the daemon's
+config. Add a dialect with `register(Dialect(...))`.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Callable
+
+from ...config import recipes
+from .loadgen import payload_for
+
+# (seq, publish time, readings per message) -> payload bytes
+Payload = Callable[[int, float, int], bytes]
+# (root, sensors, readings per message) -> messages (topic, payload) published once before the load, in order
+# (a dialect whose data needs a definition first: a Sparkplug B birth certificate per device).
+Setup = Callable[[str, list[str], int], list[tuple[str, bytes]]]
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """One payload dialect: `topic` has {sensor} (and {root}, the benchmark's own level, for a built-in format);
+    `recipe` names deploy/formats/<recipe>.yaml (None: a built-in format, no mapping); `setup`, what is published
+    before the load (not counted in its figures)."""
+
+    name: str
+    topic: str
+    payload: Payload
+    recipe: str | None = None
+    doc: str = ""
+    setup: Setup | None = None
+    # Renames laid over the recipe's, so the dialect's readings land on native JSON's metrics (temperature, ...)
+    # and cost the same downstream (thresholds, detection, windows), as a site renames its own.
+    rename: dict[str, str] = field(default_factory=dict)
+
+    def config(self) -> dict:
+        """The config fragment the daemon needs for this dialect: its recipe as shipped, topics unchanged. The
+        benchmark's broker is its own, so a dialect publishes on its family's real topics (tele/<id>/SENSOR) and
+        the daemon routes and keys them as it would in production (under one more level the mapping's device
+        would sit one level deeper than the built-in formats' and the MQTT thread would take its slower key path)."""
+        if not self.recipe:
+            return {}
+        tree = recipes.load(self.recipe)
+        for source in tree.get("sources") or []:
+            source["rename"] = {**(source.get("rename") or {}), **self.rename}
+        return tree
+
+
+DIALECTS: dict[str, Dialect] = {}
+
+
+def register(dialect: Dialect) -> Dialect:
+    DIALECTS[dialect.name] = dialect
+    return dialect
+
+
+def _drift(seq: int, now: float) -> float:
+    """The same healthy-sensor values as native JSON (loadgen.payload_for)."""
+    return 0.5 * math.sin(now / 600.0) + (seq % 7) * 1e-6
+
+
+def tasmota_payload(seq: int, now: float, readings: int) -> bytes:
+    """tele/<device>/SENSOR: one DS18B20 probe (1 reading) or a BME280 (3). Tasmota writes local time to the
+    second; here UTC to the microsecond, so two messages of one sensor never share a timestamp."""
+    d = _drift(seq, now)
+    when = datetime.fromtimestamp(now, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f").encode()
+    if readings == 1:
+        return b'{"Time":"%s","DS18B20":{"Id":"01144A0CB2AA","Temperature":%.6f},"TempUnit":"C"}' % (when, 21.0 + d)
+    return (b'{"Time":"%s","BME280":{"Temperature":%.6f,"Humidity":%.6f,"Pressure":%.6f},"PressureUnit":"hPa",'
+            b'"TempUnit":"C"}' % (when, 21.0 + d, 45.0 + d, 1013.0 + d))
+
+
+def telegraf_payload(seq: int, now: float, readings: int) -> bytes:
+    """telegraf/<host>/<plugin>: one line of InfluxDB line protocol, the time in ns (Telegraf's default output)."""
+    d = _drift(seq, now)
+    ns = round(now * 1e9)
+    if readings == 1:
+        return b"env temperature=%.6f %d\n" % (21.0 + d, ns)
+    return b"env temperature=%.6f,humidity=%.6f,pressure=%.6f %d\n" % (21.0 + d, 45.0 + d, 1013.0 + d, ns)
+
+
+register(Dialect("native", "{root}/{sensor}", payload_for, None,
+                 "the pipeline's own JSON on sensors/<id> (the built-in json format)"))
+NATIVE_METRICS = ("temperature", "humidity", "pressure")
+register(Dialect("tasmota", "tele/{sensor}/SENSOR", tasmota_payload, "tasmota",
+                 "Tasmota telemetry through deploy/formats/tasmota.yaml",
+                 rename={"ds18b20_temperature": "temperature", **{f"bme280_{m}": m for m in NATIVE_METRICS}}))
+register(Dialect("telegraf", "telegraf/{sensor}/env", telegraf_payload, "telegraf",
+                 "Telegraf's line protocol through deploy/formats/telegraf.yaml",
+                 rename={f"env_{m}": m for m in NATIVE_METRICS}))
+
+
+def publish_setup(dialect: Dialect, host: str, port: int, root: str, sensors: list[str], readings: int) -> int:
+    """A dialect's set-up messages, QoS 1, each acknowledged by the broker; how many."""
+    if dialect.setup is None:
+        return 0
+    import paho.mqtt.client as mqtt
+
+    messages = dialect.setup(root, sensors, readings)
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-setup-{dialect.name}")
+    client.max_inflight_messages_set(1000)
+    client.connect(host, port)
+    client.loop_start()
+    try:
+        for info in [client.publish(t, p, qos=1) for t, p in messages]:
+            info.wait_for_publish(30)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    return len(messages)
+
+
+def compare(bench, args, native: dict) -> dict:
+    """One level per `--dialect`, at the native level's rate and readings per message: CPU per reading of each
+    against native JSON's (`ratio`), with its loss, so a cheap but lossy mapping cannot pass."""
+    base = native["cpu_s_per_million_readings"]
+    out = []
+    for name in args.dialect:
+        bench.log(f"dialect {name}: offering {native['offered_rate']:,.0f} msg/s for {args.duration:.0f} s")
+        r = bench.run(native["offered_rate"], readings=native["readings_per_message"], dialect=name)
+        out.append({"dialect": name, "recipe": DIALECTS[name].recipe, "offered_rate": r["offered_rate"],
+                    "sustained_rate": r["sustained_rate"], "readings_per_message": r["readings_per_message"],
+                    "lost": r["lost"], "duplicated": r["duplicated"],
+                    "cpu_s_per_million_readings": r["cpu_s_per_million_readings"],
+                    "native_cpu_s_per_million_readings": base,
+                    "ratio": round(r["cpu_s_per_million_readings"] / base, 3) if base else None,
+                    "latency_ms": r["latency_ms"], "daemon_cores": r["daemon_cores"],
+                    "daemon_threads": r["daemon_threads"]})
+    return {"dialects": out}
+
+
+def lines(report: dict) -> list[str]:
+    """The dialect comparison as text, each ratio with the figures it was made of."""
+    return [f"dialect {d['dialect']} (deploy/formats/{d['recipe']}.yaml) at {d['offered_rate']:,.0f} msg/s, "
+            f"{d['readings_per_message']} reading(s) per message: {d['cpu_s_per_million_readings']:.1f} CPU-s per million "
+            f"readings against native JSON's {d['native_cpu_s_per_million_readings']:.1f}: ratio {d['ratio']}; "
+            f"sustained {d['sustained_rate']:,.0f} msg/s, lost {d['lost']}, duplicated {d['duplicated']}; daemon threads, "
+            f"cores: " + ", ".join(f"{n} {c:.3f}" for n, c in list(d["daemon_threads"].items())[:8])
+            for d in report.get("dialects") or []]
