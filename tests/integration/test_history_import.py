@@ -112,3 +112,28 @@ def write_rows(path, n: int, sensors: int = 200, step_s: int = 10) -> float:
         f.writelines(f"imp{i % sensors:03d},temperature,{(i * 7) % 1000 / 10},{start + i // sensors * step_s},\n"
                      for i in range(n))
     return start
+
+
+def test_a_line_protocol_file_is_imported_with_its_bad_lines_reported(env, tmp_path):
+    settings = env.migrate(env.settings(units={"temperature": {"canonical": "C", "convert": [
+        {"unit": "F", "scale": 0.5, "offset": -16}]}}))
+    ns = (int(time.time()) - 600) * 10**9
+    lines = ["# exported from InfluxDB",  # 1: a comment
+             f"weather,sensor_id=st-1 temperature=21.5,humidity=40i {ns}",  # 2: two readings
+             f"weather,sensor_id=st-1,unit=F temperature=70 {ns + 10**9}",  # 3: 70 F -> 19 C
+             f"boiler pressure=2.5,state=\"on\",ok=true {ns}",  # 4: the measurement names the sensor; text skipped
+             "weather,sensor_id=st-2 temperature=",  # 5: line_protocol_invalid
+             f"weather,sensor_id=st-2 temperature=1 {ns + 400 * 86400 * 10**9}",  # 6: timestamp_in_future
+             "weather,sensor_id=st-2 temperature=1",  # 7: timestamp_missing
+             f"power,device=plug-1 value=230.5 {ns}"]  # 8: field `value`: the measurement names the metric
+    path = tmp_path / "export.lp"
+    path.write_text("\n".join(lines) + "\n")
+    code, out, err = run(settings, str(path))
+    assert code == 0, err
+    reported = {int(line.split(":")[1]): line.split(":")[2].strip() for line in err.splitlines()
+                if line.startswith(str(path) + ":")}
+    assert reported == {5: "line_protocol_invalid", 6: "timestamp_in_future", 7: "timestamp_missing"}
+    assert env.query("SELECT sensor_id, metric, value FROM measurements ORDER BY 1, 2, timestamp") == [
+        ("boiler", "pressure", 2.5), ("plug-1", "power", 230.5), ("st-1", "humidity", 40.0),
+        ("st-1", "temperature", 21.5), ("st-1", "temperature", 19.0)]
+    assert f"{path}: 5 stored, 0 already stored, 3 bad line(s)" in out
