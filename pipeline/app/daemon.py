@@ -54,6 +54,15 @@ log = logging.getLogger(__name__)
 CLOSE_RESERVE_S = 3.0
 
 
+def lookback_period(periods, lookback_s: float) -> str:
+    """The period whose rows tell the metrics active recently (limits.metrics_lookback_s): the longest one that
+    fits the lookback (a `1d` row exists only once its day is over: it never began within a 2-hour lookback),
+    else the shortest."""
+    sizes = {p: parse_period(p) for p in periods}
+    fitting = [p for p in periods if sizes[p] <= lookback_s]
+    return max(fitting, key=sizes.get) if fitting else min(periods, key=sizes.get)
+
+
 class Pipeline:
     """One pipeline instance: wires the components, starts their threads through the supervisor;
     `start()`, then `wait()` or `stop()`. The dashboard sees it only through `status`."""
@@ -205,7 +214,8 @@ class Pipeline:
         """Before consuming: the sensors (and recent metrics) already stored count against limits.*."""
         cfg = self.settings.config
         limits = self.limits
-        period = max(cfg.aggregation.periods, key=parse_period) if cfg.aggregation.enabled else None
+        period = lookback_period(cfg.aggregation.periods, cfg.limits.metrics_lookback_s) if cfg.aggregation.enabled \
+            else None
         with psycopg.connect(**conninfo(cfg.postgres, self.settings.secrets.postgres_password)) as conn:
             load_known(conn, limits.registry, period, cfg.limits.metrics_lookback_s, limits=limits)
         log.info("event=limits_loaded sensors=%d max_sensors=%d registration=%s", len(limits.registry),

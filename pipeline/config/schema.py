@@ -155,7 +155,8 @@ class LimitsConfig(Section):
     max_sensors: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)] = 100_000
     # Distinct metrics per sensor; a new metric beyond is refused as too_many_metrics.
     max_metrics_per_sensor: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 50
-    # At start, the metrics of windows of the longest aggregation period that began this long ago are loaded
+    # At start, the metrics of windows that began this long ago are loaded (from the longest aggregation period no
+    # longer than this: a 1d row exists only once its day is over)
     # (0: none; metrics then count from the start of the daemon, as they do when aggregation is off).
     metrics_lookback_s: Annotated[float, msgspec.Meta(ge=0, le=30 * 86400)] = 7200.0
     # Per-series state (running window values, detector history, cached rules, sink caches, Redis latest values,
@@ -214,7 +215,7 @@ PeriodLabel = Annotated[str, msgspec.Meta(pattern=r"^[1-9][0-9]{0,5}[smhd]$")]
 class AggregationConfig(Section):
     enabled: bool = True
     # Tumbling windows on event time, one row per sensor, metric and period in `aggregations`.
-    periods: tuple[PeriodLabel, ...] = ("1m", "5m", "1h")
+    periods: tuple[PeriodLabel, ...] = ("1m", "5m", "1h", "1d")
     # A window closes once the partition's highest event time passed its end by this much.
     grace_s: NonNegFloat = 10.0
     # Readings older than the partition's watermark minus this go to the dead-letter topic (reason `late`);
@@ -289,7 +290,7 @@ class RetentionConfig(Section):
     batch_size: Annotated[int, msgspec.Meta(ge=100, le=1_000_000)] = 10000
     measurements_days: NonNegFloat = 30.0
     # Per aggregation period; a period not listed is kept forever (aggregates outlive raw data).
-    aggregations_days: dict[PeriodLabel, NonNegFloat] = msgspec.field(default_factory=lambda: {"1m": 7.0, "5m": 90.0, "1h": 730.0})
+    aggregations_days: dict[PeriodLabel, NonNegFloat] = msgspec.field(default_factory=lambda: {"1m": 7.0, "5m": 90.0, "1h": 730.0, "1d": 3650.0})
     # Resolved alerts only: open ones are kept whatever their age.
     alerts_days: NonNegFloat = 180.0
     logs_days: NonNegFloat = 30.0

@@ -4,18 +4,20 @@ from __future__ import annotations
 import re
 import time
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
 
 from ..stages.validate import METRIC_MAX, METRIC_RE
 from . import params
 from .auth import writer
+from .series import MAX_POINTS as SERIES_MAX_POINTS
+from .series import to_csv
 from .store import PERIODS
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
 SENSOR_ID_MAX = 50  # sensors.sensor_id is VARCHAR(50); any characters, since every query is parameterised
 SEVERITY_RE = re.compile(r"[A-Za-z_]{1,10}")
-DEFAULT_SPAN_S = {"1m": 3600, "5m": 6 * 3600, "1h": 7 * 86400}
+DEFAULT_SPAN_S = {"1m": 3600, "5m": 6 * 3600, "1h": 7 * 86400, "1d": 365 * 86400}
 MAX_POINTS = 5000
 ALERT_STATES = ("open", "acknowledged", "snoozed", "flapping", "resolved")
 
@@ -66,6 +68,30 @@ def trend(sensor_id: str):
     if (end - start) / PERIODS[period] > MAX_POINTS:
         raise params.BadParam("from", f"range too long for period {period} (at most {MAX_POINTS} points)")
     return jsonify(_view().trend(sid, metric, period, start, end))  # type: ignore[arg-type]
+
+
+@bp.get("/series")
+def series():
+    """One sensor's metric over [from, to) at the coarsest stored resolution giving at least `points` points (raw
+    readings or an `aggregations` period; pipeline/dashboard/series.py), as JSON or, with format=csv, CSV."""
+    a = request.args
+    sid = params.text(a, "sensor", SENSOR_ID_MAX, required=True)
+    metric = params.text(a, "metric", METRIC_MAX, METRIC_RE, required=True)
+    points = params.integer(a, "points", 300, 1, SERIES_MAX_POINTS)
+    fmt = params.choice(a, "format", ("json", "csv"), "json")
+    end = params.timestamp(a, "to")
+    if end is None:
+        end = time.time()
+    start = params.timestamp(a, "from")
+    if start is None:
+        start = end - 86400
+    if start >= end:
+        raise params.BadParam("from", "must be before `to`")
+    answer = _view().series(sid, metric, start, end, points)  # type: ignore[arg-type]
+    if fmt == "csv":
+        return Response(to_csv(answer), mimetype="text/csv",
+                        headers={"X-Resolution": answer["resolution"], "X-Truncated": str(answer["truncated"]).lower()})
+    return jsonify(answer)
 
 
 @bp.get("/alerts")

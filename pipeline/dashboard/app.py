@@ -12,7 +12,7 @@ from werkzeug.exceptions import HTTPException
 from ..config import DashboardConfig, Secret
 from ..config.checks import check_dashboard_token
 from ..config.serving import reads_need_token
-from . import alert_actions, api, auth, health, pages
+from . import alert_actions, api, auth, health, openapi, pages
 from .hosts import allowed_names, host_allowed
 from .params import BadParam
 from .store import Unavailable
@@ -97,6 +97,7 @@ def create_app(view, config: DashboardConfig, token: Secret | str | None = None)
     app.before_request(auth.check_read)
     app.register_blueprint(pages.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(openapi.bp)
     app.register_blueprint(alert_actions.bp)
     app.register_blueprint(health.bp)
     requests_total = getattr(getattr(view, "metrics", None), "http_requests", None)

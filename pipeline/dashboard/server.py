@@ -35,7 +35,7 @@ class Dashboard:
         self._log_handler = ErrorLogHandler(self.recent)
         status.on_dead_letters(self.recent.add_dead_letters)
         self.store = Store(cfg.postgres, settings.secrets.postgres_password, cfg.redis, settings.secrets.redis_password,
-                           self.cfg.raw_fallback_max_range_s)
+                           self.cfg.raw_fallback_max_range_s, periods=cfg.aggregation.periods, retention=cfg.retention)
         # The daemon's Silences (None with alerts off): acknowledgements and snoozes reach it at once.
         self.view = PipelineView(status, metrics, cfg.kafka, self.store, self.cfg, self.recent, silences=silences)
         self.app = create_app(self.view, self.cfg, settings.secrets.dashboard_token)

@@ -16,12 +16,14 @@ from psycopg.rows import dict_row
 from ..clients.errors import POSTGRES_AWAY, REDIS_AWAY
 from ..clients.postgres import epoch, new_pool, utc_naive
 from ..clients.redis import connect as redis_connect
-from ..config import PostgresConfig, RedisConfig, Secret
+from ..config import PostgresConfig, RedisConfig, RetentionConfig, Secret
+from ..operators.windows.tracker import parse_period
+from . import series as series_
 from .alert_states import STATE_COLUMNS, STATES, alert_state
 
 log = logging.getLogger(__name__)
 
-PERIODS = {"1m": 60, "5m": 300, "1h": 3600}
+PERIODS = {"1m": 60, "5m": 300, "1h": 3600, "1d": 86400}
 SEVERITY_ORDER = ("critical", "warning", "info")
 # Most severe first; severities outside the known three sort last.
 _RANK = "CASE severity WHEN 'critical' THEN 3 WHEN 'warning' THEN 2 WHEN 'info' THEN 1 ELSE 0 END"
@@ -89,13 +91,19 @@ class Store:
     """PostgreSQL and Redis reads (and the manual resolve) behind one small object."""
 
     def __init__(self, pg: PostgresConfig, pg_password: Secret, rcfg: RedisConfig, redis_password: Secret,
-                 raw_fallback_max_range_s: float = 21600):
+                 raw_fallback_max_range_s: float = 21600, periods: tuple[str, ...] = tuple(PERIODS),
+                 retention: RetentionConfig | None = None):
         self.pool = new_pool(pg, pg_password, "dashboard", min_size=1, max_size=3, timeout=5.0)
         self.redis = redis_connect(rcfg, redis_password)
         # Same keys as the Redis sink writes.
         self.sensors_key = rcfg.key_prefix + "sensors"
         self.latest_prefix = rcfg.key_prefix + "latest:"
         self.raw_fallback_max_range_s = raw_fallback_max_range_s
+        ret = retention or RetentionConfig(enabled=False)
+        on = ret.enabled
+        # The stored resolutions of /api/series: raw readings and every configured period, with their retention.
+        self.resolutions = series_.resolutions({p: parse_period(p) for p in periods}, ret.measurements_days if on else 0,
+                                               dict(ret.aggregations_days) if on else {})
 
     def open(self) -> None:
         # Not waiting: the dashboard must come up (and show PostgreSQL red) even while PostgreSQL is down.
@@ -177,6 +185,18 @@ class Store:
         return {"sensor_id": sensor_id, "metric": metric, "period": period, "from": start, "to": end,
                 "source": source if rows else "none",
                 **{name: list(col) for name, col in zip(("t", "avg", "min", "max", "count"), columns)}}
+
+    def series(self, sensor_id: str, metric: str, start: float, end: float, points: int, now: float) -> dict:
+        """The metric over [start, end) at the coarsest stored resolution giving at least `points` (series.py);
+        at most series.MAX_POINTS points."""
+        limit = series_.MAX_POINTS
+        res = series_.choose(self.resolutions, start, end, points, now)
+        args = (sensor_id, metric, *((res.label,) if res.label != series_.RAW else ()),
+                utc_naive(start), utc_naive(end), limit + 1)
+        rows = self._query(series_.RAW_SERIES if res.label == series_.RAW else series_.AGG_SERIES, args)
+        return {"sensor_id": sensor_id, "metric": metric, "from": start, "to": end, "resolution": res.label,
+                "step_s": res.step_s, "points_asked": points, "limit": limit, "truncated": len(rows) > limit,
+                "count": min(len(rows), limit), "points": series_.shape(res.label, rows[:limit])}
 
     def sparklines(self, sensor_ids: list[str], minutes: int, now: float) -> dict[str, dict[str, list]]:
         """{sensor: {metric: [[t...], [avg...]]}} over the last `minutes`: 1-minute aggregations where they

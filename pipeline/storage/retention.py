@@ -190,8 +190,9 @@ def trim_streams(client, cfg: RedisConfig, max_age_s: float, now: float, dry_run
 
 
 def run_once(settings: Settings, dry_run: bool = False, stop: threading.Event | None = None,
-             now: datetime | None = None, redis_client=None) -> RetentionRun | None:
-    """One pass over every target. None when another instance holds the retention lock."""
+             now: datetime | None = None, redis_client=None, on_batch=None, on_target=None) -> RetentionRun | None:
+    """One pass over every target. None when another instance holds the retention lock. `on_batch(rows, seconds)`
+    hears each DELETE batch, `on_target(result)` each target done (the command's progress)."""
     cfg = settings.config
     now = now or datetime.now(timezone.utc)
     run = RetentionRun()
@@ -200,7 +201,9 @@ def run_once(settings: Settings, dry_run: bool = False, stop: threading.Event | 
         if not dry_run and not conn.execute("SELECT pg_try_advisory_lock(%s)", (ADVISORY_LOCK_ID,)).fetchone()[0]:
             return None
         for target in targets(cfg.retention):
-            run.results.append(expire(conn, target, now, cfg.retention.batch_size, dry_run, stop))
+            run.results.append(expire(conn, target, now, cfg.retention.batch_size, dry_run, stop, on_batch))
+            if on_target is not None:
+                on_target(run.results[-1])
     if redis_client is None:
         from ..clients.redis import connect
 

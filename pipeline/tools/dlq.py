@@ -43,6 +43,7 @@ from ..ingest.identity import MQTT_TOPIC_HEADER, RECEIVED_US_HEADER
 from ..records import EXHAUSTED, FAILED, INVALID
 from ..sinks.deadletter import dead_letter_topics
 from ..sinks.notify.notifier import DEAD_LETTER_REASON as NOTIFICATION_FAILED
+from .progress import Progress
 
 REPLAYED_FROM = "replayed_from"
 Position = tuple[str, int]  # (dead-letter topic, partition)
@@ -251,7 +252,10 @@ def replay(cfg: KafkaConfig, letters: list[Letter]) -> int:
         else:
             errors.append(err)
 
+    bar = Progress("replay", len(letters), "letters")
     for letter in letters:
+        bar.update(1, confirmed=confirmed[0], failed=len(errors))
+        producer.poll(0)  # delivery reports as they come, for the progress
         h = letter.headers
         headers = [(MQTT_TOPIC_HEADER, h.get("mqtt_topic", "").encode()),
                    (REPLAYED_FROM, f"{letter.topic}:{letter.partition}:{letter.offset}".encode())]
@@ -264,6 +268,8 @@ def replay(cfg: KafkaConfig, letters: list[Letter]) -> int:
         producer.produce(cfg.topics.raw, value=letter.payload, key=letter.key, headers=headers,
                          on_delivery=delivered, **kwargs)
     producer.flush(30)
+    bar.update(0, confirmed=confirmed[0], failed=len(errors))
+    bar.close()
     if errors:
         print(f"replay: {len(errors)} failed, first: {errors[0]}; nothing marked as replayed", file=sys.stderr)
     return confirmed[0]

@@ -1,5 +1,6 @@
 """python -m pipeline.tools.rebuild --from T --to T [--sensor ID] [--period 1m] [--chunk-s N] [--config PATH]:
-recompute `aggregations` from `measurements` (pipeline/operators/windows/rebuild.py), with a progress bar and a rate."""
+recompute `aggregations` from `measurements` (pipeline/operators/windows/rebuild.py), with progress (pipeline/tools/progress.py:
+a bar with the rate and time left on a terminal, key=value lines otherwise)."""
 from __future__ import annotations
 
 import argparse
@@ -12,29 +13,9 @@ import psycopg
 from ..clients.postgres import conninfo
 from ..config import Settings, load_for_cli
 from ..operators.windows.tracker import parse_period
-from ..operators.windows.rebuild import DEFAULT_CHUNK_S, Progress, plan, rebuild
+from ..operators.windows.rebuild import DEFAULT_CHUNK_S, plan, rebuild
 from ..operators.windows.rebuild import __doc__ as REBUILD_DOC
-
-
-class Bar:
-    """A one-line progress bar with rates, redrawn at most 5 times a second on stderr."""
-
-    def __init__(self, total: int, out=sys.stderr):  # total: windows
-        self.total, self.out = total, out
-        self.started = self.drawn = time.monotonic()
-
-    def __call__(self, p: Progress, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self.drawn < 0.2 and p.windows < self.total:
-            return
-        self.drawn = now
-        elapsed = max(now - self.started, 1e-9)
-        share = p.windows / self.total if self.total else 1.0
-        eta = elapsed / share - elapsed if share else 0.0
-        filled = int(30 * share)
-        self.out.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {share:6.1%} {p.windows}/{self.total} windows  "
-                       f"{p.rows} rows  {p.readings / elapsed:,.0f} readings/s  eta {eta:,.0f} s ")
-        self.out.flush()
+from .progress import Progress
 
 
 def parse_time(text: str) -> datetime:
@@ -67,14 +48,14 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> int
     settings = settings or load_for_cli(args.config)
     cfg = settings.config
     steps = plan(cfg.aggregation.periods, args.period, args.start, args.end, max(1, args.chunk_s))
-    bar = Bar(sum(s.windows for s in steps))
     started = time.monotonic()
-    with psycopg.connect(**conninfo(cfg.postgres, settings.secrets.postgres_password,
-                                   statement_timeout_ms=cfg.postgres.maintenance_statement_timeout_ms), autocommit=True) as conn:
-        done = rebuild(conn, steps, args.sensor, bar)
-    bar(done, force=True)
+    with Progress("rebuild", sum(s.windows for s in steps), "windows") as bar, \
+            psycopg.connect(**conninfo(cfg.postgres, settings.secrets.postgres_password,
+                                       statement_timeout_ms=cfg.postgres.maintenance_statement_timeout_ms),
+                            autocommit=True) as conn:
+        done = rebuild(conn, steps, args.sensor,
+                       lambda p: bar.update(p.windows - bar.done, rows=p.rows, readings=p.readings))
     seconds = time.monotonic() - started
-    print(file=sys.stderr)
     print(f"rebuilt {done.windows} window(s) of {', '.join(sorted({s.period for s in steps}))} from "
           f"{args.start:%Y-%m-%d %H:%M:%S} to {args.end:%Y-%m-%d %H:%M:%S}{' for ' + args.sensor if args.sensor else ''}: "
           f"{done.rows} row(s) written from {done.readings} reading(s) in {seconds:.1f} s "

@@ -6,7 +6,8 @@ import argparse
 import sys
 
 from ..config import load_for_cli
-from ..storage.retention import run_once
+from ..storage.retention import run_once, targets
+from .progress import Progress
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -16,7 +17,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dry-run", action="store_true", help="only count what would be deleted")
     args = p.parse_args(argv)
     settings = load_for_cli(args.config)
-    run = run_once(settings, dry_run=args.dry_run)
+    with Progress("retention", len(targets(settings.config.retention)), "targets") as bar:
+        deleted = [0]
+
+        def on_batch(rows: int, _seconds: float) -> None:
+            deleted[0] += rows
+            bar.update(0, rows=deleted[0])
+
+        def on_target(result) -> None:
+            deleted[0] = 0
+            bar.update(1, target=result.name, rows=result.rows)
+
+        run = run_once(settings, dry_run=args.dry_run, on_batch=on_batch, on_target=on_target)
     if run is None:
         print("another instance is running retention now; nothing done", file=sys.stderr)
         return 1

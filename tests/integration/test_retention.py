@@ -20,7 +20,8 @@ def days_ago(d: float) -> datetime:
 
 
 def seed(env) -> None:
-    """Rows on both sides of every limit (defaults: raw 30 d, 1m 7 d, 5m 90 d, 1h 730 d, resolved alerts 180 d)."""
+    """Rows on both sides of every limit (defaults: raw 30 d, 1m 7 d, 5m 90 d, 1h 730 d, 1d 3650 d, resolved alerts
+    180 d)."""
     with env.db() as conn:
         conn.execute("INSERT INTO sensors (sensor_id, type) VALUES ('s1', 'sensor')")
         # Days older than the partitions made ahead: theirs are made as a late write would have them made.
@@ -31,7 +32,7 @@ def seed(env) -> None:
                      "%s - g * interval '1 second' FROM generate_series(1, 2500) g", (days_ago(31),))
         conn.execute("INSERT INTO measurements (sensor_id, metric, value, timestamp) SELECT 's1', 'temperature', g, "
                      "%s - g * interval '1 second' FROM generate_series(1, 10) g", (days_ago(29),))
-        for period, age in [("1m", 8), ("1m", 6), ("5m", 91), ("5m", 8), ("1h", 731), ("1h", 400), ("1d", 5000)]:
+        for period, age in [("1m", 8), ("1m", 6), ("5m", 91), ("5m", 8), ("1h", 731), ("1h", 400), ("1d", 3651), ("1d", 3000)]:
             conn.execute("INSERT INTO aggregations (sensor_id, metric, avg_value, min_value, max_value, count, period, "
                          "timestamp) VALUES ('s1', 'temperature', 1, 1, 1, 1, %s, %s)", (period, days_ago(age)))
         for resolved, resolved_at, note in [(True, days_ago(181), "old-resolved"), (True, days_ago(10), "new-resolved"),
@@ -74,7 +75,7 @@ def test_retention_removes_exactly_the_expired_rows(env, tmp_path):
     assert env.query("SELECT count(*), min(timestamp) > %s FROM measurements", (days_ago(30),))[0] == (10, True)
     kept = env.query("SELECT period, round(extract(epoch FROM %s - timestamp) / 86400) FROM aggregations "
                      "ORDER BY period, timestamp", (NOW,))
-    assert kept == [("1d", 5000), ("1h", 400), ("1m", 6), ("5m", 8)]  # aggregates outlive raw readings
+    assert kept == [("1d", 3000), ("1h", 400), ("1m", 6), ("5m", 8)]  # aggregates outlive raw readings
     assert sorted(r[0] for r in env.query("SELECT type FROM alerts")) == ["new-resolved", "old-open"]
     assert sorted(r[0] for r in env.query("SELECT message FROM alert_events")) == ["new-resolved", "old-open"]
     assert [r[0] for r in env.query("SELECT message FROM logs")] == ["kept"]

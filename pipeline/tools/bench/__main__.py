@@ -35,6 +35,7 @@ from . import daemon_log, dialects, ratios, suite
 from .peer_quix import prepare_topic
 from .report import ratio_lines, sustainable, table
 from . import floor as floor_process
+from ..progress import Progress, Ticking
 
 
 class Bench:
@@ -238,6 +239,9 @@ class Bench:
         cpu0, _ = self.daemon_stats()
         threads0 = self.daemon_threads()
         t_start = time.time()
+        # Readings seen stored so far, against those the level offers (a bar on a terminal, key=value lines in a log).
+        bar = Progress(f"bench {kind} {rate:,.0f} msg/s", round(rate * duration * readings), "readings")
+        ticking = Ticking(bar, lambda: (pob.count, {})).__enter__()  # a daemon thread: ends with the process on an error
         gen = generate("127.0.0.1", self.mqtt_port, f"bench{self.id}", sensors, rate, duration, readings,
                        processes=a.publishers, seq_base=self.seq, topic=d.topic, payload=d.payload)
         self.seq += gen.published + a.publishers
@@ -262,6 +266,8 @@ class Bench:
                 break
             time.sleep(0.5)
         time.sleep(1.0)  # late duplicates, if any, get a chance to show
+        ticking.__exit__(None, None, None)
+        bar.close()
         cpu1, peak_rss = self.daemon_stats()
         threads = thread_cores(threads0, self.daemon_threads(), time.time() - t_start)
         service_cores = services.cores()

@@ -102,7 +102,7 @@ def test_tls_defaults_verify_and_client_cert_needs_both_files():
 def test_retention_defaults_and_validation():
     r = c.parse({}, {}).retention
     assert (r.measurements_days, r.alerts_days, r.logs_days) == (30, 180, 30)
-    assert r.aggregations_days == {"1m": 7, "5m": 90, "1h": 730}
+    assert r.aggregations_days == {"1m": 7, "5m": 90, "1h": 730, "1d": 3650}
     with pytest.raises(c.ConfigError, match=r"^retention.aggregations_days"):
         c.parse({"retention": {"aggregations_days": {"1 minute": 7}}}, {})
     with pytest.raises(c.ConfigError, match=r"^retention.measurements_days: Expected `float` >= 0"):

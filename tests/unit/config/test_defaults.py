@@ -22,7 +22,7 @@ def test_shipped_config_is_valid_and_has_seed_defaults():
 
 def test_shipped_defaults_cover_environment_and_system_metrics():
     cfg = c.load(ROOT / "config.yaml", env={}).config
-    assert cfg.aggregation.periods == ("1m", "5m", "1h") and cfg.aggregation.grace_s == 10
+    assert cfg.aggregation.periods == ("1m", "5m", "1h", "1d") and cfg.aggregation.grace_s == 10
     system = {"cpu_percent", "mem_percent", "disk_percent", "swap_percent", "load1"}
     assert set(cfg.thresholds) >= {"temperature", "humidity", "pressure"} | system
     assert set(cfg.detection.metrics) >= {"temperature", "humidity", "pressure"} | system
