@@ -1,6 +1,6 @@
 """Every shipped recipe (deploy/formats/) end to end: one daemon loaded as `--config config.yaml --config
 <recipe> ...` (each recipe's topics under this test's root), the documented payloads of each family
-(tests/unit/recipes/fixtures/) published to Mosquitto with their times moved to now, and the rows PostgreSQL
+(tests/fixtures/recipes/) published to Mosquitto with their times moved to now, and the rows PostgreSQL
 stores compared with what each fixture expects: sensor ids, metrics, values and times; housekeeping topics
 ignored, nothing dead-lettered."""
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pipeline.config.sources import SourceMapping
 from pipeline.stages.mapping import source_filters
 from tests.integration.clients import Publisher, RunningPipeline, wait_for
 
-FIXTURES = Path(__file__).resolve().parents[1] / "unit" / "recipes" / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "recipes"
 FAMILIES = {"telegraf_json": "telegraf-json"}
 # Recipes taking the same topics as another (one Telegraf output sends one data_format): a level further down here.
 ALTERNATIVES = {"telegraf-json"}

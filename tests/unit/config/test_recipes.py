@@ -1,6 +1,6 @@
 """Each shipped recipe (deploy/formats/<family>.yaml), loaded through the real config parser and run through the
 real pure stages (decode with the mapping engine, validate, units), on payloads shaped as each project documents
-them (fixtures/<family>/*.json, the source in each): the readings stored, the topics ignored, the Kafka key."""
+them (tests/fixtures/recipes/<family>/*.json, the source in each): the readings stored, the topics ignored, the Kafka key."""
 from __future__ import annotations
 
 import json
@@ -22,7 +22,7 @@ from pipeline.stages.formats import router
 from pipeline.stages.mapping import source_filters
 
 ROOT = Path(__file__).resolve().parents[3]
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "recipes"
 # Tests put every recipe under a root level of their own; here one fixed root, so keys and topics read plainly.
 TEST_ROOT = "t-recipes"
 # Fixture directory -> recipe (telegraf_json: deploy/formats/telegraf-json.yaml).
