@@ -54,10 +54,15 @@ class Dialect:
         return self.sensor_id.partition("{sensor}")[0] + prefix
 
     def subscriptions(self) -> list[str]:
-        """The topic filter the daemon subscribes for this dialect's devices beside the benchmark's own root: its
-        family's first level (tele/#, spBv1.0/#), none for a dialect under the benchmark's {root}."""
-        first = self.topic.split("/", 1)[0]
-        return [] if "{" in first else [f"{first}/#"]
+        """The recipe's own MQTT filters for this dialect's devices (spBv1.0/#: a format's topics are subscribed as
+        configured), to add to the benchmark's root; none for a mapping (the daemon subscribes to its topics)."""
+        if not self.recipe:
+            return []
+        from paho.mqtt.client import topic_matches_sub
+
+        device = self.topic.format(root="bench", sensor="s1-0000")
+        return [t for t in (recipes.load(self.recipe).get("mqtt") or {}).get("topics") or []
+                if topic_matches_sub(t, device)]
 
     def config(self) -> dict:
         """The config fragment the daemon needs for this dialect: its recipe as shipped, topics unchanged. The
@@ -162,8 +167,8 @@ register(Dialect("sparkplug", f"spBv1.0/{SP_GROUP}/DDATA/{{sensor}}/{SP_DEVICE}"
 
 def level_tree(base: dict, dialect: Dialect) -> dict:
     """The daemon's config for one level of `dialect`: the benchmark's own (`base`) with this dialect's recipe only,
-    no earlier level's, subscribed to the benchmark's root and the dialect's family (a recipe's own mqtt.topics,
-    the defaults', would replace the root and leave out topics of the family the recipe does not list)."""
+    no earlier level's, subscribed to the benchmark's root and the dialect's devices (a recipe's mqtt.topics, the
+    defaults plus its family's, would replace the root with topics this broker never carries)."""
     tree = deep_merge(base, dialect.config())
     return deep_merge(tree, {"mqtt": {"topics": list(base["mqtt"]["topics"]) + dialect.subscriptions()}})
 

@@ -18,6 +18,7 @@ from pipeline.records import RawMessage
 from pipeline.registry.formats import OperatorServices
 from pipeline.runtime.chain import StageChain
 from pipeline.runtime.format_operator import FormatOperatorStage
+from pipeline.stages.mapping import with_source_topics
 from pipeline.tools.bench import __main__ as bench_cli
 from pipeline.tools.bench.configtree import ROOT, deep_merge
 from pipeline.tools.bench.dialects import DIALECTS, level_tree
@@ -124,22 +125,22 @@ def test_the_dialect_option_offers_the_tables_mapped_dialects(capsys):
 
 
 def test_each_level_subscribes_to_its_dialects_devices_and_carries_no_earlier_recipe():
-    """The benchmark's broker carries only what it publishes: a level's daemon must subscribe to its dialect's
-    family beside the benchmark's root, or every reading of the level is lost before the daemon."""
+    """The benchmark's daemon subscribes to its own root: a level must add its dialect's devices (a format's topics,
+    spBv1.0/#; a mapping's are added by the daemon itself), or every reading of the level is lost before the daemon;
+    and it carries no earlier level's recipe (formats, renames, validation)."""
     from paho.mqtt.client import topic_matches_sub
 
     base = deep_merge(yaml.safe_load((ROOT / "config.yaml").read_text()), {"mqtt": {"topics": [f"{ROOT_LEVEL}/#"]}})
-    tree = base
     for name in ["sparkplug", "tasmota", "native", "telegraf", "sparkplug"]:  # levels one after the other
         d = DIALECTS[name]
-        tree = level_tree(base, d)
-        cfg = parse(tree, {})
-        topics = cfg.mqtt.topics
-        assert f"{ROOT_LEVEL}/#" in topics
+        cfg = parse(level_tree(base, d), {})
+        topics = with_source_topics(cfg).topics
+        assert topics[0] == f"{ROOT_LEVEL}/#" and "sensors/#" not in topics  # the recipe's defaults not taken
         device = d.topic.format(root=ROOT_LEVEL, sensor="s1-0000")
         assert any(topic_matches_sub(t, device) for t in topics), (name, topics)
         assert [s.name for s in cfg.sources] == ([d.recipe] if d.recipe and d.recipe != "sparkplug" else [])
         assert ("sparkplug" in cfg.processing.formats) == (name == "sparkplug")
         assert (cfg.sparkplug.rename == {f"inputs_{m}": m for m in ("temperature", "humidity", "pressure")}) == (
             name == "sparkplug")
+    assert DIALECTS["sparkplug"].subscriptions() == ["spBv1.0/#"] and DIALECTS["tasmota"].subscriptions() == []
     assert base["mqtt"]["topics"] == [f"{ROOT_LEVEL}/#"]  # the benchmark's own config untouched
