@@ -1,10 +1,16 @@
 """`bench --dialect`: a dialect's set-up messages (what its data needs defined first) reach the broker before the
-load, in order."""
+load, in order; a short run of mapped dialects through the real daemon loses nothing."""
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 
+import pytest
+
 from pipeline.tools.bench.dialects import DIALECTS
+from tests.integration.conftest import ROOT
 
 
 def test_a_dialects_setup_messages_reach_the_broker_before_the_load():
@@ -35,3 +41,22 @@ def test_a_dialects_setup_messages_reach_the_broker_before_the_load():
         sub.disconnect()
     assert got == [(f"{root}/birth/a", b"3"), (f"{root}/birth/b", b"3")]
     assert publish_setup(DIALECTS["tasmota"], "127.0.0.1", 1, root, ["a"], 1) == 0  # none: nothing to connect to
+
+
+# A daemon per level, three levels: the `faults` tier's (tests of tens of seconds), as the bench's other long smoke.
+@pytest.mark.faults
+def test_mapped_dialects_through_the_real_daemon_lose_nothing_and_report_their_ratio():
+    """Each dialect's level reaches the daemon (subscribed to its family's topics), its set-up first (Sparkplug B
+    births, or its DDATA would be refused), and is counted under the sensor ids the daemon stores (a Sparkplug
+    device's group_node_device): every reading published is stored once, in PostgreSQL and in Redis."""
+    proc = subprocess.run([sys.executable, "-m", "pipeline.tools.bench", "--rate", "500", "--duration", "3",
+                           "--sensors", "50", "--dialect", "sparkplug", "--dialect", "tasmota", "--json"],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout)
+    assert report["lost"] == 0 and report["duplicated"] == 0
+    assert [d["dialect"] for d in report["dialects"]] == ["sparkplug", "tasmota"]
+    for d in report["dialects"]:
+        assert d["lost"] == 0 and d["duplicated"] == 0, d["dialect"]
+        assert d["sustained_rate"] > 0 and d["cpu_s_per_million_readings"] > 0, d["dialect"]
+        assert d["ratio"] == round(d["cpu_s_per_million_readings"] / report["cpu_s_per_million_readings"], 3)

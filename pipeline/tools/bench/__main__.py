@@ -79,6 +79,7 @@ class Bench:
             for k in path:
                 node = node.setdefault(k, {})
             node[leaf] = yaml.safe_load(value)
+        self.base_tree = self.tree  # each level lays its dialect's recipe over this
         self.settings = Settings(parse(self.tree, {}), Secrets.from_env({}), "bench")
         from migrations import migrate
 
@@ -207,8 +208,7 @@ class Bench:
         a = self.args
         duration = duration or a.duration
         d = dialects.DIALECTS[dialect]
-        self.tree.pop("sources", None)
-        self.tree = deep_merge(self.tree, d.config())
+        self.tree = dialects.level_tree(self.base_tree, d)
         if self.step or kind != "daemon" or d.recipe:
             self.start_daemon(kind)
         self.step += 1
@@ -221,7 +221,8 @@ class Bench:
         last = self.redis.xrevrange(stream, count=1)
         # Only the load generator's sensors count: the daemon's own readings (the broker's drop counter, log counts,
         # host metrics) go the same way but were not published by the benchmark.
-        prefix = f"s{self.step}-"
+        prefix = d.sensor_prefix(f"s{self.step}-")  # as the daemon names them (a Sparkplug device: group_node_device)
+        like = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"  # LIKE's own _ and %
         rob = RedisObserver(self.redis, stream, last[0][0] if last else b"0", prefix.encode())
         with psycopg.connect(**self.pg) as conn:
             if kind != "daemon":
@@ -243,7 +244,7 @@ class Bench:
         bar = Progress(f"bench {kind} {rate:,.0f} msg/s", round(rate * duration * readings), "readings")
         ticking = Ticking(bar, lambda: (pob.count, {})).__enter__()  # a daemon thread: ends with the process on an error
         gen = generate("127.0.0.1", self.mqtt_port, f"bench{self.id}", sensors, rate, duration, readings,
-                       processes=a.publishers, seq_base=self.seq, topic=d.topic, payload=d.payload)
+                       processes=a.publishers, seq_base=self.seq, topic=d.topic, payload=d.payload, numbered=d.numbered)
         self.seq += gen.published + a.publishers
         t_gen_end = time.time()
         expected = gen.published * readings
@@ -251,7 +252,7 @@ class Bench:
             """Readings stored in this level, counted exactly (the poller measures latency, this counts loss)."""
             with psycopg.connect(**self.pg) as conn:
                 return conn.execute(f"SELECT count(*) FROM {table} WHERE id > %s AND sensor_id LIKE %s",
-                                    (start_id, prefix + "%")).fetchone()[0]
+                                    (start_id, like)).fetchone()[0]
 
         deadline, last_progress, last_count = time.time() + 180, time.time(), -1
         while time.time() < deadline:

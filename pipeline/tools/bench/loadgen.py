@@ -92,9 +92,11 @@ class _AckReader(threading.Thread):
 
 def publish_worker(host: str, port: int, topic_prefix: str, sensors: list[str], rate: float, duration: float,
                    readings: int, seq_start: int, seq_step: int, start_at: float, out: "mp.Queue",
-                   topic: str = "{root}/{sensor}", payload: Callable[[int, float, int], bytes] = payload_for) -> None:
-    """One process: paced QoS 1 publishes over one connection; seq = seq_start + k * seq_step. `topic` (with
-    {root} and {sensor}) and `payload` are a dialect's (dialects.py); native JSON by default."""
+                   topic: str = "{root}/{sensor}", payload: Callable[[int, float, int], bytes] = payload_for,
+                   numbered: bool = False) -> None:
+    """One process: paced QoS 1 publishes over one connection; seq = seq_start + k * seq_step, or (`numbered`) the
+    sensor's own message number 0, 1, ... (this process owns its sensors whole and sends to them in turn). `topic`
+    (with {root} and {sensor}) and `payload` are a dialect's (dialects.py); native JSON by default."""
     sock = socket.create_connection((host, port))
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.sendall(connect_packet(f"bench-gen-{os.getpid()}"))
@@ -123,7 +125,7 @@ def publish_worker(host: str, port: int, topic_prefix: str, sensors: list[str], 
         chunk = []
         for k in range(due - sent):
             packet_id = packet_id % 65535 + 1
-            seq = seq_start + sent * seq_step
+            seq = sent // len(topics) if numbered else seq_start + sent * seq_step
             # A microsecond apart: a reading's identity is (sensor, metric, timestamp), so two messages of a
             # burst must never share a timestamp, even when the burst wraps around the sensor list.
             chunk.append(publish_packet(topics[sent % len(topics)], packet_id, payload(seq, now + k * 1e-6, readings)))
@@ -140,7 +142,7 @@ def publish_worker(host: str, port: int, topic_prefix: str, sensors: list[str], 
 
 def generate(host: str, port: int, topic_prefix: str, sensors: list[str], rate: float, duration: float,
              readings: int = 1, processes: int = 1, seq_base: int = 0, topic: str = "{root}/{sensor}",
-             payload: Callable[[int, float, int], bytes] = payload_for) -> GenResult:
+             payload: Callable[[int, float, int], bytes] = payload_for, numbered: bool = False) -> GenResult:
     """Run `processes` publishers in parallel, splitting sensors and rate; sum their results."""
     ctx = mp.get_context("fork")
     out = ctx.Queue()
@@ -149,7 +151,8 @@ def generate(host: str, port: int, topic_prefix: str, sensors: list[str], rate: 
     for i in range(processes):
         mine = sensors[i::processes] or sensors
         p = ctx.Process(target=publish_worker, args=(host, port, topic_prefix, mine, rate / processes, duration, readings,
-                                                      seq_base + i, processes, start_at, out, topic, payload),
+                                                      seq_base + i, processes, start_at, out, topic, payload,
+                                                      numbered),
                         daemon=True)
         p.start()
         procs.append(p)
