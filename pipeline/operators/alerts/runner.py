@@ -93,11 +93,14 @@ class AlertRunner(Operator):
     def take(self, batch: Batch) -> Sequence[Transition]:
         """Judge the batch's readings (once, on arrival) and return the alert transitions to store."""
         with self.lock:
-            first = set()
+            first, misplaced = set(), []
             for r in batch.readings:
                 if r.source is not None and r.sensor_id not in self.partition_of:
-                    self._first_reading(r.sensor_id, r.source.partition)
+                    if self._first_reading(r.sensor_id, r.source.partition):
+                        misplaced.append(r.sensor_id)
                     first.add(r.sensor_id)
+            if misplaced:
+                self._load_sensors(misplaced)
             if first and self.evaluator.released_open and self.store.pool is not None:
                 self._reload_returning(first)
             now = self.clock()
@@ -199,13 +202,20 @@ class AlertRunner(Operator):
         self._gauge_open()
         return n
 
-    def _first_reading(self, sensor_id: str, partition: int) -> None:
-        """A sensor's first reading here: if the CRC32 guess put it elsewhere (another partitioner configured),
-        its open alerts were not loaded on assignment: load them now."""
+    def _first_reading(self, sensor_id: str, partition: int) -> bool:
+        """A sensor's first reading here; True if the CRC32 guess put it elsewhere (its messages keyed otherwise:
+        another partitioner, a Sparkplug edge node, a mapping's device level), so its open alerts were not loaded
+        on assignment and must be loaded now."""
         self.partition_of[sensor_id] = partition
-        if self.ownership.owned is not None and partition != sensor_partition(sensor_id, self.partitions) \
-                and self.store.pool is not None:
-            self._load(lambda s: s == sensor_id)
+        return self.ownership.owned is not None and partition != sensor_partition(sensor_id, self.partitions) \
+            and self.store.pool is not None
+
+    def _load_sensors(self, sensor_ids: list[str]) -> None:
+        """Open alerts and registrations of these sensors, one indexed statement each for the whole batch (a
+        query per sensor reading every open alert and the whole sensors table grew with the square of the fleet)."""
+        alerts, sensors = self.store.load_open_for(sensor_ids)
+        self.evaluator.load(alerts, sensors, self.clock())
+        self._gauge_open()
 
     def partitions_assigned(self, partitions: set[int]) -> None:
         """Keep only the sensors of our partitions; load open alerts of newly owned ones."""

@@ -44,6 +44,7 @@ LOAD_OPEN_OF = ("SELECT id, sensor_id, metric, type, severity, message, timestam
                 "WHERE NOT resolved AND sensor_id = ANY(%s) ORDER BY id")  # the alerts_one_open index
 OPEN_IDS = "SELECT id FROM alerts WHERE NOT resolved"
 KNOWN_SENSORS = "SELECT sensor_id, type FROM sensors"
+KNOWN_SENSORS_OF = "SELECT sensor_id, type FROM sensors WHERE sensor_id = ANY(%s)"  # its primary key
 INSERT_ALERT = ("INSERT INTO alerts (sensor_id, metric, type, message, severity, timestamp) VALUES (%s, %s, %s, %s, %s, %s) "
                 "ON CONFLICT (sensor_id, COALESCE(metric, ''), type) WHERE NOT resolved DO NOTHING RETURNING id")
 FIND_OPEN = ("SELECT id, severity FROM alerts WHERE sensor_id = %s AND COALESCE(metric, '') = %s AND type = %s "
@@ -106,6 +107,13 @@ class AlertStore:
             rows = conn.execute(LOAD_OPEN_OF, (sensor_ids,)).fetchall()
         return [Alert(sensor_id, metric, type_, severity, ts.replace(tzinfo=_UTC).timestamp(), msg, id_)
                 for id_, sensor_id, metric, type_, severity, msg, ts in rows]
+
+    def load_open_for(self, sensor_ids: list[str]) -> tuple[list[Alert], list[tuple[str, str | None]]]:
+        """`load_open` for a list of sensors: two statements by index, whatever the size of the fleet."""
+        assert self.pool is not None
+        with self.pool.connection() as conn:
+            sensors = [(s, t) for s, t in conn.execute(KNOWN_SENSORS_OF, (sensor_ids,))]
+        return self.load_open_of(sensor_ids), sensors
 
     def open_ids(self) -> set[int]:
         """Ids of the alerts open in the database (an operator may have resolved some)."""

@@ -78,3 +78,44 @@ def test_aggregator_rolls_longer_periods_up_from_shorter_closed_rows_unless_load
     assert sql == CLOSE_FROM_ROLLUP and params["sub_period"] == "5m" and params["sensors"][0] == "s0"
     agg.from_readings.add(w5m)  # pending in the database at start: its shorter rows may be missing
     assert agg.close_statement(w5m, one)[0] == CLOSE_FROM_READINGS_BY_KEY
+
+
+class _FakeStore:
+    """The alert store's reading side: records what the runner asks for."""
+
+    pool = object()
+
+    def __init__(self, open_alerts):
+        self.open_alerts, self.asked, self.whole_table_reads = open_alerts, [], 0
+
+    def load_open_for(self, sensor_ids):
+        self.asked.append(list(sensor_ids))
+        return [a for a in self.open_alerts if a.sensor_id in sensor_ids], [(s, "sensor") for s in sensor_ids]
+
+    def load_open(self, mine):
+        self.whole_table_reads += 1
+        return [a for a in self.open_alerts if mine(a.sensor_id)], []
+
+
+def test_sensors_keyed_off_their_guessed_partition_are_loaded_in_one_query_per_batch():
+    """Readings keyed by something other than the sensor id (a Sparkplug edge node, a mapping's device level) land
+    on a partition the CRC32 guess did not load: their open alerts are read for the whole batch at once, by id,
+    never by reading every open alert once per sensor."""
+    from pipeline.operators.alerts.lifecycle import Alert
+
+    sink = alert_sink()
+    sensors = [f"node-{i}" for i in range(200)]
+    misplaced = [s for s in sensors if sensor_partition(s, CFG.kafka.partitions) != 0]
+    store = _FakeStore([Alert(s, "temperature", "threshold_warning", "warning", 900.0, "old", i + 1)
+                        for i, s in enumerate(misplaced[:5])])
+    sink.store = store
+    sink.partitions_assigned({0, 1, 2, 3})
+    store.whole_table_reads = 0
+    batch = [Reading(s, "sensor", None, "temperature", 20.0, 1000.0, 1000.0,
+                     RawMessage(f"spBv1.0/g/DDATA/{s}", b"", 1000.0, b"edge", "raw", 0, i, 0))
+             for i, s in enumerate(sensors)]
+    sink.take(Batch(batch, [], {}, 1))
+    assert store.asked == [misplaced] and store.whole_table_reads == 0
+    assert {k[0] for k in sink.evaluator.book.open} >= set(misplaced[:5])
+    sink.take(Batch(batch, [], {}, 1))  # known now: nothing asked again
+    assert len(store.asked) == 1
