@@ -175,7 +175,7 @@ class WindowAggregator:
         if self._touched and now >= self._next_partials:
             touched, self._touched = self._touched, {}
             self._next_partials = now + PARTIALS_EVERY_S
-            fields = {sensor_id: self.partials.fields(sensor_id, metrics) for sensor_id, metrics in touched.items()}
+            fields = ((sensor_id, self.partials.fields(sensor_id, metrics)) for sensor_id, metrics in touched.items())
             self._guard("publish_partials", lambda: self.store.publish_partials(fields, now))
 
     def tick(self) -> None:

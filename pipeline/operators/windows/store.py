@@ -16,7 +16,7 @@ Redis keys (under `redis.key_prefix`):
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import orjson
 import psycopg
@@ -102,6 +102,7 @@ src AS (
       JOIN aggregations a ON a.sensor_id = c.sensor_id AND a.metric = c.metric AND a.period = %(sub_period)s
                          AND a.timestamp >= %(start)s AND a.timestamp < %(end)s
      GROUP BY a.sensor_id, a.metric)""" + _UPSERT
+PARTIALS_CHUNK = 2000  # running-value fields per Redis round trip
 BY_TIME_FROM_KEYS = 50  # closing this many keys of a window or more: aggregate its time range in one pass
 # Closing that many keys, the statement runs with nested loops off. Right after a bulk load (50,000 new
 # sensors) `aggregation_pending` and `aggregations` have no statistics yet (autovacuum has not analyzed them,
@@ -180,12 +181,22 @@ class WindowStore:
                 self.publish_closed(entries)
         return entries
 
-    def publish_partials(self, fields_by_sensor: dict[str, dict], now: float) -> None:
+    def publish_partials(self, fields_by_sensor: Iterable[tuple[str, dict]], now: float) -> None:
+        """HSET each sensor's running values (sensor, {field: value}), as they are produced, PARTIALS_CHUNK fields
+        to a round trip: a flood of new series touches every one of them in a second, and the whole set's
+        commands at once held hundreds of MB (python -m pipeline.tools.bench.flood)."""
         assert self.redis is not None
         pipe = self.redis.pipeline(transaction=False)
-        for sensor_id, fields in fields_by_sensor.items():
-            pipe.hset(self.partial_prefix + sensor_id, mapping={k: orjson.dumps(v) for k, v in fields.items()})
-        expiring = self.ttl_refresh.due(fields_by_sensor, now)
+        sensors, queued = [], 0
+        for sensor_id, fields in fields_by_sensor:
+            sensors.append(sensor_id)
+            if fields:
+                pipe.hset(self.partial_prefix + sensor_id, mapping={k: orjson.dumps(v) for k, v in fields.items()})
+                queued += len(fields)
+            if queued >= PARTIALS_CHUNK:
+                pipe.execute()
+                queued = 0
+        expiring = self.ttl_refresh.due(sensors, now)
         for sensor_id in expiring:
             pipe.expire(self.partial_prefix + sensor_id, self.ttl_refresh.ttl)
         pipe.execute()
