@@ -30,9 +30,13 @@ from ...runtime.ownership import Ownership
 from ...clients.errors import is_transient, store_message
 from .store import WindowStore, close_statement
 from .tracker import US, Due, Partials, Window, WindowTracker, to_us
+from ...runtime import memory
 
 log = logging.getLogger(__name__)
 PARTIALS_EVERY_S = 1.0
+CLOSE_SLICE = 5000  # keys of due windows closed in one transaction
+CLOSE_BUDGET_S = 0.05  # a call closes slices while it has spent less than this (the first one always)
+AGAIN_S = 0.2  # with due windows left, the sink ticks again this soon (a quiet partition's windows close on ticks)
 
 
 def rollup_sources(sizes: dict[str, int]) -> dict[str, str]:
@@ -175,44 +179,58 @@ class WindowAggregator:
         if self._touched and now >= self._next_partials:
             touched, self._touched = self._touched, {}
             self._next_partials = now + PARTIALS_EVERY_S
-            fields = ((sensor_id, self.partials.fields(sensor_id, metrics)) for sensor_id, metrics in touched.items())
+            fields = ((sensor_id, self.partials.encoded(sensor_id, metrics)) for sensor_id, metrics in touched.items())
             self._guard("publish_partials", lambda: self.store.publish_partials(fields, now))
 
-    def tick(self) -> None:
-        """Timed work: windows whose partition went quiet close (the watermark only moves with readings)."""
-        self.close_due()
+    def tick(self) -> float | None:
+        """Timed work: windows whose partition went quiet close (the watermark only moves with readings).
+        Returns seconds until the next tick is wanted, sooner than usual while due windows remain."""
+        return AGAIN_S if self.close_due() else None
 
-    def close_due(self) -> None:
-        """Write the rows of every window that is due; called after each write and on the tick."""
+    def close_due(self) -> bool:
+        """Write the rows of the windows that are due; called after each write and on the tick. A minute's
+        windows of tens of thousands of series are closed CLOSE_SLICE keys at a time, for at most CLOSE_BUDGET_S
+        per call: the readings' writes (this runs in the PostgreSQL sink's thread) pass between the slices
+        instead of waiting for all of them (`--fleet` in pipeline/tools/bench). True if due windows remain."""
+        more = False
         with self.lock:
             self.flush_partials(self.clock())
-            # Only windows of partitions we own: two instances closing one window would race on its pending rows.
-            due = [d for d in self.tracker.due(self.clock()) if d.partition < 0 or self.ownership.owns(d.partition)]
-            if due:
-                self._guard("close_windows", lambda: self._close(due))
+            started = time.monotonic()
+            while True:
+                # Only windows of partitions we own: two instances closing one window would race on its pending rows.
+                due = self.tracker.due(self.clock(), CLOSE_SLICE, self.ownership.owns)
+                if not due or not self._guard("close_windows", lambda: self._close(due)):
+                    break
+                more = sum(len(d.keys) for d in due) >= CLOSE_SLICE
+                if not more or time.monotonic() - started >= CLOSE_BUDGET_S:
+                    break
             self.metrics.windows_pending.set(self.tracker.pending_count())
             now = self.clock()
             if self.idle_sweep.due(now):
-                self.evict_idle(now)
+                memory.released(self.evict_idle(now), "windows")
             for partition in self.tracker.max_event:
                 wm = self.tracker.watermark(partition)
                 if wm is not None:
                     self.metrics.watermark.labels(str(partition)).set(wm / US)
+        return more
 
     def evict_idle(self, now: float) -> int:
         """Release the running values of series without a reading for state_idle_s whose windows are all closed."""
         with self.lock:
             return self.partials.evict_idle(now - self.idle_s, self.tracker.pending_series())
 
-    def _guard(self, what: str, fn) -> None:
+    def _guard(self, what: str, fn) -> bool:
+        """Run fn; False (counted and logged) if it failed."""
         try:
             fn()
+            return True
         except Exception as err:  # noqa: BLE001 - the windows stay pending; a bug here must not stop the readings
             self.metrics.aggregation_errors.inc()
             if is_transient(err):  # the store is away or refuses writes (full, read-only): retried on the next tick
                 log.warning("event=aggregation_retry_later step=%s error=%r", what, store_message(err))
             else:
                 log.exception("event=aggregation_failed step=%s", what)
+            return False
 
     def _close(self, due: list[Due]) -> None:
         groups: dict[Window, set[tuple[str, str]]] = {}

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from typing import Iterable, Sequence
 
-import orjson
 import psycopg
 import redis
 from psycopg_pool import ConnectionPool
@@ -181,18 +180,18 @@ class WindowStore:
                 self.publish_closed(entries)
         return entries
 
-    def publish_partials(self, fields_by_sensor: Iterable[tuple[str, dict]], now: float) -> None:
-        """HSET each sensor's running values (sensor, {field: value}), as they are produced, PARTIALS_CHUNK fields
-        to a round trip: a flood of new series touches every one of them in a second, and the whole set's
-        commands at once held hundreds of MB (python -m pipeline.tools.bench.flood)."""
+    def publish_partials(self, fields_by_sensor: Iterable[tuple[str, list]], now: float) -> None:
+        """HSET each sensor's running values ((sensor, [field, JSON, field, JSON ...]), Partials.encoded), as
+        they are produced, PARTIALS_CHUNK fields to a round trip: a flood of new series touches every one of
+        them in a second, and the whole set's commands at once held hundreds of MB (pipeline/tools/bench/flood.py)."""
         assert self.redis is not None
         pipe = self.redis.pipeline(transaction=False)
         sensors, queued = [], 0
         for sensor_id, fields in fields_by_sensor:
             sensors.append(sensor_id)
             if fields:
-                pipe.hset(self.partial_prefix + sensor_id, mapping={k: orjson.dumps(v) for k, v in fields.items()})
-                queued += len(fields)
+                pipe.execute_command("HSET", self.partial_prefix + sensor_id, *fields)
+                queued += len(fields) // 2
             if queued >= PARTIALS_CHUNK:
                 pipe.execute()
                 queued = 0

@@ -153,6 +153,9 @@ def run(args: argparse.Namespace) -> dict:
             # between state_idle_s and 1.1 times that (runtime/idle.py) after the last reading, on its tick.
             waited = follow(proc.pid, 1.1 * args.idle_s + settings.config.aggregation.idle_close_s + args.settle_s)
             after = rss_mb(proc.pid)
+            if args.trace:
+                proc.send_signal(signal.SIGUSR2)
+                time.sleep(8)
             log = log_path.read_text(errors="replace")
             out.update({"readings": expected, "stored_s": round(stored_s, 1), "rss_before_mb": round(before, 1),
                         "rss_peak_mb": round(peak, 1), "rss_after_mb": round(after, 1),
@@ -175,6 +178,9 @@ def run(args: argparse.Namespace) -> dict:
     if args.trace and trace_file.exists():
         highest = trace_file.with_suffix(".highest")
         out["top_allocations"] = top_allocations(highest if highest.exists() else trace_file)
+        after = trace_file.with_suffix(".2")
+        if after.exists():
+            out["top_allocations_after"] = top_allocations(after, 15)
         current, peak = map(int, Path(str(trace_file) + ".peak").read_text().split())
         out["traced_mb"] = {"held": round(current / 2**20, 1), "highest_during_flood": round(peak / 2**20, 1)}
     return out
@@ -210,8 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(out))
     else:
-        for line in out.pop("top_allocations", []):
-            print(line)
+        for title in ("top_allocations", "top_allocations_after"):
+            print(f"{title}:", *out.pop(title, []), sep="\n")
         print(", ".join(f"{k}={v}" for k, v in out.items()))
     return 0
 

@@ -1,6 +1,8 @@
 """The daemon under tracemalloc, for the flood benchmark: `realtime_pipeline.py` with its arguments, plus
 SIGUSR2 writing a snapshot of what is allocated now: the first to $PIPELINE_TRACEMALLOC_OUT with the suffix
-`.base` (sent before the load: what the load adds is measured from it), each later one to that path."""
+`.base` (sent before the load: what the load adds is measured from it), the second to that path, the next
+with the suffix `.2`, `.3` ...; and one with the suffix `.highest` each time the traced memory passes its
+highest by a quarter."""
 from __future__ import annotations
 
 import os
@@ -21,7 +23,8 @@ def main() -> None:
     taken = [0]
 
     def dump(_signum, _frame) -> None:
-        path = out if taken[0] else os.path.splitext(out)[0] + ".base"
+        path = (os.path.splitext(out)[0] + ".base" if not taken[0] else out if taken[0] == 1
+                else f"{os.path.splitext(out)[0]}.{taken[0]}")
         taken[0] += 1
         current, peak = tracemalloc.get_traced_memory()
         with open(path + ".peak", "w") as f:  # the highest traced since the last snapshot: transient memory
