@@ -236,20 +236,24 @@ class WindowAggregator:
         groups: dict[Window, set[tuple[str, str]]] = {}
         for d in due:  # in closing order: a shorter window before the longer one ending with it (rollups)
             groups.setdefault(d.window, set()).update(d.keys)
-        entries = self.store.close([(window, *self.close_statement(window, sorted(keys))) for window, keys in groups.items()])
+        # A window closed whole (every partition's keys of it in this slice) is computed in one pass over its time.
+        sliced = {(d.partition, d.window) for d in due if not d.left}
+        partial = {w for (p, w) in self.tracker.pending if (p, w) not in sliced}
+        entries = self.store.close([(window, *self.close_statement(window, sorted(keys), window not in partial))
+                                    for window, keys in groups.items()])
         for d in due:
             self.tracker.remove(d)
-        self.from_readings.difference_update(groups)
+        self.from_readings.difference_update(w for w in groups if w not in partial)
         for window, _row in entries:
             self.metrics.windows_closed.labels(window.period).inc()
         if entries:
             log.debug("event=windows_closed windows=%d rows=%d", len(groups), len(entries))
 
-    def close_statement(self, window: Window, pairs: list[tuple[str, str]]) -> tuple[str, dict]:
+    def close_statement(self, window: Window, pairs: list[tuple[str, str]], whole: bool = True) -> tuple[str, dict]:
         """The statement that closes these keys of a window: rolled up from a shorter period's rows, unless the
-        window was found pending in the database (its shorter rows may be missing)."""
+        window was found pending in the database (its shorter rows may be missing); `whole`: all its keys."""
         sub = None if window in self.from_readings else self.rollup_from.get(window.period)
-        return close_statement(window, pairs, sub)
+        return close_statement(window, pairs, sub, whole)
 
     def close(self) -> None:
         self.store.stop()

@@ -113,15 +113,29 @@ NESTED_LOOPS_OFF = "SET LOCAL enable_nestloop = off"
 NESTED_LOOPS_BACK = "SET LOCAL enable_nestloop TO DEFAULT"
 
 
+# A slice of a window's keys (the rest close in later transactions, aggregator.CLOSE_SLICE): each key's rows by
+# its index, in a nested loop, so the statement costs what the slice holds. A hash join (or the by-time pass)
+# would read the whole window's rows once per slice. Forced, since on tables not analyzed yet the planner's
+# guesses are no better than for the whole window's statement above.
+SLICE = "/* slice */"
+INDEX_LOOPS_ONLY = "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off"
+INDEX_LOOPS_BACK = "SET LOCAL enable_hashjoin TO DEFAULT; SET LOCAL enable_mergejoin TO DEFAULT"
+
+
 def run_closing(cur: psycopg.Cursor, sql: str, params: dict) -> list[tuple]:
     """Run one closing statement (close_statement's) in the caller's transaction; returns its rows."""
-    many = len(params["sensors"]) >= BY_TIME_FROM_KEYS
-    if many:
-        cur.execute(NESTED_LOOPS_OFF)
+    if SLICE in sql:
+        before, after = INDEX_LOOPS_ONLY, INDEX_LOOPS_BACK
+    elif len(params["sensors"]) >= BY_TIME_FROM_KEYS:
+        before, after = NESTED_LOOPS_OFF, NESTED_LOOPS_BACK
+    else:
+        before = after = None
+    if before:
+        cur.execute(before)
     cur.execute(sql, params)
     rows = cur.fetchall()
-    if many:  # not in a finally: after an error the transaction is rolled back, and the setting with it
-        cur.execute(NESTED_LOOPS_BACK)
+    if after:  # not in a finally: after an error the transaction is rolled back, and the setting with it
+        cur.execute(after)
     return rows
 
 
@@ -220,12 +234,17 @@ class WindowStore:
             self.redis.close()
 
 
-def close_statement(window: Window, pairs: list[tuple[str, str]], rollup_from: str | None) -> tuple[str, dict]:
+def close_statement(window: Window, pairs: list[tuple[str, str]], rollup_from: str | None,
+                    whole: bool = True) -> tuple[str, dict]:
     """The statement that closes these (sensor_id, metric) keys of a window, and its parameters; from the rows of
-    the shorter period `rollup_from` when given, else from the readings."""
+    the shorter period `rollup_from` when given, else from the readings. `whole`: the keys are all the window has
+    pending (else a slice of them, closed by key: see SLICE)."""
     params = {"period": window.period, "start": from_us(window.start), "end": from_us(window.end),
               "sensors": [p[0] for p in pairs], "metrics": [p[1] for p in pairs]}
+    slice_ = not whole and len(pairs) >= BY_TIME_FROM_KEYS
     if rollup_from is not None:
         params["sub_period"] = rollup_from
-        return CLOSE_FROM_ROLLUP, params
+        return (SLICE + CLOSE_FROM_ROLLUP if slice_ else CLOSE_FROM_ROLLUP), params
+    if slice_:
+        return SLICE + CLOSE_FROM_READINGS_BY_KEY, params
     return (CLOSE_FROM_READINGS_BY_TIME if len(pairs) >= BY_TIME_FROM_KEYS else CLOSE_FROM_READINGS_BY_KEY), params

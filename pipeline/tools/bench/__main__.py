@@ -1,6 +1,8 @@
 """End-to-end benchmark against the local services.
 
     python -m pipeline.tools.bench [--rate 10000] [--duration 60] [--readings-per-message 1|3] [--find-max] [--json]
+    python -m pipeline.tools.bench --fleet             (20,000 sensors x 3 readings at 2,000 msg/s for 90 s)
+    python -m pipeline.tools.bench --flood-series 50000   (the daemon's RSS under a flood of new series)
 
 Starts its own Mosquitto (deploy/mosquitto.conf settings) on a free port, the daemon as a subprocess
 with its own database, topics and streams, drives QoS 1 load from N simulated devices, and measures
@@ -35,6 +37,10 @@ from . import daemon_log, ratios, suite
 from .peer_quix import prepare_topic
 from .report import ratio_lines, sustainable, table
 from . import floor as floor_process
+
+
+# --fleet: 20,000 sensors sending three readings every 10 s (60,000 series, 6,000 readings/s).
+FLEET = {"sensors": 20_000, "rate": 2000.0, "readings_per_message": 3, "duration": 90.0}
 
 
 class Bench:
@@ -330,9 +336,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--suite", action="store_true", help="every ratio target in one run (what `make bench` runs; "
                                                          "see pipeline/tools/bench/suite.py)")
     p.add_argument("--max-duration", type=float, default=30, help="seconds per level while --suite steps the rate up")
+    p.add_argument("--fleet", action="store_true",
+                   help=f"a large fleet at a modest rate: --sensors {FLEET['sensors']} --rate {FLEET['rate']:g} "
+                        f"--readings-per-message {FLEET['readings_per_message']} --duration {FLEET['duration']:g} "
+                        "(a minute's windows of 60,000 series closing while readings flow)")
+    p.add_argument("--flood-series", type=int, metavar="N",
+                   help="instead: a flood of N new series (N/50 sensors x 50 metrics) into a fresh daemon, its RSS "
+                        "before, at the peak, per series and after limits.state_idle_s (pipeline/tools/bench/flood.py)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--keep", action="store_true", help="keep the database, topics and workdir afterwards")
     args = p.parse_args(argv)
+    if args.flood_series:
+        from . import flood
+
+        sensors = max(1, args.flood_series // flood.METRICS)
+        return flood.main(["--sensors", str(sensors), *sum((["--set", s] for s in args.set or []), []),
+                           *(["--json"] if args.json else []), *(["--keep"] if args.keep else [])])
+    if args.fleet:
+        for key, value in FLEET.items():
+            setattr(args, key, value)
     bench = Bench(args)
     if args.suite:
         return suite.main(bench, args)

@@ -44,6 +44,9 @@ from . import daemon_log
 from .new_sensors import cleanup, count_rows, settings_tree
 
 
+METRICS = 50  # per sensor, by default (config.yaml's limits.max_metrics_per_sensor)
+
+
 def rss_mb(pid: int) -> float:
     """Resident set size of a process now (MB), from /proc."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -200,7 +203,7 @@ def top_allocations(path: Path, limit: int = 25) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m pipeline.tools.bench.flood", description=__doc__.split("\n\n")[0])
     p.add_argument("--sensors", type=int, default=1000)
-    p.add_argument("--metrics", type=int, default=50, help="metrics per sensor (at most limits.max_metrics_per_sensor)")
+    p.add_argument("--metrics", type=int, default=METRICS, help="metrics per sensor (at most limits.max_metrics_per_sensor)")
     p.add_argument("--rounds", type=int, default=2, help="readings per series")
     p.add_argument("--idle-s", type=float, default=30.0, help="limits.state_idle_s for the run")
     p.add_argument("--settle-s", type=float, default=10.0, help="seconds before the baseline and after the release")
