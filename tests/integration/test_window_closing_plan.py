@@ -98,22 +98,22 @@ def test_pending_windows_are_marked_row_for_row_from_the_compact_statement(env):
 
 
 @pytest.mark.parametrize("rollup_from", ["1m", None], ids=["rolled-up", "from-readings"])
-def test_a_slice_of_a_window_is_closed_by_key_in_index_loops_and_writes_its_rows(env, rollup_from):
-    """A slice of a window's keys (the rest close later) reads only its own keys' rows: index lookups in a nested
-    loop, on unanalyzed tables too, never a pass over the whole window's rows."""
+def test_a_slice_of_a_window_is_closed_by_key_in_index_lookups_and_writes_its_rows(env, rollup_from):
+    """A slice of a window's keys (the rest close later) reads only its own keys' rows: an index lookup per key,
+    on unanalyzed tables too, never a pass over the whole window's rows."""
     fill_without_statistics(env)
     window = Window("5m", to_us(START), to_us(START + timedelta(minutes=5)))
     keys = [(f"ns-{i}", "temperature") for i in range(1, 501)]
     sql, params = close_statement(window, keys, rollup_from, whole=False)
     with env.db() as conn, conn.transaction(force_rollback=True), conn.cursor() as cur:
         [(explained,)] = run_closing(cur, "EXPLAIN (FORMAT JSON) " + sql, params)
-        assert cur.execute("SHOW enable_hashjoin").fetchone() == ("on",)
-    plan = list(nodes(explained[0]["Plan"]))
-    joins = {n["Node Type"] for n in plan if n["Node Type"].endswith(("Join", "Loop"))}
-    assert joins == {"Nested Loop"}, json.dumps(explained[0]["Plan"], indent=1)[:6000]
     source = "aggregations" if rollup_from else "measurements"
-    scans = {n["Node Type"] for n in plan if n.get("Relation Name", "").startswith(source) and "Scan" in n["Node Type"]}
-    assert scans and scans <= {"Index Scan", "Index Only Scan", "Bitmap Heap Scan"}, scans
+    scans = [n for n in nodes(explained[0]["Plan"]) if n.get("Relation Name", "").startswith(source)
+             and n["Node Type"] != "ModifyTable"]
+    assert scans, json.dumps(explained[0]["Plan"], indent=1)[:4000]
+    for scan in scans:  # every read of the source is a lookup of one key (c.sensor_id, from the slice)
+        assert scan["Node Type"] in ("Index Scan", "Index Only Scan", "Bitmap Heap Scan", "Bitmap Index Scan"), scan
+        assert "c.sensor_id" in scan.get("Index Cond", scan.get("Recheck Cond", "")), scan
     with env.db() as conn, conn.transaction(), conn.cursor() as cur:
         rows = run_closing(cur, sql, params)
     assert len(rows) == 500

@@ -23,7 +23,7 @@ import redis
 from psycopg_pool import ConnectionPool
 
 from ...config import RedisConfig, Secret
-from .tracker import US, Window, from_us
+from .tracker import US, Window, from_us, parse_period
 from ...clients.redis import connect
 from ...runtime.idle import TtlRefresh
 
@@ -114,28 +114,44 @@ NESTED_LOOPS_BACK = "SET LOCAL enable_nestloop TO DEFAULT"
 
 
 # A slice of a window's keys (the rest close in later transactions, aggregator.CLOSE_SLICE): each key's rows by
-# its index, in a nested loop, so the statement costs what the slice holds. A hash join (or the by-time pass)
-# would read the whole window's rows once per slice. Forced, since on tables not analyzed yet the planner's
-# guesses are no better than for the whole window's statement above.
+# its index, in a LATERAL subquery per key, so the statement costs what the slice holds whatever the planner
+# estimates (a hash join, or the by-time pass, would read the whole window's rows once per slice). A rollup
+# names each shorter row whole (every column of aggregations_window_identity): with a range on the time, on
+# tables not analyzed yet, the planner took aggregations_period_timestamp, the whole window's rows per key.
 SLICE = "/* slice */"
-INDEX_LOOPS_ONLY = "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off"
-INDEX_LOOPS_BACK = "SET LOCAL enable_hashjoin TO DEFAULT; SET LOCAL enable_mergejoin TO DEFAULT"
+CLOSE_SLICE_FROM_READINGS = SLICE + _CLOSING + """
+src AS (
+    SELECT c.sensor_id, c.metric, s.avg_value, s.min_value, s.max_value, s.count
+      FROM closing c
+     CROSS JOIN LATERAL (
+           SELECT """ + MEAN_VALUE + """ AS avg_value, min(m.value) AS min_value, max(m.value) AS max_value,
+                  count(*)::int AS count
+             FROM measurements m
+            WHERE m.sensor_id = c.sensor_id AND m.metric = c.metric
+              AND m.timestamp >= %(start)s AND m.timestamp < %(end)s) s
+     WHERE s.count > 0)""" + _UPSERT
+CLOSE_SLICE_FROM_ROLLUP = SLICE + _CLOSING + """
+src AS (
+    SELECT c.sensor_id, c.metric, s.avg_value, s.min_value, s.max_value, s.count
+      FROM closing c
+     CROSS JOIN LATERAL (
+           SELECT (sum(a.avg_value::text::numeric * a.count) / sum(a.count))::float8 AS avg_value,
+                  min(a.min_value) AS min_value, max(a.max_value) AS max_value, sum(a.count)::int AS count
+             FROM aggregations a
+            WHERE a.sensor_id = c.sensor_id AND a.metric = c.metric AND a.period = %(sub_period)s
+              AND a.timestamp = ANY(%(sub_starts)s::timestamp[])) s
+     WHERE s.count > 0)""" + _UPSERT
 
 
 def run_closing(cur: psycopg.Cursor, sql: str, params: dict) -> list[tuple]:
     """Run one closing statement (close_statement's) in the caller's transaction; returns its rows."""
-    if SLICE in sql:
-        before, after = INDEX_LOOPS_ONLY, INDEX_LOOPS_BACK
-    elif len(params["sensors"]) >= BY_TIME_FROM_KEYS:
-        before, after = NESTED_LOOPS_OFF, NESTED_LOOPS_BACK
-    else:
-        before = after = None
-    if before:
-        cur.execute(before)
+    many = len(params["sensors"]) >= BY_TIME_FROM_KEYS and SLICE not in sql
+    if many:
+        cur.execute(NESTED_LOOPS_OFF)
     cur.execute(sql, params)
     rows = cur.fetchall()
-    if after:  # not in a finally: after an error the transaction is rolled back, and the setting with it
-        cur.execute(after)
+    if many:  # not in a finally: after an error the transaction is rolled back, and the setting with it
+        cur.execute(NESTED_LOOPS_BACK)
     return rows
 
 
@@ -244,7 +260,11 @@ def close_statement(window: Window, pairs: list[tuple[str, str]], rollup_from: s
     slice_ = not whole and len(pairs) >= BY_TIME_FROM_KEYS
     if rollup_from is not None:
         params["sub_period"] = rollup_from
-        return (SLICE + CLOSE_FROM_ROLLUP if slice_ else CLOSE_FROM_ROLLUP), params
+        if slice_:
+            step = parse_period(rollup_from) * US
+            params["sub_starts"] = [from_us(t) for t in range(window.start, window.end, step)]
+            return CLOSE_SLICE_FROM_ROLLUP, params
+        return CLOSE_FROM_ROLLUP, params
     if slice_:
-        return SLICE + CLOSE_FROM_READINGS_BY_KEY, params
+        return CLOSE_SLICE_FROM_READINGS, params
     return (CLOSE_FROM_READINGS_BY_TIME if len(pairs) >= BY_TIME_FROM_KEYS else CLOSE_FROM_READINGS_BY_KEY), params

@@ -32,7 +32,7 @@ from .configtree import ROOT, deep_merge
 from .loadgen import generate, payload_for
 from .measure import (LagSampler, PostgresObserver, RedisObserver, ServiceCpu, latency_over_time, percentiles,
                       process_stats, thread_cores, thread_cpu)
-from .procs import mosquitto, mosquitto_limit
+from .procs import daemon_env, mosquitto, mosquitto_limit
 from . import daemon_log, ratios, suite
 from .peer_quix import prepare_topic
 from .report import ratio_lines, sustainable, table
@@ -128,7 +128,7 @@ class Bench:
                     else [sys.executable, "-m", "pipeline.tools.bench.floor"])
             self.daemons.append(subprocess.Popen(
                 argv + ["--config", str(cfg_path)],
-                stdout=open(log_path, "wb"), stderr=subprocess.STDOUT, cwd=ROOT))
+                stdout=open(log_path, "wb"), stderr=subprocess.STDOUT, cwd=ROOT, env=daemon_env()))
         deadline = time.monotonic() + 90
         partitions = set(range(self.settings.config.kafka.partitions))
         while True:  # every instance subscribed to MQTT, and the group's partitions split among them

@@ -41,6 +41,7 @@ from ...ingest.identity import MQTT_TOPIC_HEADER, RECEIVED_US_HEADER
 from ...sinks.deadletter import dead_letter_topics
 from .configtree import ROOT
 from . import daemon_log
+from .procs import daemon_env
 from .new_sensors import cleanup, count_rows, settings_tree
 
 
@@ -122,7 +123,7 @@ def run(args: argparse.Namespace) -> dict:
     series = args.sensors * args.metrics
     log_path = workdir / "daemon.log"
     argv = [sys.executable] + (["-m", "pipeline.tools.bench.traced_daemon"] if args.trace else [str(ROOT / "realtime_pipeline.py")])
-    env = dict(os.environ)
+    env = daemon_env()
     trace_file = workdir / "peak.tracemalloc"
     env.update(item.partition("=")[::2] for item in args.env)
     if args.trace:
