@@ -286,12 +286,19 @@ class Partials:
     def encoded(self, sensor_id: str, metrics: Iterable[str]) -> list[str]:
         """`fields` as the flat argument list of an HSET: field, its JSON, field, its JSON ... (the same JSON
         that `fields` gives, formatted directly: a second of a large fleet's partials is tens of thousands of fields)."""
+        return self.encode(self.copies(sensor_id, metrics))
+
+    def copies(self, sensor_id: str, metrics: Iterable[str]) -> list[tuple[str, array]]:
+        """(metric, a copy of its running values) of a sensor's series held here: what `encode` formats, taken
+        under the owner's lock and formatted outside it."""
+        acc = self.acc
+        return [(metric, array("d", p)) for metric in metrics if (p := acc.get((sensor_id, metric))) is not None]
+
+    def encode(self, copies: list[tuple[str, array]]) -> list[str]:
+        """`copies` as HSET arguments (see `encoded`)."""
         out = []
         sizes = self.tracker.sizes.items()
-        for metric in metrics:
-            p = self.acc.get((sensor_id, metric))
-            if p is None:
-                continue
+        for metric, p in copies:
             i = 1
             for period, size in sizes:
                 start, count, total, lo, hi = p[i:i + 5]
