@@ -88,6 +88,10 @@ class WindowTracker:
             self.max_event[partition] = ts
         self.last_activity[partition] = now
 
+    def taking_readings(self, now: float) -> bool:
+        """True if a Kafka partition had a reading within idle_close_s (the daemon's own, partition -1, not counted)."""
+        return any(p >= 0 and now - at < self.idle_close_s for p, at in self.last_activity.items())
+
     def watermark(self, partition: int) -> int | None:
         """Highest event time of the partition minus the grace, None before any reading."""
         high = self.max_event.get(partition)

@@ -160,13 +160,11 @@ def run(args: argparse.Namespace) -> dict:
             if args.trace:
                 proc.send_signal(signal.SIGUSR2)
                 time.sleep(8)
-            log = log_path.read_text(errors="replace")
             out.update({"readings": expected, "stored_s": round(stored_s, 1), "rss_before_mb": round(before, 1),
                         "rss_peak_mb": round(peak, 1), "rss_after_mb": round(after, 1),
                         "growth_mb": round(peak - before, 1), "bytes_per_series": round((peak - before) * 2**20 / series),
                         "after_minus_before_mb": round(after - before, 1),
-                        "rss_min_while_waiting_mb": round(min(waited), 1),
-                        "released_events": log.count("event=state_released") + log.count("released=")})
+                        "rss_min_while_waiting_mb": round(min(waited), 1)})
             pending = conn.execute("SELECT count(*) FROM aggregation_pending").fetchone()[0]
             out["windows_pending_after"] = pending
     finally:

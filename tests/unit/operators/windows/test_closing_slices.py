@@ -124,7 +124,8 @@ def test_the_aggregator_closes_a_large_minute_over_several_calls_with_the_rows_o
     for p, w, s, m in dict.fromkeys(staged):
         agg.tracker.add(p, w, s, m)
     agg.tracker.observe(0, inserted[-1][3], now[0])
-    now[0] += 31  # the partition is idle: its windows close by the wall clock, on ticks
+    agg.tracker.observe(1, (T0 + 1000) * US, now[0] + 31)  # another partition still takes readings
+    now[0] += 31  # partition 0 is idle: its windows close by the wall clock, on ticks
     calls = []
     while agg.tracker.pending_count():
         before = agg.tracker.pending_count()
@@ -147,3 +148,20 @@ def test_encoded_partials_are_the_json_of_fields(rows):
         metrics = ["t", "h", "p", "absent"]
         enc = p.encoded(sensor_id, metrics)
         assert {k: json.loads(v) for k, v in zip(enc[::2], enc[1::2])} == p.fields(sensor_id, metrics)
+
+
+def test_with_no_partition_taking_readings_whole_windows_close_in_one_call(monkeypatch):
+    monkeypatch.setattr(agg_mod, "CLOSE_SLICE", 100)
+    now = [float(T0 + 1000)]
+    cfg = parse({"aggregation": {"periods": ["1m", "5m"], "grace_s": 0, "idle_close_s": 30}}, {}).aggregation
+    agg = WindowAggregator(cfg, RedisConfig(), Secret(""), Metrics(CollectorRegistry()), clock=lambda: now[0])
+    readings = [(f"s{i:03d}", "t", (T0 + 20) * US, float(i)) for i in range(250)]
+    agg.store = FakeStore(readings)
+    for s, m, ts, _v in readings:
+        for w in agg.tracker.windows(ts):
+            agg.tracker.add(0, w, s, m)
+    agg.tracker.observe(0, (T0 + 20) * US, now[0])
+    agg.tracker.observe(-1, (T0 + 20) * US, now[0] + 31)  # the daemon's own readings do not count
+    now[0] += 31
+    assert agg.tick() is None and agg.tracker.pending_count() == 0 and agg.store.transactions == 1
+    assert agg.store.rows == reference(readings, agg.tracker.sizes)
