@@ -35,8 +35,9 @@ from ...runtime import memory
 
 log = logging.getLogger(__name__)
 PARTIALS_EVERY_S = 1.0
-CLOSE_SLICE = 5000  # keys of due windows closed in one transaction
+CLOSE_SLICE = 1000  # keys of due windows closed in one transaction while readings flow
 CLOSE_BUDGET_S = 0.05  # a call closes slices while it has spent less than this (the first one always)
+CLOSE_PAUSE = 1.0  # ... then none for this many times the time spent: closing takes at most half the thread
 AGAIN_S = 0.2  # with due windows left, the sink ticks again this soon (a quiet partition's windows close on ticks)
 
 
@@ -74,6 +75,7 @@ class WindowAggregator:
         self._next_partials = 0.0
         self._publisher: threading.Thread | None = None  # publishes them once started; until then, the writes do
         self._stopping = threading.Event()
+        self._resume_closing = 0.0  # monotonic: no slice before this while readings flow (CLOSE_PAUSE)
         self._wake = threading.Event()  # set by a write once PARTIALS_EVERY_S has passed: publish now
         # Rebalance callbacks run in the consumer thread, closing in the PostgreSQL sink's: one at a time.
         self.lock = threading.RLock()
@@ -214,13 +216,16 @@ class WindowAggregator:
     def close_due(self) -> bool:
         """Write the rows of the windows that are due; called after each write and on the tick. A minute's
         windows of tens of thousands of series are closed CLOSE_SLICE keys at a time, for at most CLOSE_BUDGET_S
-        per call: the readings' writes (this runs in the PostgreSQL sink's thread) pass between the slices
-        instead of waiting for all of them (`--fleet` in pipeline/tools/bench). True if due windows remain."""
+        per call and then not for CLOSE_PAUSE times as long: the readings' writes (this runs in the PostgreSQL
+        sink's thread) pass between the slices instead of waiting for all of them (`--fleet` in
+        pipeline/tools/bench). True if due windows remain."""
         more = False
         if self._publisher is None:
             self.flush_partials(self.clock())
         with self.lock:
             started = time.monotonic()
+            if started < self._resume_closing and self.tracker.taking_readings(self.clock()):
+                return True  # the readings' turn (CLOSE_PAUSE)
             while True:
                 # Only windows of partitions we own: two instances closing one window would race on its pending rows.
                 # While no partition is taking readings (a flood passed, a quiet night) there is nothing to let
@@ -233,6 +238,9 @@ class WindowAggregator:
                 more = limit is not None and sum(len(d.keys) for d in due) >= limit
                 if not more or time.monotonic() - started >= CLOSE_BUDGET_S:
                     break
+            if more:
+                ended = time.monotonic()
+                self._resume_closing = ended + CLOSE_PAUSE * (ended - started)
             self.metrics.windows_pending.set(self.tracker.pending_count())
             now = self.clock()
             if self.idle_sweep.due(now):

@@ -114,6 +114,7 @@ def reference(readings: list, periods: dict) -> dict:
 def test_the_aggregator_closes_a_large_minute_over_several_calls_with_the_rows_of_one(monkeypatch):
     monkeypatch.setattr(agg_mod, "CLOSE_SLICE", 100)
     monkeypatch.setattr(agg_mod, "CLOSE_BUDGET_S", 0.0)  # one slice per call
+    monkeypatch.setattr(agg_mod, "CLOSE_PAUSE", 0.0)  # and the next call closes the next
     now = [float(T0 + 1000)]
     cfg = parse({"aggregation": {"periods": ["1m", "5m"], "grace_s": 0, "idle_close_s": 30}}, {}).aggregation
     agg = WindowAggregator(cfg, RedisConfig(), Secret(""), Metrics(CollectorRegistry()), clock=lambda: now[0])
@@ -165,3 +166,21 @@ def test_with_no_partition_taking_readings_whole_windows_close_in_one_call(monke
     now[0] += 31
     assert agg.tick() is None and agg.tracker.pending_count() == 0 and agg.store.transactions == 1
     assert agg.store.rows == reference(readings, agg.tracker.sizes)
+
+
+def test_while_readings_flow_a_slice_is_followed_by_a_pause_of_the_readings(monkeypatch):
+    monkeypatch.setattr(agg_mod, "CLOSE_SLICE", 100)
+    monkeypatch.setattr(agg_mod, "CLOSE_BUDGET_S", 0.0)
+    monkeypatch.setattr(agg_mod, "CLOSE_PAUSE", 1000.0)  # the pause outlasts the test
+    now = [float(T0 + 1000)]
+    cfg = parse({"aggregation": {"periods": ["1m"], "grace_s": 0, "idle_close_s": 30}}, {}).aggregation
+    agg = WindowAggregator(cfg, RedisConfig(), Secret(""), Metrics(CollectorRegistry()), clock=lambda: now[0])
+    readings = [(f"s{i:03d}", "t", (T0 + 20) * US, float(i)) for i in range(250)]
+    agg.store = FakeStore(readings)
+    for s, m, ts, _v in readings:
+        agg.tracker.add(0, agg.tracker.windows(ts)[0], s, m)
+    agg.tracker.observe(0, (T0 + 120) * US, now[0])  # the watermark passed the window; readings flow
+    assert agg.close_due() is True and agg.tracker.pending_count() == 150  # one slice
+    assert agg.close_due() is True and agg.tracker.pending_count() == 150  # paused: the readings' turn
+    now[0] += 31  # the partition fell silent: nothing to let through, the rest closes at once
+    assert agg.close_due() is False and agg.tracker.pending_count() == 0
