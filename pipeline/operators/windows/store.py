@@ -102,6 +102,7 @@ src AS (
                          AND a.timestamp >= %(start)s AND a.timestamp < %(end)s
      GROUP BY a.sensor_id, a.metric)""" + _UPSERT
 PARTIALS_CHUNK = 2000  # running-value fields per Redis round trip
+CLOSED_CHUNK = 2000  # closed windows' stream entries per MULTI/EXEC
 BY_TIME_FROM_KEYS = 50  # closing this many keys of a window or more: aggregate its time range in one pass
 # Closing that many keys, the statement runs with nested loops off. Right after a bulk load (50,000 new
 # sensors) `aggregation_pending` and `aggregations` have no statistics yet (autovacuum has not analyzed them,
@@ -232,18 +233,23 @@ class WindowStore:
         self.ttl_refresh.done(expiring, now)
 
     def publish_closed(self, entries: list[tuple[Window, tuple]]) -> None:
+        """XADD the closed windows, CLOSED_CHUNK entries to a MULTI/EXEC: the windows of 50,000 series in one
+        held their commands' hundreds of MB at once (pipeline/tools/bench/flood.py). Each entry carries its `id`:
+        a chunk sent again after a failure is read at-least-once, as a whole batch would be."""
         if not entries:
             return
         assert self.redis is not None
-        pipe = self.redis.pipeline(transaction=True)
         maxlen = self.redis_cfg.stream_maxlen
-        for window, (sensor_id, metric, avg, lo, hi, count) in entries:
-            start = window.start // US
-            pipe.xadd(self.stream, {"id": f"{sensor_id}|{metric}|{window.period}|{start}", "sensor_id": sensor_id,
-                                    "metric": metric, "period": window.period, "start": start, "end": window.end // US,
-                                    "avg": repr(avg), "min": repr(lo), "max": repr(hi), "count": count},
-                      maxlen=maxlen, approximate=True)
-        pipe.execute()
+        for at in range(0, len(entries), CLOSED_CHUNK):
+            pipe = self.redis.pipeline(transaction=True)
+            for window, (sensor_id, metric, avg, lo, hi, count) in entries[at:at + CLOSED_CHUNK]:
+                start = window.start // US
+                pipe.xadd(self.stream, {"id": f"{sensor_id}|{metric}|{window.period}|{start}", "sensor_id": sensor_id,
+                                        "metric": metric, "period": window.period, "start": start,
+                                        "end": window.end // US, "avg": repr(avg), "min": repr(lo), "max": repr(hi),
+                                        "count": count},
+                          maxlen=maxlen, approximate=True)
+            pipe.execute()
 
     def stop(self) -> None:
         if self.redis is not None:
