@@ -39,8 +39,7 @@ from .report import ratio_lines, sustainable, table
 from . import floor as floor_process
 
 
-# --fleet: 20,000 sensors sending three readings every 10 s (60,000 series, 6,000 readings/s).
-FLEET = {"sensors": 20_000, "rate": 2000.0, "readings_per_message": 3, "duration": 90.0}
+FLEET = {"sensors": 20_000, "rate": 2000.0, "readings_per_message": 3, "duration": 90.0}  # 60,000 series, 6,000 readings/s
 
 
 class Bench:
@@ -336,10 +335,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--suite", action="store_true", help="every ratio target in one run (what `make bench` runs; "
                                                          "see pipeline/tools/bench/suite.py)")
     p.add_argument("--max-duration", type=float, default=30, help="seconds per level while --suite steps the rate up")
-    p.add_argument("--fleet", action="store_true",
-                   help=f"a large fleet at a modest rate: --sensors {FLEET['sensors']} --rate {FLEET['rate']:g} "
-                        f"--readings-per-message {FLEET['readings_per_message']} --duration {FLEET['duration']:g} "
-                        "(a minute's windows of 60,000 series closing while readings flow)")
+    p.add_argument("--fleet", action="store_true", help="a large fleet at a modest rate: " + " ".join(
+        f"--{k.replace('_', '-')} {v:g}" for k, v in FLEET.items()) + " (a minute's windows of 60,000 series closing)")
     p.add_argument("--flood-series", type=int, metavar="N",
                    help="instead: a flood of N new series (N/50 sensors x 50 metrics) into a fresh daemon, its RSS "
                         "before, at the peak, per series and after limits.state_idle_s (pipeline/tools/bench/flood.py)")
@@ -349,12 +346,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.flood_series:
         from . import flood
 
-        sensors = max(1, args.flood_series // flood.METRICS)
-        return flood.main(["--sensors", str(sensors), *sum((["--set", s] for s in args.set or []), []),
-                           *(["--json"] if args.json else []), *(["--keep"] if args.keep else [])])
+        return flood.from_bench(args)
     if args.fleet:
-        for key, value in FLEET.items():
-            setattr(args, key, value)
+        vars(args).update(FLEET)
     bench = Bench(args)
     if args.suite:
         return suite.main(bench, args)

@@ -199,6 +199,12 @@ def top_allocations(path: Path, limit: int = 25) -> list[str]:
     return [str(s) for s in stats[:limit]]
 
 
+def from_bench(args: argparse.Namespace) -> int:
+    """`python -m pipeline.tools.bench --flood-series N`: N/METRICS sensors of METRICS metrics, its --set, --json, --keep."""
+    return main(["--sensors", str(max(1, args.flood_series // METRICS)), *sum((["--set", s] for s in args.set or []), []),
+                 *(["--json"] if args.json else []), *(["--keep"] if args.keep else [])])
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m pipeline.tools.bench.flood", description=__doc__.split("\n\n")[0])
     p.add_argument("--sensors", type=int, default=1000)
