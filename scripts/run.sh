@@ -10,6 +10,9 @@ SIM_ARGS=${SIM_ARGS:---sensors 20 --rate 20 --duration 0 --anomalies 0.5 --truth
 # A fresh install shows this host's real system metrics too, with no device attached.
 export PIPELINE__AGENTS__SYSTEM__ENABLED=${PIPELINE__AGENTS__SYSTEM__ENABLED:-true}
 
+# Two malloc arenas, as in deploy/realtime-pipeline.service: memory freed after a burst goes back to the system.
+export MALLOC_ARENA_MAX=${MALLOC_ARENA_MAX:-2}
+
 # A local Mosquitto with its default queue limit drops messages while the pipeline restarts: say so, once.
 "$PY" -m pipeline.tools.broker_limits --port "${PIPELINE__MQTT__PORT:-1883}" || true
 

@@ -79,8 +79,9 @@ class BatchingRunner:
     def close(self) -> None:
         """Release connections; called after the thread ended."""
 
-    def tick(self) -> None:
-        """Timed work, every `tick_interval_s`, in the sink's own thread (so it shares its state unlocked)."""
+    def tick(self) -> float | None:
+        """Timed work, every `tick_interval_s`, in the sink's own thread (so it shares its state unlocked); may
+        return seconds until the next tick if it has work left that should not wait that long."""
 
     def checkpoint(self, offsets: dict[tuple[str, int], int]) -> None:
         """A best-effort sink wrote everything before these offsets ((topic, partition) -> next offset). Its feed
@@ -179,11 +180,14 @@ class BatchingRunner:
                 timeout = until_tick if timeout is None else min(timeout, until_tick)
                 if until_tick == 0.0:
                     self.busy.begin("tick")
+                    again = None
                     try:
-                        self.tick()
+                        again = self.tick()
                     finally:
                         self.busy.end()
-                    next_tick = time.monotonic() + self.tick_interval_s
+                    # A tick with work left (windows still to close) asks to come back sooner.
+                    next_tick = time.monotonic() + (self.tick_interval_s if again is None
+                                                    else min(again, self.tick_interval_s))
                     continue
             try:
                 item = self.queue.get(timeout=timeout)

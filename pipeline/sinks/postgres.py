@@ -30,6 +30,7 @@ from ..runtime.batch import Batch
 from ..runtime.idle import IdleSweep
 from ..storage.sensor_rows import INSERT_SENSORS
 from .base import BatchingSink
+from ..runtime import memory
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +71,8 @@ class InsertListener(Protocol):
     def committed(self, records: Sequence[Reading], inserted: Sequence[tuple], staged: object) -> None:
         """The rows are durable. Must not raise: what fails is retried by the listener itself."""
 
-    def tick(self) -> None:
-        """The sink's tick (processing.interval_s)."""
+    def tick(self) -> float | None:
+        """The sink's tick (processing.interval_s); may return seconds until it is wanted again, if sooner."""
 
     def partitions_assigned(self, partitions: set[int]) -> None:
         """The consumer group's assignment (consumer thread)."""
@@ -228,14 +229,18 @@ class PostgresSink(BatchingSink):
         for listener in self.listeners:
             listener.partitions_revoked(partitions)
 
-    def tick(self) -> None:
+    def tick(self) -> float | None:
         """The listeners' timed work (windows of partitions that went quiet close); release sensors idle for
-        state_idle_s."""
+        state_idle_s. Returns the soonest next tick a listener asked for (None: the usual interval)."""
+        soonest = None
         for listener in self.listeners:
-            listener.tick()
+            again = listener.tick()
+            if again is not None and (soonest is None or again < soonest):
+                soonest = again
         now = self.clock()
         if self.idle_sweep.due(now):
-            self.evict_idle(now)
+            memory.released(self.evict_idle(now), "sensors_written")
+        return soonest
 
     def evict_idle(self, now: float) -> int:
         """Forget the sensors that wrote nothing since `now - state_idle_s` (registered again if they return)."""

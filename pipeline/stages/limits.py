@@ -46,6 +46,7 @@ from typing import Callable, Iterable
 
 from ..records import APP_SENSOR_TYPE, BROKER_SENSOR_TYPE, KAFKA_SENSOR_TYPE, Invalid, Reading
 from ..runtime.idle import IdleSweep
+from ..runtime import memory
 from ..runtime.stage import RecordStage
 
 log = logging.getLogger(__name__)
@@ -231,7 +232,7 @@ class LimitFilter(RecordStage):
             self.use(*offered)
         if now >= self._sweep_at:  # the chain has no timer: idle sensors are released as readings pass
             if self.sweep.due(now):
-                self.evict_idle(now)
+                memory.released(self.evict_idle(now), "limits")
             self._sweep_at = self.sweep.next_at
         reserved = reserved_reason(sensor_id, r.sensor_type)
         if reserved is not None:

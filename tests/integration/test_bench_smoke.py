@@ -54,3 +54,15 @@ def test_bare_path_and_peer_run_beside_the_daemon_report_their_ratios_and_lose_n
         assert peer[side]["lost"] == 0 and peer[side]["duplicated"] == 0, side
     assert peer["cpu_s_per_million"] > 0 and peer["daemon_cpu_s_per_million"] > 0 and peer["sustained_rate"] > 0
     assert peer["ratio"] == round(peer["daemon_cpu_s_per_million"] / peer["cpu_s_per_million"], 3)
+
+
+def test_flood_of_new_series_reports_rss_before_peak_and_after_the_release():
+    proc = subprocess.run([sys.executable, "-m", "pipeline.tools.bench.flood", "--sensors", "20", "--metrics", "5",
+                           "--idle-s", "3", "--settle-s", "1", "--set", "aggregation.idle_close_s=2", "--json"],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout)
+    assert report["series"] == 100 and report["readings"] == 200  # two rounds, every reading stored
+    assert 0 < report["rss_before_mb"] <= report["rss_peak_mb"] and report["rss_after_mb"] > 0
+    assert report["growth_mb"] >= 0 and report["bytes_per_series"] >= 0
+    assert report["windows_pending_after"] == 0  # every window of the flood closed, so its state could go

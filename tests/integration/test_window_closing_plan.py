@@ -4,6 +4,7 @@ of new sensors before autovacuum gets to them): no nested loop. Planned with the
 key (12,500 keys x 50,000 rows: 89 s); a hash join reads them once."""
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 
 import pytest
@@ -94,3 +95,29 @@ def test_pending_windows_are_marked_row_for_row_from_the_compact_statement(env):
                                   "FROM aggregation_pending").fetchall())
     assert stored == (set(rows) - {already}) | {already[:5] + (9,)}
     assert len(stored) == 4 * 40 * 2
+
+
+@pytest.mark.parametrize("rollup_from", ["1m", None], ids=["rolled-up", "from-readings"])
+def test_a_slice_of_a_window_is_closed_by_key_in_index_lookups_and_writes_its_rows(env, rollup_from):
+    """A slice of a window's keys (the rest close later) reads only its own keys' rows: an index lookup per key,
+    on unanalyzed tables too, never a pass over the whole window's rows."""
+    fill_without_statistics(env)
+    window = Window("5m", to_us(START), to_us(START + timedelta(minutes=5)))
+    keys = [(f"ns-{i}", "temperature") for i in range(1, 501)]
+    sql, params = close_statement(window, keys, rollup_from, whole=False)
+    with env.db() as conn, conn.transaction(force_rollback=True), conn.cursor() as cur:
+        [(explained,)] = run_closing(cur, "EXPLAIN (FORMAT JSON) " + sql, params)
+    source = "aggregations" if rollup_from else "measurements"
+    scans = [n for n in nodes(explained[0]["Plan"]) if n.get("Relation Name", "").startswith(source)
+             and n["Node Type"] != "ModifyTable"]
+    assert scans, json.dumps(explained[0]["Plan"], indent=1)[:4000]
+    for scan in scans:  # every read of the source is a lookup of one key (c.sensor_id, from the slice)
+        assert scan["Node Type"] in ("Index Scan", "Index Only Scan", "Bitmap Heap Scan", "Bitmap Index Scan"), scan
+        assert "c.sensor_id" in scan.get("Index Cond", scan.get("Recheck Cond", "")), scan
+    with env.db() as conn, conn.transaction(), conn.cursor() as cur:
+        rows = run_closing(cur, sql, params)
+    assert len(rows) == 500
+    assert env.query("SELECT count(*) FROM aggregation_pending") == [(SENSORS - 500,)]
+    # ns-7: readings i + k for k = 0..9 (min 7, max 16, 10 readings); its 1m rows give the same.
+    assert env.query("SELECT min_value, max_value, count FROM aggregations WHERE period = '5m' AND sensor_id = 'ns-7'") \
+        == [(7.0, 16.0, 10)]

@@ -53,8 +53,12 @@ def test_window_rows_are_exact_under_disorder_duplicates_late_data_and_too_late_
         assert rows(env, AGG_SQL) == [("10s", utc(t0), 22.0, 20.0, 24.0, 3), ("10s", utc(t0 + 10), 30.0, 30.0, 30.0, 1)]
         assert env.query("SELECT count(*) FROM measurements")[0][0] == 5  # the duplicate was not stored
 
-        # Open windows' running values, for the dashboard (newest window per period).
-        partial = env.redis.hgetall(f"t{env.run_id}:partial:s1")
+        # Open windows' running values, for the dashboard (newest window per period), published by their own
+        # thread within a second of the readings.
+        key = f"t{env.run_id}:partial:s1"
+        wait_for(lambda: json.loads(env.redis.hget(key, "temperature:1m") or "{}").get("count") == 5,
+                 what="the partials of the five readings")
+        partial = env.redis.hgetall(key)
         assert json.loads(partial["temperature:1m"]) == {"start": t0, "end": t0 + 60, "count": 5, "avg": 21.2,
                                                          "min": 10.0, "max": 30.0}
         assert json.loads(partial["temperature:10s"])["start"] == t0 + 20

@@ -20,6 +20,7 @@ from ...config import Secret
 from ...observability.metrics import Metrics
 from ...runtime.batch import Batch
 from ...runtime.idle import IdleSweep
+from ...runtime import memory
 from ...runtime.ownership import Ownership, sensor_partition
 from ...runtime.retry import Stopped
 from ...runtime.supervisor import Spawn, plain_thread
@@ -155,6 +156,7 @@ class AlertRunner(Operator):
         """Series silent for limits.state_idle_s: their state goes (a sensor that returns is loaded again)."""
         before = self.evaluator.released_open
         released = self.evaluator.evict_idle(now)
+        memory.released(released, "alerts")
         if self.evaluator.released_open > before:
             log.info("event=alert_state_released_offline sensors=%d note=open_in_database",
                      self.evaluator.released_open - before)

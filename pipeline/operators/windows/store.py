@@ -16,15 +16,14 @@ Redis keys (under `redis.key_prefix`):
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Iterable, Sequence
 
-import orjson
 import psycopg
 import redis
 from psycopg_pool import ConnectionPool
 
 from ...config import RedisConfig, Secret
-from .tracker import US, Window, from_us
+from .tracker import US, Window, from_us, parse_period
 from ...clients.redis import connect
 from ...runtime.idle import TtlRefresh
 
@@ -102,6 +101,8 @@ src AS (
       JOIN aggregations a ON a.sensor_id = c.sensor_id AND a.metric = c.metric AND a.period = %(sub_period)s
                          AND a.timestamp >= %(start)s AND a.timestamp < %(end)s
      GROUP BY a.sensor_id, a.metric)""" + _UPSERT
+PARTIALS_CHUNK = 2000  # running-value fields per Redis round trip
+CLOSED_CHUNK = 2000  # closed windows' stream entries per MULTI/EXEC
 BY_TIME_FROM_KEYS = 50  # closing this many keys of a window or more: aggregate its time range in one pass
 # Closing that many keys, the statement runs with nested loops off. Right after a bulk load (50,000 new
 # sensors) `aggregation_pending` and `aggregations` have no statistics yet (autovacuum has not analyzed them,
@@ -113,9 +114,39 @@ NESTED_LOOPS_OFF = "SET LOCAL enable_nestloop = off"
 NESTED_LOOPS_BACK = "SET LOCAL enable_nestloop TO DEFAULT"
 
 
+# A slice of a window's keys (the rest close in later transactions, aggregator.CLOSE_SLICE): each key's rows by
+# its index, in a LATERAL subquery per key, so the statement costs what the slice holds whatever the planner
+# estimates (a hash join, or the by-time pass, would read the whole window's rows once per slice). A rollup
+# names each shorter row whole (every column of aggregations_window_identity): with a range on the time, on
+# tables not analyzed yet, the planner took aggregations_period_timestamp, the whole window's rows per key.
+SLICE = "/* slice */"
+CLOSE_SLICE_FROM_READINGS = SLICE + _CLOSING + """
+src AS (
+    SELECT c.sensor_id, c.metric, s.avg_value, s.min_value, s.max_value, s.count
+      FROM closing c
+     CROSS JOIN LATERAL (
+           SELECT """ + MEAN_VALUE + """ AS avg_value, min(m.value) AS min_value, max(m.value) AS max_value,
+                  count(*)::int AS count
+             FROM measurements m
+            WHERE m.sensor_id = c.sensor_id AND m.metric = c.metric
+              AND m.timestamp >= %(start)s AND m.timestamp < %(end)s) s
+     WHERE s.count > 0)""" + _UPSERT
+CLOSE_SLICE_FROM_ROLLUP = SLICE + _CLOSING + """
+src AS (
+    SELECT c.sensor_id, c.metric, s.avg_value, s.min_value, s.max_value, s.count
+      FROM closing c
+     CROSS JOIN LATERAL (
+           SELECT (sum(a.avg_value::text::numeric * a.count) / sum(a.count))::float8 AS avg_value,
+                  min(a.min_value) AS min_value, max(a.max_value) AS max_value, sum(a.count)::int AS count
+             FROM aggregations a
+            WHERE a.sensor_id = c.sensor_id AND a.metric = c.metric AND a.period = %(sub_period)s
+              AND a.timestamp = ANY(%(sub_starts)s::timestamp[])) s
+     WHERE s.count > 0)""" + _UPSERT
+
+
 def run_closing(cur: psycopg.Cursor, sql: str, params: dict) -> list[tuple]:
     """Run one closing statement (close_statement's) in the caller's transaction; returns its rows."""
-    many = len(params["sensors"]) >= BY_TIME_FROM_KEYS
+    many = len(params["sensors"]) >= BY_TIME_FROM_KEYS and SLICE not in sql
     if many:
         cur.execute(NESTED_LOOPS_OFF)
     cur.execute(sql, params)
@@ -180,42 +211,66 @@ class WindowStore:
                 self.publish_closed(entries)
         return entries
 
-    def publish_partials(self, fields_by_sensor: dict[str, dict], now: float) -> None:
+    def publish_partials(self, fields_by_sensor: Iterable[tuple[str, list]], now: float) -> None:
+        """HSET each sensor's running values ((sensor, [field, JSON, field, JSON ...]), Partials.encoded), as
+        they are produced, PARTIALS_CHUNK fields to a round trip: a flood of new series touches every one of
+        them in a second, and the whole set's commands at once held hundreds of MB (pipeline/tools/bench/flood.py)."""
         assert self.redis is not None
         pipe = self.redis.pipeline(transaction=False)
-        for sensor_id, fields in fields_by_sensor.items():
-            pipe.hset(self.partial_prefix + sensor_id, mapping={k: orjson.dumps(v) for k, v in fields.items()})
-        expiring = self.ttl_refresh.due(fields_by_sensor, now)
+        sensors, queued = [], 0
+        for sensor_id, fields in fields_by_sensor:
+            sensors.append(sensor_id)
+            if fields:
+                pipe.execute_command("HSET", self.partial_prefix + sensor_id, *fields)
+                queued += len(fields) // 2
+            if queued >= PARTIALS_CHUNK:
+                pipe.execute()
+                queued = 0
+        expiring = self.ttl_refresh.due(sensors, now)
         for sensor_id in expiring:
             pipe.expire(self.partial_prefix + sensor_id, self.ttl_refresh.ttl)
         pipe.execute()
         self.ttl_refresh.done(expiring, now)
 
     def publish_closed(self, entries: list[tuple[Window, tuple]]) -> None:
+        """XADD the closed windows, CLOSED_CHUNK entries to a MULTI/EXEC: the windows of 50,000 series in one
+        held their commands' hundreds of MB at once (pipeline/tools/bench/flood.py). Each entry carries its `id`:
+        a chunk sent again after a failure is read at-least-once, as a whole batch would be."""
         if not entries:
             return
         assert self.redis is not None
-        pipe = self.redis.pipeline(transaction=True)
         maxlen = self.redis_cfg.stream_maxlen
-        for window, (sensor_id, metric, avg, lo, hi, count) in entries:
-            start = window.start // US
-            pipe.xadd(self.stream, {"id": f"{sensor_id}|{metric}|{window.period}|{start}", "sensor_id": sensor_id,
-                                    "metric": metric, "period": window.period, "start": start, "end": window.end // US,
-                                    "avg": repr(avg), "min": repr(lo), "max": repr(hi), "count": count},
-                      maxlen=maxlen, approximate=True)
-        pipe.execute()
+        for at in range(0, len(entries), CLOSED_CHUNK):
+            pipe = self.redis.pipeline(transaction=True)
+            for window, (sensor_id, metric, avg, lo, hi, count) in entries[at:at + CLOSED_CHUNK]:
+                start = window.start // US
+                pipe.xadd(self.stream, {"id": f"{sensor_id}|{metric}|{window.period}|{start}", "sensor_id": sensor_id,
+                                        "metric": metric, "period": window.period, "start": start,
+                                        "end": window.end // US, "avg": repr(avg), "min": repr(lo), "max": repr(hi),
+                                        "count": count},
+                          maxlen=maxlen, approximate=True)
+            pipe.execute()
 
     def stop(self) -> None:
         if self.redis is not None:
             self.redis.close()
 
 
-def close_statement(window: Window, pairs: list[tuple[str, str]], rollup_from: str | None) -> tuple[str, dict]:
+def close_statement(window: Window, pairs: list[tuple[str, str]], rollup_from: str | None,
+                    whole: bool = True) -> tuple[str, dict]:
     """The statement that closes these (sensor_id, metric) keys of a window, and its parameters; from the rows of
-    the shorter period `rollup_from` when given, else from the readings."""
+    the shorter period `rollup_from` when given, else from the readings. `whole`: the keys are all the window has
+    pending (else a slice of them, closed by key: see SLICE)."""
     params = {"period": window.period, "start": from_us(window.start), "end": from_us(window.end),
               "sensors": [p[0] for p in pairs], "metrics": [p[1] for p in pairs]}
+    slice_ = not whole and len(pairs) >= BY_TIME_FROM_KEYS
     if rollup_from is not None:
         params["sub_period"] = rollup_from
+        if slice_:
+            step = parse_period(rollup_from) * US
+            params["sub_starts"] = [from_us(t) for t in range(window.start, window.end, step)]
+            return CLOSE_SLICE_FROM_ROLLUP, params
         return CLOSE_FROM_ROLLUP, params
+    if slice_:
+        return CLOSE_SLICE_FROM_READINGS, params
     return (CLOSE_FROM_READINGS_BY_TIME if len(pairs) >= BY_TIME_FROM_KEYS else CLOSE_FROM_READINGS_BY_KEY), params

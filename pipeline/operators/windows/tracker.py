@@ -14,6 +14,7 @@ import math
 import re
 import sys
 from array import array
+from itertools import islice
 from datetime import datetime, timedelta
 from typing import Iterable, NamedTuple
 
@@ -57,6 +58,7 @@ class Due(NamedTuple):
     partition: int
     window: Window
     keys: frozenset[tuple[str, str]]
+    left: int = 0  # keys of this window that stay pending after these (closed by a later call)
 
 
 class WindowTracker:
@@ -86,6 +88,10 @@ class WindowTracker:
             self.max_event[partition] = ts
         self.last_activity[partition] = now
 
+    def taking_readings(self, now: float) -> bool:
+        """True if a Kafka partition had a reading within idle_close_s (the daemon's own, partition -1, not counted)."""
+        return any(p >= 0 and now - at < self.idle_close_s for p, at in self.last_activity.items())
+
     def watermark(self, partition: int) -> int | None:
         """Highest event time of the partition minus the grace, None before any reading."""
         high = self.max_event.get(partition)
@@ -114,17 +120,34 @@ class WindowTracker:
         self.add(partition, window, sensor_id, metric)
         self.last_activity.setdefault(partition, now)
 
-    def due(self, now: float) -> list[Due]:
-        """Pending windows whose end the watermark passed (or the wall clock, on an idle partition)."""
+    def due(self, now: float, limit: int | None = None, owned=None) -> list[Due]:
+        """Pending windows whose end the watermark passed (or the wall clock, on an idle partition), in closing
+        order, with at most `limit` keys in all: the first keys of a window (in the order they became pending)
+        when the rest do not fit; `Due.left` says how many of its keys stay pending. `owned(partition)`: only
+        windows of the partitions for which it holds."""
         wall = round(now * US) - self.grace
-        out = []
-        for (partition, window), keys in self.pending.items():
+        ready = []
+        for (partition, window) in self.pending:
+            if owned is not None and partition >= 0 and not owned(partition):
+                continue
             wm = self.watermark(partition)
             idle = now - self.last_activity.get(partition, now) >= self.idle_close_s
             if (wm is not None and wm >= window.end) or (idle and wall >= window.end):
-                out.append(Due(partition, window, frozenset(keys)))
+                ready.append((partition, window))
         # In order of closing; of windows ending together the shortest first: longer ones are rolled up from it.
-        out.sort(key=lambda d: (d.window.end, -d.window.start, d.window.period, d.partition))
+        ready.sort(key=lambda pw: (pw[1].end, -pw[1].start, pw[1].period, pw[0]))
+        out = []
+        room = limit if limit is not None else math.inf
+        for partition, window in ready:
+            if room <= 0:
+                break
+            keys = self.pending[(partition, window)]
+            if len(keys) <= room:
+                taken = frozenset(keys)
+            else:
+                taken = frozenset(islice(keys, int(room)))
+            room -= len(taken)
+            out.append(Due(partition, window, taken, len(keys) - len(taken)))
         return out
 
     def remove(self, due: Due) -> None:
@@ -262,4 +285,31 @@ class Partials:
                 if start > -math.inf:
                     out[f"{metric}:{period}"] = {"start": start / US, "end": (start + size) / US, "count": int(count),
                                                  "avg": _within(total / count / SUM_SCALE, lo, hi), "min": lo, "max": hi}
+        return out
+
+    def encoded(self, sensor_id: str, metrics: Iterable[str]) -> list[str]:
+        """`fields` as the flat argument list of an HSET: field, its JSON, field, its JSON ... (the same JSON
+        that `fields` gives, formatted directly: a second of a large fleet's partials is tens of thousands of fields)."""
+        return self.encode(self.copies(sensor_id, metrics))
+
+    def copies(self, sensor_id: str, metrics: Iterable[str]) -> list[tuple[str, array]]:
+        """(metric, a copy of its running values) of a sensor's series held here: what `encode` formats, taken
+        under the owner's lock and formatted outside it."""
+        acc = self.acc
+        return [(metric, array("d", p)) for metric in metrics if (p := acc.get((sensor_id, metric))) is not None]
+
+    def encode(self, copies: list[tuple[str, array]]) -> list[str]:
+        """`copies` as HSET arguments (see `encoded`)."""
+        out = []
+        sizes = self.tracker.sizes.items()
+        for metric, p in copies:
+            i = 1
+            for period, size in sizes:
+                start, count, total, lo, hi = p[i:i + 5]
+                i += 5
+                if start > -math.inf:
+                    avg = _within(total / count / SUM_SCALE, lo, hi)
+                    out.append(f"{metric}:{period}")
+                    out.append(f'{{"start":{start / US!r},"end":{(start + size) / US!r},"count":{int(count)},'
+                               f'"avg":{avg!r},"min":{lo!r},"max":{hi!r}}}')
         return out

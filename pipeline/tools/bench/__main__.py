@@ -1,6 +1,8 @@
 """End-to-end benchmark against the local services.
 
     python -m pipeline.tools.bench [--rate 10000] [--duration 60] [--readings-per-message 1|3] [--find-max] [--json]
+    python -m pipeline.tools.bench --fleet             (20,000 sensors x 3 readings at 2,000 msg/s for 90 s)
+    python -m pipeline.tools.bench --flood-series 50000   (the daemon's RSS under a flood of new series)
 
 Starts its own Mosquitto (deploy/mosquitto.conf settings) on a free port, the daemon as a subprocess
 with its own database, topics and streams, drives QoS 1 load from N simulated devices, and measures
@@ -30,12 +32,15 @@ from .configtree import ROOT, deep_merge
 from .loadgen import generate, payload_for
 from .measure import (LagSampler, PostgresObserver, RedisObserver, ServiceCpu, latency_over_time, percentiles,
                       process_stats, thread_cores, thread_cpu)
-from .procs import mosquitto, mosquitto_limit
+from .procs import daemon_env, mosquitto, mosquitto_limit
 from . import daemon_log, dialects, ratios, suite
 from .peer_quix import prepare_topic
 from .report import ratio_lines, sustainable, table
 from . import floor as floor_process
 from ..progress import Progress, Ticking
+
+
+FLEET = {"sensors": 20_000, "rate": 2000.0, "readings_per_message": 3, "duration": 90.0}  # 60,000 series, 6,000 readings/s
 
 
 class Bench:
@@ -124,7 +129,7 @@ class Bench:
                     else [sys.executable, "-m", "pipeline.tools.bench.floor"])
             self.daemons.append(subprocess.Popen(
                 argv + ["--config", str(cfg_path)],
-                stdout=open(log_path, "wb"), stderr=subprocess.STDOUT, cwd=ROOT))
+                stdout=open(log_path, "wb"), stderr=subprocess.STDOUT, cwd=ROOT, env=daemon_env()))
         deadline = time.monotonic() + 90
         partitions = set(range(self.settings.config.kafka.partitions))
         while True:  # every instance subscribed to MQTT, and the group's partitions split among them
@@ -348,9 +353,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--suite", action="store_true", help="every ratio target in one run (what `make bench` runs; "
                                                          "see pipeline/tools/bench/suite.py)")
     p.add_argument("--max-duration", type=float, default=30, help="seconds per level while --suite steps the rate up")
+    p.add_argument("--fleet", action="store_true", help="a large fleet at a modest rate: " + " ".join(
+        f"--{k.replace('_', '-')} {v:g}" for k, v in FLEET.items()) + " (a minute's windows of 60,000 series closing)")
+    p.add_argument("--flood-series", type=int, metavar="N",
+                   help="instead: a flood of N new series (N/50 sensors x 50 metrics) into a fresh daemon, its RSS "
+                        "before, at the peak, per series and after limits.state_idle_s (pipeline/tools/bench/flood.py)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--keep", action="store_true", help="keep the database, topics and workdir afterwards")
     args = p.parse_args(argv)
+    if args.flood_series:
+        from . import flood
+
+        return flood.from_bench(args)
+    if args.fleet:
+        vars(args).update(FLEET)
     bench = Bench(args)
     if args.suite:
         return suite.main(bench, args)

@@ -24,6 +24,11 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return False
 
 
+def daemon_env() -> dict[str, str]:
+    """The daemon's environment: ours, with the allocator setting of deploy/realtime-pipeline.service unless set."""
+    return {**os.environ, "MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2")}
+
+
 class ServiceProcess:
     """A server process we own: start, stop (by signal), freeze (SIGSTOP) and thaw."""
 
