@@ -65,4 +65,5 @@ def test_flood_of_new_series_reports_rss_before_peak_and_after_the_release():
     assert report["series"] == 100 and report["readings"] == 200  # two rounds, every reading stored
     assert 0 < report["rss_before_mb"] <= report["rss_peak_mb"] and report["rss_after_mb"] > 0
     assert report["growth_mb"] >= 0 and report["bytes_per_series"] >= 0
-    assert report["windows_pending_after"] == 0  # every window of the flood closed, so its state could go
+    assert report["windows_pending_after"] == 0  # every window of the flood that ended closed, so its state could go
+    assert set(report["windows_open_after"]) <= {"1d"}  # only the day the flood is in may still be open
