@@ -23,7 +23,8 @@ from tests.integration.clients import DaemonProcess, Publisher, wait_for
 from tests.integration.conftest import ROOT, Env
 from pipeline.tools.bench.procs import free_port
 
-pytestmark = [pytest.mark.xdist_group("grafana-prometheus"), pytest.mark.timeout(240)]
+# Tens of seconds (a daemon filling two hours of windows, a real Prometheus): in the faults tier, out of make test-fast.
+pytestmark = [pytest.mark.xdist_group("grafana-prometheus"), pytest.mark.timeout(240), pytest.mark.faults]
 TOKEN = "grafana-test-token-0123"
 SENSORS = ("s0", "s1", "s2", "s3")
 STEP_S = 30  # one reading per sensor and metric every 30 s of event time

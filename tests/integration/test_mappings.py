@@ -5,6 +5,8 @@ the mapping's name; `no_mapping`; ignored topics acknowledged and not dead-lette
 Mappings API showing the counts."""
 from __future__ import annotations
 
+import pytest
+
 import json
 import socket
 import urllib.request
@@ -22,6 +24,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.faults  # about 30 s: out of make test-fast
 def test_mappings_from_a_second_config_file_store_refuse_ignore_and_count(env, tmp_path):
     root, zroot = env.root, f"z{env.run_id}"  # zroot is not under mqtt.topics: only the mapping subscribes it
     port = _free_port()
