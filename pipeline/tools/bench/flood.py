@@ -37,7 +37,7 @@ from confluent_kafka import Producer
 from ...clients.kafka import ensure_topics, producer_conf
 from ...clients.postgres import conninfo
 from ...config import Secrets, Settings, parse
-from ...ingest.identity import MQTT_TOPIC_HEADER, RECEIVED_US_HEADER
+from .new_sensors import produce_as_bridge
 from ...sinks.deadletter import dead_letter_topics
 from .configtree import ROOT
 from . import daemon_log
@@ -76,15 +76,7 @@ def produce(settings: Settings, root: str, sensors: int, metrics: int, rounds: i
                                                  for m, name in enumerate(names)},
                                     "timestamp": t0 + 30 * k, "type": "env", "location": f"hall-{i % 100}"})
             n += 1
-            while True:
-                try:
-                    producer.produce(cfg.topics.raw, value=payload, key=sensor.encode(),
-                                     headers=[(MQTT_TOPIC_HEADER, f"{root}/{sensor}".encode()),
-                                              (RECEIVED_US_HEADER, str(now_us + n).encode())])
-                    break
-                except BufferError:
-                    producer.poll(0.05)
-            producer.poll(0)
+            produce_as_bridge(producer, cfg.topics.raw, f"{root}/{sensor}", sensor, payload, now_us + n)
     if producer.flush(60):
         raise RuntimeError("Kafka did not confirm every message in 60 s")
     return n * metrics

@@ -72,17 +72,23 @@ def produce(settings: Settings, root: str, sensors: int, readings: int, t0: floa
             payload = orjson.dumps({"metric": "temperature", "value": 20.0 + (i % 97) / 10 + k / 1000,
                                     "timestamp": t0 + k, "type": "env", "location": f"hall-{i % 100}"})
             n += 1
-            while True:
-                try:
-                    producer.produce(cfg.topics.raw, value=payload, key=sensor.encode(),
-                                     headers=[(MQTT_TOPIC_HEADER, topic.encode()), (RECEIVED_US_HEADER, str(now_us + n).encode())])
-                    break
-                except BufferError:
-                    producer.poll(0.05)
-            producer.poll(0)
+            produce_as_bridge(producer, cfg.topics.raw, topic, sensor, payload, now_us + n)
     if producer.flush(60):
         raise RuntimeError("Kafka did not confirm every message in 60 s")
     return n
+
+
+def produce_as_bridge(producer, raw_topic: str, mqtt_topic: str, sensor: str, payload: bytes, received_us: int) -> None:
+    """One message into the raw topic as the MQTT bridge writes it (key, MQTT topic and receive time headers),
+    waiting for room when the producer's queue is full."""
+    while True:
+        try:
+            producer.produce(raw_topic, value=payload, key=sensor.encode(),
+                             headers=[(MQTT_TOPIC_HEADER, mqtt_topic.encode()), (RECEIVED_US_HEADER, str(received_us).encode())])
+            break
+        except BufferError:
+            producer.poll(0.05)
+    producer.poll(0)
 
 
 def count_rows(conn) -> int:
