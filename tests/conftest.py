@@ -15,6 +15,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 # Set by the controller of a parallel run (pytest -n N) for its workers: where the `serial` lock lives.
 SERIAL_LOCK_DIR = "TESTS_SERIAL_LOCK_DIR"
+RUN_DIR = "TESTS_RUN_DIR"  # the run's own folder (tests/integration/db_template.py)
 # Tier by directory; the `faults` tier is marked in the fault-injection modules themselves (pytestmark).
 TIER_DIRS = {"unit": ROOT / "tests" / "unit", "integration": ROOT / "tests" / "integration"}
 # Tests never read a developer's .env or the PIPELINE__* variables of the shell that runs them.
@@ -40,14 +41,27 @@ def pytest_collection_modifyitems(config, items):
 
 
 def pytest_configure(config):
-    """The controller of a parallel run makes the folder of the `serial` lock; its workers inherit its name."""
-    if not hasattr(config, "workerinput") and getattr(config.option, "numprocesses", None):
+    """The controller of a parallel run makes the folder of the `serial` lock; its workers inherit its name. Every
+    run has a folder of its own (what its workers share: the database templates they made)."""
+    if hasattr(config, "workerinput"):
+        return
+    if getattr(config.option, "numprocesses", None):
         os.environ[SERIAL_LOCK_DIR] = tempfile.mkdtemp(prefix="pytest-serial-")
+    os.environ[RUN_DIR] = tempfile.mkdtemp(prefix="pytest-run-")
 
 
 def pytest_unconfigure(config):
-    if not hasattr(config, "workerinput") and SERIAL_LOCK_DIR in os.environ:
+    if hasattr(config, "workerinput"):
+        return
+    if SERIAL_LOCK_DIR in os.environ:
         shutil.rmtree(os.environ.pop(SERIAL_LOCK_DIR), ignore_errors=True)
+    if RUN_DIR in os.environ:
+        run_dir = Path(os.environ.pop(RUN_DIR))
+        if (run_dir / "db-templates").exists():
+            from tests.integration.db_template import drop_templates
+
+            drop_templates(run_dir)
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 @contextmanager

@@ -43,18 +43,19 @@ def unchecked_tests(root: Path) -> list[str]:
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 functions.setdefault(node.name, []).append(node)
     checking = {name for name, fns in functions.items() if any(_checks_directly(f) for f in fns)}
+    calls = {id(f): _called_names(f) for fns in functions.values() for f in fns}  # walked once, not per round
     grew = True
     while grew:
         grew = False
         for name, fns in functions.items():
-            if name not in checking and any(_called_names(f) & checking for f in fns):
+            if name not in checking and any(calls[id(f)] & checking for f in fns):
                 checking.add(name)
                 grew = True
     found = []
     for path, tree in trees.items():
         for node in ast.walk(tree):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name.startswith("test"):
-                if not _checks_directly(node) and not (_called_names(node) & (checking - {node.name})):
+                if not _checks_directly(node) and not (calls[id(node)] & (checking - {node.name})):
                     found.append(f"{path.relative_to(root)}:{node.lineno} {node.name}")
     return found
 

@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 from migrations import migrate
 from pipeline.config import Secrets, Settings, parse
 from pipeline.observability.metrics import Metrics
+from tests.integration.db_template import create_from_template
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = {"PostgreSQL": ("127.0.0.1", 5432), "Redis": ("127.0.0.1", 6379), "Mosquitto": ("127.0.0.1", 1883),
@@ -78,6 +79,7 @@ class Env:
 
     def migrate(self, settings: Settings | None = None) -> Settings:
         settings = settings or self.settings()
+        create_from_template(settings)  # the migrations below then find nothing to apply
         migrate(settings, out=open("/dev/null", "w"))
         self._dbs.add(settings.config.postgres.database)
         return settings

@@ -24,6 +24,8 @@ from pipeline.runtime.supervisor import Supervisor
 from pipeline.stages.mapping_stats import MappingStats
 from tests.integration.test_dashboard_data import BEARER, TOKEN
 
+# One import of a year serves every test of the module: on one worker (xdist_group), not once on each.
+pytestmark = pytest.mark.xdist_group("series-api")
 importer = importlib.import_module("pipeline.tools.import")
 NOW = float(int(time.time()) // 60 * 60)  # on a minute: the last hour's windows are whole
 HOUR, DAY = 3600, 86400

@@ -3,6 +3,7 @@ real pure stages (decode with the mapping engine, validate, units), on payloads 
 them (tests/fixtures/recipes/<family>/*.json, the source in each): the readings stored, the topics ignored, the Kafka key."""
 from __future__ import annotations
 
+import functools
 import json
 import re
 import tempfile
@@ -51,6 +52,7 @@ def payload_bytes(case: dict) -> bytes:
     return payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
 
 
+@functools.lru_cache(maxsize=None)  # Settings are frozen; loading all the recipes for each case cost seconds
 def settings_for(*names: str, root: str = TEST_ROOT) -> Settings:
     """What `--config config.yaml --config deploy/formats/<name>.yaml ...` loads (the real loader, file by file),
     each recipe's topics under `root`, and a last file accepting old fixture times (the documents' examples are
