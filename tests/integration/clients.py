@@ -6,7 +6,7 @@ import time
 import uuid
 
 import paho.mqtt.client as mqtt
-from confluent_kafka import Consumer, ConsumerGroupTopicPartitions
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient
 from paho.mqtt.enums import CallbackAPIVersion
 
@@ -67,6 +67,21 @@ def read_topic(topic: str, expected: int, timeout: float = 20.0) -> list:
     finally:
         consumer.close()
     return got
+
+
+def messages_in(topic: str, bootstrap: str = "127.0.0.1:9092") -> int:
+    """How many messages the topic holds (high minus low watermark over its partitions): once the writer has
+    flushed, "nothing else was sent" is this count, not a read that waits out a timeout."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"count-{uuid.uuid4().hex[:8]}"})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        total = 0
+        for p in partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            total += high - low
+        return total
+    finally:
+        consumer.close()
 
 
 def committed_offsets(group: str, topic: str, bootstrap: str = "127.0.0.1:9092") -> dict[int, int]:
