@@ -226,7 +226,10 @@ class Partials:
         key = (sensor_id, metric)
         p = self.acc.get(key)
         if p is None:
-            key = (sensor_id, sys.intern(metric))  # metric names repeat across sensors: one string for all
+            # Metric names repeat across sensors, a sensor's id across its metrics (each row read back from
+            # PostgreSQL is a string of its own): one string each, not one per series, and none of them kept
+            # alive by a key pending in a long window after the rest of a flood's objects are gone.
+            key = (sys.intern(sensor_id), sys.intern(metric))
             p = self.acc[key] = _Running("d", [now] + [-math.inf, 0.0, 0.0, 0.0, 0.0] * len(self.tracker.sizes))
             p.key = key
         return p
