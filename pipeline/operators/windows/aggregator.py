@@ -262,8 +262,8 @@ class WindowAggregator:
         from a shorter period's rows (a day from its hours) is computed in PostgreSQL when it closes, never from
         memory, and can stay open for up to its whole length: its series is released like one with nothing
         pending (a flood of 50,000 series otherwise kept its day's state till midnight, bench/RESULTS.md). If the
-        series returns before the window closes, the dashboard's partial of it counts from its return (as after
-        a restart it would not: there the partials are seeded from the readings); the row stays exact."""
+        series returns before the window closes, the dashboard's partial of that window counts from its return
+        (after a restart it is seeded from the readings instead); the window's row stays exact."""
         return window in self.from_readings or window.period not in self.rollup_from
 
     def _guard(self, what: str, fn) -> bool:
