@@ -252,9 +252,19 @@ class WindowAggregator:
         return more
 
     def evict_idle(self, now: float) -> int:
-        """Release the running values of series without a reading for state_idle_s whose windows are all closed."""
+        """Release the running values of series without a reading for state_idle_s whose windows are all closed,
+        but for windows that are rolled up: those stay pending as their keys alone (see `holds_state`)."""
         with self.lock:
-            return self.partials.evict_idle(now - self.idle_s, self.tracker.pending_series())
+            return self.partials.evict_idle(now - self.idle_s, self.tracker.pending_series(self.holds_state))
+
+    def holds_state(self, window: Window) -> bool:
+        """Whether a pending window keeps its series' running values once the series is idle. A window rolled up
+        from a shorter period's rows (a day from its hours) is computed in PostgreSQL when it closes, never from
+        memory, and can stay open for up to its whole length: its series is released like one with nothing
+        pending (a flood of 50,000 series otherwise kept its day's state till midnight, bench/RESULTS.md). If the
+        series returns before the window closes, the dashboard's partial of that window counts from its return
+        (after a restart it is seeded from the readings instead); the window's row stays exact."""
+        return window in self.from_readings or window.period not in self.rollup_from
 
     def _guard(self, what: str, fn) -> bool:
         """Run fn; False (counted and logged) if it failed."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Iterable, Sequence
 
+import hiredis
 import psycopg
 import redis
 from psycopg_pool import ConnectionPool
@@ -216,21 +217,46 @@ class WindowStore:
         they are produced, PARTIALS_CHUNK fields to a round trip: a flood of new series touches every one of
         them in a second, and the whole set's commands at once held hundreds of MB (pipeline/tools/bench/flood.py)."""
         assert self.redis is not None
-        pipe = self.redis.pipeline(transaction=False)
-        sensors, queued = [], 0
+        sensors, commands, queued = [], [], 0
         for sensor_id, fields in fields_by_sensor:
             sensors.append(sensor_id)
             if fields:
-                pipe.execute_command("HSET", self.partial_prefix + sensor_id, *fields)
+                commands.append(("HSET", self.partial_prefix + sensor_id, *fields))
                 queued += len(fields) // 2
             if queued >= PARTIALS_CHUNK:
-                pipe.execute()
-                queued = 0
+                self._send(commands)
+                commands, queued = [], 0
         expiring = self.ttl_refresh.due(sensors, now)
-        for sensor_id in expiring:
-            pipe.expire(self.partial_prefix + sensor_id, self.ttl_refresh.ttl)
-        pipe.execute()
+        commands += [("EXPIRE", self.partial_prefix + sensor_id, self.ttl_refresh.ttl) for sensor_id in expiring]
+        self._send(commands)
         self.ttl_refresh.done(expiring, now)
+
+    def _send(self, commands: list[tuple]) -> None:
+        """The commands in one write, then their replies. With `redis.fast_path` each is packed by hiredis in one
+        call and sent as is: redis-py's pipeline encoded and type-checked every argument and parsed every reply
+        with its callbacks, half of the partials' cost in a 20,000-sensor fleet (bench/RESULTS.md). Only public
+        redis-py calls; a refused command raises (as a pipeline does) and the connection, its replies unread, is
+        dropped."""
+        if not commands:
+            return
+        assert self.redis is not None
+        if not self.redis_cfg.fast_path:
+            pipe = self.redis.pipeline(transaction=False)
+            for command in commands:
+                pipe.execute_command(*command)
+            pipe.execute()
+            return
+        pool = self.redis.connection_pool
+        conn = pool.get_connection()
+        try:
+            conn.send_packed_command([b"".join([hiredis.pack_command(c) for c in commands])])  # one sendall, not one each
+            for _ in commands:
+                conn.read_response()
+        except BaseException:
+            conn.disconnect()
+            raise
+        finally:
+            pool.release(conn)
 
     def publish_closed(self, entries: list[tuple[Window, tuple]]) -> None:
         """XADD the closed windows, CLOSED_CHUNK entries to a MULTI/EXEC: the windows of 50,000 series in one

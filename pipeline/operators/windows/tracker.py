@@ -18,6 +18,8 @@ from itertools import islice
 from datetime import datetime, timedelta
 from typing import Iterable, NamedTuple
 
+from orjson import dumps
+
 
 US = 1_000_000
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -173,11 +175,12 @@ class WindowTracker:
             for p in [p for p in d if p >= 0 and gone(p)]:
                 del d[p]
 
-    def pending_series(self) -> set[tuple[str, str]]:
-        """(sensor_id, metric) of every window not yet closed."""
+    def pending_series(self, which=None) -> set[tuple[str, str]]:
+        """(sensor_id, metric) of every window not yet closed (for which `which(window)` holds, if given)."""
         out: set[tuple[str, str]] = set()
-        for keys in self.pending.values():
-            out.update(keys)
+        for (_partition, window), keys in self.pending.items():
+            if which is None or which(window):
+                out.update(keys)
         return out
 
     def pending_count(self) -> int:
@@ -188,6 +191,7 @@ class WindowTracker:
 # Running sums are kept times 2**-64: exact for every double above 1e-289 (a power of two only moves the
 # exponent), so the average is the same as an unscaled one, but two readings of 1e308 no longer sum to inf.
 SUM_SCALE = 2.0 ** -64
+CACHED_NAMES = 4096  # metrics whose field names Partials.encode keeps formatted, at most (then it starts again)
 
 
 def _within(avg: float, lo: float, hi: float) -> float:
@@ -215,12 +219,17 @@ class Partials:
     def __init__(self, tracker: WindowTracker):
         self.tracker = tracker
         self.acc: dict[tuple[str, str], _Running] = {}
+        self._size_list = list(tracker.sizes.values())
+        self._names: dict[str, list[str]] = {}  # metric -> its field names (encode)
 
     def _entry(self, sensor_id: str, metric: str, now: float) -> _Running:
         key = (sensor_id, metric)
         p = self.acc.get(key)
         if p is None:
-            key = (sensor_id, sys.intern(metric))  # metric names repeat across sensors: one string for all
+            # Metric names repeat across sensors, a sensor's id across its metrics (each row read back from
+            # PostgreSQL is a string of its own): one string each, not one per series, and none of them kept
+            # alive by a key pending in a long window after the rest of a flood's objects are gone.
+            key = (sys.intern(sensor_id), sys.intern(metric))
             p = self.acc[key] = _Running("d", [now] + [-math.inf, 0.0, 0.0, 0.0, 0.0] * len(self.tracker.sizes))
             p.key = key
         return p
@@ -287,7 +296,7 @@ class Partials:
                                                  "avg": _within(total / count / SUM_SCALE, lo, hi), "min": lo, "max": hi}
         return out
 
-    def encoded(self, sensor_id: str, metrics: Iterable[str]) -> list[str]:
+    def encoded(self, sensor_id: str, metrics: Iterable[str]) -> list:
         """`fields` as the flat argument list of an HSET: field, its JSON, field, its JSON ... (the same JSON
         that `fields` gives, formatted directly: a second of a large fleet's partials is tens of thousands of fields)."""
         return self.encode(self.copies(sensor_id, metrics))
@@ -298,18 +307,35 @@ class Partials:
         acc = self.acc
         return [(metric, array("d", p)) for metric in metrics if (p := acc.get((sensor_id, metric))) is not None]
 
-    def encode(self, copies: list[tuple[str, array]]) -> list[str]:
-        """`copies` as HSET arguments (see `encoded`)."""
-        out = []
-        sizes = self.tracker.sizes.items()
+    def encode(self, copies: list[tuple[str, array]]) -> list:
+        """`copies` as HSET arguments (see `encoded`), each JSON formatted by orjson (bytes): a large fleet's
+        partials are tens of thousands of fields a second, and Python's float repr in an f-string cost three
+        times as much (bench/RESULTS.md). The field names are formatted once per metric."""
+        out: list = []
+        append = out.append
+        names = self._names
+        sizes = self._size_list
         for metric, p in copies:
+            fields = names.get(metric)
+            if fields is None:
+                fields = self._field_names(metric)
             i = 1
-            for period, size in sizes:
-                start, count, total, lo, hi = p[i:i + 5]
-                i += 5
+            for n, size in enumerate(sizes):
+                start = p[i]
                 if start > -math.inf:
-                    avg = _within(total / count / SUM_SCALE, lo, hi)
-                    out.append(f"{metric}:{period}")
-                    out.append(f'{{"start":{start / US!r},"end":{(start + size) / US!r},"count":{int(count)},'
-                               f'"avg":{avg!r},"min":{lo!r},"max":{hi!r}}}')
+                    count, lo, hi = p[i + 1], p[i + 3], p[i + 4]
+                    avg = p[i + 2] / count / SUM_SCALE
+                    if not lo <= avg <= hi:  # see _within
+                        avg = lo if avg < lo else hi
+                    append(fields[n])
+                    append(dumps({"start": start / US, "end": (start + size) / US, "count": int(count), "avg": avg,
+                                  "min": lo, "max": hi}))
+                i += 5
         return out
+
+    def _field_names(self, metric: str) -> list[str]:
+        """`<metric>:<period>` for each period, cached (metric names repeat across sensors; bounded all the same)."""
+        if len(self._names) >= CACHED_NAMES:
+            self._names = {}
+        names = self._names[metric] = [f"{metric}:{period}" for period in self.tracker.sizes]
+        return names

@@ -90,6 +90,18 @@ def wait_ready(proc: subprocess.Popen, log_path: Path, timeout_s: float = 90.0) 
         time.sleep(0.2)
 
 
+def pending_past_end(conn: psycopg.Connection) -> int:
+    """Pending windows whose end has passed (they close once their partition has been silent idle_close_s)."""
+    return conn.execute("SELECT count(*) FROM aggregation_pending WHERE window_end <= now() AT TIME ZONE 'utc'").fetchone()[0]
+
+
+def wait_file(path: Path, timeout_s: float = 120.0) -> None:
+    """Until the traced daemon has written a snapshot (whole: it renames it into place), seconds under load."""
+    deadline = time.monotonic() + timeout_s
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.5)
+
+
 def follow(pid: int, seconds: float, every: float = 0.5) -> list[float]:
     out = []
     end = time.monotonic() + seconds
@@ -131,7 +143,7 @@ def run(args: argparse.Namespace) -> dict:
             before = rss_mb(proc.pid)
             if args.trace:
                 proc.send_signal(signal.SIGUSR2)
-                time.sleep(3)
+                wait_file(trace_file.with_suffix(".base"))
             expected = produce(settings, f"bench{rid}", args.sensors, args.metrics, args.rounds, event_time(time.time()))
             t0 = time.monotonic()
             samples = [before]
@@ -143,15 +155,22 @@ def run(args: argparse.Namespace) -> dict:
             samples += follow(proc.pid, 3.0, 0.25)  # the partials' publish, the windows' pending marks
             if args.trace:
                 proc.send_signal(signal.SIGUSR2)
-                time.sleep(5)
+                wait_file(trace_file)
             peak = max(samples)
             # Released: windows close idle_close_s after the partition fell silent, every owner's sweep runs
             # between state_idle_s and 1.1 times that (runtime/idle.py) after the last reading, on its tick.
-            waited = follow(proc.pid, 1.1 * args.idle_s + settings.config.aggregation.idle_close_s + args.settle_s)
+            waited = follow(proc.pid, 1.1 * args.idle_s + settings.config.aggregation.idle_close_s)
+            # On a loaded machine the closing of 150,000 windows can outlast that, and a series is released only
+            # once its windows are closed: wait for them (reported), then for a sweep and the settling.
+            t1 = time.monotonic()
+            while pending_past_end(conn) and time.monotonic() - t1 < args.timeout:
+                waited += follow(proc.pid, 2.0)
+            out["closing_outlasted_s"] = round(time.monotonic() - t1, 1)
+            waited += follow(proc.pid, (0.1 * args.idle_s if out["closing_outlasted_s"] > 0 else 0) + args.settle_s)
             after = rss_mb(proc.pid)
             if args.trace:
                 proc.send_signal(signal.SIGUSR2)
-                time.sleep(8)
+                wait_file(trace_file.with_suffix(".2"))
             out.update({"readings": expected, "stored_s": round(stored_s, 1), "rss_before_mb": round(before, 1),
                         "rss_peak_mb": round(peak, 1), "rss_after_mb": round(after, 1),
                         "growth_mb": round(peak - before, 1), "bytes_per_series": round((peak - before) * 2**20 / series),
@@ -159,8 +178,7 @@ def run(args: argparse.Namespace) -> dict:
                         "rss_min_while_waiting_mb": round(min(waited), 1)})
             # Windows whose end has passed must have closed; one still open (the flood's day, with a 1d period) holds
             # its series' window state until it ends, and is reported by period.
-            out["windows_pending_after"] = conn.execute(
-                "SELECT count(*) FROM aggregation_pending WHERE window_end <= now() AT TIME ZONE 'utc'").fetchone()[0]
+            out["windows_pending_after"] = pending_past_end(conn)
             out["windows_open_after"] = dict(conn.execute(
                 "SELECT period, count(*) FROM aggregation_pending WHERE window_end > now() AT TIME ZONE 'utc' "
                 "GROUP BY period").fetchall())

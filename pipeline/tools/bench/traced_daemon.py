@@ -16,6 +16,13 @@ import tracemalloc
 from .configtree import ROOT
 
 
+def snapshot(path: str) -> None:
+    """A snapshot written whole or not at all: under load a dump takes seconds, and the daemon may be stopped
+    meanwhile (a half-written one failed to load)."""
+    tracemalloc.take_snapshot().dump(path + ".tmp")
+    os.replace(path + ".tmp", path)
+
+
 def main() -> None:
     out = os.environ["PIPELINE_TRACEMALLOC_OUT"]
     tracemalloc.start(int(os.environ.get("PIPELINE_TRACEMALLOC_FRAMES", "1")))
@@ -30,7 +37,7 @@ def main() -> None:
         with open(path + ".peak", "w") as f:  # the highest traced since the last snapshot: transient memory
             f.write(f"{current} {peak}\n")
         tracemalloc.reset_peak()
-        threading.Thread(target=lambda: tracemalloc.take_snapshot().dump(path), daemon=True).start()
+        threading.Thread(target=lambda: snapshot(path), daemon=True).start()
 
     def watch() -> None:  # after the base: a snapshot each time the traced memory passes its highest by a quarter
         highest = 0
@@ -39,7 +46,7 @@ def main() -> None:
             current = tracemalloc.get_traced_memory()[0]
             if taken[0] and current > 1.25 * max(highest, 32 << 20):
                 highest = current
-                tracemalloc.take_snapshot().dump(os.path.splitext(out)[0] + ".highest")
+                snapshot(os.path.splitext(out)[0] + ".highest")
 
     signal.signal(signal.SIGUSR2, dump)
     threading.Thread(target=watch, daemon=True).start()

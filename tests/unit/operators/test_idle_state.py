@@ -168,6 +168,24 @@ def test_running_values_are_released_once_idle_and_closed_and_kept_while_pending
     assert agg.partials.fields("gone", ["t"])["t:1m"]["count"] == 1
 
 
+def test_a_pending_window_rolled_up_from_shorter_rows_does_not_hold_its_series():
+    now = [0.0]
+    agg = aggregator(now)  # 1m and 5m: a 5m window's row is rolled up from its closed 1m rows
+    ts = round(T0 * US)
+    five, one = 300 * US, 60 * US
+    long_window = Window("5m", ts - ts % five, ts - ts % five + five)
+    for sensor in ("rolled", "short", "reloaded"):
+        agg.partials.add(sensor, "t", ts, 1.0, 0.0)
+    agg.tracker.add(0, long_window, "rolled", "t")  # only its 5m window is left pending
+    agg.tracker.add(0, Window("1m", ts - ts % one, ts - ts % one + one), "short", "t")
+    reloaded = Window("5m", long_window.start - five, long_window.start)
+    agg.tracker.add(0, reloaded, "reloaded", "t")
+    agg.from_readings.add(reloaded)  # found pending at start-up: closed from the readings
+    assert agg.evict_idle(now=IDLE + 1) == 1
+    assert {k[0] for k in agg.partials.acc} == {"short", "reloaded"}
+    assert agg.tracker.is_pending(0, long_window, "rolled", "t")  # its key stays, to be closed from the 1m rows
+
+
 def test_the_aggregator_sweeps_on_its_tick():
     now = [0.0]
     agg = aggregator(now)

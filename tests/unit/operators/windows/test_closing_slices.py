@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry
 
 from pipeline.config import RedisConfig, Secret, parse
 from pipeline.observability.metrics import Metrics
-from pipeline.operators.windows import aggregator as agg_mod
+from pipeline.operators.windows import aggregator as agg_mod, tracker as tracker_mod
 from pipeline.operators.windows.aggregator import WindowAggregator
 from pipeline.operators.windows.tracker import US, Partials, WindowTracker
 
@@ -149,6 +149,17 @@ def test_encoded_partials_are_the_json_of_fields(rows):
         metrics = ["t", "h", "p", "absent"]
         enc = p.encoded(sensor_id, metrics)
         assert {k: json.loads(v) for k, v in zip(enc[::2], enc[1::2])} == p.fields(sensor_id, metrics)
+
+
+def test_the_cached_field_names_are_bounded_and_stay_exact_as_windows_roll_over(monkeypatch):
+    monkeypatch.setattr(tracker_mod, "CACHED_NAMES", 8)
+    p = Partials(WindowTracker(["1m", "5m"], 10, 30))
+    for minute in range(30):
+        for m in range(12):
+            p.add("s", f"m{m}", (T0 + 60 * minute) * US, float(minute), 0.0)
+        enc = p.encoded("s", [f"m{m}" for m in range(12)])
+        assert {k: json.loads(v) for k, v in zip(enc[::2], enc[1::2])} == p.fields("s", [f"m{m}" for m in range(12)])
+        assert len(p._names) <= 8  # noqa: SLF001
 
 
 def test_with_no_partition_taking_readings_whole_windows_close_in_one_call(monkeypatch):
