@@ -97,7 +97,7 @@ test-faults: dev-venv peer-venv services
 	bash scripts/ensure-test-tools.sh
 	$(PY) -m pytest $(XDIST) -m faults
 
-BENCH_ARGS ?= --suite --rate 10000 --duration 60 --step 1.15
+BENCH_ARGS ?= --suite --rate 10000 --duration 60 --step 1.15 --fresh-broker
 bench: dev-venv peer-venv services
 	$(PY) -m pipeline.tools.bench $(BENCH_ARGS)
 

@@ -343,15 +343,19 @@ class MqttBridge:
     def _poll_loop(self) -> None:
         """The `kafka-producer` thread: delivery callbacks, acks, counts. An error ends it and reaches the
         supervisor (which names the thread)."""
+        linger = self.cfg.ack_linger_ms / 1000.0
         try:
             next_report = 0.0
             while not self._stopping.is_set() or len(self.producer):
-                self.producer.poll(0.1)
+                served = self.producer.poll(0.1)
                 self._send_acks()
                 now = time.monotonic()
                 if now >= next_report:
                     self._report_counts()
                     next_report = now + 0.25
+                if served and linger:
+                    # Let the other partitions' reports gather (mqtt.ack_linger_ms); stopping ends the wait.
+                    self._stopping.wait(linger)
         finally:
             self._report_counts()
 

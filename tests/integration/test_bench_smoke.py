@@ -68,3 +68,37 @@ def test_flood_of_new_series_reports_rss_before_peak_and_after_the_release():
     assert report["growth_mb"] >= 0 and report["bytes_per_series"] >= 0
     assert report["windows_pending_after"] == 0  # every window of the flood that ended closed, so its state could go
     assert set(report["windows_open_after"]) <= {"1d"}  # only the day the flood is in may still be open
+
+
+@pytest.mark.faults  # every level of `make bench`, a few seconds each, and the idle daemon's 35 s: out of make test-fast
+def test_the_suite_on_a_broker_of_its_own_starts_it_empty_before_every_level_and_says_so():
+    proc = subprocess.run([sys.executable, "-m", "pipeline.tools.bench", "--suite", "--fresh-broker", "--rate", "1000",
+                           "--duration", "3", "--max-duration", "3", "--step", "1.5", "--max-rate", "1400",
+                           "--sensors", "50", "--json"], capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout)
+    levels = [report["headline"], report["floor"], report["three_readings"], *report["steps"], report["low_rate"],
+              *([report["at_60pct"]] if report.get("at_60pct") else [])]
+    assert all(r["broker"].startswith("fresh broker") for r in levels), [r["broker"] for r in levels]
+    assert report["idle_broker"].startswith("fresh broker") and report["peer"]["broker"].startswith("fresh broker")
+    # The peer read the headline's topic before the broker was started again for the next level.
+    assert report["peer"]["peer_catch_up"]["complete"] and report["peer"]["daemon_catch_up"]["complete"]
+    assert report["figures"]["lost_or_duplicated"] == 0
+    assert "started again before each level" in proc.stderr
+
+
+def test_the_benchmarks_own_broker_is_empty_again_after_a_restart(tmp_path):
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from pipeline.tools.bench.broker import OwnBroker
+
+    broker = OwnBroker(tmp_path).start()
+    try:
+        admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+        admin.create_topics([NewTopic("bench.level0.raw", num_partitions=2)])["bench.level0.raw"].result(15)
+        assert "bench.level0.raw" in admin.list_topics(timeout=10).topics
+        broker.restart()  # the next level's broker: same port, nothing of the last level
+        admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+        assert "bench.level0.raw" not in admin.list_topics(timeout=10).topics and broker.starts == 2
+    finally:
+        broker.stop()

@@ -33,14 +33,13 @@ from .loadgen import generate, payload_for
 from .measure import (LagSampler, PostgresObserver, RedisObserver, ServiceCpu, latency_over_time, percentiles,
                       process_stats, thread_cores, thread_cpu)
 from .procs import daemon_env, mosquitto, mosquitto_limit
-from . import daemon_log, dialects, ratios, suite
+from . import cli, daemon_log, dialects, ratios, suite
+from .cli import FLEET
+from .broker import FRESH, NEW_TOPICS, OwnBroker
 from .peer_quix import prepare_topic
 from .report import ratio_lines, sustainable, table
 from . import floor as floor_process
 from ..progress import Progress, Ticking
-
-
-FLEET = {"sensors": 20_000, "rate": 2000.0, "readings_per_message": 3, "duration": 90.0}  # 60,000 series, 6,000 readings/s
 
 
 class Bench:
@@ -51,6 +50,8 @@ class Bench:
         self.id = uuid.uuid4().hex[:8]
         self.workdir = Path(tempfile.mkdtemp(prefix="pipeline-bench-"))
         self.broker = None
+        self.kafka: OwnBroker | None = None  # --fresh-broker: a tansu of our own, started empty before each level
+        self.broker_state = NEW_TOPICS
         self.daemons: list[subprocess.Popen] = []
         self.step = 0
         self.seq = 0
@@ -84,6 +85,10 @@ class Bench:
             for k in path:
                 node = node.setdefault(k, {})
             node[leaf] = yaml.safe_load(value)
+        if a.fresh_broker:
+            self.kafka = OwnBroker(self.workdir).start()
+            self.tree["kafka"]["bootstrap_servers"] = self.kafka.bootstrap
+            self.log(f"own broker: tansu on {self.kafka.bootstrap}, started again before each level")
         self.base_tree = self.tree  # each level lays its dialect's recipe over this
         self.settings = Settings(parse(self.tree, {}), Secrets.from_env({}), "bench")
         from migrations import migrate
@@ -106,6 +111,9 @@ class Bench:
         across levels would charge each level for all the ones before it.)"""
         self.stop_daemon()
         rid, level, n = self.id, self.daemon_starts, self.args.instances
+        if self.kafka is not None and level > 0:
+            self.kafka.restart()  # empty: no earlier level's data weighs on this one
+        self.broker_state = FRESH if self.kafka is not None else NEW_TOPICS
         self.daemon_starts += 1
         names = ("raw", "dlq", "dlq.failed", "dlq.exhausted")
         self.tree["kafka"].update({
@@ -179,6 +187,8 @@ class Bench:
         self.stop_daemon()
         if self.broker:
             self.broker.stop()
+        if self.kafka is not None:
+            self.kafka.stop()  # its topics go with it
         cfg = self.settings.config if hasattr(self, "settings") else None
         if cfg and not self.args.keep:
             with psycopg.connect(**conninfo(cfg.postgres, self.settings.secrets.postgres_password,
@@ -187,10 +197,11 @@ class Bench:
             keys = list(self.redis.scan_iter(f"bench{self.id}:*")) if hasattr(self, "redis") else []
             if keys:
                 self.redis.delete(*keys)
-            admin = AdminClient({"bootstrap.servers": cfg.kafka.bootstrap_servers})
-            topics = [t for t in admin.list_topics(timeout=10).topics if t.startswith(f"bench{self.id}.")]
-            if topics:
-                admin.delete_topics(topics, operation_timeout=10)
+            if self.kafka is None:  # our own broker took its topics with it
+                admin = AdminClient({"bootstrap.servers": cfg.kafka.bootstrap_servers})
+                topics = [t for t in admin.list_topics(timeout=10).topics if t.startswith(f"bench{self.id}.")]
+                if topics:
+                    admin.delete_topics(topics, operation_timeout=10)
             shutil.rmtree(self.workdir, ignore_errors=True)
 
     # -- the machine's own limit ----------------------------------------------------------------
@@ -290,6 +301,7 @@ class Bench:
         result = {
             "path": kind,
             "dialect": dialect,
+            "broker": self.broker_state,
             "offered_rate": rate,
             "readings_per_message": readings,
             "instances": a.instances,
@@ -328,39 +340,7 @@ class Bench:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m pipeline.tools.bench", description=__doc__.splitlines()[0])
-    p.add_argument("--rate", type=float, default=10000, help="offered messages per second (default 10000)")
-    p.add_argument("--duration", type=float, default=60, help="seconds of load per level (default 60)")
-    p.add_argument("--readings-per-message", type=int, choices=(1, 3), default=1)
-    p.add_argument("--sensors", type=int, default=1000, help="simulated devices (default 1000)")
-    p.add_argument("--publishers", type=int, default=1, help="load generator processes (default 1)")
-    p.add_argument("--partitions", type=int, default=4)
-    p.add_argument("--instances", type=int, default=1,
-                   help="daemons in one consumer group on one MQTT shared subscription (the scale-out path)")
-    p.add_argument("--mqtt-protocol", choices=("3.1.1", "5"), default="3.1.1")
-    p.add_argument("--mqtt-port", type=int, default=0, help="use a running broker on this port instead of our own")
-    p.add_argument("--find-max", action="store_true", help="step the rate up until loss or unbounded lag")
-    p.add_argument("--max-rate", type=float, default=100000, help="upper bound for --find-max")
-    p.add_argument("--step", type=float, default=1.25, help="rate multiplier between --find-max levels")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a daemon setting, e.g. kafka.linger_ms=2")
-    p.add_argument("--floor", action="store_true",
-                   help="also drive the bare path (floor.py) at the first rate: overhead_ratio = daemon / bare CPU per message")
-    p.add_argument("--peer", choices=("quix",), help="also run a peer (Quix Streams) over the first level's topic, beside "
-                                                      "the daemon's consuming half on the same data")
-    p.add_argument("--dialect", action="append", choices=sorted(set(dialects.DIALECTS) - {"native"}),
-                   help="after the native JSON level, one level of this dialect's payloads through its recipe at the "
-                        "same rate: cost per reading against native JSON (repeatable)")
-    p.add_argument("--suite", action="store_true", help="every ratio target in one run (what `make bench` runs; "
-                                                         "see pipeline/tools/bench/suite.py)")
-    p.add_argument("--max-duration", type=float, default=30, help="seconds per level while --suite steps the rate up")
-    p.add_argument("--fleet", action="store_true", help="a large fleet at a modest rate: " + " ".join(
-        f"--{k.replace('_', '-')} {v:g}" for k, v in FLEET.items()) + " (a minute's windows of 60,000 series closing)")
-    p.add_argument("--flood-series", type=int, metavar="N",
-                   help="instead: a flood of N new series (N/50 sensors x 50 metrics) into a fresh daemon, its RSS "
-                        "before, at the peak, per series and after limits.state_idle_s (pipeline/tools/bench/flood.py)")
-    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    p.add_argument("--keep", action="store_true", help="keep the database, topics and workdir afterwards")
-    args = p.parse_args(argv)
+    args = cli.parser(__doc__.splitlines()[0]).parse_args(argv)
     if args.flood_series:
         from . import flood
 

@@ -262,8 +262,11 @@ def build_app(args: argparse.Namespace, counters: Counters):
         logger.exception("consumer error: %s", exc)
         return False
 
+    # A group join waits out the session timeout on the development broker (23 s with the default 45 s); on one
+    # started empty for the level (--fresh-broker) the peer consumed one message and then nothing for 25 s.
     app = Application(broker_address=args.bootstrap, consumer_group=args.group, auto_offset_reset="earliest",
-                      state_dir=args.state_dir, on_consumer_error=on_consumer_error)
+                      state_dir=args.state_dir, on_consumer_error=on_consumer_error,
+                      consumer_extra_config={"session.timeout.ms": 6000, "heartbeat.interval.ms": 2000})
     topic = app.topic(args.topic, value_deserializer="json", key_deserializer="str",
                       timestamp_extractor=event_time_ms)
     readings_sink = counting_postgres_sink(args.postgres_dsn, args.readings_table)

@@ -200,15 +200,17 @@ def measure(bench, args, headline: dict) -> dict:
     """The bare path at the headline's rate, and the peer beside the daemon's consuming half over the headline's
     topic (still holding every message of that level): the figures the ratios are made of."""
     out: dict = {}
-    if args.floor:
-        bench.log(f"bare path: offering {headline['offered_rate']:,.0f} msg/s for {args.duration:.0f} s")
-        floor = bench.run(headline["offered_rate"], kind="floor")
-        out.update({"floor": floor, "floor_cpu_s_per_million": floor["cpu_s_per_million"]})
+    # The peer first: it reads the headline's topic, which a broker started again for the next level (--fresh-broker)
+    # no longer holds.
     if args.peer:
         topic, rows, prefix = bench.level_topic(0), headline["stored_pg"], "s1-"
         bench.log("peer: the daemon's consuming half, then Quix Streams, through the first level's topic")
         daemon = run_daemon_catch_up(bench, topic, rows, prefix)
         peer = run_peer(bench, topic, rows)
-        out["peer"] = peer_report(daemon, peer, args.readings_per_message)
+        out["peer"] = {**peer_report(daemon, peer, args.readings_per_message), "broker": headline.get("broker")}
+    if args.floor:
+        bench.log(f"bare path: offering {headline['offered_rate']:,.0f} msg/s for {args.duration:.0f} s")
+        floor = bench.run(headline["offered_rate"], kind="floor")
+        out.update({"floor": floor, "floor_cpu_s_per_million": floor["cpu_s_per_million"]})
     return out
 

@@ -35,6 +35,9 @@ def table(results: list[dict], limit: float) -> str:
         g = r.get("offset_gaps") or {}
         lines.append(f"offset gaps at {r['offered_rate']:,.0f} msg/s: {g.get('detected', 0)} detected, "
                      f"{g.get('refetched', 0)} fetched again, {g.get('given_up', 0)} given up")
+    for r in results:  # the development broker slows as it holds more: say what each level ran on
+        lines.append(f"Kafka broker at {r['offered_rate']:,.0f} msg/s ({r.get('path', 'daemon')}): "
+                     f"{r.get('broker', 'not recorded')}")
     lines.append(f"broker limit (mosquitto C clients, QoS 0): {limit:,.0f} msg/s")
     return "\n".join(lines)
 

@@ -1,10 +1,11 @@
 """`make bench`: every ratio the benchmark is judged by, measured in one run on one machine, and checked.
 
-    python -m pipeline.tools.bench --suite [--rate 10000] [--duration 60] [--json]
+    python -m pipeline.tools.bench --suite [--rate 10000] [--duration 60] [--fresh-broker] [--json]
 
-In order, each level on new topics with a fresh daemon:
-1. the headline rate (`--rate`), one reading per message; the bare path at the same rate (overhead ratio);
-   the daemon's consuming half and the peer through the headline's topic (peer ratio);
+In order, each level on new topics with a fresh daemon (with --fresh-broker, on a broker started empty for it:
+the development broker slows as it holds more, see broker.py; each level's `broker` says which):
+1. the headline rate (`--rate`), one reading per message; the daemon's consuming half and the peer through the
+   headline's topic (peer ratio); the bare path at the same rate (overhead ratio);
 2. the same rate with three readings per message (cost of readings against messages);
 3. the rate stepped up by `--step` (levels of `--max-duration` s) to the highest sustainable one;
 4. 60 % of that rate: latency to Redis and to the PostgreSQL commit;
@@ -92,6 +93,7 @@ def run(bench, args) -> dict:
     levels.append(low)
     bench.log("idle")
     report["idle_cores"] = idle_cores(bench)
+    report["idle_broker"] = bench.broker_state
     if report.get("floor"):
         levels.append(report["floor"])
     for r in levels:
@@ -142,7 +144,8 @@ def lines(report: dict) -> list[str]:
         f"{k.removesuffix('_cpu_s_per_million').removeprefix('cpu_s_per_million_')} {v}"
         for k, v in f.items() if "cpu_s_per_million" in k and v is not None))
     out.append(f"highest sustainable rate: {report['max_sustainable_rate']} msg/s; broker limit (mosquitto C clients, "
-               f"QoS 0): {report['broker_limit_rate']:,.0f} msg/s; idle daemon {report['idle_cores']:.3f} cores")
+               f"QoS 0): {report['broker_limit_rate']:,.0f} msg/s; idle daemon {report['idle_cores']:.3f} cores "
+               f"({report.get('idle_broker')})")
     return out
 
 
@@ -160,7 +163,7 @@ def main(bench, args) -> int:
 
 def render(report: dict) -> str:
     """The suite's report as text: every level, the ratios with their figures, the targets."""
-    levels = [report["headline"], report["three_readings"], *report["steps"],
-              *(report[k] for k in ("at_60pct", "low_rate") if report.get(k))]
+    levels = [report["headline"], *([report["floor"]] if report.get("floor") else []), report["three_readings"],
+              *report["steps"], *(report[k] for k in ("at_60pct", "low_rate") if report.get(k))]
     return "\n".join([table(levels, report["broker_limit_rate"]),
                       *ratio_lines({**report["headline"], **report}), *lines(report)])

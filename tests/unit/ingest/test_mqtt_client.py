@@ -69,3 +69,13 @@ def test_the_retain_flag_of_a_stored_message_is_reported():
     packet = bytearray(publish(b"sensors/s1", b"21.5", mid=9))
     packet[0] |= 0x01  # RETAIN: the broker's stored copy, sent because of a new subscription
     assert split_publish(bytes(packet), 0, v5=False)[-3:] == (9, False, True)
+
+
+def test_reads_linger_at_low_rates_and_keep_lingering_while_a_lingered_read_brings_few():
+    from pipeline.ingest.mqtt_client import KEEP_LINGERING_BELOW, LINGER_BELOW, linger_next
+
+    assert linger_next(False, 0) and linger_next(False, LINGER_BELOW - 1)  # a wake-up that found a message or two
+    assert not linger_next(False, LINGER_BELOW)  # not lingering, and enough came: read again at once
+    # About 15 messages in a 15 ms linger (1,000 msg/s): the next read lingers too, instead of one that finds one or two.
+    assert linger_next(True, 15) and linger_next(True, KEEP_LINGERING_BELOW - 1)
+    assert not linger_next(True, KEEP_LINGERING_BELOW)  # a high rate fills one lingered read: back to reading at once

@@ -93,7 +93,7 @@ def test_a_message_keeps_its_topic_bytes_in_topic_and_paho_calls_what_the_fast_p
         f"paho no longer hands parsed PUBLISH packets to _handle_on_message. {RECHECK}"
 
 
-OWN = {"_rbuf", "_rpos", "_rsock", "read_linger_s", "_last_read_n", "_grow", "_grow_need", "_own_buffer", "_fill", "_read_publishes", "on_publish_raw", "ack_many",
+OWN = {"_rbuf", "_rpos", "_rsock", "read_linger_s", "_last_read_n", "_lingered", "_grow", "_grow_need", "_own_buffer", "_fill", "_read_publishes", "on_publish_raw", "ack_many",
        "max_packet_bytes", "on_too_large_raw", "_skip", "_refuse_too_large", "_too_large",
        "PAHO", "WAIT", "loop_read"}  # loop_read: paho's public method, overridden on purpose
 

@@ -68,7 +68,10 @@ def test_suite_text_report_renders_every_level_ratio_and_target():
         r["overhead_ratio"] = round(r["cpu_s_per_million"] / 35.0, 3)
     report["figures"] = suite.figures(report, one, three, top, [one, three, top, at60, low])
     report["targets"] = {n: suite.judge(n, v) for n, v in report["figures"].items() if n in suite.TARGETS}
+    one["broker"] = "fresh broker (started empty before this level)"
     text = suite.render(report)
-    assert text.count("daemon threads at") == 5 and "overhead ratio (daemon / bare path, CPU per message): 1.429" in text
+    # Every level, the bare path's included, with the broker it ran on (--fresh-broker: each on an empty one).
+    assert text.count("daemon threads at") == 6 and "overhead ratio (daemon / bare path, CPU per message): 1.429" in text
+    assert text.count("Kafka broker at") == 6 and "Kafka broker at 10,000 msg/s (daemon): fresh broker" in text
     assert "low_rate_ratio" in text and "readings3_ratio" in text and "highest sustainable rate: 15000" in text
     assert report["targets"]["peer_ratio"]["met"] is None  # no peer in this report: not measured, shown as such
