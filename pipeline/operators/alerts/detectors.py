@@ -1,4 +1,4 @@
-"""The detectors. Each is a small pure class: `evaluate(key, value, ts, rule, series) -> Signal | None`.
+"""The detectors. Each is a small pure class: `judge(key, value, ts, rule, series) -> Signal | None`.
 
 A Signal says what the reading means for the alert of that (sensor, metric, detector):
   severity set        the alert condition holds at that severity (open, or escalate if worse)
@@ -94,9 +94,11 @@ def _prepared(rule: ThresholdRule) -> tuple:
 class SeriesDetector:
     """Judges a reading with the history of its series; remembers per key when a condition began.
 
-    `evaluate` is shared: a detector judges one reading in `_judge`, and a verdict with a severity counts only
-    once the condition has held for the rule's `for_s` seconds of event time (one hold rule for every
-    detector). Until then the answer is HOLD, so an open alert stays open but no new one opens."""
+    A detector judges one reading in `judge` (the evaluator's one call per detector and reading, with the rule
+    as `prepare` derived it), or a plug-in in `_judge`, which the shared `judge` wraps. A verdict with a
+    severity counts only once the condition has held for the rule's `for_s` seconds of event time (one hold
+    rule for every detector, `_held`). Until then the answer is HOLD, so an open alert stays open but no new
+    one opens. `evaluate` takes a reading alone (tests, tools): the rule as configured, None when off."""
 
     keeps_history = True  # judges with the history of the series (an array is needed)
     history = HISTORY  # length of the array's fixed places (the registry's layout sets it when plug-ins add some)
@@ -126,21 +128,37 @@ class SeriesDetector:
         """What this reading means for the alert of `key` under `rule` (None: the detector is off); `series`:
         the history of `key` (new_series), updated in place (None: the detector keeps its own)."""
         if rule is None:
-            self.since.pop(key, None)
-            return CLEAR
+            return self.off(key, value, ts, rule, series)
         if series is None and self.keeps_history:
             series = self.series.get(key)
             if series is None:
                 series = self.series[key] = new_series(0.0)
-        signal = self._judge(series, value, ts, rule)
+        return self.judge(key, value, ts, self.prepare(rule), series)
+
+    def prepare(self, rule):
+        """What `judge` takes for `rule`: derived once per rule by the evaluator (the rule itself by default)."""
+        return rule
+
+    def off(self, key: Key, value: float, ts: float, rule, s) -> Signal:
+        """The verdict of a detector not configured for the series: CLEAR, so an alert it opened resolves."""
+        if self.since:
+            self.since.pop(key, None)
+        return CLEAR
+
+    def judge(self, key: Key, value: float, ts: float, rule, s: array | None) -> Signal | None:
+        """One reading under a prepared rule, with the hold (`for_s`). The evaluator's per-reading call: the
+        built-ins implement it whole (one call per detector and reading); a plug-in writes `_judge`."""
+        signal = self._judge(s, value, ts, rule)
         if signal is None:
             return None  # no opinion: neither starts nor breaks a hold
         if signal.severity is None:
             if self.since:
                 self.since.pop(key, None)
             return signal
-        if not rule.for_s:
-            return signal
+        return self._held(key, signal, ts, rule) if rule.for_s else signal
+
+    def _held(self, key: Key, signal: Signal, ts: float, rule) -> Signal:
+        """A verdict with a severity under a `for_s`: HOLD until the condition has held that long."""
         first = self.since.setdefault(key, ts)
         if ts - first < rule.for_s:
             return HOLD
@@ -173,14 +191,25 @@ class Threshold(SeriesDetector):
     type = "threshold"
     keeps_history = False
 
-    def _judge(self, s: array, value: float, ts: float, rule: ThresholdRule) -> Signal:
-        checks, clear_low, clear_high = _prepared(rule)
+    def prepare(self, rule: ThresholdRule) -> tuple:
+        return (rule, *_prepared(rule))
+
+    def judge(self, key: Key, value: float, ts: float, prepared: tuple, s) -> Signal:
+        rule, checks, clear_low, clear_high = prepared
+        if clear_low <= value <= clear_high:  # inside every bound by the deadband: no bound can be crossed
+            if self.since:
+                self.since.pop(key, None)
+            return CLEAR
         for level, high, low in checks:
             if high is not None and value > high:
-                return Signal(level, bound=high, detail=f"above the {level} maximum {high:g}")
+                signal = Signal(level, bound=high, detail=f"above the {level} maximum {high:g}")
+                return self._held(key, signal, ts, rule) if rule.for_s else signal
             if low is not None and value < low:
-                return Signal(level, bound=low, detail=f"below the {level} minimum {low:g}")
-        return CLEAR if clear_low <= value <= clear_high else HOLD
+                signal = Signal(level, bound=low, detail=f"below the {level} minimum {low:g}")
+                return self._held(key, signal, ts, rule) if rule.for_s else signal
+        if self.since:
+            self.since.pop(key, None)
+        return HOLD
 
 
 class Outlier(SeriesDetector):
@@ -188,37 +217,50 @@ class Outlier(SeriesDetector):
 
     type = "outlier"
 
-    def _judge(self, s: array, value: float, ts: float, rule: OutlierRule) -> Signal | None:
-        self.with_history(s)
+    def judge(self, key: Key, value: float, ts: float, rule: OutlierRule, s: array) -> Signal | None:
+        if len(s) < self.history:
+            s.extend(self._no_history)
         n = s[OUT_N]
         if not n:
             s[OUT_N], s[OUT_MEAN], s[OUT_VAR] = 1.0, value, 0.0
             return None
         mean, var = s[OUT_MEAN], s[OUT_VAR]
         signal = None
-        std = max(math.sqrt(var), rule.min_std)
-        if n >= rule.min_samples and std > 0:
-            z = abs(value - mean) / std
-            level = level_above(z, rule.z_warning, rule.z_critical)
-            if level is not None:
-                limit = rule.z_critical if level == "critical" else rule.z_warning
-                signal = Signal(level, bound=limit, detail=f"{z:.1f} standard deviations from its recent mean {mean:.4g} "
-                                                           f"(±{std:.3g}; {level} at {limit:g})")
-            else:
-                limit = rule.z_warning if rule.z_warning is not None else rule.z_critical
-                signal = CLEAR if limit is None or z <= limit - rule.deadband else HOLD
+        if n >= rule.min_samples:
+            std = math.sqrt(var)
+            if std < rule.min_std:
+                std = rule.min_std
+            if std > 0:
+                z = abs(value - mean) / std
+                zc, zw = rule.z_critical, rule.z_warning
+                if zc is not None and z > zc:
+                    signal = Signal("critical", bound=zc, detail=f"{z:.1f} standard deviations from its recent mean "
+                                                                 f"{mean:.4g} (±{std:.3g}; critical at {zc:g})")
+                elif zw is not None and z > zw:
+                    signal = Signal("warning", bound=zw, detail=f"{z:.1f} standard deviations from its recent mean "
+                                                                f"{mean:.4g} (±{std:.3g}; warning at {zw:g})")
+                else:
+                    limit = zw if zw is not None else zc
+                    signal = CLEAR if limit is None or z <= limit - rule.deadband else HOLD
         # The reading joins the statistics after it was judged, outlier or not: a lasting level shift is
         # absorbed instead of alerting forever.
+        alpha = rule.alpha
         diff = value - mean
-        incr = rule.alpha * diff
-        mean, var = mean + incr, (1 - rule.alpha) * (var + diff * incr)
+        incr = alpha * diff
+        mean, var = mean + incr, (1 - alpha) * (var + diff * incr)
         # Readings near the float limit (1e200 and more) can overflow the variance; an inf or NaN state
         # would silence the detector for good, so it starts over from this reading instead.
         if math.isfinite(var) and math.isfinite(mean):
             s[OUT_N], s[OUT_MEAN], s[OUT_VAR] = n + 1, mean, var
         else:
             s[OUT_N], s[OUT_MEAN], s[OUT_VAR] = 1.0, value, 0.0
-        return signal
+        if signal is None:
+            return None
+        if signal.severity is None:
+            if self.since:
+                self.since.pop(key, None)
+            return signal
+        return self._held(key, signal, ts, rule) if rule.for_s else signal
 
 
 # The learned stuck limit (StuckRule.repeat_chance). A new series is assumed to repeat its value 20 % of the
@@ -229,13 +271,13 @@ PRIOR_REPEAT_RATE = 0.2
 REPEAT_LEARNING = 0.005
 _RATE_FLOOR, _RATE_CEILING = 1e-6, 0.999
 _CONTINUATION = math.sqrt(2.0)
+_KEEP = 1.0 - REPEAT_LEARNING
 
 
 def repeat_rate_after(rate: float, repeats: int) -> float:
     """The repeat-rate estimate (an EWMA of "the reading equals the previous one") after a run of `repeats`
     repeats ended by a change: `repeats` ones, then a zero, in closed form."""
-    keep = 1.0 - REPEAT_LEARNING
-    return keep * (1.0 - keep ** repeats * (1.0 - rate))
+    return _KEEP * (1.0 - _KEEP ** repeats * (1.0 - rate))
 
 
 def repeats_unlikely_after(rate: float, chance: float) -> int:
@@ -255,23 +297,27 @@ class Stuck(SeriesDetector):
 
     type = "stuck"
 
-    def _judge(self, s: array, value: float, ts: float, rule: StuckRule) -> Signal:
+    def judge(self, key: Key, value: float, ts: float, rule: StuckRule, s: array) -> Signal | None:
         if not (rule.count or rule.seconds or rule.repeat_chance):
-            return CLEAR
-        self.with_history(s)
-        if s[RUN_N] and ts <= s[RUN_LAST]:
+            return self.off(key, value, ts, rule, s)
+        if len(s) < self.history:
+            s.extend(self._no_history)
+        run = s[RUN_N]
+        if run and ts <= s[RUN_LAST]:
             # A reading delivered again (a QoS 1 resend keeps its event time) or one older than the run is not a
             # repeat: counted, two resends would make a fine-grained sensor look frozen.
             return None
-        if not s[RUN_N] or abs(value - s[RUN_VALUE]) > rule.tolerance:
-            rate = s[RUN_RATE] if s[RUN_N] else PRIOR_REPEAT_RATE
+        if not run or abs(value - s[RUN_VALUE]) > rule.tolerance:
+            rate = s[RUN_RATE] if run else PRIOR_REPEAT_RATE
             # A run that was judged stuck does not teach the series to repeat: a frozen sensor that comes back
-            # is caught as fast the next time.
-            if s[RUN_N] and _learned_limit(int(s[RUN_N]), rate, rule) is None:
-                rate = repeat_rate_after(rate, int(s[RUN_N]) - 1)
+            # is caught as fast the next time. (_learned_limit's first test inline: most runs are one reading.)
+            if run and (not rule.repeat_chance or run < rule.min_count or _learned_limit(int(run), rate, rule) is None):
+                rate = _KEEP * (1.0 - _KEEP ** (int(run) - 1) * (1.0 - rate))  # repeat_rate_after, inline
             s[RUN_VALUE], s[RUN_SINCE], s[RUN_N], s[RUN_RATE], s[RUN_LAST] = value, ts, 1.0, rate, ts
+            if self.since:
+                self.since.pop(key, None)
             return CLEAR
-        n = int(s[RUN_N]) + 1
+        n = int(run) + 1
         s[RUN_N], s[RUN_LAST] = n, ts
         first, lasted = s[RUN_VALUE], ts - s[RUN_SINCE]
         if rule.count and n >= rule.count:
@@ -281,8 +327,11 @@ class Stuck(SeriesDetector):
         else:
             limit = _learned_limit(n, s[RUN_RATE], rule)
             if limit is None:
+                if self.since:
+                    self.since.pop(key, None)
                 return CLEAR
-        return Signal(rule.severity, detail=f"has reported {first:g} {n} times in a row over {lasted:.0f} s ({limit})")
+        signal = Signal(rule.severity, detail=f"has reported {first:g} {n} times in a row over {lasted:.0f} s ({limit})")
+        return self._held(key, signal, ts, rule) if rule.for_s else signal
 
 
 def _learned_limit(n: int, rate: float, rule: StuckRule) -> str | None:

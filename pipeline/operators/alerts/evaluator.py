@@ -21,7 +21,7 @@ from typing import Iterable, Sequence
 from ...records import Reading, SensorOffline
 from ...registry import detectors as registry
 from . import rate  # noqa: F401  (registers the rate detector beside those of detectors.py)
-from .detectors import SEEN, Signal, new_series, offline, offline_tracked, seen_at
+from .detectors import SEEN, SeriesDetector, Signal, new_series, offline, offline_tracked, seen_at
 from .lifecycle import ESCALATED, FLAPPING, OPENED, Alert, AlertBook, Transition
 from .messages import message
 from .offline import OfflineTimer
@@ -32,6 +32,10 @@ from .sections import EvaluatorSettings
 def detector_types() -> tuple[str, ...]:
     """Every alert type: the registered detectors' and the evaluator's own `offline`."""
     return (*(spec.name for spec in registry.ordered()), "offline")
+
+
+def _position_in_batch(event: tuple) -> tuple[int, int]:
+    return event[0], event[1]
 
 
 def _position(source) -> tuple[int, int]:
@@ -48,6 +52,7 @@ class AlertEvaluator:
         built = registry.build()
         self.specs = [spec for spec, _ in built]
         self.detectors = tuple(detector for _, detector in built)
+        self._types = tuple(detector.type for detector in self.detectors)
         self.rules = Rules(s.thresholds, s.detection, self.specs)
         self.offline_severity = s.detection.offline_severity
         # Offline-tracked sensors -> wall clock of their last evaluated reading, with deadlines in a heap.
@@ -70,22 +75,41 @@ class AlertEvaluator:
 
     # -- readings -----------------------------------------------------------------------------------
     def evaluate(self, readings: Sequence[Reading], now: float) -> list[Transition]:
-        """Judge each reading once; returns the transitions to store, in order."""
-        rules, book = self.rules, self.book
-        out: list[Transition] = []
-        # (sensor, metric) pairs with an open alert: for the others a verdict without a severity changes
-        # nothing, so the book is not asked (most readings of a healthy fleet).
-        alerting = {(k[0], k[1]) for k in book.open}
-        detectors, timer, series = self.detectors, self.offline_timer, self.series
-        for r in readings:
-            sensor_id, metric = r.sensor_id, r.metric
-            if offline_tracked(r.sensor_type):
-                timer.seen(sensor_id, now)
-            self.sensor_info[sensor_id] = (r.sensor_type, r.location)
-            if (sensor_id, None) in alerting:
-                self._add(out, book.resolve((sensor_id, None, "offline"), r.ts), r.sensor_type, r.location)
-            mr = rules.for_metric(sensor_id, metric)
-            key = (sensor_id, metric)
+        """Judge each reading once; returns the transitions to store, in reading order.
+
+        Readings are judged per series: one lookup of its rules, history and alert state per series and batch,
+        then its readings in order through its detectors' plan. Detectors never read the alert book, so what
+        the book must hear (a verdict with a severity, or any verdict once the series has an open alert) is
+        collected as (reading, detector) events and applied afterwards in reading order: the same calls, in
+        the same order, as judging the readings one at a time."""
+        open_series = self.book.series_open
+        offline_open = self.book.open_of_type("offline") > 0  # else no reading can resolve one: not asked per reading
+        groups: dict[tuple[str, str], int | list[int]] = {}  # a reading's index; a list from the second on
+        events: list[tuple] = []
+        info, seen = self.sensor_info, self.offline_timer.seen
+        last = None  # (sensor, type, location) just registered: a message's readings share them
+        for i, r in enumerate(readings):
+            sensor_id = r.sensor_id
+            key = (sensor_id, r.metric)
+            g = groups.get(key)
+            if g is None:
+                groups[key] = i
+            elif type(g) is int:
+                groups[key] = [g, i]
+            else:
+                g.append(i)
+            if last is None or last[0] is not sensor_id or last[1] is not r.sensor_type or last[2] is not r.location:
+                last = (sensor_id, r.sensor_type, r.location)
+                if offline_tracked(r.sensor_type):
+                    seen(sensor_id, now)
+                info[sensor_id] = (r.sensor_type, r.location)
+            if offline_open and (sensor_id, None) in open_series:  # offline: this reading resolves it, before judging
+                events.append((i, -1, None))
+        for_metric, series, plan_of = self.rules.for_metric, self.series, self._plan
+        for key, idx in groups.items():
+            sensor_id, metric = key
+            mr = for_metric(sensor_id, metric)
+            plan = mr.plan or plan_of(mr)
             s = series.get(key)
             if s is None:  # metric names repeat across sensors: one string for all their keys
                 key = (sensor_id, sys.intern(metric))
@@ -95,15 +119,44 @@ class AlertEvaluator:
                 series[key], s = now, None  # no detector here needs a history
             else:
                 s = series[key] = new_series(now)
-            is_alerting = key in alerting
-            for detector, rule in zip(detectors, mr.rules):
-                signal = detector.evaluate(key, r.value, r.ts, rule, s)
-                if signal is not None and (is_alerting or signal.severity is not None):
-                    t = book.observe(sensor_id, metric, detector.type, signal, r.ts, r.value)
-                    if t is not None:
-                        self._add(out, t, r.sensor_type, r.location)
-                        alerting.add(key)
-                        is_alerting = True
+            alerting = key in open_series
+            for i in ((idx,) if type(idx) is int else idx):
+                r = readings[i]
+                value, ts = r.value, r.ts
+                for d, judge, rule in plan:
+                    signal = judge(key, value, ts, rule, s)
+                    if signal is not None and (alerting or signal.severity is not None):
+                        events.append((i, d, signal))
+                        alerting = True  # a severity opens an alert (or the series had one): every verdict counts
+        if not events:
+            return []
+        return self._apply(events, readings)
+
+    def _plan(self, mr) -> tuple:
+        """(position, judge, prepared rule) of each detector for these settings, in evaluation order."""
+        plan = []
+        for d, (det, rule) in enumerate(zip(self.detectors, mr.rules)):
+            if rule is None:
+                plan.append((d, det.off, None))
+            elif type(det).judge is SeriesDetector.judge:  # a plug-in's `_judge`: `evaluate` finds its history
+                plan.append((d, det.evaluate, rule))  # when the series has no array (its spec keeps none)
+            else:
+                plan.append((d, det.judge, det.prepare(rule)))
+        mr.plan = tuple(plan)
+        return mr.plan
+
+    def _apply(self, events: list[tuple], readings: Sequence[Reading]) -> list[Transition]:
+        """The collected verdicts to the alert book, in reading order and per reading in detector order."""
+        events.sort(key=_position_in_batch)
+        book, types, out = self.book, self._types, []
+        for i, d, signal in events:
+            r = readings[i]
+            if d < 0:
+                t = book.resolve((r.sensor_id, None, "offline"), r.ts)
+            else:
+                t = book.observe(r.sensor_id, r.metric, types[d], signal, r.ts, r.value)
+            if t is not None:
+                self._add(out, t, r.sensor_type, r.location)
         return out
 
     def gone(self, marks: Sequence[SensorOffline], readings: Sequence[Reading], now: float) -> list[Transition]:

@@ -77,6 +77,9 @@ class AlertBook:
         # dropped there.
         self.clearing: dict[AlertKey, None] = {}
         self._by_type: dict[str, int] = {}
+        # (sensor_id, metric) -> how many of its alerts are open (metric None: offline): what the evaluator asks
+        # per series, without a set of every open alert built per batch.
+        self.series_open: dict[tuple[str, str | None], int] = {}
         self.cycles: dict[AlertKey, deque[float]] = {}  # key -> event times of its latest resolutions
 
     def reconfigure(self, clear_readings: int, clear_seconds: float, flap_count: int = 0,
@@ -103,10 +106,17 @@ class AlertBook:
         """How many alerts are open, per detector type."""
         return {t: n for t, n in self._by_type.items() if n}
 
+    def open_of_type(self, type_: str) -> int:
+        """How many alerts of this detector type are open."""
+        return self._by_type.get(type_, 0)
+
     def _put(self, alert: Alert) -> Alert:
         old = self.open.get(alert.key)
         if old is not None:
             self._by_type[old.type] -= 1
+        else:
+            series = (alert.sensor_id, alert.metric)
+            self.series_open[series] = self.series_open.get(series, 0) + 1
         self.open[alert.key] = alert
         self._by_type[alert.type] = self._by_type.get(alert.type, 0) + 1
         if alert.clear_since is not None:
@@ -116,6 +126,12 @@ class AlertBook:
     def _drop(self, key: AlertKey) -> None:
         alert = self.open.pop(key)
         self._by_type[alert.type] -= 1
+        series = (key[0], key[1])
+        left = self.series_open[series] - 1
+        if left:
+            self.series_open[series] = left
+        else:
+            del self.series_open[series]
         self.clearing.pop(key, None)
 
     def _clearing_from(self, alert: Alert, at: float) -> None:

@@ -16,7 +16,7 @@ from array import array
 
 from ...config import RateRule
 from ...registry import detectors as registry
-from .detectors import CLEAR, HISTORY, HOLD, Signal, SeriesDetector, level_above
+from .detectors import CLEAR, HISTORY, HOLD, Signal, SeriesDetector
 
 # Places relative to the window's start `b` (the end of every detector's fixed places, HISTORY without plug-ins):
 # reference time and value, the four running sums; the kept readings from b + POINTS on.
@@ -32,34 +32,6 @@ def count(s: array, b: int = HISTORY) -> int:
 def points(s: array, b: int = HISTORY) -> list[tuple[float, float]]:
     """The kept (ts, value) readings, oldest first."""
     return [(s[i], s[i + 1]) for i in range(b + POINTS, len(s), 2)]
-
-
-def _add(s: array, b: int, ts: float, value: float, window_s: float, max_samples: int) -> None:
-    """Take a reading; drop those older than the window, and the oldest beyond `max_samples`."""
-    start = b + POINTS
-    head, n, cutoff = start, len(s), ts - window_s
-    while head < n and (s[head] <= cutoff or (n - head) >> 1 >= max_samples):
-        _sub(s, b, s[head], s[head + 1])
-        head += 2
-    if head > start:
-        del s[start:head]
-    if ts - s[b] > 4 * window_s:
-        _rebase(s, b, ts, value)
-    s.append(ts)
-    s.append(value)
-    t, v = ts - s[b], value - s[b + 1]
-    s[b + ST] += t
-    s[b + SV] += v
-    s[b + STT] += t * t
-    s[b + STV] += t * v
-
-
-def _sub(s: array, b: int, ts: float, value: float) -> None:
-    t, v = ts - s[b], value - s[b + 1]
-    s[b + ST] -= t
-    s[b + SV] -= v
-    s[b + STT] -= t * t
-    s[b + STV] -= t * v
 
 
 def _rebase(s: array, b: int, ts: float, value: float) -> None:
@@ -89,32 +61,66 @@ class Rate(SeriesDetector):
 
     type = "rate"
 
-    def _judge(self, s: array, value: float, ts: float, rule: RateRule) -> Signal | None:
+    def judge(self, key, value: float, ts: float, rule: RateRule, s: array) -> Signal | None:
+        # Taking the reading (dropping those leaving the window), count and window_slope, inline, with the sums
+        # in locals: this runs for every reading of a series with a rate rule.
         b = self.history  # the window starts after every detector's fixed places
         start = b + POINTS
-        if len(s) < start:
+        n = len(s)
+        if n < start:
             self.with_history(s)
             s.extend((ts, value, 0.0, 0.0, 0.0, 0.0))  # an empty window, referenced at the first reading
-        elif len(s) > start and ts <= s[-2]:
+            n = start
+        elif n > start and ts <= s[-2]:
             return None  # out of order or a duplicate: the window is a time series, it only moves forward
-        _add(s, b, ts, value, rule.window_s, rule.max_samples)
-        n = count(s, b)
+        t0, v0 = s[b], s[b + 1]
+        st, sv, stt, stv = s[b + ST], s[b + SV], s[b + STT], s[b + STV]
+        head, cutoff, max_samples = start, ts - rule.window_s, rule.max_samples
+        while head < n and (s[head] <= cutoff or (n - head) >> 1 >= max_samples):
+            t, v = s[head] - t0, s[head + 1] - v0  # _sub
+            st -= t
+            sv -= v
+            stt -= t * t
+            stv -= t * v
+            head += 2
+        if head > start:
+            del s[start:head]
+        if ts - t0 > 4 * rule.window_s:
+            _rebase(s, b, ts, value)  # sums from the kept readings, referenced at this one
+            t0, v0 = ts, value
+            st, sv, stt, stv = s[b + ST], s[b + SV], s[b + STT], s[b + STV]
+        s.append(ts)
+        s.append(value)
+        t, v = ts - t0, value - v0
+        st += t
+        sv += v
+        stt += t * t
+        stv += t * v
+        s[b + ST], s[b + SV], s[b + STT], s[b + STV] = st, sv, stt, stv
+        count = (len(s) - start) >> 1
         span = ts - s[start]
-        if n < rule.min_samples or span < rule.min_span_s:
+        if count < rule.min_samples or span < rule.min_span_s:
             return None
-        slope = window_slope(s, b)
-        if slope is None or not math.isfinite(slope):
+        den = count * stt - st * st
+        if den <= 1e-9 * (count * stt if count * stt > 1.0 else 1.0):  # max(1.0, n * stt) as window_slope
+            return None
+        slope = (count * stv - st * sv) / den
+        if not math.isfinite(slope):
             return None
         rate = abs(slope)
-        level = level_above(rate, rule.warning, rule.critical)
-        if level is not None:
-            limit = rule.critical if level == "critical" else rule.warning
-            return Signal(level, bound=limit, detail=f"changed at {slope:+.4g}/s over the last {span:.0f} s "
-                                                     f"({n} readings), above the {level} limit {limit:g}/s")
-        limit = rule.warning if rule.warning is not None else rule.critical
-        if limit is None or rate <= limit - rule.deadband:
-            return CLEAR
-        return HOLD
+        warning, critical = rule.warning, rule.critical
+        if critical is not None and rate > critical:
+            signal = Signal("critical", bound=critical, detail=f"changed at {slope:+.4g}/s over the last {span:.0f} s "
+                                                               f"({count} readings), above the critical limit {critical:g}/s")
+        elif warning is not None and rate > warning:
+            signal = Signal("warning", bound=warning, detail=f"changed at {slope:+.4g}/s over the last {span:.0f} s "
+                                                             f"({count} readings), above the warning limit {warning:g}/s")
+        else:
+            if self.since:
+                self.since.pop(key, None)
+            limit = warning if warning is not None else critical
+            return CLEAR if limit is None or rate <= limit - rule.deadband else HOLD
+        return self._held(key, signal, ts, rule) if rule.for_s else signal
 
 
 registry.register(registry.DetectorSpec(

@@ -16,12 +16,14 @@ from ...registry import detectors as registry
 class MetricRules:
     """Settings per detector for one (sensor, metric), in the registry's order; None means the detector is off.
     `history`: some detector given settings keeps the series' history (an array is needed). A detector's
-    settings read by its name too (`.threshold`, `.stuck`)."""
+    settings read by its name too (`.threshold`, `.stuck`). `plan`: the evaluator's calls for these settings,
+    built once on first use (evaluator.py), so a batch looks nothing up per reading."""
 
-    __slots__ = ("rules", "history", "_names")
+    __slots__ = ("rules", "history", "_names", "plan")
 
     def __init__(self, rules: tuple = (), names: tuple[str, ...] = (), history: bool = False):
         self.rules, self._names, self.history = rules, names, history
+        self.plan = None
 
     def __getattr__(self, name: str) -> Any:
         try:
