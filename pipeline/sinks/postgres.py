@@ -59,6 +59,22 @@ COUNT_CONFLICTS = ("SELECT count(*) FROM measurements_stage s JOIN measurements 
                    "WHERE m.value <> s.value")
 
 
+def copy_rows(records: Sequence[Reading]) -> str:
+    """The readings as text COPY rows (sensor_id, metric, value, ts epoch seconds), built directly: ids and
+    metrics are validated (no tab, newline or backslash), numbers are repr() of floats. A message's readings
+    share one event time object: its text is made once for them."""
+    rows: list[str] = []
+    append = rows.append
+    last = None
+    ts_text = ""
+    for r in records:
+        ts = r.ts
+        if ts is not last:
+            last, ts_text = ts, repr(ts)
+        append(f"{r.sensor_id}\t{r.metric}\t{r.value!r}\t{ts_text}\n")
+    return "".join(rows)
+
+
 class InsertListener(Protocol):
     """Told which rows the PostgreSQL sink inserted (sensor_id, metric, value, event time in µs), in its thread."""
 
@@ -150,11 +166,14 @@ class PostgresSink(BatchingSink):
             return self._write(records)
 
     def _write(self, records: Sequence[Reading]) -> int:
-        new: dict[str, Reading] = {}
         known = self.known_sensors
-        for r in records:
-            if r.sensor_id not in known and r.sensor_id not in new:
-                new[r.sensor_id] = r
+        # The batch's sensors, each once (a message's readings share one), and the first reading of each new one.
+        sensors = dict.fromkeys([r.sensor_id for r in records])
+        new: dict[str, Reading] = {}
+        if not known.keys() >= sensors.keys():
+            for r in records:
+                if r.sensor_id not in known and r.sensor_id not in new:
+                    new[r.sensor_id] = r
         registered = 0
         assert self.pool is not None
         with self.pool.connection() as conn:
@@ -172,9 +191,7 @@ class PostgresSink(BatchingSink):
                     skipped = conflicts = 0
                     if dedupe:
                         with cur.copy(COPY_STAGE) as copy:
-                            # Text COPY rows built directly: ids and metrics are validated (no tab,
-                            # newline or backslash), numbers are repr() of floats.
-                            copy.write("".join([f"{r.sensor_id}\t{r.metric}\t{r.value!r}\t{r.ts!r}\n" for r in records]))
+                            copy.write(copy_rows(records))
                         cur.execute(INSERT_FROM_STAGE + (RETURNING_NEW if listeners else ""))
                         if listeners:
                             inserted = cur.fetchall()
@@ -194,9 +211,7 @@ class PostgresSink(BatchingSink):
                         self._written = (inserted, [lst.stage(cur, records, inserted) for lst in listeners])
             if stage:  # committed: the table stays for the connection's life (ON COMMIT DELETE ROWS)
                 self._staged.add(conn)
-        now = self.clock()
-        for r in records:
-            known[r.sensor_id] = now
+        known.update(dict.fromkeys(sensors, self.clock()))
         if registered:
             self.metrics.sensors_registered.inc(registered)
         if skipped:

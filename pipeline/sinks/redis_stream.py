@@ -120,8 +120,7 @@ class RedisSink(BatchingSink):
 
     def _write_raw(self, records: Sequence[Reading], latest: dict[str, list[Reading]], expiring: list,
                    clock: float) -> list:
-        head, fields = self._xadd_head, redis_wire.xadd_fields
-        commands = ["".join([head + fields(r) for r in records]).encode()]
+        commands = [redis_wire.xadd_entries(self._xadd_head, records)]
         prefix, ttl = self.latest_prefix, self.latest_ttl
         for sensor_id, newest in latest.items():
             commands.append(redis_wire.hset_latest(prefix + sensor_id, newest[0], [redis_wire.latest_fields(r) for r in newest]))

@@ -47,7 +47,7 @@ from typing import Callable, Iterable
 from ..records import APP_SENSOR_TYPE, BROKER_SENSOR_TYPE, KAFKA_SENSOR_TYPE, Invalid, Reading
 from ..runtime.idle import IdleSweep
 from ..runtime import memory
-from ..runtime.stage import RecordStage
+from ..runtime.stage import RecordStage, Refused
 
 log = logging.getLogger(__name__)
 
@@ -224,6 +224,37 @@ class LimitFilter(RecordStage):
             registry, table = self.registry, self._table
             self.labels = {s: lab for s, lab in self.labels.items() if s in table or s in registry}
         return gone
+
+    def process_batch(self, items: list, refused: Refused) -> list:
+        """`process` over the batch. A message's readings share their sensor id, type, location and receive
+        time: after one of them passed `process`, the next (same objects, no snapshot waiting, no sweep due)
+        needs only its metric known to the registry, and leaves with the labels the first one got."""
+        out: list = []
+        append = out.append
+        process = self.process
+        known, seen = self.registry._known, self.registry._seen
+        last: tuple | None = None  # (sensor id, type, location, received_at) as claimed by the last reading passed
+        labels: tuple = ()  # the (type, location) it left with
+        for r in items:
+            sensor_id, now = r.sensor_id, r.received_at
+            if (last is not None and sensor_id is last[0] and r.sensor_type is last[1] and r.location is last[2]
+                    and now is last[3] and self._offered is None and now < self._sweep_at):
+                metrics = known.get(sensor_id)
+                if metrics is not None and r.metric in metrics:  # as registry.admit's own first case
+                    seen[sensor_id] = now
+                    r.sensor_type, r.location = labels
+                    append(r)
+                    continue
+            claimed = (sensor_id, r.sensor_type, r.location, now)
+            try:
+                process(r)
+            except Exception as err:  # noqa: BLE001 - refused alone, as per_record does
+                refused.add(r, err)
+                last = None
+                continue
+            last, labels = claimed, (r.sensor_type, r.location)
+            append(r)
+        return out
 
     def process(self, r: Reading) -> list[Reading]:
         sensor_id, now = r.sensor_id, r.received_at

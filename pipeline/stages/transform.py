@@ -11,7 +11,7 @@ import math
 
 from ..config import MetricUnits
 from ..records import Invalid, Reading
-from ..runtime.stage import RecordStage
+from ..runtime.stage import RecordStage, Refused
 
 
 class NormalizeUnits(RecordStage):
@@ -45,6 +45,21 @@ class NormalizeUnits(RecordStage):
             self._by_ending.clear()
         self._by_ending[metric] = found
         return found
+
+    def process_batch(self, items: list, refused: Refused) -> list:
+        """`process` over the batch; readings without a unit (nearly all) pass without a call."""
+        out: list = []
+        append = out.append
+        process = self.process
+        for r in items:
+            if r.unit is None:
+                append(r)
+                continue
+            try:
+                out += process(r)
+            except Exception as err:  # noqa: BLE001 - refused alone, as per_record does
+                refused.add(r, err)
+        return out
 
     def process(self, r: Reading) -> list[Reading]:
         if r.unit is None:

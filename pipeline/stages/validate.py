@@ -13,13 +13,14 @@ import time
 from datetime import datetime, timezone
 
 from ..records import Invalid, Reading
-from ..runtime.stage import RecordStage
+from ..runtime.stage import RecordStage, Refused
 from .decode import Candidate
 
 SENSOR_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]*")
 METRIC_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 TYPE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
 SENSOR_ID_MAX, METRIC_MAX, TYPE_MAX, LOCATION_MAX = 50, 20, 20, 100
+NAMES_REMEMBERED = 4096  # values of each kind the batch path remembers as valid (then forgets and learns again)
 
 
 def check_sensor_id(sensor_id: str, field: str = "sensor_id", limit: int = SENSOR_ID_MAX) -> str:
@@ -122,6 +123,108 @@ class Validate(RecordStage):
         self.default_type = default_type
         self.default_location = default_location
         self.clock = clock
+        # What the batch path found valid, by value (bounded: _remember): metric names (check_metric and
+        # validation.metrics), sensor ids, and (type, location, unit) as claimed -> as stored.
+        self._metric_names: set[str] = set()
+        self._sensor_ids: set[str] = set()
+        self._labels: dict[tuple, tuple] = {}
+
+    def process_batch(self, items: list, refused: Refused) -> list[Reading]:
+        """The batch's candidates, the fields of a message checked once: its readings share the sensor id,
+        timestamp, type, location and unit objects decode gave them, so only metric and value are checked per
+        reading (metric names once each, remembered). Refusals and their reasons are those of `process`, in
+        its order of checks (sensor id, metric, value, then the rest)."""
+        out: list[Reading] = []
+        append = out.append
+        now = self.clock()  # one 'now' for the batch: it is the consumer's moment of reading it
+        names = self._metric_names
+        key: tuple | None = None
+        sid_err = rest_err = None
+        ts = stype = loc = unit = None
+        for c in items:
+            if c.origin is not None:  # a mapping's: its refusals are counted against it (process)
+                try:
+                    out += self.process(c)
+                except Exception as err:  # noqa: BLE001 - refused alone, as per_record does
+                    refused.add(c, err)
+                continue
+            source = c.source
+            if (key is None or source is not key[0] or c.sensor_id is not key[1] or c.timestamp is not key[2]
+                    or c.sensor_type is not key[3] or c.location is not key[4] or c.unit is not key[5]):
+                key = (source, c.sensor_id, c.timestamp, c.sensor_type, c.location, c.unit)
+                sid_err, rest_err, ts, stype, loc, unit = self._message_fields(c, now)
+            if sid_err is not None:
+                refused.add(c, sid_err)
+                continue
+            metric = c.metric
+            if type(metric) is not str or metric not in names:
+                try:
+                    self._check_name(metric)
+                except Invalid as err:
+                    refused.add(c, err)
+                    continue
+            value = c.value
+            # A finite float (nearly every value) as it is; anything else through check_value.
+            if type(value) is not float or value - value != 0.0:
+                try:
+                    value = check_value(value)
+                except Invalid as err:
+                    refused.add(c, err)
+                    continue
+            if rest_err is not None:
+                refused.add(c, rest_err)
+                continue
+            append(Reading(c.sensor_id, stype, loc, metric, value, ts, source.received_at, source, unit))
+        return out
+
+    def _message_fields(self, c: Candidate, now: float) -> tuple:
+        """(sensor id refusal, refusal of the other message fields, ts, type, location, unit) of `c`'s message."""
+        sid_err = rest_err = None
+        ts = labels = None
+        sensor_id = c.sensor_id  # a str (decoders take it from the topic or a payload's text)
+        if sensor_id not in self._sensor_ids:
+            try:
+                check_sensor_id(sensor_id)
+                self._remember(self._sensor_ids, sensor_id)
+            except Invalid as err:
+                sid_err = err
+        try:
+            ts = check_event_time(c.timestamp, c.source.received_at, now, self.max_future_skew_s, self.max_age_s)
+            claimed = (c.sensor_type, c.location, c.unit)
+            try:
+                labels = self._labels.get(claimed)
+            except TypeError:  # a JSON array or object among them: no key, and refused just below
+                labels = None
+            if labels is None:
+                labels = self._check_labels(c)
+                self._remember(self._labels, claimed, labels)  # checked: strings or None
+        except Invalid as err:
+            rest_err = err
+        return (sid_err, rest_err, ts, *labels) if labels is not None else (sid_err, rest_err, ts, None, None, None)
+
+    def _check_labels(self, c: Candidate) -> tuple:
+        """(type, location, unit) of a message, checked."""
+        stype = self.default_type if c.sensor_type is None else _check_text(c.sensor_type, "type", TYPE_MAX, TYPE_RE)
+        loc = self.default_location if c.location is None else _check_text(c.location, "location", LOCATION_MAX)
+        unit = None if c.unit is None else _check_text(c.unit, "unit", TYPE_MAX)
+        return stype, loc, unit
+
+    @staticmethod
+    def _remember(memo, key, value=None) -> None:
+        """Remember a name or labels found valid; publishers choose them, so at most NAMES_REMEMBERED."""
+        if len(memo) >= NAMES_REMEMBERED:
+            memo.clear()
+        if isinstance(memo, set):
+            memo.add(key)
+        else:
+            memo[key] = value
+
+    def _check_name(self, metric: object) -> None:
+        """check_metric and validation.metrics; a name that passes is remembered (up to NAMES_REMEMBERED)."""
+        check_metric(metric)
+        if self.allowed_metrics is not None and metric not in self.allowed_metrics:
+            raise Invalid("metric_not_allowed", f"metric {metric!r} is not in validation.metrics")
+        self._remember(self._metric_names, metric)
 
     def process(self, c: Candidate) -> list[Reading]:
         if c.origin is None:

@@ -1,11 +1,17 @@
 """The stage chain's cost per message, in-process: decode to the limits filter, no services.
 
     python -m pipeline.tools.bench.chain_cost [--messages 500] [--batches 200] [--samples 5] [--dialect native]
+                                              [--sinks]
 
 config.yaml's stages (build_stages, as the daemon builds them) are fed batches of `--messages` JSON messages
 from 100 sensors, one reading per message and then three, the way the Kafka source hands them over (a
 consumed batch at a time; on a chain without `run_batch`, one `run` per message). Each sample times
 `--batches` batches with time.perf_counter; the figure is the median of `--samples` samples, in µs per message.
+
+`--sinks` adds, per batch, what the sinks build per reading from the chain's output: the PostgreSQL COPY rows
+(sinks/postgres.copy_rows), the Redis stream entries (sinks/redis_wire.xadd_entries) and the latest values
+(sinks/redis_stream.latest_per_sensor); printed as `chain_and_sinks_us_per_message` beside the chain's own figure.
+CPU time of the thread (time.thread_time), so other processes on the box distort it less than wall time.
 
 `--dialect` sends the same readings as a device family writes them, through a mapping (config `sources:`,
 docs/formats.md): `tasmota` (tele/<id>/SENSOR, {"Time": ISO local time, "BME280": {...}}, the unit in a sibling
@@ -28,6 +34,7 @@ from ...observability.metrics import Metrics
 from ...records import RawMessage
 from ...runtime.chain import StageChain
 from ...app.build import build_stages
+from ...sinks import postgres, redis_stream, redis_wire
 
 ROOT = Path(__file__).resolve().parents[3]
 SENSORS = 100
@@ -89,7 +96,17 @@ def runner(chain: StageChain):
     return per_message
 
 
-def measure(readings: int, n: int, batches: int, samples: int, dialect: str = "native") -> tuple[float, list[float]]:
+def sink_rows(head: str):
+    """What the sinks build from a batch's readings, without writing it."""
+    def build(readings: list) -> None:
+        postgres.copy_rows(readings)
+        redis_wire.xadd_entries(head, readings)
+        redis_stream.latest_per_sensor(readings)
+    return build
+
+
+def measure(readings: int, n: int, batches: int, samples: int, dialect: str = "native",
+            sinks: bool = False) -> tuple[float, list[float]]:
     """Median µs per message over `samples` samples of `batches` batches, and the samples."""
     settings = load(ROOT / "config.yaml", env={})
     if dialect != "native":
@@ -97,18 +114,22 @@ def measure(readings: int, n: int, batches: int, samples: int, dialect: str = "n
         settings = msgspec.structs.replace(settings, config=config)
     chain = StageChain(build_stages(settings), Metrics(CollectorRegistry()))
     run = runner(chain)
+    build = sink_rows(redis_wire.xadd_head("readings", 100_000)) if sinks else None
     now = time.time()
     raws = messages(n, readings, now) if dialect == "native" else dialect_messages(dialect, n, readings, now)
     out, dead = run(raws)  # warm: every sensor and metric known to the limits filter
     if dead or len(out) != n * readings:
         raise SystemExit(f"setup: {len(out)} records out, {len(dead)} dead letters ({dead[:1]})")
     figures = []
+    clock = time.thread_time if sinks else time.perf_counter
     for _ in range(samples):
         gc.collect()
-        start = time.perf_counter()
+        start = clock()
         for _ in range(batches):
-            run(raws)
-        figures.append((time.perf_counter() - start) / (batches * n) * 1e6)
+            out, _ = run(raws)
+            if build is not None:
+                build(out)
+        figures.append((clock() - start) / (batches * n) * 1e6)
     return statistics.median(figures), figures
 
 
@@ -119,12 +140,18 @@ def main() -> None:
     p.add_argument("--samples", type=int, default=5)
     p.add_argument("--dialect", choices=("native", *DIALECTS), default="native",
                    help="the payloads' dialect: the pipeline's own JSON, or a device family's through a mapping")
+    p.add_argument("--sinks", action="store_true",
+                   help="also build the sinks' COPY rows, Redis entries and latest values (CPU time of the thread)")
     args = p.parse_args()
     for readings in (1, 3):
         median, figures = measure(readings, args.messages, args.batches, args.samples, args.dialect)
-        print(f"dialect={args.dialect} readings_per_message={readings} messages_per_batch={args.messages} "
-              f"us_per_message={median:.2f} us_per_reading={median / readings:.2f} "
-              f"samples={','.join(f'{f:.2f}' for f in figures)}")
+        line = (f"dialect={args.dialect} readings_per_message={readings} messages_per_batch={args.messages} "
+                f"us_per_message={median:.2f} us_per_reading={median / readings:.2f} "
+                f"samples={','.join(f'{f:.2f}' for f in figures)}")
+        if args.sinks:
+            total, _ = measure(readings, args.messages, args.batches, args.samples, args.dialect, sinks=True)
+            line += f" chain_and_sinks_us_per_message={total:.2f}"
+        print(line)
 
 
 if __name__ == "__main__":
