@@ -32,7 +32,7 @@ TARGETS = {
     "p99_pg_ms_at_60pct": ("p99 publish -> PostgreSQL commit at 60 % of the highest sustainable rate (ms)", 1500.0),
     "low_rate_ratio": ("CPU per message at 1,000 msg/s / at the highest sustainable rate", 2.0),
     "idle_cores": ("the idle daemon's CPU (cores)", 0.02),
-    "lost_or_duplicated": ("readings lost or doubled, every level together", 0),
+    "lost_or_duplicated": ("readings lost or doubled, every daemon level together", 0),
 }
 
 
@@ -115,7 +115,10 @@ def figures(report: dict, one: dict, three: dict, best: dict | None, levels: lis
         "p99_pg_ms_at_60pct": at60["latency_ms"]["pg"]["p99"] if at60 else None,
         "low_rate_ratio": ratio(low["cpu_s_per_million"], best["cpu_s_per_million"] if best else None),
         "idle_cores": report["idle_cores"],
-        "lost_or_duplicated": sum(r["lost"] + r["duplicated"] for r in levels),
+        # The pipeline's promise: the daemon's levels. The bare path (floor.py, QoS 0, no retries) is only the
+        # yardstick of CPU per message; on a box that cannot carry the headline rate it drops, said beside.
+        "lost_or_duplicated": sum(r["lost"] + r["duplicated"] for r in levels if r["path"] == "daemon"),
+        "floor_lost": sum(r["lost"] for r in levels if r["path"] != "daemon"),
         # Beside the ratios: the absolute figures they were made of.
         "cpu_s_per_million_headline": one["cpu_s_per_million"],
         "cpu_s_per_million_three_readings": three["cpu_s_per_million"],

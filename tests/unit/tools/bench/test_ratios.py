@@ -22,17 +22,18 @@ def test_peer_report_compares_cpu_per_message_of_the_same_data():
     assert incomplete["cpu_s_per_million"] is None and incomplete["ratio"] is None  # no ratio from a partial run
 
 
-def level(cpu, lost=0, dup=0, p99_redis=50.0, p99_pg=400.0):
-    return {"cpu_s_per_million": cpu, "lost": lost, "duplicated": dup,
+def level(cpu, lost=0, dup=0, p99_redis=50.0, p99_pg=400.0, path="daemon"):
+    return {"path": path, "cpu_s_per_million": cpu, "lost": lost, "duplicated": dup,
             "latency_ms": {"redis": {"p99": p99_redis}, "pg": {"p99": p99_pg}}}
 
 
-def test_suite_targets_are_ratios_of_one_run_and_every_level_counts_for_loss():
+def test_suite_targets_are_ratios_of_one_run_and_every_daemon_level_counts_for_loss():
     one, three, best, at60, low = level(50.0), level(70.0), level(40.0), level(45.0, p99_redis=120.0), level(90.0, dup=1)
     report = {"floor_cpu_s_per_million": 40.0, "peer": {"ratio": 0.4}, "at_60pct": at60, "low_rate": low, "idle_cores": 0.015}
-    f = suite.figures(report, one, three, best, [one, three, best, at60, low])
+    floor_level = level(40.0, lost=500, path="floor")  # the bare path dropping under overload: not the pipeline's loss
+    f = suite.figures(report, one, three, best, [one, three, best, at60, low, floor_level])
     assert f["overhead_ratio"] == 1.25 and f["readings3_ratio"] == 1.4 and f["low_rate_ratio"] == 2.25
-    assert f["p99_redis_ms_at_60pct"] == 120.0 and f["lost_or_duplicated"] == 1
+    assert f["p99_redis_ms_at_60pct"] == 120.0 and f["lost_or_duplicated"] == 1 and f["floor_lost"] == 500
     met = {name: suite.judge(name, f[name])["met"] for name in suite.TARGETS}
     assert met == {"overhead_ratio": True, "peer_ratio": True, "readings3_ratio": False, "p99_redis_ms_at_60pct": False,
                    "p99_pg_ms_at_60pct": True, "low_rate_ratio": False, "idle_cores": True, "lost_or_duplicated": False}
