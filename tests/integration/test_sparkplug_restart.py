@@ -3,13 +3,15 @@ names its birth gave (the alias table was durable), nothing is invented and no r
 from the shipped fragment, `--config config.yaml --config deploy/formats/sparkplug.yaml`."""
 from __future__ import annotations
 
+import time
+
 import pytest
 import yaml
 
 from pipeline.config import Settings
 from pipeline.config.loading import parse
 from pipeline.config.secret import Secrets
-from tests.integration.clients import DaemonProcess, read_topic, wait_committed, wait_for
+from tests.integration.clients import DaemonProcess, messages_in, wait_committed, wait_for
 from tests.integration.sparkplug_edge import RECIPE, BOILER_BIRTH, EdgeNode, StateWatch, recipe_tree, temperature
 
 pytestmark = pytest.mark.faults  # kill -9 and restart of the daemon: make test-faults
@@ -52,7 +54,8 @@ def test_kill_9_between_a_dbirth_and_its_ddata_loses_nothing_and_invents_nothing
                         (dev, "inputs_temperature", 21.0), (dev, "outputs_pump", 0.0)]
         assert daemon.logged("event=sparkplug_births_loaded partitions=0,1,2,3 births=2")
         assert edge.rebirths() == 0, "the aliases were known: no rebirth request"
-        assert read_topic(kafka.topics.dead_letter, expected=1, timeout=3) == []  # none refused
+        time.sleep(1.0)  # a refusal among these readings would have been flushed with their batch by now
+        assert messages_in(kafka.topics.dead_letter) == 0  # none refused
     finally:
         edge.close()
         daemon.stop()
