@@ -116,6 +116,10 @@ class Watch(threading.Thread):
 
 
 @pytest.mark.faults  # about 50 s of load: left out of make test-fast
+# Alone: its memory and canary-latency bounds are about this daemon, not the machine. Beside other tests on a
+# 2-core box the daemon ran 4 s behind and held the backlog in its queues (RSS rising in steps to +36 MiB after
+# the first 10 s; alone +0.8 MiB).
+@pytest.mark.serial
 def test_hostile_sensors_and_metrics_are_refused_while_a_canary_keeps_its_latency_and_memory_stays_bounded(env, tmp_path):
     broker = mosquitto(tmp_path).start()  # deploy/mosquitto.conf's queue limits: the broker drops nothing here
     limits = {"max_sensors": MAX_SENSORS, "max_metrics_per_sensor": MAX_METRICS}
