@@ -12,6 +12,7 @@ KEYS = {"offered_rate", "sustained_rate", "published", "stored_pg", "stored_redi
         "cpu_s_per_million", "peak_rss_mb", "broker_limit_rate", "ratio_to_limit", "consumer_lag", "deduplicated"}
 
 
+@pytest.mark.long
 def test_benchmark_smoke_run_reports_every_figure_and_loses_nothing():
     proc = subprocess.run([sys.executable, "-m", "pipeline.tools.bench", "--rate", "1000", "--duration", "5", "--sensors", "50",
                            "--json"], capture_output=True, text=True, timeout=300, cwd=ROOT)

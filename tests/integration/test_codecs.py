@@ -10,6 +10,7 @@ import time
 
 import cbor2
 import msgpack
+import pytest
 
 from tests.integration.clients import Publisher, RunningPipeline, read_topic, wait_for
 
@@ -73,6 +74,7 @@ def _readings(payload: bytes) -> dict:
     return msgpack.unpackb(payload, timestamp=3)["readings"]
 
 
+@pytest.mark.long
 def test_telegraf_line_protocol_stored_by_host_with_measurement_field_metrics_and_ns_timestamps(env):
     tg_root = f"{env.root}tg"
     settings = env.migrate(env.settings(

@@ -95,6 +95,7 @@ def _rate(page) -> str:
     return page.inner_text("#stat-rate").strip()
 
 
+@pytest.mark.long
 def test_dashboard_in_a_real_browser(env):
     if not Path(CHROMIUM).exists():
         pytest.skip("chromium is not installed: run scripts/ensure-test-tools.sh (Debian package chromium)")

@@ -22,6 +22,7 @@ def dlq(config, *args) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=60, cwd=ROOT)
 
 
+@pytest.mark.long
 def test_refused_record_is_isolated_dead_lettered_then_listed_and_replayed_after_a_fix(env, tmp_path):
     config = env.write_config(tmp_path / "config.yaml", retry={"max_attempts": 3, "initial_interval_s": 0.05})
     settings = env.migrate(env.settings(retry={"max_attempts": 3, "initial_interval_s": 0.05}))
@@ -138,6 +139,7 @@ def test_a_replayed_reading_without_a_device_timestamp_keeps_its_identity(env, t
     assert int(stored) == round(received_at * 1_000_000)
 
 
+@pytest.mark.long
 def test_a_failed_notification_is_dead_lettered_and_never_replayed_to_the_raw_topic(env, tmp_path):
     from pipeline.config import Secret
     from pipeline.sinks.notify import build_notifier

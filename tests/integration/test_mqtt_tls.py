@@ -156,6 +156,7 @@ def ship(port: int, root: str, app: str, **tls) -> MQTTHandler:
     return handler
 
 
+@pytest.mark.long
 def test_log_handler_over_tls(broker):
     root = f"ltls{uuid.uuid4().hex[:8]}"
     got = broker.subscribe(f"{root}/#")

@@ -61,6 +61,7 @@ def mailbox():
     box.controller.stop()
 
 
+@pytest.mark.long
 def test_a_reading_over_a_threshold_is_emailed_and_a_failing_channel_is_dead_lettered(env, mailbox, monkeypatch):
     monkeypatch.setenv("TEST_ALERT_EMAIL_URL", f"mailto://127.0.0.1:{mailbox.port}?to=ops@example.com&from=pipeline@example.com")
     monkeypatch.setenv("TEST_ALERT_BROKEN_URL", "http://127.0.0.1:9/hook-token-xyz")
