@@ -23,13 +23,15 @@ from .report import ratio_lines, sustainable, table
 
 LOW_RATE = 1000.0
 
-# name -> (what it measures, the largest value that meets the target)
+# name -> (what it measures, the largest value that meets the target): the performance issue's bounds.
 TARGETS = {
-    "overhead_ratio": ("daemon CPU per message / the bare path's, at the headline rate", 1.5),
-    "peer_ratio": ("daemon CPU per message / the peer's, consuming half, same data", 0.5),
+    "overhead_ratio": ("daemon CPU per message / the bare path's, at the headline rate", 1.2),
+    "peer_ratio": ("daemon CPU per message / the peer's, consuming half, same data", 0.4),
     "readings3_ratio": ("CPU per message with 3 readings / with 1, at the headline rate", 1.3),
-    "p99_redis_ms_at_60pct": ("p99 publish -> Redis at 60 % of the highest sustainable rate (ms)", 100.0),
-    "p99_pg_ms_at_60pct": ("p99 publish -> PostgreSQL commit at 60 % of the highest sustainable rate (ms)", 1500.0),
+    "readings3_shortfall": ("3 readings per message: share of the headline rate not sustained (0: held)", 0.0),
+    "p99_redis_ms_at_headline": ("p99 publish -> Redis at the headline rate (ms)", 100.0),
+    "p99_pg_ms_at_headline": ("p99 publish -> PostgreSQL commit at the headline rate (ms)", 1000.0),
+    "p99_redis_ms_at_60pct": ("p99 publish -> Redis at 60 % of the highest sustainable rate (ms)", 60.0),
     "low_rate_ratio": ("CPU per message at 1,000 msg/s / at the highest sustainable rate", 2.0),
     "idle_cores": ("the idle daemon's CPU (cores)", 0.02),
     "lost_or_duplicated": ("readings lost or doubled, every daemon level together", 0),
@@ -111,6 +113,9 @@ def figures(report: dict, one: dict, three: dict, best: dict | None, levels: lis
         "overhead_ratio": ratio(one["cpu_s_per_million"], report.get("floor_cpu_s_per_million")),
         "peer_ratio": peer.get("ratio"),
         "readings3_ratio": ratio(three["cpu_s_per_million"], one["cpu_s_per_million"]),
+        "readings3_shortfall": 0.0 if sustainable(three) else round(1 - three["sustained_rate"] / three["offered_rate"], 3),
+        "p99_redis_ms_at_headline": one["latency_ms"]["redis"]["p99"],
+        "p99_pg_ms_at_headline": one["latency_ms"]["pg"]["p99"],
         "p99_redis_ms_at_60pct": at60["latency_ms"]["redis"]["p99"] if at60 else None,
         "p99_pg_ms_at_60pct": at60["latency_ms"]["pg"]["p99"] if at60 else None,
         "low_rate_ratio": ratio(low["cpu_s_per_million"], best["cpu_s_per_million"] if best else None),

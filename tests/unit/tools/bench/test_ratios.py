@@ -22,21 +22,26 @@ def test_peer_report_compares_cpu_per_message_of_the_same_data():
     assert incomplete["cpu_s_per_million"] is None and incomplete["ratio"] is None  # no ratio from a partial run
 
 
-def level(cpu, lost=0, dup=0, p99_redis=50.0, p99_pg=400.0, path="daemon"):
-    return {"path": path, "cpu_s_per_million": cpu, "lost": lost, "duplicated": dup,
+def level(cpu, lost=0, dup=0, p99_redis=50.0, p99_pg=400.0, path="daemon", sustained=10000.0, drain_s=0.5):
+    return {"path": path, "cpu_s_per_million": cpu, "lost": lost, "duplicated": dup, "offered_rate": 10000.0,
+            "sustained_rate": sustained, "drain_after_load_s": drain_s,
             "latency_ms": {"redis": {"p99": p99_redis}, "pg": {"p99": p99_pg}}}
 
 
 def test_suite_targets_are_ratios_of_one_run_and_every_daemon_level_counts_for_loss():
-    one, three, best, at60, low = level(50.0), level(70.0), level(40.0), level(45.0, p99_redis=120.0), level(90.0, dup=1)
+    one, best, at60, low = level(46.0, p99_pg=1200.0), level(40.0), level(45.0, p99_redis=120.0), level(90.0, dup=1)
+    three = level(60.0, sustained=7300.0, drain_s=40.0)  # 3 readings did not hold the headline rate
     report = {"floor_cpu_s_per_million": 40.0, "peer": {"ratio": 0.4}, "at_60pct": at60, "low_rate": low, "idle_cores": 0.015}
     floor_level = level(40.0, lost=500, path="floor")  # the bare path dropping under overload: not the pipeline's loss
     f = suite.figures(report, one, three, best, [one, three, best, at60, low, floor_level])
-    assert f["overhead_ratio"] == 1.25 and f["readings3_ratio"] == 1.4 and f["low_rate_ratio"] == 2.25
+    assert f["overhead_ratio"] == 1.15 and f["readings3_ratio"] == 1.304 and f["low_rate_ratio"] == 2.25
+    assert f["readings3_shortfall"] == 0.27 and f["p99_redis_ms_at_headline"] == 50.0 and f["p99_pg_ms_at_headline"] == 1200.0
     assert f["p99_redis_ms_at_60pct"] == 120.0 and f["lost_or_duplicated"] == 1 and f["floor_lost"] == 500
     met = {name: suite.judge(name, f[name])["met"] for name in suite.TARGETS}
-    assert met == {"overhead_ratio": True, "peer_ratio": True, "readings3_ratio": False, "p99_redis_ms_at_60pct": False,
-                   "p99_pg_ms_at_60pct": True, "low_rate_ratio": False, "idle_cores": True, "lost_or_duplicated": False}
+    assert met == {"overhead_ratio": True, "peer_ratio": True, "readings3_ratio": False, "readings3_shortfall": False,
+                   "p99_redis_ms_at_headline": True, "p99_pg_ms_at_headline": False, "p99_redis_ms_at_60pct": False,
+                   "low_rate_ratio": False, "idle_cores": True, "lost_or_duplicated": False}
+    assert suite.figures(report, one, level(60.0), best, [one])["readings3_shortfall"] == 0.0  # held: nothing short
     assert suite.judge("overhead_ratio", None)["met"] is None  # not measured is not met, and not failed either
 
 
