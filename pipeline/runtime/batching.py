@@ -30,6 +30,7 @@ from ..observability.metrics import Metrics
 from ..records import EXHAUSTED, DeadLetter
 from .batch import Batch
 from .busy import Busy
+from .record_queue import RecordQueue
 from .retry import Backoff, Stopped, retry_call
 
 log = logging.getLogger(__name__)
@@ -43,14 +44,13 @@ _STOP = object()
 # batches 40 ms apart): the next round writes its first batch at once, unless others are queued with it.
 QUIET_BELOW = 2
 
+_records_in = lambda item: len(item.readings) + len(item.logs) + len(item.dead) if item is not _STOP else 1  # noqa: E731
+
 
 class BatchingRunner:
     """Base class; subclasses set `name` and implement select/write/is_transient (and start/close)."""
 
     name = "sink"
-    # Durable: the batch's Kafka offsets wait for this sink. Best-effort (set by pipeline/sinks/registry.py): they
-    # do not; the sink has its own feed (pipeline/ingest/sink_feed.py), which commits its own position.
-    durable = True
     # Seconds between calls of `tick()` in the sink's thread (timed work: window closing, alert timers); None: never.
     tick_interval_s: float | None = None
 
@@ -60,7 +60,9 @@ class BatchingRunner:
         self.dead_letters = dead_letters  # a DeadLetterWriter, for records this backend refuses
         self.retry = retry
         self.metrics = metrics
-        self.queue: queue.Queue = queue.Queue(maxsize=queue_max_batches)
+        # Bounded in records, queue_max_batches of its own full writes however the consumer cut them (record_queue.py)
+        self.queue = RecordQueue(queue_max_batches * settings.batch_size, queue_max_batches, _records_in)
+        self._durable = True
         self.stop_event = threading.Event()  # set at the shutdown deadline: give up, leave the rest uncommitted
         self._finishing = threading.Event()  # flush what is queued, then end
         # Wakes a thread sleeping through a quiet round: finish, stop, or a queue filling up (see QUIET_BELOW).
@@ -108,9 +110,20 @@ class BatchingRunner:
         """These partitions go to another instance; their batches are written and committed already."""
 
     # -- runner ------------------------------------------------------------------------------
+    @property
+    def durable(self) -> bool:
+        """The batch's Kafka offsets wait for this sink. Best-effort (set by pipeline/sinks/registry.py): they do
+        not; the sink has its own feed (pipeline/ingest/sink_feed.py), which commits its own position."""
+        return self._durable
+
+    @durable.setter
+    def durable(self, durable: bool) -> None:
+        self._durable = durable
+        self.queue.by_batches = not durable or self._blocked is not None  # record_queue.py says why
+
     def queue_depth(self) -> int:
         """Batches handed over and not yet taken by the thread."""
-        return self.queue.qsize()
+        return self.queue.batches()
 
     def blocked(self) -> tuple[float, str] | None:
         """(since, the store's message) while writes wait for the store to take them again; None otherwise."""
@@ -120,6 +133,7 @@ class BatchingRunner:
         message = store_message(err)
         kind = "refused" if is_refusal(err) else "unreachable"
         if self._blocked is None:
+            self.queue.by_batches = True  # an outage: pause the consumer after queue_max_batches batches
             self.metrics.sink_blocked.labels(self.name).set(1)
             log.warning("event=sink_blocked sink=%s kind=%s error=%r note=holding_batch", self.name, kind, message)
             self._blocked = (time.time(), f"{kind}: {message}")
@@ -129,6 +143,7 @@ class BatchingRunner:
     def _unblock(self) -> None:
         if self._blocked is not None:
             since, self._blocked = self._blocked[0], None
+            self.queue.by_batches = not self._durable
             self.metrics.sink_blocked.labels(self.name).set(0)
             log.info("event=sink_unblocked sink=%s blocked_s=%.1f", self.name, time.time() - since)
 
@@ -145,7 +160,7 @@ class BatchingRunner:
         return True
 
     def _nudge_if_filling(self) -> None:
-        """A quiet round sleeps through its interval; a queue half full means the rate rose: take it now."""
+        """A quiet round sleeps through its interval; a queue half full (in records) means the rate rose: take it now."""
         if 2 * self.queue.qsize() >= self.queue.maxsize > 0:
             self._nudge.set()
 
@@ -153,6 +168,11 @@ class BatchingRunner:
         """Time is up: stop retrying and end the thread; what it does not hold stays uncommitted."""
         self.stop_event.set()
         self._nudge.set()
+        if self.queue.empty():  # a thread idle on an empty queue waits in get() without a timeout: wake it
+            try:
+                self.queue.put_nowait(_STOP)
+            except queue.Full:
+                pass
 
     def put(self, batch: Batch, stop: threading.Event, poll: float = 0.1) -> bool:
         """Hand a batch over, waiting while the queue is full (back-pressure). False if stopping."""
@@ -189,9 +209,10 @@ class BatchingRunner:
         while True:
             if self.stop_event.is_set():
                 # The shutdown deadline passed: no more write attempts (each may block for a connect timeout).
-                if records or not self.queue.empty():
+                queued = sum(1 for item, _ in list(self.queue.queue) if item is not _STOP)
+                if records or queued:
                     log.warning("event=sink_stopped_unflushed sink=%s records=%d queued_batches=%d", self.name,
-                                len(records), self.queue.qsize())
+                                len(records), queued)
                 return
             if self._finishing.is_set() and self.queue.empty():
                 self._flush(pending, records)
@@ -223,7 +244,7 @@ class BatchingRunner:
                     items = []
                 if lone and items:
                     items += self._take_queued()  # batches piling up show the rate rose
-            gauge.set(self.queue.qsize())
+            gauge.set(self.queue.batches())
             for item in items:
                 if item is _STOP:
                     self._flush(pending, records)

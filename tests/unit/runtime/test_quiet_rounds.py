@@ -89,8 +89,9 @@ def test_a_filling_queue_wakes_a_quiet_round_early():
     sink.offer(first)
     time.sleep(0.05)
     put_at = time.monotonic()
-    sink.offer(Batch([2], [], {}, 1))
-    sink.offer(Batch([3], [], {}, 1))  # half of the queue's 4: the rate rose, take them now
+    # The queue holds 4 writes of 100 records (400); two batches of 100 more fill half: the rate rose, take them now.
+    sink.offer(Batch([2] * 100, [], {}, 1))
+    sink.offer(Batch([3] * 100, [], {}, 1))
     time.sleep(0.2)
     assert dict(sink.taken).get(3, 1e18) - put_at < 0.15  # not the round's 1 s
     sink.stop()

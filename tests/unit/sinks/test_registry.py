@@ -63,13 +63,14 @@ def test_an_unknown_name_is_refused_with_the_key_named():
 def test_a_best_effort_sink_stores_its_checkpoint_and_marks_its_batches_written(registered):
     [sink] = registry.build(ctx(), ["list"])
     assert sink.durable is False
-    first = Batch(["r1", "r2"], [], {("raw", 0): 10, ("raw", 1): 4}, sinks=1)  # its feed's batches: one sink each
-    later = Batch(["r3"], [], {("raw", 0): 12}, sinks=1)
+    # Its feed's batches, one sink each; the first is a full write (100 records), which fills the queue.
+    first = Batch([f"r{i}" for i in range(100)], [], {("raw", 0): 10, ("raw", 1): 4}, sinks=1)
+    later = Batch(["r100"], [], {("raw", 0): 12}, sinks=1)
     assert sink.offer(first) and sink.offer(later, timeout=1.0) is False  # a queue like any sink's: back-pressure
     sink.finish()
     t = threading.Thread(target=sink.run)
     t.start()
     t.join(5)
-    assert sink.written == ["r1", "r2"]
+    assert sink.written == [f"r{i}" for i in range(100)]
     assert sink.checkpoints[-1] == {("raw", 0): 10, ("raw", 1): 4}
     assert first.done.is_set() and not later.done.is_set()  # the feed commits only what the sink wrote
