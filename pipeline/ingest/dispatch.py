@@ -13,44 +13,16 @@ from confluent_kafka.admin import AdminClient
 
 from ..config import KafkaConfig
 from ..observability.metrics import Metrics
-from ..records import RawMessage, Reading
+from ..records import Reading
 from ..runtime.batch import Batch, BatchConsumer, InFlight, split_outputs
 from ..runtime.chain import StageChain
 from ..runtime.deadline import call_bounded
 from ..clients.kafka import client_conf, consumer_conf, group_lag
 from .assignment import AssignmentWatchdog
 from .continuity import EVENT_LOG, METRIC, SENSOR_TYPE, TAKE, Continuity, Gap, missing_by_partition, sensor_id
-from .identity import MQTT_TOPIC_HEADER, ORIGINAL_SIZE_HEADER, RECEIVED_US_HEADER
+from .consumed import gather, to_raw
 
 log = logging.getLogger(__name__)
-# Fewer messages than this already fetched means a low rate: the batch waits kafka.consume_linger_ms to grow.
-# At high rates a fetch brings more than this at once and nothing waits.
-LINGER_BELOW = 64
-
-
-def to_raw(msg) -> RawMessage:
-    """A consumed Kafka message -> RawMessage (mqtt topic, receive stamp and original size from headers).
-
-    The receive time is the bridge's stamp in µs (identity.py); a record without one (written by another
-    producer) falls back to its Kafka timestamp, which a redelivery of the record reproduces too."""
-    mqtt_topic = ""
-    original_size = 0
-    received_at = None
-    for name, value in msg.headers() or ():
-        if value is None:  # a header without a value (another producer's): nothing to read
-            continue
-        if name == MQTT_TOPIC_HEADER:
-            mqtt_topic = value.decode("utf-8", "replace")
-        elif name == RECEIVED_US_HEADER and value.isdigit():
-            received_at = int(value) / 1_000_000
-        elif name == ORIGINAL_SIZE_HEADER and value.isdigit():
-            original_size = int(value)
-    if received_at is None:
-        received_at = msg.timestamp()[1] / 1000.0
-    return RawMessage(mqtt_topic, msg.value() or b"", received_at, msg.key(), msg.topic(),
-                      msg.partition(), msg.offset(), original_size)
-
-
 class ConsumeDispatch:
     """Consumes the raw topic in batches, runs the stage chain, fans batches out to the sinks.
 
@@ -253,11 +225,7 @@ class ConsumeDispatch:
             first = self.consumer.poll(timeout)
             if first is None:
                 continue
-            msgs = [first]
-            if self.batch_size > 1:
-                msgs.extend(self.consumer.consume(self.batch_size - 1, 0))
-                if len(msgs) < LINGER_BELOW and linger:  # a low rate's small batch: let it grow first
-                    msgs.extend(self.consumer.consume(self.batch_size - len(msgs), linger))
+            msgs = gather(self.consumer, first, self.batch_size, linger)
             self._handle(msgs)
 
     def _handle(self, msgs: list) -> None:

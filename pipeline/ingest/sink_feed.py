@@ -22,7 +22,7 @@ from ..observability.metrics import Metrics
 from ..runtime.batch import Batch, InFlight, split_outputs
 from ..runtime.chain import StageChain
 from ..clients.kafka import consumer_conf
-from .dispatch import to_raw
+from .consumed import to_raw
 
 log = logging.getLogger(__name__)
 LAG_EVERY_S = 5.0

@@ -10,9 +10,11 @@ from prometheus_client import CollectorRegistry
 
 from pipeline.config import KafkaConfig, RetryConfig, SinkConfig
 from pipeline.ingest.identity import MQTT_TOPIC_HEADER, ORIGINAL_SIZE_HEADER, RECEIVED_US_HEADER
-from pipeline.ingest.dispatch import ConsumeDispatch, to_raw
+from pipeline.ingest.consumed import to_raw
+from pipeline.ingest.dispatch import ConsumeDispatch
 from pipeline.observability.metrics import Metrics
 from pipeline.records import DeadLetter, LogRecord, Reading
+from pipeline.runtime.batch import Batch
 from pipeline.sinks.base import BatchingSink
 
 KAFKA_TS_MS = 1_700_000_000_123  # the record's own Kafka timestamp
@@ -223,7 +225,8 @@ def test_a_full_sink_queue_pauses_the_partitions_then_resumes_and_rewinds_what_w
     source = source_with(sinks=[lambda m: QueueSink("postgres", m, queue_max=1)], consumer=consumer, batch_size=2)
     source.assigned = [TopicPartition("raw", 0), TopicPartition("raw", 2)]
     sink = source.sinks[0]
-    sink.queue.put_nowait("older batch")  # the sink's service is slow: its queue is full
+    older = Batch(["r"] * 1000, [], {}, 1)  # a full write (the sink's queue holds queue_max of them)
+    sink.queue.put_nowait(older)  # the sink's service is slow: its queue is full
     paused_seen, drained = [], []
 
     def drain_later():  # the sink catches up a moment after the pause
@@ -232,7 +235,7 @@ def test_a_full_sink_queue_pauses_the_partitions_then_resumes_and_rewinds_what_w
 
     consumer.pause = lambda tps, orig=consumer.pause: (orig(tps), threading.Timer(0.3, drain_later).start())
     source._handle([Msg(b"1", offset=19)])
-    assert paused_seen == [1] and drained == ["older batch"]
+    assert paused_seen == [1] and drained == [older]
     assert sink.queue.get_nowait().offsets == {("raw", 0): 20}
     assert consumer.calls[0] == ("pause", [("raw", 0), ("raw", 2)])
     assert consumer.calls[1] == ("resume", [("raw", 0), ("raw", 2)])
@@ -248,7 +251,7 @@ def test_stopping_while_paused_gives_the_batch_to_no_later_sink_and_still_resume
                          consumer=consumer)
     source.assigned = [TopicPartition("raw", 0)]
     full, later = source.sinks
-    full.queue.put_nowait("older batch")
+    full.queue.put_nowait(Batch(["r"] * 1000, [], {}, 1))  # a full write: its queue is full
     threading.Timer(0.3, source.stop_event.set).start()
     source._handle([Msg(b"1", offset=0)])
     assert later.queue.empty()  # the batch stays uncommitted: Kafka redelivers it after the restart
