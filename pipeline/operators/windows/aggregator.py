@@ -134,14 +134,7 @@ class WindowAggregator:
     def stage(self, cur: psycopg.Cursor, records: Sequence[Reading], inserted: Sequence[tuple]) -> list[tuple]:
         """Record the windows of newly stored readings as pending; returns them for `committed`."""
         partition_of = {r.sensor_id: (r.source.partition if r.source is not None else -1) for r in records}
-        tracker = self.tracker
-        new: dict[tuple, None] = {}  # (partition, window, sensor_id, metric), in order, once each
-        for sensor_id, metric, _value, ts_us in inserted:
-            partition = partition_of.get(sensor_id, -1)
-            for w in tracker.windows(ts_us):
-                if not tracker.is_pending(partition, w, sensor_id, metric):
-                    new[(partition, w, sensor_id, metric)] = None
-        staged = list(new)
+        staged = self.tracker.not_pending(inserted, partition_of)
         self.store.mark_pending(cur, staged)
         return staged
 

@@ -75,6 +75,26 @@ class WindowTracker:
         # (partition, window) -> its pending (sensor, metric) keys, as a dict's keys: a set's table is kept at most 60 %
         # full and grows fourfold, a dict's entries are dense (about 30 bytes a key against 50 to 100).
         self.pending: dict[tuple[int, Window], dict[tuple[str, str], None]] = {}
+        # Every period is a multiple of this: two event times in the same step fall in the same windows.
+        self.step = math.gcd(*self.sizes.values()) or 1
+
+    def not_pending(self, rows: Iterable[tuple], partition_of: dict[str, int]) -> list[tuple]:
+        """(partition, window, sensor_id, metric) of each window of the rows (sensor_id, metric, value, ts µs)
+        not already pending, in order, once each. A batch's readings fall in a handful of windows, so each
+        (partition, step) is resolved to its windows and their pending keys once, not per reading and period."""
+        pending, step, windows = self.pending, self.step, self.windows
+        slots: dict[tuple[int, int], list] = {}
+        new: dict[tuple, None] = {}
+        for sensor_id, metric, _value, ts in rows:
+            partition = partition_of.get(sensor_id, -1)
+            slot = slots.get((partition, ts - ts % step))
+            if slot is None:
+                slot = slots[(partition, ts - ts % step)] = [(w, pending.get((partition, w))) for w in windows(ts)]
+            series = (sensor_id, metric)
+            for w, keys in slot:
+                if keys is None or series not in keys:
+                    new[(partition, w, sensor_id, metric)] = None
+        return list(new)
 
     def windows(self, ts: int) -> list[Window]:
         """The window of each period that an event time (µs) falls in."""
