@@ -326,7 +326,7 @@ class Bench:
             "generator_cpu_s_per_million": round(gen.cpu_s / messages * 1e6, 1),
             "daemon_cores": round((cpu1 - cpu0) / max(1e-6, time.time() - t_start), 2),
             "daemon_threads": threads,
-            "service_cores": service_cores,
+            "service_cores": service_cores, "kafka_cores_over_time": services.kafka_over_time,
             "generator_cores": round(gen.cpu_s / max(1e-6, time.time() - t_start), 2),
             "redis_latency_over_time": latency_over_time(rob.arrivals, rob.latencies, t_start),
             "consumer_lag": lag.samples,

@@ -167,12 +167,26 @@ class ServiceCpu:
             pass
         return total
 
-    def begin(self) -> None:
+    def begin(self, sample_s: float = 5.0) -> None:
         self.t0 = time.time()
         self.start = {name: self._cpu(pid) for name, pid in self.pids.items()}
+        # The development broker's CPU grows with what it holds at a constant rate (bench/RESULTS.md, 2026-12-07
+        # 22:40): each level records the Kafka broker's cores per `sample_s`, so a level it distorts says so.
+        self.kafka_over_time: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        threading.Thread(target=self._sample, args=(sample_s,), daemon=True).start()
+
+    def _sample(self, every: float) -> None:
+        pid = self.pids.get("kafka")
+        last_t, last = time.time(), self._cpu(pid)
+        while pid is not None and not self._stop.wait(every):
+            now, cpu = time.time(), self._cpu(pid)
+            self.kafka_over_time.append((round(now - self.t0, 1), round((cpu - last) / max(1e-6, now - last_t), 2)))
+            last_t, last = now, cpu
 
     def cores(self) -> dict[str, float | None]:
-        """Average cores per service since begin() (None: no process found listening on its port)."""
+        """Average cores per service since begin() (None: no process found listening on its port); ends sampling."""
+        self._stop.set()
         elapsed = max(1e-6, time.time() - self.t0)
         return {name: (None if pid is None else round((self._cpu(pid) - self.start[name]) / elapsed, 2))
                 for name, pid in self.pids.items()}

@@ -36,8 +36,10 @@ def table(results: list[dict], limit: float) -> str:
         lines.append(f"offset gaps at {r['offered_rate']:,.0f} msg/s: {g.get('detected', 0)} detected, "
                      f"{g.get('refetched', 0)} fetched again, {g.get('given_up', 0)} given up")
     for r in results:  # the development broker slows as it holds more: say what each level ran on
+        grew = r.get("kafka_cores_over_time") or []
+        growth = f"; its cores per 5 s {grew[0][1]:.2f} -> {grew[-1][1]:.2f}" if len(grew) > 1 else ""
         lines.append(f"Kafka broker at {r['offered_rate']:,.0f} msg/s ({r.get('path', 'daemon')}): "
-                     f"{r.get('broker', 'not recorded')}")
+                     f"{r.get('broker', 'not recorded')}{growth}")
     lines.append(f"broker limit (mosquitto C clients, QoS 0): {limit:,.0f} msg/s")
     return "\n".join(lines)
 

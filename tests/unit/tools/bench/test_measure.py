@@ -16,3 +16,35 @@ def test_latency_over_time_buckets_entries_by_when_they_were_read():
         {"t_s": 5.0, "entries": 1, "p50": 500.0, "p99": 500.0},
         {"t_s": 10.0, "entries": 1, "p50": 40.0, "p99": 40.0},
     ]
+
+
+def test_the_broker_cores_are_sampled_over_the_level_and_reported_as_growth():
+    import subprocess
+    import sys
+    import time
+
+    from pipeline.tools.bench.measure import ServiceCpu
+    from pipeline.tools.bench.report import table
+
+    # A process standing in for the broker: it spins for 0.4 s, then sleeps.
+    spinner = subprocess.Popen([sys.executable, "-c", "import time\nt = time.time() + 0.4\nwhile time.time() < t: pass\n"
+                                "time.sleep(5)"])
+    try:
+        services = ServiceCpu({})
+        services.pids = {"kafka": spinner.pid}
+        services.begin(sample_s=0.1)
+        time.sleep(1.0)
+        cores = services.cores()
+    finally:
+        spinner.kill()
+        spinner.wait()
+    samples = services.kafka_over_time
+    assert len(samples) >= 6 and max(c for _, c in samples[:5]) > 0.2 and samples[-1][1] < 0.1  # busy, then idle
+    assert 0.05 < cores["kafka"] < 0.9
+    level = {"offered_rate": 6000.0, "sustained_rate": 5950.0, "sustained_readings_per_s": 5950.0, "published": 1,
+             "stored_pg": 1, "stored_redis": 1, "lost": 0, "duplicated": 0, "cpu_s_per_million": 70.0,
+             "peak_rss_mb": 100.0, "max_consumer_lag": 10, "daemon_cores": 0.4, "generator_cores": 0.1,
+             "instances": 1, "service_cores": {"kafka": 0.3}, "broker": "fresh broker",
+             "latency_ms": {k: {"p50": 1, "p95": 2, "p99": 3, "max": 4} for k in ("redis", "pg")},
+             "kafka_cores_over_time": [(5.0, 0.26), (10.0, 0.41), (40.0, 0.71)]}
+    assert "fresh broker; its cores per 5 s 0.26 -> 0.71" in table([level], 80000.0)
