@@ -33,9 +33,7 @@ def to_raw(msg) -> RawMessage:
 
     The receive time is the bridge's stamp in µs (identity.py); a record without one (written by another
     producer) falls back to its Kafka timestamp, which a redelivery of the record reproduces too."""
-    mqtt_topic = ""
-    original_size = 0
-    received_at = None
+    mqtt_topic, original_size, received_at = "", 0, None
     for name, value in msg.headers() or ():
         if value is None:  # a header without a value (another producer's): nothing to read
             continue
@@ -56,8 +54,7 @@ class ConsumeDispatch:
 
     Single-instance mode assigns itself every partition (no group join: nothing to wait for, nothing that
     can wedge) and still commits under the group id, so lag tools work; the daemon's advisory lock keeps a
-    second such daemon away. Group mode subscribes, and a watchdog reports an assignment that never comes.
-    """
+    second such daemon away. Group mode subscribes, and a watchdog reports an assignment that never comes."""
 
     def __init__(self, cfg: KafkaConfig, client_id: str, chain: StageChain, sinks: Sequence[BatchConsumer],
                  metrics: Metrics, batch_size: int, revoke_timeout_s: float, followers: Sequence = ()):
@@ -252,6 +249,7 @@ class ConsumeDispatch:
             # whatever else is already fetched.
             first = self.consumer.poll(timeout)
             if first is None:
+                self.chain.idle(time.time())  # after a burst its sensors' state is released without a new reading
                 continue
             msgs = [first]
             if self.batch_size > 1:
@@ -259,6 +257,7 @@ class ConsumeDispatch:
                 if len(msgs) < LINGER_BELOW and linger:  # a low rate's small batch: let it grow first
                     msgs.extend(self.consumer.consume(self.batch_size - len(msgs), linger))
             self._handle(msgs)
+            first = msgs = None  # not kept while polling: after a burst they would hold its last batch's memory
 
     def _handle(self, msgs: list) -> None:
         raws: list = []

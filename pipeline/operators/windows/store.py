@@ -185,16 +185,16 @@ class WindowStore:
         return pending, seeds
 
     @staticmethod
-    def mark_pending(cur: psycopg.Cursor, keys: Sequence[tuple[int, Window, str, str]]) -> None:
+    def mark_pending(cur: psycopg.Cursor, keys: Iterable[tuple[int, Window, str, str]]) -> None:
         """In the readings' transaction: the (partition, window, sensor_id, metric) pending now, one statement."""
-        if not keys:
-            return
         windows: dict[Window, int] = {}
         series: dict[tuple, int] = {}
         window_nos, series_nos = [], []
         for partition, window, sensor_id, metric in keys:
             window_nos.append(windows.setdefault(window, len(windows) + 1))
             series_nos.append(series.setdefault((sensor_id, metric, partition), len(series) + 1))
+        if not windows:
+            return
         periods, starts, ends = zip(*((w.period, from_us(w.start), from_us(w.end)) for w in windows))
         cur.execute(INSERT_PENDING, [window_nos, series_nos, list(periods), list(starts), list(ends),
                                      *map(list, zip(*series))])

@@ -162,6 +162,15 @@ class WindowTracker:
         if not keys:
             del self.pending[(due.partition, due.window)]
 
+    def rebuild(self, key_of) -> None:
+        """Hold every pending window's keys as new objects, in the same order: `key_of(sensor_id, metric)` gives
+        the tuple to hold (one shared with the running values where there are any). Called after a large
+        release: keys made during a flood (a day's window keeps them until midnight) sit in pymalloc arenas
+        among the flood's freed objects, and an arena goes back to the system only once wholly empty; made
+        again now, they fill the arenas still in use instead (bench/RESULTS.md)."""
+        self.pending = {(partition, Window(*window)): {key_of(sensor_id, metric): None for sensor_id, metric in keys}
+                        for (partition, window), keys in self.pending.items()}
+
     def reset_pending(self) -> None:
         """Forget every pending window (before they are loaded again from the database)."""
         self.pending.clear()
