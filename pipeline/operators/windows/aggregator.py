@@ -181,12 +181,11 @@ class WindowAggregator:
                 touched[sensor_id] = {metric}
             else:
                 metrics.add(metric)
-        key = self.partials.key  # one (sensor, metric) tuple per series, shared by its pending windows
         for (partition, w), keys in staged.items():
             if tracker.is_closed(partition, w):
                 self.metrics.window_corrections.labels(w.period).inc(len(keys))
             for sensor_id, metric in keys:
-                tracker.add(partition, w, sensor_id, metric, key(sensor_id, metric))
+                tracker.add(partition, w, sensor_id, metric)
         newest: dict[int, float] = {}  # the watermark moves once per partition and batch
         for r in records:
             partition = r.source.partition if r.source is not None else -1
@@ -271,7 +270,7 @@ class WindowAggregator:
         with self.lock:
             gone = self.partials.evict_idle(now - self.idle_s, self.tracker.pending_series(self.holds_state))
             if gone >= memory.RELEASED_FROM:  # what a flood left pending, moved out of its arenas (tracker.rebuild)
-                self.tracker.rebuild(self.partials.key)
+                self.tracker.rebuild()
                 self.from_readings = {Window(*w) for w in self.from_readings}
             return gone
 
@@ -304,18 +303,21 @@ class WindowAggregator:
         # A window closed whole (every partition's keys of it in this slice) is computed in one pass over its time.
         sliced = {(d.partition, d.window) for d in due if not d.left}
         partial = {w for (p, w) in self.tracker.pending if (p, w) not in sliced}
-        entries = self.store.close([(window, *self.close_statement(window, sorted(keys), window not in partial))
-                                    for window, keys in groups.items()])
+        closed = self.store.close([(window, *self.close_statement(window, sorted(keys), window not in partial))
+                                   for window, keys in groups.items()])
         for d in due:
             self.tracker.remove(d)
         self.from_readings.difference_update(w for w in groups if w not in partial)
-        for window, _row in entries:
-            self.metrics.windows_closed.labels(window.period).inc()
-        if entries:
-            log.debug("event=windows_closed windows=%d rows=%d", len(groups), len(entries))
+        rows = 0
+        for window, n in closed:
+            if n:
+                self.metrics.windows_closed.labels(window.period).inc(n)
+            rows += n
+        if rows:
+            log.debug("event=windows_closed windows=%d rows=%d", len(groups), rows)
         # A large closing (a flood's windows, a fleet's minute) held its rows and commands only for this call: a trim
         # follows, else the last one ran before it and its memory stayed in the C allocator's heaps.
-        memory.released(len(entries), "windows_closed")
+        memory.released(rows, "windows_closed")
 
     def close_statement(self, window: Window, pairs: list[tuple[str, str]], whole: bool = True) -> tuple[str, dict]:
         """The statement that closes these keys of a window: rolled up from a shorter period's rows, unless the

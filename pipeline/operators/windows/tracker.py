@@ -14,11 +14,12 @@ import math
 import re
 import sys
 from array import array
-from itertools import islice
 from datetime import datetime, timedelta
 from typing import Iterable, NamedTuple
 
 from orjson import dumps
+
+from .keys import PendingKeys
 
 
 US = 1_000_000
@@ -72,9 +73,8 @@ class WindowTracker:
         self.idle_close_s = idle_close_s
         self.max_event: dict[int, int] = {}  # partition -> highest event time seen (µs)
         self.last_activity: dict[int, float] = {}  # partition -> wall clock of its last reading
-        # (partition, window) -> its pending (sensor, metric) keys, as a dict's keys: a set's table is kept at most 60 %
-        # full and grows fourfold, a dict's entries are dense (about 30 bytes a key against 50 to 100).
-        self.pending: dict[tuple[int, Window], dict[tuple[str, str], None]] = {}
+        # (partition, window) -> its pending (sensor, metric) keys, per sensor (keys.py: no object per series).
+        self.pending: dict[tuple[int, Window], PendingKeys] = {}
 
     def windows(self, ts: int) -> list[Window]:
         """The window of each period that an event time (µs) falls in."""
@@ -102,20 +102,22 @@ class WindowTracker:
     def is_pending(self, partition: int, window: Window, sensor_id: str, metric: str) -> bool:
         """True if the window is already recorded as holding unfolded readings of that sensor and metric."""
         keys = self.pending.get((partition, window))
-        return keys is not None and (sensor_id, metric) in keys
+        if keys is None:
+            return False
+        metrics = keys.by_sensor.get(sensor_id)
+        return metrics is not None and metric in metrics
 
     def is_closed(self, partition: int, window: Window) -> bool:
         """True if the watermark already passed the window: a reading for it is a late correction."""
         wm = self.watermark(partition)
         return wm is not None and wm >= window.end
 
-    def add(self, partition: int, window: Window, sensor_id: str, metric: str, key: tuple[str, str] | None = None) -> None:
-        """The window now holds readings of (sensor, metric) not folded into its row (pending durably too);
-        `key`: that pair as a tuple already held elsewhere (one object per series instead of one per window)."""
+    def add(self, partition: int, window: Window, sensor_id: str, metric: str) -> None:
+        """The window now holds readings of (sensor, metric) not folded into its row (pending durably too)."""
         keys = self.pending.get((partition, window))
         if keys is None:
-            keys = self.pending[(partition, window)] = {}
-        keys[key or (sensor_id, metric)] = None
+            keys = self.pending[(partition, window)] = PendingKeys()
+        keys.add(sensor_id, metric)
 
     def load(self, partition: int, window: Window, sensor_id: str, metric: str, now: float) -> None:
         """A pending window found at start-up; its partition counts as active from `now`."""
@@ -124,8 +126,8 @@ class WindowTracker:
 
     def due(self, now: float, limit: int | None = None, owned=None) -> list[Due]:
         """Pending windows whose end the watermark passed (or the wall clock, on an idle partition), in closing
-        order, with at most `limit` keys in all: the first keys of a window (in the order they became pending)
-        when the rest do not fit; `Due.left` says how many of its keys stay pending. `owned(partition)`: only
+        order, with at most `limit` keys in all: the first keys of a window (sensor by sensor, in the order the
+        sensors became pending) when the rest do not fit; `Due.left` says how many of its keys stay pending. `owned(partition)`: only
         windows of the partitions for which it holds."""
         wall = round(now * US) - self.grace
         ready = []
@@ -144,10 +146,7 @@ class WindowTracker:
             if room <= 0:
                 break
             keys = self.pending[(partition, window)]
-            if len(keys) <= room:
-                taken = frozenset(keys)
-            else:
-                taken = frozenset(islice(keys, int(room)))
+            taken = keys.first(int(min(room, len(keys))))
             room -= len(taken)
             out.append(Due(partition, window, taken, len(keys) - len(taken)))
         return out
@@ -157,19 +156,16 @@ class WindowTracker:
         keys = self.pending.get((due.partition, due.window))
         if keys is None:
             return
-        for key in due.keys:
-            keys.pop(key, None)
+        for sensor_id, metric in due.keys:
+            keys.discard(sensor_id, metric)
         if not keys:
             del self.pending[(due.partition, due.window)]
 
-    def rebuild(self, key_of) -> None:
-        """Hold every pending window's keys as new objects, in the same order: `key_of(sensor_id, metric)` gives
-        the tuple to hold (one shared with the running values where there are any). Called after a large
-        release: keys made during a flood (a day's window keeps them until midnight) sit in pymalloc arenas
-        among the flood's freed objects, and an arena goes back to the system only once wholly empty; made
-        again now, they fill the arenas still in use instead (bench/RESULTS.md)."""
-        self.pending = {(partition, Window(*window)): {key_of(sensor_id, metric): None for sensor_id, metric in keys}
-                        for (partition, window), keys in self.pending.items()}
+    def rebuild(self) -> None:
+        """Hold every pending window's keys in new containers, in the same order. Called after a large release:
+        containers made during a flood (a day's window keeps them until midnight) sit in pymalloc arenas among
+        the flood's freed objects, and an arena goes back to the system only once wholly empty (bench/RESULTS.md)."""
+        self.pending = {(partition, Window(*window)): keys.copy() for (partition, window), keys in self.pending.items()}
 
     def reset_pending(self) -> None:
         """Forget every pending window (before they are loaded again from the database)."""
@@ -194,7 +190,7 @@ class WindowTracker:
 
     def pending_count(self) -> int:
         """How many (window, sensor, metric) entries wait to be closed."""
-        return sum(len(k) for k in self.pending.values())
+        return sum(k.count for k in self.pending.values())
 
 
 # Running sums are kept times 2**-64: exact for every double above 1e-289 (a power of two only moves the
@@ -223,7 +219,7 @@ class Partials:
     One array of doubles per series, [wall clock of its latest reading, then per period: start (µs, exact
     below 2**53; -inf: no window yet), count, total, min, max], mutated in place, with the series' key beside
     it: 8 bytes a number instead of a float object and a pointer (limits.state_idle_s, memory per series in
-    README). The key tuple is shared with the series' pending windows (`key`)."""
+    README)."""
 
     def __init__(self, tracker: WindowTracker):
         self.tracker = tracker
@@ -242,11 +238,6 @@ class Partials:
             p = self.acc[key] = _Running("d", [now] + [-math.inf, 0.0, 0.0, 0.0, 0.0] * len(self.tracker.sizes))
             p.key = key
         return p
-
-    def key(self, sensor_id: str, metric: str) -> tuple[str, str]:
-        """The (sensor, metric) tuple this series is held under (a new one if it has no running values)."""
-        p = self.acc.get((sensor_id, metric))
-        return p.key if p is not None else (sensor_id, metric)
 
     def add(self, sensor_id: str, metric: str, ts: int, value: float, now: float = 0.0) -> None:
         """Fold one newly stored reading (stored at wall clock `now`) into the running values of its windows."""

@@ -251,7 +251,7 @@ def test_a_threshold_only_series_keeps_a_clock_alone_until_a_reload_gives_it_a_d
     assert ev.series[("h", "humidity")][RUN_N] == 3
 
 
-def test_a_large_release_rebuilds_the_pending_keys_as_new_objects_in_the_same_order(monkeypatch):
+def test_a_large_release_rebuilds_the_pending_keys_in_new_containers_in_the_same_order(monkeypatch):
     monkeypatch.setattr(memory, "released", lambda count, owner: None)  # no trim timer left for other tests
     now = [0.0]
     agg = aggregator(now)
@@ -261,15 +261,15 @@ def test_a_large_release_rebuilds_the_pending_keys_as_new_objects_in_the_same_or
     sensors = [f"s{i}" for i in range(RELEASED_FROM)]
     for sensor in sensors:
         agg.partials.add(sensor, "t", ts, 1.0, 0.0)
-        agg.tracker.add(0, long_window, sensor, "t", agg.partials.key(sensor, "t"))  # rolled up: held as keys only
+        agg.tracker.add(0, long_window, sensor, "t")  # rolled up: held as keys only once idle
     agg.partials.add("live", "t", ts, 1.0, 900.0)
-    agg.tracker.add(0, long_window, "live", "t", agg.partials.key("live", "t"))
-    before = list(agg.tracker.pending[(0, long_window)])
+    agg.tracker.add(0, long_window, "live", "t")
+    old = agg.tracker.pending[(0, long_window)]
+    before = list(old)
     assert agg.evict_idle(now=IDLE + 1) == RELEASED_FROM
-    after = list(agg.tracker.pending[(0, long_window)])
-    assert after == before  # the same keys, in the order they became pending (closing slices take the first ones)
-    assert all(a is not b for a, b in zip(after[:-1], before[:-1]))  # made again: out of a flood's arenas
-    assert after[-1] is agg.partials.acc[("live", "t")].key  # still shared with the running values it has
+    new = agg.tracker.pending[(0, long_window)]
+    assert new is not old and new.by_sensor["s0"] is not old.by_sensor["s0"]  # made again: out of a flood's arenas
+    assert list(new) == before and len(new) == len(before)  # the same keys, in the same order
     agg.tracker.observe(0, long_window.end + 3600 * US, now=IDLE + 2)  # the watermark passes the window
     [due] = agg.tracker.due(IDLE + 2)
     assert due.window == long_window and due.keys == frozenset(before)
