@@ -28,8 +28,7 @@ class ConsumeDispatch:
 
     Single-instance mode assigns itself every partition (no group join: nothing to wait for, nothing that
     can wedge) and still commits under the group id, so lag tools work; the daemon's advisory lock keeps a
-    second such daemon away. Group mode subscribes, and a watchdog reports an assignment that never comes.
-    """
+    second such daemon away. Group mode subscribes, and a watchdog reports an assignment that never comes."""
 
     def __init__(self, cfg: KafkaConfig, client_id: str, chain: StageChain, sinks: Sequence[BatchConsumer],
                  metrics: Metrics, batch_size: int, revoke_timeout_s: float, followers: Sequence = ()):
@@ -224,9 +223,11 @@ class ConsumeDispatch:
             # whatever else is already fetched.
             first = self.consumer.poll(timeout)
             if first is None:
+                self.chain.idle(time.time())  # after a burst its sensors' state is released without a new reading
                 continue
             msgs = gather(self.consumer, first, self.batch_size, linger)
             self._handle(msgs)
+            first = msgs = None  # not kept while polling: after a burst they would hold its last batch's memory
 
     def _handle(self, msgs: list) -> None:
         raws: list = []

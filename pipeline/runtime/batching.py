@@ -253,6 +253,9 @@ class BatchingRunner:
                 records.extend(self.select(item))
                 if deadline is None:
                     deadline = time.monotonic() + interval
+            # Not kept while the queue is waited on: after a burst the last batch (its readings, tens of thousands
+            # of objects allocated among the burst's) would stay alive until the next one, keeping pymalloc's arenas.
+            item = items = None
             if pending and (len(records) >= limit or time.monotonic() >= deadline or (lone and len(pending) == 1)):
                 quiet = len(records) * QUIET_BELOW < limit
                 lone = quiet and len(pending) == 1

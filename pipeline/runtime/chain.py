@@ -48,6 +48,14 @@ class StageChain:
         self._counts = [0] * len(self.stages)
         # Stages whose decoders skip values (the decode stage's `values_skipped`, format -> count): added per batch.
         self._skipping = [s for s in self.stages if isinstance(getattr(s, "values_skipped", None), dict)]
+        # Stages with timed work to do while no message comes (`idle(now)`): the limits' release of idle sensors.
+        self._idle = [s for s in self.stages if callable(getattr(s, "idle", None))]
+
+    def idle(self, now: float) -> None:
+        """The consumer's poll returned nothing: let the stages that keep state do their timed work (in the
+        consumer thread, as everything of the chain)."""
+        for stage in self._idle:
+            stage.idle(now)
 
     def flush_counts(self) -> None:
         """Add the per-stage counts gathered since the last call to the metrics (once per batch)."""

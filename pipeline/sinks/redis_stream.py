@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from typing import Sequence
+from typing import Iterable, Iterator, Sequence
 
 import redis
 
@@ -32,6 +32,7 @@ from . import redis_wire
 
 log = logging.getLogger(__name__)
 ADDED_REMEMBERED = 100_000  # reading ids of entries added by failed writes (about 100 bytes each)
+XADD_PIECE = 2000  # stream entries encoded at a time (about 300 KB of RESP) when a batch is sent in pieces
 
 
 def latest_per_sensor(records: Sequence[Reading]) -> dict[str, list[Reading]]:
@@ -120,19 +121,28 @@ class RedisSink(BatchingSink):
 
     def _write_raw(self, records: Sequence[Reading], latest: dict[str, list[Reading]], expiring: list,
                    clock: float) -> list:
-        commands = [redis_wire.xadd_entries(self._xadd_head, records)]
+        return self._send(self._commands(records, latest, expiring, clock),
+                          len(records) + len(latest) + len(expiring) + 2)
+
+    def _commands(self, records: Sequence[Reading], latest: dict[str, list[Reading]], expiring: list,
+                  clock: float) -> Iterator[bytes]:
+        """The transaction's commands in pieces, encoded as they are sent (redis_wire.coalesced joins small ones):
+        a flood's batch of 100,000 readings was 15 MB of RESP, held three times over at once (as text, as bytes,
+        framed by MULTI/EXEC) at the RSS peak (bench/RESULTS.md)."""
+        head = self._xadd_head
+        for i in range(0, len(records), XADD_PIECE):
+            yield redis_wire.xadd_entries(head, records[i:i + XADD_PIECE])
         prefix, ttl = self.latest_prefix, self.latest_ttl
         for sensor_id, newest in latest.items():
-            commands.append(redis_wire.hset_latest(prefix + sensor_id, newest[0], [redis_wire.latest_fields(r) for r in newest]))
+            yield redis_wire.hset_latest(prefix + sensor_id, newest[0], [redis_wire.latest_fields(r) for r in newest])
         for sensor_id in expiring:
-            commands.append(redis_wire.pack(b"EXPIRE", (prefix + sensor_id).encode(), ttl))
+            yield redis_wire.pack(b"EXPIRE", (prefix + sensor_id).encode(), ttl)
         now = int(clock)
         score, key = str(now).encode(), self.sensors_key.encode()
-        commands.append(redis_wire.pack(b"ZADD", key, *(x for k in latest for x in (score, k.encode()))))
-        commands.append(redis_wire.pack(b"ZREMRANGEBYSCORE", key, b"-inf", b"(%d" % (now - self.ttl_s)))
-        return self._send(b"".join(commands), len(records) + len(latest) + len(expiring) + 2)
+        yield redis_wire.pack(b"ZADD", key, *(x for k in latest for x in (score, k.encode())))
+        yield redis_wire.pack(b"ZREMRANGEBYSCORE", key, b"-inf", b"(%d" % (now - self.ttl_s))
 
-    def _send(self, payload: bytes, commands: int) -> list:
+    def _send(self, payload: Iterable[bytes], commands: int) -> list:
         assert self.client is not None
         return redis_wire.send_transaction(self.client, payload, commands)
 

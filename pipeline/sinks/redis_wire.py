@@ -22,7 +22,8 @@ option sends pre-encoded commands and reads their replies in bulk.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from itertools import chain
+from typing import Iterable, Iterator, Sequence
 
 import hiredis
 import redis
@@ -32,6 +33,7 @@ from ..records import Reading
 
 MULTI = b"*1\r\n$5\r\nMULTI\r\n"
 EXEC = b"*1\r\n$4\r\nEXEC\r\n"
+SEND_AT_LEAST = 1 << 18  # bytes per socket write of a payload sent in pieces (coalesced)
 
 WRITTEN_FOR = {"redis": "8.1.0", "hiredis": "3.5.0"}  # the versions this module was checked against
 
@@ -106,24 +108,41 @@ def send(client: redis.Redis, payload: bytes, replies: int) -> None:
     redis-py still connects, authenticates, checks health and reconnects. A refused command is raised as
     the redis-py exception of its error code (OutOfMemoryError for OOM, ...) once every reply is read (like a
     pipeline's execute())."""
-    _exchange(client, payload, replies)
+    _exchange(client, (payload,), replies)
 
 
-def send_transaction(client: redis.Redis, payload: bytes, commands: int) -> list:
+def coalesced(parts: Iterable[bytes], at_least: int = SEND_AT_LEAST) -> Iterator[bytes]:
+    """The pieces joined into writes of at least `at_least` bytes (the last may be shorter): a small
+    transaction stays one write (one syscall), a large one is sent piece by piece as it is encoded."""
+    held: list[bytes] = []
+    size = 0
+    for part in parts:
+        held.append(part)
+        size += len(part)
+        if size >= at_least:
+            yield held[0] if len(held) == 1 else b"".join(held)
+            held, size = [], 0
+    if held:
+        yield b"".join(held)
+
+
+def send_transaction(client: redis.Redis, payload: bytes | Iterable[bytes], commands: int) -> list:
     """The commands in MULTI/EXEC: a write that the server refuses (out of memory, read-only) takes no effect
     at all, so its retry never adds a stream entry twice. A command refused when queued is raised (not the
     EXECABORT that follows it). Otherwise EXEC's replies are returned, one per command, a command that failed
-    inside EXEC (the others did take effect) as its redis-py exception."""
-    replies = _exchange(client, MULTI + payload + EXEC, commands + 2)
+    inside EXEC (the others did take effect) as its redis-py exception. `payload` may be pieces (an iterator),
+    encoded as they are sent: a large batch is then never held encoded whole."""
+    parts = (payload,) if isinstance(payload, bytes) else payload
+    replies = _exchange(client, chain((MULTI,), parts, (EXEC,)), commands + 2)
     return [redis_reply_error(str(r)) if isinstance(r, hiredis.ReplyError) else r for r in replies]
 
 
-def _exchange(client: redis.Redis, payload: bytes, replies: int):
-    """Send the payload, read `replies` replies; raise the first error reply, else return the last reply."""
+def _exchange(client: redis.Redis, parts: Iterable[bytes], replies: int):
+    """Send the payload's parts, read `replies` replies; raise the first error reply, else return the last reply."""
     pool = client.connection_pool
     conn = pool.get_connection()
     try:
-        conn.send_packed_command([payload])
+        conn.send_packed_command(coalesced(parts))
         reader = hiredis.Reader()
         sock = conn._sock
         error = last = None

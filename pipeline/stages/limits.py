@@ -225,6 +225,17 @@ class LimitFilter(RecordStage):
             self.labels = {s: lab for s, lab in self.labels.items() if s in table or s in registry}
         return gone
 
+    def idle(self, now: float) -> None:
+        """The consumer got no message (its poll timed out): release idle sensors if the sweep is due. Without it
+        a flood's sensors stayed held until the next reading came (pymalloc arenas with them, bench/RESULTS.md)."""
+        if now >= self._sweep_at:
+            self._sweep(now)
+
+    def _sweep(self, now: float) -> None:
+        if self.sweep.due(now):
+            memory.released(self.evict_idle(now), "limits")
+        self._sweep_at = self.sweep.next_at
+
     def process_batch(self, items: list, refused: Refused) -> list:
         """`process` over the batch. A message's readings share their sensor id, type, location and receive
         time: after one of them passed `process`, the next (same objects, no snapshot waiting, no sweep due)
@@ -261,10 +272,8 @@ class LimitFilter(RecordStage):
         if self._offered is not None:
             offered, self._offered = self._offered, None
             self.use(*offered)
-        if now >= self._sweep_at:  # the chain has no timer: idle sensors are released as readings pass
-            if self.sweep.due(now):
-                memory.released(self.evict_idle(now), "limits")
-            self._sweep_at = self.sweep.next_at
+        if now >= self._sweep_at:  # idle sensors are released as readings pass, or while none comes (`idle`)
+            self._sweep(now)
         reserved = reserved_reason(sensor_id, r.sensor_type)
         if reserved is not None:
             raise Invalid(reserved, f"sensor {sensor_id!r} of type {r.sensor_type!r}: ids {'/'.join(RESERVED_PREFIXES)}"

@@ -39,6 +39,8 @@ CLOSE_SLICE = 1000  # keys of due windows closed in one transaction while readin
 CLOSE_BUDGET_S = 0.05  # a call closes slices while it has spent less than this (the first one always)
 CLOSE_PAUSE = 1.0  # ... then none for this many times the time spent: closing takes at most half the thread
 AGAIN_S = 0.2  # with due windows left, the sink ticks again this soon (a quiet partition's windows close on ticks)
+# What `stage` marked pending, for `committed`: (partition, window) -> its (sensor_id, metric) keys.
+Staged = dict[tuple[int, Window], dict[tuple[str, str], None]]
 
 
 def rollup_sources(sizes: dict[str, int]) -> dict[str, str]:
@@ -131,26 +133,28 @@ class WindowAggregator:
             self.metrics.windows_pending.set(self.tracker.pending_count())
 
     # -- inside the readings' transaction ------------------------------------------------------
-    def stage(self, cur: psycopg.Cursor, records: Sequence[Reading], inserted: Sequence[tuple]) -> list[tuple]:
-        """Record the windows of newly stored readings as pending; returns them for `committed`."""
+    def stage(self, cur: psycopg.Cursor, records: Sequence[Reading], inserted: Sequence[tuple]) -> Staged:
+        """Record the windows of newly stored readings as pending; returns them for `committed`, grouped by
+        (partition, window): a reading's (sensor, metric) is one tuple shared by its windows, not a tuple per
+        window (a flood's batch of 50,000 readings held 200,000 of them and as many Windows until the commit)."""
         partition_of = {r.sensor_id: (r.source.partition if r.source is not None else -1) for r in records}
-        staged = self.tracker.not_pending(inserted, partition_of)
-        self.store.mark_pending(cur, staged)
-        return staged
+        new: Staged = self.tracker.not_pending(inserted, partition_of)
+        self.store.mark_pending(cur, ((p, w, s, m) for (p, w), keys in new.items() for s, m in keys))
+        return new
 
     # -- after the commit ----------------------------------------------------------------------
-    def committed(self, records: Sequence[Reading], inserted: Sequence[tuple], staged: Sequence[tuple]) -> None:
+    def committed(self, records: Sequence[Reading], inserted: Sequence[tuple], staged: Staged) -> None:
         """The readings are durable: move watermarks, note pending windows, publish partials, close what is due.
         Never raises: whatever fails stays pending in the database and is retried on the next batch or tick."""
         with self.lock:
             self._committed(records, inserted, staged)
 
-    def _committed(self, records: Sequence[Reading], inserted: Sequence[tuple], staged: Sequence[tuple]) -> None:
+    def _committed(self, records: Sequence[Reading], inserted: Sequence[tuple], staged: Staged) -> None:
         now = self.clock()
         tracker = self.tracker
         owns = self.ownership.owns
         # A batch that finished while its partition was being revoked: the next owner has its windows now.
-        staged = [s for s in staged if s[0] < 0 or owns(s[0])]
+        staged = {pw: keys for pw, keys in staged.items() if pw[0] < 0 or owns(pw[0])}
         records = [r for r in records if r.source is None or owns(r.source.partition)]
         touched = self._touched
         add = self.partials.add
@@ -161,11 +165,11 @@ class WindowAggregator:
                 touched[sensor_id] = {metric}
             else:
                 metrics.add(metric)
-        key = self.partials.key  # one (sensor, metric) tuple per series, shared by its pending windows
-        for partition, w, sensor_id, metric in staged:
+        for (partition, w), keys in staged.items():
             if tracker.is_closed(partition, w):
-                self.metrics.window_corrections.labels(w.period).inc()
-            tracker.add(partition, w, sensor_id, metric, key(sensor_id, metric))
+                self.metrics.window_corrections.labels(w.period).inc(len(keys))
+            for sensor_id, metric in keys:
+                tracker.add(partition, w, sensor_id, metric)
         newest: dict[int, float] = {}  # the watermark moves once per partition and batch
         for r in records:
             partition = r.source.partition if r.source is not None else -1
@@ -248,7 +252,11 @@ class WindowAggregator:
         """Release the running values of series without a reading for state_idle_s whose windows are all closed,
         but for windows that are rolled up: those stay pending as their keys alone (see `holds_state`)."""
         with self.lock:
-            return self.partials.evict_idle(now - self.idle_s, self.tracker.pending_series(self.holds_state))
+            gone = self.partials.evict_idle(now - self.idle_s, self.tracker.pending_series(self.holds_state))
+            if gone >= memory.RELEASED_FROM:  # what a flood left pending, moved out of its arenas (tracker.rebuild)
+                self.tracker.rebuild()
+                self.from_readings = {Window(*w) for w in self.from_readings}
+            return gone
 
     def holds_state(self, window: Window) -> bool:
         """Whether a pending window keeps its series' running values once the series is idle. A window rolled up
@@ -279,15 +287,21 @@ class WindowAggregator:
         # A window closed whole (every partition's keys of it in this slice) is computed in one pass over its time.
         sliced = {(d.partition, d.window) for d in due if not d.left}
         partial = {w for (p, w) in self.tracker.pending if (p, w) not in sliced}
-        entries = self.store.close([(window, *self.close_statement(window, sorted(keys), window not in partial))
-                                    for window, keys in groups.items()])
+        closed = self.store.close([(window, *self.close_statement(window, sorted(keys), window not in partial))
+                                   for window, keys in groups.items()])
         for d in due:
             self.tracker.remove(d)
         self.from_readings.difference_update(w for w in groups if w not in partial)
-        for window, _row in entries:
-            self.metrics.windows_closed.labels(window.period).inc()
-        if entries:
-            log.debug("event=windows_closed windows=%d rows=%d", len(groups), len(entries))
+        rows = 0
+        for window, n in closed:
+            if n:
+                self.metrics.windows_closed.labels(window.period).inc(n)
+            rows += n
+        if rows:
+            log.debug("event=windows_closed windows=%d rows=%d", len(groups), rows)
+        # A large closing (a flood's windows, a fleet's minute) held its rows and commands only for this call: a trim
+        # follows, else the last one ran before it and its memory stayed in the C allocator's heaps.
+        memory.released(rows, "windows_closed")
 
     def close_statement(self, window: Window, pairs: list[tuple[str, str]], whole: bool = True) -> tuple[str, dict]:
         """The statement that closes these keys of a window: rolled up from a shorter period's rows, unless the

@@ -145,15 +145,17 @@ src AS (
      WHERE s.count > 0)""" + _UPSERT
 
 
-def run_closing(cur: psycopg.Cursor, sql: str, params: dict) -> list[tuple]:
-    """Run one closing statement (close_statement's) in the caller's transaction; returns its rows."""
+def run_closing(cur: psycopg.Cursor, sql: str, params: dict, settings: psycopg.Cursor | None = None) -> list[tuple]:
+    """Run one closing statement (close_statement's) in the caller's transaction; returns its rows, or with
+    `settings` (another cursor of the connection, for the planner setting) leaves them in `cur` to be fetched."""
     many = len(params["sensors"]) >= BY_TIME_FROM_KEYS and SLICE not in sql
+    setter = settings or cur
     if many:
-        cur.execute(NESTED_LOOPS_OFF)
+        setter.execute(NESTED_LOOPS_OFF)
     cur.execute(sql, params)
-    rows = cur.fetchall()
+    rows = cur.fetchall() if settings is None else []
     if many:  # not in a finally: after an error the transaction is rolled back, and the setting with it
-        cur.execute(NESTED_LOOPS_BACK)
+        setter.execute(NESTED_LOOPS_BACK)
     return rows
 
 
@@ -185,32 +187,44 @@ class WindowStore:
         return pending, seeds
 
     @staticmethod
-    def mark_pending(cur: psycopg.Cursor, keys: Sequence[tuple[int, Window, str, str]]) -> None:
+    def mark_pending(cur: psycopg.Cursor, keys: Iterable[tuple[int, Window, str, str]]) -> None:
         """In the readings' transaction: the (partition, window, sensor_id, metric) pending now, one statement."""
-        if not keys:
-            return
         windows: dict[Window, int] = {}
         series: dict[tuple, int] = {}
         window_nos, series_nos = [], []
         for partition, window, sensor_id, metric in keys:
             window_nos.append(windows.setdefault(window, len(windows) + 1))
             series_nos.append(series.setdefault((sensor_id, metric, partition), len(series) + 1))
+        if not windows:
+            return
         periods, starts, ends = zip(*((w.period, from_us(w.start), from_us(w.end)) for w in windows))
         cur.execute(INSERT_PENDING, [window_nos, series_nos, list(periods), list(starts), list(ends),
                                      *map(list, zip(*series))])
 
-    def close(self, statements: Sequence[tuple[Window, str, dict]]) -> list[tuple[Window, tuple]]:
+    def close(self, statements: Sequence[tuple[Window, str, dict]]) -> list[tuple[Window, int]]:
         """Run the closing statements in one transaction; the closed rows go to the stream before the commit
-        (a crash in between leaves them pending and published again after restart: at-least-once)."""
+        (a crash in between leaves them pending and published again after restart: at-least-once). Returns how
+        many rows each window closed. Every statement runs first, each into a cursor of its own; the rows are
+        then made into Python objects and published CLOSED_CHUNK at a time: a flood's 150,000 closed rows, held
+        all at once, took pymalloc 30 arenas higher, and what outlived them kept those (bench/RESULTS.md)."""
         assert self.pool is not None
-        entries: list[tuple[Window, tuple]] = []
+        closed: list[tuple[Window, int]] = []
         with self.pool.connection() as conn:
             with conn.transaction():
-                with conn.cursor() as cur:
+                results = []
+                with conn.cursor() as settings:
                     for window, sql, params in statements:
-                        entries.extend((window, row) for row in run_closing(cur, sql, params))
-                self.publish_closed(entries)
-        return entries
+                        cur = conn.cursor()
+                        results.append((window, cur))
+                        run_closing(cur, sql, params, settings)
+                for window, cur in results:
+                    n = 0
+                    with cur:
+                        while rows := cur.fetchmany(CLOSED_CHUNK):
+                            self.publish_closed([(window, row) for row in rows])
+                            n += len(rows)
+                    closed.append((window, n))
+        return closed
 
     def publish_partials(self, fields_by_sensor: Iterable[tuple[str, list]], now: float) -> None:
         """HSET each sensor's running values ((sensor, [field, JSON, field, JSON ...]), Partials.encoded), as

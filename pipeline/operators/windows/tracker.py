@@ -14,11 +14,12 @@ import math
 import re
 import sys
 from array import array
-from itertools import islice
 from datetime import datetime, timedelta
 from typing import Iterable, NamedTuple
 
 from orjson import dumps
+
+from .keys import PendingKeys
 
 
 US = 1_000_000
@@ -72,29 +73,35 @@ class WindowTracker:
         self.idle_close_s = idle_close_s
         self.max_event: dict[int, int] = {}  # partition -> highest event time seen (µs)
         self.last_activity: dict[int, float] = {}  # partition -> wall clock of its last reading
-        # (partition, window) -> its pending (sensor, metric) keys, as a dict's keys: a set's table is kept at most 60 %
-        # full and grows fourfold, a dict's entries are dense (about 30 bytes a key against 50 to 100).
-        self.pending: dict[tuple[int, Window], dict[tuple[str, str], None]] = {}
+        # (partition, window) -> its pending (sensor, metric) keys, per sensor (keys.py: no object per series).
+        self.pending: dict[tuple[int, Window], PendingKeys] = {}
         # Every period is a multiple of this: two event times in the same step fall in the same windows.
         self.step = math.gcd(*self.sizes.values()) or 1
 
-    def not_pending(self, rows: Iterable[tuple], partition_of: dict[str, int]) -> list[tuple]:
-        """(partition, window, sensor_id, metric) of each window of the rows (sensor_id, metric, value, ts µs)
-        not already pending, in order, once each. A batch's readings fall in a handful of windows, so each
-        (partition, step) is resolved to its windows and their pending keys once, not per reading and period."""
+    def not_pending(self, rows: Iterable[tuple], partition_of: dict[str, int]) -> dict[tuple, dict]:
+        """(partition, window) -> the (sensor_id, metric) keys of the rows (sensor_id, metric, value, ts µs) not
+        already pending in that window, in order, once each; a reading's key is one tuple shared by its windows.
+        A batch's readings fall in a handful of windows, so each (partition, step) is resolved to its windows and
+        their pending keys once, not per reading and period."""
         pending, step, windows = self.pending, self.step, self.windows
         slots: dict[tuple[int, int], list] = {}
-        new: dict[tuple, None] = {}
+        new: dict[tuple, dict] = {}
         for sensor_id, metric, _value, ts in rows:
             partition = partition_of.get(sensor_id, -1)
             slot = slots.get((partition, ts - ts % step))
             if slot is None:
-                slot = slots[(partition, ts - ts % step)] = [(w, pending.get((partition, w))) for w in windows(ts)]
-            series = (sensor_id, metric)
-            for w, keys in slot:
-                if keys is None or series not in keys:
-                    new[(partition, w, sensor_id, metric)] = None
-        return list(new)
+                slot = slots[(partition, ts - ts % step)] = []
+                for w in windows(ts):
+                    held = pending.get((partition, w))
+                    slot.append((held.by_sensor if held is not None else None, new.setdefault((partition, w), {})))
+            key = None
+            for held, staged in slot:
+                metrics = None if held is None else held.get(sensor_id)
+                if metrics is None or metric not in metrics:
+                    if key is None:
+                        key = (sensor_id, metric)
+                    staged[key] = None
+        return {pw: keys for pw, keys in new.items() if keys}
 
     def windows(self, ts: int) -> list[Window]:
         """The window of each period that an event time (µs) falls in."""
@@ -122,20 +129,22 @@ class WindowTracker:
     def is_pending(self, partition: int, window: Window, sensor_id: str, metric: str) -> bool:
         """True if the window is already recorded as holding unfolded readings of that sensor and metric."""
         keys = self.pending.get((partition, window))
-        return keys is not None and (sensor_id, metric) in keys
+        if keys is None:
+            return False
+        metrics = keys.by_sensor.get(sensor_id)
+        return metrics is not None and metric in metrics
 
     def is_closed(self, partition: int, window: Window) -> bool:
         """True if the watermark already passed the window: a reading for it is a late correction."""
         wm = self.watermark(partition)
         return wm is not None and wm >= window.end
 
-    def add(self, partition: int, window: Window, sensor_id: str, metric: str, key: tuple[str, str] | None = None) -> None:
-        """The window now holds readings of (sensor, metric) not folded into its row (pending durably too);
-        `key`: that pair as a tuple already held elsewhere (one object per series instead of one per window)."""
+    def add(self, partition: int, window: Window, sensor_id: str, metric: str) -> None:
+        """The window now holds readings of (sensor, metric) not folded into its row (pending durably too)."""
         keys = self.pending.get((partition, window))
         if keys is None:
-            keys = self.pending[(partition, window)] = {}
-        keys[key or (sensor_id, metric)] = None
+            keys = self.pending[(partition, window)] = PendingKeys()
+        keys.add(sensor_id, metric)
 
     def load(self, partition: int, window: Window, sensor_id: str, metric: str, now: float) -> None:
         """A pending window found at start-up; its partition counts as active from `now`."""
@@ -144,8 +153,8 @@ class WindowTracker:
 
     def due(self, now: float, limit: int | None = None, owned=None) -> list[Due]:
         """Pending windows whose end the watermark passed (or the wall clock, on an idle partition), in closing
-        order, with at most `limit` keys in all: the first keys of a window (in the order they became pending)
-        when the rest do not fit; `Due.left` says how many of its keys stay pending. `owned(partition)`: only
+        order, with at most `limit` keys in all: the first keys of a window (sensor by sensor, in the order the
+        sensors became pending) when the rest do not fit; `Due.left` says how many of its keys stay pending. `owned(partition)`: only
         windows of the partitions for which it holds."""
         wall = round(now * US) - self.grace
         ready = []
@@ -164,10 +173,7 @@ class WindowTracker:
             if room <= 0:
                 break
             keys = self.pending[(partition, window)]
-            if len(keys) <= room:
-                taken = frozenset(keys)
-            else:
-                taken = frozenset(islice(keys, int(room)))
+            taken = keys.first(int(min(room, len(keys))))
             room -= len(taken)
             out.append(Due(partition, window, taken, len(keys) - len(taken)))
         return out
@@ -177,10 +183,16 @@ class WindowTracker:
         keys = self.pending.get((due.partition, due.window))
         if keys is None:
             return
-        for key in due.keys:
-            keys.pop(key, None)
+        for sensor_id, metric in due.keys:
+            keys.discard(sensor_id, metric)
         if not keys:
             del self.pending[(due.partition, due.window)]
+
+    def rebuild(self) -> None:
+        """Hold every pending window's keys in new containers, in the same order. Called after a large release:
+        containers made during a flood (a day's window keeps them until midnight) sit in pymalloc arenas among
+        the flood's freed objects, and an arena goes back to the system only once wholly empty (bench/RESULTS.md)."""
+        self.pending = {(partition, Window(*window)): keys.copy() for (partition, window), keys in self.pending.items()}
 
     def reset_pending(self) -> None:
         """Forget every pending window (before they are loaded again from the database)."""
@@ -205,7 +217,7 @@ class WindowTracker:
 
     def pending_count(self) -> int:
         """How many (window, sensor, metric) entries wait to be closed."""
-        return sum(len(k) for k in self.pending.values())
+        return sum(k.count for k in self.pending.values())
 
 
 # Running sums are kept times 2**-64: exact for every double above 1e-289 (a power of two only moves the
@@ -234,7 +246,7 @@ class Partials:
     One array of doubles per series, [wall clock of its latest reading, then per period: start (µs, exact
     below 2**53; -inf: no window yet), count, total, min, max], mutated in place, with the series' key beside
     it: 8 bytes a number instead of a float object and a pointer (limits.state_idle_s, memory per series in
-    README). The key tuple is shared with the series' pending windows (`key`)."""
+    README)."""
 
     def __init__(self, tracker: WindowTracker):
         self.tracker = tracker
@@ -253,11 +265,6 @@ class Partials:
             p = self.acc[key] = _Running("d", [now] + [-math.inf, 0.0, 0.0, 0.0, 0.0] * len(self.tracker.sizes))
             p.key = key
         return p
-
-    def key(self, sensor_id: str, metric: str) -> tuple[str, str]:
-        """The (sensor, metric) tuple this series is held under (a new one if it has no running values)."""
-        p = self.acc.get((sensor_id, metric))
-        return p.key if p is not None else (sensor_id, metric)
 
     def add(self, sensor_id: str, metric: str, ts: int, value: float, now: float = 0.0) -> None:
         """Fold one newly stored reading (stored at wall clock `now`) into the running values of its windows."""

@@ -126,12 +126,22 @@ def run(args: argparse.Namespace) -> dict:
     ensure_topics(kafka, [kafka.topics.raw, *dead_letter_topics(kafka).values()])
     series = args.sensors * args.metrics
     log_path = workdir / "daemon.log"
-    argv = [sys.executable] + (["-m", "pipeline.tools.bench.traced_daemon"] if args.trace else [str(ROOT / "realtime_pipeline.py")])
+    wrapper = ("pipeline.tools.bench.traced_daemon" if args.trace else
+               "pipeline.tools.bench.mallocstats_daemon" if args.mallocstats else None)
+    argv = [sys.executable] + (["-m", wrapper] if wrapper else [str(ROOT / "realtime_pipeline.py")])
     env = daemon_env()
     trace_file = workdir / "peak.tracemalloc"
     env.update(item.partition("=")[::2] for item in args.env)
     if args.trace:
         env["PIPELINE_TRACEMALLOC_OUT"] = str(trace_file)
+    stats_file = workdir / "mallocstats"
+    if args.mallocstats:
+        env["PIPELINE_MALLOCSTATS_OUT"] = str(stats_file)
+
+    def allocator_stats() -> None:  # --mallocstats: the daemon appends them to stats_file (mallocstats_daemon.py)
+        if args.mallocstats and not args.trace:
+            proc.send_signal(signal.SIGUSR2)
+            time.sleep(1.0)
     proc = subprocess.Popen(argv + ["--config", str(config_path)], stdout=open(log_path, "wb"),
                             stderr=subprocess.STDOUT, cwd=ROOT, env=env)
     out: dict = {"sensors": args.sensors, "metrics": args.metrics, "series": series, "rounds": args.rounds,
@@ -141,6 +151,7 @@ def run(args: argparse.Namespace) -> dict:
             wait_ready(proc, log_path)
             follow(proc.pid, args.settle_s)
             before = rss_mb(proc.pid)
+            allocator_stats()
             if args.trace:
                 proc.send_signal(signal.SIGUSR2)
                 wait_file(trace_file.with_suffix(".base"))
@@ -157,6 +168,7 @@ def run(args: argparse.Namespace) -> dict:
                 proc.send_signal(signal.SIGUSR2)
                 wait_file(trace_file)
             peak = max(samples)
+            allocator_stats()
             # Released: windows close idle_close_s after the partition fell silent, every owner's sweep runs
             # between state_idle_s and 1.1 times that (runtime/idle.py) after the last reading, on its tick.
             waited = follow(proc.pid, 1.1 * args.idle_s + settings.config.aggregation.idle_close_s)
@@ -168,6 +180,7 @@ def run(args: argparse.Namespace) -> dict:
             out["closing_outlasted_s"] = round(time.monotonic() - t1, 1)
             waited += follow(proc.pid, (0.1 * args.idle_s if out["closing_outlasted_s"] > 0 else 0) + args.settle_s)
             after = rss_mb(proc.pid)
+            allocator_stats()
             if args.trace:
                 proc.send_signal(signal.SIGUSR2)
                 wait_file(trace_file.with_suffix(".2"))
@@ -184,6 +197,8 @@ def run(args: argparse.Namespace) -> dict:
                 "GROUP BY period").fetchall())
     finally:
         proc.terminate()
+        if stats_file.exists():  # before, at the peak, after the release
+            out["allocator"] = stats_file.read_text().splitlines()
         if not args.keep and not args.trace:
             shutil.rmtree(workdir, ignore_errors=True)
         try:
@@ -232,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                    help="environment of the daemon, e.g. MALLOC_ARENA_MAX=2")
     p.add_argument("--trace", action="store_true", help="tracemalloc in the daemon: where the peak's memory is held")
+    p.add_argument("--mallocstats", action="store_true",
+                   help="pymalloc's arenas and the process's memory before, at the peak and after (no tracemalloc)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--keep", action="store_true")
     args = p.parse_args(argv)

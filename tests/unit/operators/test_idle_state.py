@@ -13,6 +13,8 @@ from pipeline.operators.windows.aggregator import WindowAggregator
 from pipeline.operators.windows.tracker import US, Window
 from pipeline.records import Invalid, Reading
 from pipeline.runtime.idle import IdleSweep
+from pipeline.runtime import memory
+from pipeline.runtime.memory import RELEASED_FROM
 
 IDLE = 1000.0
 T0 = 1_760_000_000.0
@@ -70,6 +72,17 @@ def test_limit_filter_releases_idle_sensors_as_readings_pass():
     # Received IDLE + 200 s later: "once" has been silent for longer than state_idle_s.
     f.process(reading("other", 1.0, T0, received_at=T0 + IDLE + 200))  # admitted: the sweep released "once" first
     assert len(f.registry) == 1 and f.registry.metrics_of("other") == ("temperature",)
+
+
+def test_limit_filter_releases_idle_sensors_while_no_reading_comes():
+    f = LimitFilter(max_sensors=10, max_metrics_per_sensor=5, state_idle_s=IDLE)
+    assert f.process(reading("flood", 1.0, T0, received_at=T0))
+    f.idle(T0 + IDLE - 1)  # not idle for long enough yet
+    assert len(f.registry) == 1
+    f.idle(T0 + IDLE + 200)  # the consumer's poll came back empty: the sweep runs without a reading
+    assert len(f.registry) == 0 and "flood" not in f.labels
+    f.idle(T0 + IDLE + 201)  # and not again before its next turn
+    assert f._sweep_at > T0 + IDLE + 201  # noqa: SLF001
 
 
 def test_open_mode_labels_of_released_sensors_go_with_them_and_the_tables_stay():
@@ -236,3 +249,27 @@ def test_a_threshold_only_series_keeps_a_clock_alone_until_a_reload_gives_it_a_d
     out = ev.evaluate([reading("h", 20.0, T0 + 10 + i, "humidity") for i in range(3)], now=6.0)
     assert [(t.event, t.alert.type) for t in out] == [("opened", "stuck")]  # the run counts from the reload
     assert ev.series[("h", "humidity")][RUN_N] == 3
+
+
+def test_a_large_release_rebuilds_the_pending_keys_in_new_containers_in_the_same_order(monkeypatch):
+    monkeypatch.setattr(memory, "released", lambda count, owner: None)  # no trim timer left for other tests
+    now = [0.0]
+    agg = aggregator(now)
+    ts = round(T0 * US)
+    five = 300 * US
+    long_window = Window("5m", ts - ts % five, ts - ts % five + five)
+    sensors = [f"s{i}" for i in range(RELEASED_FROM)]
+    for sensor in sensors:
+        agg.partials.add(sensor, "t", ts, 1.0, 0.0)
+        agg.tracker.add(0, long_window, sensor, "t")  # rolled up: held as keys only once idle
+    agg.partials.add("live", "t", ts, 1.0, 900.0)
+    agg.tracker.add(0, long_window, "live", "t")
+    old = agg.tracker.pending[(0, long_window)]
+    before = list(old)
+    assert agg.evict_idle(now=IDLE + 1) == RELEASED_FROM
+    new = agg.tracker.pending[(0, long_window)]
+    assert new is not old and new.by_sensor["s0"] is not old.by_sensor["s0"]  # made again: out of a flood's arenas
+    assert list(new) == before and len(new) == len(before)  # the same keys, in the same order
+    agg.tracker.observe(0, long_window.end + 3600 * US, now=IDLE + 2)  # the watermark passes the window
+    [due] = agg.tracker.due(IDLE + 2)
+    assert due.window == long_window and due.keys == frozenset(before)

@@ -209,3 +209,17 @@ def test_a_refused_record_without_a_source_is_still_a_letter_and_in_a_batch_of_o
     assert (one.source.offset, one.reason) == (1, "bare")
     letters = ch.run_batch([msg("x", 1), msg("y", 2)])[1]
     assert [(d.source.mqtt_topic, d.error) for d in letters] == [("", "2 records refused; -: bare: x; -: bare: y")]
+
+
+def test_idle_reaches_the_stages_with_timed_work_only():
+    class Timed(Split):
+        name = "timed"
+        seen: list = []
+
+        def idle(self, now: float) -> None:
+            self.seen.append(now)
+
+    timed = Timed()
+    c = StageChain([Split(), timed], Metrics(CollectorRegistry()))
+    c.idle(12.5)
+    assert timed.seen == [12.5]

@@ -13,7 +13,7 @@ def commands_written(records) -> tuple[list[list[bytes]], int]:
     sink = RedisSink(cfg.redis, Secret(""), settings=cfg.sinks.redis, retry=cfg.retry, clock=lambda: 1_760_000_100.7,
                      metrics=Metrics(CollectorRegistry()), queue_max_batches=1)
     sent = []
-    sink._send = lambda payload, replies: sent.append((payload, replies)) or []  # noqa: SLF001 - no Redis here
+    sink._send = lambda payload, replies: sent.append((b"".join(payload), replies)) or []  # noqa: SLF001 - no Redis here
     sink.write(records)
     [(payload, replies)] = sent
     # A server reads commands as arrays of bulk strings: so does hiredis.
@@ -45,3 +45,27 @@ def test_stream_entries_latest_values_and_sensor_set():
     # The sensor index: last write time per id, and ids silent longer than state_idle_s trimmed.
     assert cmds[7] == [b"ZADD", "pré:sensors".encode(), b"1760000100", b"hall-1", b"1760000100", b"b"]
     assert cmds[8] == [b"ZREMRANGEBYSCORE", "pré:sensors".encode(), b"-inf", b"(1759913700"]
+
+
+def test_a_large_batch_is_sent_in_pieces_with_the_same_commands():
+    from pipeline.sinks import redis_stream, redis_wire
+
+    records = [Reading(f"s{i % 7}", "thermo", None, f"m{i % 50}", i / 3, 1_760_000_000.0 + i, 1_760_000_000.5 + i)
+               for i in range(3 * redis_stream.XADD_PIECE + 5)]
+    cfg = parse({"redis": {"stream_maxlen": 500}}, {})
+    sink = RedisSink(cfg.redis, Secret(""), settings=cfg.sinks.redis, retry=cfg.retry, clock=lambda: 1_760_000_100.7,
+                     metrics=Metrics(CollectorRegistry()), queue_max_batches=1)
+    pieces = list(sink._commands(records, redis_stream.latest_per_sensor(records), [], 1_760_000_100.7))  # noqa: SLF001
+    assert len(pieces) > 4  # encoded piece by piece, never as one buffer
+    assert pieces[0] == redis_wire.xadd_entries(sink._xadd_head, records[:redis_stream.XADD_PIECE])  # noqa: SLF001
+    assert b"".join(pieces).startswith(redis_wire.xadd_entries(sink._xadd_head, records))  # noqa: SLF001
+    cmds, replies = commands_written(records)
+    assert replies == len(cmds) == len(records) + 7 + 7 + 2
+
+
+def test_pieces_are_coalesced_into_writes_of_a_minimum_size():
+    from pipeline.sinks.redis_wire import coalesced
+
+    assert list(coalesced([b"ab", b"c", b"def", b"g"], at_least=3)) == [b"abc", b"def", b"g"]
+    assert list(coalesced([b"abcd"], at_least=3)) == [b"abcd"]
+    assert list(coalesced([], at_least=3)) == []

@@ -89,15 +89,15 @@ class FakeStore:
 
     def close(self, statements):
         self.transactions += 1
-        out = []
+        out = []  # (window, rows it closed), as WindowStore.close returns
         for window, _sql, params in statements:
+            out.append((window, len(params["sensors"])))
             for sensor_id, metric in zip(params["sensors"], params["metrics"]):
                 values = [v for s, m, ts, v in self.readings if s == sensor_id and m == metric
                           and window.start <= ts < window.end]
                 key = (sensor_id, metric, window.period, window.start)
                 assert key not in self.rows, f"closed twice: {key}"
                 self.rows[key] = (len(values), min(values), max(values))
-                out.append((window, key))
         return out
 
 
