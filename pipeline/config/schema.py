@@ -116,7 +116,8 @@ class ProcessingConfig(Section):
     batch_size: Annotated[int, msgspec.Meta(ge=1, le=100000)] = 1000
     # How often timed work runs (alert evaluation, window closing on idle partitions).
     interval_s: PositiveFloat = 5.0
-    # Bounded hand-off queues between threads, in batches.
+    # Bounded hand-off queues to each sink: this many of the sink's own full writes (x its batch_size records),
+    # however the consumer cut its batches; while a store refuses, this many batches (runtime/record_queue.py).
     queue_max_batches: Annotated[int, msgspec.Meta(ge=1, le=10000)] = 16
     shutdown_timeout_s: PositiveFloat = 20.0
     # Payload formats by name (pipeline/registry/formats.py), in the order their topic patterns are tried: the

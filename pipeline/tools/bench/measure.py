@@ -170,8 +170,8 @@ class ServiceCpu:
     def begin(self, sample_s: float = 5.0) -> None:
         self.t0 = time.time()
         self.start = {name: self._cpu(pid) for name, pid in self.pids.items()}
-        # The development broker's CPU grows with what it holds at a constant rate (bench/RESULTS.md, 2026-12-07
-        # 22:40): each level records the Kafka broker's cores per `sample_s`, so a level it distorts says so.
+        # The development broker's CPU grows with what it holds at a constant rate (bench/RESULTS.md, "The medium-rate
+        # tail", 2026-12-07): each level records the Kafka broker's cores per `sample_s`, so a level it distorts says so.
         self.kafka_over_time: list[tuple[float, float]] = []
         self._stop = threading.Event()
         threading.Thread(target=self._sample, args=(sample_s,), daemon=True).start()
