@@ -7,9 +7,12 @@ configured counters; every `report_interval_s` the growth seen since the previou
 `mqtt_dropped` of sensor `broker:<host>`, handed to the sinks like the log counts, so the threshold in
 `thresholds.mqtt_dropped` opens an alert when drops grow and resolves it after reports without growth.
 
-The counters last seen are kept in Redis (`broker_stats:<sensor id>`, under redis.key_prefix), so drops while
+The counters last reported are kept in Redis (`broker_stats:<sensor id>`, under redis.key_prefix), so drops while
 the daemon itself was down (a restart is when a persistent session's queue overflows) count as growth at the
-next start instead of disappearing into a new baseline.
+next start instead of disappearing into a new baseline. A value is kept only once the reading holding its growth
+is stored by every durable sink (the injected batch is done): a daemon killed between seeing drops and storing
+them counts them again at its next start (at least once, as for consumed readings), instead of the alert never
+opening because the baseline already held them.
 
 Mosquitto republishes a counter only when it changed, and its retained copy expires 60 s after that: a daemon
 that (re)starts more than a minute after the last drop never receives the counter. So it also watches the
@@ -32,6 +35,7 @@ import logging
 import math
 import threading
 import time
+from functools import partial
 from typing import Callable
 
 from ..agents.publisher import MqttPublisher
@@ -195,6 +199,12 @@ class BrokerStats:
         self.tracker = DropTracker(memory.load() if memory is not None else None, cfg.broker_stats.recent_rate_window_s,
                                    memory.load_rate() if memory is not None else None)
         self._lock = threading.Lock()  # the paho thread observes, the report loop takes
+        # What the broker said since the last report (topic -> counter; the rate and when): kept in `memory` once the
+        # report covering it is stored (`_keep`), not when received. A rate received while every growth seen is
+        # kept is kept at once (it stands for drops an earlier run counted, at the next start).
+        self._unsaved: dict[str, int] = {}
+        self._unsaved_rate: tuple[float, float] | None = None
+        self._reporting = False  # a report taken and not yet kept
         # Exported at 0 from the start, so the first drops are an increase (a series born at N shows none to
         # increase() and rate()). A filter with wildcards has no topic yet: its series come with the counters.
         for topic in (*self.topics, self.rate_topic):
@@ -219,6 +229,8 @@ class BrokerStats:
                 with self._lock:
                     self.tracker.observe_rate(rate, now, live)
                     keep = live or self.tracker.rate_live is None  # a retained copy only until a live value came
+                    if keep and (self._unsaved or self._reporting):
+                        self._unsaved_rate, keep = (rate, now), False
                 if keep and self.memory is not None:
                     self.memory.save_rate(rate, now)
                 self.metrics.broker_drop_rate.set(rate)
@@ -229,27 +241,40 @@ class BrokerStats:
             return
         with self._lock:
             grew = self.tracker.observe(msg.topic, value, self.clock())
+            self._unsaved[msg.topic] = value
         self.metrics.broker_dropped.labels(msg.topic).set(value)
-        if self.memory is not None:
-            self.memory.save(msg.topic, value)
         if grew:
             self.metrics.broker_drops_seen.labels(msg.topic).inc(grew)
             log.warning("event=mqtt_broker_dropped topic=%s dropped=%d total=%d note=see_max_queued_messages",
                         msg.topic, grew, value)
 
-    def report(self) -> Reading | None:
-        """The reading for the interval just ended (growth, often 0), None while nothing is known."""
+    def report(self) -> tuple[Reading | None, Callable[[], None]]:
+        """The reading for the interval just ended (growth, often 0; None while nothing is known), and what keeps
+        the counters it covers as the next start's baseline: to call once the reading is stored."""
         with self._lock:
             estimated = self.tracker.estimate(self.clock())
             grew = self.tracker.take()
+            counters, rate = self._unsaved, self._unsaved_rate
+            self._unsaved, self._unsaved_rate, self._reporting = {}, None, True
+        keep = partial(self._keep, counters, rate)
         if estimated:
             self.metrics.broker_drops_seen.labels(self.rate_topic).inc(estimated)
             log.warning("event=mqtt_broker_dropped topic=%s dropped=%d estimated=true note=counter_not_received_"
                         "see_max_queued_messages", self.rate_topic, estimated)
         if grew is None or not self.link.connected.is_set():
-            return None
+            # Nothing to store: the values are the baseline as they are (with no growth reported, none is lost).
+            return None, keep
         now = self.clock()
-        return Reading(self.sensor_id, SENSOR_TYPE, None, METRIC, float(grew), now, now)
+        return Reading(self.sensor_id, SENSOR_TYPE, None, METRIC, float(grew), now, now), keep
+
+    def _keep(self, counters: dict[str, int], rate: tuple[float, float] | None) -> None:
+        if self.memory is not None:
+            for topic, value in counters.items():
+                self.memory.save(topic, value)
+            if rate is not None:
+                self.memory.save_rate(*rate)
+        with self._lock:
+            self._reporting = False
 
     def status(self) -> dict:
         """For the dashboard: the broker's counters and what this daemon saw grow."""
@@ -263,9 +288,18 @@ class BrokerStats:
         self.link.start()
         try:
             while not stop.wait(self.interval_s):
-                reading = self.report()
-                if reading is not None:
-                    self.inject([reading])
+                reading, keep = self.report()
+                if reading is None:
+                    keep()
+                    continue
+                batch = self.inject([reading])
+                # Until every durable sink holds the reading (a store refusing writes holds it up; the growth of
+                # the intervals meanwhile waits in the tracker for the next report).
+                while batch is not None and not batch.done.wait(0.5):
+                    if stop.is_set():
+                        return  # not kept: the next start counts these drops again
+                if batch is not None:
+                    keep()
         finally:
             self.link.client.disconnect()
             self.link.client.loop_stop()

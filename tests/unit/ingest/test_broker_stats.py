@@ -183,3 +183,79 @@ def test_the_drop_counters_of_named_topics_are_exported_at_zero_before_any_drop(
     assert metrics.registry.get_sample_value(seen, {"topic": topics[0]}) == 0
     assert metrics.registry.get_sample_value(seen, {"topic": base.broker_stats.recent_rate_topic}) == 0
     assert metrics.registry.get_sample_value(seen, {"topic": topics[1]}) is None  # a filter, not a topic
+
+
+class RememberedCounters:
+    """A CounterMemory as the next start would read it."""
+
+    def __init__(self, baseline: dict):
+        self.counters, self.rate = dict(baseline), None
+
+    def load(self):
+        return dict(self.counters)
+
+    def load_rate(self):
+        return self.rate
+
+    def save(self, topic, value):
+        self.counters[topic] = value
+
+    def save_rate(self, per_min, at):
+        self.rate = (per_min, at)
+
+
+@pytest.mark.parametrize("stored", [True, False])
+def test_drops_become_the_next_starts_baseline_only_once_their_reading_is_stored(stored):
+    """A daemon killed between seeing drops and every sink storing their reading (the alert sink held up behind a
+    backlog or a refusing PostgreSQL) must count them again when it starts: with the baseline saved on receipt,
+    the restarted daemon saw no growth and the drop alert never opened."""
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    import msgspec
+    from prometheus_client import CollectorRegistry
+
+    from pipeline.config import Secret
+    from pipeline.ingest.broker_stats import BrokerStats
+    from pipeline.observability.metrics import Metrics
+    from pipeline.runtime.batch import Batch
+
+    base = MqttConfig()
+    cfg = msgspec.structs.replace(base, broker_stats=msgspec.structs.replace(base.broker_stats, report_interval_s=0.05))
+    memory = RememberedCounters({COUNTER: 100})
+    batches: list[Batch] = []
+
+    def inject(readings):
+        batches.append(Batch(readings, [], {}, 1))  # one durable sink, which has not stored it yet
+        return batches[-1]
+
+    stats = BrokerStats(cfg, Secret(""), Metrics(CollectorRegistry()), inject, memory=memory)
+    stats.link.start = lambda: None  # no network: the broker's messages are handed in below
+    stats.link.connected.set()
+    stats._on_message(None, None, SimpleNamespace(topic=COUNTER, payload=b"1600", retain=False))
+    stop = threading.Event()
+    loop = threading.Thread(target=stats.run, args=(stop,))
+    loop.start()
+    try:
+        deadline = time.monotonic() + 5
+        while not batches and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert batches and batches[0].readings[0].value == 1500.0
+        time.sleep(0.2)  # several intervals: the loop waits for the sink, it does not report again
+        assert len(batches) == 1 and memory.load() == {COUNTER: 100}
+        if stored:
+            batches[0].sink_done()
+            while memory.load() != {COUNTER: 1600} and time.monotonic() < deadline:
+                time.sleep(0.01)
+    finally:
+        stop.set()  # the "crash": stopping before the sink stored the reading
+        loop.join(5)
+    assert not loop.is_alive()
+    restarted = DropTracker(memory.load())
+    if stored:
+        assert memory.load() == {COUNTER: 1600}
+        assert restarted.observe(COUNTER, 1600, 9.0) == 0  # reported once, not again
+    else:
+        assert memory.load() == {COUNTER: 100}
+        assert restarted.observe(COUNTER, 1600, 9.0) == 1500  # the next start reports them (at least once)
