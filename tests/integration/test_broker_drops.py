@@ -175,3 +175,52 @@ def test_a_restarted_daemon_counts_only_drops_no_earlier_run_counted(env, tmp_pa
     finally:
         broker.terminate()
         broker.wait(10)
+
+
+@pytest.mark.faults  # a daemon killed with kill -9 while PostgreSQL refuses writes, then started again
+def test_drops_seen_but_not_stored_before_a_kill_are_counted_again_at_the_next_start(env, tmp_path):
+    # PostgreSQL refuses writes, so the drop reading cannot be stored (the PostgreSQL and alert sinks hold it);
+    # the daemon is killed; PostgreSQL is writable again and the daemon starts within the counter's minute. When
+    # the counter was kept as the baseline on receipt, the restarted daemon saw no growth and the drops never
+    # became a row nor an alert.
+    from tests.integration.clients import DaemonProcess
+    from tests.integration.test_store_refusals import set_read_only
+
+    port = free_port()
+    broker = start_mosquitto(tmp_path, port)
+    db = f"test_{env.run_id}"
+    victim_id, topic = f"victim-{uuid.uuid4().hex[:8]}", f"v{env.run_id}/x"
+    extra = {"mqtt": {"host": "127.0.0.1", "port": port, "broker_stats": {"enabled": True, "report_interval_s": 1}}}
+    env.migrate(env.settings(**extra))
+    daemon = DaemonProcess(env.write_config(tmp_path / "config.yaml", **extra), tmp_path / "daemon.log")
+    try:
+        daemon.start()
+        victim = persistent_subscriber(port, victim_id, topic)  # a persistent session that goes away: queue of 10
+        victim.disconnect()
+        victim.loop_stop()
+        set_read_only(db, True)
+        try:
+            pub = Publisher(port=port)
+            pub.publish_all([(topic, f"{i}") for i in range(100)])
+            pub.close()
+            wait_for(lambda: daemon.logged("event=mqtt_broker_dropped"), 20, what="the drops seen")
+            wait_for(lambda: daemon.logged("event=sink_blocked sink=postgres"), 20, what="the drop reading held up")
+            time.sleep(2)  # reports of the interval after: nothing new, still not stored
+            daemon.kill()
+        finally:
+            set_read_only(db, False)
+        rows = lambda: env.query("SELECT COALESCE(sum(value), 0) FROM measurements "  # noqa: E731
+                                 "WHERE sensor_id = 'broker:127.0.0.1' AND metric = 'mqtt_dropped'")[0][0]
+        assert rows() == 0
+        daemon.start()
+        stored = wait_for(lambda: rows() >= 80 and rows(), 30, what="the drops counted again and stored")
+        opened = wait_for(lambda: env.query("SELECT severity FROM alerts WHERE sensor_id = 'broker:127.0.0.1' "
+                                            "AND metric = 'mqtt_dropped'"), 20, what="the drop alert")
+        assert opened == [("warning",)] and stored <= 90 + 1, stored
+    except BaseException:
+        print(daemon.log_tail(80))
+        raise
+    finally:
+        daemon.stop()
+        broker.terminate()
+        broker.wait(10)
