@@ -30,7 +30,8 @@ from ...runtime.ownership import Ownership
 from ...runtime.threadname import name_os_thread
 from ...clients.errors import is_transient, store_message
 from .store import WindowStore, close_statement
-from .tracker import US, Due, Partials, Window, WindowTracker, to_us
+from .partials import Partials
+from .tracker import US, Due, Window, WindowTracker, to_us
 from ...runtime import memory
 
 log = logging.getLogger(__name__)
