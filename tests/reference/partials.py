@@ -1,9 +1,9 @@
 """A per-reading reference of the dashboard's partials: every reading updates the newest window of every period,
 the way pipeline/operators/windows/partials.py did before it kept the current step's readings apart.
 
-It is what `Partials` must show (tests/unit/operators/windows/test_partials_property.py). Its state per series is
-the layout `Partials.copies` hands to `Partials.encode`: [wall clock of the latest reading, then per period: start
-(µs; -inf: no window yet), count, total (times SUM_SCALE), min, max].
+It is what `Partials` must show (tests/unit/operators/windows/test_partials_property.py). Its state per series:
+[wall clock of the latest reading, then per period: start (µs; -inf: no window yet), count, total (times
+SUM_SCALE), min, max].
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import math
 from array import array
 
 from pipeline.operators.windows.partials import SUM_SCALE
-from pipeline.operators.windows.tracker import Window
+from pipeline.operators.windows.tracker import US, Window
 
 
 class ReferencePartials:
@@ -51,6 +51,18 @@ class ReferencePartials:
         if window.start > p[i]:
             p[i:i + 5] = array("d", [window.start, count, total * SUM_SCALE, lo, hi])
 
-    def copies(self, sensor_id: str, metrics) -> list[tuple[str, array]]:
-        """(metric, a copy of its values) for the metrics held, as `Partials.copies` gives them to `encode`."""
-        return [(m, array("d", self.acc[(sensor_id, m)])) for m in metrics if (sensor_id, m) in self.acc]
+    def fields(self, sensor_id: str, metrics) -> dict[str, dict]:
+        """Hash fields `<metric>:<period>` -> the values published of each period's newest window."""
+        out = {}
+        for metric in metrics:
+            p = self.acc.get((sensor_id, metric))
+            if p is None:
+                continue
+            for i, (period, size) in zip(range(1, len(p), 5), self.sizes.items()):
+                start, count, total, lo, hi = p[i:i + 5]
+                if start > -math.inf:
+                    avg = total / count / SUM_SCALE
+                    avg = avg if lo <= avg <= hi else (lo if avg < lo else hi)  # rounding at the float range's edge
+                    out[f"{metric}:{period}"] = {"start": start / US, "end": (start + size) / US, "count": int(count),
+                                                 "avg": avg, "min": lo, "max": hi}
+        return out

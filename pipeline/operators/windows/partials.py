@@ -20,16 +20,30 @@ SUM_SCALE = 2.0 ** -64
 CACHED_NAMES = 4096  # metrics whose field names Partials.encode keeps formatted, at most (then it starts again)
 
 
-def _within(avg: float, lo: float, hi: float) -> float:
-    """The mean of values in [lo, hi] lies there too; rounding at the edge of the float range (or an
-    overflowed seed) must not make it inf or NaN."""
-    return avg if lo <= avg <= hi else (lo if avg < lo else hi)
-
-
 class _Running(array):
     """The running values of one series (laid out as Partials says), and the (sensor, metric) key it is held under."""
 
     __slots__ = ("key",)
+
+
+def _spread(p: array, slots: list[tuple[int, int]], first: int | float, count: float, total: float, lo: float,
+            hi: float) -> None:
+    """Aggregates of readings of the step beginning at `first` into each of `slots` ((index in `p`, period size)),
+    in the window of that period holding the step: a newer window replaces the slot's, the same one adds to it, an
+    older one is left out (a partial shows the newest window only; an older one's row is computed from the
+    readings when it closes)."""
+    for i, size in slots:
+        start = first - first % size
+        held = p[i]
+        if start > held:
+            p[i], p[i + 1], p[i + 2], p[i + 3], p[i + 4] = start, count, total, lo, hi
+        elif start == held:
+            p[i + 1] += count
+            p[i + 2] += total
+            if lo < p[i + 3]:
+                p[i + 3] = lo
+            if hi > p[i + 4]:
+                p[i + 4] = hi
 
 
 class Partials:
@@ -37,16 +51,39 @@ class Partials:
     Released per series by `evict_idle` once the series has had no reading for a while and no window of it
     is pending (a returning series starts a new window, as after a restart).
 
-    One array of doubles per series, [wall clock of its latest reading, then per period: start (µs, exact
-    below 2**53; -inf: no window yet), count, total, min, max], mutated in place, with the series' key beside
-    it: 8 bytes a number instead of a float object and a pointer (limits.state_idle_s, memory per series in
-    README)."""
+    A series reports many times a step (tracker.step, the gcd of the periods: a step lies in one window of
+    every period), so its readings are first summed per step, in one slot, and go into the periods' slots once
+    a newer step begins: a reading costs one slot's update instead of one per period (4 by default).
+
+    One array of doubles per series, mutated in place, with the series' key beside it (8 bytes a number instead
+    of a float object and a pointer: limits.state_idle_s, memory per series in README): the wall clock of its
+    latest reading, then slots of (start µs, exact below 2**53, -inf: none yet; count; total; min; max):
+    - at 1, the step: the newest step the series has readings of (or a seed of the period shown from it). Its
+      count is positive while those readings are in no other slot ("open"), negative once they are, or when it
+      holds a seed ("folded").
+    - at 6, 11, ..., one per period: the newest window of the readings not in an open step slot. The first
+      period as long as the step (1m of the default 1m, 5m, 1h, 1d) has none: it is shown from the step slot.
+    A period shows its slot combined with an open step slot (`_shown` folds a copy, in the publishing thread).
+    With a period as long as the step, a series holds as many numbers as with one slot per period; without one
+    (1m and 90s: a step of 30 s), a slot more (40 bytes). Sharing the slot is what the sign of its count is
+    for: a seed there must not be folded into the longer periods, which have seeds of their own."""
 
     def __init__(self, tracker: WindowTracker):
         self.tracker = tracker
+        self.step = tracker.step
         self.acc: dict[tuple[str, str], _Running] = {}
-        self._size_list = list(tracker.sizes.values())
+        self._periods = list(tracker.sizes)
         self._names: dict[str, list[str]] = {}  # metric -> its field names (encode)
+        shown_by_step = next((period for period, size in tracker.sizes.items() if size == self.step), None)
+        self._slot: dict[str, int] = {}  # period -> the index of the slot it shows
+        self._apart: list[tuple[int, int]] = []  # (index, size) of the periods' own slots, in order
+        for period, size in tracker.sizes.items():
+            self._slot[period] = 1 if period == shown_by_step else 6 + 5 * len(self._apart)
+            if period != shown_by_step:
+                self._apart.append((self._slot[period], size))
+        self._step_slot = [(1, self.step)]
+        self._blank = [-math.inf, 0.0, 0.0, 0.0, 0.0] * (1 + len(self._apart))
+        self._shows = [(n, size, self._slot[period]) for n, (period, size) in enumerate(tracker.sizes.items())]
 
     def _entry(self, sensor_id: str, metric: str, now: float) -> _Running:
         key = (sensor_id, metric)
@@ -56,40 +93,88 @@ class Partials:
             # PostgreSQL is a string of its own): one string each, not one per series, and none of them kept
             # alive by a key pending in a long window after the rest of a flood's objects are gone.
             key = (sys.intern(sensor_id), sys.intern(metric))
-            p = self.acc[key] = _Running("d", [now] + [-math.inf, 0.0, 0.0, 0.0, 0.0] * len(self.tracker.sizes))
+            p = self.acc[key] = _Running("d", [now] + self._blank)
             p.key = key
         return p
 
     def add(self, sensor_id: str, metric: str, ts: int, value: float, now: float = 0.0) -> None:
         """Fold one newly stored reading (stored at wall clock `now`) into the running values of its windows."""
-        p = self._entry(sensor_id, metric, now)
-        p[0] = now
-        i = 1
-        for size in self.tracker.sizes.values():
-            start = ts - ts % size
-            current = p[i]
-            if start > current:
-                p[i], p[i + 1], p[i + 2], p[i + 3], p[i + 4] = start, 1, value * SUM_SCALE, value, value
-            elif start == current:
-                p[i + 1] += 1
-                p[i + 2] += value * SUM_SCALE
-                if value < p[i + 3]:
-                    p[i + 3] = value
-                if value > p[i + 4]:
-                    p[i + 4] = value
-            # an older window: its row is (re)computed from measurements; the partial shows the newest only
-            i += 5
+        self.add_rows(((sensor_id, metric, value, ts),), now)
+
+    def add_rows(self, rows: Iterable[tuple], now: float) -> None:
+        """Fold newly stored readings (sensor_id, metric, value, ts µs: the rows the PostgreSQL sink inserted),
+        stored at wall clock `now`, into the running values of their windows. Called for every stored reading:
+        the common case, a reading in its series' open step, is inlined."""
+        get, entry, elsewhere = self.acc.get, self._entry, self._add_elsewhere
+        step = self.step
+        scale = SUM_SCALE
+        for sensor_id, metric, value, ts in rows:
+            p = get((sensor_id, metric))
+            if p is None:
+                p = entry(sensor_id, metric, now)
+            p[0] = now
+            first = ts - ts % step
+            if first == p[1] and p[2] > 0.0:
+                p[2] += 1.0
+                p[3] += value * scale
+                if value < p[4]:
+                    p[4] = value
+                elif value > p[5]:  # (below the minimum, it is not above the maximum)
+                    p[5] = value
+            else:
+                elsewhere(p, first, value)
+
+    def _add_elsewhere(self, p: _Running, first: int, value: float) -> None:
+        """A reading not in its series' open step (`first`: its step's start): of a newer step it opens the step
+        slot (the previous step folded first); of the folded step it goes into the step slot and, as folded, into
+        the periods' slots at once; of an older step (late or out of order) into the periods' slots only (the
+        step slot shows a newer step)."""
+        scaled = value * SUM_SCALE
+        if first > p[1]:
+            self._fold(p)
+            p[1], p[2], p[3], p[4], p[5] = first, 1.0, scaled, value, value
+            return
+        if first == p[1]:
+            _spread(p, self._step_slot, first, -1.0, scaled, value, value)  # a folded slot's count is negative
+        _spread(p, self._apart, first, 1.0, scaled, value, value)
+
+    def _fold(self, p: array) -> None:
+        """An open step slot's readings into the periods' slots; the step slot is folded."""
+        count = p[2]
+        if count > 0.0:
+            _spread(p, self._apart, p[1], count, p[3], p[4], p[5])
+            p[2] = -count
 
     def seed(self, sensor_id: str, metric: str, window: Window, count: int, total: float, lo: float, hi: float,
              now: float = 0.0) -> None:
         """Running values recomputed from durable readings at start-up (newest window wins)."""
-        periods = list(self.tracker.sizes)
-        if window.period not in periods:
+        i = self._slot.get(window.period)
+        if i is None:
             return
         p = self._entry(sensor_id, metric, now)
-        i = 1 + 5 * periods.index(window.period)
+        # Folded first, every slot holds what its period shows. A seed in the step slot is folded: its readings are
+        # the seeded period's alone (a longer period's window has a seed of its own).
+        self._fold(p)
         if window.start > p[i]:
-            p[i], p[i + 1], p[i + 2], p[i + 3], p[i + 4] = window.start, count, total * SUM_SCALE, lo, hi
+            p[i], p[i + 1], p[i + 2], p[i + 3], p[i + 4] = (window.start, -count if i == 1 else count,
+                                                            total * SUM_SCALE, lo, hi)
+
+    def _shown(self, q: array) -> list[tuple[int, dict]]:
+        """(position of the period, its newest window's values as published) for each period with a window, from a
+        copy of a series' values, folded here: each period's slot then holds what it shows. Done once a second per
+        touched series, outside the owner's lock."""
+        self._fold(q)
+        out = []
+        for n, size, i in self._shows:
+            start = q[i]
+            if start > -math.inf:
+                count, lo, hi = abs(q[i + 1]), q[i + 3], q[i + 4]  # (the step slot's count is negative, folded)
+                avg = q[i + 2] / count / SUM_SCALE
+                if not lo <= avg <= hi:  # rounding at the edge of the float range (or an overflowed seed): no inf/NaN
+                    avg = lo if avg < lo else hi
+                out.append((n, {"start": start / US, "end": (start + size) / US, "count": int(count), "avg": avg,
+                                "min": lo, "max": hi}))
+        return out
 
     def evict_idle(self, cutoff: float, pending: set[tuple[str, str]]) -> int:
         """Drop the running values of series without a reading since wall clock `cutoff`, unless a window of
@@ -106,15 +191,8 @@ class Partials:
         out = {}
         for metric in metrics:
             p = self.acc.get((sensor_id, metric))
-            if p is None:
-                continue
-            i = 1
-            for period, size in self.tracker.sizes.items():
-                start, count, total, lo, hi = p[i:i + 5]
-                i += 5
-                if start > -math.inf:
-                    out[f"{metric}:{period}"] = {"start": start / US, "end": (start + size) / US, "count": int(count),
-                                                 "avg": _within(total / count / SUM_SCALE, lo, hi), "min": lo, "max": hi}
+            if p is not None:
+                out.update((f"{metric}:{self._periods[n]}", values) for n, values in self._shown(array("d", p)))
         return out
 
     def encoded(self, sensor_id: str, metrics: Iterable[str]) -> list:
@@ -123,35 +201,27 @@ class Partials:
         return self.encode(self.copies(sensor_id, metrics))
 
     def copies(self, sensor_id: str, metrics: Iterable[str]) -> list[tuple[str, array]]:
-        """(metric, a copy of its running values) of a sensor's series held here: what `encode` formats, taken
-        under the owner's lock and formatted outside it."""
+        """(metric, a copy of its running values) of a sensor's series held here: what `encode` combines and
+        formats, taken under the owner's lock and formatted outside it (by the publishing thread)."""
         acc = self.acc
         return [(metric, array("d", p)) for metric in metrics if (p := acc.get((sensor_id, metric))) is not None]
 
     def encode(self, copies: list[tuple[str, array]]) -> list:
         """`copies` as HSET arguments (see `encoded`), each JSON formatted by orjson (bytes): a large fleet's
         partials are tens of thousands of fields a second, and Python's float repr in an f-string cost three
-        times as much (bench/RESULTS.md). The field names are formatted once per metric."""
+        times as much (bench/RESULTS.md). The field names are formatted once per metric. The copies are folded
+        in place (`_shown`): they are made for this call."""
         out: list = []
         append = out.append
         names = self._names
-        sizes = self._size_list
+        shown = self._shown
         for metric, p in copies:
             fields = names.get(metric)
             if fields is None:
                 fields = self._field_names(metric)
-            i = 1
-            for n, size in enumerate(sizes):
-                start = p[i]
-                if start > -math.inf:
-                    count, lo, hi = p[i + 1], p[i + 3], p[i + 4]
-                    avg = p[i + 2] / count / SUM_SCALE
-                    if not lo <= avg <= hi:  # see _within
-                        avg = lo if avg < lo else hi
-                    append(fields[n])
-                    append(dumps({"start": start / US, "end": (start + size) / US, "count": int(count), "avg": avg,
-                                  "min": lo, "max": hi}))
-                i += 5
+            for n, values in shown(p):
+                append(fields[n])
+                append(dumps(values))
         return out
 
     def _field_names(self, metric: str) -> list[str]:
