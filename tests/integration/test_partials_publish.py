@@ -5,7 +5,8 @@ import redis
 
 from pipeline.config import Secret, parse
 from pipeline.operators.windows.store import WindowStore
-from pipeline.operators.windows.tracker import US, Partials, WindowTracker
+from pipeline.operators.windows.partials import Partials
+from pipeline.operators.windows.tracker import US, WindowTracker
 
 T0 = 1_760_000_000
 

@@ -13,7 +13,8 @@ from pipeline.dashboard.store import parse_latest
 from pipeline.operators.alerts.detectors import OUT_MEAN, OUT_VAR, Outlier
 from pipeline.records import Invalid, Reading
 from pipeline.stages.transform import NormalizeUnits
-from pipeline.operators.windows.tracker import US, Partials, WindowTracker
+from pipeline.operators.windows.partials import Partials
+from pipeline.operators.windows.tracker import US, WindowTracker
 from tests.unit.dashboard.test_app import BEARER, FakeView, client_for
 
 UNITS = {

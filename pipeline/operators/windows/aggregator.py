@@ -30,7 +30,8 @@ from ...runtime.ownership import Ownership
 from ...runtime.threadname import name_os_thread
 from ...clients.errors import is_transient, store_message
 from .store import WindowStore, close_statement
-from .tracker import US, Due, Partials, Window, WindowTracker, to_us
+from .partials import Partials
+from .tracker import US, Due, Window, WindowTracker, to_us
 from ...runtime import memory
 
 log = logging.getLogger(__name__)
@@ -156,10 +157,9 @@ class WindowAggregator:
         # A batch that finished while its partition was being revoked: the next owner has its windows now.
         staged = {pw: keys for pw, keys in staged.items() if pw[0] < 0 or owns(pw[0])}
         records = [r for r in records if r.source is None or owns(r.source.partition)]
+        self.partials.add_rows(inserted, now)
         touched = self._touched
-        add = self.partials.add
-        for sensor_id, metric, value, ts_us in inserted:
-            add(sensor_id, metric, ts_us, value, now)
+        for sensor_id, metric, _value, _ts in inserted:
             metrics = touched.get(sensor_id)
             if metrics is None:
                 touched[sensor_id] = {metric}

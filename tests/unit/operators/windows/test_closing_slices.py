@@ -9,9 +9,10 @@ from prometheus_client import CollectorRegistry
 
 from pipeline.config import RedisConfig, Secret, parse
 from pipeline.observability.metrics import Metrics
-from pipeline.operators.windows import aggregator as agg_mod, tracker as tracker_mod
+from pipeline.operators.windows import aggregator as agg_mod, partials as partials_mod
 from pipeline.operators.windows.aggregator import WindowAggregator
-from pipeline.operators.windows.tracker import US, Partials, WindowTracker
+from pipeline.operators.windows.partials import Partials
+from pipeline.operators.windows.tracker import US, WindowTracker
 
 T0 = 1_760_000_400  # a multiple of 1 h
 PERIODS = ["1m", "5m"]
@@ -152,7 +153,7 @@ def test_encoded_partials_are_the_json_of_fields(rows):
 
 
 def test_the_cached_field_names_are_bounded_and_stay_exact_as_windows_roll_over(monkeypatch):
-    monkeypatch.setattr(tracker_mod, "CACHED_NAMES", 8)
+    monkeypatch.setattr(partials_mod, "CACHED_NAMES", 8)
     p = Partials(WindowTracker(["1m", "5m"], 10, 30))
     for minute in range(30):
         for m in range(12):

@@ -2,7 +2,8 @@
 import pytest
 
 from pipeline.records import Invalid, RawMessage, Reading
-from pipeline.operators.windows.tracker import US, Partials, Window, WindowTracker, from_us, parse_period, to_us
+from pipeline.operators.windows.partials import Partials
+from pipeline.operators.windows.tracker import US, Window, WindowTracker, from_us, parse_period, to_us
 from pipeline.stages.lateness import LateFilter
 
 T0 = 1_760_000_400  # a multiple of 1 h (so of 10 s and 1 min): window starts are easy to read
