@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from typing import Any, Callable
 
+import msgspec
 import orjson
 
 from ..records import Invalid, RawMessage
@@ -30,9 +30,11 @@ ENVELOPE_FIELDS = frozenset({"type", "location", "timestamp", "readings", "metri
 _KEY_PATTERN = re.compile(rb'"\s*:')
 
 
-@dataclass(slots=True)
-class Candidate:
-    """One reading as the device sent it; the validate stage checks every field."""
+class Candidate(msgspec.Struct, gc=False):
+    """One reading as the device sent it; the validate stage checks every field. A msgspec Struct, built as a
+    dataclass was (positionally or by keyword): built in C and untracked by the garbage collector, as
+    records.Reading says why. Its fields hold the payload's parsed values, its RawMessage and its mapping's
+    counts (`origin`), none of which refers back to it."""
 
     sensor_id: str
     metric: Any
