@@ -27,7 +27,15 @@ from .binary import CBOR, JSON as JSON_TEXT, parse_cbor, parse_msgpack, sniff
 
 # Fields a JSON reading may carry. Anything else is refused so a typo ("temprature") is not lost silently.
 ENVELOPE_FIELDS = frozenset({"type", "location", "timestamp", "readings", "metric", "value", "unit", "seq"})
-_KEY_PATTERN = re.compile(rb'"\s*:')
+# Every '"key":' in the text is a key: a '"' then optional whitespace (\s of a bytes pattern) then ':'. With the
+# whitespace deleted, each is one '":' and every '":' is one: bytes.count of that is the regex's count (findall),
+# at a third of its cost and without a list of the matches.
+_WHITESPACE = b" \t\n\r\x0b\x0c"
+
+
+def keys_written(payload: bytes) -> int:
+    """How many times the text writes a key: matches of the pattern '"\\s*:'."""
+    return payload.translate(None, _WHITESPACE).count(b'":')
 
 
 class Candidate(msgspec.Struct, gc=False):
@@ -128,11 +136,14 @@ def parse_json(payload: bytes, max_depth: int = 32) -> Any:
         raise Invalid("invalid_json", text) from None
     check_json_depth(payload, obj, max_depth)
     # Every '"key":' in the text is a key; fewer keys parsed than written means duplicates
-    # (or a string value containing '":', which the exact slow path below sorts out).
+    # (or a string value containing '":', which the exact slow path below sorts out). Each key written holds
+    # one ':' of its own, so no more ':' than keys parsed (nearly every message) settles it without counting keys.
     if isinstance(obj, (dict, list)):
-        written = len(_KEY_PATTERN.findall(payload))
-        if written > _count_keys_flat(obj) and written > _count_keys(obj):
-            json.loads(payload, object_pairs_hook=_reject_duplicate_keys)
+        flat = _count_keys_flat(obj)
+        if payload.count(b":") > flat:
+            written = keys_written(payload)
+            if written > flat and written > _count_keys(obj):
+                json.loads(payload, object_pairs_hook=_reject_duplicate_keys)
     return obj
 
 
