@@ -1,8 +1,8 @@
 """Property: the batch path (stages over whole batches, a message's shared fields checked once, COPY rows and
 Redis entries built per message) stores exactly what the per-reading reference (tests/reference/per_reading.py)
-stores: the same readings, COPY rows, stream entries and dead letters with their reasons, for random batches of
-valid and invalid messages, 1-5 readings each, units and late readings; and a mapping's candidates judged in a batch
-as one at a time."""
+stores: the same readings, COPY rows, stream entries, latest values and dead letters with their reasons, for
+random batches of valid and invalid messages, 1-5 readings each, units and late readings; and a mapping's
+candidates are judged in a batch as one at a time."""
 from __future__ import annotations
 
 import json
@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from pipeline.records import Invalid, RawMessage
 from pipeline.runtime.stage import Refused
-from pipeline.sinks import postgres, redis_wire
+from pipeline.sinks import postgres, redis_stream, redis_wire
 from pipeline.stages.decode import Candidate
 from pipeline.stages.validate import Validate
 from tests.reference import per_reading
@@ -100,6 +100,11 @@ def test_batch_path_stores_what_the_per_reading_reference_stores(drawn):
     assert letters(dead) == letters(ref_dead)
     assert postgres.copy_rows(out) == per_reading.copy_rows(ref_out)
     assert redis_wire.xadd_entries(HEAD, out) == per_reading.xadd_entries(HEAD, ref_out)
+    assert by_identity(redis_stream.latest_per_sensor(out)) == by_identity(per_reading.latest_per_sensor(out))
+
+
+def by_identity(latest: dict) -> list:
+    return [(sensor_id, [id(r) for r in readings]) for sensor_id, readings in latest.items()]
 
 
 def test_a_message_of_many_readings_shares_its_fields_and_still_matches():
