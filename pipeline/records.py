@@ -5,6 +5,7 @@ import re
 import time
 from dataclasses import dataclass, field
 
+import msgspec
 import orjson
 
 # Sensor types of the readings the pipeline makes itself: reserved, a device may not claim them.
@@ -27,9 +28,15 @@ class RawMessage:
     original_size: int = 0  # set when the bridge truncated an oversized payload
 
 
-@dataclass(slots=True)
-class Reading:
-    """One validated, flat reading: the unit every sink writes."""
+class Reading(msgspec.Struct, gc=False):
+    """One validated, flat reading: the unit every sink writes.
+
+    A msgspec Struct, not a dataclass, because one is built per reading: built in C (about 0.1 µs against
+    0.25 µs for a slotted dataclass's __init__) and not tracked by the garbage collector (gc=False), so a
+    batch's readings trigger no collections and are not traversed by them. Untracked is safe because a reading
+    is never part of a reference cycle: its fields hold text, numbers, None and its RawMessage, none of which
+    refers back to it (a field set to anything that could would leak with its cycle). Used as a dataclass was:
+    positional or keyword arguments, mutable fields, equality by fields."""
 
     sensor_id: str
     sensor_type: str

@@ -83,10 +83,16 @@ class StageChain:
         refused = Refused()
         refusals: list[tuple[RawMessage, Refusal]] = []
         counts = self._counts
+        kinds: set | None = None  # the types of `items`, found once per list (a stage passed over keeps it)
         for i, (stage, batch, accepts) in enumerate(self._plan):
             if not items:
                 break
-            share = ALL if accepts is object else self._share(i, accepts, items)
+            if accepts is object:
+                share = ALL
+            else:
+                if kinds is None:
+                    kinds = set(map(type, items))
+                share = self._share(i, accepts, kinds)
             if share is ALL:
                 items = self._call(stage, batch, items, refused)
                 counts[i] += len(items)
@@ -94,14 +100,14 @@ class StageChain:
                 items = self._mixed(i, stage, batch, items, refused)
             else:
                 continue
+            kinds = None
             if refused.entries:
                 self._refusals(stage, refused, raws, refusals)
         return items, (self._letters(raws, refusals) if refusals else [])
 
-    def _share(self, i: int, accepts: type, items: list) -> str:
-        """Whether stage `i` takes ALL, NONE or SOME of the records (by their types, learnt once each)."""
+    def _share(self, i: int, accepts: type, kinds: set) -> str:
+        """Whether stage `i` takes ALL, NONE or SOME of records of these types (each type learnt once)."""
         takes, passes = self._kinds[i]
-        kinds = set(map(type, items))
         if kinds <= takes:
             return ALL
         if kinds <= passes:

@@ -37,17 +37,19 @@ XADD_PIECE = 2000  # stream entries encoded at a time (about 300 KB of RESP) whe
 
 def latest_per_sensor(records: Sequence[Reading]) -> dict[str, list[Reading]]:
     """sensor -> the reading with the latest event time of each of its metrics in the batch (a late reading
-    does not overwrite a newer one of the same batch)."""
-    newest: dict[tuple[str, str], Reading] = {}
+    does not overwrite a newer one of the same batch), sensors and metrics in the order first seen."""
+    by_sensor: dict[str, dict[str, Reading]] = {}
+    sid = newest = None
     for r in records:
-        key = (r.sensor_id, r.metric)
-        prev = newest.get(key)
+        if r.sensor_id is not sid:  # a message's readings share their sensor id: looked up once for them
+            sid = r.sensor_id
+            newest = by_sensor.get(sid)
+            if newest is None:
+                newest = by_sensor[sid] = {}
+        prev = newest.get(r.metric)
         if prev is None or r.ts >= prev.ts:
-            newest[key] = r
-    latest: dict[str, list[Reading]] = {}
-    for (sensor_id, _metric), r in newest.items():
-        latest.setdefault(sensor_id, []).append(r)
-    return latest
+            newest[r.metric] = r
+    return {sensor_id: list(newest.values()) for sensor_id, newest in by_sensor.items()}
 
 
 class RedisSink(BatchingSink):

@@ -68,23 +68,28 @@ def xadd_fields(r: Reading) -> str:
 def xadd_entries(head: str, records: Sequence[Reading]) -> bytes:
     """`head` (xadd_head) and xadd_fields of every reading, encoded once: the same bytes, but the parts a
     message's readings share (sensor id, event time, receive time: one object each per message) are written
-    once per message, not once per reading."""
+    once per message, and a metric's field once per call, not once per reading."""
     parts: list[str] = []
     append = parts.append
+    id_head = f"{head}$2\r\nid\r\n$"
+    metric_parts: dict[str, str] = {}  # metric -> its field, and the value field's name
     sid = ts = recv = None
-    id_tail = sid_part = tail = ""
+    id_len = 0  # of Reading.reading_id without the metric
+    id_tail = tail = ""
     for r in records:
         if r.sensor_id is not sid or r.ts is not ts or r.received_at is not recv:
             sid, ts, recv = r.sensor_id, r.ts, r.received_at
-            id_tail = f"|{round(ts * 1_000_000)}"  # Reading.reading_id after the metric
-            sid_part = f"$9\r\nsensor_id\r\n${len(sid)}\r\n{sid}\r\n"
+            micros = f"|{round(ts * 1_000_000)}"  # Reading.reading_id after the metric
+            id_len = len(sid) + 1 + len(micros)
+            id_tail = f"{micros}\r\n$9\r\nsensor_id\r\n${len(sid)}\r\n{sid}\r\n"
             ts_text, recv_text = repr(ts), repr(recv)
             tail = (f"$2\r\nts\r\n${len(ts_text)}\r\n{ts_text}\r\n"
                     f"$11\r\nreceived_at\r\n${len(recv_text)}\r\n{recv_text}\r\n")
         metric, value = r.metric, repr(r.value)
-        rid = f"{sid}|{metric}{id_tail}"
-        append(f"{head}$2\r\nid\r\n${len(rid)}\r\n{rid}\r\n{sid_part}$6\r\nmetric\r\n${len(metric)}\r\n{metric}\r\n"
-               f"$5\r\nvalue\r\n${len(value)}\r\n{value}\r\n{tail}")
+        fields = metric_parts.get(metric)
+        if fields is None:
+            fields = metric_parts[metric] = f"$6\r\nmetric\r\n${len(metric)}\r\n{metric}\r\n$5\r\nvalue\r\n$"
+        append(f"{id_head}{id_len + len(metric)}\r\n{sid}|{metric}{id_tail}{fields}{len(value)}\r\n{value}\r\n{tail}")
     return "".join(parts).encode()
 
 

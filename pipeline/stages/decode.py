@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from typing import Any, Callable
 
+import msgspec
 import orjson
 
 from ..records import Invalid, RawMessage
@@ -27,12 +27,22 @@ from .binary import CBOR, JSON as JSON_TEXT, parse_cbor, parse_msgpack, sniff
 
 # Fields a JSON reading may carry. Anything else is refused so a typo ("temprature") is not lost silently.
 ENVELOPE_FIELDS = frozenset({"type", "location", "timestamp", "readings", "metric", "value", "unit", "seq"})
-_KEY_PATTERN = re.compile(rb'"\s*:')
+# Every '"key":' in the text is a key: a '"' then optional whitespace (\s of a bytes pattern) then ':'. With the
+# whitespace deleted, each is one '":' and every '":' is one: bytes.count of that is the regex's count (findall),
+# at a third of its cost and without a list of the matches.
+_WHITESPACE = b" \t\n\r\x0b\x0c"
 
 
-@dataclass(slots=True)
-class Candidate:
-    """One reading as the device sent it; the validate stage checks every field."""
+def keys_written(payload: bytes) -> int:
+    """How many times the text writes a key: matches of the pattern '"\\s*:'."""
+    return payload.translate(None, _WHITESPACE).count(b'":')
+
+
+class Candidate(msgspec.Struct, gc=False):
+    """One reading as the device sent it; the validate stage checks every field. A msgspec Struct, built as a
+    dataclass was (positionally or by keyword): built in C and untracked by the garbage collector, as
+    records.Reading says why. Its fields hold the payload's parsed values, its RawMessage and its mapping's
+    counts (`origin`), none of which refers back to it."""
 
     sensor_id: str
     metric: Any
@@ -126,11 +136,14 @@ def parse_json(payload: bytes, max_depth: int = 32) -> Any:
         raise Invalid("invalid_json", text) from None
     check_json_depth(payload, obj, max_depth)
     # Every '"key":' in the text is a key; fewer keys parsed than written means duplicates
-    # (or a string value containing '":', which the exact slow path below sorts out).
+    # (or a string value containing '":', which the exact slow path below sorts out). Each key written holds
+    # one ':' of its own, so no more ':' than keys parsed (nearly every message) settles it without counting keys.
     if isinstance(obj, (dict, list)):
-        written = len(_KEY_PATTERN.findall(payload))
-        if written > _count_keys_flat(obj) and written > _count_keys(obj):
-            json.loads(payload, object_pairs_hook=_reject_duplicate_keys)
+        flat = _count_keys_flat(obj)
+        if payload.count(b":") > flat:
+            written = keys_written(payload)
+            if written > flat and written > _count_keys(obj):
+                json.loads(payload, object_pairs_hook=_reject_duplicate_keys)
     return obj
 
 

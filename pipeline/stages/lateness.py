@@ -22,18 +22,30 @@ class LateFilter(RecordStage):
 
     def process_batch(self, items: list, refused: Refused) -> list:
         """`process` over the batch, inline: one partition's readings mostly come in order, so nearly every
-        reading costs a dict look-up and a comparison."""
+        reading costs a dict look-up and a comparison. A message's readings share one event time (the same
+        object): after the first, the partition's highest time is at least that time (grace and lateness are
+        not negative), so the others get the first's verdict without asking (passed, or late again)."""
         out: list = []
         append = out.append
         high = self.high
+        last_source = last_ts = None
+        late = False  # the verdict of the last reading
         for r in items:
-            source = r.source
+            source, ts = r.source, r.ts
+            if source is last_source and ts is last_ts and source is not None:
+                if late:
+                    refused.add(r, self._late(ts, high[source.partition]))
+                else:
+                    append(r)
+                continue
+            last_source, last_ts = source, ts
             partition = source.partition if source is not None else -1
             top = high.get(partition)
-            ts = r.ts
+            late = False
             if top is None or ts > top:
                 high[partition] = ts
             elif ts < top - self.grace_s - self.max_lateness_s:
+                late = True
                 refused.add(r, self._late(ts, top))
                 continue
             append(r)

@@ -243,27 +243,33 @@ class LimitFilter(RecordStage):
         out: list = []
         append = out.append
         process = self.process
-        known, seen = self.registry._known, self.registry._seen
-        last: tuple | None = None  # (sensor id, type, location, received_at) as claimed by the last reading passed
+        known = self.registry._known
+        # The sensor id, type, location and receive time the last reading passed claimed (None: none passed).
+        last_sid = last_type = last_loc = last_now = None
+        metrics: tuple = ()  # the metrics the registry held for it after it passed
         labels: tuple = ()  # the (type, location) it left with
+        relabel = False  # whether they differ from what it claimed
         for r in items:
             sensor_id, now = r.sensor_id, r.received_at
-            if (last is not None and sensor_id is last[0] and r.sensor_type is last[1] and r.location is last[2]
-                    and now is last[3] and self._offered is None and now < self._sweep_at):
-                metrics = known.get(sensor_id)
-                if metrics is not None and r.metric in metrics:  # as registry.admit's own first case
-                    seen[sensor_id] = now
+            # As registry.admit's own first case; the sensor was already seen at `now` by the first reading. A
+            # metric admitted since `metrics` was read goes through `process` (still admitted, nothing new).
+            if (sensor_id is last_sid and r.sensor_type is last_type and r.location is last_loc and now is last_now
+                    and r.metric in metrics and self._offered is None and now < self._sweep_at):
+                if relabel:
                     r.sensor_type, r.location = labels
-                    append(r)
-                    continue
-            claimed = (sensor_id, r.sensor_type, r.location, now)
+                append(r)
+                continue
+            claimed_type, claimed_loc = r.sensor_type, r.location
             try:
                 process(r)
             except Exception as err:  # noqa: BLE001 - refused alone, as per_record does
                 refused.add(r, err)
-                last = None
+                last_sid = None
                 continue
-            last, labels = claimed, (r.sensor_type, r.location)
+            last_sid, last_type, last_loc, last_now = sensor_id, claimed_type, claimed_loc, now
+            metrics = known.get(sensor_id, ())
+            labels = (r.sensor_type, r.location)
+            relabel = r.sensor_type is not claimed_type or r.location is not claimed_loc
             append(r)
         return out
 

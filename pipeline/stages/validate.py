@@ -20,6 +20,7 @@ SENSOR_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]*")
 METRIC_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 TYPE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
 SENSOR_ID_MAX, METRIC_MAX, TYPE_MAX, LOCATION_MAX = 50, 20, 20, 100
+_NOTHING = object()  # no message seen yet: unlike any field a candidate can hold
 NAMES_REMEMBERED = 4096  # values of each kind the batch path remembers as valid (then forgets and learns again)
 
 
@@ -124,65 +125,67 @@ class Validate(RecordStage):
         self.default_location = default_location
         self.clock = clock
         # What the batch path found valid, by value (bounded: _remember): metric names (check_metric and
-        # validation.metrics), sensor ids, and (type, location, unit) as claimed -> as stored.
+        # validation.metrics), sensor ids, units, and (type, location) as claimed -> as stored.
         self._metric_names: set[str] = set()
         self._sensor_ids: set[str] = set()
+        self._units: set[str] = set()
         self._labels: dict[tuple, tuple] = {}
 
     def process_batch(self, items: list, refused: Refused) -> list[Reading]:
         """The batch's candidates, the fields of a message checked once: its readings share the sensor id,
-        timestamp, type, location and unit objects decode gave them, so only metric and value are checked per
-        reading (metric names once each, remembered). Refusals and their reasons are those of `process`, in
-        its order of checks (sensor id, metric, value, then the rest)."""
+        timestamp, type and location objects decoders give them (and mostly the unit), so per reading only the
+        metric (names found valid are remembered) and the value are looked at. Refusals and their reasons are
+        those of `process`, in its order of checks (sensor id, metric, value, then the rest); a mapping's
+        refusals are counted against it as there."""
         out: list[Reading] = []
         append = out.append
         now = self.clock()  # one 'now' for the batch: it is the consumer's moment of reading it
         names = self._metric_names
-        key: tuple | None = None
-        sid_err = rest_err = None
-        ts = stype = loc = unit = None
+        # The fields of the last message seen, as claimed (identity is enough: a message's readings share them).
+        source = sensor_id = stamp = claimed_type = claimed_loc = claimed_unit = _NOTHING
+        sid_err = msg_err = unit_err = None
+        ts = received = stype = loc = unit = None
+        sound = False  # the message's sensor id, time, type, location and unit all valid
         for c in items:
-            if c.origin is not None:  # a mapping's: its refusals are counted against it (process)
-                try:
-                    out += self.process(c)
-                except Exception as err:  # noqa: BLE001 - refused alone, as per_record does
-                    refused.add(c, err)
+            if (c.source is not source or c.sensor_id is not sensor_id or c.timestamp is not stamp
+                    or c.sensor_type is not claimed_type or c.location is not claimed_loc):
+                source, sensor_id, stamp, claimed_type, claimed_loc = (c.source, c.sensor_id, c.timestamp,
+                                                                      c.sensor_type, c.location)
+                sid_err, msg_err, ts, stype, loc = self._message_fields(c, now)
+                received = source.received_at
+                claimed_unit = _NOTHING
+            if c.unit is not claimed_unit:  # a mapping's unit may differ between the readings of a message
+                claimed_unit = c.unit
+                unit_err, unit = self._unit_of(claimed_unit)
+                sound = sid_err is None and msg_err is None and unit_err is None
+            metric, value = c.metric, c.value
+            # The common case: a known metric name and a finite float.
+            if sound and type(metric) is str and metric in names and type(value) is float and value - value == 0.0:
+                append(Reading(sensor_id, stype, loc, metric, value, ts, received, source, unit))
                 continue
-            source = c.source
-            if (key is None or source is not key[0] or c.sensor_id is not key[1] or c.timestamp is not key[2]
-                    or c.sensor_type is not key[3] or c.location is not key[4] or c.unit is not key[5]):
-                key = (source, c.sensor_id, c.timestamp, c.sensor_type, c.location, c.unit)
-                sid_err, rest_err, ts, stype, loc, unit = self._message_fields(c, now)
-            if sid_err is not None:
-                refused.add(c, sid_err)
-                continue
-            metric = c.metric
-            if type(metric) is not str or metric not in names:
+            err = sid_err
+            if err is None:
                 try:
-                    self._check_name(metric)
-                except Invalid as err:
-                    refused.add(c, err)
-                    continue
-            value = c.value
-            # A finite float (nearly every value) as it is; anything else through check_value.
-            if type(value) is not float or value - value != 0.0:
-                try:
-                    value = check_value(value)
-                except Invalid as err:
-                    refused.add(c, err)
-                    continue
-            if rest_err is not None:
-                refused.add(c, rest_err)
-                continue
-            append(Reading(c.sensor_id, stype, loc, metric, value, ts, source.received_at, source, unit))
+                    if type(metric) is not str or metric not in names:
+                        self._check_name(metric)
+                    if type(value) is not float or value - value != 0.0:
+                        value = check_value(value)
+                except Invalid as invalid:
+                    err = invalid
+            if err is None:
+                err = msg_err or unit_err
+            if err is None:
+                append(Reading(sensor_id, stype, loc, metric, value, ts, received, source, unit))
+            else:
+                refused.add(c, err if c.origin is None else self._mapped(c, err))
         return out
 
     def _message_fields(self, c: Candidate, now: float) -> tuple:
-        """(sensor id refusal, refusal of the other message fields, ts, type, location, unit) of `c`'s message."""
-        sid_err = rest_err = None
+        """(sensor id refusal, refusal of the time, type or location, ts, type, location) of `c`'s message."""
+        sid_err = msg_err = None
         ts = labels = None
-        sensor_id = c.sensor_id  # a str (decoders take it from the topic or a payload's text)
-        if sensor_id not in self._sensor_ids:
+        sensor_id = c.sensor_id  # a str from every decoder of ours; a plug-in's other type is checked each time
+        if type(sensor_id) is not str or sensor_id not in self._sensor_ids:
             try:
                 check_sensor_id(sensor_id)
                 self._remember(self._sensor_ids, sensor_id)
@@ -190,7 +193,7 @@ class Validate(RecordStage):
                 sid_err = err
         try:
             ts = check_event_time(c.timestamp, c.source.received_at, now, self.max_future_skew_s, self.max_age_s)
-            claimed = (c.sensor_type, c.location, c.unit)
+            claimed = (c.sensor_type, c.location)
             try:
                 labels = self._labels.get(claimed)
             except TypeError:  # a JSON array or object among them: no key, and refused just below
@@ -199,15 +202,27 @@ class Validate(RecordStage):
                 labels = self._check_labels(c)
                 self._remember(self._labels, claimed, labels)  # checked: strings or None
         except Invalid as err:
-            rest_err = err
-        return (sid_err, rest_err, ts, *labels) if labels is not None else (sid_err, rest_err, ts, None, None, None)
+            msg_err = err
+        return (sid_err, msg_err, ts, *labels) if labels is not None else (sid_err, msg_err, ts, None, None)
+
+    def _unit_of(self, claimed: object) -> tuple:
+        """(refusal, unit as stored) of a claimed unit; units found valid are remembered."""
+        if claimed is None:
+            return None, None
+        if type(claimed) is str and claimed in self._units:
+            return None, claimed
+        try:
+            unit = _check_text(claimed, "unit", TYPE_MAX)
+        except Invalid as err:
+            return err, None
+        self._remember(self._units, unit)
+        return None, unit
 
     def _check_labels(self, c: Candidate) -> tuple:
-        """(type, location, unit) of a message, checked."""
+        """(type, location) of a message, checked."""
         stype = self.default_type if c.sensor_type is None else _check_text(c.sensor_type, "type", TYPE_MAX, TYPE_RE)
         loc = self.default_location if c.location is None else _check_text(c.location, "location", LOCATION_MAX)
-        unit = None if c.unit is None else _check_text(c.unit, "unit", TYPE_MAX)
-        return stype, loc, unit
+        return stype, loc
 
     @staticmethod
     def _remember(memo, key, value=None) -> None:
@@ -231,10 +246,15 @@ class Validate(RecordStage):
             return self._check(c)
         try:
             return self._check(c)
-        except Invalid as err:  # a mapping made it: the refusal names the mapping and counts against it
-            detail = f"mapping {c.origin.name}: metric {str(c.metric)[:40]!r}: {err.detail or err.reason}"
-            c.origin.refused_reading(err.reason, detail, c.source.mqtt_topic, c.source.payload)
-            raise Invalid(err.reason, detail) from None
+        except Invalid as err:
+            raise self._mapped(c, err) from None
+
+    @staticmethod
+    def _mapped(c: Candidate, err: Invalid) -> Invalid:
+        """A mapping made `c`: its refusal names the mapping and counts against it."""
+        detail = f"mapping {c.origin.name}: metric {str(c.metric)[:40]!r}: {err.detail or err.reason}"
+        c.origin.refused_reading(err.reason, detail, c.source.mqtt_topic, c.source.payload)
+        return Invalid(err.reason, detail)
 
     def _check(self, c: Candidate) -> list[Reading]:
         sensor_id = check_sensor_id(c.sensor_id)

@@ -142,3 +142,14 @@ def xadd_entries(head: str, records) -> bytes:
                   "ts": repr(r.ts), "received_at": repr(r.received_at)}
         out.append(head + "".join(bulk(k) + bulk(v) for k, v in fields.items()))
     return "".join(out).encode()
+
+
+def latest_per_sensor(records) -> dict:
+    """sensor -> the newest reading of each of its metrics (of equal times, the later in the batch), sensors and
+    metrics in the order first seen."""
+    latest: dict = {}
+    for r in records:
+        newest = latest.setdefault(r.sensor_id, {})
+        if r.metric not in newest or r.ts >= newest[r.metric].ts:
+            newest[r.metric] = r
+    return {sensor_id: list(newest.values()) for sensor_id, newest in latest.items()}

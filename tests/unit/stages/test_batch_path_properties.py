@@ -1,7 +1,8 @@
 """Property: the batch path (stages over whole batches, a message's shared fields checked once, COPY rows and
 Redis entries built per message) stores exactly what the per-reading reference (tests/reference/per_reading.py)
-stores: the same readings, COPY rows, stream entries and dead letters with their reasons, for random batches of
-valid and invalid messages, 1-5 readings each, units and late readings."""
+stores: the same readings, COPY rows, stream entries, latest values and dead letters with their reasons, for
+random batches of valid and invalid messages, 1-5 readings each, units and late readings; and a mapping's
+candidates are judged in a batch as one at a time."""
 from __future__ import annotations
 
 import json
@@ -9,8 +10,11 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.records import RawMessage
-from pipeline.sinks import postgres, redis_wire
+from pipeline.records import Invalid, RawMessage
+from pipeline.runtime.stage import Refused
+from pipeline.sinks import postgres, redis_stream, redis_wire
+from pipeline.stages.decode import Candidate
+from pipeline.stages.validate import Validate
 from tests.reference import per_reading
 from tests.unit.helpers import NOW, chain
 
@@ -96,6 +100,11 @@ def test_batch_path_stores_what_the_per_reading_reference_stores(drawn):
     assert letters(dead) == letters(ref_dead)
     assert postgres.copy_rows(out) == per_reading.copy_rows(ref_out)
     assert redis_wire.xadd_entries(HEAD, out) == per_reading.xadd_entries(HEAD, ref_out)
+    assert by_identity(redis_stream.latest_per_sensor(out)) == by_identity(per_reading.latest_per_sensor(out))
+
+
+def by_identity(latest: dict) -> list:
+    return [(sensor_id, [id(r) for r in readings]) for sensor_id, readings in latest.items()]
 
 
 def test_a_message_of_many_readings_shares_its_fields_and_still_matches():
@@ -109,3 +118,53 @@ def test_a_message_of_many_readings_shares_its_fields_and_still_matches():
     assert out[0].ts is out[1].ts is out[2].ts
     assert postgres.copy_rows(out) == per_reading.copy_rows(out)
     assert redis_wire.xadd_entries(HEAD, out) == per_reading.xadd_entries(HEAD, out)
+
+
+class MappingCounts:
+    """A mapping's counts (stages/mapping_stats.MappingStats) as validation reports refusals to them."""
+
+    name = "m"
+
+    def __init__(self):
+        self.refused: list[tuple] = []
+
+    def refused_reading(self, reason, detail, topic, payload):
+        self.refused.append((reason, detail, topic))
+
+
+@st.composite
+def mapped_batches(draw) -> list[list]:
+    """Messages as a mapping decodes them: per message one sensor id, time, type and location shared by its
+    candidates, the unit per reading (a sibling unit field applies to some metrics only)."""
+    messages = []
+    for offset in range(draw(st.integers(1, 12))):
+        sid, ts, stype, loc = draw(sensors), draw(timestamps), draw(types), draw(locations)
+        raw = RawMessage(f"tele/{sid}/SENSOR", b"{}", NOW, sid.encode(), "raw", offset % 3, offset)
+        names = draw(st.lists(metrics, min_size=1, max_size=4, unique=True))
+        messages.append([(sid, m, draw(values), ts, stype, loc, draw(units), raw) for m in names])
+    return messages
+
+
+@settings(max_examples=50, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(mapped_batches())
+def test_mapped_candidates_in_a_batch_are_judged_and_counted_as_one_at_a_time(messages):
+    """A mapping's candidates take the batch path too: the same readings and refusals as `process` gives
+    candidate by candidate, and the same refusals counted against the mapping."""
+    results = []
+    for batch in (True, False):
+        counts = MappingCounts()
+        candidates = [Candidate(*fields, counts) for message in messages for fields in message]
+        validate = Validate(300.0, 30 * 86400.0, "sensor", None, clock=lambda: NOW)
+        refused = Refused()
+        if batch:
+            out = validate.process_batch(candidates, refused)
+        else:
+            out = []
+            for c in candidates:
+                try:
+                    out += validate.process(c)
+                except Invalid as err:
+                    refused.add(c, err)
+        results.append((fields(out), [(c.source.offset, c.metric, err.reason, str(err)) for c, err in refused.entries],
+                        counts.refused))
+    assert results[0] == results[1]

@@ -1,12 +1,13 @@
 """Property: whatever arrives, decode and validate either produce readings or raise their own Invalid."""
 import json
 import math
+import re
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline.records import Invalid, RawMessage, Reading
-from pipeline.stages.decode import Decode
+from pipeline.stages.decode import Decode, keys_written
 from pipeline.stages.validate import Validate
 from tests.unit.helpers import NOW
 
@@ -73,3 +74,13 @@ def test_any_python_value_as_timestamp_or_value(raw):
             continue
         assert isinstance(reading.value, float) and math.isfinite(reading.value)
         assert NOW - 30 * 86400 <= reading.ts <= NOW + 300
+
+
+KEY_PATTERN = re.compile(rb'"\s*:')  # what decode.keys_written counts, as a regex
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from([b'"', b":", b" ", b"\t", b"\n", b"\r", b"\x0b", b"\x0c", b"\x1c", b"a", b"{", b"\\"]),
+                max_size=40).map(b"".join))
+def test_keys_written_counts_what_the_key_pattern_matches(payload):
+    assert keys_written(payload) == len(KEY_PATTERN.findall(payload))
