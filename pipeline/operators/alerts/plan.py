@@ -14,6 +14,7 @@ Any other set of detectors gets `generic_plan`: each `judge` in turn, as before.
 from __future__ import annotations
 
 import math
+import struct
 from array import array
 from typing import Callable
 
@@ -23,6 +24,13 @@ from .rate import POINTS, Rate, take
 
 Judge = Callable[[tuple, float, float, "array | None", bool], "tuple | None"]
 _INF = math.inf
+# The outlier's statistics (OUT_N, OUT_MEAN, OUT_VAR) and the stuck run (RUN_VALUE, RUN_SINCE, RUN_N, RUN_RATE,
+# RUN_LAST) read and written through the array's buffer at once: a subscript converts each double on its own.
+_BYTES = array("d").itemsize
+_STATS, _STATS_AT = struct.Struct("3d"), OUT_N * _BYTES
+_RUN, _RUN_AT = struct.Struct("5d"), RUN_VALUE * _BYTES
+assert (OUT_MEAN, OUT_VAR) == (OUT_N + 1, OUT_N + 2) and (RUN_SINCE, RUN_N, RUN_RATE, RUN_LAST) == tuple(
+    range(RUN_VALUE + 1, RUN_VALUE + 5)), "the places read at once must be consecutive"
 
 
 def plan_for(detectors: tuple, rules: tuple) -> Judge:
@@ -108,7 +116,7 @@ def builtin_plan(threshold: Threshold, rate: Rate, outlier: Outlier, stuck: Stuc
             v_rate = rate.judge(key, value, ts, r_rule, s)
             loud = loud or (v_rate is not None and v_rate.severity is not None)
         else:
-            slope, span, count = take(s, b, ts, value, r_rule)
+            slope = take(s, b, ts, value, r_rule)
             if slope is None:
                 v_rate = None
             elif abs(slope) <= r_clear:
@@ -116,7 +124,7 @@ def builtin_plan(threshold: Threshold, rate: Rate, outlier: Outlier, stuck: Stuc
                 if rate.since:
                     rate.since.pop(key, None)
             else:
-                v_rate = rate.verdict(key, slope, span, count, ts, r_rule)
+                v_rate = rate.verdict(key, slope, ts, r_rule, s)
                 loud = loud or v_rate.severity is not None
 
         # outlier: a z-score inside the clear limit, or still warming up; the statistics move as in Outlier.judge
@@ -125,20 +133,19 @@ def builtin_plan(threshold: Threshold, rate: Rate, outlier: Outlier, stuck: Stuc
             if outlier.since:
                 outlier.since.pop(key, None)
         else:
-            v_outlier, near = None, False
-            if len(s) < history or not (n := s[OUT_N]):
-                near = True  # the first reading: the detector starts the statistics (no verdict)
-            else:
-                mean, var = s[OUT_MEAN], s[OUT_VAR]
-                if n >= o_samples:
-                    std = sqrt(var)
-                    if std < o_min_std:
-                        std = o_min_std
-                    if std > 0:
-                        if abs(value - mean) / std <= o_clear:
-                            v_outlier = CLEAR
-                        else:
-                            near = True
+            v_outlier, near = None, len(s) < history
+            if not near:
+                n, mean, var = _STATS.unpack_from(s, _STATS_AT)
+                near = not n  # the first reading: the detector starts the statistics (no verdict)
+            if not near and n >= o_samples:
+                std = sqrt(var)
+                if std < o_min_std:
+                    std = o_min_std
+                if std > 0:
+                    if abs(value - mean) / std <= o_clear:
+                        v_outlier = CLEAR
+                    else:
+                        near = True
             if near:  # the detector itself, from the untouched state
                 v_outlier = outlier.judge(key, value, ts, o_rule, s)
                 loud = loud or (v_outlier is not None and v_outlier.severity is not None)
@@ -147,9 +154,9 @@ def builtin_plan(threshold: Threshold, rate: Rate, outlier: Outlier, stuck: Stuc
                 incr = o_alpha * diff
                 mean, var = mean + incr, o_keep * (var + diff * incr)
                 if isfinite(var) and isfinite(mean):
-                    s[OUT_N], s[OUT_MEAN], s[OUT_VAR] = n + 1, mean, var
+                    _STATS.pack_into(s, _STATS_AT, n + 1, mean, var)
                 else:
-                    s[OUT_N], s[OUT_MEAN], s[OUT_VAR] = 1.0, value, 0.0
+                    _STATS.pack_into(s, _STATS_AT, 1.0, value, 0.0)
                 if v_outlier is not None and outlier.since:
                     outlier.since.pop(key, None)
 
@@ -159,16 +166,21 @@ def builtin_plan(threshold: Threshold, rate: Rate, outlier: Outlier, stuck: Stuc
             v_stuck = CLEAR
             if stuck.since:
                 stuck.since.pop(key, None)
-        elif (len(s) < history or not (run := s[RUN_N]) or ts <= s[RUN_LAST]
-              or abs(value - s[RUN_VALUE]) <= k_tolerance or (k_chance and run >= k_min_count)):
-            v_stuck = stuck.judge(key, value, ts, k_rule, s)
-            loud = loud or (v_stuck is not None and v_stuck.severity is not None)
         else:
-            rate_learned = _KEEP * (1.0 - _KEEP ** (int(run) - 1) * (1.0 - s[RUN_RATE]))
-            s[RUN_VALUE], s[RUN_SINCE], s[RUN_N], s[RUN_RATE], s[RUN_LAST] = value, ts, 1.0, rate_learned, ts
-            v_stuck = CLEAR
-            if stuck.since:
-                stuck.since.pop(key, None)
+            near = len(s) < history  # no run yet
+            if not near:
+                first, _since, run, learned, last = _RUN.unpack_from(s, _RUN_AT)
+                # a first reading, a resend, a repeat, or the end of a run a learned limit may have judged
+                near = not run or ts <= last or abs(value - first) <= k_tolerance or (k_chance and run >= k_min_count)
+            if near:  # the detector itself
+                v_stuck = stuck.judge(key, value, ts, k_rule, s)
+                loud = loud or (v_stuck is not None and v_stuck.severity is not None)
+            else:
+                kept = 1.0 if run == 1.0 else _KEEP ** (int(run) - 1)  # the usual run of one: _KEEP ** 0 is 1.0
+                _RUN.pack_into(s, _RUN_AT, value, ts, 1.0, _KEEP * (1.0 - kept * (1.0 - learned)), ts)
+                v_stuck = CLEAR
+                if stuck.since:
+                    stuck.since.pop(key, None)
 
         if alerting or loud:
             return v_threshold, v_rate, v_outlier, v_stuck
