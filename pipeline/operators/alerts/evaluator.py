@@ -16,15 +16,16 @@ from __future__ import annotations
 
 import sys
 from array import array
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from ...records import Reading, SensorOffline
 from ...registry import detectors as registry
 from . import rate  # noqa: F401  (registers the rate detector beside those of detectors.py)
-from .detectors import SEEN, SeriesDetector, Signal, new_series, offline, offline_tracked, seen_at
+from .detectors import SEEN, Signal, new_series, offline, offline_tracked, seen_at
 from .lifecycle import ESCALATED, FLAPPING, OPENED, Alert, AlertBook, Transition
 from .messages import message
 from .offline import OfflineTimer
+from .plan import plan_for
 from .rules import Rules
 from .sections import EvaluatorSettings
 
@@ -32,10 +33,6 @@ from .sections import EvaluatorSettings
 def detector_types() -> tuple[str, ...]:
     """Every alert type: the registered detectors' and the evaluator's own `offline`."""
     return (*(spec.name for spec in registry.ordered()), "offline")
-
-
-def _position_in_batch(event: tuple) -> tuple[int, int]:
-    return event[0], event[1]
 
 
 def _position(source) -> tuple[int, int]:
@@ -77,27 +74,20 @@ class AlertEvaluator:
     def evaluate(self, readings: Sequence[Reading], now: float) -> list[Transition]:
         """Judge each reading once; returns the transitions to store, in reading order.
 
-        Readings are judged per series: one lookup of its rules, history and alert state per series and batch,
-        then its readings in order through its detectors' plan. Detectors never read the alert book, so what
-        the book must hear (a verdict with a severity, or any verdict once the series has an open alert) is
-        collected as (reading, detector) events and applied afterwards in reading order: the same calls, in
-        the same order, as judging the readings one at a time."""
+        Each reading goes through its series' plan (plan.py: every detector in one call), which answers None
+        in the healthy case. Detectors never read the alert book, so what the book must hear (a verdict with a
+        severity, or any verdict once the series has an open alert) is collected as (reading, detector) events
+        and applied afterwards in reading order: the same calls, in the same order, as telling the book as each
+        reading is judged."""
         open_series = self.book.series_open
         offline_open = self.book.open_of_type("offline") > 0  # else no reading can resolve one: not asked per reading
-        groups: dict[tuple[str, str], int | list[int]] = {}  # a reading's index; a list from the second on
         events: list[tuple] = []
+        alerted: set = set()  # series that had a verdict with a severity in this batch: every verdict counts now
         info, seen = self.sensor_info, self.offline_timer.seen
+        for_metric, series, plan_of = self.rules.for_metric, self.series, self._plan
         last = None  # (sensor, type, location) just registered: a message's readings share them
         for i, r in enumerate(readings):
-            sensor_id = r.sensor_id
-            key = (sensor_id, r.metric)
-            g = groups.get(key)
-            if g is None:
-                groups[key] = i
-            elif type(g) is int:
-                groups[key] = [g, i]
-            else:
-                g.append(i)
+            sensor_id, metric = r.sensor_id, r.metric
             if last is None or last[0] is not sensor_id or last[1] is not r.sensor_type or last[2] is not r.location:
                 last = (sensor_id, r.sensor_type, r.location)
                 if offline_tracked(r.sensor_type):
@@ -105,11 +95,8 @@ class AlertEvaluator:
                 info[sensor_id] = (r.sensor_type, r.location)
             if offline_open and (sensor_id, None) in open_series:  # offline: this reading resolves it, before judging
                 events.append((i, -1, None))
-        for_metric, series, plan_of = self.rules.for_metric, self.series, self._plan
-        for key, idx in groups.items():
-            sensor_id, metric = key
             mr = for_metric(sensor_id, metric)
-            plan = mr.plan or plan_of(mr)
+            key = (sensor_id, metric)
             s = series.get(key)
             if s is None:  # metric names repeat across sensors: one string for all their keys
                 key = (sensor_id, sys.intern(metric))
@@ -119,35 +106,26 @@ class AlertEvaluator:
                 series[key], s = now, None  # no detector here needs a history
             else:
                 s = series[key] = new_series(now)
-            alerting = key in open_series
-            for i in ((idx,) if type(idx) is int else idx):
-                r = readings[i]
-                value, ts = r.value, r.ts
-                for d, judge, rule in plan:
-                    signal = judge(key, value, ts, rule, s)
+            alerting = key in open_series or (alerted and key in alerted)
+            verdicts = (mr.plan or plan_of(mr))(key, r.value, r.ts, s, alerting)
+            if verdicts is not None:
+                for d, signal in enumerate(verdicts):
                     if signal is not None and (alerting or signal.severity is not None):
                         events.append((i, d, signal))
                         alerting = True  # a severity opens an alert (or the series had one): every verdict counts
+                if alerting:
+                    alerted.add(key)
         if not events:
             return []
         return self._apply(events, readings)
 
-    def _plan(self, mr) -> tuple:
-        """(position, judge, prepared rule) of each detector for these settings, in evaluation order."""
-        plan = []
-        for d, (det, rule) in enumerate(zip(self.detectors, mr.rules)):
-            if rule is None:
-                plan.append((d, det.off, None))
-            elif type(det).judge is SeriesDetector.judge:  # a plug-in's `_judge`: `evaluate` finds its history
-                plan.append((d, det.evaluate, rule))  # when the series has no array (its spec keeps none)
-            else:
-                plan.append((d, det.judge, det.prepare(rule)))
-        mr.plan = tuple(plan)
+    def _plan(self, mr) -> Callable:
+        """The one call judging a reading under these settings (plan.py), built on first use."""
+        mr.plan = plan_for(self.detectors, mr.rules)
         return mr.plan
 
     def _apply(self, events: list[tuple], readings: Sequence[Reading]) -> list[Transition]:
         """The collected verdicts to the alert book, in reading order and per reading in detector order."""
-        events.sort(key=_position_in_batch)
         book, types, out = self.book, self._types, []
         for i, d, signal in events:
             r = readings[i]

@@ -12,6 +12,7 @@ sums stay small and subtracting evicted readings loses no precision that matters
 from __future__ import annotations
 
 import math
+import struct
 from array import array
 
 from ...config import RateRule
@@ -22,6 +23,10 @@ from .detectors import CLEAR, HISTORY, HOLD, Signal, SeriesDetector
 # reference time and value, the four running sums; the kept readings from b + POINTS on.
 T0, V0, ST, SV, STT, STV = range(6)
 POINTS = 6
+# The window's numbers read and written through the array's buffer, several at a time: an array subscript or
+# append converts each double on its own (an argument parser per store), a struct does them in one call.
+_BYTES = array("d").itemsize
+_HEAD, _SUMS, _READING = struct.Struct("6d"), struct.Struct("4d"), struct.Struct("2d")
 
 
 def count(s: array, b: int = HISTORY) -> int:
@@ -55,6 +60,46 @@ def window_slope(s: array, b: int = HISTORY) -> float | None:
     return (n * s[b + STV] - st * s[b + SV]) / den
 
 
+def take(s: array, b: int, ts: float, value: float, rule: RateRule) -> float | None:
+    """Take a reading later than the window's latest into it (those leaving the window dropped first) and return
+    the window's least-squares slope: None until the window holds `min_samples` readings spanning `min_span_s`,
+    when its times do not spread, or when the sums overflowed."""
+    # Taking the reading, count and window_slope, inline, with the sums in locals: this runs for every reading
+    # of a series with a rate rule (Rate.judge and the evaluator's combined plan, plan.py).
+    start, n = b + POINTS, len(s)
+    t0, v0, st, sv, stt, stv = _HEAD.unpack_from(s, b * _BYTES)  # reference and sums
+    head, cutoff, max_samples = start, ts - rule.window_s, rule.max_samples
+    while head < n and (s[head] <= cutoff or (n - head) >> 1 >= max_samples):
+        t, v = s[head] - t0, s[head + 1] - v0  # _sub
+        st -= t
+        sv -= v
+        stt -= t * t
+        stv -= t * v
+        head += 2
+    if head > start:
+        del s[start:head]
+    if ts - t0 > 4 * rule.window_s:
+        _rebase(s, b, ts, value)  # sums from the kept readings, referenced at this one
+        t0, v0 = ts, value
+        st, sv, stt, stv = s[b + ST], s[b + SV], s[b + STT], s[b + STV]
+    s.frombytes(_READING.pack(ts, value))
+    t, v = ts - t0, value - v0
+    st += t
+    sv += v
+    stt += t * t
+    stv += t * v
+    _SUMS.pack_into(s, (b + ST) * _BYTES, st, sv, stt, stv)
+    count = (len(s) - start) >> 1
+    span = ts - s[start]
+    if count < rule.min_samples or span < rule.min_span_s:
+        return None
+    den = count * stt - st * st
+    if den <= 1e-9 * (count * stt if count * stt > 1.0 else 1.0):  # max(1.0, n * stt) as window_slope
+        return None
+    slope = (count * stv - st * sv) / den
+    return slope if math.isfinite(slope) else None
+
+
 class Rate(SeriesDetector):
     """Largest allowed slope per second: the least-squares fit over the readings of the last `window_s`
     seconds, judged once the window holds `min_samples` readings spanning `min_span_s`."""
@@ -62,66 +107,36 @@ class Rate(SeriesDetector):
     type = "rate"
 
     def judge(self, key, value: float, ts: float, rule: RateRule, s: array) -> Signal | None:
-        # Taking the reading (dropping those leaving the window), count and window_slope, inline, with the sums
-        # in locals: this runs for every reading of a series with a rate rule.
         b = self.history  # the window starts after every detector's fixed places
-        start = b + POINTS
         n = len(s)
-        if n < start:
+        if n < b + POINTS:
             self.with_history(s)
             s.extend((ts, value, 0.0, 0.0, 0.0, 0.0))  # an empty window, referenced at the first reading
-            n = start
-        elif n > start and ts <= s[-2]:
+        elif n > b + POINTS and ts <= s[-2]:
             return None  # out of order or a duplicate: the window is a time series, it only moves forward
-        t0, v0 = s[b], s[b + 1]
-        st, sv, stt, stv = s[b + ST], s[b + SV], s[b + STT], s[b + STV]
-        head, cutoff, max_samples = start, ts - rule.window_s, rule.max_samples
-        while head < n and (s[head] <= cutoff or (n - head) >> 1 >= max_samples):
-            t, v = s[head] - t0, s[head + 1] - v0  # _sub
-            st -= t
-            sv -= v
-            stt -= t * t
-            stv -= t * v
-            head += 2
-        if head > start:
-            del s[start:head]
-        if ts - t0 > 4 * rule.window_s:
-            _rebase(s, b, ts, value)  # sums from the kept readings, referenced at this one
-            t0, v0 = ts, value
-            st, sv, stt, stv = s[b + ST], s[b + SV], s[b + STT], s[b + STV]
-        s.append(ts)
-        s.append(value)
-        t, v = ts - t0, value - v0
-        st += t
-        sv += v
-        stt += t * t
-        stv += t * v
-        s[b + ST], s[b + SV], s[b + STT], s[b + STV] = st, sv, stt, stv
-        count = (len(s) - start) >> 1
-        span = ts - s[start]
-        if count < rule.min_samples or span < rule.min_span_s:
+        slope = take(s, b, ts, value, rule)
+        if slope is None:
             return None
-        den = count * stt - st * st
-        if den <= 1e-9 * (count * stt if count * stt > 1.0 else 1.0):  # max(1.0, n * stt) as window_slope
-            return None
-        slope = (count * stv - st * sv) / den
-        if not math.isfinite(slope):
-            return None
+        return self.verdict(key, slope, ts, rule, s)
+
+    def verdict(self, key, slope: float, ts: float, rule: RateRule, s: array) -> Signal:
+        """The verdict on the finite slope of the window of `s` that has just taken the reading at `ts`, with
+        the hold (`for_s`)."""
+        n, span = count(s, self.history), ts - s[self.history + POINTS]
         rate = abs(slope)
         warning, critical = rule.warning, rule.critical
         if critical is not None and rate > critical:
             signal = Signal("critical", bound=critical, detail=f"changed at {slope:+.4g}/s over the last {span:.0f} s "
-                                                               f"({count} readings), above the critical limit {critical:g}/s")
+                                                               f"({n} readings), above the critical limit {critical:g}/s")
         elif warning is not None and rate > warning:
             signal = Signal("warning", bound=warning, detail=f"changed at {slope:+.4g}/s over the last {span:.0f} s "
-                                                             f"({count} readings), above the warning limit {warning:g}/s")
+                                                             f"({n} readings), above the warning limit {warning:g}/s")
         else:
             if self.since:
                 self.since.pop(key, None)
             limit = warning if warning is not None else critical
             return CLEAR if limit is None or rate <= limit - rule.deadband else HOLD
         return self._held(key, signal, ts, rule) if rule.for_s else signal
-
 
 registry.register(registry.DetectorSpec(
     "rate", RateRule, lambda offset, history: Rate().placed(offset, history), history=True, tail=True,

@@ -16,8 +16,8 @@ from ...registry import detectors as registry
 class MetricRules:
     """Settings per detector for one (sensor, metric), in the registry's order; None means the detector is off.
     `history`: some detector given settings keeps the series' history (an array is needed). A detector's
-    settings read by its name too (`.threshold`, `.stuck`). `plan`: the evaluator's calls for these settings,
-    built once on first use (evaluator.py), so a batch looks nothing up per reading."""
+    settings read by its name too (`.threshold`, `.stuck`). `plan`: the evaluator's one call judging a reading
+    under these settings, built once on first use (plan.py), so a batch looks nothing up per reading."""
 
     __slots__ = ("rules", "history", "_names", "plan")
 
